@@ -1,0 +1,221 @@
+/**
+ * InboundProxy: the one path every connection INTO a local pod takes, whichever way it came —
+ * an HBONE CONNECT stream from another node (TunnelServer), a same-node connection handed over
+ * by the outbound side (`openLocal`, the TLS hop skipped), or captured plaintext on 15006
+ * (PlaintextListener, PERMISSIVE only). Steps, in order:
+ *
+ *   1. authorize (hook; the policy engine plugs in here) — refused => 401 / SKEIN_TUNNEL_REFUSED_401
+ *   2. connect to the app port inside the pod (AppConnector) — failed => 503 / SKEIN_TUNNEL_UNAVAILABLE_503
+ *   3. pipe bytes both ways (L4 pipe), then one access-log line and one telemetry record.
+ *
+ * Keeping the three transports on this one path is what makes same-node traffic get the same
+ * policy and telemetry as cross-node traffic.
+ */
+import { type Duplex, duplexPair } from 'node:stream';
+import type { SpiffeId, Workload } from '../../config/model.js';
+import { SkeinError, hasCode, messageOf } from '../../errors.js';
+import { type Logger, silentLogger } from '../../telemetry/log.js';
+import { type PipeResult, pipeBidirectional } from '../tcp/l4-pipe.js';
+import { type AppConnector, type LocalInbound, TunnelErrorCode } from '../tunnel/types.js';
+
+export type InboundTransport = 'hbone' | 'local' | 'plaintext';
+
+export interface InboundRequest {
+  transport: InboundTransport;
+  /** Authenticated source identity (mTLS peer, or the local source pod); absent for plaintext. */
+  source?: SpiffeId;
+  /** Peer socket address (the remote node's agent, or the plaintext client). */
+  sourceAddress?: string;
+  sourcePort?: number;
+  workload: Workload;
+  /** Destination (app) port inside the pod. */
+  port: number;
+  /** Request headers of the CONNECT (traceparent, forwarded-for...), when any. */
+  headers?: Record<string, string>;
+}
+
+export interface InboundDecision {
+  allow: boolean;
+  /** Why, for the log (policy name, "STRICT"...). */
+  reason?: string;
+}
+
+/** Authorization hook: the policy engine implements it; the default allows everything. */
+export type InboundAuthorizer = (req: InboundRequest) => InboundDecision | Promise<InboundDecision>;
+
+/** What is known about one inbound connection once it ended (or was refused). */
+export interface InboundConnectionRecord {
+  transport: InboundTransport;
+  source?: SpiffeId;
+  sourceAddress?: string;
+  workload: string;
+  destinationIdentity: SpiffeId;
+  port: number;
+  /** HBONE-style status: 200 served, 401 refused by policy, 503 app unreachable. */
+  status: number;
+  reason?: string;
+  /** Bytes from the client towards the app. */
+  bytesReceived: number;
+  /** Bytes from the app back to the client. */
+  bytesSent: number;
+  durationMs: number;
+  /** How the piped connection ended: complete, reset, idle-timeout, aborted. */
+  end?: PipeResult['reason'];
+}
+
+export interface InboundProxyOptions {
+  app: AppConnector;
+  authorize?: InboundAuthorizer;
+  logger?: Logger;
+  /** Close a piped connection after this long without a byte either way; 0 = never (default). */
+  idleTimeoutMs?: number;
+  /** Give up connecting to the app port after this long (answers 503). Default 5 s. */
+  appConnectTimeoutMs?: number;
+  /** Telemetry hook (metrics): called once per connection, served or refused. */
+  onConnection?: (rec: InboundConnectionRecord) => void;
+}
+
+export interface InboundStats {
+  active: number;
+  served: number;
+  refused: number;
+  unavailable: number;
+}
+
+const allowAll: InboundAuthorizer = () => ({ allow: true });
+
+export class InboundProxy implements LocalInbound {
+  private readonly app: AppConnector;
+  private readonly authorize: InboundAuthorizer;
+  private readonly log: Logger;
+  private readonly idleTimeoutMs: number;
+  private readonly appConnectTimeoutMs: number;
+  private readonly onConnection: ((rec: InboundConnectionRecord) => void) | undefined;
+  readonly stats: InboundStats = { active: 0, served: 0, refused: 0, unavailable: 0 };
+
+  constructor(opts: InboundProxyOptions) {
+    this.app = opts.app;
+    this.authorize = opts.authorize ?? allowAll;
+    this.log = (opts.logger ?? silentLogger()).child({ component: 'inbound' });
+    this.idleTimeoutMs = opts.idleTimeoutMs ?? 0;
+    this.appConnectTimeoutMs = opts.appConnectTimeoutMs ?? 5_000;
+    this.onConnection = opts.onConnection;
+  }
+
+  /**
+   * Steps 1 and 2: authorize, then connect to the app. Resolves with the app-side stream;
+   * rejects with SKEIN_TUNNEL_REFUSED_401 or SKEIN_TUNNEL_UNAVAILABLE_503 (refusals are
+   * logged and recorded here, so callers only translate the code to their transport).
+   */
+  async admit(req: InboundRequest, signal?: AbortSignal): Promise<Duplex> {
+    const started = performance.now();
+    let decision: InboundDecision;
+    try {
+      decision = await this.authorize(req);
+    } catch (err) {
+      decision = { allow: false, reason: `authorizer failed: ${messageOf(err)}` };
+    }
+    if (!decision.allow) {
+      this.stats.refused++;
+      this.finishRefused(req, 401, decision.reason ?? 'denied by policy', started);
+      throw new SkeinError(TunnelErrorCode.Unauthorized, 'inbound connection refused by policy', {
+        reason: decision.reason,
+        source: req.source,
+      });
+    }
+    const timeout = AbortSignal.timeout(this.appConnectTimeoutMs);
+    const connectSignal = signal ? AbortSignal.any([signal, timeout]) : timeout;
+    try {
+      const app = await this.app.connect(req.workload, req.port, connectSignal);
+      if (signal?.aborted) {
+        // The downstream went away while we were connecting; do not leave the app socket open.
+        app.destroy();
+        throw new SkeinError(TunnelErrorCode.Aborted, 'downstream closed before the app connection was up');
+      }
+      return app;
+    } catch (err) {
+      if (hasCode(err, TunnelErrorCode.Aborted)) throw err;
+      this.stats.unavailable++;
+      const why = timeout.aborted ? 'app connect timed out' : messageOf(err);
+      this.finishRefused(req, 503, why, started);
+      throw new SkeinError(TunnelErrorCode.Unavailable, `app port ${req.port} unreachable: ${why}`, { port: req.port }, { cause: err });
+    }
+  }
+
+  /** Step 3: pipe `downstream` <-> `app`, then log and record the connection. */
+  serve(req: InboundRequest, downstream: Duplex, app: Duplex): void {
+    this.stats.active++;
+    this.stats.served++;
+    pipeBidirectional(downstream, app, {
+      idleTimeoutMs: this.idleTimeoutMs,
+      onDone: (r) => {
+        this.stats.active--;
+        const rec = this.record(req, 200, r.bytesAtoB, r.bytesBtoA, r.durationMs);
+        rec.end = r.reason;
+        if (r.reason === 'reset' && r.resetBy) rec.reason = `reset by ${r.resetBy === 'a' ? 'downstream' : 'app'}`;
+        this.emit(rec);
+      },
+    });
+  }
+
+  /**
+   * Same-node entry for the outbound side: identical policy and telemetry, no TLS hop. The
+   * returned Duplex is one end of an in-memory pair whose other end is piped to the app, so
+   * bytes are counted and the access log line is written here just as for a tunnel stream.
+   */
+  async openLocal(
+    source: SpiffeId,
+    workload: Workload,
+    port: number,
+    opts: { signal?: AbortSignal; headers?: Record<string, string> } = {},
+  ): Promise<Duplex> {
+    const req: InboundRequest = { transport: 'local', source, workload, port };
+    if (opts.headers) req.headers = opts.headers;
+    const app = await this.admit(req, opts.signal);
+    const [ours, theirs] = duplexPair();
+    this.serve(req, ours, app);
+    return theirs;
+  }
+
+  /**
+   * Record a connection refused before it reached `admit` (400 malformed, 403 wrong
+   * destination, STRICT plaintext...): same access log and telemetry as everything else.
+   */
+  recordRefusal(req: InboundRequest, status: number, reason: string): void {
+    this.stats.refused++;
+    this.finishRefused(req, status, reason, performance.now());
+  }
+
+  private finishRefused(req: InboundRequest, status: number, reason: string, started: number): void {
+    const rec = this.record(req, status, 0, 0, Math.round(performance.now() - started));
+    rec.reason = reason;
+    this.emit(rec);
+  }
+
+  private record(req: InboundRequest, status: number, received: number, sent: number, durationMs: number): InboundConnectionRecord {
+    const rec: InboundConnectionRecord = {
+      transport: req.transport,
+      workload: `${req.workload.namespace}/${req.workload.name}`,
+      destinationIdentity: req.workload.identity,
+      port: req.port,
+      status,
+      bytesReceived: received,
+      bytesSent: sent,
+      durationMs,
+    };
+    if (req.source !== undefined) rec.source = req.source;
+    if (req.sourceAddress !== undefined) rec.sourceAddress = req.sourceAddress;
+    return rec;
+  }
+
+  private emit(rec: InboundConnectionRecord): void {
+    // One access-log line per connection.
+    const level = rec.status === 200 ? 'info' : 'warn';
+    this.log[level]({ access: rec }, 'inbound connection');
+    try {
+      this.onConnection?.(rec);
+    } catch (err) {
+      this.log.error({ err: messageOf(err) }, 'inbound telemetry hook threw');
+    }
+  }
+}

@@ -1,0 +1,122 @@
+/**
+ * PlaintextListener: a pod's :15006. Connections from outside the mesh to the pod are steered
+ * here by the sk_lookup program in the pod's netns without rewriting them, so the original
+ * destination is simply the accepted socket's local address and port.
+ *
+ * The workload's peer-authentication mode decides:
+ *   STRICT      refuse: the client gets a TCP reset (not a FIN, so it cannot mistake the
+ *               refusal for an empty response); logged and counted.
+ *   PERMISSIVE  serve: the InboundProxy path (authorization with no source identity, app
+ *               connect, L4 pipe, access log) as for a tunnel stream.
+ * The mode is read per connection, so a config update applies to the next connection.
+ */
+import { type AddressInfo, createServer, type Server, type Socket } from 'node:net';
+import type { Workload } from '../../config/model.js';
+import { messageOf } from '../../errors.js';
+import { type Logger, silentLogger } from '../../telemetry/log.js';
+import { resetStream } from '../tcp/l4-pipe.js';
+import type { InboundProxy, InboundRequest } from './inbound-proxy.js';
+
+export const DEFAULT_INBOUND_PLAINTEXT_PORT = 15006;
+
+export interface PlaintextListenerOptions {
+  workload: Workload;
+  inbound: InboundProxy;
+  logger?: Logger;
+}
+
+export interface PlaintextStats {
+  accepted: number;
+  refusedStrict: number;
+  refusedOther: number;
+}
+
+export class PlaintextListener {
+  readonly stats: PlaintextStats = { accepted: 0, refusedStrict: 0, refusedOther: 0 };
+  private workload: Workload;
+  private readonly inbound: InboundProxy;
+  private readonly log: Logger;
+  private readonly server: Server;
+  private readonly sockets = new Set<Socket>();
+
+  constructor(opts: PlaintextListenerOptions) {
+    this.workload = opts.workload;
+    this.inbound = opts.inbound;
+    this.log = (opts.logger ?? silentLogger()).child({ component: 'inbound-plaintext', workload: `${opts.workload.namespace}/${opts.workload.name}` });
+    // allowHalfOpen: a client's FIN must not close our side before the app has answered.
+    this.server = createServer({ allowHalfOpen: true, pauseOnConnect: true }, (s) => this.onConnection(s));
+    this.server.on('error', (err) => this.log.error({ err: messageOf(err) }, 'plaintext listener error'));
+  }
+
+  /** Listen on an fd from the capture layer (inside the pod's netns), or a port. */
+  listen(where: { fd: number } | { port: number; host?: string }): Promise<AddressInfo | undefined> {
+    return new Promise((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen(where, () => {
+        this.server.removeListener('error', reject);
+        resolve(this.address());
+      });
+    });
+  }
+
+  address(): AddressInfo | undefined {
+    const a = this.server.address();
+    return typeof a === 'object' && a !== null ? a : undefined;
+  }
+
+  updateWorkload(workload: Workload): void {
+    this.workload = workload;
+  }
+
+  async close(): Promise<void> {
+    const closing = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    for (const s of this.sockets) s.destroy();
+    await closing;
+  }
+
+  private onConnection(socket: Socket): void {
+    this.sockets.add(socket);
+    socket.once('close', () => this.sockets.delete(socket));
+    socket.on('error', () => {});
+    const workload = this.workload;
+    const req: InboundRequest = { transport: 'plaintext', workload, port: socket.localPort ?? 0 };
+    if (socket.remoteAddress !== undefined) req.sourceAddress = socket.remoteAddress;
+    if (socket.remotePort !== undefined) req.sourcePort = socket.remotePort;
+
+    if (workload.peerAuthentication !== 'PERMISSIVE') {
+      this.stats.refusedStrict++;
+      this.inbound.recordRefusal(req, 401, 'plaintext refused: peer authentication STRICT');
+      resetStream(socket);
+      return;
+    }
+    // A connection made to 15006 itself (not steered by sk_lookup) has no app behind it.
+    const own = this.address()?.port;
+    if (req.port === 0 || req.port === own) {
+      this.stats.refusedOther++;
+      this.inbound.recordRefusal(req, 400, `plaintext connection to the listener port ${req.port} itself`);
+      resetStream(socket);
+      return;
+    }
+    this.stats.accepted++;
+    const ac = new AbortController();
+    const onEarlyClose = (): void => ac.abort();
+    socket.once('close', onEarlyClose);
+    this.inbound.admit(req, ac.signal).then(
+      (app) => {
+        socket.removeListener('close', onEarlyClose);
+        if (socket.destroyed) {
+          app.destroy();
+          return;
+        }
+        this.inbound.serve(req, socket, app);
+        socket.resume();
+      },
+      () => {
+        // Refused or unreachable: already logged by the inbound path; the client sees a reset,
+        // as it would from a closed port.
+        socket.removeListener('close', onEarlyClose);
+        resetStream(socket);
+      },
+    );
+  }
+}

@@ -1,0 +1,547 @@
+/**
+ * TunnelPool: the client end of HBONE-style tunnels. Each proxied connection becomes an
+ * HTTP/2 CONNECT stream inside a pooled mutual-TLS session to the destination pod's :15008.
+ *
+ * TLS: 1.3 only, ALPN h2, client certificate = the SOURCE workload's (so the destination
+ * authenticates the pod that opened the connection, not the node), server certificate must
+ * chain to the trust bundle and carry exactly the destination identity the control plane
+ * promised (checked inside the handshake, so a wrong peer never sees a byte of payload).
+ *
+ * Pool key: (source identity, destination identity, destination node, tunnel address:port).
+ * The address is in the key because every pod network namespace has its own :15008 listener
+ * (the agent opens one inside each local pod's netns) — two pods of the same service account
+ * on one node are two different TLS servers, and a session to one cannot carry streams to the
+ * other. Sessions are reused until `maxStreamsPerSession` streams are open, then another one is
+ * opened, up to `maxSessionsPerKey`. Sessions that received GOAWAY or failed leave the pool
+ * at once (their open streams finish); idle sessions close after `idleTimeoutMs`; a PING every
+ * `keepaliveIntervalMs` finds dead peers. When the source certificate or the trust bundle
+ * changes, the next connect opens a session with the new credentials and the old sessions
+ * drain: no new streams, closed when their last stream ends.
+ */
+import { connect as h2connect, constants as h2c, type ClientHttp2Session, type ClientHttp2Stream } from 'node:http2';
+import type { Duplex } from 'node:stream';
+import { connect as tlsConnect, type PeerCertificate, type TLSSocket } from 'node:tls';
+import type { SpiffeId } from '../../config/model.js';
+import { SkeinError, messageOf } from '../../errors.js';
+import type { IdentitySource, WorkloadCertificate } from '../../identity/types.js';
+import { type Logger, silentLogger } from '../../telemetry/log.js';
+import { formatAuthority } from './authority.js';
+import { checkPeerIdentity } from './spiffe-peer.js';
+import { DEFAULT_TUNNEL_PORT, type TunnelDialer, TunnelErrorCode, type TunnelTarget } from './types.js';
+
+export interface TunnelPoolOptions {
+  identity: IdentitySource;
+  logger?: Logger;
+  /** Streams per session before another session is opened (also capped by the server's SETTINGS). Default 100. */
+  maxStreamsPerSession?: number;
+  /** Sessions per pool key; beyond that, connect rejects with SKEIN_TUNNEL_POOL_EXHAUSTED. Default 64. */
+  maxSessionsPerKey?: number;
+  /** Close a session with no open stream after this long. Default 60 s. */
+  idleTimeoutMs?: number;
+  /** PING interval on every session; 0 disables. Default 30 s. */
+  keepaliveIntervalMs?: number;
+  /** A PING not acknowledged within this long kills the session. Default 10 s. */
+  keepaliveTimeoutMs?: number;
+  /** TLS handshake + SETTINGS, and separately the CONNECT response, each within this long. Default 10 s. */
+  connectTimeoutMs?: number;
+  /** HTTP/2 per-stream receive window advertised to the server. Default 256 KiB. */
+  streamWindowBytes?: number;
+  /** HTTP/2 connection-level receive window. Default 8 MiB. */
+  sessionWindowBytes?: number;
+  /** nghttp2 per-session memory cap (MiB). Default 32. */
+  maxSessionMemoryMb?: number;
+}
+
+interface PooledSession {
+  id: number;
+  key: string;
+  tunnelAuthority: string;
+  /** Credentials the session was opened with; a mismatch with the current ones means drain. */
+  certChainPem: string;
+  bundle: string;
+  ready: Promise<ClientHttp2Session>;
+  session?: ClientHttp2Session;
+  /** Streams open plus streams reserved while the session is still handshaking. */
+  active: number;
+  draining: boolean;
+  closed: boolean;
+  idleTimer?: NodeJS.Timeout;
+  pingTimer?: NodeJS.Timeout;
+}
+
+/** Hop-by-hop and pseudo headers a caller may not smuggle into the CONNECT request. */
+const FORBIDDEN_HEADERS = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'transfer-encoding',
+  'upgrade',
+  'te',
+  'host',
+  'content-length',
+]);
+
+function statusCode(status: number): string {
+  switch (status) {
+    case 400:
+      return TunnelErrorCode.BadRequest;
+    case 401:
+      return TunnelErrorCode.Unauthorized;
+    case 403:
+      return TunnelErrorCode.Forbidden;
+    case 503:
+      return TunnelErrorCode.Unavailable;
+    default:
+      return TunnelErrorCode.Status;
+  }
+}
+
+export class TunnelPool implements TunnelDialer {
+  private readonly identity: IdentitySource;
+  private readonly log: Logger;
+  private readonly maxStreamsPerSession: number;
+  private readonly maxSessionsPerKey: number;
+  private readonly idleTimeoutMs: number;
+  private readonly keepaliveIntervalMs: number;
+  private readonly keepaliveTimeoutMs: number;
+  private readonly connectTimeoutMs: number;
+  private readonly streamWindowBytes: number;
+  private readonly sessionWindowBytes: number;
+  private readonly maxSessionMemoryMb: number;
+  private readonly pools = new Map<string, PooledSession[]>();
+  private nextId = 1;
+  private closed = false;
+
+  constructor(opts: TunnelPoolOptions) {
+    this.identity = opts.identity;
+    this.log = (opts.logger ?? silentLogger()).child({ component: 'tunnel-pool' });
+    this.maxStreamsPerSession = opts.maxStreamsPerSession ?? 100;
+    this.maxSessionsPerKey = opts.maxSessionsPerKey ?? 64;
+    this.idleTimeoutMs = opts.idleTimeoutMs ?? 60_000;
+    this.keepaliveIntervalMs = opts.keepaliveIntervalMs ?? 30_000;
+    this.keepaliveTimeoutMs = opts.keepaliveTimeoutMs ?? 10_000;
+    this.connectTimeoutMs = opts.connectTimeoutMs ?? 10_000;
+    this.streamWindowBytes = opts.streamWindowBytes ?? 256 * 1024;
+    this.sessionWindowBytes = opts.sessionWindowBytes ?? 8 * 1024 * 1024;
+    this.maxSessionMemoryMb = opts.maxSessionMemoryMb ?? 32;
+  }
+
+  async connect(
+    source: SpiffeId,
+    target: TunnelTarget,
+    opts: { signal?: AbortSignal; headers?: Record<string, string> } = {},
+  ): Promise<Duplex> {
+    if (this.closed) throw new SkeinError(TunnelErrorCode.Closed, 'tunnel pool is closed');
+    const { signal } = opts;
+    throwIfAborted(signal);
+    const cert = await this.identity.certificateFor(source, signal);
+    throwIfAborted(signal);
+    const bundle = this.identity.trustBundlePem().join('\n');
+    const tunnelAddress = target.tunnelAddress ?? target.address;
+    const tunnelPort = target.tunnelPort ?? DEFAULT_TUNNEL_PORT;
+    // See the file comment: the dialled address is part of the key (one :15008 per pod netns).
+    const key = `${source}|${target.identity}|${target.node}|${formatAuthority(tunnelAddress, tunnelPort)}`;
+
+    const pooled = this.acquire(key, target, cert, bundle, tunnelAddress, tunnelPort);
+    let released = false;
+    const release = (): void => {
+      if (released) return;
+      released = true;
+      this.release(pooled);
+    };
+    try {
+      const session = await withDeadline(pooled.ready, this.connectTimeoutMs, signal, 'TLS session');
+      return await this.openStream(session, pooled, target, opts.headers, signal, release);
+    } catch (err) {
+      release();
+      throw err;
+    }
+  }
+
+  /** Counts for admin/tests: sessions and open streams per pool key. */
+  stats(): { key: string; sessions: { id: number; active: number; draining: boolean }[] }[] {
+    return [...this.pools].map(([key, list]) => ({
+      key,
+      sessions: list.map((s) => ({ id: s.id, active: s.active, draining: s.draining })),
+    }));
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    const all = [...this.pools.values()].flat();
+    this.pools.clear();
+    await Promise.all(all.map((s) => this.shutdownSession(s)));
+  }
+
+  private acquire(
+    key: string,
+    target: TunnelTarget,
+    cert: WorkloadCertificate,
+    bundle: string,
+    tunnelAddress: string,
+    tunnelPort: number,
+  ): PooledSession {
+    let list = this.pools.get(key);
+    if (!list) {
+      list = [];
+      this.pools.set(key, list);
+    }
+    let chosen: PooledSession | undefined;
+    for (const s of list) {
+      if (s.draining || s.closed) continue;
+      if (s.certChainPem !== cert.certChainPem || s.bundle !== bundle) {
+        // Rotation: new streams go to sessions with the new certificate; this one drains.
+        this.drain(s, 'credentials rotated');
+        continue;
+      }
+      if (s.active < this.streamLimit(s) && (!chosen || s.active < chosen.active)) chosen = s;
+    }
+    if (!chosen) {
+      const live = list.filter((s) => !s.closed && !s.draining).length;
+      if (live >= this.maxSessionsPerKey) {
+        throw new SkeinError(TunnelErrorCode.PoolExhausted, 'every tunnel session to this destination is full', {
+          key,
+          maxSessionsPerKey: this.maxSessionsPerKey,
+          maxStreamsPerSession: this.maxStreamsPerSession,
+        });
+      }
+      chosen = this.openSession(key, target, cert, bundle, tunnelAddress, tunnelPort);
+      list.push(chosen);
+    }
+    chosen.active++;
+    if (chosen.idleTimer) {
+      clearTimeout(chosen.idleTimer);
+      chosen.idleTimer = undefined;
+    }
+    return chosen;
+  }
+
+  private streamLimit(s: PooledSession): number {
+    const remote = s.session?.remoteSettings?.maxConcurrentStreams;
+    return remote !== undefined && remote > 0 ? Math.min(remote, this.maxStreamsPerSession) : this.maxStreamsPerSession;
+  }
+
+  private release(s: PooledSession): void {
+    s.active--;
+    if (s.active > 0 || s.closed) return;
+    if (s.draining) {
+      s.session?.close();
+      return;
+    }
+    if (s.idleTimer) clearTimeout(s.idleTimer);
+    s.idleTimer = setTimeout(() => {
+      if (s.active === 0) this.drain(s, 'idle');
+    }, this.idleTimeoutMs);
+    s.idleTimer.unref();
+  }
+
+  /** No new streams on `s`; close it once its last stream ends. */
+  private drain(s: PooledSession, why: string): void {
+    if (s.draining) return;
+    s.draining = true;
+    this.forget(s);
+    this.log.debug({ session: s.id, key: s.key, why }, 'tunnel session draining');
+    if (s.active === 0) s.session?.close();
+  }
+
+  private forget(s: PooledSession): void {
+    const list = this.pools.get(s.key);
+    if (!list) return;
+    const i = list.indexOf(s);
+    if (i >= 0) list.splice(i, 1);
+    if (list.length === 0) this.pools.delete(s.key);
+  }
+
+  private openSession(
+    key: string,
+    target: TunnelTarget,
+    cert: WorkloadCertificate,
+    bundle: string,
+    tunnelAddress: string,
+    tunnelPort: number,
+  ): PooledSession {
+    const trustDomain = this.identity.trustDomain();
+    const bundlePems = this.identity.trustBundlePem();
+    const s: PooledSession = {
+      id: this.nextId++,
+      key,
+      tunnelAuthority: formatAuthority(tunnelAddress, tunnelPort),
+      certChainPem: cert.certChainPem,
+      bundle,
+      ready: Promise.resolve(undefined as unknown as ClientHttp2Session),
+      active: 0,
+      draining: false,
+      closed: false,
+    };
+    const log = this.log.child({ session: s.id, peer: s.tunnelAuthority, peerIdentity: target.identity });
+    s.ready = new Promise<ClientHttp2Session>((resolve, reject) => {
+      let settled = false;
+      let socket: TLSSocket | undefined;
+      const timer = setTimeout(() => {
+        if (!settled) socket?.destroy(new SkeinError(TunnelErrorCode.Timeout, 'tunnel TLS handshake timed out'));
+      }, this.connectTimeoutMs);
+      timer.unref();
+      const fail = (err: unknown): void => {
+        s.closed = true;
+        this.forget(s);
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        reject(toTunnelError(err, s.tunnelAuthority, target.identity));
+      };
+      try {
+        socket = this.dial(tunnelAddress, tunnelPort, cert, bundlePems, trustDomain, target.identity);
+      } catch (err) {
+        fail(err);
+        return;
+      }
+      const sock = socket;
+      sock.once('error', fail);
+      sock.once('secureConnect', () => {
+        if (sock.alpnProtocol !== 'h2') {
+          sock.destroy(new SkeinError(TunnelErrorCode.Tls, `tunnel peer did not negotiate h2 (got ${sock.alpnProtocol})`));
+          return;
+        }
+        sock.removeListener('error', fail);
+        const session = h2connect(`https://${s.tunnelAuthority}`, {
+          createConnection: () => sock,
+          settings: { enablePush: false, initialWindowSize: this.streamWindowBytes },
+          maxSessionMemory: this.maxSessionMemoryMb,
+        });
+        s.session = session;
+        session.once('remoteSettings', () => {
+          if (settled) return;
+          settled = true;
+          clearTimeout(timer);
+          try {
+            session.setLocalWindowSize(this.sessionWindowBytes);
+          } catch (err) {
+            log.debug({ err: messageOf(err) }, 'could not enlarge the session window');
+          }
+          this.startKeepalive(s, session);
+          log.debug('tunnel session up');
+          resolve(session);
+        });
+        session.on('error', (err) => {
+          log.debug({ err: messageOf(err), code: (err as { code?: string }).code }, 'tunnel session error');
+          fail(err);
+        });
+        session.on('goaway', (code) => {
+          log.debug({ code }, 'tunnel session got GOAWAY');
+          s.draining = true;
+          this.forget(s);
+        });
+        session.once('close', () => {
+          this.clearTimers(s);
+          fail(new SkeinError(TunnelErrorCode.Stream, 'tunnel session closed before it was ready'));
+        });
+      });
+    });
+    // Nobody may be awaiting when it fails (the caller gave up); never an unhandled rejection.
+    s.ready.catch(() => {});
+    return s;
+  }
+
+  /** TLS 1.3 + ALPN h2 to a pod's :15008 with the source workload's certificate. */
+  private dial(
+    host: string,
+    port: number,
+    cert: WorkloadCertificate,
+    bundlePems: string[],
+    trustDomain: string,
+    expected: SpiffeId,
+  ): TLSSocket {
+    return tlsConnect({
+      host,
+      port,
+      ALPNProtocols: ['h2'],
+      minVersion: 'TLSv1.3',
+      key: cert.privateKeyPem,
+      cert: cert.certChainPem,
+      ca: bundlePems,
+      rejectUnauthorized: true,
+      // Not a hostname check: the SPIFFE identity check, inside the handshake, so a wrong
+      // peer fails the handshake and never receives a CONNECT.
+      checkServerIdentity: (_host: string, peer: PeerCertificate) => {
+        const r = checkPeerIdentity(peer.raw, trustDomain, expected);
+        if (r.ok) return undefined;
+        return new SkeinError(TunnelErrorCode.Identity, `tunnel peer is not ${expected}: ${r.reason}`, {
+          expected,
+          reason: r.reason,
+          presented: r.detail,
+        });
+      },
+    });
+  }
+
+  private startKeepalive(s: PooledSession, session: ClientHttp2Session): void {
+    if (this.keepaliveIntervalMs <= 0) return;
+    s.pingTimer = setInterval(() => {
+      if (session.destroyed || session.closed) return;
+      const deadline = setTimeout(() => {
+        this.log.debug({ session: s.id }, 'tunnel keepalive PING unanswered; closing session');
+        session.destroy(new SkeinError(TunnelErrorCode.Timeout, 'keepalive PING unanswered'));
+      }, this.keepaliveTimeoutMs);
+      deadline.unref();
+      try {
+        session.ping((err) => {
+          clearTimeout(deadline);
+          if (err && !session.destroyed) session.destroy(err);
+        });
+      } catch {
+        clearTimeout(deadline);
+      }
+    }, this.keepaliveIntervalMs);
+    s.pingTimer.unref();
+  }
+
+  private clearTimers(s: PooledSession): void {
+    if (s.idleTimer) clearTimeout(s.idleTimer);
+    if (s.pingTimer) clearInterval(s.pingTimer);
+    s.idleTimer = undefined;
+    s.pingTimer = undefined;
+  }
+
+  private openStream(
+    session: ClientHttp2Session,
+    pooled: PooledSession,
+    target: TunnelTarget,
+    extra: Record<string, string> | undefined,
+    signal: AbortSignal | undefined,
+    release: () => void,
+  ): Promise<Duplex> {
+    const authority = formatAuthority(target.address, target.port);
+    // HBONE: CONNECT with :authority only; no :scheme, no :path (RFC 9113 §8.5).
+    const headers: Record<string, string> = { ':method': 'CONNECT', ':authority': authority };
+    if (extra) {
+      for (const [k, v] of Object.entries(extra)) {
+        const name = k.toLowerCase();
+        if (name.startsWith(':') || FORBIDDEN_HEADERS.has(name)) continue;
+        headers[name] = v;
+      }
+    }
+    let stream: ClientHttp2Stream;
+    try {
+      stream = session.request(headers, { endStream: false });
+    } catch (err) {
+      // e.g. the session received GOAWAY between pick and request.
+      throw toTunnelError(err, pooled.tunnelAuthority, target.identity);
+    }
+    stream.once('close', release);
+    return new Promise<Duplex>((resolve, reject) => {
+      let done = false;
+      const cleanup = (): void => {
+        done = true;
+        clearTimeout(timer);
+        signal?.removeEventListener('abort', onAbort);
+        stream.removeListener('response', onResponse);
+        stream.removeListener('error', onError);
+        stream.removeListener('close', onClose);
+      };
+      const failWith = (err: SkeinError): void => {
+        if (done) return;
+        cleanup();
+        if (!stream.destroyed) stream.close(h2c.NGHTTP2_CANCEL);
+        reject(err);
+      };
+      const onResponse = (h: Record<string, unknown>): void => {
+        const status = Number(h[':status']);
+        if (status >= 200 && status < 300) {
+          cleanup();
+          resolve(stream);
+          return;
+        }
+        failWith(
+          new SkeinError(statusCode(status), `tunnel CONNECT to ${authority} answered ${status}`, {
+            status,
+            authority,
+            identity: target.identity,
+          }),
+        );
+      };
+      const onError = (err: Error): void => failWith(toTunnelError(err, pooled.tunnelAuthority, target.identity));
+      const onClose = (): void =>
+        failWith(
+          new SkeinError(TunnelErrorCode.Stream, `tunnel stream to ${authority} closed before a response`, {
+            rstCode: stream.rstCode,
+            authority,
+          }),
+        );
+      const onAbort = (): void => failWith(new SkeinError(TunnelErrorCode.Aborted, 'tunnel connect aborted'));
+      const timer = setTimeout(
+        () => failWith(new SkeinError(TunnelErrorCode.Timeout, `no CONNECT response from ${authority}`)),
+        this.connectTimeoutMs,
+      );
+      timer.unref();
+      stream.on('response', onResponse);
+      stream.on('error', onError);
+      stream.on('close', onClose);
+      signal?.addEventListener('abort', onAbort, { once: true });
+    }).then((s) => {
+      // Errors after this point belong to whoever pipes the stream; keep a listener so one
+      // arriving before they attach theirs cannot crash the process.
+      s.on('error', noop);
+      return s;
+    });
+  }
+
+  private async shutdownSession(s: PooledSession): Promise<void> {
+    this.clearTimers(s);
+    s.draining = true;
+    const session = s.session ?? (await s.ready.catch(() => undefined));
+    if (!session || session.destroyed) return;
+    await new Promise<void>((resolve) => {
+      const t = setTimeout(() => {
+        session.destroy();
+        resolve();
+      }, 2_000);
+      t.unref();
+      session.close(() => {
+        clearTimeout(t);
+        resolve();
+      });
+    });
+  }
+}
+
+function noop(): void {}
+
+function throwIfAborted(signal: AbortSignal | undefined): void {
+  if (signal?.aborted) throw new SkeinError(TunnelErrorCode.Aborted, 'tunnel connect aborted');
+}
+
+function toTunnelError(err: unknown, peer: string, identity: SpiffeId): SkeinError {
+  if (err instanceof SkeinError) return err;
+  const code = (err as { code?: string }).code;
+  const tlsish =
+    typeof code === 'string' &&
+    (code.startsWith('ERR_SSL') || code.includes('CERT') || code.startsWith('ERR_TLS') || code === 'DEPTH_ZERO_SELF_SIGNED_CERT');
+  return new SkeinError(
+    tlsish ? TunnelErrorCode.Tls : TunnelErrorCode.Stream,
+    `tunnel to ${peer} failed: ${messageOf(err)}`,
+    { peer, identity, cause: code },
+    { cause: err },
+  );
+}
+
+/** Await `p`, but give up after `ms` or when `signal` aborts. */
+function withDeadline<T>(p: Promise<T>, ms: number, signal: AbortSignal | undefined, what: string): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const timer = setTimeout(() => finish(() => reject(new SkeinError(TunnelErrorCode.Timeout, `${what} timed out`))), ms);
+    timer.unref();
+    const onAbort = (): void => finish(() => reject(new SkeinError(TunnelErrorCode.Aborted, 'tunnel connect aborted')));
+    let done = false;
+    const finish = (f: () => void): void => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', onAbort);
+      f();
+    };
+    signal?.addEventListener('abort', onAbort, { once: true });
+    p.then(
+      (v) => finish(() => resolve(v)),
+      (e) => finish(() => reject(e)),
+    );
+  });
+}

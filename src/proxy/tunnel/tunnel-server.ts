@@ -1,0 +1,418 @@
+/**
+ * TunnelServer: the HBONE-style :15008 of ONE local pod. The agent opens a listening socket
+ * inside the pod's network namespace (capture layer) and hands its fd to `listen({ fd })`;
+ * tests listen on a loopback port.
+ *
+ * TLS 1.3, ALPN h2 only, server certificate = the pod's own workload certificate, client
+ * certificate required and chained to the trust bundle (Node TLS: requestCert +
+ * rejectUnauthorized — a client without a certificate, or with one from another CA, fails the
+ * handshake and is logged as a TLS refusal). The client's SPIFFE identity (exactly one URI SAN,
+ * same trust domain) is checked once per connection; a certificate that chains but names no
+ * acceptable identity gets every stream answered 401.
+ *
+ * Each HTTP/2 stream must be `CONNECT` with `:authority` = `<this pod's IP>:<port>`. Answers:
+ *   400  not CONNECT, or an authority that is not `ip:port`
+ *   401  peer identity refused (bad SAN) or denied by the authorization hook
+ *   403  the authority names an address that is not this pod's — the peer reached the wrong
+ *        listener (stale endpoint, or an attempt to use this pod as a relay). 403 rather than
+ *        401 so operators can tell "who you are" refusals from "where you asked to go" ones.
+ *   503  the app port refused or did not answer in time
+ *   200  then bytes flow both ways (L4 pipe) until both sides end, or either resets.
+ *
+ * Hardening: concurrent streams per session, header list size/pairs, SETTINGS count, invalid
+ * frames and refused streams are capped (nghttp2 enforces those); a session whose client
+ * cancels many streams before they are answered (HTTP/2 rapid reset, CVE-2023-44487) gets
+ * GOAWAY(ENHANCE_YOUR_CALM) and is closed; sessions with no stream are closed after an idle
+ * timeout; TLS handshakes must finish within `handshakeTimeoutMs`.
+ *
+ * Rotation: `tls.createServer` reads its credentials once; new ones are installed with
+ * `server.setSecureContext()` (existing connections keep theirs). `refreshCredentials()` does
+ * that when the workload certificate or the trust bundle changed; it also runs every
+ * `credentialRefreshMs`.
+ */
+import { constants as h2c, createSecureServer, type Http2SecureServer, type ServerHttp2Session, type ServerHttp2Stream } from 'node:http2';
+import type { AddressInfo } from 'node:net';
+import type { TLSSocket } from 'node:tls';
+import type { Workload } from '../../config/model.js';
+import { hasCode, messageOf } from '../../errors.js';
+import type { IdentitySource, WorkloadCertificate } from '../../identity/types.js';
+import { type Logger, silentLogger } from '../../telemetry/log.js';
+import type { InboundProxy, InboundRequest } from '../inbound/inbound-proxy.js';
+import { canonicalIp, parseAuthority } from './authority.js';
+import { checkPeerIdentity, type PeerIdentityCheck } from './spiffe-peer.js';
+import { TunnelErrorCode } from './types.js';
+
+export interface TunnelServerOptions {
+  /** The pod behind this listener (its IPs are the only valid CONNECT authorities). */
+  workload: Workload;
+  identity: IdentitySource;
+  inbound: InboundProxy;
+  logger?: Logger;
+  /** SETTINGS_MAX_CONCURRENT_STREAMS. Default 100 (TunnelPool opens another session beyond it). */
+  maxConcurrentStreams?: number;
+  /** SETTINGS_MAX_HEADER_LIST_SIZE (bytes). Default 16 KiB. */
+  maxHeaderListSize?: number;
+  /** Header fields per request. Default 64. */
+  maxHeaderListPairs?: number;
+  /** Per-stream receive window. Default 256 KiB. */
+  streamWindowBytes?: number;
+  /** Connection receive window. Default 8 MiB. */
+  sessionWindowBytes?: number;
+  /** nghttp2 per-session memory cap (MiB). Default 32. */
+  maxSessionMemoryMb?: number;
+  /** TLS handshake deadline. Default 10 s. */
+  handshakeTimeoutMs?: number;
+  /** Close a session with no open stream after this long. Default 5 min. */
+  sessionIdleTimeoutMs?: number;
+  /** Streams the client may cancel before they are answered, per `rapidResetWindowMs`. Default 100. */
+  rapidResetLimit?: number;
+  rapidResetWindowMs?: number;
+  /** Poll the identity source for a rotated certificate / bundle this often; 0 disables. Default 30 s. */
+  credentialRefreshMs?: number;
+}
+
+export interface TunnelServerStats {
+  sessions: number;
+  tlsRefused: number;
+  identityRefused: number;
+  badRequest: number;
+  wrongDestination: number;
+  rapidResetSessionsClosed: number;
+  credentialRotations: number;
+}
+
+/** Headers of the CONNECT request worth handing to policy/telemetry. */
+const FORWARDED_HEADERS = ['traceparent', 'tracestate', 'forwarded', 'x-forwarded-for', 'baggage'];
+
+interface SessionState {
+  peer: PeerIdentityCheck;
+  remoteAddress: string | undefined;
+  remotePort: number | undefined;
+  open: number;
+  resets: number;
+  resetWindowStart: number;
+  idleTimer: NodeJS.Timeout | undefined;
+}
+
+export class TunnelServer {
+  readonly stats: TunnelServerStats = {
+    sessions: 0,
+    tlsRefused: 0,
+    identityRefused: 0,
+    badRequest: 0,
+    wrongDestination: 0,
+    rapidResetSessionsClosed: 0,
+    credentialRotations: 0,
+  };
+  private workload: Workload;
+  private addresses: Set<string>;
+  private readonly identity: IdentitySource;
+  private readonly inbound: InboundProxy;
+  private readonly log: Logger;
+  private readonly server: Http2SecureServer;
+  private readonly sessions = new Set<ServerHttp2Session>();
+  private readonly sessionIdleTimeoutMs: number;
+  private readonly sessionWindowBytes: number;
+  private readonly rapidResetLimit: number;
+  private readonly rapidResetWindowMs: number;
+  private readonly refreshTimer: NodeJS.Timeout | undefined;
+  private credentials: { certChainPem: string; bundle: string };
+  private closed = false;
+
+  /** Fetches the workload's certificate (waiting for issuance) before building the server. */
+  static async create(opts: TunnelServerOptions): Promise<TunnelServer> {
+    const cert = await opts.identity.certificateFor(opts.workload.identity);
+    return new TunnelServer(opts, cert);
+  }
+
+  private constructor(opts: TunnelServerOptions, cert: WorkloadCertificate) {
+    this.workload = opts.workload;
+    this.addresses = addressSet(opts.workload);
+    this.identity = opts.identity;
+    this.inbound = opts.inbound;
+    this.log = (opts.logger ?? silentLogger()).child({ component: 'tunnel-server', workload: `${opts.workload.namespace}/${opts.workload.name}` });
+    this.sessionIdleTimeoutMs = opts.sessionIdleTimeoutMs ?? 300_000;
+    this.sessionWindowBytes = opts.sessionWindowBytes ?? 8 * 1024 * 1024;
+    this.rapidResetLimit = opts.rapidResetLimit ?? 100;
+    this.rapidResetWindowMs = opts.rapidResetWindowMs ?? 1_000;
+    const bundle = this.identity.trustBundlePem();
+    this.credentials = { certChainPem: cert.certChainPem, bundle: bundle.join('\n') };
+
+    this.server = createSecureServer({
+      key: cert.privateKeyPem,
+      cert: cert.certChainPem,
+      ca: bundle,
+      requestCert: true,
+      rejectUnauthorized: true,
+      minVersion: 'TLSv1.3',
+      ALPNProtocols: ['h2'],
+      allowHTTP1: false,
+      handshakeTimeout: opts.handshakeTimeoutMs ?? 10_000,
+      unknownProtocolTimeout: 5_000,
+      maxHeaderListPairs: opts.maxHeaderListPairs ?? 64,
+      maxSessionMemory: opts.maxSessionMemoryMb ?? 32,
+      maxSettings: 16,
+      maxSessionInvalidFrames: 100,
+      maxSessionRejectedStreams: 100,
+      settings: {
+        enablePush: false,
+        maxConcurrentStreams: opts.maxConcurrentStreams ?? 100,
+        maxHeaderListSize: opts.maxHeaderListSize ?? 16 * 1024,
+        initialWindowSize: opts.streamWindowBytes ?? 256 * 1024,
+      },
+    });
+    this.server.on('tlsClientError', (err: Error, socket: TLSSocket) => {
+      this.stats.tlsRefused++;
+      this.log.warn(
+        { refused: 'tls', err: messageOf(err), code: (err as { code?: string }).code, peer: socket.remoteAddress },
+        'tunnel TLS handshake refused',
+      );
+    });
+    this.server.on('sessionError', (err: Error) => {
+      this.log.debug({ err: messageOf(err) }, 'tunnel session error');
+    });
+    this.server.on('session', (session) => this.onSession(session));
+    this.server.on('stream', (stream, headers) => this.onStream(stream, headers));
+
+    const every = opts.credentialRefreshMs ?? 30_000;
+    if (every > 0) {
+      this.refreshTimer = setInterval(() => {
+        this.refreshCredentials().catch((err) => this.log.warn({ err: messageOf(err) }, 'tunnel credential refresh failed'));
+      }, every);
+      this.refreshTimer.unref();
+    }
+  }
+
+  /** Listen on a socket fd handed over by the capture layer (in the pod's netns), or a port. */
+  listen(where: { fd: number } | { port: number; host?: string }): Promise<AddressInfo | undefined> {
+    return new Promise((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen(where, () => {
+        this.server.removeListener('error', reject);
+        const a = this.server.address();
+        resolve(typeof a === 'object' && a !== null ? a : undefined);
+      });
+    });
+  }
+
+  address(): AddressInfo | undefined {
+    const a = this.server.address();
+    return typeof a === 'object' && a !== null ? a : undefined;
+  }
+
+  /** The pod's record changed (IPs, labels, identity is the same service account). */
+  updateWorkload(workload: Workload): void {
+    this.workload = workload;
+    this.addresses = addressSet(workload);
+  }
+
+  /**
+   * Install the current workload certificate and trust bundle for new connections, if either
+   * changed. Resolves true when a new context was installed.
+   */
+  async refreshCredentials(): Promise<boolean> {
+    const cert = await this.identity.certificateFor(this.workload.identity);
+    const bundle = this.identity.trustBundlePem();
+    const joined = bundle.join('\n');
+    if (cert.certChainPem === this.credentials.certChainPem && joined === this.credentials.bundle) return false;
+    this.server.setSecureContext({ key: cert.privateKeyPem, cert: cert.certChainPem, ca: bundle, minVersion: 'TLSv1.3' });
+    this.credentials = { certChainPem: cert.certChainPem, bundle: joined };
+    this.stats.credentialRotations++;
+    this.log.info({ notAfter: cert.notAfter.toISOString(), roots: bundle.length }, 'tunnel server credentials rotated');
+    return true;
+  }
+
+  /** Stop accepting; GOAWAY every session, then destroy what is still open after `graceMs`. */
+  async close(graceMs = 2_000): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.refreshTimer) clearInterval(this.refreshTimer);
+    const closing = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    for (const s of this.sessions) s.close();
+    const t = setTimeout(() => {
+      for (const s of this.sessions) s.destroy();
+    }, graceMs);
+    t.unref();
+    await closing;
+    clearTimeout(t);
+  }
+
+  private onSession(session: ServerHttp2Session): void {
+    // session.socket is a proxy onto the TLSSocket; reading methods pass through.
+    const sock = session.socket as TLSSocket;
+    const der = sock.getPeerCertificate?.()?.raw;
+    const state: SessionState = {
+      peer: checkPeerIdentity(der, this.identity.trustDomain()),
+      remoteAddress: sock.remoteAddress,
+      remotePort: sock.remotePort,
+      open: 0,
+      resets: 0,
+      resetWindowStart: performance.now(),
+      idleTimer: undefined,
+    };
+    sessionStates.set(session, state);
+    this.sessions.add(session);
+    this.stats.sessions++;
+    if (!state.peer.ok) {
+      this.stats.identityRefused++;
+      this.log.warn(
+        { refused: 'identity', reason: state.peer.reason, presented: state.peer.detail, peer: state.remoteAddress },
+        'tunnel peer identity refused',
+      );
+    } else {
+      this.log.debug({ peerIdentity: state.peer.identity, peer: state.remoteAddress }, 'tunnel session accepted');
+    }
+    session.on('error', (err) => this.log.debug({ err: messageOf(err) }, 'tunnel session error'));
+    session.once('close', () => {
+      this.sessions.delete(session);
+      this.stats.sessions--;
+      if (state.idleTimer) clearTimeout(state.idleTimer);
+    });
+    session.once('connect', () => {
+      try {
+        session.setLocalWindowSize(this.sessionWindowBytes);
+      } catch (err) {
+        this.log.debug({ err: messageOf(err) }, 'could not enlarge the session window');
+      }
+    });
+    this.armIdle(session, state);
+  }
+
+  private armIdle(session: ServerHttp2Session, state: SessionState): void {
+    if (state.idleTimer) clearTimeout(state.idleTimer);
+    state.idleTimer = setTimeout(() => {
+      if (state.open === 0 && !session.closed) {
+        this.log.debug({ peer: state.remoteAddress }, 'closing idle tunnel session');
+        session.close();
+      }
+    }, this.sessionIdleTimeoutMs);
+    state.idleTimer.unref();
+  }
+
+  private onStream(stream: ServerHttp2Stream, headers: Record<string, string | string[] | undefined>): void {
+    const session = stream.session as ServerHttp2Session | undefined;
+    const state = session ? sessionStates.get(session) : undefined;
+    if (!session || !state) {
+      stream.close(h2c.NGHTTP2_INTERNAL_ERROR);
+      return;
+    }
+    state.open++;
+    if (state.idleTimer) {
+      clearTimeout(state.idleTimer);
+      state.idleTimer = undefined;
+    }
+    stream.once('close', () => {
+      state.open--;
+      if (!stream.headersSent && stream.rstCode !== undefined && stream.rstCode !== h2c.NGHTTP2_NO_ERROR) {
+        this.countReset(session, state);
+      }
+      if (state.open === 0 && !session.closed) this.armIdle(session, state);
+    });
+    stream.on('error', (err) => this.log.debug({ err: messageOf(err) }, 'tunnel stream error'));
+
+    const base: InboundRequest = { transport: 'hbone', workload: this.workload, port: 0 };
+    if (state.remoteAddress !== undefined) base.sourceAddress = state.remoteAddress;
+    if (state.remotePort !== undefined) base.sourcePort = state.remotePort;
+
+    if (!state.peer.ok) {
+      this.inbound.recordRefusal(base, 401, `peer identity refused: ${state.peer.reason}`);
+      respond(stream, 401);
+      return;
+    }
+    base.source = state.peer.identity;
+
+    const method = headers[':method'];
+    if (method !== 'CONNECT') {
+      this.stats.badRequest++;
+      this.inbound.recordRefusal(base, 400, `method ${String(method)} is not CONNECT`);
+      respond(stream, 400);
+      return;
+    }
+    const rawAuthority = headers[':authority'];
+    const authority = parseAuthority(typeof rawAuthority === 'string' ? rawAuthority : undefined);
+    if (!authority) {
+      this.stats.badRequest++;
+      this.inbound.recordRefusal(base, 400, `malformed authority ${String(rawAuthority)}`);
+      respond(stream, 400);
+      return;
+    }
+    base.port = authority.port;
+    if (!this.addresses.has(authority.address)) {
+      this.stats.wrongDestination++;
+      this.inbound.recordRefusal(base, 403, `authority ${rawAuthority} is not this pod`);
+      respond(stream, 403);
+      return;
+    }
+    const fwd = forwardedHeaders(headers);
+    if (fwd) base.headers = fwd;
+
+    const ac = new AbortController();
+    const onEarlyClose = (): void => ac.abort();
+    stream.once('close', onEarlyClose);
+    this.inbound.admit(base, ac.signal).then(
+      (app) => {
+        stream.removeListener('close', onEarlyClose);
+        if (stream.destroyed || stream.closed) {
+          app.destroy();
+          return;
+        }
+        stream.respond({ ':status': 200 });
+        this.inbound.serve(base, stream, app);
+      },
+      (err: unknown) => {
+        stream.removeListener('close', onEarlyClose);
+        if (hasCode(err, TunnelErrorCode.Unauthorized)) respond(stream, 401);
+        else if (hasCode(err, TunnelErrorCode.Unavailable)) respond(stream, 503);
+        else if (!stream.destroyed) stream.close(h2c.NGHTTP2_CANCEL);
+      },
+    );
+  }
+
+  /** Rapid reset: the client cancels streams before we could answer them. */
+  private countReset(session: ServerHttp2Session, state: SessionState): void {
+    const now = performance.now();
+    if (now - state.resetWindowStart > this.rapidResetWindowMs) {
+      state.resetWindowStart = now;
+      state.resets = 0;
+    }
+    state.resets++;
+    if (state.resets === this.rapidResetLimit + 1 && !session.destroyed) {
+      this.stats.rapidResetSessionsClosed++;
+      this.log.warn(
+        { refused: 'rapid-reset', peer: state.remoteAddress, peerIdentity: state.peer.ok ? state.peer.identity : undefined, resets: state.resets },
+        'tunnel session cancelled too many streams; closing it',
+      );
+      session.goaway(h2c.NGHTTP2_ENHANCE_YOUR_CALM);
+      // GOAWAY lets in-flight streams finish; a flooder gets no grace.
+      setImmediate(() => session.destroy());
+    }
+  }
+}
+
+const sessionStates = new WeakMap<ServerHttp2Session, SessionState>();
+
+function respond(stream: ServerHttp2Stream, status: number): void {
+  if (stream.destroyed || stream.closed || stream.headersSent) return;
+  stream.respond({ ':status': status }, { endStream: true });
+}
+
+function addressSet(w: Workload): Set<string> {
+  const out = new Set<string>();
+  for (const ip of w.ips) {
+    const c = canonicalIp(ip);
+    if (c) out.add(c);
+  }
+  return out;
+}
+
+function forwardedHeaders(headers: Record<string, string | string[] | undefined>): Record<string, string> | undefined {
+  let out: Record<string, string> | undefined;
+  for (const name of FORWARDED_HEADERS) {
+    const v = headers[name];
+    if (typeof v === 'string') {
+      out ??= {};
+      out[name] = v;
+    }
+  }
+  return out;
+}
