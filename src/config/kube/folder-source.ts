@@ -1,0 +1,223 @@
+/**
+ * KubeFolderSource: a folder of Kubernetes-shaped YAML (the lab's state, or a one-machine
+ * install) as a ConfigSource. Reads every *.yaml / *.yml below the folder (multi-document,
+ * `kind: List` expanded), translates the lot into one MeshSnapshot, and re-reads on change
+ * (fs.watch, debounced) and on a periodic rescan (fs.watch can miss events: editors that
+ * rename, bind mounts, overlay filesystems). Any malformed file fails the whole read with a
+ * SkeinError naming file, field and reason; the caller keeps its last good snapshot.
+ */
+import { createHash } from 'node:crypto';
+import { type FSWatcher, watch } from 'node:fs';
+import { readdir, readFile } from 'node:fs/promises';
+import { join, relative } from 'node:path';
+import { parseAllDocuments } from 'yaml';
+import { messageOf, SkeinError } from '../../errors.js';
+import type { Logger } from '../../telemetry/log.js';
+import { silentLogger } from '../../telemetry/log.js';
+import { ConfigErrorCode } from '../codes.js';
+import type { MeshSnapshot } from '../model.js';
+import type { ConfigSource } from '../source.js';
+import type { Obj, SourcedObject } from './objects.js';
+import { type TranslateOptions, translate } from './translate.js';
+
+export interface KubeFolderSourceOptions extends TranslateOptions {
+  dir: string;
+  /** Quiet time after the last fs event before re-reading (ms). Default 100. */
+  debounceMs?: number;
+  /** Full rescan period as a safety net for missed events (ms); 0 disables. Default 30000. */
+  rescanMs?: number;
+  /** Watch the folder at all (false: read once at start). Default true. */
+  watch?: boolean;
+  logger?: Logger;
+}
+
+async function listYaml(dir: string): Promise<string[]> {
+  const out: string[] = [];
+  const walk = async (d: string): Promise<void> => {
+    const entries = await readdir(d, { withFileTypes: true });
+    for (const e of entries) {
+      if (e.name.startsWith('.')) continue; // editor swap files, hidden state
+      const p = join(d, e.name);
+      if (e.isDirectory()) await walk(p);
+      else if ((e.isFile() || e.isSymbolicLink()) && /\.ya?ml$/i.test(e.name)) out.push(p);
+    }
+  };
+  await walk(dir);
+  return out.sort();
+}
+
+/** Parses one file's text into objects, or throws a SkeinError naming file/line/reason. */
+export function parseYamlObjects(file: string, text: string): SourcedObject[] {
+  const out: SourcedObject[] = [];
+  const docs = parseAllDocuments(text, { prettyErrors: false });
+  // parseAllDocuments returns an EmptyStream (not an array) for an empty file.
+  if (!Array.isArray(docs)) return out;
+  for (const [i, doc] of docs.entries()) {
+    const err = doc.errors[0];
+    if (err) {
+      const line = err.linePos?.[0]?.line;
+      throw new SkeinError(ConfigErrorCode.Parse, `${file}: document ${i}${line ? ` line ${line}` : ''}: ${err.message}`, {
+        file,
+        document: i,
+        field: line ? `line ${line}` : `document ${i}`,
+        reason: err.message,
+      });
+    }
+    const value: unknown = doc.toJS({ maxAliasCount: 100 });
+    if (value === null || value === undefined) continue;
+    if (typeof value !== 'object' || Array.isArray(value)) {
+      throw new SkeinError(ConfigErrorCode.Invalid, `${file}: document ${i}: expected a Kubernetes object (a mapping)`, {
+        file,
+        document: i,
+        field: '(document)',
+        reason: 'expected a mapping',
+      });
+    }
+    const obj = value as Obj;
+    if (obj.kind === 'List' || (typeof obj.kind === 'string' && obj.kind.endsWith('List') && Array.isArray(obj.items))) {
+      const items = obj.items;
+      if (!Array.isArray(items)) {
+        throw new SkeinError(ConfigErrorCode.Invalid, `${file}: document ${i}: List without items`, {
+          file,
+          document: i,
+          field: 'items',
+          reason: 'expected a list',
+        });
+      }
+      for (const item of items) {
+        if (item && typeof item === 'object' && !Array.isArray(item)) out.push({ file, doc: i, obj: item as Obj });
+      }
+    } else out.push({ file, doc: i, obj });
+  }
+  return out;
+}
+
+export class KubeFolderSource implements ConfigSource {
+  private readonly opts: KubeFolderSourceOptions;
+  private readonly log: Logger;
+  private watcher: FSWatcher | undefined;
+  private debounce: NodeJS.Timeout | undefined;
+  private rescan: NodeJS.Timeout | undefined;
+  private running = false;
+  private reading: Promise<void> | undefined;
+  private again = false;
+  private seq = 0;
+  private lastHash: string | undefined;
+  private onSnapshot: ((s: MeshSnapshot) => void) | undefined;
+  private onError: ((e: SkeinError) => void) | undefined;
+
+  constructor(opts: KubeFolderSourceOptions) {
+    this.opts = opts;
+    this.log = opts.logger ?? silentLogger();
+  }
+
+  async start(onSnapshot: (s: MeshSnapshot) => void, onError: (e: SkeinError) => void): Promise<void> {
+    if (this.running) throw new SkeinError('SKEIN_CONFIG_SOURCE_STARTED', 'KubeFolderSource already started');
+    this.running = true;
+    this.onSnapshot = onSnapshot;
+    this.onError = onError;
+    if (this.opts.watch !== false) {
+      try {
+        this.watcher = watch(this.opts.dir, { recursive: true }, () => this.schedule());
+        this.watcher.on('error', (err) => {
+          this.log.warn({ code: 'SKEIN_CONFIG_WATCH', err: messageOf(err) }, 'folder watch failed; relying on rescans');
+        });
+      } catch (err) {
+        this.log.warn({ code: 'SKEIN_CONFIG_WATCH', err: messageOf(err) }, 'folder watch unavailable; relying on rescans');
+      }
+      const rescanMs = this.opts.rescanMs ?? 30_000;
+      if (rescanMs > 0) {
+        this.rescan = setInterval(() => this.schedule(0), rescanMs);
+        this.rescan.unref();
+      }
+    }
+    await this.readNow();
+  }
+
+  async stop(): Promise<void> {
+    this.running = false;
+    this.watcher?.close();
+    this.watcher = undefined;
+    if (this.debounce) clearTimeout(this.debounce);
+    if (this.rescan) clearInterval(this.rescan);
+    await this.reading;
+  }
+
+  /** Reads the folder once and returns the snapshot (or throws); no callbacks. */
+  async load(): Promise<MeshSnapshot> {
+    const files = await listYaml(this.opts.dir).catch((err: unknown) => {
+      throw new SkeinError(ConfigErrorCode.Read, `cannot list ${this.opts.dir}: ${messageOf(err)}`, {
+        file: this.opts.dir,
+        field: '(folder)',
+        reason: messageOf(err),
+      });
+    });
+    const objects: SourcedObject[] = [];
+    const hash = createHash('sha256');
+    for (const f of files) {
+      const rel = relative(this.opts.dir, f);
+      let text: string;
+      try {
+        text = await readFile(f, 'utf8');
+      } catch (err) {
+        // A file removed between listing and reading is a normal race: the next read sees it gone.
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue;
+        throw new SkeinError(ConfigErrorCode.Read, `cannot read ${rel}: ${messageOf(err)}`, {
+          file: rel,
+          field: '(file)',
+          reason: messageOf(err),
+        });
+      }
+      hash.update(rel).update('\0').update(text).update('\0');
+      objects.push(...parseYamlObjects(rel, text));
+    }
+    const digest = hash.digest('hex').slice(0, 12);
+    const snapshot = translate(objects, `${++this.seq}-${digest}`, this.opts);
+    (snapshot as MeshSnapshot & { [kDigest]?: string })[kDigest] = digest;
+    return snapshot;
+  }
+
+  private schedule(delay = this.opts.debounceMs ?? 100): void {
+    if (!this.running) return;
+    if (this.debounce) clearTimeout(this.debounce);
+    this.debounce = setTimeout(() => {
+      this.debounce = undefined;
+      void this.readNow();
+    }, delay);
+    this.debounce.unref();
+  }
+
+  private readNow(): Promise<void> {
+    if (this.reading) {
+      this.again = true; // coalesce: one more read after the current one
+      return this.reading;
+    }
+    this.reading = (async () => {
+      do {
+        this.again = false;
+        try {
+          const s = await this.load();
+          const digest = (s as MeshSnapshot & { [kDigest]?: string })[kDigest];
+          delete (s as MeshSnapshot & { [kDigest]?: string })[kDigest];
+          if (digest === this.lastHash) continue; // unchanged content (periodic rescan)
+          this.lastHash = digest;
+          this.onSnapshot?.(s);
+        } catch (err) {
+          // Forget the hash so a later identical good state is emitted again after the fix.
+          this.lastHash = undefined;
+          const e =
+            err instanceof SkeinError
+              ? err
+              : new SkeinError(ConfigErrorCode.Invalid, messageOf(err), { field: '(unknown)', reason: messageOf(err) });
+          this.log.warn({ code: e.code, ...e.details }, 'config folder rejected; keeping last good snapshot');
+          this.onError?.(e);
+        }
+      } while (this.again && this.running);
+    })().finally(() => {
+      this.reading = undefined;
+    });
+    return this.reading;
+  }
+}
+
+const kDigest = Symbol('skein.folderDigest');

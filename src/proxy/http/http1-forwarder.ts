@@ -1,0 +1,237 @@
+/**
+ * HTTP/1.1 on the client side of the outbound proxy. One http.Server (never listening) takes
+ * every client connection the outbound side classified as HTTP/1; each request is routed on
+ * its own (one endpoint choice per request) and forwarded through the per-(source, endpoint)
+ * keep-alive pool. Upgrades (WebSocket) become an opaque byte pipe to one endpoint after the
+ * request head is replayed, so the 101 and everything after it pass through untouched.
+ *
+ * Client-facing hardening comes from Node's strict llhttp parser (never insecureHTTPParser):
+ * Content-Length with Transfer-Encoding, bad chunk framing, oversized heads and slow heads are
+ * refused before anything reaches an upstream; `clientError` turns them into 400/431/408,
+ * logged and counted.
+ */
+import http from 'node:http';
+import type { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
+import { messageOf } from '../../errors.js';
+import type { Logger } from '../../telemetry/log.js';
+import { pipeBidirectional } from '../tcp/l4-pipe.js';
+import { endToEndRawHeaders, rawPairs } from './headers.js';
+import { RefusalCode, type RefusalLog } from './refusals.js';
+import { type RoutedConnection, UPSTREAM_CONNECT_FAILED, type UpstreamChoice } from './types.js';
+import { kOpen, type UpstreamPool } from './upstream-pool.js';
+
+export interface Http1Options {
+  /** Largest request head accepted (bytes); beyond it 431. Default 16384. */
+  maxHeaderSize?: number;
+  /** Time allowed to receive a request head (ms). Default 30000. */
+  headersTimeoutMs?: number;
+  /** Time allowed to receive a whole request (ms); 0 = no limit (long uploads, streaming). Default 0. */
+  requestTimeoutMs?: number;
+  /** Idle time of a client keep-alive connection between requests (ms). Default 60000. */
+  keepAliveTimeoutMs?: number;
+  /** Period of the shared sweep that enforces the two timeouts above (ms). Default 1000. */
+  checkIntervalMs?: number;
+}
+
+const kConn = Symbol('skein.routedConnection');
+
+type SocketWithConn = Socket & { [kConn]?: RoutedConnection };
+
+/** Status text per refusal, for the minimal responses written on a refused connection. */
+const STATUS_TEXT: Record<number, string> = { 400: 'Bad Request', 408: 'Request Timeout', 431: 'Request Header Fields Too Large' };
+
+export class Http1Forwarder {
+  private readonly server: http.Server;
+
+  constructor(
+    private readonly pool: UpstreamPool,
+    private readonly refusals: RefusalLog,
+    private readonly log: Logger,
+    opts: Http1Options = {},
+  ) {
+    const headersTimeout = opts.headersTimeoutMs ?? 30_000;
+    const requestTimeout = opts.requestTimeoutMs ?? 0;
+    this.server = http.createServer({
+      maxHeaderSize: opts.maxHeaderSize ?? 16_384,
+      // Node requires requestTimeout >= headersTimeout when both are set.
+      headersTimeout: requestTimeout > 0 ? Math.min(headersTimeout, requestTimeout) : headersTimeout,
+      requestTimeout,
+      keepAliveTimeout: opts.keepAliveTimeoutMs ?? 60_000,
+      connectionsCheckingInterval: opts.checkIntervalMs ?? 1000,
+      insecureHTTPParser: false,
+      requireHostHeader: false,
+      // The request's own Date/Connection logic stays with the upstream's response.
+      noDelay: true,
+    });
+    this.server.on('request', (req, res) => this.onRequest(req, res));
+    this.server.on('upgrade', (req: http.IncomingMessage, socket: Socket, head: Buffer) =>
+      this.onUpgrade(req, socket, head),
+    );
+    this.server.on('connect', (req: http.IncomingMessage, socket: Socket) => {
+      this.refusals.refuse(RefusalCode.ConnectMethod, this.fields(socket), 'CONNECT method refused on outbound');
+      socket.end('HTTP/1.1 405 Method Not Allowed\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
+      void req;
+    });
+    this.server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => this.onClientError(err, socket as Socket));
+  }
+
+  /** Takes a client connection (its first bytes may have been unshifted back by detection). */
+  accept(socket: Socket, conn: RoutedConnection): void {
+    (socket as SocketWithConn)[kConn] = conn;
+    this.server.emit('connection', socket);
+  }
+
+  close(): void {
+    this.server.closeAllConnections();
+    this.server.close();
+  }
+
+  private fields(socket: Socket): Record<string, unknown> {
+    return (socket as SocketWithConn)[kConn]?.logFields() ?? {};
+  }
+
+  private onClientError(err: NodeJS.ErrnoException, socket: Socket): void {
+    const code = err.code ?? '';
+    if (code === 'ECONNRESET' || code === 'EPIPE' || !socket.writable) {
+      socket.destroy();
+      return;
+    }
+    let status = 400;
+    let refusal: string = RefusalCode.BadRequest;
+    if (code === 'HPE_HEADER_OVERFLOW') {
+      status = 431;
+      refusal = RefusalCode.HeadersTooLarge;
+    } else if (code === 'HPE_HEADERS_TIMEOUT' || code === 'ERR_HTTP_REQUEST_TIMEOUT') {
+      status = 408;
+      refusal = RefusalCode.SlowClient;
+    } else if (
+      code === 'HPE_UNEXPECTED_CONTENT_LENGTH' ||
+      code === 'HPE_INVALID_TRANSFER_ENCODING' ||
+      code === 'HPE_INVALID_CONTENT_LENGTH' ||
+      code === 'HPE_INVALID_CHUNK_SIZE'
+    ) {
+      refusal = RefusalCode.Smuggling;
+    }
+    this.refusals.refuse(refusal, { ...this.fields(socket), status, parserError: code, reason: err.message }, 'HTTP/1 request refused');
+    // A response only if none has started on this connection (else the framing is unknowable).
+    const inFlight = (socket as Socket & { _httpMessage?: http.ServerResponse })._httpMessage;
+    if (!inFlight?.headersSent) {
+      socket.end(`HTTP/1.1 ${status} ${STATUS_TEXT[status]}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
+      // Do not wait for the client to read it: a slow or hostile client must not pin the socket.
+      socket.setTimeout?.(1000, () => socket.destroy());
+    } else socket.destroy();
+  }
+
+  private onRequest(req: http.IncomingMessage, res: http.ServerResponse): void {
+    const conn = (req.socket as SocketWithConn)[kConn];
+    const choice = conn?.choose();
+    if (!conn || !choice) {
+      this.refusals.refuse(RefusalCode.NoHealthyUpstream, { ...this.fields(req.socket), path: req.url }, 'no healthy upstream');
+      req.resume();
+      this.respondError(res, 503, 'no healthy upstream');
+      return;
+    }
+    let released = false;
+    const release = (): void => {
+      if (released) return;
+      released = true;
+      choice.done();
+    };
+    const up = http.request({
+      agent: this.pool.agentFor(choice),
+      method: req.method,
+      path: req.url,
+      headers: endToEndRawHeaders(req.rawHeaders, { keepChunked: true }) as unknown as http.OutgoingHttpHeaders,
+      setHost: false,
+      // Only the pool key matters to the agent; host/port keep Node's bookkeeping sane.
+      host: '127.0.0.1',
+      port: 1,
+      [kOpen]: () => choice.connect(),
+    } as http.RequestOptions);
+    up.on('response', (upRes) => {
+      const headers = endToEndRawHeaders(upRes.rawHeaders);
+      res.writeHead(upRes.statusCode ?? 502, upRes.statusMessage, headers as unknown as http.OutgoingHttpHeaders);
+      upRes.on('end', () => {
+        if (upRes.rawTrailers.length > 0) res.addTrailers(rawPairs(upRes.rawTrailers));
+      });
+      upRes.pipe(res);
+      upRes.on('error', () => res.destroy());
+      upRes.on('close', () => {
+        // Upstream died mid-body: the client must see a broken response, not a short one.
+        if (!upRes.complete) res.destroy();
+      });
+    });
+    up.on('error', (err: NodeJS.ErrnoException) => {
+      release();
+      if (res.headersSent) {
+        res.destroy();
+        return;
+      }
+      const connectFailed = err.code === UPSTREAM_CONNECT_FAILED;
+      this.log.info(
+        { ...conn.logFields(), upstream: choice.authority, code: err.code, err: messageOf(err) },
+        connectFailed ? 'upstream connect failed' : 'upstream failed before response',
+      );
+      req.unpipe(up);
+      req.resume();
+      this.respondError(res, connectFailed ? 503 : 502, connectFailed ? 'upstream connect error' : 'upstream reset');
+    });
+    up.on('close', release);
+    res.on('close', () => {
+      release();
+      // The client went away before the exchange completed: stop the upstream request too.
+      if (!res.writableFinished) up.destroy();
+    });
+    req.on('end', () => {
+      if (req.rawTrailers.length > 0) up.addTrailers(rawPairs(req.rawTrailers));
+    });
+    req.pipe(up);
+  }
+
+  private respondError(res: http.ServerResponse, status: number, text: string): void {
+    if (res.headersSent || res.destroyed) return;
+    const body = `${text}\n`;
+    res.writeHead(status, { 'content-type': 'text/plain', 'content-length': Buffer.byteLength(body) });
+    res.end(body);
+  }
+
+  private onUpgrade(req: http.IncomingMessage, socket: Socket, head: Buffer): void {
+    const conn = (socket as SocketWithConn)[kConn];
+    const choice = conn?.choose();
+    if (!conn || !choice) {
+      this.refusals.refuse(RefusalCode.NoHealthyUpstream, { ...this.fields(socket), path: req.url }, 'no healthy upstream');
+      socket.end('HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
+      return;
+    }
+    // Replay the request head as the client sent it (Connection/Upgrade included: they are
+    // this hop's and the next's, since the upgrade spans both).
+    let text = `${req.method} ${req.url} HTTP/${req.httpVersion}\r\n`;
+    for (let i = 0; i < req.rawHeaders.length; i += 2) text += `${req.rawHeaders[i]}: ${req.rawHeaders[i + 1]}\r\n`;
+    text += '\r\n';
+    socket.pause();
+    choice.connect().then(
+      (upstream) => {
+        if (socket.destroyed) {
+          choice.done();
+          upstream.destroy();
+          return;
+        }
+        upstream.write(text);
+        if (head.length > 0) upstream.write(head);
+        pipeBidirectional(socket, upstream, { onDone: () => choice.done() });
+        socket.resume();
+      },
+      (err: unknown) => {
+        choice.done();
+        this.log.info({ ...conn.logFields(), upstream: choice.authority, err: messageOf(err) }, 'upgrade: upstream connect failed');
+        socket.end('HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
+      },
+    );
+  }
+}
+
+/** The socket of a client connection held by the forwarder carries its routing context. */
+export function routedConnectionOf(socket: Socket): RoutedConnection | undefined {
+  return (socket as SocketWithConn)[kConn];
+}

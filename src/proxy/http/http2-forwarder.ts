@@ -1,0 +1,273 @@
+/**
+ * HTTP/2 (h2c prior knowledge) and gRPC on the client side of the outbound proxy. One
+ * Http2Server (never listening) takes every client connection classified as HTTP/2; each stream
+ * is routed on its own (one endpoint choice per request) onto the per-(source, endpoint)
+ * upstream HTTP/2 session. Streaming both ways with backpressure (pipe), trailers relayed,
+ * trailers-only responses kept trailers-only, RST_STREAM relayed in both directions.
+ *
+ * Hardening: SETTINGS_MAX_CONCURRENT_STREAMS and header-list limits advertised to the client,
+ * and a per-session budget of client-reset streams per window (the "rapid reset" flood): over
+ * it, the session gets GOAWAY(ENHANCE_YOUR_CALM) and is closed; other sessions are untouched.
+ */
+import http2 from 'node:http2';
+import type { Socket } from 'node:net';
+import { messageOf } from '../../errors.js';
+import type { Logger } from '../../telemetry/log.js';
+import { endToEndH2Headers } from './headers.js';
+import { RefusalCode, type RefusalLog } from './refusals.js';
+import { type RoutedConnection, UPSTREAM_CONNECT_FAILED, type UpstreamChoice } from './types.js';
+import type { UpstreamPool } from './upstream-pool.js';
+
+const {
+  NGHTTP2_FLAG_END_STREAM,
+  NGHTTP2_NO_ERROR,
+  NGHTTP2_CANCEL,
+  NGHTTP2_ENHANCE_YOUR_CALM,
+  NGHTTP2_REFUSED_STREAM,
+  HTTP2_HEADER_STATUS,
+  HTTP2_HEADER_CONTENT_TYPE,
+} = http2.constants;
+
+export interface Http2Options {
+  /** SETTINGS_MAX_CONCURRENT_STREAMS advertised to clients. Default 256. */
+  maxConcurrentStreams?: number;
+  /** SETTINGS_MAX_HEADER_LIST_SIZE advertised to clients (bytes). Default 65536. */
+  maxHeaderListSize?: number;
+  /** Client-reset streams tolerated per window before the session is closed. Default 200. */
+  maxClientResetsPerWindow?: number;
+  /** Window of the reset budget (ms). Default 1000. */
+  resetWindowMs?: number;
+  /** Close client sessions idle this long (ms); 0 = never. Default 0. */
+  idleTimeoutMs?: number;
+}
+
+/** Per-session state, allocated with the session, small on purpose. */
+interface SessionState {
+  conn: RoutedConnection;
+  resetWindowStart: number;
+  resets: number;
+  refused: boolean;
+}
+
+const kState = Symbol('skein.h2SessionState');
+type StatefulSession = http2.ServerHttp2Session & { [kState]?: SessionState };
+
+function isGrpc(headers: http2.IncomingHttpHeaders): boolean {
+  const ct = headers[HTTP2_HEADER_CONTENT_TYPE];
+  return typeof ct === 'string' && ct.startsWith('application/grpc');
+}
+
+export class Http2Forwarder {
+  private readonly server: http2.Http2Server;
+  private pendingConn: RoutedConnection | undefined;
+  private readonly maxResets: number;
+  private readonly resetWindowMs: number;
+
+  constructor(
+    private readonly pool: UpstreamPool,
+    private readonly refusals: RefusalLog,
+    private readonly log: Logger,
+    opts: Http2Options = {},
+  ) {
+    this.maxResets = opts.maxClientResetsPerWindow ?? 200;
+    this.resetWindowMs = opts.resetWindowMs ?? 1000;
+    this.server = http2.createServer({
+      settings: {
+        maxConcurrentStreams: opts.maxConcurrentStreams ?? 256,
+        maxHeaderListSize: opts.maxHeaderListSize ?? 65_536,
+        enablePush: false,
+      },
+      maxHeaderListPairs: 256,
+      maxSessionInvalidFrames: 100,
+      maxSessionRejectedStreams: 100,
+    });
+    if (opts.idleTimeoutMs) this.server.setTimeout(opts.idleTimeoutMs);
+    // 'session' is emitted synchronously inside emit('connection'): that is how a session
+    // learns its routing context without another lookup structure.
+    this.server.on('session', (session: StatefulSession) => {
+      const conn = this.pendingConn;
+      if (!conn) return;
+      session[kState] = { conn, resetWindowStart: 0, resets: 0, refused: false };
+    });
+    this.server.on('stream', (stream, headers, flags) => this.onStream(stream, headers, flags));
+    this.server.on('sessionError', (err: NodeJS.ErrnoException, session: StatefulSession) => {
+      this.refusals.refuse(
+        RefusalCode.H2ProtocolError,
+        { ...session?.[kState]?.conn.logFields(), err: messageOf(err), errCode: err.code },
+        'HTTP/2 client session failed',
+      );
+    });
+    // Node closes sessions that misbehave at the framing level; keep a record.
+    this.server.on('unknownProtocol', (socket: Socket) => socket.destroy());
+  }
+
+  accept(socket: Socket, conn: RoutedConnection): void {
+    this.pendingConn = conn;
+    try {
+      this.server.emit('connection', socket);
+    } finally {
+      this.pendingConn = undefined;
+    }
+  }
+
+  close(): void {
+    this.server.close();
+  }
+
+  private countReset(session: StatefulSession): void {
+    const st = session[kState];
+    if (!st || st.refused) return;
+    const now = performance.now();
+    if (now - st.resetWindowStart > this.resetWindowMs) {
+      st.resetWindowStart = now;
+      st.resets = 0;
+    }
+    if (++st.resets > this.maxResets) {
+      st.refused = true;
+      this.refusals.refuse(
+        RefusalCode.RapidReset,
+        { ...st.conn.logFields(), resets: st.resets, windowMs: this.resetWindowMs },
+        'HTTP/2 client reset too many streams; closing session',
+      );
+      session.goaway(NGHTTP2_ENHANCE_YOUR_CALM);
+      // Give the GOAWAY a moment to leave, then drop everything in flight on this session.
+      setTimeout(() => session.destroy(), 50).unref();
+    }
+  }
+
+  private respondError(stream: http2.ServerHttp2Stream, status: number, grpc: boolean, message: string): void {
+    if (stream.destroyed || stream.closed) return;
+    if (stream.headersSent) {
+      stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR);
+      return;
+    }
+    if (grpc) {
+      // Trailers-only: what a gRPC server itself would send for UNAVAILABLE.
+      stream.respond(
+        {
+          [HTTP2_HEADER_STATUS]: 200,
+          [HTTP2_HEADER_CONTENT_TYPE]: 'application/grpc',
+          'grpc-status': '14',
+          'grpc-message': encodeURIComponent(message),
+        },
+        { endStream: true },
+      );
+    } else {
+      stream.respond({ [HTTP2_HEADER_STATUS]: status, [HTTP2_HEADER_CONTENT_TYPE]: 'text/plain' });
+      stream.end(`${message}\n`);
+    }
+  }
+
+  private onStream(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, flags: number): void {
+    const session = stream.session as StatefulSession | undefined;
+    const st = session?.[kState];
+    const grpc = isGrpc(headers);
+    stream.on('error', () => {}); // reported through 'close' / rstCode
+    if (!st) {
+      stream.close(NGHTTP2_REFUSED_STREAM);
+      return;
+    }
+    let upstreamResetUs = false;
+    stream.once('close', () => {
+      // A stream the client reset (not us, not a clean end) counts against its budget.
+      if (stream.rstCode !== NGHTTP2_NO_ERROR && !upstreamResetUs && session) this.countReset(session);
+    });
+    const choice = st.conn.choose();
+    if (!choice) {
+      this.refusals.refuse(RefusalCode.NoHealthyUpstream, { ...st.conn.logFields(), path: headers[':path'] }, 'no healthy upstream');
+      stream.resume();
+      this.respondError(stream, 503, grpc, 'no healthy upstream');
+      return;
+    }
+    const endStream = (flags & NGHTTP2_FLAG_END_STREAM) !== 0;
+    let released = false;
+    const release = (): void => {
+      if (released) return;
+      released = true;
+      choice.done();
+    };
+    stream.once('close', release);
+    this.pool.h2SessionFor(choice).then(
+      (upSession) => this.forward(stream, headers, endStream, grpc, upSession, choice, st, () => {
+        upstreamResetUs = true;
+      }),
+      (err: NodeJS.ErrnoException) => {
+        release();
+        this.log.info(
+          { ...st.conn.logFields(), upstream: choice.authority, code: err.code, err: messageOf(err) },
+          'upstream connect failed',
+        );
+        stream.resume();
+        this.respondError(stream, err.code === UPSTREAM_CONNECT_FAILED ? 503 : 502, grpc, 'upstream connect error');
+      },
+    );
+  }
+
+  private forward(
+    stream: http2.ServerHttp2Stream,
+    headers: http2.IncomingHttpHeaders,
+    endStream: boolean,
+    grpc: boolean,
+    upSession: http2.ClientHttp2Session,
+    choice: UpstreamChoice,
+    st: SessionState,
+    markUpstreamReset: () => void,
+  ): void {
+    if (stream.destroyed || stream.closed) return;
+    let up: http2.ClientHttp2Stream;
+    try {
+      up = upSession.request(endToEndH2Headers(headers), { endStream, waitForTrailers: !endStream });
+    } catch (err) {
+      this.log.info({ ...st.conn.logFields(), upstream: choice.authority, err: messageOf(err) }, 'upstream request failed');
+      this.respondError(stream, 503, grpc, 'upstream unavailable');
+      return;
+    }
+    up.on('error', () => {}); // reported through 'close' / rstCode
+    // Request direction: body with backpressure, then the client's trailers (if any).
+    if (!endStream) {
+      let reqTrailers: http2.IncomingHttpHeaders | undefined;
+      stream.once('trailers', (t: http2.IncomingHttpHeaders) => {
+        reqTrailers = t;
+      });
+      up.once('wantTrailers', () => {
+        up.sendTrailers(reqTrailers ? endToEndH2Headers(reqTrailers) : {});
+      });
+      stream.pipe(up);
+    }
+    // Response direction.
+    let resTrailers: http2.IncomingHttpHeaders | undefined;
+    up.once('trailers', (t: http2.IncomingHttpHeaders) => {
+      resTrailers = t;
+    });
+    up.once('response', (resHeaders, resFlags) => {
+      if (stream.destroyed || stream.closed) return;
+      const h = endToEndH2Headers(resHeaders);
+      if ((resFlags & NGHTTP2_FLAG_END_STREAM) !== 0) {
+        stream.respond(h, { endStream: true }); // trailers-only (gRPC errors) or empty body
+        return;
+      }
+      stream.respond(h, { waitForTrailers: true });
+      stream.once('wantTrailers', () => {
+        stream.sendTrailers(resTrailers ? endToEndH2Headers(resTrailers) : {});
+      });
+      up.pipe(stream);
+    });
+    up.once('close', () => {
+      if (stream.destroyed || stream.closed) return;
+      const code = up.rstCode ?? NGHTTP2_NO_ERROR;
+      if (code === NGHTTP2_NO_ERROR && up.readableEnded) return; // normal end; pipe finishes the client side
+      if (!stream.headersSent && !grpc) {
+        this.respondError(stream, 502, false, 'upstream reset');
+        return;
+      }
+      // Relay the reset: the client learns the exchange broke, with the upstream's reason.
+      markUpstreamReset();
+      stream.close(code === NGHTTP2_NO_ERROR ? http2.constants.NGHTTP2_INTERNAL_ERROR : code);
+    });
+    // Client reset or vanished: cancel upstream too.
+    stream.once('close', () => {
+      if (up.closed || up.destroyed) return;
+      if (!up.readableEnded || stream.rstCode !== NGHTTP2_NO_ERROR) up.close(NGHTTP2_CANCEL);
+    });
+  }
+}

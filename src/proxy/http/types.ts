@@ -1,0 +1,29 @@
+/**
+ * What the HTTP forwarders need from the outbound side, kept as an interface so the HTTP code
+ * knows nothing about services, load balancers or tunnels: per client connection, a way to
+ * choose an upstream for each request and to open a stream to it.
+ */
+import type { Duplex } from 'node:stream';
+
+/** One request's upstream: the chosen endpoint and how to reach it. */
+export interface UpstreamChoice {
+  /** Reuse key of the upstream: (source identity, endpoint ip, port). */
+  readonly key: string;
+  /** `ip:port` ([v6]:port) of the endpoint, for logs and the HTTP/2 session URL. */
+  readonly authority: string;
+  /** Opens a new byte stream to the endpoint (tunnel, same-node inbound, or direct). */
+  connect(signal?: AbortSignal): Promise<Duplex>;
+  /** The request finished (any outcome): releases the load balancer's in-flight count. */
+  done(): void;
+}
+
+/** A client connection whose requests are routed. */
+export interface RoutedConnection {
+  /** Chooses an endpoint for one request; undefined when no endpoint is ready. */
+  choose(): UpstreamChoice | undefined;
+  /** Fields identifying the connection in logs. */
+  logFields(): Record<string, unknown>;
+}
+
+/** Error code a choice's connect() rejects with when the endpoint cannot be reached. */
+export const UPSTREAM_CONNECT_FAILED = 'SKEIN_OUTBOUND_UPSTREAM_CONNECT';

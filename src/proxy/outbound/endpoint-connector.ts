@@ -1,0 +1,115 @@
+/**
+ * Opens a byte stream from a source workload to one endpoint, the way the mesh reaches it:
+ * - meshed endpoint on another node: an HBONE CONNECT stream through the tunnel pool, with
+ *   the source's identity, expecting the endpoint's identity;
+ * - meshed endpoint on this node: the inbound proxy directly (same policy path, no TLS hop);
+ * - endpoint outside the mesh: a plain connection, as the app would have made it.
+ * Every failure becomes UPSTREAM_CONNECT_FAILED (with the cause), which the HTTP side maps to
+ * 503 and the L4 side to a reset.
+ */
+import type { Duplex } from 'node:stream';
+import type { Endpoint, Workload } from '../../config/model.js';
+import type { ConfigStore } from '../../config/store.js';
+import { hasCode, messageOf, SkeinError } from '../../errors.js';
+import { UPSTREAM_CONNECT_FAILED } from '../http/types.js';
+import type { LocalInbound, TunnelDialer } from '../tunnel/types.js';
+
+/** Plain connection from (the netns of) `source` to address:port; the agent provides it. */
+export type DirectConnect = (source: Workload, address: string, port: number, signal?: AbortSignal) => Promise<Duplex>;
+
+export interface EndpointConnectorOptions {
+  store: ConfigStore;
+  /** This agent's node name: meshed endpoints here go through `inbound`. */
+  localNode: string;
+  tunnel: TunnelDialer;
+  /** Same-node delivery; when absent, same-node meshed endpoints go through the tunnel too. */
+  inbound?: LocalInbound;
+  connectDirect: DirectConnect;
+  /** Give up opening a stream after this long (ms). Default 10000. */
+  connectTimeoutMs?: number;
+}
+
+export class EndpointConnector {
+  constructor(private readonly opts: EndpointConnectorOptions) {}
+
+  /** How `ep` is reached from this node: 'tunnel', 'local' or 'direct'. */
+  pathTo(ep: Endpoint): 'tunnel' | 'local' | 'direct' {
+    if (!ep.meshEnabled || !ep.identity) return 'direct';
+    if (ep.node === this.opts.localNode && this.opts.inbound && ep.workloadUid) return 'local';
+    return 'tunnel';
+  }
+
+  async connect(source: Workload, ep: Endpoint, port: number, signal?: AbortSignal): Promise<Duplex> {
+    const path = this.pathTo(ep);
+    try {
+      if (path === 'local') {
+        const workload = this.opts.store.workloadByUid(ep.workloadUid as string);
+        if (workload) return await this.opts.inbound?.openLocal(source.identity, workload, port, opts(signal)) as Duplex;
+      }
+      if (path !== 'direct') {
+        return await this.opts.tunnel.connect(
+          source.identity,
+          { address: ep.ip, port, identity: ep.identity as string, node: ep.node ?? '' },
+          opts(signal),
+        );
+      }
+      // The tunnel and inbound enforce their own connect timeouts; a direct connect gets ours.
+      const ac = new AbortController();
+      const onAbort = (): void => ac.abort(signal?.reason);
+      signal?.addEventListener('abort', onAbort, { once: true });
+      const timer = setTimeout(
+        () => ac.abort(new SkeinError('SKEIN_OUTBOUND_CONNECT_TIMEOUT', `connect to ${ep.ip}:${port} timed out`)),
+        this.opts.connectTimeoutMs ?? 10_000,
+      );
+      try {
+        return await withSignal(this.opts.connectDirect(source, ep.ip, port, ac.signal), ac.signal);
+      } finally {
+        clearTimeout(timer);
+        signal?.removeEventListener('abort', onAbort);
+      }
+    } catch (err) {
+      if (hasCode(err, UPSTREAM_CONNECT_FAILED)) throw err;
+      throw new SkeinError(
+        UPSTREAM_CONNECT_FAILED,
+        `cannot reach ${ep.ip}:${port} (${path}): ${messageOf(err)}`,
+        { endpoint: `${ep.ip}:${port}`, path, cause: (err as { code?: string }).code },
+        { cause: err },
+      );
+    }
+  }
+}
+
+function opts(signal: AbortSignal | undefined): { signal?: AbortSignal } {
+  return signal ? { signal } : {};
+}
+
+/** Rejects when `signal` aborts first (and destroys a stream that arrives too late). */
+function withSignal(p: Promise<Duplex>, signal: AbortSignal): Promise<Duplex> {
+  if (signal.aborted) return Promise.reject(signal.reason);
+  return new Promise((resolve, reject) => {
+    let settled = false;
+    const onAbort = (): void => {
+      if (settled) return;
+      settled = true;
+      reject(signal.reason);
+    };
+    signal.addEventListener('abort', onAbort, { once: true });
+    p.then(
+      (s) => {
+        signal.removeEventListener('abort', onAbort);
+        if (settled) s.destroy();
+        else {
+          settled = true;
+          resolve(s);
+        }
+      },
+      (err: unknown) => {
+        signal.removeEventListener('abort', onAbort);
+        if (!settled) {
+          settled = true;
+          reject(err);
+        }
+      },
+    );
+  });
+}

@@ -1,0 +1,272 @@
+/**
+ * The outbound data path, top to bottom, for one captured connection:
+ *
+ *   original destination -> Service (VIP:port) | workload (pod IP) | unknown (passthrough)
+ *   -> protocol: the Service port's appProtocol, else detected from the first bytes (bounded)
+ *   -> L7 (HTTP/1.1, HTTP/2, gRPC): one endpoint choice per request, pooled upstreams
+ *   -> L4: one endpoint per connection, a faithful byte pipe (half-close, resets)
+ *
+ * The agent calls `handleConnection` for every connection accepted on a pod's 15001 listener,
+ * with the source workload (known from which listener accepted it, never from an IP) and the
+ * original destination read back from capture.
+ */
+import type { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
+import type { Endpoint, Workload } from '../../config/model.js';
+import type { ConfigStore } from '../../config/store.js';
+import { messageOf } from '../../errors.js';
+import type { Logger } from '../../telemetry/log.js';
+import { silentLogger } from '../../telemetry/log.js';
+import { EndpointSelector } from '../../routing/endpoint-selector.js';
+import type { LoadBalancer } from '../../routing/load-balancer.js';
+import { type DetectedProtocol, sniffProtocol } from '../detect/sniff.js';
+import { type Http1Options, Http1Forwarder } from '../http/http1-forwarder.js';
+import { type Http2Options, Http2Forwarder } from '../http/http2-forwarder.js';
+import { RefusalCode, RefusalLog } from '../http/refusals.js';
+import type { RoutedConnection, UpstreamChoice } from '../http/types.js';
+import { UpstreamPool, type UpstreamPoolOptions } from '../http/upstream-pool.js';
+import { pipeBidirectional, resetStream } from '../tcp/l4-pipe.js';
+import { type Destination, resolveDestination } from './destination.js';
+import { EndpointConnector, type EndpointConnectorOptions } from './endpoint-connector.js';
+
+export interface OriginalDestination {
+  address: string;
+  port: number;
+}
+
+export interface OutboundConnectionContext {
+  source: Workload;
+  originalDst: OriginalDestination;
+}
+
+export interface OutboundProxyOptions extends EndpointConnectorOptions {
+  store: ConfigStore;
+  /** Unknown destinations: pass through as plain TCP (true) or refuse with a reset (false). Default true. */
+  passthroughUnknown?: boolean;
+  /**
+   * How long to wait for a client's first bytes when the port declares no appProtocol (ms).
+   * Silence past it means opaque TCP, so server-speaks-first protocols wait at most this long
+   * for their banner. Default 100.
+   */
+  detectTimeoutMs?: number;
+  /** Close L4 connections idle (no byte either way) this long (ms); 0 = never. Default 0. */
+  tcpIdleTimeoutMs?: number;
+  http1?: Http1Options;
+  http2?: Http2Options;
+  upstream?: Omit<UpstreamPoolOptions, 'logger'>;
+  logger?: Logger;
+}
+
+export interface OutboundStats {
+  connections: Record<'http1' | 'http2' | 'tcp' | 'passthrough' | 'refused', number>;
+  refusals: Record<string, number>;
+  upstreams: { h1Agents: number; h2Sessions: number };
+}
+
+function noop(): void {}
+
+function authorityOf(ip: string, port: number): string {
+  return ip.includes(':') ? `[${ip}]:${port}` : `${ip}:${port}`;
+}
+
+/** One request's (or L4 connection's) upstream. Allocated per request, never per idle connection. */
+class Choice implements UpstreamChoice {
+  readonly key: string;
+  readonly authority: string;
+  private released = false;
+
+  constructor(
+    private readonly proxy: OutboundProxy,
+    private readonly source: Workload,
+    private readonly endpoint: Endpoint,
+    private readonly port: number,
+    private readonly lb: LoadBalancer | undefined,
+  ) {
+    this.key = `${source.identity}|${endpoint.ip}|${port}`;
+    this.authority = authorityOf(endpoint.ip, port);
+  }
+
+  connect(signal?: AbortSignal): Promise<Duplex> {
+    return this.proxy.connector.connect(this.source, this.endpoint, this.port, signal);
+  }
+
+  done(): void {
+    if (this.released) return;
+    this.released = true;
+    this.lb?.end(this.endpoint);
+  }
+}
+
+/** A client connection to a Service or a pod: re-resolved per request so config updates apply. */
+class Routed implements RoutedConnection {
+  constructor(
+    private readonly proxy: OutboundProxy,
+    readonly source: Workload,
+    readonly dst: OriginalDestination,
+  ) {}
+
+  choose(): UpstreamChoice | undefined {
+    return this.proxy.choose(this.source, resolveDestination(this.proxy.store, this.dst.address, this.dst.port));
+  }
+
+  logFields(): Record<string, unknown> {
+    return { source: this.source.identity, sourceWorkload: `${this.source.namespace}/${this.source.name}`, dst: authorityOf(this.dst.address, this.dst.port) };
+  }
+}
+
+export class OutboundProxy {
+  readonly store: ConfigStore;
+  readonly connector: EndpointConnector;
+  private readonly selector = new EndpointSelector();
+  private readonly pool: UpstreamPool;
+  private readonly refusals: RefusalLog;
+  private readonly h1: Http1Forwarder;
+  private readonly h2: Http2Forwarder;
+  private readonly log: Logger;
+  private readonly opts: OutboundProxyOptions;
+  private readonly unsubscribe: () => void;
+  private readonly counts = { http1: 0, http2: 0, tcp: 0, passthrough: 0, refused: 0 };
+
+  constructor(opts: OutboundProxyOptions) {
+    this.opts = opts;
+    this.store = opts.store;
+    this.log = opts.logger ?? silentLogger();
+    this.connector = new EndpointConnector(opts);
+    this.refusals = new RefusalLog(this.log);
+    this.pool = new UpstreamPool({ ...opts.upstream, logger: this.log });
+    this.h1 = new Http1Forwarder(this.pool, this.refusals, this.log, opts.http1);
+    this.h2 = new Http2Forwarder(this.pool, this.refusals, this.log, opts.http2);
+    this.unsubscribe = this.store.subscribe((_diff, snapshot) => {
+      this.selector.retain(snapshot.services);
+      // Upstreams to endpoints that left the config are closed (gracefully for HTTP/2).
+      const live = new Set<string>();
+      for (const s of snapshot.services) for (const e of s.endpoints) live.add(e.ip);
+      for (const w of snapshot.workloads) for (const ip of w.ips) live.add(ip);
+      const evicted = this.pool.evictWhere((key) => !live.has(key.split('|')[1] ?? ''));
+      if (evicted > 0) this.log.debug({ evicted }, 'upstreams to removed endpoints closed');
+    });
+  }
+
+  /** Entry point: one connection accepted on a pod's outbound listener. Never throws. */
+  handleConnection(socket: Socket, ctx: OutboundConnectionContext): void {
+    socket.on('error', noop); // each stage below reports errors its own way
+    const { address, port } = ctx.originalDst;
+    const dest = resolveDestination(this.store, address, port);
+    if (dest.kind === 'unknown' || ctx.source.excludeOutboundPorts.includes(port)) {
+      this.passthrough(socket, ctx);
+      return;
+    }
+    const declared = dest.kind === 'service' ? dest.appProtocol : undefined;
+    if (declared === 'tcp') {
+      this.l4(socket, ctx, dest);
+      return;
+    }
+    if (declared === 'http') {
+      this.l7(socket, ctx, 'http1');
+      return;
+    }
+    if (declared === 'http2' || declared === 'grpc') {
+      this.l7(socket, ctx, 'http2');
+      return;
+    }
+    sniffProtocol(socket, { timeoutMs: this.opts.detectTimeoutMs ?? 100 }).then((r) => {
+      if (socket.destroyed) return;
+      if (r.protocol === 'tcp') this.l4(socket, ctx, dest);
+      else this.l7(socket, ctx, r.protocol);
+    });
+  }
+
+  /** Picks an endpoint for `dest` (and counts it in-flight); undefined when none is ready. */
+  choose(source: Workload, dest: Destination): UpstreamChoice | undefined {
+    if (dest.kind === 'service') {
+      const sel = this.selector.select(dest.service, dest.servicePort);
+      return sel ? new Choice(this, source, sel.endpoint, sel.port, sel.lb) : undefined;
+    }
+    if (dest.kind === 'workload') return new Choice(this, source, dest.endpoint, dest.port, undefined);
+    return undefined;
+  }
+
+  private l7(socket: Socket, ctx: OutboundConnectionContext, protocol: Exclude<DetectedProtocol, 'tcp'>): void {
+    this.counts[protocol]++;
+    const conn = new Routed(this, ctx.source, ctx.originalDst);
+    if (protocol === 'http1') this.h1.accept(socket, conn);
+    else this.h2.accept(socket, conn);
+  }
+
+  private l4(socket: Socket, ctx: OutboundConnectionContext, dest: Destination): void {
+    this.counts.tcp++;
+    const choice = this.choose(ctx.source, dest);
+    if (!choice) {
+      this.refusals.refuse(
+        RefusalCode.NoHealthyUpstream,
+        { source: ctx.source.identity, dst: authorityOf(ctx.originalDst.address, ctx.originalDst.port) },
+        'no healthy upstream for TCP connection',
+      );
+      resetStream(socket);
+      return;
+    }
+    this.connectAndPipe(socket, ctx, () => choice.connect(), () => choice.done(), choice.authority);
+  }
+
+  private passthrough(socket: Socket, ctx: OutboundConnectionContext): void {
+    const { address, port } = ctx.originalDst;
+    if (this.opts.passthroughUnknown === false) {
+      this.counts.refused++;
+      this.refusals.refuse(
+        RefusalCode.PassthroughRefused,
+        { source: ctx.source.identity, dst: authorityOf(address, port) },
+        'unknown destination refused',
+      );
+      resetStream(socket);
+      return;
+    }
+    this.counts.passthrough++;
+    const source = ctx.source;
+    const endpoint: Endpoint = { ip: address, ready: true, ports: {}, meshEnabled: false };
+    this.connectAndPipe(socket, ctx, () => this.connector.connect(source, endpoint, port), noop, authorityOf(address, port));
+  }
+
+  private connectAndPipe(
+    socket: Socket,
+    ctx: OutboundConnectionContext,
+    open: () => Promise<Duplex>,
+    done: () => void,
+    upstream: string,
+  ): void {
+    socket.pause();
+    open().then(
+      (up) => {
+        if (socket.destroyed) {
+          done();
+          up.destroy();
+          return;
+        }
+        const idle = this.opts.tcpIdleTimeoutMs ?? 0;
+        pipeBidirectional(socket, up, idle > 0 ? { onDone: done, idleTimeoutMs: idle } : { onDone: done });
+        socket.resume();
+      },
+      (err: unknown) => {
+        done();
+        this.log.info({ source: ctx.source.identity, upstream, err: messageOf(err) }, 'TCP upstream connect failed');
+        // A reset is what the app would have seen from a refused connection.
+        resetStream(socket);
+      },
+    );
+  }
+
+  stats(): OutboundStats {
+    return { connections: { ...this.counts }, refusals: this.refusals.snapshot(), upstreams: this.pool.stats() };
+  }
+
+  /** Count of refusals with `code` (tests, metrics). */
+  refusalCount(code: string): number {
+    return this.refusals.count(code);
+  }
+
+  async close(): Promise<void> {
+    this.unsubscribe();
+    this.h1.close();
+    this.h2.close();
+    this.pool.close();
+  }
+}
