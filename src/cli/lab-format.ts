@@ -1,0 +1,37 @@
+/** Human-readable lab status. */
+import type { LabStatus } from '../lab/lab.js';
+
+export function table(rows: string[][]): string {
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
+  return rows.map((r) => r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd()).join('\n');
+}
+
+export function formatStatus(s: LabStatus): string {
+  const out: string[] = [`lab ${s.id} (${s.status}) from ${s.scenario}`, `state: ${s.stateDir}`, `logs:  ${s.logDir}`, ''];
+  out.push(table([['NODE', 'NETNS', 'ADDRESS', 'POD CIDR'], ...s.nodes.map((n) => [n.name, n.netns, n.address, n.podCIDR])]), '');
+  out.push(
+    table([
+      ['NAMESPACE', 'LABELS'],
+      ...s.namespaces.map((n) => [n.name, Object.entries(n.labels).map(([k, v]) => `${k}=${v}`).join(',') || '-']),
+    ]),
+    '',
+  );
+  out.push(
+    table([
+      ['SERVICE', 'VIP', 'PORTS'],
+      ...s.services.map((v) => [`${v.namespace}/${v.name}`, v.vip, v.ports.map((p) => `${p.port}->${p.targetPort}${p.appProtocol ? `/${p.appProtocol}` : ''}`).join(',')]),
+    ]),
+    '',
+  );
+  out.push(
+    table([
+      ['POD', 'NODE', 'IP', 'SA', 'STATE'],
+      ...s.pods.map((p) => [`${p.namespace}/${p.name}`, p.node, p.ip, p.serviceAccount, p.running ? `running (pid ${p.pid})` : 'stopped']),
+    ]),
+  );
+  const others = s.processes.filter((p) => p.kind !== 'pod');
+  if (others.length) {
+    out.push('', table([['COMPONENT', 'NAME', 'STATE', 'LOG'], ...others.map((p) => [p.kind, p.name, p.running ? `running (pid ${p.pid})` : 'stopped', p.log])]));
+  }
+  return `${out.join('\n')}\n`;
+}

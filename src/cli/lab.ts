@@ -1,0 +1,78 @@
+/** `skein lab ...`: a Linux machine as a small cluster. */
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { labDown, labExec, labGc, labStatus, labUp } from '../lab/lab.js';
+import { resolveLab } from '../lab/registry.js';
+import { repoRoot } from '../paths.js';
+import { createLogger } from '../telemetry/log.js';
+import { runDemo } from './demo.js';
+import { formatStatus } from './lab-format.js';
+
+export function defaultScenario(): string {
+  return join(repoRoot(), 'deploy', 'local', 'demo.yaml');
+}
+
+export async function labCommand(argv: string[]): Promise<number> {
+  const [sub, ...rest] = argv;
+  const dashdash = rest.indexOf('--');
+  const own = dashdash >= 0 ? rest.slice(0, dashdash) : rest;
+  const { values, positionals } = parseArgs({
+    args: own,
+    allowPositionals: true,
+    options: {
+      lab: { type: 'string' },
+      json: { type: 'boolean', default: false },
+      all: { type: 'boolean', default: false },
+      keep: { type: 'boolean', default: false },
+      'owner-pid': { type: 'string' },
+    },
+  });
+  const log = createLogger({ base: { component: 'lab' }, level: process.env.SKEIN_LOG_LEVEL ?? 'warn' });
+  const progress = (line: string) => process.stderr.write(`${line}\n`);
+  switch (sub) {
+    case 'up': {
+      const rec = await labUp({
+        scenarioFile: positionals[0] ?? defaultScenario(),
+        ...(values['owner-pid'] ? { ownerPid: Number(values['owner-pid']) } : {}),
+        log,
+        progress,
+      });
+      const status = labStatus(rec);
+      process.stdout.write(values.json ? `${JSON.stringify(status, null, 2)}\n` : formatStatus(status));
+      return 0;
+    }
+    case 'down': {
+      const rec = resolveLab(values.lab);
+      await labDown(rec);
+      progress(`lab ${rec.id}: down`);
+      return 0;
+    }
+    case 'status': {
+      const status = labStatus(resolveLab(values.lab));
+      process.stdout.write(values.json ? `${JSON.stringify(status, null, 2)}\n` : formatStatus(status));
+      return 0;
+    }
+    case 'exec': {
+      if (dashdash < 0 || positionals.length !== 1) {
+        process.stderr.write('usage: skein lab exec NAMESPACE/POD -- COMMAND [ARGS...]\n');
+        return 2;
+      }
+      const cmd = rest.slice(dashdash + 1);
+      if (cmd.length === 0) {
+        process.stderr.write('skein lab exec: no command after --\n');
+        return 2;
+      }
+      return labExec(resolveLab(values.lab), positionals[0]!, cmd);
+    }
+    case 'gc': {
+      const r = await labGc({ all: values.all });
+      progress(`lab gc: removed ${r.labs.length} lab(s), ${r.netns.length} stray netns, ${r.cgroups.length} stray cgroup tree(s)`);
+      return 0;
+    }
+    case 'demo':
+      return runDemo({ scenarioFile: positionals[0] ?? defaultScenario(), keep: values.keep, log, progress });
+    default:
+      process.stderr.write('usage: skein lab up|down|status|exec|gc|demo (see skein help)\n');
+      return 2;
+  }
+}

@@ -1,0 +1,47 @@
+/** The `skein` command: dispatches to the subcommands. */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { repoRoot } from '../paths.js';
+import { labCommand } from './lab.js';
+import { workloadCommand } from './workload.js';
+
+const USAGE = `skein — a sidecarless service mesh
+
+usage: skein <command> [...]
+
+  lab up [FILE]            bring up a lab cluster (default deploy/local/demo.yaml)
+  lab down                 remove the lab
+  lab status [--json]      nodes, pods, IPs, services, logs
+  lab exec NS/POD -- CMD   run a command inside a pod (\`skein\` as CMD is this CLI)
+  lab gc [--all]           remove what killed runs left behind (--all: every lab)
+  lab demo [FILE] [--keep] up, traffic between pods, a summary, down
+  workload echo|client     the lab's built-in programs (see skein workload --help)
+  version                  print the version
+
+lab commands take --lab ID (or SKEIN_LAB) when several labs run; SKEIN_LAB_DIR moves the
+lab records (default /run/skein/labs).`;
+
+export async function main(argv: string[]): Promise<number> {
+  const [cmd, ...rest] = argv;
+  switch (cmd) {
+    case 'lab':
+      return labCommand(rest);
+    case 'workload':
+      return workloadCommand(rest);
+    case 'version':
+    case '--version': {
+      const pkg = JSON.parse(readFileSync(join(repoRoot(), 'package.json'), 'utf8')) as { version: string };
+      process.stdout.write(`skein ${pkg.version} (node ${process.version})\n`);
+      return 0;
+    }
+    case undefined:
+    case 'help':
+    case '--help':
+    case '-h':
+      process.stdout.write(`${USAGE}\n`);
+      return cmd === undefined ? 2 : 0;
+    default:
+      process.stderr.write(`skein: unknown command "${cmd}"\n\n${USAGE}\n`);
+      return 2;
+  }
+}

@@ -1,0 +1,294 @@
+/**
+ * A Linux machine as a small cluster: `up` builds nodes and pods from a scenario, `down`
+ * removes all of it, `gc` removes what killed runs left behind. See network.ts for the shape.
+ */
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { SkeinError } from '../errors.js';
+import { skeinCommand } from '../paths.js';
+import type { Logger } from '../telemetry/log.js';
+import { silentLogger } from '../telemetry/log.js';
+import { createCgroup, destroyCgroupTree } from './cgroups.js';
+import { renderKubeState, toMultiDocYaml } from './kube-state.js';
+import { createNode, createPod, createUnderlay, deleteNetns, ETC_NETNS } from './network.js';
+import { LAB_PREFIX, planLab, type PlannedPod } from './plan.js';
+import { containerCommand, execAttached, execCaptured, podEnv, startDetached } from './processes.js';
+import { labBaseDir, type LabProcess, type LabRecord, listLabIds, readRecord, writeRecord } from './registry.js';
+import { loadScenario } from './scenario.js';
+import { cgroup2Root, listNetns, pidAlive, run } from './sys.js';
+
+export interface UpOptions {
+  scenarioFile: string;
+  /** Lab directory (default /run/skein/labs or SKEIN_LAB_DIR). */
+  baseDir?: string;
+  /** Tie the lab to this pid: `lab gc` removes it once that process is gone (tests). */
+  ownerPid?: number;
+  /** How long pods may take to start listening. */
+  readyTimeoutMs?: number;
+  log?: Logger;
+  /** Progress lines for people (the CLI prints them). */
+  progress?: (line: string) => void;
+}
+
+/** Checks the machine can host a lab, before anything is created. */
+export async function preflight(): Promise<void> {
+  if (process.getuid?.() !== 0) throw new SkeinError('SKEIN_LAB_NOT_ROOT', 'the lab creates network namespaces and cgroups: run as root (sudo)');
+  await run('ip', ['-V']);
+  await run('nft', ['--version']);
+  cgroup2Root();
+}
+
+export async function labUp(opts: UpOptions): Promise<LabRecord> {
+  const log = opts.log ?? silentLogger();
+  const progress = opts.progress ?? (() => {});
+  const t0 = Date.now();
+  const scenario = loadScenario(opts.scenarioFile); // refuses a bad file before anything exists
+  await preflight();
+  const base = opts.baseDir ?? labBaseDir();
+  let id = randomBytes(3).toString('hex');
+  while (existsSync(join(base, id))) id = randomBytes(3).toString('hex');
+  const plan = planLab(scenario, id);
+  const dir = join(base, id);
+  const rec: LabRecord = {
+    version: 1,
+    id,
+    scenarioFile: opts.scenarioFile,
+    createdAt: new Date().toISOString(),
+    ...(opts.ownerPid ? { ownerPid: opts.ownerPid } : {}),
+    status: 'creating',
+    dir,
+    stateDir: join(dir, 'state'),
+    logDir: join(dir, 'logs'),
+    cgroupRoot: cgroup2Root(),
+    namespaces: scenario.namespaces.map((n) => ({ name: n.name, labels: n.labels })),
+    plan,
+    processes: [],
+  };
+  mkdirSync(rec.logDir, { recursive: true });
+  mkdirSync(rec.stateDir, { recursive: true });
+  writeRecord(rec);
+  log.info({ lab: id, scenario: opts.scenarioFile }, 'lab up');
+  try {
+    progress(`lab ${id}: network (${plan.nodes.length} nodes, ${plan.pods.length} pods, ${plan.services.length} services)`);
+    await createUnderlay(plan);
+    await Promise.all(plan.nodes.map((n) => createNode(plan, n)));
+    await Promise.all(plan.pods.map((p) => createPod(plan, p)));
+    writeKubeState(rec, scenario);
+    progress(`lab ${id}: starting ${plan.pods.length} pods`);
+    for (const pod of plan.pods) rec.processes.push(startPod(rec, pod));
+    writeRecord(rec);
+    await waitReady(rec, opts.readyTimeoutMs ?? 15000);
+    rec.status = 'up';
+    writeRecord(rec);
+    progress(`lab ${id}: up in ${((Date.now() - t0) / 1000).toFixed(1)}s (state ${rec.stateDir})`);
+    return rec;
+  } catch (err) {
+    log.error({ lab: id, err }, 'lab up failed; removing what was made');
+    progress(`lab ${id}: failed, removing what was made`);
+    await labDown(rec);
+    throw err;
+  }
+}
+
+function writeKubeState(rec: LabRecord, scenario: ReturnType<typeof loadScenario>): void {
+  const files = renderKubeState(rec.plan, scenario, rec.cgroupRoot, rec.createdAt);
+  for (const [name, objects] of Object.entries(files)) {
+    const file = join(rec.stateDir, name);
+    // write then rename: a watcher never sees a half-written file
+    writeFileSync(`${file}.tmp`, toMultiDocYaml(objects));
+    renameSync(`${file}.tmp`, file);
+  }
+}
+
+function readyFile(rec: LabRecord, pod: PlannedPod): string {
+  return join(rec.logDir, `${pod.namespace}.${pod.name}.ready`);
+}
+
+function startPod(rec: LabRecord, pod: PlannedPod): LabProcess {
+  const cgroup = createCgroup(rec.cgroupRoot, pod.cgroup);
+  const log = join(rec.logDir, `${pod.namespace}.${pod.name}.log`);
+  const env = podEnv(rec.plan, pod, { SKEIN_READY_FILE: readyFile(rec, pod) });
+  const pid = startDetached(cgroup, pod.netns, containerCommand(pod), env, log);
+  return { kind: 'pod', name: `${pod.namespace}/${pod.name}`, pid, log, cgroup, netns: pod.netns };
+}
+
+/** Built-in workloads write their ready file once listening; other programs count once started. */
+async function waitReady(rec: LabRecord, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  const pending = new Set(rec.plan.pods.filter((p) => !p.container.command || p.container.command.length === 0));
+  while (pending.size > 0) {
+    for (const pod of pending) if (existsSync(readyFile(rec, pod))) pending.delete(pod);
+    for (const proc of rec.processes) {
+      if (!pidAlive(proc.pid)) {
+        // The log goes with the lab when up fails: carry its end in the error.
+        const tail = existsSync(proc.log) ? readFileSync(proc.log, 'utf8').trim().split('\n').slice(-5).join('\n') : '';
+        throw new SkeinError('SKEIN_LAB_POD_EXITED', `pod ${proc.name} exited during start${tail ? `:\n${tail}` : ' (no output)'}`, { log: proc.log });
+      }
+    }
+    if (pending.size === 0) break;
+    if (Date.now() > deadline) {
+      const names = [...pending].map((p) => `${p.namespace}/${p.name}`);
+      throw new SkeinError('SKEIN_LAB_POD_NOT_READY', `pods not ready after ${timeoutMs} ms: ${names.join(', ')}`);
+    }
+    await sleep(25);
+  }
+}
+
+/** Removes everything a lab made: processes (by cgroup), netns, /etc/netns, cgroups, its folder. */
+export async function labDown(rec: LabRecord): Promise<void> {
+  if (rec.status !== 'creating') {
+    rec.status = 'deleting';
+    if (existsSync(rec.dir)) writeRecord(rec);
+  }
+  await destroyCgroupTree(join(rec.cgroupRoot, rec.plan.cgroup));
+  removeEmptyDir(join(rec.cgroupRoot, 'skein.lab')); // shared by labs: only once the last is gone
+  const names = [...rec.plan.pods.map((p) => p.netns), ...rec.plan.nodes.map((n) => n.netns), rec.plan.underlayNetns];
+  const existing = new Set(await listNetns());
+  await Promise.all(names.filter((n) => existing.has(n) || existsSync(join(ETC_NETNS, n))).map(deleteNetns));
+  rmSync(rec.dir, { recursive: true, force: true });
+}
+
+function removeEmptyDir(dir: string): void {
+  try {
+    rmdirSync(dir);
+  } catch {
+    // another lab still uses it, or it is gone
+  }
+}
+
+export interface GcResult {
+  labs: string[];
+  netns: string[];
+  cgroups: string[];
+}
+
+const ID_IN_NAME = new RegExp(`^${LAB_PREFIX}([0-9a-f]{6})-`);
+
+/**
+ * Removes what killed runs left behind: labs whose owner process is gone, and netns, /etc/netns
+ * folders and cgroups of the lab naming scheme that no live lab record owns. `all` removes
+ * every lab, live or not.
+ */
+export async function labGc(opts: { baseDir?: string; all?: boolean } = {}): Promise<GcResult> {
+  const base = opts.baseDir ?? labBaseDir();
+  const result: GcResult = { labs: [], netns: [], cgroups: [] };
+  const live = new Set<string>();
+  for (const id of listLabIds(base)) {
+    const rec = readRecord(base, id);
+    const orphan = !rec || opts.all || (rec.ownerPid !== undefined && !pidAlive(rec.ownerPid));
+    if (!orphan) {
+      live.add(id);
+      continue;
+    }
+    if (rec) await labDown(rec);
+    rmSync(join(base, id), { recursive: true, force: true });
+    result.labs.push(id);
+  }
+  let cgRoot: string | undefined;
+  try {
+    cgRoot = cgroup2Root();
+  } catch {
+    cgRoot = undefined;
+  }
+  if (cgRoot && existsSync(join(cgRoot, 'skein.lab'))) {
+    for (const id of readdirSync(join(cgRoot, 'skein.lab'))) {
+      if (live.has(id)) continue;
+      await destroyCgroupTree(join(cgRoot, 'skein.lab', id));
+      result.cgroups.push(id);
+    }
+  }
+  const stray = new Set<string>();
+  for (const n of await listNetns()) {
+    const m = ID_IN_NAME.exec(n);
+    if (m && !live.has(m[1]!)) stray.add(n);
+  }
+  if (existsSync(ETC_NETNS)) {
+    for (const n of readdirSync(ETC_NETNS)) {
+      const m = ID_IN_NAME.exec(n);
+      if (m && !live.has(m[1]!)) stray.add(n);
+    }
+  }
+  for (const n of stray) {
+    await deleteNetns(n);
+    result.netns.push(n);
+  }
+  return result;
+}
+
+/** Finds a pod by `namespace/name`. */
+export function findPod(rec: LabRecord, ref: string): PlannedPod {
+  const [ns, name] = ref.includes('/') ? ref.split('/', 2) : ['default', ref];
+  const pod = rec.plan.pods.find((p) => p.namespace === ns && p.name === name);
+  if (!pod) {
+    const known = rec.plan.pods.map((p) => `${p.namespace}/${p.name}`).join(', ');
+    throw new SkeinError('SKEIN_LAB_POD_NOT_FOUND', `no pod ${ref} in lab ${rec.id} (pods: ${known})`);
+  }
+  return pod;
+}
+
+/** `skein` as the first word means this CLI (there is no skein on the pod's PATH). */
+function resolveCommand(cmd: string[]): string[] {
+  return cmd[0] === 'skein' ? [...skeinCommand(), ...cmd.slice(1)] : cmd;
+}
+
+/** Runs a command in a pod's netns and cgroup, attached to this terminal. */
+export function labExec(rec: LabRecord, podRef: string, cmd: string[]): Promise<number> {
+  const pod = findPod(rec, podRef);
+  return execAttached(join(rec.cgroupRoot, pod.cgroup), pod.netns, resolveCommand(cmd), podEnv(rec.plan, pod));
+}
+
+/** Runs a command in a pod and returns its exit code and output. */
+export function labExecCaptured(rec: LabRecord, podRef: string, cmd: string[], timeoutMs?: number): Promise<{ code: number; stdout: string; stderr: string }> {
+  const pod = findPod(rec, podRef);
+  return execCaptured(join(rec.cgroupRoot, pod.cgroup), pod.netns, resolveCommand(cmd), podEnv(rec.plan, pod), timeoutMs);
+}
+
+export interface LabStatus {
+  id: string;
+  status: LabRecord['status'];
+  scenario: string;
+  stateDir: string;
+  logDir: string;
+  nodes: { name: string; netns: string; address: string; podCIDR: string }[];
+  namespaces: { name: string; labels: Record<string, string> }[];
+  services: { namespace: string; name: string; vip: string; ports: { name: string; port: number; targetPort: number | string; appProtocol?: string }[] }[];
+  pods: { namespace: string; name: string; node: string; ip: string; netns: string; cgroup: string; serviceAccount: string; pid: number | null; running: boolean; log: string | null }[];
+  processes: (LabProcess & { running: boolean })[];
+}
+
+export function labStatus(rec: LabRecord): LabStatus {
+  const procOf = (ns: string, name: string) => rec.processes.find((p) => p.kind === 'pod' && p.name === `${ns}/${name}`);
+  return {
+    id: rec.id,
+    status: rec.status,
+    scenario: rec.scenarioFile,
+    stateDir: rec.stateDir,
+    logDir: rec.logDir,
+    nodes: rec.plan.nodes.map((n) => ({ name: n.name, netns: n.netns, address: n.address, podCIDR: n.podCIDR })),
+    namespaces: rec.namespaces,
+    services: rec.plan.services.map((s) => ({
+      namespace: s.namespace,
+      name: s.name,
+      vip: s.vip,
+      ports: s.ports.map((p) => ({ name: p.name, port: p.port, targetPort: p.targetPort, ...(p.appProtocol ? { appProtocol: p.appProtocol } : {}) })),
+    })),
+    pods: rec.plan.pods.map((p) => {
+      const proc = procOf(p.namespace, p.name);
+      return {
+        namespace: p.namespace,
+        name: p.name,
+        node: p.node,
+        ip: p.ip,
+        netns: p.netns,
+        cgroup: join(rec.cgroupRoot, p.cgroup),
+        serviceAccount: p.serviceAccount,
+        pid: proc?.pid ?? null,
+        running: proc ? pidAlive(proc.pid) : false,
+        log: proc?.log ?? null,
+      };
+    }),
+    processes: rec.processes.map((p) => ({ ...p, running: pidAlive(p.pid) })),
+  };
+}

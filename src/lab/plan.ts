@@ -1,0 +1,212 @@
+/**
+ * The address and name plan of one lab: which netns, interface, IP, cgroup and VIP every
+ * node, pod and Service gets. Pure: computed from the scenario and the lab id, so it can be
+ * unit-tested and recomputed by `lab down` from the record alone.
+ */
+import { randomUUID } from 'node:crypto';
+import { SkeinError } from '../errors.js';
+import { addressAt, cidrContains, type Cidr, formatCidr, parseCidr } from './ipam.js';
+import { matchesNode, type Scenario, type ScenarioContainer, type ScenarioServicePort } from './scenario.js';
+
+/** Every lab resource name starts with this, so `lab gc` can find leftovers. */
+export const LAB_PREFIX = 'skein-';
+
+export interface PlannedNode {
+  name: string;
+  index: number;
+  /** The node's network namespace: where its agent runs, where Service DNAT happens. */
+  netns: string;
+  /** Address on the underlay bridge. */
+  address: string;
+  podCIDR: string;
+  /** Name of the node's veth end inside the underlay netns. */
+  underlayIf: string;
+  labels: Record<string, string>;
+}
+
+export interface PlannedPod {
+  uid: string;
+  namespace: string;
+  name: string;
+  deployment: string;
+  node: string;
+  ip: string;
+  netns: string;
+  /** Host-side veth name, inside the node netns. */
+  hostIf: string;
+  /** cgroup directory relative to the cgroup v2 root. */
+  cgroup: string;
+  serviceAccount: string;
+  labels: Record<string, string>;
+  annotations: Record<string, string>;
+  container: ScenarioContainer;
+}
+
+export interface PlannedEndpoint {
+  pod: string;
+  namespace: string;
+  uid: string;
+  ip: string;
+  node: string;
+  /** Service port name -> resolved target port on this pod. */
+  ports: Record<string, number>;
+}
+
+export interface PlannedService {
+  namespace: string;
+  name: string;
+  vip: string;
+  selector: Record<string, string>;
+  ports: ScenarioServicePort[];
+  labels: Record<string, string>;
+  annotations: Record<string, string>;
+  endpoints: PlannedEndpoint[];
+}
+
+export interface LabPlan {
+  id: string;
+  prefix: string;
+  /** Netns holding the underlay bridge that joins the nodes (the "physical network"). */
+  underlayNetns: string;
+  underlayBridge: string;
+  /** Bridge address in the underlay netns: where a controller can listen for agents. */
+  underlayGateway: string;
+  underlayCIDR: string;
+  serviceCIDR: string;
+  clusterDomain: string;
+  trustDomain: string;
+  /** cgroup directory of the lab, relative to the cgroup v2 root. */
+  cgroup: string;
+  nodes: PlannedNode[];
+  pods: PlannedPod[];
+  services: PlannedService[];
+}
+
+/** Link-local next hop every pod routes through; the node answers for it (Calico's scheme). */
+export const POD_GATEWAY = '169.254.1.1';
+/** MAC of every host-side pod veth, so pods can hold a static neighbour entry for the gateway. */
+export const HOST_VETH_MAC = 'ee:ee:ee:ee:ee:ee';
+
+function planError(field: string, reason: string): SkeinError {
+  return new SkeinError('SKEIN_LAB_PLAN', `${field}: ${reason}`, { field, reason });
+}
+
+export function planLab(sc: Scenario, id: string): LabPlan {
+  const prefix = `${LAB_PREFIX}${id}`;
+  const underlay = parseCidr(sc.cluster.underlayCIDR)!;
+  const serviceNet = parseCidr(sc.cluster.serviceCIDR)!;
+  const nodes: PlannedNode[] = sc.nodes.map((n, i) => {
+    const podCIDR = n.podCIDR ?? `10.244.${i + 1}.0/24`;
+    return {
+      name: n.name,
+      index: i,
+      netns: `${prefix}-node-${n.name}`,
+      address: addressAt(underlay, 11 + i),
+      podCIDR: formatCidr(parseCidr(podCIDR)!),
+      underlayIf: `n${i}`,
+      labels: { ...n.labels, 'kubernetes.io/hostname': n.name },
+    };
+  });
+  checkDisjoint(nodes, serviceNet, underlay);
+
+  const nextHost = new Map<string, number>(nodes.map((n) => [n.name, 10]));
+  const pods: PlannedPod[] = [];
+  for (const d of sc.deployments) {
+    const candidates = sc.nodes.filter((n) => matchesNode(n, d.nodeSelector)).map((n) => n.name);
+    for (let r = 0; r < d.replicas; r++) {
+      const nodeName = candidates[r % candidates.length]!;
+      const node = nodes.find((n) => n.name === nodeName)!;
+      const offset = nextHost.get(nodeName)!;
+      nextHost.set(nodeName, offset + 1);
+      const cidr = parseCidr(node.podCIDR)!;
+      if (offset >= cidr.size - 1) throw planError(`Node ${nodeName} spec.podCIDR`, `${node.podCIDR} has no room for more pods`);
+      const name = `${d.name}-${r}`;
+      pods.push({
+        uid: randomUUID(),
+        namespace: d.namespace,
+        name,
+        deployment: d.name,
+        node: nodeName,
+        ip: addressAt(cidr, offset),
+        netns: `${prefix}-pod-${d.namespace}-${name}`,
+        hostIf: `vp${pods.length}`,
+        cgroup: `skein.lab/${id}/${nodeName}/${d.namespace}.${name}`,
+        serviceAccount: d.serviceAccountName,
+        labels: d.podLabels,
+        annotations: d.podAnnotations,
+        container: d.container,
+      });
+    }
+  }
+
+  let nextVip = 10;
+  const taken = new Set(sc.services.map((s) => s.clusterIP).filter(Boolean));
+  const services: PlannedService[] = sc.services.map((s) => {
+    let vip = s.clusterIP;
+    if (vip && !cidrContains(serviceNet, vip)) throw planError(`Service ${s.namespace}/${s.name} spec.clusterIP`, `${vip} is outside the service CIDR ${sc.cluster.serviceCIDR}`);
+    while (!vip) {
+      const candidate = addressAt(serviceNet, nextVip++);
+      if (!taken.has(candidate)) vip = candidate;
+    }
+    const selected = Object.keys(s.selector).length === 0 ? [] : pods.filter((p) => p.namespace === s.namespace && Object.entries(s.selector).every(([k, v]) => p.labels[k] === v));
+    return {
+      namespace: s.namespace,
+      name: s.name,
+      vip,
+      selector: s.selector,
+      ports: s.ports,
+      labels: s.labels,
+      annotations: s.annotations,
+      endpoints: selected.map((p) => ({ pod: p.name, namespace: p.namespace, uid: p.uid, ip: p.ip, node: p.node, ports: resolvePorts(s.ports, p) })),
+    };
+  });
+
+  return {
+    id,
+    prefix,
+    underlayNetns: `${prefix}-underlay`,
+    underlayBridge: 'br0',
+    underlayGateway: addressAt(underlay, 1),
+    underlayCIDR: sc.cluster.underlayCIDR,
+    serviceCIDR: sc.cluster.serviceCIDR,
+    clusterDomain: sc.cluster.clusterDomain,
+    trustDomain: sc.cluster.trustDomain,
+    cgroup: `skein.lab/${id}`,
+    nodes,
+    pods,
+    services,
+  };
+}
+
+/** Named target ports resolve against the pod's container ports, as kube-proxy does. */
+function resolvePorts(ports: ScenarioServicePort[], pod: PlannedPod): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const p of ports) {
+    if (typeof p.targetPort === 'number') out[p.name] = p.targetPort;
+    else {
+      const cp = pod.container.ports.find((c) => c.name === p.targetPort);
+      if (cp) out[p.name] = cp.containerPort;
+    }
+  }
+  return out;
+}
+
+function checkDisjoint(nodes: PlannedNode[], serviceNet: Cidr, underlay: Cidr): void {
+  const blocks: [string, Cidr][] = [
+    ['service CIDR', serviceNet],
+    ['underlay CIDR', underlay],
+    ...nodes.map((n): [string, Cidr] => [`pod CIDR of node ${n.name}`, parseCidr(n.podCIDR)!]),
+  ];
+  for (let i = 0; i < blocks.length; i++) {
+    for (let j = i + 1; j < blocks.length; j++) {
+      const [an, a] = blocks[i]!;
+      const [bn, b] = blocks[j]!;
+      if (a.base < b.base + b.size && b.base < a.base + a.size) throw planError(an, `${formatCidr(a)} overlaps the ${bn} ${formatCidr(b)}`);
+    }
+  }
+}
+
+/** DNS names of a Service, most specific first. */
+export function serviceHostnames(s: { name: string; namespace: string }, clusterDomain: string): string[] {
+  return [`${s.name}.${s.namespace}.svc.${clusterDomain}`, `${s.name}.${s.namespace}.svc`, `${s.name}.${s.namespace}`];
+}

@@ -1,0 +1,269 @@
+/**
+ * The lab's echo server: HTTP/1.1 and h2c on one port, gRPC on another, raw TCP on a third.
+ * Every answer names the pod that gave it, so tests and the demo see where traffic went.
+ *
+ * HTTP routes: GET /bytes/<n> streams n bytes; POST|PUT /echo streams the body back;
+ * GET /status/<code> answers that status; GET /ws upgrades to a WebSocket echo; anything
+ * else answers JSON describing the request (pod, protocol, headers, body size and sha256).
+ * TCP: echoes bytes; a connection whose first line is `WHOAMI` gets a JSON line first.
+ */
+import { createHash } from 'node:crypto';
+import { writeFileSync } from 'node:fs';
+import http, { type IncomingMessage, type ServerResponse } from 'node:http';
+import http2, { type Http2ServerRequest, type Http2ServerResponse } from 'node:http2';
+import net from 'node:net';
+import { parseArgs } from 'node:util';
+import * as grpc from '@grpc/grpc-js';
+import { WebSocketServer } from 'ws';
+import { echoService } from './echo-proto.js';
+import { podIdentity } from './identity.js';
+
+const H2_PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n');
+const PATTERN = Buffer.alloc(64 * 1024, 'skein-lab-echo-');
+
+export interface EchoOptions {
+  http: number;
+  grpc: number;
+  tcp: number;
+  host: string;
+}
+
+type Req = IncomingMessage | Http2ServerRequest;
+type Res = ServerResponse | Http2ServerResponse;
+
+export async function runEcho(argv: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      http: { type: 'string', default: '8080' },
+      grpc: { type: 'string', default: '9090' },
+      tcp: { type: 'string', default: '7070' },
+      host: { type: 'string', default: '0.0.0.0' },
+    },
+  });
+  const opts: EchoOptions = { http: Number(values.http), grpc: Number(values.grpc), tcp: Number(values.tcp), host: values.host! };
+  const stop = await startEcho(opts);
+  if (process.env.SKEIN_READY_FILE) writeFileSync(process.env.SKEIN_READY_FILE, `${process.pid}\n`);
+  await new Promise<void>((resolve) => {
+    process.once('SIGTERM', resolve);
+    process.once('SIGINT', resolve);
+  });
+  await stop();
+  return 0;
+}
+
+/** Starts the servers; resolves with a function that stops them. Port 0 disables one. */
+export async function startEcho(opts: EchoOptions): Promise<() => Promise<void>> {
+  const who = podIdentity();
+  const stops: (() => Promise<void>)[] = [];
+  if (opts.http) stops.push(await startHttp(opts.host, opts.http, who));
+  if (opts.grpc) stops.push(await startGrpc(opts.host, opts.grpc, who));
+  if (opts.tcp) stops.push(await startTcp(opts.host, opts.tcp, who));
+  return async () => {
+    await Promise.all(stops.map((s) => s()));
+  };
+}
+
+function listen(server: net.Server, host: string, port: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+}
+
+function closeServer(server: net.Server): Promise<void> {
+  return new Promise((resolve) => server.close(() => resolve()));
+}
+
+async function startHttp(host: string, port: number, who: ReturnType<typeof podIdentity>): Promise<() => Promise<void>> {
+  const handler = (req: Req, res: Res) => handleHttp(req, res, who);
+  const h1 = http.createServer(handler);
+  const h2 = http2.createServer(handler as (req: Http2ServerRequest, res: Http2ServerResponse) => void);
+  const wss = new WebSocketServer({ noServer: true });
+  h1.on('upgrade', (req, socket, head) => {
+    if (req.url !== '/ws') {
+      socket.end('HTTP/1.1 404 Not Found\r\nconnection: close\r\n\r\n');
+      return;
+    }
+    wss.handleUpgrade(req, socket, head, (ws) => {
+      ws.send(JSON.stringify({ ...who, protocol: 'websocket' }));
+      ws.on('message', (data, isBinary) => ws.send(data, { binary: isBinary }));
+    });
+  });
+  // One port, two protocols: the HTTP/2 connection preface marks h2c with prior knowledge.
+  const front = net.createServer((socket) => {
+    let seen = Buffer.alloc(0);
+    const onData = (chunk: Buffer) => {
+      seen = Buffer.concat([seen, chunk]);
+      const n = Math.min(seen.length, H2_PREFACE.length);
+      const isH2 = seen.subarray(0, n).equals(H2_PREFACE.subarray(0, n));
+      if (isH2 && seen.length < H2_PREFACE.length) return; // need more bytes to decide
+      socket.off('data', onData);
+      socket.pause();
+      socket.unshift(seen);
+      if (isH2) {
+        // The HTTP/2 session reads what is buffered on the next tick; resuming here would
+        // emit it to nobody.
+        h2.emit('connection', socket);
+      } else {
+        h1.emit('connection', socket);
+        socket.resume();
+      }
+    };
+    socket.on('data', onData);
+    socket.on('error', () => socket.destroy());
+  });
+  await listen(front, host, port);
+  return async () => {
+    wss.close();
+    h1.closeAllConnections();
+    await closeServer(front);
+    await Promise.all([closeServer(h1), new Promise<void>((r) => h2.close(() => r()))]);
+  };
+}
+
+function handleHttp(req: Req, res: Res, who: ReturnType<typeof podIdentity>): void {
+  const protocol = req.httpVersion === '2.0' ? 'h2c' : `http/${req.httpVersion}`;
+  res.setHeader('x-skein-pod', `${who.namespace}/${who.pod}`);
+  res.setHeader('x-skein-node', who.node);
+  const url = req.url ?? '/';
+  const bytes = /^\/bytes\/(\d+)$/.exec(url);
+  if (bytes && req.method === 'GET') {
+    streamBytes(res, Number(bytes[1]));
+    return;
+  }
+  if (url === '/echo' && (req.method === 'POST' || req.method === 'PUT')) {
+    res.setHeader('content-type', 'application/octet-stream');
+    (req as NodeJS.ReadableStream).pipe(res as unknown as NodeJS.WritableStream);
+    return;
+  }
+  const status = /^\/status\/(\d{3})$/.exec(url);
+  const hash = createHash('sha256');
+  let size = 0;
+  req.on('data', (c: Buffer) => {
+    size += c.length;
+    hash.update(c);
+  });
+  req.on('end', () => {
+    const body = JSON.stringify({
+      ...who,
+      protocol,
+      method: req.method,
+      path: url,
+      host: req.headers.host ?? req.headers[':authority'],
+      headers: req.headers,
+      body: { bytes: size, sha256: hash.digest('hex') },
+    });
+    res.statusCode = status ? Number(status[1]) : 200;
+    res.setHeader('content-type', 'application/json');
+    res.end(`${body}\n`);
+  });
+}
+
+function streamBytes(res: Res, total: number): void {
+  res.setHeader('content-type', 'application/octet-stream');
+  res.setHeader('content-length', String(total));
+  let left = total;
+  const write = () => {
+    while (left > 0) {
+      const n = Math.min(left, PATTERN.length);
+      left -= n;
+      if (!(res as ServerResponse).write(PATTERN.subarray(0, n))) {
+        res.once('drain', write);
+        return;
+      }
+    }
+    res.end();
+  };
+  write();
+}
+
+async function startGrpc(host: string, port: number, who: ReturnType<typeof podIdentity>): Promise<() => Promise<void>> {
+  const server = new grpc.Server();
+  const base = { pod: who.pod, namespace: who.namespace, node: who.node, ip: who.ip };
+  type Msg = { payload: Buffer; failWithCode?: number };
+  const summary = (msgs: Buffer[]) => {
+    const h = createHash('sha256');
+    let n = 0;
+    for (const m of msgs) {
+      h.update(m);
+      n += m.length;
+    }
+    return { receivedBytes: n, receivedSha256: h.digest('hex'), messages: msgs.length };
+  };
+  server.addService(echoService().service, {
+    Unary: (call: grpc.ServerUnaryCall<Msg, unknown>, cb: grpc.sendUnaryData<unknown>) => {
+      if (call.request.failWithCode) {
+        cb({ code: call.request.failWithCode, details: `failed on request by ${who.namespace}/${who.pod}` });
+        return;
+      }
+      cb(null, { ...base, payload: call.request.payload, ...summary([call.request.payload]) });
+    },
+    ServerStream: (call: grpc.ServerWritableStream<{ count: number; size: number }, unknown>) => {
+      const chunk = Buffer.alloc(call.request.size, 'x');
+      let i = 0;
+      const next = () => {
+        while (i < call.request.count) {
+          i += 1;
+          if (!call.write({ ...base, payload: chunk, messages: i })) {
+            call.once('drain', next);
+            return;
+          }
+        }
+        call.end();
+      };
+      next();
+    },
+    ClientStream: (call: grpc.ServerReadableStream<Msg, unknown>, cb: grpc.sendUnaryData<unknown>) => {
+      const got: Buffer[] = [];
+      call.on('data', (m: Msg) => got.push(m.payload));
+      call.on('end', () => cb(null, { ...base, ...summary(got) }));
+    },
+    Bidi: (call: grpc.ServerDuplexStream<Msg, unknown>) => {
+      let n = 0;
+      call.on('data', (m: Msg) => {
+        n += 1;
+        call.write({ ...base, payload: m.payload, ...summary([m.payload]), messages: n });
+      });
+      call.on('end', () => call.end());
+    },
+  });
+  await new Promise<void>((resolve, reject) =>
+    server.bindAsync(`${host}:${port}`, grpc.ServerCredentials.createInsecure(), (err) => (err ? reject(err) : resolve())),
+  );
+  return () => new Promise<void>((resolve) => server.tryShutdown(() => resolve()));
+}
+
+async function startTcp(host: string, port: number, who: ReturnType<typeof podIdentity>): Promise<() => Promise<void>> {
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer({ allowHalfOpen: true }, (socket) => {
+    sockets.add(socket);
+    socket.on('close', () => sockets.delete(socket));
+    socket.on('error', () => socket.destroy());
+    let first = true;
+    socket.on('data', (chunk: Buffer) => {
+      if (first) {
+        first = false;
+        if (chunk.subarray(0, 7).toString() === 'WHOAMI\n') {
+          socket.write(`${JSON.stringify({ ...who, protocol: 'tcp' })}\n`);
+          chunk = chunk.subarray(7);
+          if (chunk.length === 0) return;
+        }
+      }
+      if (!socket.write(chunk)) {
+        socket.pause();
+        socket.once('drain', () => socket.resume());
+      }
+    });
+    // Half-close faithfully: when the peer is done sending, finish our side after echoing.
+    socket.on('end', () => socket.end());
+  });
+  await listen(server, host, port);
+  return async () => {
+    for (const s of sockets) s.destroy();
+    await closeServer(server);
+  };
+}
