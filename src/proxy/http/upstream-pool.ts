@@ -28,18 +28,28 @@ export interface UpstreamPoolOptions {
 /** Request option the agent reads to open a stream for this key. */
 export const kOpen = 'skeinOpen';
 
+function noop(): void {}
+
+/**
+ * The Agent's keep-alive bookkeeping calls socket methods (ref/unref/setKeepAlive/setTimeout)
+ * that a tunnel stream may not have; for such streams they mean nothing, so give it no-ops.
+ * Node's own pooling logic (including its guard against data on idle sockets) then applies.
+ */
+function socketLike(stream: Duplex): Duplex {
+  const s = stream as Duplex & Partial<Record<'ref' | 'unref' | 'setKeepAlive' | 'setNoDelay' | 'setTimeout', unknown>>;
+  if (typeof s.ref !== 'function') s.ref = noop;
+  if (typeof s.unref !== 'function') s.unref = noop;
+  if (typeof s.setKeepAlive !== 'function') s.setKeepAlive = noop;
+  if (typeof s.setNoDelay !== 'function') s.setNoDelay = noop;
+  if (typeof s.setTimeout !== 'function') s.setTimeout = noop;
+  return stream;
+}
+
 /**
  * An Agent whose connections are streams opened by the mesh (tunnel CONNECT streams, same-node
  * inbound streams or direct sockets), not TCP connections to `host:port`.
  */
 class MeshAgent extends http.Agent {
-  private readonly idleMs: number;
-
-  constructor(opts: http.AgentOptions & { idleMs: number }) {
-    super(opts);
-    this.idleMs = opts.idleMs;
-  }
-
   override createConnection(
     options: Record<string, unknown>,
     callback?: (err: Error | null, stream: Duplex) => void,
@@ -47,26 +57,10 @@ class MeshAgent extends http.Agent {
     const open = options[kOpen] as (() => Promise<Duplex>) | undefined;
     if (!open || !callback) throw new SkeinError('SKEIN_HTTP_AGENT_MISUSE', 'MeshAgent used without an opener');
     open().then(
-      (stream) => callback(null, stream),
+      (stream) => callback(null, socketLike(stream)),
       (err: unknown) => callback(err as Error, undefined as unknown as Duplex),
     );
     return undefined;
-  }
-
-  // Tunnel streams are not TCP sockets: no setKeepAlive/unref/setTimeout guarantee.
-  override keepSocketAlive(socket: Socket): boolean {
-    const s = socket as Partial<Socket>;
-    if (typeof s.setKeepAlive === 'function') s.setKeepAlive(true, 30_000);
-    if (typeof s.unref === 'function') s.unref();
-    if (typeof s.setTimeout === 'function') s.setTimeout(this.idleMs);
-    return true;
-  }
-
-  override reuseSocket(socket: Socket, req: http.ClientRequest): void {
-    const s = socket as Partial<Socket>;
-    if (typeof s.ref === 'function') s.ref();
-    if (typeof s.setTimeout === 'function') s.setTimeout(0);
-    req.reusedSocket = true;
   }
 }
 
@@ -93,7 +87,6 @@ export class UpstreamPool {
         keepAlive: true,
         maxFreeSockets: this.opts.h1MaxFreeSockets ?? 64,
         scheduling: 'lifo',
-        idleMs,
         timeout: idleMs,
       });
       this.agents.set(choice.key, agent);

@@ -1,0 +1,197 @@
+import { createHash, randomBytes } from 'node:crypto';
+import http from 'node:http';
+import type net from 'node:net';
+import t, { type Test } from 'tap';
+import { WebSocket, WebSocketServer } from 'ws';
+import { BACKEND_IPS, type Backend, listenOn, snapshotFor, startProxy } from './harness.js';
+
+interface Reply {
+  status: number;
+  headers: http.IncomingHttpHeaders;
+  body: Buffer;
+  trailers: Record<string, string>;
+}
+
+function request(
+  agent: http.Agent,
+  port: number,
+  opts: { method?: string; path?: string; body?: Buffer; headers?: Record<string, string>; chunked?: boolean } = {},
+): Promise<Reply> {
+  return new Promise((resolve, reject) => {
+    const req = http.request(
+      { host: '127.0.0.1', port, agent, method: opts.method ?? 'GET', path: opts.path ?? '/', headers: { host: 'server.apps', ...opts.headers } },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () =>
+          resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks), trailers: res.trailers as Record<string, string> }),
+        );
+        res.on('error', reject);
+      },
+    );
+    req.on('error', reject);
+    if (opts.body) {
+      if (!opts.chunked) req.setHeader('content-length', opts.body.length);
+      // Write in slices so chunked bodies really are multi-chunk.
+      const step = 64 * 1024;
+      for (let i = 0; i < opts.body.length; i += step) req.write(opts.body.subarray(i, i + step));
+    }
+    req.end();
+  });
+}
+
+/** Backends answer with who they are, what they saw, and the sha256 of the body they got. */
+async function startBackends(t: Test, n = 3): Promise<Backend[]> {
+  const out: Backend[] = [];
+  for (let i = 0; i < n; i++) {
+    const server = http.createServer((req, res) => {
+      const hash = createHash('sha256');
+      let size = 0;
+      req.on('data', (c: Buffer) => {
+        hash.update(c);
+        size += c.length;
+      });
+      req.on('end', () => {
+        if (req.url === '/reset') {
+          req.socket.destroy();
+          return;
+        }
+        if (req.url?.startsWith('/echo')) {
+          res.writeHead(200, { 'x-backend': String(i) });
+          res.end(Buffer.alloc(Number(req.url.split('/')[2] ?? 0), 7));
+          return;
+        }
+        res.writeHead(200, { 'x-backend': String(i), 'content-type': 'application/json', trailer: 'x-sum' });
+        res.addTrailers({ 'x-sum': hash.digest('hex').slice(0, 16) });
+        res.end(
+          JSON.stringify({
+            backend: i,
+            size,
+            host: req.headers.host,
+            connection: req.headers.connection ?? null,
+            keepAliveHdr: req.headers['keep-alive'] ?? null,
+            custom: req.headers['x-custom'] ?? null,
+            fooHop: req.headers['x-hop'] ?? null,
+            te: req.headers['transfer-encoding'] ?? null,
+          }),
+        );
+      });
+    });
+    const wss = new WebSocketServer({ server });
+    wss.on('connection', (ws) => ws.on('message', (m, isBinary) => ws.send(isBinary ? m : `echo:${String(m)}:${i}`)));
+    out.push(await listenOn(server, BACKEND_IPS[i] as string));
+    t.teardown(() => {
+      wss.close();
+      server.closeAllConnections();
+      server.close();
+    });
+  }
+  return out;
+}
+
+t.test('HTTP/1.1 through the outbound proxy', async (t) => {
+  const backends = await startBackends(t);
+  const h = await startProxy(snapshotFor(backends, { appProtocol: 'http' }));
+  t.teardown(() => h.close());
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+  t.teardown(() => agent.destroy());
+
+  t.test('keep-alive requests on one client connection spread over endpoints', async (t) => {
+    const seen = [0, 0, 0];
+    const sockets = new Set<net.Socket>();
+    agent.on('free', (s: net.Socket) => sockets.add(s));
+    for (let i = 0; i < 30; i++) {
+      const r = await request(agent, h.port);
+      t.equal(r.status, 200);
+      const j = JSON.parse(r.body.toString()) as { backend: number; host: string };
+      seen[j.backend] = (seen[j.backend] ?? 0) + 1;
+      t.equal(j.host, 'server.apps', 'Host kept as the client wrote it');
+    }
+    t.same(seen, [10, 10, 10], 'round robin per request');
+    t.equal(sockets.size, 1, 'one client connection');
+    t.equal(h.tunnel.calls[0]?.source, 'spiffe://cluster.local/ns/apps/sa/client', 'tunnel dialled with the source identity');
+    t.equal(h.tunnel.calls[0]?.target.identity.startsWith('spiffe://cluster.local/ns/apps/sa/server-'), true);
+    t.ok(h.tunnel.calls.length <= 3 + 1, `upstream streams reused (${h.tunnel.calls.length} opened)`);
+  });
+
+  t.test('hop-by-hop headers stripped, end-to-end kept, trailers relayed', async (t) => {
+    const r = await request(agent, h.port, {
+      headers: { connection: 'keep-alive, x-hop', 'x-hop': 'secret', 'keep-alive': 'timeout=5', 'x-custom': 'yes' },
+    });
+    const j = JSON.parse(r.body.toString()) as Record<string, unknown>;
+    t.equal(j.custom, 'yes');
+    t.equal(j.fooHop, null, 'field named in Connection removed');
+    t.equal(j.keepAliveHdr, null, 'Keep-Alive removed');
+    t.equal(r.trailers['x-sum']?.length, 16, 'response trailer relayed');
+  });
+
+  t.test('bodies 0 B .. 8 MB intact, content-length and chunked', async (t) => {
+    for (const size of [0, 1, 1000, 65_537, 1_048_576, 8 * 1_048_576]) {
+      for (const chunked of [false, true]) {
+        const body = randomBytes(size);
+        const r = await request(agent, h.port, { method: 'POST', body, chunked });
+        const j = JSON.parse(r.body.toString()) as { size: number; te: string | null };
+        t.equal(j.size, size, `${size} B ${chunked ? 'chunked' : 'length'} arrived whole`);
+        t.equal(r.trailers['x-sum'], createHash('sha256').update(body).digest('hex').slice(0, 16), 'sha256 matches');
+        if (chunked && size > 0) t.equal(j.te, 'chunked', 'chunked framing kept');
+      }
+    }
+    for (const size of [0, 5_000_000]) {
+      const r = await request(agent, h.port, { path: `/echo/${size}` });
+      t.equal(r.body.length, size, `response of ${size} B intact`);
+    }
+  });
+
+  t.test('upstream reset before response -> 502, proxy keeps serving', async (t) => {
+    const r = await request(agent, h.port, { path: '/reset' });
+    t.equal(r.status, 502);
+    const ok = await request(agent, h.port);
+    t.equal(ok.status, 200);
+  });
+
+  t.test('WebSocket upgrade passes through', async (t) => {
+    const ws = new WebSocket(`ws://127.0.0.1:${h.port}/chat`, { headers: { host: 'server.apps' } });
+    await new Promise((r, j) => {
+      ws.once('open', r);
+      ws.once('error', j);
+    });
+    const got = new Promise<string>((r) => ws.once('message', (m) => r(String(m))));
+    ws.send('hi');
+    t.match(await got, /^echo:hi:[012]$/);
+    const big = randomBytes(3 * 1024 * 1024);
+    const gotBig = new Promise<Buffer>((r) => ws.once('message', (m) => r(m as Buffer)));
+    ws.send(big);
+    t.ok((await gotBig).equals(big), '3 MB binary frame round trip');
+    ws.close();
+  });
+});
+
+t.test('HTTP/1 detected from the first bytes when appProtocol is absent', async (t) => {
+  const backends = await startBackends(t, 1);
+  const h = await startProxy(snapshotFor(backends));
+  t.teardown(() => h.close());
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+  t.teardown(() => agent.destroy());
+  const r = await request(agent, h.port);
+  t.equal(r.status, 200);
+  t.equal(h.proxy.stats().connections.http1, 1);
+  t.equal(h.proxy.stats().connections.tcp, 0);
+});
+
+t.test('no ready endpoint -> 503; tunnel failure -> 503', async (t) => {
+  const backends = await startBackends(t, 1);
+  const h = await startProxy(snapshotFor(backends, { appProtocol: 'http', notReady: [BACKEND_IPS[0] as string] }));
+  t.teardown(() => h.close());
+  const agent = new http.Agent({ keepAlive: false });
+  const r = await request(agent, h.port);
+  t.equal(r.status, 503);
+  t.equal(h.proxy.refusalCount('SKEIN_OUTBOUND_NO_HEALTHY_UPSTREAM'), 1);
+  h.store.apply(snapshotFor(backends, { appProtocol: 'http', version: '2' }));
+  h.tunnel.fail = true;
+  const r2 = await request(agent, h.port);
+  t.equal(r2.status, 503);
+  t.match(r2.body.toString(), /upstream connect error/);
+  h.tunnel.fail = false;
+  const r3 = await request(agent, h.port);
+  t.equal(r3.status, 200, 'config update applies to the next request');
+});
