@@ -53,14 +53,15 @@ class ServingCertificateProvider implements CertificateProvider {
   }
   addCaCertificateListener(l: CaCertificateUpdateListener): void {
     this.caListeners.add(l);
-    if (this.ca) l(this.ca);
+    // Deliver on a later tick: grpc-js registers its own watcher only after adding us.
+    queueMicrotask(() => this.caListeners.has(l) && this.ca && l(this.ca));
   }
   removeCaCertificateListener(l: CaCertificateUpdateListener): void {
     this.caListeners.delete(l);
   }
   addIdentityCertificateListener(l: IdentityCertificateUpdateListener): void {
     this.identityListeners.add(l);
-    if (this.identity) l(this.identity);
+    queueMicrotask(() => this.identityListeners.has(l) && this.identity && l(this.identity));
   }
   removeIdentityCertificateListener(l: IdentityCertificateUpdateListener): void {
     this.identityListeners.delete(l);

@@ -188,7 +188,7 @@ export class CertificateStore extends EventEmitter implements IdentitySource {
       const timer = this.timers.setTimeout(() => {
         const cause = e.lastError ? ` (last error: ${e.lastError.code})` : '';
         waiter.reject(new SkeinError(IdentityCode.ISSUANCE_TIMEOUT, `no certificate for ${identity} within ${timeoutMs} ms${cause}`, { identity }));
-      }, timeoutMs);
+      }, timeoutMs, true);
       const onAbort = () => waiter.reject(new SkeinError(IdentityCode.ISSUANCE_ABORTED, 'wait for certificate aborted', { identity }));
       signal?.addEventListener('abort', onAbort, { once: true });
       e.waiters.add(waiter);
@@ -201,7 +201,7 @@ export class CertificateStore extends EventEmitter implements IdentitySource {
    */
   async renewNow(identity?: SpiffeId): Promise<void> {
     const targets = identity ? [this.entries.get(identity)].filter((e): e is Entry => !!e) : [...this.entries.values()];
-    const results = await Promise.allSettled(targets.map((e) => this.issueNow(e, true)));
+    const results = await Promise.allSettled(targets.map((e) => this.renewEntry(e)));
     for (const r of results) if (r.status === 'rejected') throw r.reason;
     const failed = targets.find((e) => e.lastError && e.failures > 0);
     if (failed?.lastError) throw failed.lastError;
@@ -254,10 +254,19 @@ export class CertificateStore extends EventEmitter implements IdentitySource {
     return !this.closed && this.entries.get(e.identity) === e;
   }
 
+  /**
+   * A fresh issuance that starts after this call: an issuance already in flight may have
+   * been signed before a root switch, so it is awaited and then followed by a new one.
+   */
+  private async renewEntry(e: Entry): Promise<void> {
+    if (e.inFlight) await e.inFlight;
+    if (this.live(e)) await this.issueNow(e);
+  }
+
   /** Starts an issuance unless one is running (then joins it). */
-  private issueNow(e: Entry, force = false): Promise<void> {
+  private issueNow(e: Entry): Promise<void> {
     if (e.inFlight) return e.inFlight;
-    if (!force && !this.live(e)) return Promise.resolve();
+    if (!this.live(e)) return Promise.resolve();
     if (e.timer !== undefined) {
       this.timers.clearTimeout(e.timer);
       e.timer = undefined;

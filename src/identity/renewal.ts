@@ -5,17 +5,18 @@ export interface Clock {
 }
 
 export interface Timers {
-  setTimeout(fn: () => void, ms: number): unknown;
+  /** `keepAlive`: the timer holds the process open (waits someone awaits); others do not. */
+  setTimeout(fn: () => void, ms: number, keepAlive?: boolean): unknown;
   clearTimeout(handle: unknown): void;
 }
 
 export const systemClock: Clock = { now: () => Date.now() };
 
-/** Real timers, unref'd: a pending renewal never keeps the process alive by itself. */
+/** Real timers, unref'd unless asked: a pending renewal never keeps the process alive by itself. */
 export const systemTimers: Timers = {
-  setTimeout(fn, ms) {
+  setTimeout(fn, ms, keepAlive = false) {
     const t = setTimeout(fn, Math.min(Math.max(0, ms), 2 ** 31 - 1));
-    t.unref();
+    if (!keepAlive) t.unref();
     return t;
   },
   clearTimeout(handle) {

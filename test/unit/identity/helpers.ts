@@ -1,0 +1,81 @@
+// Shared fixtures of the identity tests (not a test file itself).
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { CertificateAuthority, type CertificateAuthorityOptions } from '../../../src/identity/ca.js';
+import type { CertificateIssuer, IssuerResponse } from '../../../src/identity/ca-client.js';
+import type { Clock, Timers } from '../../../src/identity/renewal.js';
+
+export const TD = 'cluster.local';
+export const id = (ns: string, sa: string) => `spiffe://${TD}/ns/${ns}/sa/${sa}`;
+
+/** A temp dir removed at teardown. */
+export function tempDir(t: { teardown: (fn: () => void) => void }, tag: string): string {
+  const dir = mkdtempSync(join(tmpdir(), `skein-identity-${tag}-${process.pid}-`));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+export async function makeCa(opts: Partial<CertificateAuthorityOptions> = {}): Promise<CertificateAuthority> {
+  return CertificateAuthority.create({ trustDomain: TD, ...opts });
+}
+
+/**
+ * Manual time: timers fire only when the test advances the clock. `now` starts at the real
+ * time so certificates signed "now" by a CA on this clock look right to Node's X509 code.
+ */
+export class FakeTime implements Clock, Timers {
+  t = Date.now();
+  private seq = 0;
+  private readonly pending = new Map<number, { at: number; fn: () => void }>();
+
+  now(): number {
+    return this.t;
+  }
+  setTimeout(fn: () => void, ms: number): unknown {
+    const h = ++this.seq;
+    this.pending.set(h, { at: this.t + Math.max(0, ms), fn });
+    return h;
+  }
+  clearTimeout(h: unknown): void {
+    this.pending.delete(h as number);
+  }
+  /** Delays of pending timers from now, sorted. */
+  delays(): number[] {
+    return [...this.pending.values()].map((p) => p.at - this.t).sort((a, b) => a - b);
+  }
+  /** Moves time forward, firing due timers in order. */
+  advance(ms: number): void {
+    const target = this.t + ms;
+    for (;;) {
+      let next: [number, { at: number; fn: () => void }] | undefined;
+      for (const e of this.pending) if (e[1].at <= target && (!next || e[1].at < next[1].at)) next = e;
+      if (!next) break;
+      this.pending.delete(next[0]);
+      this.t = next[1].at;
+      next[1].fn();
+    }
+    this.t = target;
+  }
+}
+
+/** An in-process issuer over a CA, with failures the test can switch on. */
+export class LocalIssuer implements CertificateIssuer {
+  calls = 0;
+  failWith: Error | undefined;
+  trusted: string[][] = [];
+  constructor(readonly ca: CertificateAuthority) {}
+  async issue(req: { csrPem: string; ttlSeconds: number }): Promise<IssuerResponse> {
+    this.calls++;
+    if (this.failWith) throw this.failWith;
+    const r = await this.ca.issue(req.csrPem, req.ttlSeconds);
+    return { certChainPem: r.certChainPem, trustBundlePem: r.trustBundlePem, ttlSeconds: r.ttlSeconds };
+  }
+  async fetchTrustBundle(): Promise<string[]> {
+    if (this.failWith) throw this.failWith;
+    return this.ca.trustBundlePem();
+  }
+  updateTrust(roots: string[]): void {
+    this.trusted.push(roots);
+  }
+}
