@@ -78,8 +78,14 @@ export function resetStream(s: Duplex): void {
       // fall through
     }
   }
-  s.destroy();
+  // Anything else (in-memory pairs, TLS sockets): destroy with an ECONNRESET-coded error, which
+  // is what a reset looks like to a reader, and what makes duplexPair() pass it to its twin
+  // (a plain destroy() does not).
+  if (s.listenerCount('error') === 0) s.on('error', noop);
+  s.destroy(Object.assign(new Error('connection reset by the other side of the proxy'), { code: 'ECONNRESET' }));
 }
+
+function noop(): void {}
 
 /** True when `s` closed after both its halves finished (FIN both ways / END_STREAM both ways). */
 function closedCleanly(s: Duplex): boolean {

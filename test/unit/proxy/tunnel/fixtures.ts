@@ -13,9 +13,9 @@ import type { SpiffeId, Workload } from '../../../../src/config/model.js';
 import type { IdentitySource, WorkloadCertificate } from '../../../../src/identity/types.js';
 import type { AppConnector } from '../../../../src/proxy/tunnel/types.js';
 
-x509.cryptoProvider.set(webcrypto as unknown as Crypto);
+x509.cryptoProvider.set(webcrypto as unknown as Parameters<typeof x509.cryptoProvider.set>[0]);
 
-const ALG: EcKeyGenParams & EcdsaParams = { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' };
+const ALG: webcrypto.EcKeyGenParams & webcrypto.EcdsaParams = { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' };
 
 export const TRUST_DOMAIN = 'cluster.local';
 export const OTHER_TRUST_DOMAIN = 'other.test';
@@ -23,7 +23,7 @@ export const OTHER_TRUST_DOMAIN = 'other.test';
 export interface TestCa {
   trustDomain: string;
   certPem: string;
-  keys: CryptoKeyPair;
+  keys: webcrypto.CryptoKeyPair;
   cert: x509.X509Certificate;
 }
 
@@ -34,7 +34,7 @@ function nextSerial(): string {
 }
 
 export async function makeCa(trustDomain: string, name = `skein test CA ${trustDomain}`): Promise<TestCa> {
-  const keys = (await webcrypto.subtle.generateKey(ALG, true, ['sign', 'verify'])) as CryptoKeyPair;
+  const keys = (await webcrypto.subtle.generateKey(ALG, true, ['sign', 'verify'])) as webcrypto.CryptoKeyPair;
   const now = Date.now();
   const cert = await x509.X509CertificateGenerator.createSelfSigned({
     serialNumber: nextSerial(),
@@ -57,7 +57,7 @@ export async function makeCa(trustDomain: string, name = `skein test CA ${trustD
  * pass [] or two to make a bad one).
  */
 export async function makeLeaf(ca: TestCa, uris: string[], identity?: SpiffeId): Promise<WorkloadCertificate> {
-  const keys = (await webcrypto.subtle.generateKey(ALG, true, ['sign', 'verify'])) as CryptoKeyPair;
+  const keys = (await webcrypto.subtle.generateKey(ALG, true, ['sign', 'verify'])) as webcrypto.CryptoKeyPair;
   const now = Date.now();
   const notBefore = new Date(now - 60_000);
   const notAfter = new Date(now + 3600_000);
