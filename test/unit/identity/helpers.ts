@@ -79,3 +79,53 @@ export class LocalIssuer implements CertificateIssuer {
     this.trusted.push(roots);
   }
 }
+
+import { importSigningKey } from '../../../src/identity/keys.js';
+import { generateP256KeyPair, privateKeyToPem } from '../../../src/identity/keys.js';
+import type { SigningAuthority } from '../../../src/identity/authority.js';
+import { x509 } from '../../../src/identity/x509-provider.js';
+
+/** A leaf signed by `authority` with arbitrary SANs and validity (for negative tests). */
+export async function craftLeaf(
+  authority: SigningAuthority,
+  opts: { names?: x509.JsonGeneralName[]; notBefore?: Date; notAfter?: Date; ca?: boolean } = {},
+): Promise<{ pem: string; keyPem: string }> {
+  const signer = await importSigningKey(authority.material().privateKeyPem);
+  const keys = await generateP256KeyPair();
+  const extensions: x509.Extension[] = [new x509.BasicConstraintsExtension(opts.ca ?? false, undefined, true)];
+  if (opts.names) extensions.push(new x509.SubjectAlternativeNameExtension(opts.names, true));
+  const cert = await x509.X509CertificateGenerator.create({
+    serialNumber: '01ab',
+    issuer: new x509.X509Certificate(authority.signingCert.raw).subjectName,
+    subject: opts.names ? undefined : 'CN=no-san',
+    notBefore: opts.notBefore ?? new Date(Date.now() - 60_000),
+    notAfter: opts.notAfter ?? new Date(Date.now() + 3600_000),
+    publicKey: keys.publicKey,
+    signingKey: signer.key,
+    signingAlgorithm: signer.algorithm,
+    extensions,
+  });
+  return { pem: cert.toString('pem'), keyPem: await privateKeyToPem(keys.privateKey) };
+}
+
+/** An intermediate CA (material) under `root`. */
+export async function craftIntermediate(root: SigningAuthority): Promise<{ certChainPem: string[]; privateKeyPem: string }> {
+  const signer = await importSigningKey(root.material().privateKeyPem);
+  const keys = await generateP256KeyPair();
+  const cert = await x509.X509CertificateGenerator.create({
+    serialNumber: '02cd',
+    issuer: new x509.X509Certificate(root.signingCert.raw).subjectName,
+    subject: 'O=cluster.local, CN=skein test intermediate',
+    notBefore: new Date(Date.now() - 60_000),
+    notAfter: new Date(Date.now() + 24 * 3600_000),
+    publicKey: keys.publicKey,
+    signingKey: signer.key,
+    signingAlgorithm: signer.algorithm,
+    extensions: [
+      new x509.BasicConstraintsExtension(true, 0, true),
+      new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign, true),
+      await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
+    ],
+  });
+  return { certChainPem: [cert.toString('pem'), root.rootPem], privateKeyPem: await privateKeyToPem(keys.privateKey) };
+}
