@@ -35,6 +35,8 @@ export interface ClientOptions {
   newConnection: boolean;
   grpcCall: 'unary' | 'server-stream' | 'client-stream' | 'bidi';
   timeoutMs: number;
+  /** h2c and gRPC: requests round-robin over this many connections (sessions, channels). */
+  connections: number;
 }
 
 export interface ClientSummary {
@@ -73,6 +75,7 @@ export async function runClient(argv: string[]): Promise<number> {
       'new-connection': { type: 'boolean', default: false },
       'grpc-call': { type: 'string', default: 'unary' },
       timeout: { type: 'string', default: '5' },
+      connections: { type: 'string', default: '1' },
     },
   });
   if (values.idle || !values.target) {
@@ -100,6 +103,7 @@ export async function runClient(argv: string[]): Promise<number> {
     newConnection: values['new-connection']!,
     grpcCall: values['grpc-call'] as ClientOptions['grpcCall'],
     timeoutMs: Number(values.timeout) * 1000,
+    connections: Math.max(1, Number(values.connections)),
   };
   if (!['http1', 'h2c', 'grpc', 'tcp', 'ws'].includes(opts.protocol)) throw new Error(`--protocol must be http1, h2c, grpc, tcp or ws, not ${opts.protocol}`);
   const summary = await runLoad(opts);
@@ -247,13 +251,30 @@ function http1Sender(opts: ClientOptions): Sender {
   return Object.assign(send, { close: async () => agent.destroy() });
 }
 
+/** Round-robin over `n` lazily made connections. */
+function roundRobin<T>(n: number, make: () => T): { next: () => T; all: () => T[] } {
+  const made: T[] = [];
+  let i = 0;
+  return {
+    next: () => {
+      const k = i++ % n;
+      made[k] ??= make();
+      return made[k]!;
+    },
+    all: () => made.filter(Boolean),
+  };
+}
+
 function h2cSender(opts: ClientOptions): Sender {
-  const session = http2.connect(`http://${opts.host.includes(':') ? `[${opts.host}]` : opts.host}:${opts.port}`);
-  session.on('error', () => {});
+  const sessions = roundRobin(opts.connections, () => {
+    const s = http2.connect(`http://${opts.host.includes(':') ? `[${opts.host}]` : opts.host}:${opts.port}`);
+    s.on('error', () => {});
+    return s;
+  });
   const body = payload(opts.size);
   const send = () =>
     new Promise<Answer>((resolve, reject) => {
-      const req = session.request({ ':method': opts.size > 0 ? 'POST' : 'GET', ':path': opts.size > 0 ? '/echo' : opts.path });
+      const req = sessions.next().request({ ':method': opts.size > 0 ? 'POST' : 'GET', ':path': opts.size > 0 ? '/echo' : opts.path });
       let headers: http2.IncomingHttpHeaders = {};
       const h = createHash('sha256');
       req.on('response', (hd) => {
@@ -269,17 +290,23 @@ function h2cSender(opts: ClientOptions): Sender {
       req.on('error', reject);
       req.end(opts.size > 0 ? body : undefined);
     });
-  return Object.assign(send, { close: async () => void session.close() });
+  return Object.assign(send, { close: async () => sessions.all().forEach((x) => x.close()) });
 }
 
 function grpcSender(opts: ClientOptions): Sender {
   const Echo = echoService();
-  const client = new Echo(`${opts.host}:${opts.port}`, grpc.credentials.createInsecure()) as unknown as Record<string, (...a: unknown[]) => unknown> & grpc.Client;
+  type EchoClient = Record<string, (...a: unknown[]) => unknown> & grpc.Client;
+  // A local subchannel pool per client: otherwise grpc-js shares one connection among them.
+  const clients = roundRobin(
+    opts.connections,
+    () => new Echo(`${opts.host}:${opts.port}`, grpc.credentials.createInsecure(), { 'grpc.use_local_subchannel_pool': 1 }) as unknown as EchoClient,
+  );
   const body = payload(opts.size);
   const toAnswer = (r: EchoReply): Answer => ({ pod: `${r.namespace}/${r.pod}`, node: r.node });
   const fail = (err: grpc.ServiceError) => Object.assign(new Error(err.details), { code: `GRPC_${err.code}` });
   const send = (): Promise<Answer> =>
     new Promise((resolve, reject) => {
+      const client = clients.next();
       switch (opts.grpcCall) {
         case 'unary':
           client.Unary!({ payload: body }, (err: grpc.ServiceError | null, r: EchoReply) => (err ? reject(fail(err)) : resolve(toAnswer(r))));
@@ -322,7 +349,7 @@ function grpcSender(opts: ClientOptions): Sender {
         }
       }
     });
-  return Object.assign(send, { close: async () => client.close() });
+  return Object.assign(send, { close: async () => clients.all().forEach((c) => c.close()) });
 }
 
 /** TCP: WHOAMI, then `size` bytes that must come back verbatim, then half-close. */
