@@ -4,8 +4,8 @@
  * goes to the agent's inbound plaintext listener (15006) of that pod, which reads the
  * original destination with getsockname(). Not steered: the tunnel port (the agent's 15008
  * listener is found by the normal lookup), ports excluded for the pod, and anything arriving
- * on loopback — that is the pod talking to itself, or the agent delivering inbound traffic
- * to the app from inside the netns.
+ * on loopback or sent from the pod's own address — that is the pod talking to itself, or
+ * the agent delivering inbound traffic to the app from inside the netns.
  *
  * The pod is found by destination address (pod IPs are unique on a node), because
  * sk_lookup programs cannot read the netns cookie on older kernels.
@@ -39,6 +39,26 @@ int skein_sk_lookup(struct bpf_sk_lookup *ctx)
 		return SK_PASS;
 	struct slot_port excluded = { .slot = slot, .port = port };
 	if (bpf_map_lookup_elem(&skein_in_excl, &excluded))
+		return SK_PASS;
+
+	/*
+	 * The pod talking to its own address (or the agent, from inside the pod, delivering to
+	 * the app on the pod IP): the source is one of the pod's addresses. Such packets are not
+	 * seen on loopback here, because the route's input interface is the device that holds
+	 * the address. An outside peer cannot complete a handshake with a spoofed pod source:
+	 * the SYN-ACK would stay inside the pod.
+	 */
+	struct pod_addr peer = { .family = ctx->family };
+	if (ctx->family == AF_INET) {
+		peer.addr[0] = ctx->remote_ip4;
+	} else {
+		peer.addr[0] = ctx->remote_ip6[0];
+		peer.addr[1] = ctx->remote_ip6[1];
+		peer.addr[2] = ctx->remote_ip6[2];
+		peer.addr[3] = ctx->remote_ip6[3];
+	}
+	struct inbound_pod *from = bpf_map_lookup_elem(&skein_in_addrs, &peer);
+	if (from && from->slot == slot)
 		return SK_PASS;
 
 	struct bpf_sock *sk = bpf_map_lookup_elem(&skein_in_socks, &slot);

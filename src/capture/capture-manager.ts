@@ -1,0 +1,667 @@
+/**
+ * CaptureManager: the lifecycle of skein's BPF programs on one node and the enrolment of
+ * pods into capture.
+ *
+ * start()   checks the host, loads the programs, and attaches connect4/connect6/sock_ops at
+ *           the cgroup v2 root — or adopts the links a previous agent pinned, swapping their
+ *           programs atomically (bpf_link_update), so restarts never stack copies.
+ * enroll()  opens the pod's outbound (15001), inbound plaintext (15006) and tunnel (15008)
+ *           listeners inside its netns (fds for the proxy to serve), fills the maps and
+ *           attaches sk_lookup in the netns; the netns cookie goes into the enrolled map last,
+ *           once the outbound listener exists.
+ * release() reverses it; reconcile() releases pods that are gone (also ones a previous
+ *           agent enrolled), found through the pinned slot registry (skein_pods).
+ *
+ * Pins, one folder per agent (pinRoot):
+ *   maps/<map>             every map (libbpf pins them by name; see bpf/skein.h)
+ *   links/connect4|connect6|sock_ops   the cgroup links
+ *   links/sk_lookup_<slot> one netns link per enrolled pod
+ * maps/skein_stamp holds the pin layout version; other layouts are stale pins.
+ *
+ * The listener fds belong to the caller from enroll() on: close the servers made from them
+ * when releasing a pod (the kernel then drops the 15006 socket from the SOCKMAP by itself).
+ */
+import { existsSync, mkdirSync, readdirSync, rmSync, statSync, unlinkSync } from 'node:fs';
+import type { Socket } from 'node:net';
+import { join } from 'node:path';
+import { SkeinError } from '../errors.js';
+import { type Logger, silentLogger } from '../telemetry/log.js';
+import { captureError, errnoName, isIncompatiblePin } from './errors.js';
+import { checkHost, type HostFacts, readHostFacts } from './host.js';
+import { familyOf, type IpFamily, unmapIPv4 } from './ip.js';
+import {
+  decodeInboundPod,
+  decodeNetnsPort,
+  decodeOrigDst,
+  decodePodAddr,
+  decodePodRecord,
+  decodeSlotPort,
+  decodeStamp,
+  encodeConfig,
+  encodeEnrolled,
+  encodeInboundPod,
+  encodeNetnsPort,
+  encodePeerKey,
+  encodePodAddr,
+  encodePodRecord,
+  encodeSlotPort,
+  encodeSocketFd,
+  encodeStamp,
+  MAP,
+  type MapName,
+  type OriginalDestination,
+  PIN_LAYOUT,
+  PRESENT,
+  type PodRecord,
+  u32Key,
+  u64Key,
+} from './maps.js';
+import { type CgroupAttachType, type LoadedObject, loadNative, type SkeinNative } from './native.js';
+import { type CaptureOptions, type CapturePod, type ResolvedCaptureOptions, resolveCaptureOptions, validateCapturePod } from './options.js';
+
+export type { OriginalDestination } from './maps.js';
+
+/** The listening sockets of one pod, as fds for net.Server.listen({ fd }). */
+export interface PodListeners {
+  /** Receives the pod's redirected outbound connections (original destination: originalDestination()). */
+  outbound: number;
+  /** Receives inbound plaintext steered by sk_lookup (original destination: getsockname). */
+  inboundPlaintext: number;
+  /** The tunnel (HBONE) port, reached by normal lookup on the pod's addresses. */
+  tunnel: number;
+  /** Address they are bound to inside the pod netns. */
+  address: string;
+}
+
+export interface EnrolledPod {
+  uid: string;
+  netnsPath: string;
+  netnsCookie: bigint;
+  netnsIno: bigint;
+  /** Index of the pod in the inbound SOCKMAP and the pinned registry. */
+  slot: number;
+  ips: string[];
+  excludeOutboundPorts: number[];
+  excludeInboundPorts: number[];
+  listeners: PodListeners;
+}
+
+export interface CaptureDeps {
+  native?: SkeinNative;
+  logger?: Logger;
+  hostFacts?: () => HostFacts;
+}
+
+const CGROUP_HOOKS: ReadonlyArray<{ hook: CgroupAttachType; object: string; program: string }> = [
+  { hook: 'connect4', object: 'connect4', program: 'skein_connect4' },
+  { hook: 'connect6', object: 'connect6', program: 'skein_connect6' },
+  { hook: 'sock_ops', object: 'sock_ops', program: 'skein_sock_ops' },
+];
+const SK_LOOKUP = { object: 'sk_lookup', program: 'skein_sk_lookup' };
+const SK_LOOKUP_PIN = /^sk_lookup_(\d+)$/;
+const MAX_SLOTS = 4096; // SKEIN_MAX_PODS in bpf/skein.h
+
+export class CaptureManager {
+  readonly options: ResolvedCaptureOptions;
+  private readonly log: Logger;
+  private readonly deps: CaptureDeps;
+  private nativeAddon: SkeinNative | undefined;
+  private objects: LoadedObject[] = [];
+  private programs: Record<string, number> = {};
+  private maps: Partial<Record<MapName, number>> = {};
+  private cgroupPath = '';
+  private readonly pods = new Map<string, EnrolledPod>();
+  /** Every mutation runs in this chain, one at a time (enroll/release/reconcile may race). */
+  private queue: Promise<unknown> = Promise.resolve();
+
+  constructor(options: CaptureOptions = {}, deps: CaptureDeps = {}) {
+    this.options = resolveCaptureOptions(options);
+    this.deps = deps;
+    this.log = deps.logger ?? silentLogger();
+  }
+
+  private get native(): SkeinNative {
+    this.nativeAddon ??= this.deps.native ?? loadNative();
+    return this.nativeAddon;
+  }
+
+  get started(): boolean {
+    return this.objects.length > 0;
+  }
+
+  /** The cgroup v2 directory the cgroup programs are attached at (after start). */
+  get attachedCgroup(): string {
+    return this.cgroupPath;
+  }
+
+  private serial<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.queue.then(fn, fn);
+    this.queue = run.catch(() => undefined);
+    return run;
+  }
+
+  private map(name: MapName): number {
+    const fd = this.maps[name];
+    if (fd === undefined) throw new SkeinError('SKEIN_CAPTURE_NOT_STARTED', 'capture is not started');
+    return fd;
+  }
+
+  private get linksDir(): string {
+    return join(this.options.pinRoot, 'links');
+  }
+
+  private get mapsDir(): string {
+    return join(this.options.pinRoot, 'maps');
+  }
+
+  /** Host checks, load programs, attach or adopt the cgroup links, adopt pods' sk_lookup links. */
+  start(): Promise<void> {
+    return this.serial(async () => {
+      if (this.started) return;
+      const o = this.options;
+      const host = checkHost((this.deps.hostFacts ?? readHostFacts)(), o.pinRoot);
+      if (!host.bpffs) this.mountBpffs();
+      this.cgroupPath = o.cgroupPath ?? host.cgroup2Root;
+      if (!existsSync(this.cgroupPath)) {
+        throw new SkeinError('SKEIN_CAPTURE_CGROUP2_MISSING', `cgroup directory ${this.cgroupPath} does not exist`, {
+          cgroupPath: this.cgroupPath,
+        });
+      }
+      this.checkStalePins();
+      mkdirSync(this.mapsDir, { recursive: true });
+      mkdirSync(this.linksDir, { recursive: true });
+      await this.loadObjects();
+      this.native.mapUpdate(this.map(MAP.stamp), u32Key(0), encodeStamp(PIN_LAYOUT));
+      this.native.mapUpdate(this.map(MAP.config), u32Key(0), encodeConfig(o.agentMark));
+      for (const h of CGROUP_HOOKS) this.attachCgroupHook(h.hook, this.program(h.program));
+      this.adoptPodLinks();
+      this.log.info({ pinRoot: o.pinRoot, cgroup: this.cgroupPath, programs: this.programIds() }, 'capture started');
+    });
+  }
+
+  private mountBpffs(): void {
+    const at = '/sys/fs/bpf';
+    if (!this.options.mountBpffs || !(this.options.pinRoot === at || this.options.pinRoot.startsWith(`${at}/`))) {
+      throw new SkeinError(
+        'SKEIN_CAPTURE_BPFFS_MISSING',
+        `no bpf filesystem holds ${this.options.pinRoot} (mount -t bpf bpf /sys/fs/bpf)`,
+        { pinRoot: this.options.pinRoot },
+      );
+    }
+    try {
+      mkdirSync(at, { recursive: true });
+      this.native.mountBpffs(at);
+      this.log.info({ at }, 'mounted bpffs');
+    } catch (err) {
+      throw captureError('SKEIN_CAPTURE_BPFFS_MISSING', `cannot mount bpffs at ${at}`, err, { at });
+    }
+  }
+
+  /** Pins of another layout (or of something else) in pinRoot: wipe them or refuse. */
+  private checkStalePins(): void {
+    const root = this.options.pinRoot;
+    if (!existsSync(root) || readdirSync(root).length === 0) return;
+    let found: number | undefined;
+    const stampPin = join(this.mapsDir, MAP.stamp);
+    if (existsSync(stampPin)) {
+      const fd = this.native.objGet(stampPin);
+      try {
+        const v = this.native.mapLookup(fd, u32Key(0));
+        found = v && v.length >= 4 ? decodeStamp(v).layout : undefined;
+      } catch {
+        found = undefined;
+      } finally {
+        this.native.closeFd(fd);
+      }
+    }
+    if (found === PIN_LAYOUT) return;
+    this.staleOrWipe(`pins in ${root} have layout ${found ?? 'unknown'}, this agent writes layout ${PIN_LAYOUT}`, found);
+  }
+
+  private staleOrWipe(message: string, found: number | undefined): void {
+    if (!this.options.replaceStalePins) {
+      throw new SkeinError(
+        'SKEIN_CAPTURE_STALE_PINS',
+        `${message}; remove them (skein capture uninstall, or rm -r the folder) or start with replaceStalePins`,
+        { pinRoot: this.options.pinRoot, found, expected: PIN_LAYOUT },
+      );
+    }
+    this.log.warn({ pinRoot: this.options.pinRoot, found }, 'replacing stale pins');
+    this.wipePins();
+  }
+
+  /** Detach every pinned link, then remove the whole pin folder. */
+  private wipePins(): void {
+    const links = this.linksDir;
+    if (existsSync(links)) {
+      for (const name of readdirSync(links)) {
+        const pin = join(links, name);
+        try {
+          const fd = this.native.objGet(pin);
+          try {
+            this.native.linkDetach(fd);
+          } finally {
+            this.native.closeFd(fd);
+          }
+        } catch (err) {
+          this.log.warn({ pin, err: errnoName(err) }, 'cannot detach pinned link');
+        }
+      }
+    }
+    rmSync(this.options.pinRoot, { recursive: true, force: true });
+  }
+
+  private async loadObjects(): Promise<void> {
+    const names = [...CGROUP_HOOKS.map((h) => h.object), SK_LOOKUP.object];
+    for (const name of names) {
+      const path = join(this.options.bpfObjectDir, `${name}.bpf.o`);
+      if (!existsSync(path)) {
+        throw new SkeinError('SKEIN_CAPTURE_BPF_OBJECT_MISSING', `BPF object ${path} not found (run \`make build-bpf\`)`, { path });
+      }
+      let obj: LoadedObject;
+      try {
+        obj = await this.native.loadObject(path, this.mapsDir);
+      } catch (err) {
+        if (isIncompatiblePin(err)) {
+          this.closeObjects();
+          this.staleOrWipe(`pinned maps in ${this.mapsDir} do not match ${name}.bpf.o`, undefined);
+          mkdirSync(this.mapsDir, { recursive: true });
+          mkdirSync(this.linksDir, { recursive: true });
+          return this.loadObjects();
+        }
+        this.closeObjects();
+        throw captureError('SKEIN_CAPTURE_LOAD_FAILED', `cannot load ${path}`, err, { path });
+      }
+      this.objects.push(obj);
+      Object.assign(this.programs, obj.programs);
+      // Every object declares all maps (pinned by name), so they are the same maps.
+      if (this.objects.length === 1) this.maps = obj.maps as Partial<Record<MapName, number>>;
+    }
+  }
+
+  private closeObjects(): void {
+    for (const o of this.objects) this.native.closeObject(o.handle);
+    this.objects = [];
+    this.programs = {};
+    this.maps = {};
+  }
+
+  private program(name: string): number {
+    const fd = this.programs[name];
+    if (fd === undefined) throw new SkeinError('SKEIN_CAPTURE_LOAD_FAILED', `program ${name} missing from the BPF objects`);
+    return fd;
+  }
+
+  /** Adopt the pinned link (swap its program) when it is attached here, else attach anew. */
+  private attachCgroupHook(hook: CgroupAttachType, progFd: number): void {
+    const pin = join(this.linksDir, hook);
+    const cgroupId = statSync(this.cgroupPath, { bigint: true }).ino;
+    if (existsSync(pin)) {
+      const fd = this.native.objGet(pin);
+      try {
+        const info = this.native.linkInfo(fd);
+        if (info.cgroupId === cgroupId) {
+          this.native.linkUpdate(fd, progFd);
+          this.log.info({ hook, link: info.id }, 'adopted pinned link');
+          return;
+        }
+        this.log.warn({ hook, link: info.id }, 'pinned link is attached elsewhere; replacing it');
+        this.native.linkDetach(fd);
+      } catch (err) {
+        this.log.warn({ hook, err: errnoName(err) }, 'pinned link unusable; replacing it');
+      } finally {
+        this.native.closeFd(fd);
+      }
+      unlinkSync(pin);
+    }
+    let fd: number;
+    try {
+      fd = this.native.attachCgroup(progFd, this.cgroupPath, hook);
+    } catch (err) {
+      throw captureError('SKEIN_CAPTURE_ATTACH_FAILED', `cannot attach ${hook} at ${this.cgroupPath}`, err, { hook });
+    }
+    try {
+      this.native.objPin(fd, pin);
+    } finally {
+      this.native.closeFd(fd);
+    }
+  }
+
+  /** After a restart: point every pod's sk_lookup link at the program just loaded. */
+  private adoptPodLinks(): void {
+    for (const name of readdirSync(this.linksDir)) {
+      const m = SK_LOOKUP_PIN.exec(name);
+      if (!m) continue;
+      const slot = Number(m[1]);
+      const pin = join(this.linksDir, name);
+      const fd = this.native.objGet(pin);
+      try {
+        this.native.linkUpdate(fd, this.program(SK_LOOKUP.program));
+      } catch (err) {
+        // ENOLINK: the netns is gone and the link with it.
+        this.log.info({ slot, err: errnoName(err) }, 'pinned sk_lookup link is defunct; cleaning the slot');
+        this.purgeSlot(slot);
+      } finally {
+        this.native.closeFd(fd);
+      }
+    }
+  }
+
+  /** Ids of the loaded programs (bpftool prog show id ...). */
+  programIds(): Record<string, number> {
+    const ids: Record<string, number> = {};
+    for (const [name, fd] of Object.entries(this.programs)) ids[name] = this.native.progInfo(fd).id;
+    return ids;
+  }
+
+  /** Pods enrolled by this agent process. */
+  enrolled(): EnrolledPod[] {
+    return [...this.pods.values()];
+  }
+
+  /** Capture a pod: listeners in its netns, maps, sk_lookup. Idempotent for the same netns. */
+  enroll(input: CapturePod): Promise<EnrolledPod> {
+    const pod = validateCapturePod(input);
+    return this.serial(async () => {
+      if (!this.started) throw new SkeinError('SKEIN_CAPTURE_NOT_STARTED', 'capture is not started');
+      const { cookie, ino } = await this.netnsIdentity(pod.netnsPath, pod.uid);
+      const current = this.pods.get(pod.uid);
+      if (current && current.netnsCookie === cookie) {
+        this.writePodTables(current.slot, cookie, pod);
+        Object.assign(current, { ips: pod.ips, excludeOutboundPorts: pod.excludeOutboundPorts, excludeInboundPorts: pod.excludeInboundPorts });
+        return current;
+      }
+      if (current) this.releaseNow(current.uid); // same uid in a new netns: a restarted pod
+
+      const registry = this.readRegistry();
+      let slot = [...registry].find(([, r]) => r.uid === pod.uid)?.[0];
+      if (slot !== undefined && registry.get(slot)?.netnsCookie !== cookie) {
+        this.purgeSlot(slot); // left by a previous agent for an older netns of this pod
+        registry.delete(slot);
+      }
+      slot ??= this.freeSlot(registry);
+
+      const listeners = await this.openListeners(pod.netnsPath);
+      try {
+        const record: PodRecord = { netnsCookie: cookie, netnsIno: ino, uid: pod.uid };
+        this.native.mapUpdate(this.map(MAP.pods), u32Key(slot), encodePodRecord(record));
+        this.writePodTables(slot, cookie, pod);
+        this.native.mapUpdate(this.map(MAP.inboundSockets), u32Key(slot), encodeSocketFd(listeners.inboundPlaintext));
+        this.attachSkLookup(slot, pod.netnsPath, ino);
+        // Last: from here on the pod's connect() calls land on the outbound listener.
+        this.native.mapUpdate(this.map(MAP.enrolled), u64Key(cookie), encodeEnrolled(this.options.outboundPort));
+      } catch (err) {
+        this.purgeSlot(slot);
+        for (const fd of [listeners.outbound, listeners.inboundPlaintext, listeners.tunnel]) this.native.closeFd(fd);
+        throw captureError('SKEIN_CAPTURE_ENROLL_FAILED', `cannot enrol pod ${pod.uid}`, err, { uid: pod.uid });
+      }
+      const enrolled: EnrolledPod = { ...pod, netnsCookie: cookie, netnsIno: ino, slot, listeners };
+      this.pods.set(pod.uid, enrolled);
+      this.log.info({ uid: pod.uid, slot, netnsCookie: cookie.toString(), ips: pod.ips }, 'pod enrolled');
+      return enrolled;
+    });
+  }
+
+  /** Stop capturing a pod (this agent's or a previous agent's); false when it was not enrolled. */
+  release(uid: string): Promise<boolean> {
+    return this.serial(async () => this.releaseNow(uid));
+  }
+
+  private releaseNow(uid: string): boolean {
+    this.pods.delete(uid);
+    let found = false;
+    for (const [slot, r] of this.readRegistry()) {
+      if (r.uid !== uid) continue;
+      this.purgeSlot(slot);
+      found = true;
+    }
+    if (found) this.log.info({ uid }, 'pod released');
+    return found;
+  }
+
+  /**
+   * Release every enrolled pod (including those a previous agent enrolled) that is not in
+   * `live`, or whose netns is gone or changed. Returns the released uids: close their servers.
+   */
+  reconcile(live: ReadonlyArray<{ uid: string; netnsPath?: string }>): Promise<string[]> {
+    return this.serial(async () => {
+      const byUid = new Map(live.map((p) => [p.uid, p]));
+      const released: string[] = [];
+      for (const [slot, record] of this.readRegistry()) {
+        const path = byUid.get(record.uid)?.netnsPath ?? this.pods.get(record.uid)?.netnsPath;
+        let stale = !byUid.has(record.uid);
+        if (!stale && path) {
+          try {
+            stale = (await this.native.netnsCookie(path)) !== record.netnsCookie;
+          } catch {
+            stale = true; // the netns path is gone
+          }
+        }
+        if (!stale) continue;
+        this.purgeSlot(slot);
+        this.pods.delete(record.uid);
+        released.push(record.uid);
+      }
+      if (released.length) this.log.info({ released }, 'reconciled: released gone pods');
+      return released;
+    });
+  }
+
+  /** The destination a pod's connection asked for, for a socket accepted on its outbound listener. */
+  originalDestination(socket: Socket): OriginalDestination {
+    const fd = (socket as unknown as { _handle?: { fd?: number } })._handle?.fd;
+    if (typeof fd !== 'number' || fd < 0 || socket.remotePort === undefined || socket.remoteAddress === undefined) {
+      throw new SkeinError('SKEIN_CAPTURE_NO_ORIGINAL_DST', 'socket is not connected (no fd or peer)');
+    }
+    const cookie = this.native.socketNetnsCookie(fd);
+    const key = encodePeerKey(cookie, socket.remotePort, familyOf(unmapIPv4(socket.remoteAddress)));
+    const map = this.map(MAP.originalByPeer);
+    const value = this.native.mapLookup(map, key);
+    if (!value) {
+      throw new SkeinError('SKEIN_CAPTURE_NO_ORIGINAL_DST', 'no original destination recorded for this connection', {
+        netnsCookie: cookie.toString(),
+        peerPort: socket.remotePort,
+      });
+    }
+    this.native.mapDelete(map, key);
+    return decodeOrigDst(value);
+  }
+
+  /** The destination of a connection steered to the inbound plaintext listener (its local address). */
+  inboundDestination(socket: Socket): OriginalDestination {
+    if (!socket.localAddress || socket.localPort === undefined) {
+      throw new SkeinError('SKEIN_CAPTURE_NO_ORIGINAL_DST', 'socket has no local address');
+    }
+    const address = unmapIPv4(socket.localAddress);
+    return { address, port: socket.localPort, family: familyOf(address) };
+  }
+
+  /** An unconnected TCP socket in the netns carrying the agent's mark (never redirected). */
+  openAgentSocket(netnsPath: string, family: IpFamily): Promise<number> {
+    return this.native.openSocket(netnsPath, family, this.options.agentMark);
+  }
+
+  /** A TCP connection made from inside the netns with the agent's mark, as an fd. */
+  connectFromAgent(netnsPath: string, host: string, port: number, timeoutMs = 5000): Promise<number> {
+    return this.native.connectInNetns(netnsPath, host, port, timeoutMs, this.options.agentMark);
+  }
+
+  /** Stop managing; capture stays in place through the pins (a restarted agent adopts it). */
+  close(): Promise<void> {
+    return this.serial(async () => {
+      this.closeObjects();
+      this.pods.clear();
+    });
+  }
+
+  /** Remove everything skein put in the kernel for this pin root: links, maps, pins. */
+  uninstall(): Promise<void> {
+    return this.serial(async () => {
+      if (this.started) for (const slot of this.readRegistry().keys()) this.purgeSlot(slot);
+      this.closeObjects();
+      this.pods.clear();
+      this.wipePins();
+      this.log.info({ pinRoot: this.options.pinRoot }, 'capture uninstalled');
+    });
+  }
+
+  private async netnsIdentity(path: string, uid: string): Promise<{ cookie: bigint; ino: bigint }> {
+    try {
+      const cookie = await this.native.netnsCookie(path);
+      return { cookie, ino: statSync(path, { bigint: true }).ino };
+    } catch (err) {
+      throw captureError('SKEIN_CAPTURE_NETNS_UNAVAILABLE', `cannot enter the netns of pod ${uid} at ${path}`, err, { uid, path });
+    }
+  }
+
+  private async openListeners(netnsPath: string): Promise<PodListeners> {
+    const o = this.options;
+    const ports = [o.outboundPort, o.inboundPlaintextPort, o.tunnelPort];
+    let address = o.listenAddress;
+    const opened: number[] = [];
+    try {
+      for (const port of ports) {
+        try {
+          opened.push(await this.native.openListener(netnsPath, address, port, o.backlog));
+        } catch (err) {
+          if (opened.length !== 0 || errnoName(err) !== 'EAFNOSUPPORT' || address === o.fallbackListenAddress) throw err;
+          address = o.fallbackListenAddress; // no IPv6 in this netns
+          opened.push(await this.native.openListener(netnsPath, address, port, o.backlog));
+        }
+      }
+    } catch (err) {
+      for (const fd of opened) this.native.closeFd(fd);
+      throw captureError('SKEIN_CAPTURE_LISTEN_FAILED', `cannot open listeners in ${netnsPath}`, err, { netnsPath, address });
+    }
+    const [outbound, inboundPlaintext, tunnel] = opened as [number, number, number];
+    return { outbound, inboundPlaintext, tunnel, address };
+  }
+
+  private attachSkLookup(slot: number, netnsPath: string, ino: bigint): void {
+    const pin = join(this.linksDir, `sk_lookup_${slot}`);
+    const prog = this.program(SK_LOOKUP.program);
+    if (existsSync(pin)) {
+      const fd = this.native.objGet(pin);
+      try {
+        const info = this.native.linkInfo(fd);
+        if (info.netnsIno !== undefined && BigInt(info.netnsIno) === ino) {
+          this.native.linkUpdate(fd, prog);
+          return;
+        }
+        this.native.linkDetach(fd);
+      } catch {
+        // defunct (netns gone): replaced below
+      } finally {
+        this.native.closeFd(fd);
+      }
+      unlinkSync(pin);
+    }
+    const fd = this.native.attachNetns(prog, netnsPath);
+    try {
+      this.native.objPin(fd, pin);
+    } finally {
+      this.native.closeFd(fd);
+    }
+  }
+
+  /** Pod addresses and excluded ports: make the maps say exactly what `pod` says. */
+  private writePodTables(slot: number, cookie: bigint, pod: CapturePod): void {
+    const n = this.native;
+    const addrs = this.map(MAP.inboundAddresses);
+    const wanted = new Set(pod.ips.map((ip) => encodePodAddr(ip).toString('hex')));
+    for (const key of this.keys(addrs)) {
+      const v = n.mapLookup(addrs, key);
+      if (v && decodeInboundPod(v).slot === slot && !wanted.has(key.toString('hex'))) n.mapDelete(addrs, key);
+    }
+    for (const ip of pod.ips) {
+      const key = encodePodAddr(ip);
+      const prev = n.mapLookup(addrs, key);
+      if (prev && decodeInboundPod(prev).slot !== slot) {
+        this.log.warn({ ip, slot, previousSlot: decodeInboundPod(prev).slot }, 'pod address was held by another slot');
+      }
+      n.mapUpdate(addrs, key, encodeInboundPod(slot, this.options.tunnelPort));
+    }
+    const inExcl = this.map(MAP.inboundExcluded);
+    for (const key of this.keys(inExcl)) {
+      const k = decodeSlotPort(key);
+      if (k.slot === slot && !pod.excludeInboundPorts.includes(k.port)) n.mapDelete(inExcl, key);
+    }
+    for (const p of pod.excludeInboundPorts) n.mapUpdate(inExcl, encodeSlotPort(slot, p), PRESENT);
+    const outExcl = this.map(MAP.outboundExcluded);
+    for (const key of this.keys(outExcl)) {
+      const k = decodeNetnsPort(key);
+      if (k.netnsCookie === cookie && !pod.excludeOutboundPorts.includes(k.port)) n.mapDelete(outExcl, key);
+    }
+    for (const p of pod.excludeOutboundPorts) n.mapUpdate(outExcl, encodeNetnsPort(cookie, p), PRESENT);
+  }
+
+  /** Remove every trace of a slot: enrolment first (stops outbound capture), then sk_lookup, then tables. */
+  private purgeSlot(slot: number): void {
+    const n = this.native;
+    const recordBuf = n.mapLookup(this.map(MAP.pods), u32Key(slot));
+    const record = recordBuf ? decodePodRecord(recordBuf) : undefined;
+    if (record) n.mapDelete(this.map(MAP.enrolled), u64Key(record.netnsCookie));
+    const pin = join(this.linksDir, `sk_lookup_${slot}`);
+    if (existsSync(pin)) {
+      try {
+        const fd = n.objGet(pin);
+        try {
+          n.linkDetach(fd);
+        } catch {
+          // already defunct
+        } finally {
+          n.closeFd(fd);
+        }
+      } finally {
+        unlinkSync(pin);
+      }
+    }
+    const addrs = this.map(MAP.inboundAddresses);
+    for (const key of this.keys(addrs)) {
+      const v = n.mapLookup(addrs, key);
+      if (v && decodeInboundPod(v).slot === slot) n.mapDelete(addrs, key);
+    }
+    const inExcl = this.map(MAP.inboundExcluded);
+    for (const key of this.keys(inExcl)) if (decodeSlotPort(key).slot === slot) n.mapDelete(inExcl, key);
+    if (record) {
+      const outExcl = this.map(MAP.outboundExcluded);
+      for (const key of this.keys(outExcl)) if (decodeNetnsPort(key).netnsCookie === record.netnsCookie) n.mapDelete(outExcl, key);
+      const peers = this.map(MAP.originalByPeer);
+      for (const key of this.keys(peers)) if (key.readBigUInt64LE(0) === record.netnsCookie) n.mapDelete(peers, key);
+    }
+    try {
+      n.mapDelete(this.map(MAP.inboundSockets), u32Key(slot));
+    } catch (err) {
+      // A SOCKMAP says EINVAL for an empty slot (the socket was closed and dropped already).
+      if (errnoName(err) !== 'EINVAL') throw err;
+    }
+    n.mapDelete(this.map(MAP.pods), u32Key(slot));
+  }
+
+  /** Slot -> owner, from the pinned registry (survives agent restarts). */
+  private readRegistry(): Map<number, PodRecord> {
+    const pods = this.map(MAP.pods);
+    const out = new Map<number, PodRecord>();
+    for (const key of this.keys(pods)) {
+      const v = this.native.mapLookup(pods, key);
+      if (v) out.set(key.readUInt32LE(0), decodePodRecord(v));
+    }
+    return out;
+  }
+
+  private freeSlot(registry: Map<number, PodRecord>): number {
+    for (let slot = 0; slot < MAX_SLOTS; slot++) if (!registry.has(slot)) return slot;
+    throw new SkeinError('SKEIN_CAPTURE_SLOTS_EXHAUSTED', `all ${MAX_SLOTS} pod slots are in use`);
+  }
+
+  /** All keys of a map (collected first: deleting while iterating restarts the walk). */
+  private keys(mapFd: number): Buffer[] {
+    const keys: Buffer[] = [];
+    let key = this.native.mapNextKey(mapFd, null);
+    while (key && keys.length < 1_000_000) {
+      keys.push(key);
+      key = this.native.mapNextKey(mapFd, key);
+    }
+    return keys;
+  }
+}

@@ -1,0 +1,323 @@
+/**
+ * Capture on a real kernel: connect4/6 + sock_ops at a test cgroup (this process joins it),
+ * sk_lookup in pod netns, listeners opened by the native addon. Root only.
+ */
+import { spawn } from 'node:child_process';
+import { statSync } from 'node:fs';
+import net from 'node:net';
+import { fileURLToPath } from 'node:url';
+import t from 'tap';
+import { CaptureManager, type EnrolledPod } from '../../../src/capture/capture-manager.js';
+import { MAP, u64Key, encodeStamp, u32Key } from '../../../src/capture/maps.js';
+import { loadNative } from '../../../src/capture/native.js';
+import { type CaptureLab, fetchLine, makeCaptureLab, netnsLinks, serveFd, cgroupPrograms, sh, type Teardown, readLine } from './fixture.js';
+
+if (process.getuid?.() !== 0) {
+  t.plan(0, 'capture e2e tests need root');
+  process.exit(0);
+}
+
+const native = loadNative();
+
+/** The app of pod B: plain servers on 8080 and 9999 inside B, answering b-app / b-9999. */
+async function startPodBApps(tt: Teardown, lab: CaptureLab): Promise<void> {
+  await serveFd(tt, await native.openListener(lab.path.b, '::', 8080, 64), 'b-app');
+  await serveFd(tt, await native.openListener(lab.path.b, '::', 9999, 64), 'b-9999');
+}
+
+interface ServedPod {
+  pod: EnrolledPod;
+  originals: Array<{ address: string; port: number; family: number } | string>;
+  inbound: Array<{ address: string; port: number; family: number }>;
+  close(): Promise<void>;
+}
+
+/** Serve an enrolled pod's three listeners the way the proxy will (plain net.Server). */
+async function servePod(tt: Teardown, capture: CaptureManager, pod: EnrolledPod, name: string): Promise<ServedPod> {
+  const originals: ServedPod['originals'] = [];
+  const inbound: ServedPod['inbound'] = [];
+  const out = await serveFd(tt, pod.listeners.outbound, `${name}-15001`, (s) => {
+    try {
+      originals.push(capture.originalDestination(s));
+    } catch (err) {
+      originals.push(`error: ${(err as Error).message}`);
+    }
+  });
+  const inb = await serveFd(tt, pod.listeners.inboundPlaintext, `${name}-15006`, (s) => {
+    inbound.push(capture.inboundDestination(s));
+  });
+  const tun = await serveFd(tt, pod.listeners.tunnel, `${name}-15008`);
+  return {
+    pod,
+    originals,
+    inbound,
+    close: async () => {
+      await out.close();
+      await inb.close();
+      await tun.close();
+    },
+  };
+}
+
+function newCapture(tt: Teardown, lab: CaptureLab): CaptureManager {
+  const capture = new CaptureManager({ pinRoot: lab.pinRoot, cgroupPath: lab.cgroupPath });
+  tt.teardown(() => capture.uninstall());
+  return capture;
+}
+
+t.test('outbound: enrolled pod lands on its 15001 with the exact original destination', async (t) => {
+  const lab = await makeCaptureLab(t);
+  await startPodBApps(t, lab);
+  const capture = newCapture(t, lab);
+  await capture.start();
+
+  // Before enrolment A connects directly.
+  t.equal(await fetchLine(lab.path.a, lab.ip.b, 8080), 'b-app', 'unenrolled pod connects directly');
+
+  const podA = await capture.enroll({
+    uid: 'ns1/pod-a',
+    netnsPath: lab.path.a,
+    ips: [lab.ip.a, lab.ip.a6],
+    excludeOutboundPorts: [9999],
+    excludeInboundPorts: [],
+  });
+  const a = await servePod(t, capture, podA, 'a');
+
+  const cases: Array<[string, number, string, number]> = [
+    [lab.ip.b, 8080, lab.ip.b, 4], // pod IP
+    [lab.ip.vip, 80, lab.ip.vip, 4], // Service VIP (no route needed: rewritten before routing)
+    [lab.ip.external, 443, lab.ip.external, 4], // external-looking
+    [lab.ip.b6, 8080, lab.ip.b6, 6], // IPv6 pod IP -> [::1]:15001
+    ['2001:db8::7', 443, '2001:db8::7', 6], // IPv6 external-looking
+    ['::ffff:10.96.0.7', 80, lab.ip.vip, 4], // IPv4-mapped on an IPv6 socket (connect6)
+  ];
+  for (const [host, port, want, family] of cases) {
+    const before = a.originals.length;
+    t.equal(await fetchLine(lab.path.a, host, port), 'a-15001', `${host}:${port} reaches A's outbound listener`);
+    t.same(a.originals[before], { address: want, port, family }, `original destination of ${host}:${port}`);
+  }
+  t.equal(await fetchLine(lab.path.a, lab.ip.b, 9999), 'b-9999', 'excluded outbound port connects directly');
+
+  // The pod's own loopback is never redirected.
+  const local = await serveFd(t, await native.openListener(lab.path.a, '127.0.0.1', 7000, 8), 'a-local');
+  t.equal(await fetchLine(lab.path.a, '127.0.0.1', 7000), 'a-local', 'loopback destination untouched');
+  await local.close();
+
+  // The agent's own sockets (SO_MARK) are never redirected: no loop.
+  const own = await capture.openAgentSocket(lab.path.a, 4);
+  t.equal(await readLine(new net.Socket({ fd: own }), lab.ip.b, 8080, 2000), 'b-app', 'openAgentSocket + net.Socket.connect goes direct');
+  const own6 = await capture.openAgentSocket(lab.path.a, 6);
+  t.equal(await readLine(new net.Socket({ fd: own6 }), lab.ip.b6, 8080, 2000), 'b-app', 'IPv6 agent socket goes direct');
+  const connected = await capture.connectFromAgent(lab.path.a, lab.ip.b, 8080, 2000);
+  t.equal(
+    await new Promise<string>((resolve, reject) => {
+      const s = new net.Socket({ fd: connected });
+      s.once('data', (d) => {
+        s.destroy();
+        resolve(d.toString().trim());
+      });
+      s.once('error', reject);
+    }),
+    'b-app',
+    'connectFromAgent goes direct',
+  );
+  t.equal(await fetchLine(lab.path.a, lab.ip.b, 8080, 2000, 0x1234), 'a-15001', 'a foreign mark is still captured');
+
+  // Another pod, never enrolled, connects directly.
+  t.equal(await fetchLine(lab.path.c, lab.ip.bFromC, 8080), 'b-app', 'pod C (not enrolled) connects directly');
+  t.equal(a.originals.filter((o) => typeof o === 'string').length, 0, 'no lookup failed');
+
+  // Bookkeeping: the record was consumed (read once, deleted).
+  const peers = JSON.parse(sh('bpftool', ['-j', 'map', 'dump', 'pinned', `${lab.pinRoot}/maps/${MAP.originalByPeer}`]));
+  t.equal(peers.length, 0, 'no original destination left behind');
+  await a.close();
+});
+
+t.test('inbound: plaintext to an enrolled pod lands on 15006 with the original destination; 15008 is not stolen', async (t) => {
+  const lab = await makeCaptureLab(t);
+  await startPodBApps(t, lab);
+  const capture = newCapture(t, lab);
+  await capture.start();
+  const podB = await capture.enroll({
+    uid: 'ns1/pod-b',
+    netnsPath: lab.path.b,
+    ips: [lab.ip.b, lab.ip.bFromC, lab.ip.b6],
+    excludeOutboundPorts: [],
+    excludeInboundPorts: [9999],
+  });
+  const b = await servePod(t, capture, podB, 'b');
+
+  t.equal(await fetchLine(lab.path.c, lab.ip.bFromC, 8080), 'b-15006', 'app port from pod C -> 15006');
+  t.same(b.inbound.at(-1), { address: lab.ip.bFromC, port: 8080, family: 4 }, 'getsockname = original destination');
+  t.equal(await fetchLine(lab.path.a, lab.ip.b6, 8080), 'b-15006', 'IPv6 app port from pod A -> 15006');
+  t.same(b.inbound.at(-1), { address: lab.ip.b6, port: 8080, family: 6 }, 'IPv6 original destination');
+  t.equal(await fetchLine(lab.path.c, lab.ip.bFromC, 15008), 'b-15008', '15008 reaches the tunnel listener');
+  t.equal(await fetchLine(lab.path.c, lab.ip.bFromC, 9999), 'b-9999', 'excluded inbound port reaches the app');
+  t.equal(await fetchLine(lab.path.c, lab.ip.bFromC, 4242), 'b-15006', 'any other port -> 15006 (even with nothing listening)');
+
+  // The agent delivering to the app from inside the pod: marked socket, via loopback -> app.
+  const own = await capture.openAgentSocket(lab.path.b, 4);
+  t.equal(await readLine(new net.Socket({ fd: own }), lab.ip.b, 8080, 2000), 'b-app', 'agent in-pod connection reaches the app');
+
+  // Released: inbound goes straight to the app again, and no sk_lookup link is left.
+  await b.close();
+  t.ok(await capture.release(podB.uid), 'released');
+  t.equal(await fetchLine(lab.path.c, lab.ip.bFromC, 8080), 'b-app', 'after release inbound reaches the app');
+  t.same(netnsLinks(podB.netnsIno), [], 'no netns link left in B');
+});
+
+t.test('enrol and release a running pod while a client loop runs: switches within a second; nothing left', async (t) => {
+  const lab = await makeCaptureLab(t);
+  await startPodBApps(t, lab);
+  const capture = newCapture(t, lab);
+  await capture.start();
+
+  const seen: Array<{ at: number; tag: string }> = [];
+  let running = true;
+  const loop = (async () => {
+    const deadline = Date.now() + 20_000;
+    while (running && Date.now() < deadline) {
+      try {
+        seen.push({ at: Date.now(), tag: await fetchLine(lab.path.a, lab.ip.b, 8080, 1000) });
+      } catch (err) {
+        seen.push({ at: Date.now(), tag: `error ${(err as Error).message}` });
+      }
+      await new Promise((r) => setTimeout(r, 10));
+    }
+  })();
+  t.teardown(async () => {
+    running = false;
+    await loop;
+  });
+  await new Promise((r) => setTimeout(r, 200));
+  const enrolAt = Date.now();
+  const podA = await capture.enroll({ uid: 'ns1/pod-a', netnsPath: lab.path.a, ips: [lab.ip.a], excludeOutboundPorts: [], excludeInboundPorts: [] });
+  const a = await servePod(t, capture, podA, 'a');
+  await new Promise((r) => setTimeout(r, 500));
+  const firstCaptured = seen.find((s) => s.at >= enrolAt && s.tag === 'a-15001');
+  t.ok(firstCaptured, 'client loop switched to the outbound listener');
+  t.ok(firstCaptured && firstCaptured.at - enrolAt < 1000, `captured ${firstCaptured ? firstCaptured.at - enrolAt : '?'} ms after enrol started`);
+
+  const releaseAt = Date.now();
+  await capture.release(podA.uid);
+  await a.close();
+  await new Promise((r) => setTimeout(r, 500));
+  running = false;
+  await loop;
+  const firstDirect = seen.find((s) => s.at >= releaseAt && s.tag === 'b-app');
+  t.ok(firstDirect && firstDirect.at - releaseAt < 1000, `direct again ${firstDirect ? firstDirect.at - releaseAt : '?'} ms after release`);
+  const after = seen.filter((s) => s.at > releaseAt + 50);
+  t.ok(after.length > 5 && after.every((s) => s.tag === 'b-app'), `every connection after release went direct (${after.length})`);
+  const errors = seen.filter((s) => s.tag.startsWith('error'));
+  t.equal(errors.length, 0, `no client errors (${errors.map((e) => e.tag).join('; ')})`);
+
+  // Nothing of skein left in the pod netns: no sk_lookup link, no listener, not enrolled.
+  t.same(netnsLinks(podA.netnsIno), [], 'no netns link');
+  const listening = sh('ip', ['netns', 'exec', lab.netns.a, 'ss', '-Htln']);
+  t.notMatch(listening, /:1500[168]\b/, 'no 15001/15006/15008 listener left');
+  const enrolledFd = native.objGet(`${lab.pinRoot}/maps/${MAP.enrolled}`);
+  t.equal(native.mapLookup(enrolledFd, u64Key(podA.netnsCookie)), null, 'netns not in the enrolled map');
+  native.closeFd(enrolledFd);
+});
+
+t.test('pod netns vanishes while enrolled: reconcile cleans it up', async (t) => {
+  const lab = await makeCaptureLab(t);
+  const capture = newCapture(t, lab);
+  await capture.start();
+  const podC = await capture.enroll({ uid: 'ns1/pod-c', netnsPath: lab.path.c, ips: [lab.ip.c], excludeOutboundPorts: [], excludeInboundPorts: [] });
+  const podA = await capture.enroll({ uid: 'ns1/pod-a', netnsPath: lab.path.a, ips: [lab.ip.a], excludeOutboundPorts: [], excludeInboundPorts: [] });
+  for (const fd of Object.values(podC.listeners)) if (typeof fd === 'number') native.closeFd(fd);
+  sh('ip', ['netns', 'del', lab.netns.c]);
+  const released = await capture.reconcile([
+    { uid: 'ns1/pod-c', netnsPath: lab.path.c },
+    { uid: 'ns1/pod-a', netnsPath: lab.path.a },
+  ]);
+  t.same(released, ['ns1/pod-c'], 'only the pod whose netns vanished is released');
+  t.same(
+    capture.enrolled().map((p) => p.uid),
+    ['ns1/pod-a'],
+    'A stays enrolled',
+  );
+  t.same(await capture.reconcile([]), ['ns1/pod-a'], 'a pod no longer live is released');
+  for (const fd of Object.values(podA.listeners)) if (typeof fd === 'number') native.closeFd(fd);
+});
+
+t.test('agent SIGKILL and restart: pins adopted, one copy of each program, capture works again', async (t) => {
+  const lab = await makeCaptureLab(t);
+  await startPodBApps(t, lab);
+  const child = fileURLToPath(new URL('./agent-child.ts', import.meta.url));
+  const pod = { uid: 'ns1/pod-a', netnsPath: lab.path.a, ips: [lab.ip.a], excludeOutboundPorts: [], excludeInboundPorts: [] };
+  const startAgent = (tag: string) =>
+    new Promise<{ proc: ReturnType<typeof spawn>; programs: Record<string, number> }>((resolve, reject) => {
+      const proc = spawn(process.execPath, ['--import', 'tsx', child, JSON.stringify({ pinRoot: lab.pinRoot, cgroupPath: lab.cgroupPath, pod, tag })], {
+        stdio: ['ignore', 'pipe', 'inherit'],
+      });
+      t.teardown(() => {
+        if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL');
+      });
+      let out = '';
+      const timer = setTimeout(() => reject(new Error(`agent ${tag} not ready`)), 20_000);
+      proc.stdout?.on('data', (d) => {
+        out += d;
+        const line = out.split('\n').find((l) => l.startsWith('{'));
+        if (line) {
+          clearTimeout(timer);
+          resolve({ proc, programs: JSON.parse(line).programs });
+        }
+      });
+      proc.once('exit', (code) => reject(new Error(`agent ${tag} exited ${code}`)));
+    });
+
+  const first = await startAgent('agent-1');
+  t.equal(await fetchLine(lab.path.a, lab.ip.b, 8080), `agent-1 ${lab.ip.b}:8080`, 'first agent captures');
+  first.proc.kill('SIGKILL');
+  await new Promise((r) => first.proc.once('exit', r));
+  await t.rejects(fetchLine(lab.path.a, lab.ip.b, 8080), { code: 'ECONNREFUSED' }, 'capture stays in place while the agent is down');
+
+  const second = await startAgent('agent-2');
+  t.equal(await fetchLine(lab.path.a, lab.ip.b, 8080), `agent-2 ${lab.ip.b}:8080`, 'restarted agent captures again');
+  const attached = cgroupPrograms(lab.cgroupPath);
+  const byType = (type: string) => attached.filter((p) => p.attach_type === type).map((p) => p.id);
+  t.same(byType('cgroup_inet4_connect'), [second.programs.skein_connect4], 'one connect4, the new one');
+  t.same(byType('cgroup_inet6_connect'), [second.programs.skein_connect6], 'one connect6, the new one');
+  t.same(byType('cgroup_sock_ops'), [second.programs.skein_sock_ops], 'one sock_ops, the new one');
+  const progs = JSON.parse(sh('bpftool', ['-j', 'prog', 'show'])) as Array<{ id: number }>;
+  const live = new Set(progs.map((p) => p.id));
+  for (const [name, id] of Object.entries(first.programs)) t.notOk(live.has(id), `old ${name} (id ${id}) is gone from bpftool prog`);
+  const skLookupLinks = netnsLinks(statSync(lab.path.a, { bigint: true }).ino);
+  t.equal(skLookupLinks.length, 1, 'one sk_lookup link in the pod netns');
+  t.equal((skLookupLinks[0] as { prog_id: number }).prog_id, second.programs.skein_sk_lookup, 'running the new program');
+
+  second.proc.kill('SIGKILL');
+  await new Promise((r) => second.proc.once('exit', r));
+  const cleaner = new CaptureManager({ pinRoot: lab.pinRoot, cgroupPath: lab.cgroupPath });
+  await cleaner.start();
+  await cleaner.uninstall();
+  t.same(cgroupPrograms(lab.cgroupPath), [], 'uninstall detaches everything');
+  t.same(netnsLinks(statSync(lab.path.a, { bigint: true }).ino), [], 'and the pod netns link');
+});
+
+t.test('startup checks: stale pins from another layout, bpffs missing', async (t) => {
+  const lab = await makeCaptureLab(t, { joinCgroup: false });
+  const first = new CaptureManager({ pinRoot: lab.pinRoot, cgroupPath: lab.cgroupPath });
+  await first.start();
+  await first.close();
+  const stampFd = native.objGet(`${lab.pinRoot}/maps/${MAP.stamp}`);
+  native.mapUpdate(stampFd, u32Key(0), encodeStamp(99));
+  native.closeFd(stampFd);
+  await t.rejects(new CaptureManager({ pinRoot: lab.pinRoot, cgroupPath: lab.cgroupPath }).start(), { code: 'SKEIN_CAPTURE_STALE_PINS' });
+  const replacing = new CaptureManager({ pinRoot: lab.pinRoot, cgroupPath: lab.cgroupPath, replaceStalePins: true });
+  await replacing.start();
+  t.equal(cgroupPrograms(lab.cgroupPath).length, 3, 'stale pins replaced: three programs attached, not six');
+  await replacing.uninstall();
+  t.same(cgroupPrograms(lab.cgroupPath), [], 'uninstalled');
+
+  await t.rejects(
+    new CaptureManager({ pinRoot: `/tmp/skein-not-bpffs-${lab.id}`, cgroupPath: lab.cgroupPath }).start(),
+    { code: 'SKEIN_CAPTURE_BPFFS_MISSING' },
+  );
+  await t.rejects(new CaptureManager({ pinRoot: lab.pinRoot, cgroupPath: `${lab.cgroupPath}-missing` }).start(), {
+    code: 'SKEIN_CAPTURE_CGROUP2_MISSING',
+  });
+  await t.rejects(native.netnsCookie('/nonexistent/netns'), { code: 'ENOENT', errno: -2, syscall: 'open' }, 'native errors carry code/errno/syscall');
+});
