@@ -33,7 +33,6 @@ import {
   decodeInboundPod,
   decodeNetnsPort,
   decodeOrigDst,
-  decodePodAddr,
   decodePodRecord,
   decodeSlotPort,
   decodeStamp,
