@@ -271,10 +271,9 @@ export class CertificateStore extends EventEmitter implements IdentitySource {
       this.timers.clearTimeout(e.timer);
       e.timer = undefined;
     }
-    e.inFlight = this.issueOnce(e).finally(() => {
-      e.inFlight = undefined;
-    });
-    return e.inFlight;
+    const p = this.issueOnce(e);
+    e.inFlight = p;
+    return p;
   }
 
   private async issueOnce(e: Entry): Promise<void> {
@@ -290,11 +289,14 @@ export class CertificateStore extends EventEmitter implements IdentitySource {
       const cert = await this.checkIssued(e.identity, res.certChainPem, res.trustBundlePem, keys.publicKey);
       cert.wc.privateKeyPem = await privateKeyToPem(keys.privateKey);
       if (!this.live(e)) return;
+      // Done with the CA: from here on a new renewal may start (install schedules one).
+      e.inFlight = undefined;
       this.applyBundle(res.trustBundlePem);
       this.install(e, cert.wc, cert.serial, started);
       this.metrics.issueSeconds.observe(Number(process.hrtime.bigint() - t0) / 1e9);
     } catch (err) {
       if (!this.live(e)) return;
+      e.inFlight = undefined;
       this.failed(e, err);
     } finally {
       if (e.abort === abort) e.abort = undefined;

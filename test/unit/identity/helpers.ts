@@ -46,6 +46,7 @@ export class FakeTime implements Clock, Timers {
   }
   /** Moves time forward, firing due timers in order. */
   advance(ms: number): void {
+    if (!Number.isFinite(ms)) throw new Error(`FakeTime.advance(${ms}): no finite delay (no timer pending?)`);
     const target = this.t + ms;
     for (;;) {
       let next: [number, { at: number; fn: () => void }] | undefined;
