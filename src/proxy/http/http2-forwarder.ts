@@ -57,6 +57,11 @@ function isGrpc(headers: http2.IncomingHttpHeaders): boolean {
   return typeof ct === 'string' && ct.startsWith('application/grpc');
 }
 
+/** A stream that has not been reset (an 'end' from it means a real END_STREAM). */
+function cleanSoFar(s: http2.Http2Stream): boolean {
+  return s.rstCode === undefined || s.rstCode === NGHTTP2_NO_ERROR;
+}
+
 export class Http2Forwarder {
   private readonly server: http2.Http2Server;
   private pendingConn: RoutedConnection | undefined;
@@ -232,7 +237,17 @@ export class Http2Forwarder {
       up.once('wantTrailers', () => {
         up.sendTrailers(reqTrailers ? endToEndH2Headers(reqTrailers) : {});
       });
-      stream.pipe(up);
+      // Not pipe's own end: a reset stream also emits 'end', and passing that on as a clean
+      // END_STREAM would turn a broken upload into a truncated one.
+      const endUp = (): void => {
+        if (cleanSoFar(stream) && !up.destroyed) up.end();
+      };
+      // An empty body (END_STREAM on an empty DATA frame) may have ended the stream already.
+      if (stream.readableEnded) endUp();
+      else {
+        stream.pipe(up, { end: false });
+        stream.once('end', endUp);
+      }
     }
     // Response direction.
     let resTrailers: http2.IncomingHttpHeaders | undefined;
@@ -250,7 +265,15 @@ export class Http2Forwarder {
       stream.once('wantTrailers', () => {
         stream.sendTrailers(resTrailers ? endToEndH2Headers(resTrailers) : {});
       });
-      up.pipe(stream);
+      up.pipe(stream, { end: false });
+      up.once('end', () => {
+        if (cleanSoFar(up)) {
+          if (!stream.destroyed) stream.end();
+          return;
+        }
+        markUpstreamReset();
+        stream.close(up.rstCode as number);
+      });
     });
     up.once('close', () => {
       if (stream.destroyed || stream.closed) return;
