@@ -2,7 +2,7 @@
 // and a mutual-TLS client/server pair built with the identity helpers that keeps connecting
 // through certificate rotations and a root rotation.
 import { once } from 'node:events';
-import { type AddressInfo } from 'node:net';
+import type { AddressInfo } from 'node:net';
 import * as tls from 'node:tls';
 import * as grpc from '@grpc/grpc-js';
 import t from 'tap';
@@ -16,13 +16,13 @@ import { createWorkloadCsr, generateP256KeyPair } from '../../../src/identity/ke
 import { StaticNodeAuthorizer } from '../../../src/identity/node-authorizer.js';
 import { peerIdentityOf } from '../../../src/identity/peer-verification.js';
 import { tlsOptionsFor } from '../../../src/identity/tls-options.js';
-import { id, makeCa, TD, tempDir } from './helpers.js';
+import { id, makeCa, TD, type Teardown, tempDir } from './helpers.js';
 
 const WEB = id('shop', 'web');
 const DB = id('shop', 'db');
 const OTHER = id('shop', 'admin');
 
-async function setup(t: Tap.Test) {
+async function setup(t: Teardown) {
   const ca = await makeCa({ ttl: { defaultTtlSeconds: 3600, maxTtlSeconds: 7200 } });
   const dir = tempDir(t, 'tokens');
   const files = await createBootstrapTokens(dir, ['node-a', 'node-b']);
@@ -60,9 +60,6 @@ async function setup(t: Tap.Test) {
   return { ca, port, agent, files, server };
 }
 
-declare namespace Tap {
-  type Test = Parameters<Parameters<typeof t.test>[1]>[0];
-}
 
 t.test('issuance over gRPC/TLS, refusals with precise status and skein code', async (t) => {
   const { ca, port, agent } = await setup(t);
@@ -136,7 +133,7 @@ t.test('the CA is unreachable: the store keeps retrying and a waiter times out c
 });
 
 /** A mutual-TLS server for `serverId` that rotates its context on every store change. */
-async function meshServer(t: Tap.Test, store: CertificateStore, serverId: string) {
+async function meshServer(t: Teardown, store: CertificateStore, serverId: string) {
   const opts = async () => tlsOptionsFor(await store.certificateFor(serverId), store.bundle, { trustDomain: TD });
   const server = tls.createServer(await opts(), (socket) => {
     try {

@@ -4,7 +4,6 @@ import { join } from 'node:path';
 import { Registry } from 'prom-client';
 import t from 'tap';
 import { SigningAuthority } from '../../../src/identity/authority.js';
-import { CertificateAuthority } from '../../../src/identity/ca.js';
 import { IdentityCode } from '../../../src/identity/codes.js';
 import { createWorkloadCsr, generateP256KeyPair } from '../../../src/identity/keys.js';
 import { verifyPeer } from '../../../src/identity/peer-verification.js';

@@ -6,7 +6,7 @@ import { SkeinError } from '../../../src/errors.js';
 import { CertificateStore, type CertificateStoreOptions } from '../../../src/identity/certificate-store.js';
 import { IdentityCode } from '../../../src/identity/codes.js';
 import { DEFAULT_RENEWAL_POLICY, renewalDelayMs, retryDelayMs, systemTimers } from '../../../src/identity/renewal.js';
-import { FakeTime, id, LocalIssuer, makeCa, TD } from './helpers.js';
+import { FakeTime, id, LocalIssuer, makeCa, TD, type Teardown } from './helpers.js';
 
 const WEB = id('shop', 'web');
 const DB = id('shop', 'db');
@@ -37,7 +37,7 @@ t.test('renewal and retry delays', async (t) => {
   t.equal(fired, false);
 });
 
-async function fixture(t: Tap.Test, extra: Partial<CertificateStoreOptions> = {}) {
+async function fixture(t: Teardown, extra: Partial<CertificateStoreOptions> = {}) {
   const time = new FakeTime();
   const ca = await makeCa({ now: () => new Date(time.now()), ttl: { defaultTtlSeconds: 3600, maxTtlSeconds: 3600 } });
   const issuer = new LocalIssuer(ca);
@@ -57,9 +57,6 @@ async function fixture(t: Tap.Test, extra: Partial<CertificateStoreOptions> = {}
   return { time, ca, issuer, store, registry };
 }
 
-declare namespace Tap {
-  type Test = Parameters<Parameters<typeof t.test>[1]>[0];
-}
 
 t.test('issues on acquire, waits, renews at half-life with jitter', async (t) => {
   const { time, ca, issuer, store, registry } = await fixture(t);

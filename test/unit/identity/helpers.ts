@@ -9,8 +9,13 @@ import type { Clock, Timers } from '../../../src/identity/renewal.js';
 export const TD = 'cluster.local';
 export const id = (ns: string, sa: string) => `spiffe://${TD}/ns/${ns}/sa/${sa}`;
 
+/** The part of a tap test the fixtures use. */
+export interface Teardown {
+  teardown(fn: () => unknown): void;
+}
+
 /** A temp dir removed at teardown. */
-export function tempDir(t: { teardown: (fn: () => void) => void }, tag: string): string {
+export function tempDir(t: Teardown, tag: string): string {
   const dir = mkdtempSync(join(tmpdir(), `skein-identity-${tag}-${process.pid}-`));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   return dir;

@@ -84,7 +84,7 @@ t.test('verifyPeer through an intermediate; several roots', async (t) => {
   const cert = await workloadCert(ca, WEB);
   const other = await SigningAuthority.generateRoot({ trustDomain: TD });
   t.equal(verifyPeer(cert.certChainPem, [other.rootPem, root.rootPem], { trustDomain: TD }), WEB, 'any root of the bundle');
-  const leafOnly = cert.certChainPem.split('-----END CERTIFICATE-----')[0] + '-----END CERTIFICATE-----\n';
+  const leafOnly = `${cert.certChainPem.split('-----END CERTIFICATE-----')[0]}-----END CERTIFICATE-----\n`;
   t.equal(codeOf(() => verifyPeer(leafOnly, [root.rootPem], { trustDomain: TD })), IdentityCode.PEER_UNTRUSTED, 'missing intermediate');
   t.equal(peerChainCertificates(cert.certChainPem).length, 2);
   t.equal(peerChainCertificates(peerChainCertificates(cert.certChainPem)).length, 2, 'X509Certificate[] input');
