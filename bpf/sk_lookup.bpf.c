@@ -7,6 +7,9 @@
  * on loopback or sent from the pod's own address — that is the pod talking to itself, or
  * the agent delivering inbound traffic to the app from inside the netns.
  *
+ * While the agent is down (its 15006 socket gone from the SOCKMAP) inbound connections to
+ * steered ports are refused: a STRICT pod must not take plaintext behind the proxy's back.
+ *
  * The pod is found by destination address (pod IPs are unique on a node), because
  * sk_lookup programs cannot read the netns cookie on older kernels.
  */
@@ -63,7 +66,7 @@ int skein_sk_lookup(struct bpf_sk_lookup *ctx)
 
 	struct bpf_sock *sk = bpf_map_lookup_elem(&skein_in_socks, &slot);
 	if (!sk)
-		return SK_PASS; /* agent not (yet) listening: fail open to the normal lookup */
+		return SK_DROP; /* agent down: refuse (RST) rather than let plaintext bypass policy */
 	bpf_sk_assign(ctx, sk, 0);
 	bpf_sk_release(sk);
 	return SK_PASS;

@@ -109,6 +109,7 @@ export class CaptureManager {
   private programs: Record<string, number> = {};
   private maps: Partial<Record<MapName, number>> = {};
   private cgroupPath = '';
+  private ownNetnsCookie: bigint | undefined;
   private readonly pods = new Map<string, EnrolledPod>();
   /** Every mutation runs in this chain, one at a time (enroll/release/reconcile may race). */
   private queue: Promise<unknown> = Promise.resolve();
@@ -364,6 +365,14 @@ export class CaptureManager {
     return this.serial(async () => {
       if (!this.started) throw new SkeinError('SKEIN_CAPTURE_NOT_STARTED', 'capture is not started');
       const { cookie, ino } = await this.netnsIdentity(pod.netnsPath, pod.uid);
+      this.ownNetnsCookie ??= await this.native.netnsCookie('/proc/self/ns/net');
+      if (cookie === this.ownNetnsCookie) {
+        // A host-network pod shares the agent's netns: capturing it would capture the agent.
+        throw new SkeinError('SKEIN_CAPTURE_HOST_NETWORK_POD', `pod ${pod.uid} shares the agent's network namespace; not captured`, {
+          uid: pod.uid,
+          netnsPath: pod.netnsPath,
+        });
+      }
       const current = this.pods.get(pod.uid);
       if (current && current.netnsCookie === cookie) {
         this.writePodTables(current.slot, cookie, pod);

@@ -22,6 +22,11 @@ const server = net.createServer((s) => {
   s.on('error', () => undefined);
   s.end(`${cfg.tag} ${dst}\n`);
 });
+const inbound = net.createServer((s) => {
+  s.on('error', () => undefined);
+  s.end(`${cfg.tag}-inbound ${s.localAddress}:${s.localPort}\n`);
+});
+inbound.listen({ fd: pod.listeners.inboundPlaintext });
 server.listen({ fd: pod.listeners.outbound }, () => {
   process.stdout.write(`${JSON.stringify({ ready: true, pid: process.pid, programs: capture.programIds() })}\n`);
 });

@@ -160,8 +160,8 @@ t.test('inbound: plaintext to an enrolled pod lands on 15006 with the original d
   t.equal(await readLine(new net.Socket({ fd: own }), lab.ip.b, 8080, 2000), 'b-app', 'agent in-pod connection reaches the app');
 
   // Released: inbound goes straight to the app again, and no sk_lookup link is left.
-  await b.close();
   t.ok(await capture.release(podB.uid), 'released');
+  await b.close();
   t.equal(await fetchLine(lab.path.c, lab.ip.bFromC, 8080), 'b-app', 'after release inbound reaches the app');
   t.same(netnsLinks(podB.netnsIno), [], 'no netns link left in B');
 });
@@ -239,6 +239,11 @@ t.test('pod netns vanishes while enrolled: reconcile cleans it up', async (t) =>
     'A stays enrolled',
   );
   t.same(await capture.reconcile([]), ['ns1/pod-a'], 'a pod no longer live is released');
+  await t.rejects(
+    capture.enroll({ uid: 'ns1/host-net', netnsPath: '/proc/self/ns/net', ips: ['10.0.0.9'], excludeOutboundPorts: [], excludeInboundPorts: [] }),
+    { code: 'SKEIN_CAPTURE_HOST_NETWORK_POD' },
+    "a pod in the agent's own netns is refused",
+  );
   for (const fd of Object.values(podA.listeners)) if (typeof fd === 'number') native.closeFd(fd);
 });
 
@@ -268,14 +273,21 @@ t.test('agent SIGKILL and restart: pins adopted, one copy of each program, captu
       proc.once('exit', (code) => reject(new Error(`agent ${tag} exited ${code}`)));
     });
 
+  // Pod A's app, for inbound from pod C.
+  await serveFd(t, await native.openListener(lab.path.a, '::', 7070, 16), 'a-app');
+  t.equal(await fetchLine(lab.path.c, lab.ip.a, 7070), 'a-app', 'before any agent, inbound reaches the app');
+
   const first = await startAgent('agent-1');
-  t.equal(await fetchLine(lab.path.a, lab.ip.b, 8080), `agent-1 ${lab.ip.b}:8080`, 'first agent captures');
+  t.equal(await fetchLine(lab.path.a, lab.ip.b, 8080), `agent-1 ${lab.ip.b}:8080`, 'first agent captures outbound');
+  t.equal(await fetchLine(lab.path.c, lab.ip.a, 7070), `agent-1-inbound ::ffff:${lab.ip.a}:7070`, 'and inbound');
   first.proc.kill('SIGKILL');
   await new Promise((r) => first.proc.once('exit', r));
-  await t.rejects(fetchLine(lab.path.a, lab.ip.b, 8080), { code: 'ECONNREFUSED' }, 'capture stays in place while the agent is down');
+  await t.rejects(fetchLine(lab.path.a, lab.ip.b, 8080), { code: 'ECONNREFUSED' }, 'outbound capture stays in place while the agent is down');
+  await t.rejects(fetchLine(lab.path.c, lab.ip.a, 7070), { code: 'ECONNREFUSED' }, 'inbound is refused, not handed to the app, while the agent is down');
 
   const second = await startAgent('agent-2');
-  t.equal(await fetchLine(lab.path.a, lab.ip.b, 8080), `agent-2 ${lab.ip.b}:8080`, 'restarted agent captures again');
+  t.equal(await fetchLine(lab.path.a, lab.ip.b, 8080), `agent-2 ${lab.ip.b}:8080`, 'restarted agent captures outbound again');
+  t.equal(await fetchLine(lab.path.c, lab.ip.a, 7070), `agent-2-inbound ::ffff:${lab.ip.a}:7070`, 'and inbound');
   const attached = cgroupPrograms(lab.cgroupPath);
   const byType = (type: string) => attached.filter((p) => p.attach_type === type).map((p) => p.id);
   t.same(byType('cgroup_inet4_connect'), [second.programs.skein_connect4], 'one connect4, the new one');
