@@ -73,6 +73,10 @@ export class Http1Forwarder {
       socket.end('HTTP/1.1 405 Method Not Allowed\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
       void req;
     });
+    // Node enforces headersTimeout/requestTimeout with one sweep over the connections a server
+    // tracks, and starts tracking on 'listening'. This server never listens (connections are
+    // handed over), so announce it: one shared interval instead of a timer per connection.
+    this.server.emit('listening');
     this.server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => this.onClientError(err, socket as Socket));
   }
 

@@ -1,0 +1,157 @@
+import http from 'node:http';
+import http2 from 'node:http2';
+import net from 'node:net';
+import t from 'tap';
+import { BACKEND_IPS, listenOn, snapshotFor, startProxy } from './harness.js';
+
+/** Sends raw bytes, collects everything until the proxy closes (or `waitMs` passes). */
+function raw(port: number, chunks: (string | Buffer)[], opts: { gapMs?: number; waitMs?: number } = {}): Promise<{ text: string; closedAfterMs: number }> {
+  return new Promise((resolve) => {
+    const started = performance.now();
+    const s = net.connect(port, '127.0.0.1');
+    let text = '';
+    s.on('data', (d) => {
+      text += d.toString('latin1');
+    });
+    s.on('error', () => {});
+    const finish = (): void => {
+      clearTimeout(timer);
+      resolve({ text, closedAfterMs: Math.round(performance.now() - started) });
+    };
+    s.on('close', finish);
+    const timer = setTimeout(() => {
+      s.destroy();
+    }, opts.waitMs ?? 5000);
+    let i = 0;
+    const next = (): void => {
+      if (i >= chunks.length || s.destroyed) return;
+      s.write(chunks[i++] as string);
+      if (opts.gapMs) setTimeout(next, opts.gapMs);
+      else next();
+    };
+    s.on('connect', next);
+  });
+}
+
+t.test('client-facing hardening (HTTP/1 and HTTP/2), the proxy keeps serving a good client', async (t) => {
+  const seenByBackend: string[] = [];
+  const backend = http.createServer((req, res) => {
+    seenByBackend.push(`${req.method} ${req.url}`);
+    req.resume();
+    req.on('end', () => res.end('ok'));
+  });
+  const b = await listenOn(backend, BACKEND_IPS[0] as string);
+  t.teardown(() => {
+    backend.closeAllConnections();
+    backend.close();
+  });
+  const h = await startProxy(snapshotFor([b], { appProtocol: 'http' }), {
+    http1: { headersTimeoutMs: 400, checkIntervalMs: 100, maxHeaderSize: 8192 },
+  });
+  t.teardown(() => h.close());
+  // A well-behaved client on its own keep-alive connection, used between every attack.
+  const goodAgent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+  t.teardown(() => goodAgent.destroy());
+  const good = (): Promise<number> =>
+    new Promise((resolve, reject) => {
+      http
+        .get({ host: '127.0.0.1', port: h.port, path: '/good', agent: goodAgent }, (res) => {
+          res.resume();
+          res.on('end', () => resolve(res.statusCode ?? 0));
+        })
+        .on('error', reject);
+    });
+  t.equal(await good(), 200);
+
+  t.test('request smuggling: Content-Length + Transfer-Encoding -> 400, nothing upstream', async (t) => {
+    const before = seenByBackend.length;
+    const r = await raw(h.port, [
+      'POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 44\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n',
+    ]);
+    t.match(r.text, /^HTTP\/1\.1 400 /);
+    t.equal(seenByBackend.length, before, 'backend saw no request at all');
+    t.notOk(seenByBackend.includes('GET /smuggled'));
+    t.equal(h.proxy.refusalCount('SKEIN_HTTP1_SMUGGLING'), 1, 'refusal counted with its code');
+    // Obfuscated Transfer-Encoding (not chunked-final) is refused as well.
+    const r2 = await raw(h.port, ['POST /b HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, identity\r\n\r\n5\r\nhello\r\n0\r\n\r\n']);
+    t.match(r2.text, /^HTTP\/1\.1 400 /);
+    t.equal(seenByBackend.length, before);
+    t.equal(await good(), 200, 'good client unaffected');
+  });
+
+  t.test('oversized headers -> 431', async (t) => {
+    const r = await raw(h.port, [`GET / HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`]);
+    t.match(r.text, /^HTTP\/1\.1 431 /);
+    t.equal(h.proxy.refusalCount('SKEIN_HTTP1_HEADERS_TOO_LARGE'), 1);
+    t.equal(await good(), 200, 'good client unaffected');
+  });
+
+  t.test('slowloris: a head trickled byte by byte is cut off at headersTimeout', async (t) => {
+    const head = 'GET / HTTP/1.1\r\nHost: x\r\nX-Slow: 1\r\n';
+    const chunks = [...head, ...'X-More: 2\r\n'.repeat(50)];
+    const r = await raw(h.port, chunks, { gapMs: 50, waitMs: 8000 });
+    t.ok(r.closedAfterMs < 2000, `closed after ${r.closedAfterMs} ms (headersTimeout 400 ms)`);
+    t.match(r.text, /^HTTP\/1\.1 408 |^$/, '408 or a plain close');
+    t.ok(h.proxy.refusalCount('SKEIN_HTTP1_SLOW_CLIENT') >= 1, 'counted');
+    t.equal(await good(), 200, 'good client unaffected');
+  });
+
+  t.test('CONNECT from an app is refused', async (t) => {
+    const r = await raw(h.port, ['CONNECT evil:443 HTTP/1.1\r\nHost: evil:443\r\n\r\n']);
+    t.match(r.text, /^HTTP\/1\.1 405 /);
+    t.equal(await good(), 200);
+  });
+});
+
+t.test('HTTP/2 rapid reset flood closes that session only', async (t) => {
+  const backend = http2.createServer();
+  backend.on('stream', (stream) => {
+    stream.on('error', () => {});
+    // Slow on purpose, so every flooding stream is still in flight when the client resets it.
+    setTimeout(() => {
+      if (!stream.closed) {
+        stream.respond({ ':status': 200 });
+        stream.end('ok');
+      }
+    }, 50);
+  });
+  const b = await listenOn(backend as unknown as net.Server, BACKEND_IPS[0] as string);
+  t.teardown(() => backend.close());
+  const h = await startProxy(snapshotFor([b], { appProtocol: 'http2' }), {
+    http2: { maxClientResetsPerWindow: 50, resetWindowMs: 1000, maxConcurrentStreams: 100 },
+  });
+  t.teardown(() => h.close());
+
+  const good = http2.connect(`http://127.0.0.1:${h.port}`);
+  t.teardown(() => good.close());
+  const goodGet = (): Promise<number> =>
+    new Promise((resolve, reject) => {
+      const r = good.request({ ':path': '/' });
+      r.on('response', (hd) => resolve(Number(hd[':status'])));
+      r.on('error', reject);
+      r.resume();
+    });
+  t.equal(await goodGet(), 200);
+
+  const attacker = http2.connect(`http://127.0.0.1:${h.port}`);
+  attacker.on('error', () => {});
+  const goaway = new Promise<number>((r) => attacker.once('goaway', (code) => r(code)));
+  const closed = new Promise<void>((r) => attacker.once('close', () => r()));
+  let opened = 0;
+  for (let i = 0; i < 1000 && !attacker.closed && !attacker.destroyed; i++) {
+    try {
+      const s = attacker.request({ ':path': `/flood/${i}` });
+      s.on('error', () => {});
+      s.close(http2.constants.NGHTTP2_CANCEL);
+      opened++;
+    } catch {
+      break;
+    }
+    if (i % 20 === 0) await new Promise((r) => setImmediate(r));
+  }
+  const code = await Promise.race([goaway, new Promise<number>((r) => setTimeout(() => r(-1), 3000))]);
+  t.equal(code, http2.constants.NGHTTP2_ENHANCE_YOUR_CALM, `GOAWAY(ENHANCE_YOUR_CALM) after ${opened} reset streams`);
+  await closed;
+  t.equal(h.proxy.refusalCount('SKEIN_HTTP2_RAPID_RESET'), 1, 'refusal counted once');
+  t.equal(await goodGet(), 200, 'the other session keeps being served');
+});
