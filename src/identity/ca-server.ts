@@ -74,7 +74,8 @@ class ServingCertificateProvider implements CertificateProvider {
  * refusal answered with a precise status + skein code, logged and counted.
  */
 export class CaServer {
-  private readonly server = new grpc.Server();
+  // A CSR is under 16 KiB: refuse anything much larger before parsing it.
+  private readonly server = new grpc.Server({ 'grpc.max_receive_message_length': 64 * 1024 });
   private readonly provider = new ServingCertificateProvider();
   private readonly log: Logger;
   private renewTimer: NodeJS.Timeout | undefined;

@@ -38,9 +38,13 @@ export function repoPath(...segments: string[]): string {
 
 /**
  * Loads a .proto of src/api at run time into a grpc-js package object. Options keep field
- * names as written (snake_case), int64 as numbers and defaults filled in.
+ * names as written (snake_case), int64 as numbers and defaults filled in. Parsed once per file.
  */
+const loaded = new Map<string, grpc.GrpcObject>();
+
 export function loadApiProto(file: string): grpc.GrpcObject {
+  const cached = loaded.get(file);
+  if (cached) return cached;
   const def = protoLoader.loadSync(repoPath('src', 'api', file), {
     keepCase: true,
     longs: Number,
@@ -48,5 +52,7 @@ export function loadApiProto(file: string): grpc.GrpcObject {
     defaults: true,
     oneofs: true,
   });
-  return grpc.loadPackageDefinition(def);
+  const pkg = grpc.loadPackageDefinition(def);
+  loaded.set(file, pkg);
+  return pkg;
 }

@@ -1,11 +1,13 @@
 import { createSecureContext, type PeerCertificate, type SecureContext, type TlsOptions, type ConnectionOptions } from 'node:tls';
 import type { SpiffeId } from '../config/model.js';
 import { type VerifyPeerOptions, verifyPeer } from './peer-verification.js';
+import { parseWorkloadSpiffeId } from './spiffe.js';
 import { TrustBundle } from './trust-bundle.js';
 import type { WorkloadCertificate } from './types.js';
 
 export interface MeshTlsOptions {
-  trustDomain: string;
+  /** Trust domain peers must be in; default: the trust domain of our own certificate. */
+  trustDomain?: string;
   /** Client side: the identity the server must have (checked in the handshake). */
   expectedPeer?: SpiffeId | SpiffeId[];
   /** ALPN protocols, e.g. ['h2'] for the HBONE tunnel. */
@@ -22,11 +24,11 @@ export interface MeshTlsOptions {
  * Usable for `tls.connect`, `tls.createServer`, `server.setSecureContext` (rotation) and
  * `tls.createSecureContext` (SNICallback).
  */
-export function tlsOptionsFor(cert: WorkloadCertificate, bundle: TrustBundle | string[], opts: MeshTlsOptions): TlsOptions & ConnectionOptions {
+export function tlsOptionsFor(cert: WorkloadCertificate, bundle: TrustBundle | string[], opts: MeshTlsOptions = {}): TlsOptions & ConnectionOptions {
   // One snapshot for both OpenSSL's `ca` and our SPIFFE check, so they never disagree.
   const roots = bundle instanceof TrustBundle ? bundle.rootsPem() : bundle;
   const snapshot = new TrustBundle(roots);
-  const verify: VerifyPeerOptions = { trustDomain: opts.trustDomain, expected: opts.expectedPeer };
+  const verify: VerifyPeerOptions = { trustDomain: opts.trustDomain ?? parseWorkloadSpiffeId(cert.identity).trustDomain, expected: opts.expectedPeer };
   return {
     cert: cert.certChainPem,
     key: cert.privateKeyPem,
@@ -47,6 +49,6 @@ export function tlsOptionsFor(cert: WorkloadCertificate, bundle: TrustBundle | s
 }
 
 /** A SecureContext for a server's SNICallback, from the same options. */
-export function secureContextFor(cert: WorkloadCertificate, bundle: TrustBundle | string[], opts: MeshTlsOptions): SecureContext {
+export function secureContextFor(cert: WorkloadCertificate, bundle: TrustBundle | string[], opts: MeshTlsOptions = {}): SecureContext {
   return createSecureContext(tlsOptionsFor(cert, bundle, opts));
 }

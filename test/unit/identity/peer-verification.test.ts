@@ -135,7 +135,18 @@ t.test('tlsOptionsFor: mutual TLS on loopback, identities checked both ways, ser
   server.setSecureContext(tlsOptionsFor(server2, bundle, { trustDomain: TD }));
   const r2 = await connect(id('shop', 'db'));
   t.equal(r2.serverSerial, new X509Certificate(server2.certChainPem).serialNumber, 'new handshakes see the new certificate');
-  t.ok(secureContextFor(server2, bundle, { trustDomain: TD }).context, 'SecureContext for SNICallback');
+  t.ok(secureContextFor(server2, bundle).context, 'SecureContext for SNICallback');
+  // Without options the trust domain is our own certificate's.
+  const r3 = await new Promise<string>((resolve, reject) => {
+    const s = tls.connect({ ...tlsOptionsFor(client, bundle), host: '127.0.0.1', port, servername: 'mesh' });
+    let data = '';
+    s.on('data', (d) => {
+      data += d;
+    });
+    s.on('end', () => resolve(data));
+    s.on('error', reject);
+  });
+  t.match(r3, /^hello /, 'connected with default options (trust domain of our own certificate)');
 });
 
 t.test('trust bundle: add, remove, replace, refuse bad roots', async (t) => {
