@@ -16,7 +16,7 @@ export function repoRoot(): string {
       return dir;
     }
     const up = dirname(dir);
-    if (up === dir) throw new Error('cannot find the skein package root above ' + fileURLToPath(import.meta.url));
+    if (up === dir) throw new Error(`cannot find the skein package root above ${fileURLToPath(import.meta.url)}`);
     dir = up;
   }
 }

@@ -2,6 +2,7 @@
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { labDown, labExec, labGc, labStatus, labUp } from '../lab/lab.js';
+import { labelNamespace, scaleDeployment } from '../lab/mutate.js';
 import { resolveLab } from '../lab/registry.js';
 import { repoRoot } from '../paths.js';
 import { createLogger } from '../telemetry/log.js';
@@ -25,6 +26,7 @@ export async function labCommand(argv: string[]): Promise<number> {
       all: { type: 'boolean', default: false },
       keep: { type: 'boolean', default: false },
       'owner-pid': { type: 'string' },
+      grace: { type: 'string' },
     },
   });
   const log = createLogger({ base: { component: 'lab' }, level: process.env.SKEIN_LOG_LEVEL ?? 'warn' });
@@ -67,6 +69,28 @@ export async function labCommand(argv: string[]): Promise<number> {
     case 'gc': {
       const r = await labGc({ all: values.all });
       progress(`lab gc: removed ${r.labs.length} lab(s), ${r.netns.length} stray netns, ${r.cgroups.length} stray cgroup tree(s)`);
+      return 0;
+    }
+    case 'label': {
+      // skein lab label namespace NAME key=value|key- ...
+      if (positionals[0] !== 'namespace' || positionals.length < 3) {
+        process.stderr.write('usage: skein lab label namespace NAME key=value|key- [...]\n');
+        return 2;
+      }
+      const labels = await labelNamespace(resolveLab(values.lab), positionals[1]!, positionals.slice(2));
+      process.stdout.write(`namespace/${positionals[1]} labels: ${JSON.stringify(labels)}\n`);
+      return 0;
+    }
+    case 'scale': {
+      // skein lab scale NAMESPACE/DEPLOYMENT N
+      const n = Number(positionals[1]);
+      if (positionals.length !== 2 || !positionals[0]!.includes('/') || !Number.isInteger(n)) {
+        process.stderr.write('usage: skein lab scale NAMESPACE/DEPLOYMENT REPLICAS\n');
+        return 2;
+      }
+      const { added, removed } = await scaleDeployment(resolveLab(values.lab), positionals[0]!, n, { graceMs: Number(values.grace ?? 1000) });
+      const names = (pods: { name: string }[]) => pods.map((p) => p.name).join(', ') || 'none';
+      process.stdout.write(`deployment/${positionals[0]} scaled to ${n} (added: ${names(added)}; removed: ${names(removed)})\n`);
       return 0;
     }
     case 'demo':

@@ -15,6 +15,8 @@ usage: skein <command> [...]
   lab exec NS/POD -- CMD   run a command inside a pod (\`skein\` as CMD is this CLI)
   lab gc [--all]           remove what killed runs left behind (--all: every lab)
   lab demo [FILE] [--keep] up, traffic between pods, a summary, down
+  lab label namespace NAME key=value|key-   change a namespace's labels (as kubectl)
+  lab scale NS/DEPLOYMENT N [--grace MS]    scale a Deployment (pods, endpoints, DNAT)
   workload echo|client     the lab's built-in programs (see skein workload --help)
   version                  print the version
 

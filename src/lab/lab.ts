@@ -62,7 +62,7 @@ export async function labUp(opts: UpOptions): Promise<LabRecord> {
     stateDir: join(dir, 'state'),
     logDir: join(dir, 'logs'),
     cgroupRoot: cgroup2Root(),
-    namespaces: scenario.namespaces.map((n) => ({ name: n.name, labels: n.labels })),
+    scenario,
     plan,
     processes: [],
   };
@@ -75,7 +75,7 @@ export async function labUp(opts: UpOptions): Promise<LabRecord> {
     await createUnderlay(plan);
     await Promise.all(plan.nodes.map((n) => createNode(plan, n)));
     await Promise.all(plan.pods.map((p) => createPod(plan, p)));
-    writeKubeState(rec, scenario);
+    writeKubeState(rec);
     progress(`lab ${id}: starting ${plan.pods.length} pods`);
     for (const pod of plan.pods) rec.processes.push(startPod(rec, pod));
     writeRecord(rec);
@@ -92,8 +92,9 @@ export async function labUp(opts: UpOptions): Promise<LabRecord> {
   }
 }
 
-function writeKubeState(rec: LabRecord, scenario: ReturnType<typeof loadScenario>): void {
-  const files = renderKubeState(rec.plan, scenario, rec.cgroupRoot, rec.createdAt);
+/** (Re)writes the state folder from the record: what the controller watches. */
+export function writeKubeState(rec: LabRecord): void {
+  const files = renderKubeState(rec.plan, rec.scenario, rec.cgroupRoot, rec.createdAt);
   for (const [name, objects] of Object.entries(files)) {
     const file = join(rec.stateDir, name);
     // write then rename: a watcher never sees a half-written file
@@ -106,7 +107,7 @@ function readyFile(rec: LabRecord, pod: PlannedPod): string {
   return join(rec.logDir, `${pod.namespace}.${pod.name}.ready`);
 }
 
-function startPod(rec: LabRecord, pod: PlannedPod): LabProcess {
+export function startPod(rec: LabRecord, pod: PlannedPod): LabProcess {
   const cgroup = createCgroup(rec.cgroupRoot, pod.cgroup);
   const log = join(rec.logDir, `${pod.namespace}.${pod.name}.log`);
   const env = podEnv(rec.plan, pod, { SKEIN_READY_FILE: readyFile(rec, pod) });
@@ -115,9 +116,9 @@ function startPod(rec: LabRecord, pod: PlannedPod): LabProcess {
 }
 
 /** Built-in workloads write their ready file once listening; other programs count once started. */
-async function waitReady(rec: LabRecord, timeoutMs: number): Promise<void> {
+export async function waitReady(rec: LabRecord, timeoutMs: number, pods = rec.plan.pods): Promise<void> {
   const deadline = Date.now() + timeoutMs;
-  const pending = new Set(rec.plan.pods.filter((p) => !p.container.command || p.container.command.length === 0));
+  const pending = new Set(pods.filter((p) => !p.container.command || p.container.command.length === 0));
   while (pending.size > 0) {
     for (const pod of pending) if (existsSync(readyFile(rec, pod))) pending.delete(pod);
     for (const proc of rec.processes) {
@@ -267,7 +268,7 @@ export function labStatus(rec: LabRecord): LabStatus {
     stateDir: rec.stateDir,
     logDir: rec.logDir,
     nodes: rec.plan.nodes.map((n) => ({ name: n.name, netns: n.netns, address: n.address, podCIDR: n.podCIDR })),
-    namespaces: rec.namespaces,
+    namespaces: rec.scenario.namespaces.map((n) => ({ name: n.name, labels: n.labels })),
     services: rec.plan.services.map((s) => ({
       namespace: s.namespace,
       name: s.name,

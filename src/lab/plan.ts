@@ -6,7 +6,7 @@
 import { randomUUID } from 'node:crypto';
 import { SkeinError } from '../errors.js';
 import { addressAt, cidrContains, type Cidr, formatCidr, parseCidr } from './ipam.js';
-import { matchesNode, type Scenario, type ScenarioContainer, type ScenarioServicePort } from './scenario.js';
+import { matchesNode, type Scenario, type ScenarioContainer, type ScenarioDeployment, type ScenarioServicePort } from './scenario.js';
 
 /** Every lab resource name starts with this, so `lab gc` can find leftovers. */
 export const LAB_PREFIX = 'skein-';
@@ -109,34 +109,9 @@ export function planLab(sc: Scenario, id: string): LabPlan {
   });
   checkDisjoint(nodes, serviceNet, underlay);
 
-  const nextHost = new Map<string, number>(nodes.map((n) => [n.name, 10]));
   const pods: PlannedPod[] = [];
   for (const d of sc.deployments) {
-    const candidates = sc.nodes.filter((n) => matchesNode(n, d.nodeSelector)).map((n) => n.name);
-    for (let r = 0; r < d.replicas; r++) {
-      const nodeName = candidates[r % candidates.length]!;
-      const node = nodes.find((n) => n.name === nodeName)!;
-      const offset = nextHost.get(nodeName)!;
-      nextHost.set(nodeName, offset + 1);
-      const cidr = parseCidr(node.podCIDR)!;
-      if (offset >= cidr.size - 1) throw planError(`Node ${nodeName} spec.podCIDR`, `${node.podCIDR} has no room for more pods`);
-      const name = `${d.name}-${r}`;
-      pods.push({
-        uid: randomUUID(),
-        namespace: d.namespace,
-        name,
-        deployment: d.name,
-        node: nodeName,
-        ip: addressAt(cidr, offset),
-        netns: `${prefix}-pod-${d.namespace}-${name}`,
-        hostIf: `vp${pods.length}`,
-        cgroup: `skein.lab/${id}/${nodeName}/${d.namespace}.${name}`,
-        serviceAccount: d.serviceAccountName,
-        labels: d.podLabels,
-        annotations: d.podAnnotations,
-        container: d.container,
-      });
-    }
+    for (let r = 0; r < d.replicas; r++) pods.push(planPod(sc, { id, prefix, nodes, pods }, d, r));
   }
 
   let nextVip = 10;
@@ -148,7 +123,6 @@ export function planLab(sc: Scenario, id: string): LabPlan {
       const candidate = addressAt(serviceNet, nextVip++);
       if (!taken.has(candidate)) vip = candidate;
     }
-    const selected = Object.keys(s.selector).length === 0 ? [] : pods.filter((p) => p.namespace === s.namespace && Object.entries(s.selector).every(([k, v]) => p.labels[k] === v));
     return {
       namespace: s.namespace,
       name: s.name,
@@ -157,9 +131,10 @@ export function planLab(sc: Scenario, id: string): LabPlan {
       ports: s.ports,
       labels: s.labels,
       annotations: s.annotations,
-      endpoints: selected.map((p) => ({ pod: p.name, namespace: p.namespace, uid: p.uid, ip: p.ip, node: p.node, ports: resolvePorts(s.ports, p) })),
+      endpoints: [],
     };
   });
+  for (const s of services) s.endpoints = endpointsOf(s, pods);
 
   return {
     id,
@@ -176,6 +151,52 @@ export function planLab(sc: Scenario, id: string): LabPlan {
     pods,
     services,
   };
+}
+
+/**
+ * Plans replica `r` of a Deployment next to the pods that exist: round-robin over the nodes
+ * its selector allows, the next free IP of that node's CIDR, unused interface names.
+ */
+export function planPod(
+  sc: Scenario,
+  lab: { id: string; prefix: string; nodes: PlannedNode[]; pods: PlannedPod[] },
+  d: ScenarioDeployment,
+  r: number,
+): PlannedPod {
+  const candidates = sc.nodes.filter((n) => matchesNode(n, d.nodeSelector)).map((n) => n.name);
+  const node = lab.nodes.find((n) => n.name === candidates[r % candidates.length])!;
+  const cidr = parseCidr(node.podCIDR)!;
+  const used = new Set(lab.pods.map((p) => p.ip));
+  let offset = 10;
+  while (used.has(addressAt(cidr, Math.min(offset, cidr.size - 1)))) offset += 1;
+  if (offset >= cidr.size - 1) throw planError(`Node ${node.name} spec.podCIDR`, `${node.podCIDR} has no room for more pods`);
+  const ifs = new Set(lab.pods.map((p) => p.hostIf));
+  let k = 0;
+  while (ifs.has(`vp${k}`)) k += 1;
+  const name = `${d.name}-${r}`;
+  return {
+    uid: randomUUID(),
+    namespace: d.namespace,
+    name,
+    deployment: d.name,
+    node: node.name,
+    ip: addressAt(cidr, offset),
+    netns: `${lab.prefix}-pod-${d.namespace}-${name}`,
+    hostIf: `vp${k}`,
+    cgroup: `skein.lab/${lab.id}/${node.name}/${d.namespace}.${name}`,
+    serviceAccount: d.serviceAccountName,
+    labels: d.podLabels,
+    annotations: d.podAnnotations,
+    container: d.container,
+  };
+}
+
+/** The pods a Service selects, as endpoints (a Service without selector has none). */
+export function endpointsOf(s: Pick<PlannedService, 'namespace' | 'selector' | 'ports'>, pods: PlannedPod[]): PlannedEndpoint[] {
+  if (Object.keys(s.selector).length === 0) return [];
+  return pods
+    .filter((p) => p.namespace === s.namespace && Object.entries(s.selector).every(([k, v]) => p.labels[k] === v))
+    .map((p) => ({ pod: p.name, namespace: p.namespace, uid: p.uid, ip: p.ip, node: p.node, ports: resolvePorts(s.ports, p) }));
 }
 
 /** Named target ports resolve against the pod's container ports, as kube-proxy does. */

@@ -8,6 +8,7 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, writeFile
 import { join } from 'node:path';
 import { SkeinError } from '../errors.js';
 import type { LabPlan } from './plan.js';
+import type { Scenario } from './scenario.js';
 
 export interface LabProcess {
   /** pod: a pod's program; agent / controller: skein components the lab runs. */
@@ -33,7 +34,8 @@ export interface LabRecord {
   stateDir: string;
   logDir: string;
   cgroupRoot: string;
-  namespaces: { name: string; labels: Record<string, string> }[];
+  /** The scenario as parsed, then as changed by `lab label` / `lab scale`. */
+  scenario: Scenario;
   plan: LabPlan;
   processes: LabProcess[];
 }

@@ -290,7 +290,11 @@ function h2cSender(opts: ClientOptions): Sender {
       req.on('error', reject);
       req.end(opts.size > 0 ? body : undefined);
     });
-  return Object.assign(send, { close: async () => sessions.all().forEach((x) => x.close()) });
+  return Object.assign(send, {
+    close: async () => {
+      for (const x of sessions.all()) x.close();
+    },
+  });
 }
 
 function grpcSender(opts: ClientOptions): Sender {
@@ -349,7 +353,11 @@ function grpcSender(opts: ClientOptions): Sender {
         }
       }
     });
-  return Object.assign(send, { close: async () => clients.all().forEach((c) => c.close()) });
+  return Object.assign(send, {
+    close: async () => {
+      for (const c of clients.all()) c.close();
+    },
+  });
 }
 
 /** TCP: WHOAMI, then `size` bytes that must come back verbatim, then half-close. */

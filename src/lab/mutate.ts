@@ -1,0 +1,132 @@
+/**
+ * Changing a running lab the way kubectl changes a cluster: label a namespace, scale a
+ * Deployment. Each change updates the record, the network (pods, Service DNAT) and the
+ * Kubernetes-shaped state folder that the controller watches.
+ */
+import { mkdirSync, rmdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { SkeinError } from '../errors.js';
+import { destroyCgroupTree } from './cgroups.js';
+import { startPod, waitReady, writeKubeState } from './lab.js';
+import { applyServiceRules, createPod, deleteNetns } from './network.js';
+import { endpointsOf, planPod, type PlannedPod } from './plan.js';
+import { type LabRecord, readRecord, writeRecord } from './registry.js';
+
+/** One mutation at a time per lab, across processes (mkdir is atomic). */
+async function withLabLock<T>(rec: LabRecord, fn: (fresh: LabRecord) => Promise<T>): Promise<T> {
+  const lock = join(rec.dir, '.lock');
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    try {
+      mkdirSync(lock);
+      break;
+    } catch {
+      if (Date.now() > deadline) throw new SkeinError('SKEIN_LAB_BUSY', `lab ${rec.id} is locked by another command (${lock})`);
+      await sleep(20);
+    }
+  }
+  try {
+    // Re-read under the lock: another command may have changed the lab meanwhile.
+    const fresh = readRecord(join(rec.dir, '..'), rec.id) ?? rec;
+    return await fn(fresh);
+  } finally {
+    rmdirSync(lock);
+  }
+}
+
+/**
+ * `key=value` sets a label, `key-` removes it (kubectl's syntax). Returns the new labels.
+ */
+export function parseLabelChanges(changes: string[]): { set: Record<string, string>; remove: string[] } {
+  const set: Record<string, string> = {};
+  const remove: string[] = [];
+  for (const c of changes) {
+    if (c.endsWith('-') && !c.includes('=')) remove.push(c.slice(0, -1));
+    else {
+      const eq = c.indexOf('=');
+      if (eq <= 0) throw new SkeinError('SKEIN_LAB_BAD_LABEL', `"${c}" is neither key=value nor key-`);
+      set[c.slice(0, eq)] = c.slice(eq + 1);
+    }
+  }
+  return { set, remove };
+}
+
+export async function labelNamespace(rec: LabRecord, namespace: string, changes: string[]): Promise<Record<string, string>> {
+  const { set, remove } = parseLabelChanges(changes);
+  return withLabLock(rec, async (fresh) => {
+    const ns = fresh.scenario.namespaces.find((n) => n.name === namespace);
+    if (!ns) throw new SkeinError('SKEIN_LAB_NOT_FOUND', `no namespace ${namespace} in lab ${fresh.id}`);
+    for (const k of remove) delete ns.labels[k];
+    Object.assign(ns.labels, set);
+    writeRecord(fresh);
+    writeKubeState(fresh);
+    return { ...ns.labels };
+  });
+}
+
+function refreshServices(rec: LabRecord): void {
+  for (const s of rec.plan.services) s.endpoints = endpointsOf(s, rec.plan.pods);
+}
+
+async function publish(rec: LabRecord): Promise<void> {
+  refreshServices(rec);
+  await Promise.all(rec.plan.nodes.map((n) => applyServiceRules(rec.plan, n)));
+  writeRecord(rec);
+  writeKubeState(rec);
+}
+
+export interface ScaleOptions {
+  /**
+   * Time between a pod leaving the Service endpoints and its process being killed, like
+   * Kubernetes' termination grace: in-flight requests finish, proxies learn the change.
+   */
+  graceMs?: number;
+  readyTimeoutMs?: number;
+}
+
+/**
+ * Scales `namespace/deployment` to `replicas`; new pods are ready before endpoints list them.
+ * Returns the pods added and removed.
+ */
+export async function scaleDeployment(rec: LabRecord, ref: string, replicas: number, opts: ScaleOptions = {}): Promise<{ added: PlannedPod[]; removed: PlannedPod[] }> {
+  const [namespace, name] = ref.split('/', 2);
+  if (!Number.isInteger(replicas) || replicas < 0 || replicas > 64) throw new SkeinError('SKEIN_LAB_BAD_SCALE', `replicas must be 0..64, got ${replicas}`);
+  return withLabLock(rec, async (fresh) => {
+    const d = fresh.scenario.deployments.find((x) => x.namespace === namespace && x.name === name);
+    if (!d) throw new SkeinError('SKEIN_LAB_NOT_FOUND', `no deployment ${ref} in lab ${fresh.id}`);
+    const current = fresh.plan.pods.filter((p) => p.namespace === namespace && p.deployment === name);
+    const index = (p: PlannedPod) => Number(p.name.slice(name!.length + 1));
+    if (replicas > current.length) {
+      const taken = new Set(current.map(index));
+      const added: PlannedPod[] = [];
+      for (let r = 0; added.length < replicas - current.length; r++) {
+        if (taken.has(r)) continue;
+        const pod = planPod(fresh.scenario, { id: fresh.id, prefix: fresh.plan.prefix, nodes: fresh.plan.nodes, pods: fresh.plan.pods }, d, r);
+        fresh.plan.pods.push(pod);
+        added.push(pod);
+      }
+      d.replicas = replicas;
+      writeRecord(fresh); // the record knows the new pods before they exist: down can undo them
+      await Promise.all(added.map((p) => createPod(fresh.plan, p)));
+      for (const p of added) fresh.processes.push(startPod(fresh, p));
+      writeRecord(fresh);
+      await waitReady(fresh, opts.readyTimeoutMs ?? 15_000, added);
+      await publish(fresh);
+      return { added, removed: [] };
+    }
+    const removed = current.sort((a, b) => index(b) - index(a)).slice(0, current.length - replicas);
+    const gone = new Set(removed);
+    fresh.plan.pods = fresh.plan.pods.filter((p) => !gone.has(p));
+    d.replicas = replicas;
+    await publish(fresh); // out of the endpoints first ...
+    await sleep(opts.graceMs ?? 1000); // ... then, after the grace period, gone
+    for (const p of removed) {
+      await destroyCgroupTree(join(fresh.cgroupRoot, p.cgroup));
+      await deleteNetns(p.netns);
+    }
+    fresh.processes = fresh.processes.filter((proc) => !removed.some((p) => proc.name === `${p.namespace}/${p.name}`));
+    writeRecord(fresh);
+    return { added: [], removed };
+  });
+}
