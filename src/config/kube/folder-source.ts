@@ -10,7 +10,7 @@ import { createHash } from 'node:crypto';
 import { type FSWatcher, watch } from 'node:fs';
 import { readdir, readFile } from 'node:fs/promises';
 import { join, relative } from 'node:path';
-import { parseAllDocuments } from 'yaml';
+import { LineCounter, parseAllDocuments } from 'yaml';
 import { messageOf, SkeinError } from '../../errors.js';
 import type { Logger } from '../../telemetry/log.js';
 import { silentLogger } from '../../telemetry/log.js';
@@ -49,13 +49,14 @@ async function listYaml(dir: string): Promise<string[]> {
 /** Parses one file's text into objects, or throws a SkeinError naming file/line/reason. */
 export function parseYamlObjects(file: string, text: string): SourcedObject[] {
   const out: SourcedObject[] = [];
-  const docs = parseAllDocuments(text, { prettyErrors: false });
+  const lines = new LineCounter();
+  const docs = parseAllDocuments(text, { prettyErrors: false, lineCounter: lines });
   // parseAllDocuments returns an EmptyStream (not an array) for an empty file.
   if (!Array.isArray(docs)) return out;
   for (const [i, doc] of docs.entries()) {
     const err = doc.errors[0];
     if (err) {
-      const line = err.linePos?.[0]?.line;
+      const line = lines.linePos(err.pos[0]).line;
       throw new SkeinError(ConfigErrorCode.Parse, `${file}: document ${i}${line ? ` line ${line}` : ''}: ${err.message}`, {
         file,
         document: i,

@@ -18,7 +18,7 @@ import type { Logger } from '../../telemetry/log.js';
 import { pipeBidirectional } from '../tcp/l4-pipe.js';
 import { endToEndRawHeaders, rawPairs } from './headers.js';
 import { RefusalCode, type RefusalLog } from './refusals.js';
-import { type RoutedConnection, UPSTREAM_CONNECT_FAILED, type UpstreamChoice } from './types.js';
+import { type RoutedConnection, UPSTREAM_CONNECT_FAILED } from './types.js';
 import { kOpen, type UpstreamPool } from './upstream-pool.js';
 
 export interface Http1Options {

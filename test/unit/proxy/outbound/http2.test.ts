@@ -109,7 +109,7 @@ t.test('3000 requests over ONE HTTP/2 client connection spread within 5% (round 
   const started = performance.now();
   const replies = await runBounded(3000, 64, () => get(session, '/who'));
   const counts = [0, 0, 0];
-  for (const r of replies) counts[Number(r.body.toString())]++;
+  for (const r of replies) counts[Number(r.body.toString())] = (counts[Number(r.body.toString())] ?? 0) + 1;
   const ms = Math.round(performance.now() - started);
   t.comment(`per endpoint: ${counts.join(' / ')} in ${ms} ms`);
   for (const c of counts) t.ok(Math.abs(c - 1000) <= 50, `endpoint got ${c} (1000 +- 5%)`);
@@ -127,7 +127,7 @@ t.test('least-request prefers the less loaded endpoint', async (t) => {
   t.teardown(() => session.close());
   const replies = await runBounded(600, 24, () => get(session, '/who'));
   const counts = [0, 0, 0];
-  for (const r of replies) counts[Number(r.body.toString())]++;
+  for (const r of replies) counts[Number(r.body.toString())] = (counts[Number(r.body.toString())] ?? 0) + 1;
   t.comment(`least-request with endpoint 0 slow: ${counts.join(' / ')}`);
   t.ok((counts[0] as number) < (counts[1] as number) / 2 && (counts[0] as number) < (counts[2] as number) / 2, 'slow endpoint gets far fewer');
 
@@ -135,7 +135,7 @@ t.test('least-request prefers the less loaded endpoint', async (t) => {
   h.store.apply(snapshotFor(backends, { appProtocol: 'http2', lb: 'ROUND_ROBIN', version: '2' }));
   const rr = await runBounded(600, 24, () => get(session, '/who'));
   const rc = [0, 0, 0];
-  for (const r of rr) rc[Number(r.body.toString())]++;
+  for (const r of rr) rc[Number(r.body.toString())] = (rc[Number(r.body.toString())] ?? 0) + 1;
   t.comment(`round robin with endpoint 0 slow: ${rc.join(' / ')}`);
   t.ok(Math.abs((rc[0] as number) - 200) <= 2, 'round robin ignores load');
 });
