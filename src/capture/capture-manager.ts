@@ -18,8 +18,10 @@
  *   links/sk_lookup_<slot> one netns link per enrolled pod
  * maps/skein_stamp holds the pin layout version; other layouts are stale pins.
  *
- * The listener fds belong to the caller from enroll() on: close the servers made from them
- * when releasing a pod (the kernel then drops the 15006 socket from the SOCKMAP by itself).
+ * The listener fds belong to the caller from enroll() on. To release a pod: release() first,
+ * keep serving the listeners for a short drain (connects redirected just before the release
+ * may still sit in the accept queue; closing at once resets them), then close the servers.
+ * Closing the 15006 socket also drops it from the SOCKMAP.
  */
 import { existsSync, mkdirSync, readdirSync, rmSync, statSync, unlinkSync } from 'node:fs';
 import type { Socket } from 'node:net';

@@ -10,7 +10,7 @@ import t from 'tap';
 import { CaptureManager, type EnrolledPod } from '../../../src/capture/capture-manager.js';
 import { MAP, u64Key, encodeStamp, u32Key } from '../../../src/capture/maps.js';
 import { loadNative } from '../../../src/capture/native.js';
-import { type CaptureLab, fetchLine, makeCaptureLab, netnsLinks, serveFd, cgroupPrograms, sh, type Teardown, readLine } from './fixture.js';
+import { type CaptureLab, cgroup2Root, fetchLine, makeCaptureLab, netnsLinks, serveFd, cgroupPrograms, sh, type Teardown, readLine } from './fixture.js';
 
 if (process.getuid?.() !== 0) {
   t.plan(0, 'capture e2e tests need root');
@@ -200,6 +200,9 @@ t.test('enrol and release a running pod while a client loop runs: switches withi
 
   const releaseAt = Date.now();
   await capture.release(podA.uid);
+  // Drain: connects redirected just before the release may still sit in the accept queue;
+  // closing the listener at once would reset them. (The proxy must do the same.)
+  await new Promise((r) => setTimeout(r, 300));
   await a.close();
   await new Promise((r) => setTimeout(r, 500));
   running = false;
@@ -307,6 +310,24 @@ t.test('agent SIGKILL and restart: pins adopted, one copy of each program, captu
   await cleaner.uninstall();
   t.same(cgroupPrograms(lab.cgroupPath), [], 'uninstall detaches everything');
   t.same(netnsLinks(statSync(lab.path.a, { bigint: true }).ino), [], 'and the pod netns link');
+});
+
+t.test('default attach point: the cgroup v2 root (as in production) captures a process in any cgroup', async (t) => {
+  const lab = await makeCaptureLab(t, { joinCgroup: false });
+  await startPodBApps(t, lab);
+  const capture = new CaptureManager({ pinRoot: lab.pinRoot });
+  t.teardown(() => capture.uninstall());
+  await capture.start();
+  t.equal(capture.attachedCgroup, cgroup2Root(), 'attached at the detected cgroup2 root');
+  const a = await servePod(t, capture, await capture.enroll({ uid: 'ns1/pod-a', netnsPath: lab.path.a, ips: [lab.ip.a], excludeOutboundPorts: [], excludeInboundPorts: [] }), 'a');
+  t.equal(await fetchLine(lab.path.a, lab.ip.vip, 80), 'a-15001', 'captured from outside the test cgroup');
+  t.same(a.originals.at(-1), { address: lab.ip.vip, port: 80, family: 4 });
+  const ours = new Set(Object.values(capture.programIds()));
+  t.equal(cgroupPrograms(cgroup2Root()).filter((p) => ours.has(p.id)).length, 3, 'connect4, connect6, sock_ops at the root');
+  await capture.release('ns1/pod-a');
+  await a.close();
+  await capture.uninstall();
+  t.equal(cgroupPrograms(cgroup2Root()).filter((p) => ours.has(p.id)).length, 0, 'nothing of ours left at the root');
 });
 
 t.test('startup checks: stale pins from another layout, bpffs missing', async (t) => {
