@@ -1,6 +1,6 @@
 import * as grpc from '@grpc/grpc-js';
 import t from 'tap';
-import { BACKEND_IPS, type Backend, snapshotFor, startProxy, VIP } from './harness.js';
+import { BACKEND_IPS, type Backend, snapshotFor, startProxy, VIP } from './fixtures/harness.js';
 
 // Raw-bytes service: no .proto needed, the proxy only sees HTTP/2 frames anyway.
 const id = (b: Buffer): Buffer => b;

@@ -2,7 +2,7 @@ import http from 'node:http';
 import http2 from 'node:http2';
 import net from 'node:net';
 import t from 'tap';
-import { BACKEND_IPS, listenOn, snapshotFor, startProxy } from './harness.js';
+import { BACKEND_IPS, listenOn, snapshotFor, startProxy } from './fixtures/harness.js';
 
 /** Sends raw bytes, collects everything until the proxy closes (or `waitMs` passes). */
 function raw(port: number, chunks: (string | Buffer)[], opts: { gapMs?: number; waitMs?: number } = {}): Promise<{ text: string; closedAfterMs: number }> {

@@ -3,7 +3,7 @@ import http from 'node:http';
 import type net from 'node:net';
 import t, { type Test } from 'tap';
 import { WebSocket, WebSocketServer } from 'ws';
-import { BACKEND_IPS, type Backend, listenOn, snapshotFor, startProxy } from './harness.js';
+import { BACKEND_IPS, type Backend, listenOn, snapshotFor, startProxy } from './fixtures/harness.js';
 
 interface Reply {
   status: number;

@@ -1,7 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import http2 from 'node:http2';
 import t, { type Test } from 'tap';
-import { BACKEND_IPS, type Backend, listenOn, snapshotFor, startProxy } from './harness.js';
+import { BACKEND_IPS, type Backend, listenOn, snapshotFor, startProxy } from './fixtures/harness.js';
 
 /** h2c backends: /who answers its index, /echo streams the request body back, /slow waits. */
 async function startH2Backends(t: Test, n = 3, slowIndex = -1): Promise<Backend[]> {

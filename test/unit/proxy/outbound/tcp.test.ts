@@ -3,7 +3,7 @@ import type { Duplex } from 'node:stream';
 import t from 'tap';
 import type { Workload } from '../../../../src/config/model.js';
 import type { LocalInbound } from '../../../../src/proxy/tunnel/types.js';
-import { BACKEND_IPS, directConnect, listenOn, snapshotFor, startProxy } from './harness.js';
+import { BACKEND_IPS, directConnect, listenOn, snapshotFor, startProxy } from './fixtures/harness.js';
 
 function connect(port: number): Promise<net.Socket> {
   return new Promise((resolve, reject) => {
