@@ -296,6 +296,23 @@ Napi::Value MapLookup(const Napi::CallbackInfo& info) {
   });
 }
 
+// mapLookupAndDelete(fd, key, valueSize) -> Buffer | null: one syscall, for per-connection
+// hot paths (the caller knows the value size, so no map-info syscall either).
+Napi::Value MapLookupAndDelete(const Napi::CallbackInfo& info) {
+  int fd = FdArg(info, 0, "mapFd");
+  auto key = BufferArg(info, 1, "key");
+  int valueSize = FdArg(info, 2, "valueSize");
+  if (valueSize == 0 || valueSize > 65536) throw ArgError(info.Env(), "valueSize out of range");
+  return Sync(info, [&]() -> Napi::Value {
+    std::vector<uint8_t> value(static_cast<size_t>(valueSize));
+    if (bpf_map_lookup_and_delete_elem(fd, key.Data(), value.data()) < 0) {
+      if (errno == ENOENT) return info.Env().Null();
+      Fail(errno, "bpf_map_lookup_and_delete_elem");
+    }
+    return Napi::Buffer<uint8_t>::Copy(info.Env(), value.data(), value.size());
+  });
+}
+
 // mapUpdate(fd, key, value, flags = BPF_ANY)
 Napi::Value MapUpdate(const Napi::CallbackInfo& info) {
   int fd = FdArg(info, 0, "mapFd");
@@ -366,6 +383,7 @@ void RegisterBpfOps(Napi::Env env, Napi::Object exports) {
   exports.Set("progInfo", Napi::Function::New(env, ProgInfo, "progInfo"));
   exports.Set("mapInfo", Napi::Function::New(env, MapInfo, "mapInfo"));
   exports.Set("mapLookup", Napi::Function::New(env, MapLookup, "mapLookup"));
+  exports.Set("mapLookupAndDelete", Napi::Function::New(env, MapLookupAndDelete, "mapLookupAndDelete"));
   exports.Set("mapUpdate", Napi::Function::New(env, MapUpdate, "mapUpdate"));
   exports.Set("mapDelete", Napi::Function::New(env, MapDelete, "mapDelete"));
   exports.Set("mapNextKey", Napi::Function::New(env, MapNextKey, "mapNextKey"));

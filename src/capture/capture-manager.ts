@@ -50,6 +50,7 @@ import {
   encodeStamp,
   MAP,
   type MapName,
+  ORIG_DST_SIZE,
   type OriginalDestination,
   PIN_LAYOUT,
   PRESENT,
@@ -465,15 +466,14 @@ export class CaptureManager {
     }
     const cookie = this.native.socketNetnsCookie(fd);
     const key = encodePeerKey(cookie, socket.remotePort, familyOf(unmapIPv4(socket.remoteAddress)));
-    const map = this.map(MAP.originalByPeer);
-    const value = this.native.mapLookup(map, key);
+    // Hot path (every outbound connection): getsockopt + one lookup-and-delete syscall.
+    const value = this.native.mapLookupAndDelete(this.map(MAP.originalByPeer), key, ORIG_DST_SIZE);
     if (!value) {
       throw new SkeinError('SKEIN_CAPTURE_NO_ORIGINAL_DST', 'no original destination recorded for this connection', {
         netnsCookie: cookie.toString(),
         peerPort: socket.remotePort,
       });
     }
-    this.native.mapDelete(map, key);
     return decodeOrigDst(value);
   }
 

@@ -100,9 +100,11 @@ export interface OriginalDestination {
   family: IpFamily;
 }
 
+export const ORIG_DST_SIZE = 20;
+
 /** struct orig_dst (written by BPF; encoded here for tests). */
 export function encodeOrigDst(dst: OriginalDestination): Buffer {
-  const b = Buffer.alloc(20);
+  const b = Buffer.alloc(ORIG_DST_SIZE);
   b.writeUInt16LE(afOf(dst.family), 0);
   b.writeUInt16BE(dst.port, 2);
   ipToBytes(dst.address).copy(b, 4);

@@ -78,6 +78,11 @@ export interface SkeinNative {
   progInfo(progFd: number): ProgInfo;
   mapInfo(mapFd: number): MapInfo;
   mapLookup(mapFd: number, key: Buffer): Buffer | null;
+  /**
+   * Read and remove an entry in one syscall (hash maps); valueSize must be the map's value
+   * size (a wrong size is EINVAL from the kernel). Null when absent.
+   */
+  mapLookupAndDelete(mapFd: number, key: Buffer, valueSize: number): Buffer | null;
   /** flags: 0 = any, 1 = only new, 2 = only existing. */
   mapUpdate(mapFd: number, key: Buffer, value: Buffer, flags?: number): void;
   /** True when an entry was removed. */

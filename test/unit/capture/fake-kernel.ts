@@ -156,6 +156,14 @@ export class FakeKernel {
         checkSizes(m, key);
         return m.entries.get(key.toString('hex')) ?? null;
       },
+      mapLookupAndDelete(fd, key, valueSize) {
+        const m = k.get(fd, 'map');
+        checkSizes(m, key);
+        if (valueSize !== SIZES[m.name]?.[1]) throw sysError('EINVAL', 22, 'bpf_map_lookup_and_delete_elem');
+        const v = m.entries.get(key.toString('hex')) ?? null;
+        m.entries.delete(key.toString('hex'));
+        return v;
+      },
       mapUpdate(fd, key, value) {
         const m = k.get(fd, 'map');
         checkSizes(m, key, value);
