@@ -1,9 +1,10 @@
-import { createPrivateKey, randomBytes, type X509Certificate } from 'node:crypto';
+import { createPrivateKey, randomBytes, sign, type X509Certificate } from 'node:crypto';
 import { isIP } from 'node:net';
 import { SkeinError } from '../errors.js';
 import { IdentityCode } from './codes.js';
+import { bitString, extension, oid, positiveInteger, seq, subjectOfCertificate, time, tlv } from './der.js';
 import { ECDSA_SHA256, generateP256KeyPair, importSigningKey, privateKeyToPem, type SigningKey } from './keys.js';
-import { isSelfSigned, parseCertificates } from './pem.js';
+import { derToPem, isSelfSigned, parseCertificates } from './pem.js';
 import { subtle, x509 } from './x509-provider.js';
 
 /** PEM material of a signing authority: its cert first, up to and including the root. */
@@ -44,6 +45,9 @@ export class SigningAuthority {
   readonly id: string;
   private readonly signer: x509.X509Certificate;
   private readonly akid: x509.AuthorityKeyIdentifierExtension | undefined;
+  private readonly skid: Buffer | undefined;
+  /** Raw DER subject of the signing certificate: the issuer of every leaf, byte for byte. */
+  private readonly issuerName: Buffer;
 
   private constructor(
     chain: X509Certificate[],
@@ -56,6 +60,8 @@ export class SigningAuthority {
     this.signer = signer;
     const skid = signer.getExtension(x509.SubjectKeyIdentifierExtension);
     this.akid = skid ? new x509.AuthorityKeyIdentifierExtension(skid.keyId) : undefined;
+    this.skid = skid ? Buffer.from(skid.keyId, 'hex') : undefined;
+    this.issuerName = subjectOfCertificate(chain[0]?.raw as Buffer);
   }
 
   get root(): X509Certificate {
@@ -132,6 +138,7 @@ export class SigningAuthority {
     const notBefore = new Date(req.now.getTime() - req.backdateSeconds * 1000);
     const wanted = req.now.getTime() + req.ttlSeconds * 1000;
     const notAfter = new Date(Math.min(wanted, this.signingCert.validToDate.getTime()));
+    if (!req.dnsSans?.length && !req.ipSans?.length) return this.signWorkloadLeaf(req, notBefore, notAfter);
     const names: x509.JsonGeneralName[] = [
       ...(req.uriSans ?? []).map((value) => ({ type: 'url' as const, value })),
       ...(req.dnsSans ?? []).map((value) => ({ type: 'dns' as const, value })),
@@ -158,6 +165,34 @@ export class SigningAuthority {
     return cert.toString('pem');
   }
 
+  /**
+   * The workload leaf (URI SANs only), DER built directly and signed with crypto.sign: same
+   * content as the generic path (see signLeaf), several times faster. Empty subject, so the
+   * SAN is critical (RFC 5280 4.2.1.6).
+   */
+  private signWorkloadLeaf(req: LeafRequest, notBefore: Date, notAfter: Date): string {
+    const sanNames = (req.uriSans ?? []).map((u) => tlv(0x86, Buffer.from(u, 'utf8')));
+    const extensions = [
+      extension('2.5.29.19', true, seq()), // basicConstraints: CA false
+      extension('2.5.29.15', true, bitString7(0x80)), // keyUsage: digitalSignature
+      extension('2.5.29.37', false, seq(oid('1.3.6.1.5.5.7.3.1'), oid('1.3.6.1.5.5.7.3.2'))), // serverAuth, clientAuth
+      extension('2.5.29.17', true, seq(...sanNames)),
+    ];
+    if (this.skid) extensions.push(extension('2.5.29.35', false, seq(tlv(0x80, this.skid))));
+    const tbs = seq(
+      tlv(0xa0, Buffer.from([0x02, 0x01, 0x02])), // version v3
+      positiveInteger(Buffer.from(randomSerialHex(), 'hex')),
+      this.key.signatureAlgorithmDer,
+      this.issuerName,
+      seq(time(notBefore), time(notAfter)),
+      seq(), // empty subject
+      Buffer.from(req.publicKeySpki),
+      tlv(0xa3, seq(...extensions)),
+    );
+    const signature = sign(this.key.nodeHash, tbs, this.key.privateKey);
+    return derToPem(seq(tbs, this.key.signatureAlgorithmDer, bitString(signature)));
+  }
+
   /** A serving certificate (and fresh key) for a TLS server, e.g. the CA's own gRPC endpoint. */
   async issueServingCertificate(opts: { sans: string[]; ttlSeconds: number; now?: Date }): Promise<{ certChainPem: string; privateKeyPem: string }> {
     const keys = await generateP256KeyPair();
@@ -177,4 +212,9 @@ export class SigningAuthority {
 
 function escapeDn(v: string): string {
   return v.replace(/([,+"\\<>;=])/g, '\\$1');
+}
+
+/** A KeyUsage BIT STRING with one byte of flags (bit 0 = digitalSignature = 0x80); 7 unused bits. */
+function bitString7(flags: number): Buffer {
+  return tlv(0x03, Buffer.from([0x07, flags]));
 }

@@ -1,6 +1,8 @@
+import { verify } from 'node:crypto';
 import { SkeinError } from '../errors.js';
 import { IdentityCode } from './codes.js';
-import { isP256Spki } from './keys.js';
+import { firstElement } from './der.js';
+import { p256KeyOf } from './keys.js';
 import { parseWorkloadSpiffeId, type WorkloadSpiffeId } from './spiffe.js';
 import { x509 } from './x509-provider.js';
 
@@ -42,6 +44,7 @@ export function effectiveTtl(requested: number | undefined, policy: TtlPolicy): 
  * P-256, it carries exactly one SAN which is a URI, and that URI is a workload SPIFFE ID
  * in `trustDomain`. The subject (CN...) is ignored: it is never copied into the leaf.
  */
+// async: callers await it, and a future check may need to be (e.g. a revocation lookup).
 export async function validateCsr(csrPem: string, trustDomain: string, requestedTtlSeconds: number | undefined, policy: TtlPolicy): Promise<ValidatedCsr> {
   if (csrPem.length > MAX_CSR_PEM_BYTES) throw new SkeinError(IdentityCode.CSR_INVALID, 'CSR too large');
   let csr: x509.Pkcs10CertificateRequest;
@@ -51,10 +54,15 @@ export async function validateCsr(csrPem: string, trustDomain: string, requested
     throw new SkeinError(IdentityCode.CSR_INVALID, 'CSR is not a parseable PKCS#10 request', undefined, { cause: err });
   }
   const spki = csr.publicKey.rawData;
-  if (!isP256Spki(spki)) throw new SkeinError(IdentityCode.CSR_KEY, 'CSR key is not ECDSA P-256');
+  const key = p256KeyOf(spki);
+  if (!key) throw new SkeinError(IdentityCode.CSR_KEY, 'CSR key is not ECDSA P-256');
+  // Node's verify on the raw to-be-signed bytes: the same check as csr.verify(), without a
+  // WebCrypto key import per request. The CSR must be signed with ECDSA and SHA-256.
   let signatureOk = false;
   try {
-    signatureOk = await csr.verify();
+    const alg = csr.signatureAlgorithm as { name?: string; hash?: { name?: string } };
+    signatureOk =
+      alg.name === 'ECDSA' && alg.hash?.name === 'SHA-256' && verify('sha256', firstElement(Buffer.from(csr.rawData)), key, Buffer.from(csr.signature));
   } catch {
     signatureOk = false;
   }

@@ -42,13 +42,13 @@ export function keyKind(key: KeyObject): string {
   return key.asymmetricKeyType ?? 'unknown';
 }
 
-/** True when the SPKI DER is an ECDSA P-256 public key. */
-export function isP256Spki(spkiDer: ArrayBuffer | Uint8Array): boolean {
+/** The public key of an SPKI DER when it is ECDSA P-256, else undefined. */
+export function p256KeyOf(spkiDer: ArrayBuffer | Uint8Array): KeyObject | undefined {
   try {
     const key = createPublicKey({ key: Buffer.from(spkiDer as ArrayBuffer), format: 'der', type: 'spki' });
-    return keyKind(key) === 'ec:prime256v1';
+    return keyKind(key) === 'ec:prime256v1' ? key : undefined;
   } catch {
-    return false;
+    return undefined;
   }
 }
 
@@ -60,7 +60,18 @@ export interface SigningKey {
   pkcs8Pem: string;
   /** Node KeyObject of the public half, to check a certificate matches its key. */
   publicKey: KeyObject;
+  /** Node KeyObject of the private half, for signing with crypto.sign (the fast path). */
+  privateKey: KeyObject;
+  /** Digest for crypto.sign and the DER AlgorithmIdentifier of the signature. */
+  nodeHash: 'sha256' | 'sha384';
+  signatureAlgorithmDer: Buffer;
 }
+
+// AlgorithmIdentifier DER: ecdsa-with-SHA256, ecdsa-with-SHA384 (no parameters, RFC 5758),
+// sha256WithRSAEncryption (NULL parameters, RFC 4055).
+const ECDSA_SHA256_DER = Buffer.from('300a06082a8648ce3d040302', 'hex');
+const ECDSA_SHA384_DER = Buffer.from('300a06082a8648ce3d040303', 'hex');
+const RSA_SHA256_DER = Buffer.from('300d06092a864886f70d01010b0500', 'hex');
 
 /**
  * Imports an operator- or store-supplied private key (PKCS#8, SEC1 or PKCS#1 PEM): ECDSA
@@ -78,18 +89,23 @@ export async function importSigningKey(pem: string): Promise<SigningKey> {
   const kind = keyKind(keyObject);
   let importAlg: EcKeyImportParams | RsaHashedImportParams;
   let algorithm: EcdsaParams | RsaHashedImportParams;
+  let nodeHash: 'sha256' | 'sha384' = 'sha256';
+  let signatureAlgorithmDer = ECDSA_SHA256_DER;
   if (kind === 'ec:prime256v1') {
     importAlg = ECDSA_P256 as EcKeyImportParams;
     algorithm = ECDSA_SHA256;
   } else if (kind === 'ec:secp384r1') {
     importAlg = { name: 'ECDSA', namedCurve: 'P-384' };
     algorithm = { name: 'ECDSA', hash: 'SHA-384' };
+    nodeHash = 'sha384';
+    signatureAlgorithmDer = ECDSA_SHA384_DER;
   } else if (kind === 'rsa') {
     importAlg = { name: 'RSASSA-PKCS1-v1_5', hash: 'SHA-256' };
     algorithm = importAlg;
+    signatureAlgorithmDer = RSA_SHA256_DER;
   } else {
     throw new SkeinError(IdentityCode.ROOT_INVALID, `unsupported CA key type ${kind} (want ECDSA P-256/P-384 or RSA)`);
   }
   const key = await subtle.importKey('pkcs8', der, importAlg, false, ['sign']);
-  return { key, algorithm, pkcs8Pem, publicKey: createPublicKey(keyObject) };
+  return { key, algorithm, pkcs8Pem, publicKey: createPublicKey(keyObject), privateKey: keyObject, nodeHash, signatureAlgorithmDer };
 }

@@ -131,6 +131,9 @@ export async function craftIntermediate(root: SigningAuthority): Promise<{ certC
       new x509.BasicConstraintsExtension(true, 0, true),
       new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign, true),
       await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
+      new x509.AuthorityKeyIdentifierExtension(
+        new x509.X509Certificate(root.signingCert.raw).getExtension(x509.SubjectKeyIdentifierExtension)?.keyId as string,
+      ),
     ],
   });
   return { certChainPem: [cert.toString('pem'), root.rootPem], privateKeyPem: await privateKeyToPem(keys.privateKey) };
