@@ -1,8 +1,9 @@
 /**
  * connect() cost of capture: connections per second from one pod netns, with the hooks
  * detached vs attached. Root only; builds its own netns/cgroup/pins (test/e2e/capture
- * fixture) and removes them, also on failure or Ctrl-C. Bounded: PHASE_MS per phase
- * (default 3000, 5 phases), concurrency CONC (default 8).
+ * fixture) and removes them, also on failure or Ctrl-C. Bounded: ROUNDS (default 3) rounds
+ * of 5 phases of PHASE_MS (default 1000) each, CONC (default 8) concurrent connect loops;
+ * medians over the rounds, since the phases of a round alternate detached and attached.
  *
  *   node --import tsx test/bench/capture-connect.ts        (after make build-bpf build-native)
  *
@@ -20,8 +21,15 @@ import { CaptureManager } from '../../src/capture/capture-manager.js';
 import { loadNative } from '../../src/capture/native.js';
 import { makeCaptureLab } from '../e2e/capture/fixture.js';
 
-const PHASE_MS = Number(process.env.PHASE_MS ?? 3000);
+const PHASE_MS = Number(process.env.PHASE_MS ?? 1000);
+const ROUNDS = Number(process.env.ROUNDS ?? 3);
 const CONC = Number(process.env.CONC ?? 8);
+
+const DETACHED_B = 'detached, to pod B';
+const DETACHED_LOCAL = 'detached, to a local listener (127.0.0.1:15001)';
+const ATTACHED_NOT_ENROLLED = 'attached, pod not enrolled';
+const ATTACHED_EXCLUDED = 'attached, pod enrolled, port excluded';
+const ATTACHED_REDIRECTED = 'attached, redirected to 15001 + original dst read';
 
 const cleanups: Array<() => unknown> = [];
 const teardown = { teardown: (fn: () => unknown) => cleanups.push(fn) };
@@ -92,47 +100,69 @@ async function main(): Promise<void> {
   if (process.getuid?.() !== 0) throw new Error('run as root');
   const native = loadNative();
   const lab = await makeCaptureLab(teardown);
-  // One destination port per phase: each phase starts with a fresh 4-tuple space.
+  // One destination port per phase: each phase has its own 4-tuple space.
   for (const port of [8080, 8081, 8082, 8083]) await serve(await native.openListener(lab.path.b, '0.0.0.0', port, 4096));
   execFileSync('ip', ['netns', 'exec', lab.netns.a, 'sysctl', '-qw', 'net.ipv4.tcp_tw_reuse=1']);
-  // The baseline listener stands where the agent's outbound listener will be.
-  const localBaseline = await serve(await native.openListener(lab.path.a, '127.0.0.1', 15001, 4096));
-  const rows: Array<{ phase: string; cps: number; errors: number }> = [];
+  const samples = new Map<string, number[]>();
+  let errors = 0;
+  let lookupFailures = 0;
   const phase = async (name: string, host: string, port: number) => {
     const r = await runClient(lab.netns.a, host, port);
-    rows.push({ phase: name, cps: r.ok / r.seconds, errors: r.errors });
+    samples.set(name, [...(samples.get(name) ?? []), r.ok / r.seconds]);
+    errors += r.errors;
   };
+  const closeServer = (server: net.Server) => new Promise<void>((r) => server.close(() => r()));
 
-  await phase('detached, to pod B', lab.ip.b, 8080);
-  await phase('detached, to local listener', '127.0.0.1', 15001);
-  await new Promise<void>((r) => localBaseline.close(() => r()));
+  // Rounds interleave detached and attached phases, so a noisy neighbour hits both alike.
+  for (let round = 0; round < ROUNDS; round++) {
+    await phase(DETACHED_B, lab.ip.b, 8080);
+    // The baseline listener stands where the agent's outbound listener will be.
+    const local = await serve(await native.openListener(lab.path.a, '127.0.0.1', 15001, 4096));
+    await phase(DETACHED_LOCAL, '127.0.0.1', 15001);
+    await closeServer(local);
 
-  const capture = new CaptureManager({ pinRoot: lab.pinRoot, cgroupPath: lab.cgroupPath });
-  teardown.teardown(() => capture.uninstall());
-  await capture.start();
-  await phase('attached, A not enrolled', lab.ip.b, 8081);
+    const capture = new CaptureManager({ pinRoot: lab.pinRoot, cgroupPath: lab.cgroupPath });
+    teardown.teardown(() => capture.uninstall());
+    await capture.start();
+    await phase(ATTACHED_NOT_ENROLLED, lab.ip.b, 8081);
+    const a = { uid: 'bench/a', netnsPath: lab.path.a, ips: [lab.ip.a], excludeInboundPorts: [] };
+    const pod = await capture.enroll({ ...a, excludeOutboundPorts: [8082] });
+    const servers = [
+      await serve(pod.listeners.outbound, (s) => {
+        try {
+          capture.originalDestination(s);
+        } catch {
+          lookupFailures++;
+        }
+      }),
+      await serve(pod.listeners.inboundPlaintext),
+      await serve(pod.listeners.tunnel),
+    ];
+    await phase(ATTACHED_EXCLUDED, lab.ip.b, 8082);
+    await capture.enroll({ ...a, excludeOutboundPorts: [] });
+    await phase(ATTACHED_REDIRECTED, lab.ip.b, 8083);
+    await capture.release(a.uid);
+    await new Promise((r) => setTimeout(r, 100)); // drain
+    for (const server of servers) await closeServer(server);
+    await capture.uninstall();
+  }
 
-  const pod = await capture.enroll({ uid: 'bench/a', netnsPath: lab.path.a, ips: [lab.ip.a], excludeOutboundPorts: [8082], excludeInboundPorts: [] });
-  let lookupFailures = 0;
-  await serve(pod.listeners.outbound, (s) => {
-    try {
-      capture.originalDestination(s);
-    } catch {
-      lookupFailures++;
-    }
-  });
-  for (const fd of [pod.listeners.inboundPlaintext, pod.listeners.tunnel]) await serve(fd);
-  await phase('attached, A enrolled, port excluded', lab.ip.b, 8082);
-  await capture.enroll({ uid: 'bench/a', netnsPath: lab.path.a, ips: [lab.ip.a], excludeOutboundPorts: [], excludeInboundPorts: [] });
-  await phase('attached, A redirected to 15001', lab.ip.b, 8083);
-
-  const base = (name: string) => rows.find((r) => r.phase === name)?.cps ?? Number.NaN;
-  const baselineOf = (name: string) => (name.includes('redirected') || name.includes('local') ? base('detached, to local listener') : base('detached, to pod B'));
-  console.log(`capture connect() benchmark: ${CONC} concurrent loops, ${PHASE_MS} ms per phase, kernel ${execFileSync('uname', ['-r']).toString().trim()}`);
-  console.log('| phase | connections/s | errors | ratio to its detached baseline |');
+  const median = (xs: number[]) => {
+    const s = [...xs].sort((x, y) => x - y);
+    return s.length % 2 ? (s[(s.length - 1) / 2] ?? 0) : ((s[s.length / 2 - 1] ?? 0) + (s[s.length / 2] ?? 0)) / 2;
+  };
+  const med = (name: string) => median(samples.get(name) ?? []);
+  const baselineOf = (name: string) => med(name === ATTACHED_REDIRECTED || name === DETACHED_LOCAL ? DETACHED_LOCAL : DETACHED_B);
+  const kernel = execFileSync('uname', ['-r']).toString().trim();
+  console.log(`capture connect() benchmark: ${ROUNDS} rounds x ${PHASE_MS} ms per phase, ${CONC} concurrent connect loops, kernel ${kernel}`);
+  console.log('| phase | median connections/s | min..max | ratio to its detached baseline (medians) |');
   console.log('|---|---:|---:|---:|');
-  for (const r of rows) console.log(`| ${r.phase} | ${r.cps.toFixed(0)} | ${r.errors} | ${(r.cps / baselineOf(r.phase)).toFixed(3)} |`);
-  console.log(`original-destination lookups failed: ${lookupFailures}`);
+  for (const [name, xs] of samples) {
+    const range = `${Math.min(...xs).toFixed(0)}..${Math.max(...xs).toFixed(0)}`;
+    console.log(`| ${name} | ${med(name).toFixed(0)} | ${range} | ${(med(name) / baselineOf(name)).toFixed(3)} |`);
+  }
+  console.log(`client errors: ${errors}; original-destination lookups failed: ${lookupFailures}`);
+  if (errors || lookupFailures) process.exitCode = 1;
 }
 
 main()
