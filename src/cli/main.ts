@@ -2,6 +2,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { repoRoot } from '../paths.js';
+import { runAgent } from '../agent/main.js';
 import { labCommand } from './lab.js';
 import { workloadCommand } from './workload.js';
 
@@ -17,6 +18,7 @@ usage: skein <command> [...]
   lab demo [FILE] [--keep] up, traffic between pods, a summary, down
   lab label namespace NAME key=value|key-   change a namespace's labels (as kubectl)
   lab scale NS/DEPLOYMENT N [--grace MS]    scale a Deployment (pods, endpoints, DNAT)
+  agent --node NAME ...    the node agent (see skein agent --help)
   workload echo|client     the lab's built-in programs (see skein workload --help)
   version                  print the version
 
@@ -30,6 +32,8 @@ export async function main(argv: string[]): Promise<number> {
       return labCommand(rest);
     case 'workload':
       return workloadCommand(rest);
+    case 'agent':
+      return runAgent(rest);
     case 'version':
     case '--version': {
       const pkg = JSON.parse(readFileSync(join(repoRoot(), 'package.json'), 'utf8')) as { version: string };

@@ -1,0 +1,92 @@
+/**
+ * The agent's operator surfaces:
+ *   admin      127.0.0.1:15000  GET /config_dump /workloads /certs /stats /capture,
+ *                               POST /logging?level=debug  (localhost only: it tells a lot)
+ *   metrics    :15020/metrics   Prometheus text (prom-client)
+ *   readiness  :15021/healthz/ready  200 once capture is up and a config is applied
+ * Certificates are shown without keys: keys never leave the agent's memory.
+ */
+import http from 'node:http';
+import type { Registry } from 'prom-client';
+import type { CaptureManager } from '../capture/capture-manager.js';
+import type { CertificateStore } from '../identity/certificate-store.js';
+import type { Logger } from '../telemetry/log.js';
+import type { NodeAgent } from './agent.js';
+
+export interface HostPort {
+  host: string;
+  port: number;
+}
+
+export function parseHostPort(s: string, flag: string): HostPort {
+  const m = /^\[?([^\]]*?)\]?:(\d+)$/.exec(s);
+  if (!m || Number(m[2]) > 65535) throw new Error(`${flag} must be HOST:PORT, got "${s}"`);
+  return { host: m[1] || '0.0.0.0', port: Number(m[2]) };
+}
+
+function json(res: http.ServerResponse, status: number, body: unknown): void {
+  res.writeHead(status, { 'content-type': 'application/json' });
+  res.end(`${JSON.stringify(body, (_k, v) => (typeof v === 'bigint' ? v.toString() : v), 2)}\n`);
+}
+
+function listen(server: http.Server, at: HostPort): Promise<void> {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(at.port, at.host, () => resolve());
+  });
+}
+
+export interface AdminDeps {
+  agent: NodeAgent;
+  capture: CaptureManager;
+  certificates: CertificateStore;
+  registry: Registry;
+  log: Logger;
+}
+
+export async function startAdmin(deps: AdminDeps, at: { admin: HostPort; metrics: HostPort; ready: HostPort }): Promise<() => Promise<void>> {
+  const { agent, capture, certificates, registry, log } = deps;
+  const admin = http.createServer((req, res) => {
+    const url = new URL(req.url ?? '/', 'http://admin');
+    try {
+      if (req.method === 'GET' && url.pathname === '/config_dump') return json(res, 200, { snapshot: agent.store.snapshot() ?? null, lastRejection: agent.store.lastRejection()?.message ?? null });
+      if (req.method === 'GET' && url.pathname === '/workloads') return json(res, 200, agent.status());
+      if (req.method === 'GET' && url.pathname === '/certs') return json(res, 200, { trustBundle: certificates.trustBundlePem(), certificates: certificates.status() });
+      if (req.method === 'GET' && url.pathname === '/stats') return json(res, 200, { outbound: agent.outbound.stats(), inbound: agent.inbound.stats });
+      if (req.method === 'GET' && url.pathname === '/capture')
+        return json(res, 200, {
+          pinRoot: capture.options.pinRoot,
+          cgroup: capture.attachedCgroup,
+          programs: capture.programIds(),
+          enrolled: capture.enrolled().map((p) => ({ uid: p.uid, netns: p.netnsPath, netnsCookie: p.netnsCookie, slot: p.slot, ips: p.ips })),
+        });
+      if (req.method === 'POST' && url.pathname === '/logging') {
+        const level = url.searchParams.get('level');
+        if (!level || !(level in log.levels.values)) return json(res, 400, { error: `level must be one of ${Object.keys(log.levels.values).join(', ')}` });
+        log.level = level;
+        return json(res, 200, { level });
+      }
+      if (req.method === 'GET' && url.pathname === '/') return json(res, 200, { endpoints: ['/config_dump', '/workloads', '/certs', '/stats', '/capture', 'POST /logging?level='] });
+      json(res, 404, { error: `no ${req.method} ${url.pathname}` });
+    } catch (err) {
+      log.error({ err }, 'admin request failed');
+      json(res, 500, { error: String(err) });
+    }
+  });
+  const metrics = http.createServer(async (req, res) => {
+    if (req.url !== '/metrics') return json(res, 404, { error: 'see /metrics' });
+    res.writeHead(200, { 'content-type': registry.contentType });
+    res.end(await registry.metrics());
+  });
+  const ready = http.createServer((req, res) => {
+    const ok = capture.started && agent.store.snapshot() !== undefined;
+    if (req.url !== '/healthz/ready') return json(res, 404, { error: 'see /healthz/ready' });
+    json(res, ok ? 200 : 503, { ready: ok });
+  });
+  await listen(admin, at.admin);
+  await listen(metrics, at.metrics);
+  await listen(ready, at.ready);
+  return async () => {
+    await Promise.all([admin, metrics, ready].map((s) => new Promise<void>((r) => s.close(() => r()))));
+  };
+}

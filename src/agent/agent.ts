@@ -1,0 +1,210 @@
+/**
+ * One node's agent: keeps the proxy's view of the mesh (config store), the kernel's capture of
+ * local pods (BPF, listeners in pod netns) and the certificates of local identities in step.
+ *
+ *   config source ──▶ ConfigStore ──▶ reconcile(): for every local, meshed pod with a netns
+ *                                       acquire its identity, enroll it in capture, serve it
+ *                                       (PodRuntime); release what is gone.
+ *
+ * Reconciles run one at a time; a pod that fails to enrol is logged and retried on the next
+ * change or tick, never taking the agent down.
+ */
+import net from 'node:net';
+import type { Duplex } from 'node:stream';
+import { CaptureManager } from '../capture/capture-manager.js';
+import type { MeshSnapshot, Workload } from '../config/model.js';
+import type { ConfigSource } from '../config/source.js';
+import { ConfigStore } from '../config/store.js';
+import { messageOf, SkeinError } from '../errors.js';
+import type { CertificateStore } from '../identity/certificate-store.js';
+import { InboundProxy } from '../proxy/inbound/inbound-proxy.js';
+import { OutboundProxy } from '../proxy/outbound/outbound-proxy.js';
+import { TunnelPool } from '../proxy/tunnel/tunnel-pool.js';
+import type { Logger } from '../telemetry/log.js';
+import { PodRuntime } from './pod-runtime.js';
+
+export interface NodeAgentOptions {
+  node: string;
+  source: ConfigSource;
+  capture: CaptureManager;
+  certificates: CertificateStore;
+  log: Logger;
+  /** Periodic reconcile, to retry failures and notice pods whose netns vanished (ms). */
+  resyncMs?: number;
+}
+
+export interface AgentPodStatus {
+  uid: string;
+  pod: string;
+  identity: string;
+  ips: string[];
+  netns: string | undefined;
+  state: 'serving' | 'failed';
+  error?: string;
+}
+
+/** Connects from inside a pod's netns with the agent's socket mark (never captured). */
+function socketFromFd(fd: number): Duplex {
+  return new net.Socket({ fd, readable: true, writable: true, allowHalfOpen: true });
+}
+
+export class NodeAgent {
+  readonly store = new ConfigStore();
+  readonly outbound: OutboundProxy;
+  readonly inbound: InboundProxy;
+  readonly tunnels: TunnelPool;
+  private readonly pods = new Map<string, PodRuntime>();
+  private readonly failures = new Map<string, string>();
+  private queue: Promise<void> = Promise.resolve();
+  private resyncTimer: NodeJS.Timeout | undefined;
+  private stopped = false;
+  private configErrors = 0;
+
+  constructor(readonly opts: NodeAgentOptions) {
+    const { capture, certificates, log } = opts;
+    this.inbound = new InboundProxy({
+      logger: log,
+      // The app is reached from inside its own netns, on its own address, by a marked socket:
+      // connect4 leaves it alone and sk_lookup ignores loopback-delivered traffic.
+      app: {
+        connect: async (workload: Workload, port: number) => {
+          if (!workload.netnsPath) throw new SkeinError('SKEIN_AGENT_NO_NETNS', `pod ${workload.namespace}/${workload.name} has no known netns`);
+          const fd = await capture.connectFromAgent(workload.netnsPath, workload.ips[0]!, port);
+          return socketFromFd(fd);
+        },
+      },
+    });
+    this.tunnels = new TunnelPool({ identity: certificates, logger: log });
+    this.outbound = new OutboundProxy({
+      store: this.store,
+      localNode: opts.node,
+      tunnel: this.tunnels,
+      inbound: this.inbound,
+      logger: log,
+      // Traffic that leaves the mesh (unknown destinations, endpoints outside the mesh) starts
+      // from the source pod's netns, so it carries the pod's address as before capture.
+      connectDirect: async (source: Workload, address: string, port: number) => {
+        if (!source.netnsPath) throw new SkeinError('SKEIN_AGENT_NO_NETNS', `pod ${source.namespace}/${source.name} has no known netns`);
+        const fd = await capture.connectFromAgent(source.netnsPath, address, port);
+        return socketFromFd(fd);
+      },
+    });
+    this.store.subscribe(() => this.schedule());
+  }
+
+  async start(): Promise<void> {
+    const { source, capture, log } = this.opts;
+    await capture.start();
+    await source.start(
+      (snapshot: MeshSnapshot) => {
+        const r = this.store.apply(snapshot);
+        if (r.ok) log.info({ version: snapshot.version, workloads: snapshot.workloads.length, services: snapshot.services.length }, 'config applied');
+        else {
+          this.configErrors += 1;
+          log.error({ err: r.error, code: r.error.code }, 'config rejected; serving the last good config');
+        }
+      },
+      (err: SkeinError) => {
+        this.configErrors += 1;
+        log.error({ err, code: err.code }, 'config source error; serving the last good config');
+      },
+    );
+    this.resyncTimer = setInterval(() => this.schedule(), this.opts.resyncMs ?? 5000);
+    this.resyncTimer.unref();
+    await this.schedule();
+  }
+
+  /** Local pods that belong in capture now. */
+  private desired(): Map<string, Workload> {
+    const out = new Map<string, Workload>();
+    for (const w of this.store.localWorkloads(this.opts.node)) {
+      if (w.meshEnabled && w.netnsPath && w.ips.length > 0) out.set(w.uid, w);
+    }
+    return out;
+  }
+
+  /** Queues one reconcile (they never overlap). */
+  schedule(): Promise<void> {
+    this.queue = this.queue.then(() => (this.stopped ? undefined : this.reconcile())).catch((err) => {
+      this.opts.log.error({ err }, 'reconcile failed');
+    });
+    return this.queue;
+  }
+
+  private async reconcile(): Promise<void> {
+    const { capture, certificates, log } = this.opts;
+    const want = this.desired();
+    for (const [uid, rt] of this.pods) {
+      if (want.has(uid)) continue;
+      await this.releasePod(uid, rt);
+    }
+    // Pods a previous agent enrolled, or whose netns is gone, are cleaned up by capture itself.
+    const gone = await capture.reconcile([...want.values()].map((w) => ({ uid: w.uid, netnsPath: w.netnsPath })));
+    for (const uid of gone) log.info({ uid }, 'released pod capture left by a previous agent or a vanished netns');
+    for (const [uid, w] of want) {
+      const rt = this.pods.get(uid);
+      if (rt) {
+        rt.update(w);
+        continue;
+      }
+      certificates.acquire(w.identity, uid);
+      try {
+        const enrolled = await capture.enroll({
+          uid: w.uid,
+          netnsPath: w.netnsPath!,
+          ips: w.ips,
+          excludeOutboundPorts: w.excludeOutboundPorts,
+          excludeInboundPorts: w.excludeInboundPorts,
+        });
+        const started = await PodRuntime.start(w, enrolled, { capture, outbound: this.outbound, inbound: this.inbound, identity: certificates, log });
+        this.pods.set(uid, started);
+        this.failures.delete(uid);
+        log.info({ pod: `${w.namespace}/${w.name}`, identity: w.identity, ips: w.ips }, 'pod enrolled');
+      } catch (err) {
+        this.failures.set(uid, messageOf(err));
+        certificates.release(w.identity, uid);
+        await capture.release(uid).catch(() => false);
+        log.error({ err, pod: `${w.namespace}/${w.name}`, code: (err as { code?: string }).code }, 'pod enrolment failed; will retry');
+      }
+    }
+  }
+
+  private async releasePod(uid: string, rt: PodRuntime): Promise<void> {
+    this.pods.delete(uid);
+    await rt.close();
+    await this.opts.capture.release(uid);
+    this.opts.certificates.release(rt.workload.identity, uid);
+    this.opts.log.info({ pod: `${rt.workload.namespace}/${rt.workload.name}` }, 'pod released');
+  }
+
+  status(): { node: string; configVersion: string | undefined; configErrors: number; pods: AgentPodStatus[] } {
+    const pods: AgentPodStatus[] = [];
+    for (const [uid, rt] of this.pods) {
+      const w = rt.workload;
+      pods.push({ uid, pod: `${w.namespace}/${w.name}`, identity: w.identity, ips: w.ips, netns: w.netnsPath, state: 'serving' });
+    }
+    for (const [uid, error] of this.failures) {
+      const w = this.store.workloadByUid(uid);
+      pods.push({ uid, pod: w ? `${w.namespace}/${w.name}` : uid, identity: w?.identity ?? '', ips: w?.ips ?? [], netns: w?.netnsPath, state: 'failed', error });
+    }
+    return { node: this.opts.node, configVersion: this.store.snapshot()?.version, configErrors: this.configErrors, pods };
+  }
+
+  /**
+   * Stops serving. Capture stays in the kernel (pins) so a restarted agent adopts it; in the
+   * meantime captured connections are refused rather than leaking around the mesh.
+   */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.resyncTimer) clearInterval(this.resyncTimer);
+    await this.queue;
+    await this.opts.source.stop();
+    await Promise.allSettled([...this.pods.values()].map((rt) => rt.close()));
+    this.pods.clear();
+    await this.outbound.close();
+    await this.tunnels.close();
+    this.opts.certificates.close();
+    await this.opts.capture.close();
+  }
+}
+

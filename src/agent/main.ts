@@ -1,0 +1,121 @@
+/** `skein agent`: the node agent process. */
+import { readFile } from 'node:fs/promises';
+import { parseArgs } from 'node:util';
+import { collectDefaultMetrics, Registry } from 'prom-client';
+import { CaptureManager } from '../capture/capture-manager.js';
+import { DEFAULT_CLUSTER_DOMAIN, DEFAULT_TRUST_DOMAIN } from '../config/model.js';
+import { KubeFolderSource } from '../config/kube/folder-source.js';
+import type { ConfigSource } from '../config/source.js';
+import { SkeinError } from '../errors.js';
+import { CaClient } from '../identity/ca-client.js';
+import { CertificateStore } from '../identity/certificate-store.js';
+import { readBootstrapToken } from '../identity/bootstrap-tokens.js';
+import { splitPemBundle } from './pem.js';
+import { createLogger } from '../telemetry/log.js';
+import { parseHostPort, startAdmin } from './admin.js';
+import { NodeAgent } from './agent.js';
+
+export const AGENT_USAGE = `usage: skein agent --node NAME --config-folder DIR --ca-root-file FILE --token-file FILE [options]
+
+  --node NAME            this node (default $NODE_NAME)
+  --config-folder DIR    read the mesh from a folder of Kubernetes YAML (the lab's state folder)
+  --trust-domain TD      SPIFFE trust domain (default ${DEFAULT_TRUST_DOMAIN})
+  --ca-address H:P       the mesh CA (default skein-controller.skein-system.svc:15012)
+  --ca-root-file FILE    PEM root(s) the CA's serving certificate chains to; also the first trust bundle
+  --token-file FILE      this node's bootstrap credential for the CA
+  --pin-root DIR         bpffs folder for skein's pins (default /sys/fs/bpf/skein)
+  --bpf-dir DIR          compiled BPF objects (default build/bpf of this checkout)
+  --admin H:P            admin API (default 127.0.0.1:15000)
+  --metrics H:P          Prometheus metrics (default 0.0.0.0:15020)
+  --ready H:P            readiness (default 0.0.0.0:15021)
+  --cert-ttl SECONDS     requested workload certificate TTL (default 86400)
+  --log-file FILE        JSON log lines go here (default stderr)`;
+
+const STOP_GRACE_MS = 5000;
+
+export async function runAgent(argv: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      node: { type: 'string', default: process.env.NODE_NAME },
+      'config-folder': { type: 'string' },
+      'trust-domain': { type: 'string', default: DEFAULT_TRUST_DOMAIN },
+      'cluster-domain': { type: 'string', default: DEFAULT_CLUSTER_DOMAIN },
+      'ca-address': { type: 'string', default: 'skein-controller.skein-system.svc:15012' },
+      'ca-root-file': { type: 'string' },
+      'token-file': { type: 'string' },
+      'pin-root': { type: 'string', default: '/sys/fs/bpf/skein' },
+      'bpf-dir': { type: 'string' },
+      admin: { type: 'string', default: '127.0.0.1:15000' },
+      metrics: { type: 'string', default: '0.0.0.0:15020' },
+      ready: { type: 'string', default: '0.0.0.0:15021' },
+      'cert-ttl': { type: 'string', default: '86400' },
+      'log-file': { type: 'string' },
+      'log-level': { type: 'string' },
+      help: { type: 'boolean', default: false },
+    },
+  });
+  if (values.help) {
+    process.stdout.write(`${AGENT_USAGE}\n`);
+    return 0;
+  }
+  const need = (v: string | undefined, flag: string): string => {
+    if (!v) throw new SkeinError('SKEIN_AGENT_USAGE', `${flag} is required\n${AGENT_USAGE}`);
+    return v;
+  };
+  const node = need(values.node, '--node');
+  const folder = need(values['config-folder'], '--config-folder');
+  const log = createLogger({ base: { component: 'agent', node }, ...(values['log-file'] ? { file: values['log-file'] } : {}), ...(values['log-level'] ? { level: values['log-level'] } : {}) });
+  const rootsPem = splitPemBundle(await readFile(need(values['ca-root-file'], '--ca-root-file'), 'utf8'));
+  const tokenFile = need(values['token-file'], '--token-file');
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry });
+
+  const issuer = new CaClient({ address: values['ca-address']!, rootsPem, token: () => readBootstrapToken(tokenFile) });
+  const certificates = new CertificateStore({
+    trustDomain: values['trust-domain']!,
+    issuer,
+    initialTrustBundlePem: rootsPem,
+    ttlSeconds: Number(values['cert-ttl']),
+    logger: log,
+    registry,
+  });
+  const capture = new CaptureManager({ pinRoot: values['pin-root'], ...(values['bpf-dir'] ? { bpfObjectDir: values['bpf-dir'] } : {}) }, { logger: log });
+  const source: ConfigSource = new KubeFolderSource({ dir: folder, trustDomain: values['trust-domain']!, clusterDomain: values['cluster-domain']!, logger: log });
+  const agent = new NodeAgent({ node, source, capture, certificates, log });
+
+  const stopAdmin = await startAdmin(
+    { agent, capture, certificates, registry, log },
+    { admin: parseHostPort(values.admin!, '--admin'), metrics: parseHostPort(values.metrics!, '--metrics'), ready: parseHostPort(values.ready!, '--ready') },
+  );
+  try {
+    await agent.start();
+  } catch (err) {
+    // Nothing may keep a failed agent alive (its admin servers would): stop and report.
+    await stopAdmin();
+    throw err;
+  }
+  log.info({ node, pinRoot: capture.options.pinRoot, programs: capture.programIds() }, 'agent started');
+  process.stderr.write(`skein agent: node ${node} serving (admin ${values.admin}, metrics ${values.metrics})\n`);
+
+  // Never die on a stray error in one connection: log it and keep serving everyone else.
+  process.on('uncaughtException', (err) => log.error({ err, code: 'SKEIN_AGENT_UNCAUGHT' }, 'uncaught exception'));
+  process.on('unhandledRejection', (err) => log.error({ err, code: 'SKEIN_AGENT_UNHANDLED' }, 'unhandled rejection'));
+
+  await new Promise<void>((resolve) => {
+    process.once('SIGTERM', resolve);
+    process.once('SIGINT', resolve);
+  });
+  log.info('agent stopping; capture stays pinned for the next agent');
+  // A connection that will not drain must not keep a stopping agent (and its pod's traffic,
+  // which fails closed meanwhile) hanging: stop gracefully, but within a deadline.
+  const deadline = setTimeout(() => {
+    log.warn({ code: 'SKEIN_AGENT_STOP_TIMEOUT', graceMs: STOP_GRACE_MS }, 'graceful stop took too long; exiting');
+    process.exit(0);
+  }, STOP_GRACE_MS);
+  await agent.stop();
+  await stopAdmin();
+  issuer.close();
+  clearTimeout(deadline);
+  return 0;
+}
