@@ -57,7 +57,14 @@ class MeshAgent extends http.Agent {
     const open = options[kOpen] as (() => Promise<Duplex>) | undefined;
     if (!open || !callback) throw new SkeinError('SKEIN_HTTP_AGENT_MISUSE', 'MeshAgent used without an opener');
     open().then(
-      (stream) => callback(null, socketLike(stream)),
+      (stream) => {
+        // A TCP socket without allowHalfOpen closes once the peer ends; Node's Agent relies on
+        // that 'close' to drop a keep-alive connection the server shut (e.g. after its idle
+        // timeout). A tunnel stream stays half-open, so an idle pooled one would look alive
+        // and the next request on it would hang: close it when the server ends its side.
+        stream.once('end', () => stream.destroy());
+        callback(null, socketLike(stream));
+      },
       (err: unknown) => callback(err as Error, undefined as unknown as Duplex),
     );
     return undefined;
