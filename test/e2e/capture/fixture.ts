@@ -58,6 +58,53 @@ function ownCgroup(): string {
   return line ? line.slice(3) : '/';
 }
 
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** The owner pid of a lab id (`<pid base36><4 hex>`), for sweeping leftovers of killed runs. */
+export function ownerPidOf(id: string): number {
+  return Number.parseInt(id.slice(0, -4), 36);
+}
+
+/**
+ * Removes what killed earlier runs left (their teardown never ran): netns skc-<id>-*, cgroup
+ * dirs skein-capture-test-<id>, pin folders /sys/fs/bpf/skein-test-<id> whose owner is dead.
+ */
+export function sweepStaleLabs(): void {
+  const dead = (id: string) => !pidAlive(ownerPidOf(id));
+  const attempt = (fn: () => void) => {
+    try {
+      fn();
+    } catch {
+      // best effort
+    }
+  };
+  for (const name of sh('ip', ['netns', 'list']).split('\n').map((l) => l.split(' ')[0] ?? '')) {
+    const m = /^skc-([0-9a-z]+)-[abc]$/.exec(name);
+    if (m?.[1] && dead(m[1])) attempt(() => sh('ip', ['netns', 'del', name]));
+  }
+  if (existsSync('/sys/fs/bpf')) {
+    for (const name of readdirSync('/sys/fs/bpf')) {
+      const m = /^skein-test-([0-9a-z]+)$/.exec(name);
+      if (!m?.[1] || !dead(m[1])) continue;
+      const links = join('/sys/fs/bpf', name, 'links');
+      if (existsSync(links)) for (const l of readdirSync(links)) attempt(() => sh('bpftool', ['link', 'detach', 'pinned', join(links, l)]));
+      attempt(() => rmSync(join('/sys/fs/bpf', name), { recursive: true, force: true }));
+    }
+  }
+  const root = cgroup2Root();
+  for (const name of readdirSync(root)) {
+    const m = /^skein-capture-test-([0-9a-z]+)$/.exec(name);
+    if (m?.[1] && dead(m[1])) attempt(() => rmdirSync(join(root, name)));
+  }
+}
+
 export async function makeCaptureLab(t: Teardown, opts: { joinCgroup?: boolean } = {}): Promise<CaptureLab> {
   const id = `${process.pid.toString(36)}${randomBytes(2).toString('hex')}`;
   const netns = { a: `skc-${id}-a`, b: `skc-${id}-b`, c: `skc-${id}-c` };
@@ -65,6 +112,7 @@ export async function makeCaptureLab(t: Teardown, opts: { joinCgroup?: boolean }
   const root = cgroup2Root();
   const cgroupPath = join(root, `skein-capture-test-${id}`);
   ensureBpffs();
+  sweepStaleLabs();
   const pinRoot = `/sys/fs/bpf/skein-test-${id}`;
   const lab: CaptureLab = {
     id,
