@@ -1,0 +1,371 @@
+/**
+ * skein.config.v1.ConfigDiscovery: streams each authenticated agent the resources of its
+ * node, a full state first and deltas after, one unacknowledged response at a time.
+ *
+ * Per stream the server keeps what the agent has ACKed (resource -> version). A change in
+ * the index is turned into the difference between what the agent should hold now and what
+ * it ACKed, restricted to the resources that changed (plus policies, whose reach depends on
+ * which workloads a node runs). A NACK leaves the ACKed state as it was; the refused
+ * resources are reconsidered at the next change.
+ */
+import { randomBytes } from 'node:crypto';
+import * as grpc from '@grpc/grpc-js';
+import { messageOf } from '../errors.js';
+import type { Authenticator, CallerIdentity } from '../identity/authn.js';
+import { bearerTokenOf } from '../identity/authn.js';
+import { loadApiProto } from '../identity/repo-path.js';
+import { type Logger, silentLogger } from '../telemetry/log.js';
+import { ControllerErrorCode, type IndexUpdate, type MeshIndex, type Refusal, type ResourceEntry } from './mesh-index.js';
+import { selectorMatches } from './policy-model.js';
+
+export const DEFAULT_CONFIG_PORT = 15010;
+
+export interface WireResource {
+  type: string;
+  key: string;
+  version: string;
+  json: string;
+}
+
+export interface WireResponse {
+  system_version: string;
+  nonce: string;
+  full_state: boolean;
+  resources: WireResource[];
+  removed_resources: { type: string; key: string }[];
+  trust_domain: string;
+  cluster_domain: string;
+  controller_id: string;
+}
+
+export interface WireRequest {
+  node?: string;
+  response_nonce?: string;
+  error_detail?: { code?: string; message?: string; resource?: string; field?: string } | null;
+  applied_version?: string;
+  agent_version?: string;
+}
+
+export interface AgentStatus {
+  node: string;
+  peer: string;
+  connectedAt: string;
+  ackedVersion: string;
+  acks: number;
+  nacks: number;
+  lastNack: string;
+  resources: number;
+  bytesSent: number;
+}
+
+export interface ConfigServerOptions {
+  index: MeshIndex;
+  authenticator: Authenticator;
+  /** host:port; default 0.0.0.0:15010. Port 0 picks a free one. */
+  address?: string;
+  /** Default insecure (loopback tests); the controller passes TLS credentials. */
+  credentials?: grpc.ServerCredentials;
+  /** Identifies this replica in responses and status. */
+  controllerId?: string;
+  /** Extra status fields (leadership) supplied by the controller. */
+  isLeader?: () => boolean;
+  /** Every refusal to report (the controller adds unreadable files); default the index's. */
+  refusals?: () => readonly Refusal[];
+  /** Number of declared objects, for status. */
+  objects?: () => number;
+  logger?: Logger;
+}
+
+interface AgentStream {
+  call: grpc.ServerDuplexStream<WireRequest, WireResponse>;
+  caller: CallerIdentity;
+  node: string;
+  peer: string;
+  connectedAt: Date;
+  /** resource key (`type|key`) -> version the agent ACKed. */
+  acked: Map<string, string>;
+  ackedVersion: string;
+  inflight: { nonce: string; next: Map<string, string>; version: string; keys: string[] } | undefined;
+  /** Changed since the last response (candidates for the next delta). */
+  pending: Set<string>;
+  /** Keys of NACKed responses: reconsidered at the next change. */
+  refused: Set<string>;
+  needFull: boolean;
+  seq: number;
+  acks: number;
+  nacks: number;
+  lastNack: string;
+  bytesSent: number;
+}
+
+type ConfigPackage = { skein: { config: { v1: { ConfigDiscovery: grpc.ServiceClientConstructor } } } };
+
+export class ConfigServer {
+  readonly controllerId: string;
+  private readonly server = new grpc.Server({ 'grpc.keepalive_time_ms': 30_000, 'grpc.keepalive_timeout_ms': 10_000 });
+  private readonly streams = new Set<AgentStream>();
+  private readonly log: Logger;
+  private boundPort: number | undefined;
+  private unsubscribe: (() => void) | undefined;
+
+  constructor(private readonly opts: ConfigServerOptions) {
+    this.controllerId = opts.controllerId ?? `controller-${randomBytes(4).toString('hex')}`;
+    this.log = (opts.logger ?? silentLogger()).child({ component: 'config-server' });
+    const pkg = loadApiProto('config.proto') as unknown as ConfigPackage;
+    this.server.addService(pkg.skein.config.v1.ConfigDiscovery.service, {
+      StreamConfig: (call: grpc.ServerDuplexStream<WireRequest, WireResponse>) => {
+        this.serve(call).catch((err) => this.log.warn({ err: messageOf(err) }, 'config stream failed'));
+      },
+      GetStatus: (call: grpc.ServerUnaryCall<unknown, unknown>, cb: grpc.sendUnaryData<unknown>) => {
+        this.authenticate(call.metadata, call.getPeer()).then(
+          () => cb(null, this.wireStatus()),
+          (err) => cb({ code: grpc.status.UNAUTHENTICATED, details: messageOf(err) }),
+        );
+      },
+    });
+  }
+
+  get port(): number {
+    if (this.boundPort === undefined) throw new Error('config server not started');
+    return this.boundPort;
+  }
+
+  async start(): Promise<number> {
+    const address = this.opts.address ?? `0.0.0.0:${DEFAULT_CONFIG_PORT}`;
+    const creds = this.opts.credentials ?? grpc.ServerCredentials.createInsecure();
+    this.boundPort = await new Promise<number>((resolve, reject) =>
+      this.server.bindAsync(address, creds, (err, port) => (err ? reject(err) : resolve(port))),
+    );
+    this.unsubscribe = this.opts.index.onUpdate((u) => this.onIndexUpdate(u));
+    this.log.info({ address, port: this.boundPort, controllerId: this.controllerId }, 'config gRPC server listening');
+    return this.boundPort;
+  }
+
+  /** Stops: open streams are cancelled (agents reconnect elsewhere / later). */
+  async stop(graceMs = 1000): Promise<void> {
+    this.unsubscribe?.();
+    for (const s of this.streams) s.call.end();
+    await new Promise<void>((resolve) => {
+      const force = setTimeout(() => {
+        this.server.forceShutdown();
+        resolve();
+      }, graceMs);
+      force.unref();
+      this.server.tryShutdown(() => {
+        clearTimeout(force);
+        resolve();
+      });
+    });
+  }
+
+  /** Kills every stream and the listener at once (tests: a crashed controller). */
+  kill(): void {
+    this.unsubscribe?.();
+    this.server.forceShutdown();
+  }
+
+  agents(): AgentStatus[] {
+    return [...this.streams].map((s) => ({
+      node: s.node,
+      peer: s.peer,
+      connectedAt: s.connectedAt.toISOString(),
+      ackedVersion: s.ackedVersion,
+      acks: s.acks,
+      nacks: s.nacks,
+      lastNack: s.lastNack,
+      resources: s.acked.size,
+      bytesSent: s.bytesSent,
+    }));
+  }
+
+  private wireStatus() {
+    const idx = this.opts.index;
+    return {
+      controller_id: this.controllerId,
+      version: idx.version,
+      objects: this.opts.objects?.() ?? 0,
+      resources: idx.entries().size,
+      refusals: (this.opts.refusals?.() ?? idx.refusals()).map((r) => ({ object: r.object, origin: r.origin, field: r.field, reason: r.reason, code: r.code })),
+      agents: this.agents().map((a) => ({
+        node: a.node,
+        peer: a.peer,
+        connected_at: a.connectedAt,
+        acked_version: a.ackedVersion,
+        acks: a.acks,
+        nacks: a.nacks,
+        last_nack: a.lastNack,
+        resources: a.resources,
+        bytes_sent: a.bytesSent,
+      })),
+      leader: this.opts.isLeader?.() ?? true,
+    };
+  }
+
+  private async authenticate(md: grpc.Metadata, peer: string): Promise<CallerIdentity> {
+    const auth = md.get('authorization')[0];
+    return this.opts.authenticator.authenticate({ bearerToken: bearerTokenOf(typeof auth === 'string' ? auth : undefined), peer });
+  }
+
+  private async serve(call: grpc.ServerDuplexStream<WireRequest, WireResponse>): Promise<void> {
+    const peer = call.getPeer();
+    let caller: CallerIdentity;
+    try {
+      caller = await this.authenticate(call.metadata, peer);
+    } catch (err) {
+      this.log.warn({ peer, code: ControllerErrorCode.Unauthenticated, err: messageOf(err) }, 'config stream refused');
+      call.emit('error', { code: grpc.status.UNAUTHENTICATED, details: `${ControllerErrorCode.Unauthenticated}: unauthenticated` });
+      return;
+    }
+    let stream: AgentStream | undefined;
+    call.on('data', (req: WireRequest) => {
+      try {
+        if (!stream) {
+          const node = req.node || caller.node;
+          if (node !== caller.node) {
+            this.log.warn({ peer, node, authenticated: caller.node }, 'agent asked for another node; refused');
+            call.emit('error', {
+              code: grpc.status.PERMISSION_DENIED,
+              details: `${ControllerErrorCode.Unauthenticated}: credentials are for node ${caller.node}, not ${node}`,
+            });
+            return;
+          }
+          stream = {
+            call,
+            caller,
+            node,
+            peer,
+            connectedAt: new Date(),
+            acked: new Map(),
+            ackedVersion: '',
+            inflight: undefined,
+            pending: new Set(),
+            refused: new Set(),
+            needFull: true,
+            seq: 0,
+            acks: 0,
+            nacks: 0,
+            lastNack: '',
+            bytesSent: 0,
+          };
+          this.streams.add(stream);
+          this.log.info({ node, peer, agentVersion: req.agent_version }, 'agent connected');
+          this.send(stream);
+          return;
+        }
+        this.onAck(stream, req);
+      } catch (err) {
+        this.log.error({ err: messageOf(err), node: stream?.node }, 'config stream handling failed');
+      }
+    });
+    const done = () => {
+      if (stream && this.streams.delete(stream)) this.log.info({ node: stream.node, peer }, 'agent disconnected');
+    };
+    call.on('end', () => {
+      done();
+      call.end();
+    });
+    call.on('error', done);
+    call.on('cancelled', done);
+    call.on('close', done);
+  }
+
+  private onAck(s: AgentStream, req: WireRequest): void {
+    const inflight = s.inflight;
+    if (!inflight || req.response_nonce !== inflight.nonce) return; // stale: an older response
+    s.inflight = undefined;
+    if (req.error_detail && (req.error_detail.message || req.error_detail.code)) {
+      s.nacks++;
+      s.lastNack = `${req.error_detail.code ?? ''}: ${req.error_detail.message ?? ''}`;
+      for (const k of inflight.keys) s.refused.add(k);
+      this.log.warn({ node: s.node, version: inflight.version, nonce: inflight.nonce, ...req.error_detail }, 'agent NACKed config; it keeps its last good one');
+      // A NACKed full state stays owed: the next change sends a full state again.
+      return;
+    }
+    s.acks++;
+    s.acked = inflight.next;
+    s.ackedVersion = inflight.version;
+    s.needFull = false;
+    s.refused.clear();
+    this.send(s);
+  }
+
+  private onIndexUpdate(u: IndexUpdate): void {
+    for (const s of this.streams) {
+      for (const k of u.changed) s.pending.add(k);
+      for (const k of s.refused) s.pending.add(k);
+      s.refused.clear();
+      this.send(s);
+    }
+  }
+
+  /** Does `e` belong in `node`'s view? */
+  private applies(e: ResourceEntry, node: string): boolean {
+    if (e.type === 'workload') return e.node === node;
+    if (!e.policy) return true;
+    const root = e.namespace === this.opts.index.rootNamespace;
+    for (const w of this.opts.index.workloadsOn(node)) {
+      if (!w.meshEnabled) continue;
+      if (!root && w.namespace !== e.namespace) continue;
+      if (selectorMatches(e.selector, w.labels)) return true;
+    }
+    return false;
+  }
+
+  private send(s: AgentStream): void {
+    if (s.inflight) return;
+    const entries = this.opts.index.entries();
+    const resources: WireResource[] = [];
+    const removed: { type: string; key: string }[] = [];
+    let next: Map<string, string>;
+    const full = s.needFull;
+    if (full) {
+      next = new Map();
+      for (const [k, e] of entries) {
+        if (!this.applies(e, s.node)) continue;
+        next.set(k, e.version);
+        resources.push({ type: e.type, key: e.key, version: e.version, json: e.json });
+      }
+    } else {
+      // Policies' reach moves with workloads: always reconsider them.
+      const candidates = s.pending;
+      for (const [k, e] of entries) if (e.policy) candidates.add(k);
+      for (const k of s.acked.keys()) if (k.startsWith('authorization|') || k.startsWith('peer-authentication|')) candidates.add(k);
+      next = new Map(s.acked);
+      for (const k of candidates) {
+        const e = entries.get(k);
+        const want = e && this.applies(e, s.node) ? e.version : undefined;
+        const have = s.acked.get(k);
+        if (want === have) continue;
+        if (e && want !== undefined) {
+          next.set(k, want);
+          resources.push({ type: e.type, key: e.key, version: e.version, json: e.json });
+        } else {
+          next.delete(k);
+          const bar = k.indexOf('|');
+          removed.push({ type: k.slice(0, bar), key: k.slice(bar + 1) });
+        }
+      }
+    }
+    s.pending = new Set();
+    if (!full && resources.length === 0 && removed.length === 0) return;
+    const nonce = `${++s.seq}-${randomBytes(4).toString('hex')}`;
+    const version = this.opts.index.version;
+    const res: WireResponse = {
+      system_version: version,
+      nonce,
+      full_state: full,
+      resources,
+      removed_resources: removed,
+      trust_domain: this.opts.index.trustDomain,
+      cluster_domain: this.opts.index.clusterDomain,
+      controller_id: this.controllerId,
+    };
+    s.inflight = { nonce, next, version, keys: [...resources.map((r) => `${r.type}|${r.key}`), ...removed.map((r) => `${r.type}|${r.key}`)] };
+    let bytes = 64 + version.length + nonce.length;
+    for (const r of resources) bytes += r.type.length + r.key.length + r.version.length + r.json.length + 8;
+    for (const r of removed) bytes += r.type.length + r.key.length + 4;
+    s.bytesSent += bytes;
+    this.log.debug({ node: s.node, version, nonce, full, added: resources.length, removed: removed.length, bytes }, 'config sent');
+    s.call.write(res);
+  }
+}

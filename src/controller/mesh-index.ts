@@ -1,0 +1,520 @@
+/**
+ * The controller's index: every declared object -> the resources agents receive
+ * (workloads, services, nodes, routes, policies), each with a content version, plus the
+ * refusals (resource, field, reason) for objects that are not served.
+ *
+ * Work is split by namespace: an object change re-translates only its namespace, with the
+ * config room's `translate` (the same translation the agent's folder source uses), so a
+ * change in a 10,000-pod cluster costs the size of one namespace. A global pass then
+ * settles what needs the whole picture: VIP:port and pod IP conflicts, routes attached
+ * across namespaces, "oldest wins" between conflicting routes.
+ *
+ * Refusal is per object: a bad object is left out (with its reason in `refusals()`) and the
+ * rest of the config keeps flowing.
+ */
+import { createHash } from 'node:crypto';
+import { SkeinError } from '../errors.js';
+import type { SourcedObject } from '../config/kube/objects.js';
+import { SERVICE_NAME_LABEL, type TranslateOptions, translate } from '../config/kube/translate.js';
+import { DEFAULT_CLUSTER_DOMAIN, DEFAULT_TRUST_DOMAIN, type NodeInfo, type Service, type Workload } from '../config/model.js';
+import { groupOf, kindInfo, SKEIN_GROUPS } from './kinds.js';
+import type { ObjectStore, StoredObject } from './object-store.js';
+import { type MeshRoute, selectorMatches, type WorkloadSelector } from './policy-model.js';
+import { matchKey, ObjectProblem, type PolicyResource, translatePolicy } from './policy-translate.js';
+import { checkSchema } from './schema.js';
+
+export type ResourceType = 'workload' | 'service' | 'node' | 'route' | 'authorization' | 'peer-authentication' | 'backend-policy';
+
+export const RESOURCE_TYPES: ResourceType[] = ['node', 'workload', 'service', 'route', 'authorization', 'peer-authentication', 'backend-policy'];
+
+/** One resource as agents receive it. */
+export interface ResourceEntry {
+  type: ResourceType;
+  /** Unique within the type: uid for workloads, `namespace/name` otherwise (`Kind/ns/name` for routes). */
+  key: string;
+  /** Content hash: the same content has the same version across controller restarts. */
+  version: string;
+  json: string;
+  /** Workloads: the node they run on. */
+  node?: string;
+  /** Namespaced policies: their namespace and selector (which workloads they apply to). */
+  namespace?: string;
+  selector?: WorkloadSelector;
+  /** Policies: applies to every workload of the namespace, or of the mesh in the root namespace. */
+  policy?: boolean;
+}
+
+/** Why an object is not served. */
+export interface Refusal {
+  /** `Kind/namespace/name` (cluster-scoped: `Kind/name`). */
+  object: string;
+  /** The object's identity key in the store. */
+  key: string;
+  /** File (folder source) or `kube`. */
+  origin: string;
+  field: string;
+  reason: string;
+  code: string;
+}
+
+export const ControllerErrorCode = {
+  Refused: 'SKEIN_CONTROLLER_RESOURCE_REFUSED',
+  Conflict: 'SKEIN_CONTROLLER_RESOURCE_CONFLICT',
+  Duplicate: 'SKEIN_CONTROLLER_RESOURCE_DUPLICATE',
+  Unauthenticated: 'SKEIN_CONTROLLER_UNAUTHENTICATED',
+  Protocol: 'SKEIN_CONTROLLER_PROTOCOL',
+} as const;
+
+export interface MeshIndexOptions extends TranslateOptions {
+  /** Policies here apply mesh-wide. Default `skein-system`. */
+  rootNamespace?: string;
+  /** Coalesce changes for this long before rebuilding (ms). Default 0 (next tick). */
+  debounceMs?: number;
+}
+
+export interface IndexUpdate {
+  version: string;
+  /** `type|key` of every resource added, changed or removed. */
+  changed: Set<string>;
+}
+
+interface ObjectVerdict {
+  json: string;
+  refusal?: Omit<Refusal, 'origin' | 'key' | 'object'>;
+  policy?: PolicyResource;
+}
+
+interface Partition {
+  workloads: { w: Workload; key: string; createdAt: string }[];
+  services: { s: Service; key: string; createdAt: string }[];
+  policies: PolicyResource[];
+  refusals: Refusal[];
+}
+
+function resKey(type: ResourceType, key: string): string {
+  return `${type}|${key}`;
+}
+
+function hashOf(json: string): string {
+  return createHash('sha1').update(json).digest('base64url').slice(0, 16);
+}
+
+function labelOf(o: StoredObject): string {
+  const m = (o.obj.metadata ?? {}) as Record<string, unknown>;
+  return `${String(o.obj.kind)}/${o.namespace ? `${o.namespace}/` : ''}${String(m.name)}`;
+}
+
+function createdAtOf(o: StoredObject | undefined): string {
+  const v = (o?.obj.metadata as Record<string, unknown> | undefined)?.creationTimestamp;
+  return typeof v === 'string' ? v : '';
+}
+
+/** Which partition an object key belongs to: its namespace, or the node list. */
+function partitionOfKey(key: string): string {
+  const [, kind, ns, name] = key.split('/');
+  if (ns === '' && kind === 'Namespace') return name ?? '';
+  if (ns === '' && kind === 'Node') return NODES;
+  return ns ?? '';
+}
+const NODES = '\0nodes';
+
+export class MeshIndex {
+  readonly trustDomain: string;
+  readonly clusterDomain: string;
+  readonly rootNamespace: string;
+  private readonly verdicts = new Map<string, ObjectVerdict>();
+  private readonly members = new Map<string, Set<string>>();
+  private readonly partitions = new Map<string, Partition>();
+  private nodes: NodeInfo[] = [];
+  private published = new Map<string, ResourceEntry>();
+  private refused: Refusal[] = [];
+  private readonly dirty = new Set<string>();
+  private timer: NodeJS.Timeout | undefined;
+  private immediate: NodeJS.Immediate | undefined;
+  private seq = 0;
+  private readonly epoch = Date.now().toString(36);
+  private readonly listeners = new Set<(u: IndexUpdate) => void>();
+  private workloadsByNode = new Map<string, Workload[]>();
+  private unsubscribe: () => void;
+
+  constructor(
+    private readonly store: ObjectStore,
+    private readonly opts: MeshIndexOptions = {},
+  ) {
+    this.trustDomain = opts.trustDomain ?? DEFAULT_TRUST_DOMAIN;
+    this.clusterDomain = opts.clusterDomain ?? DEFAULT_CLUSTER_DOMAIN;
+    this.rootNamespace = opts.rootNamespace ?? 'skein-system';
+    for (const o of store.objects()) this.track(o.key);
+    this.unsubscribe = store.subscribe((keys) => {
+      for (const k of keys) this.track(k);
+      this.schedule();
+    });
+  }
+
+  close(): void {
+    this.unsubscribe();
+    if (this.timer) clearTimeout(this.timer);
+    if (this.immediate) clearImmediate(this.immediate);
+  }
+
+  /** Current version (changes on every rebuild that changed something). */
+  get version(): string {
+    return `${this.epoch}-${this.seq}`;
+  }
+
+  onUpdate(l: (u: IndexUpdate) => void): () => void {
+    this.listeners.add(l);
+    return () => this.listeners.delete(l);
+  }
+
+  entries(): ReadonlyMap<string, ResourceEntry> {
+    return this.published;
+  }
+
+  refusals(): readonly Refusal[] {
+    return this.refused;
+  }
+
+  /** Published workloads (for the CA's node authorizer). */
+  workloadsOn(node: string): readonly Workload[] {
+    return this.workloadsByNode.get(node) ?? [];
+  }
+
+  *workloads(): IterableIterator<Workload> {
+    for (const list of this.workloadsByNode.values()) yield* list;
+  }
+
+  /** Rebuilds now what changed (tests and benchmarks; otherwise changes are coalesced). */
+  flush(): IndexUpdate | undefined {
+    if (this.timer) clearTimeout(this.timer);
+    if (this.immediate) clearImmediate(this.immediate);
+    this.timer = undefined;
+    this.immediate = undefined;
+    return this.rebuild();
+  }
+
+  private track(key: string): void {
+    const part = partitionOfKey(key);
+    this.dirty.add(part);
+    const stored = this.store.get(key);
+    let set = this.members.get(part);
+    if (stored) {
+      if (!set) {
+        set = new Set();
+        this.members.set(part, set);
+      }
+      set.add(key);
+    } else {
+      set?.delete(key);
+      this.verdicts.delete(key);
+    }
+  }
+
+  private schedule(): void {
+    if (this.timer || this.immediate) return;
+    const ms = this.opts.debounceMs ?? 0;
+    if (ms > 0) this.timer = setTimeout(() => this.flush(), ms);
+    else this.immediate = setImmediate(() => this.flush());
+  }
+
+  /** Verdict on one object alone (cached until it changes). */
+  private verdict(o: StoredObject): ObjectVerdict {
+    const cached = this.verdicts.get(o.key);
+    if (cached && cached.json === o.json) return cached;
+    const v: ObjectVerdict = { json: o.json };
+    const apiVersion = String(o.obj.apiVersion ?? '');
+    const kind = String(o.obj.kind ?? '');
+    const info = kindInfo(apiVersion, kind);
+    if (!info) {
+      if (SKEIN_GROUPS.includes(groupOf(apiVersion))) {
+        v.refusal = { field: 'kind', reason: `unknown skein kind ${apiVersion} ${kind}`, code: ControllerErrorCode.Refused };
+      }
+    } else {
+      const problems = checkSchema(o.obj, info.schema);
+      const first = problems[0];
+      if (first) {
+        const more = problems.length > 1 ? ` (and ${problems.length - 1} more problem(s))` : '';
+        v.refusal = { field: first.field, reason: `${first.reason}${more}`, code: ControllerErrorCode.Refused };
+      } else if (info.crd || groupOf(apiVersion) === 'gateway.networking.k8s.io') {
+        try {
+          v.policy = translatePolicy(o.obj, o.namespace);
+        } catch (err) {
+          if (!(err instanceof ObjectProblem)) throw err;
+          v.refusal = { field: err.field, reason: err.reason, code: ControllerErrorCode.Refused };
+        }
+      } else {
+        v.refusal = this.translateAlone(o);
+      }
+    }
+    this.verdicts.set(o.key, v);
+    return v;
+  }
+
+  /** Runs the config room's translation over the object alone, to catch its field errors. */
+  private translateAlone(o: StoredObject): ObjectVerdict['refusal'] {
+    const objs: SourcedObject[] = [{ file: o.origin, doc: o.doc, obj: o.obj }];
+    if (o.obj.kind === 'EndpointSlice') {
+      // A slice is read only for a Service it belongs to: give it one.
+      const svc = ((o.obj.metadata as Record<string, unknown>).labels as Record<string, unknown> | undefined)?.[SERVICE_NAME_LABEL];
+      if (typeof svc === 'string') {
+        objs.push({ file: '(check)', doc: 0, obj: { apiVersion: 'v1', kind: 'Service', metadata: { name: svc, namespace: o.namespace }, spec: {} } });
+      }
+    }
+    try {
+      translate(objs, 'check', this.opts);
+      return undefined;
+    } catch (err) {
+      if (err instanceof SkeinError) {
+        const d = err.details ?? {};
+        return { field: String(d.field ?? '(object)'), reason: String(d.reason ?? err.message), code: err.code };
+      }
+      throw err;
+    }
+  }
+
+  private buildPartition(ns: string): Partition {
+    const part: Partition = { workloads: [], services: [], policies: [], refusals: [] };
+    const keys = [...(this.members.get(ns) ?? [])];
+    const core: StoredObject[] = [];
+    for (const key of keys) {
+      const o = this.store.get(key);
+      if (!o) continue;
+      const v = this.verdict(o);
+      if (v.refusal) {
+        part.refusals.push({ ...v.refusal, object: labelOf(o), key: o.key, origin: o.origin });
+        continue;
+      }
+      if (v.policy) part.policies.push(v.policy);
+      else if (kindInfo(String(o.obj.apiVersion), String(o.obj.kind))) core.push(o);
+    }
+    // Translate the namespace; should an object still fail in company (it passed alone),
+    // refuse it and translate the rest.
+    for (let attempt = 0; attempt < 10; attempt++) {
+      try {
+        const snap = translate(
+          core.map((o) => ({ file: o.origin, doc: o.doc, obj: o.obj })),
+          'partition',
+          this.opts,
+        );
+        const byLabel = new Map(core.map((o) => [labelOf(o), o]));
+        for (const w of snap.workloads) {
+          const so = byLabel.get(`Pod/${w.namespace}/${w.name}`);
+          part.workloads.push({ w, key: so?.key ?? w.uid, createdAt: createdAtOf(so) });
+        }
+        for (const s of snap.services) {
+          const so = byLabel.get(`Service/${s.namespace}/${s.name}`);
+          part.services.push({ s, key: so?.key ?? `${s.namespace}/${s.name}`, createdAt: createdAtOf(so) });
+        }
+        if (ns === NODES) this.nodes = snap.nodes;
+        break;
+      } catch (err) {
+        if (!(err instanceof SkeinError)) throw err;
+        const label = String(err.details?.object ?? '');
+        const idx = core.findIndex((o) => labelOf(o) === label);
+        const bad = idx >= 0 ? core.splice(idx, 1)[0]! : core.pop();
+        if (!bad) break;
+        part.refusals.push({
+          object: labelOf(bad),
+          key: bad.key,
+          origin: bad.origin,
+          field: String(err.details?.field ?? '(object)'),
+          reason: String(err.details?.reason ?? err.message),
+          code: err.code,
+        });
+      }
+    }
+    return part;
+  }
+
+  private rebuild(): IndexUpdate | undefined {
+    if (this.dirty.size === 0) return undefined;
+    for (const ns of this.dirty) {
+      if (!this.members.get(ns)?.size) {
+        this.partitions.delete(ns);
+        this.members.delete(ns);
+        if (ns === NODES) this.nodes = [];
+      } else this.partitions.set(ns, this.buildPartition(ns));
+    }
+    this.dirty.clear();
+    return this.publish();
+  }
+
+  /** The global pass: conflicts across namespaces, then the published set and its diff. */
+  private publish(): IndexUpdate | undefined {
+    const next = new Map<string, ResourceEntry>();
+    const refusals: Refusal[] = [];
+    const put = (type: ResourceType, key: string, value: unknown, extra: Partial<ResourceEntry> = {}) => {
+      const json = JSON.stringify(value);
+      next.set(resKey(type, key), { type, key, json, version: hashOf(json), ...extra });
+    };
+    const refuse = (key: string, field: string, reason: string, code: string = ControllerErrorCode.Conflict) => {
+      const o = this.store.get(key);
+      refusals.push({ object: o ? labelOf(o) : key, key, origin: o?.origin ?? '', field, reason, code });
+    };
+    for (const { loser, winner } of this.store.duplicates()) {
+      refusals.push({
+        object: labelOf(loser),
+        key: loser.key,
+        origin: loser.origin,
+        field: 'metadata.name',
+        reason: `also declared in ${winner.origin} (document ${winner.doc}), which is served`,
+        code: ControllerErrorCode.Duplicate,
+      });
+    }
+    for (const n of this.nodes) put('node', n.name, n);
+
+    // Workloads: one IP, one pod (the oldest keeps it).
+    const allWorkloads = [...this.partitions.values()].flatMap((p) => p.workloads);
+    allWorkloads.sort((a, b) => (a.createdAt < b.createdAt ? -1 : a.createdAt > b.createdAt ? 1 : a.key < b.key ? -1 : 1));
+    const ipOwner = new Map<string, string>();
+    const byNode = new Map<string, Workload[]>();
+    const byNamespace = new Map<string, Workload[]>();
+    for (const { w, key } of allWorkloads) {
+      const clash = w.ips.find((ip) => ipOwner.has(ip));
+      if (clash) {
+        refuse(key, 'status.podIPs', `IP ${clash} already belongs to pod ${ipOwner.get(clash)}`);
+        continue;
+      }
+      for (const ip of w.ips) ipOwner.set(ip, `${w.namespace}/${w.name}`);
+      put('workload', w.uid, w, { node: w.node, namespace: w.namespace });
+      pushTo(byNode, w.node, w);
+      pushTo(byNamespace, w.namespace, w);
+    }
+    this.workloadsByNode = byNode;
+
+    // Services: one VIP:port, one Service (the oldest keeps it).
+    const allServices = [...this.partitions.values()].flatMap((p) => p.services);
+    allServices.sort((a, b) => (a.createdAt < b.createdAt ? -1 : a.createdAt > b.createdAt ? 1 : a.key < b.key ? -1 : 1));
+    const vipOwner = new Map<string, string>();
+    const services = new Map<string, Service>();
+    for (const { s, key } of allServices) {
+      const name = `${s.namespace}/${s.name}`;
+      let clash: string | undefined;
+      for (const vip of s.vips) for (const p of s.ports) if (!clash && vipOwner.has(`${vip}:${p.port}`)) clash = `${vip}:${p.port}`;
+      if (clash) {
+        refuse(key, 'spec.clusterIPs', `${clash} already belongs to Service ${vipOwner.get(clash)}`);
+        continue;
+      }
+      for (const vip of s.vips) for (const p of s.ports) vipOwner.set(`${vip}:${p.port}`, name);
+      services.set(name, s);
+      put('service', name, s);
+    }
+
+    // Policies and routes: cross-object checks.
+    const routes: { r: MeshRoute; key: string }[] = [];
+    for (const [ns, part] of this.partitions) {
+      refusals.push(...part.refusals);
+      for (const p of part.policies) {
+        const objKey = policyObjectKey(p);
+        if (p.type === 'route') {
+          routes.push({ r: p.value, key: objKey });
+          continue;
+        }
+        if (p.type === 'backend-policy') {
+          const missing = p.value.targets.findIndex((t) => !services.has(t));
+          if (missing >= 0) {
+            refuse(objKey, `spec.targetRefs[${missing}]`, `Service ${p.value.targets[missing]} does not exist`, ControllerErrorCode.Refused);
+            continue;
+          }
+          put(p.type, `${ns}/${p.value.name}`, p.value);
+          continue;
+        }
+        const sel = p.value.selector;
+        if (sel && !(byNamespace.get(ns) ?? []).some((w) => selectorMatches(sel, w.labels))) {
+          refuse(objKey, 'spec.selector', `matches no pod in namespace ${ns}`, ControllerErrorCode.Refused);
+          continue;
+        }
+        put(p.type, `${ns}/${p.value.name}`, p.value, { namespace: ns, ...(sel ? { selector: sel } : {}), policy: true });
+      }
+    }
+    routes.sort((a, b) => {
+      const ca = a.r.createdAt ?? '';
+      const cb = b.r.createdAt ?? '';
+      return ca < cb ? -1 : ca > cb ? 1 : a.key < b.key ? -1 : 1;
+    });
+    const claims = new Map<string, string>();
+    for (const { r, key } of routes) {
+      const problem = routeProblem(r, services, claims);
+      if (problem) {
+        refuse(key, problem.field, problem.reason, problem.code);
+        continue;
+      }
+      put('route', `${r.kind}/${r.namespace}/${r.name}`, r);
+    }
+
+    refusals.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+    this.refused = refusals;
+    const changed = new Set<string>();
+    for (const [k, e] of next) if (this.published.get(k)?.version !== e.version) changed.add(k);
+    for (const k of this.published.keys()) if (!next.has(k)) changed.add(k);
+    this.published = next;
+    if (changed.size === 0) return undefined;
+    this.seq++;
+    const update = { version: this.version, changed };
+    for (const l of this.listeners) l(update);
+    return update;
+  }
+}
+
+function pushTo<V>(m: Map<string, V[]>, key: string, v: V): void {
+  const list = m.get(key);
+  if (list) list.push(v);
+  else m.set(key, [v]);
+}
+
+function policyObjectKey(p: PolicyResource): string {
+  const v = p.value;
+  switch (p.type) {
+    case 'route':
+      return `gateway.networking.k8s.io/${p.value.kind}/${v.namespace}/${v.name}`;
+    case 'backend-policy':
+      return `networking.skein.io/BackendTrafficPolicy/${v.namespace}/${v.name}`;
+    case 'authorization':
+      return `security.skein.io/AuthorizationPolicy/${v.namespace}/${v.name}`;
+    case 'peer-authentication':
+      return `security.skein.io/PeerAuthentication/${v.namespace}/${v.name}`;
+  }
+}
+
+/** A route's parents and backends must exist; its matches must not be claimed by an older route. */
+function routeProblem(
+  r: MeshRoute,
+  services: Map<string, Service>,
+  claims: Map<string, string>,
+): { field: string; reason: string; code: string } | undefined {
+  for (const [i, p] of r.parents.entries()) {
+    if (!services.has(`${p.namespace}/${p.name}`)) {
+      return { field: `spec.parentRefs[${i}]`, reason: `Service ${p.namespace}/${p.name} does not exist`, code: ControllerErrorCode.Refused };
+    }
+  }
+  for (const [i, rule] of r.rules.entries()) {
+    for (const [j, b] of rule.backends.entries()) {
+      if (!services.has(`${b.namespace}/${b.name}`)) {
+        return {
+          field: `spec.rules[${i}].backendRefs[${j}]`,
+          reason: `Service ${b.namespace}/${b.name} does not exist`,
+          code: ControllerErrorCode.Refused,
+        };
+      }
+    }
+  }
+  const mine: string[] = [];
+  for (const p of r.parents) {
+    for (const [i, rule] of r.rules.entries()) {
+      for (const [j, m] of rule.matches.entries()) {
+        const claim = `${r.kind}|${p.namespace}/${p.name}:${p.port ?? '*'}|${(r.hostnames.length ? r.hostnames : ['*']).sort().join(',')}|${matchKey(m)}`;
+        const owner = claims.get(claim);
+        if (owner) {
+          return {
+            field: `spec.rules[${i}].matches[${j}]`,
+            reason: `conflicts with ${owner} (older), which already routes this match for Service ${p.namespace}/${p.name}`,
+            code: ControllerErrorCode.Conflict,
+          };
+        }
+        mine.push(claim);
+      }
+    }
+  }
+  for (const c of mine) claims.set(c, `${r.kind} ${r.namespace}/${r.name}`);
+  return undefined;
+}
