@@ -2,7 +2,7 @@
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { labDown, labExec, labGc, labStatus, labUp } from '../lab/lab.js';
-import { labelNamespace, scaleDeployment } from '../lab/mutate.js';
+import { annotateNamespace, labelNamespace, scaleDeployment } from '../lab/mutate.js';
 import { resolveLab } from '../lab/registry.js';
 import { repoRoot } from '../paths.js';
 import { createLogger } from '../telemetry/log.js';
@@ -26,6 +26,7 @@ export async function labCommand(argv: string[]): Promise<number> {
       all: { type: 'boolean', default: false },
       keep: { type: 'boolean', default: false },
       'owner-pid': { type: 'string' },
+      'no-mesh': { type: 'boolean', default: false },
       grace: { type: 'string' },
     },
   });
@@ -36,6 +37,7 @@ export async function labCommand(argv: string[]): Promise<number> {
       const rec = await labUp({
         scenarioFile: positionals[0] ?? defaultScenario(),
         ...(values['owner-pid'] ? { ownerPid: Number(values['owner-pid']) } : {}),
+        mesh: !values['no-mesh'],
         log,
         progress,
       });
@@ -68,17 +70,19 @@ export async function labCommand(argv: string[]): Promise<number> {
     }
     case 'gc': {
       const r = await labGc({ all: values.all });
-      progress(`lab gc: removed ${r.labs.length} lab(s), ${r.netns.length} stray netns, ${r.cgroups.length} stray cgroup tree(s)`);
+      progress(`lab gc: removed ${r.labs.length} lab(s), ${r.netns.length} stray netns, ${r.cgroups.length} stray cgroup tree(s), ${r.pins.length} stray pin folder(s)`);
       return 0;
     }
-    case 'label': {
-      // skein lab label namespace NAME key=value|key- ...
+    case 'label':
+    case 'annotate': {
+      // skein lab label|annotate namespace NAME key=value|key- ...
       if (positionals[0] !== 'namespace' || positionals.length < 3) {
-        process.stderr.write('usage: skein lab label namespace NAME key=value|key- [...]\n');
+        process.stderr.write(`usage: skein lab ${sub} namespace NAME key=value|key- [...]\n`);
         return 2;
       }
-      const labels = await labelNamespace(resolveLab(values.lab), positionals[1]!, positionals.slice(2));
-      process.stdout.write(`namespace/${positionals[1]} labels: ${JSON.stringify(labels)}\n`);
+      const change = sub === 'label' ? labelNamespace : annotateNamespace;
+      const result = await change(resolveLab(values.lab), positionals[1]!, positionals.slice(2));
+      process.stdout.write(`namespace/${positionals[1]} ${sub === 'label' ? 'labels' : 'annotations'}: ${JSON.stringify(result)}\n`);
       return 0;
     }
     case 'scale': {

@@ -10,13 +10,14 @@ const USAGE = `skein — a sidecarless service mesh
 
 usage: skein <command> [...]
 
-  lab up [FILE]            bring up a lab cluster (default deploy/local/demo.yaml)
+  lab up [FILE] [--no-mesh] bring up a lab cluster with the mesh (default deploy/local/demo.yaml)
   lab down                 remove the lab
   lab status [--json]      nodes, pods, IPs, services, logs
   lab exec NS/POD -- CMD   run a command inside a pod (\`skein\` as CMD is this CLI)
   lab gc [--all]           remove what killed runs left behind (--all: every lab)
   lab demo [FILE] [--keep] up, traffic between pods, a summary, down
   lab label namespace NAME key=value|key-   change a namespace's labels (as kubectl)
+  lab annotate namespace NAME key=value|key- change a namespace's annotations
   lab scale NS/DEPLOYMENT N [--grace MS]    scale a Deployment (pods, endpoints, DNAT)
   agent --node NAME ...    the node agent (see skein agent --help)
   workload echo|client     the lab's built-in programs (see skein workload --help)

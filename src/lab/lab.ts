@@ -13,6 +13,7 @@ import { silentLogger } from '../telemetry/log.js';
 import { createCgroup, destroyCgroupTree } from './cgroups.js';
 import { renderKubeState, toMultiDocYaml } from './kube-state.js';
 import { createNode, createPod, createUnderlay, deleteNetns, ETC_NETNS } from './network.js';
+import { removePins, startAgent, startControlPlane, waitAgentReady } from './mesh.js';
 import { LAB_PREFIX, planLab, type PlannedPod } from './plan.js';
 import { containerCommand, execAttached, execCaptured, podEnv, startDetached } from './processes.js';
 import { labBaseDir, type LabProcess, type LabRecord, listLabIds, readRecord, writeRecord } from './registry.js';
@@ -27,6 +28,11 @@ export interface UpOptions {
   ownerPid?: number;
   /** How long pods may take to start listening. */
   readyTimeoutMs?: number;
+  /**
+   * Run the mesh: the controller (config + CA) and one agent per node. Without it the lab is
+   * a plain cluster (kube-proxy-like Services only). Default true.
+   */
+  mesh?: boolean;
   log?: Logger;
   /** Progress lines for people (the CLI prints them). */
   progress?: (line: string) => void;
@@ -80,6 +86,15 @@ export async function labUp(opts: UpOptions): Promise<LabRecord> {
     for (const pod of plan.pods) rec.processes.push(startPod(rec, pod));
     writeRecord(rec);
     await waitReady(rec, opts.readyTimeoutMs ?? 15000);
+    if (opts.mesh ?? true) {
+      progress(`lab ${id}: starting the controller and ${plan.nodes.length} agents`);
+      rec.processes.push(await startControlPlane(rec));
+      writeRecord(rec);
+      const agents = plan.nodes.map((n) => ({ node: n, proc: startAgent(rec, n) }));
+      rec.processes.push(...agents.map((a) => a.proc));
+      writeRecord(rec);
+      await Promise.all(agents.map((a) => waitAgentReady(rec, a.node, a.proc)));
+    }
     rec.status = 'up';
     writeRecord(rec);
     progress(`lab ${id}: up in ${((Date.now() - t0) / 1000).toFixed(1)}s (state ${rec.stateDir})`);
@@ -144,6 +159,7 @@ export async function labDown(rec: LabRecord): Promise<void> {
     if (existsSync(rec.dir)) writeRecord(rec);
   }
   await destroyCgroupTree(join(rec.cgroupRoot, rec.plan.cgroup));
+  removePins(rec);
   removeEmptyDir(join(rec.cgroupRoot, 'skein.lab')); // shared by labs: only once the last is gone
   const names = [...rec.plan.pods.map((p) => p.netns), ...rec.plan.nodes.map((n) => n.netns), rec.plan.underlayNetns];
   const existing = new Set(await listNetns());
@@ -163,6 +179,7 @@ export interface GcResult {
   labs: string[];
   netns: string[];
   cgroups: string[];
+  pins: string[];
 }
 
 const ID_IN_NAME = new RegExp(`^${LAB_PREFIX}([0-9a-f]{6})-`);
@@ -174,7 +191,7 @@ const ID_IN_NAME = new RegExp(`^${LAB_PREFIX}([0-9a-f]{6})-`);
  */
 export async function labGc(opts: { baseDir?: string; all?: boolean } = {}): Promise<GcResult> {
   const base = opts.baseDir ?? labBaseDir();
-  const result: GcResult = { labs: [], netns: [], cgroups: [] };
+  const result: GcResult = { labs: [], netns: [], cgroups: [], pins: [] };
   const live = new Set<string>();
   for (const id of listLabIds(base)) {
     const rec = readRecord(base, id);
@@ -214,6 +231,15 @@ export async function labGc(opts: { baseDir?: string; all?: boolean } = {}): Pro
   for (const n of stray) {
     await deleteNetns(n);
     result.netns.push(n);
+  }
+  if (existsSync('/sys/fs/bpf')) {
+    for (const n of readdirSync('/sys/fs/bpf')) {
+      const m = /^skein-lab-([0-9a-f]{6})-/.exec(n);
+      if (m && !live.has(m[1]!)) {
+        rmSync(join('/sys/fs/bpf', n), { recursive: true, force: true });
+        result.pins.push(n);
+      }
+    }
   }
   return result;
 }

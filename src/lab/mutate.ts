@@ -53,15 +53,23 @@ export function parseLabelChanges(changes: string[]): { set: Record<string, stri
 }
 
 export async function labelNamespace(rec: LabRecord, namespace: string, changes: string[]): Promise<Record<string, string>> {
+  return changeNamespace(rec, namespace, 'labels', changes);
+}
+
+export async function annotateNamespace(rec: LabRecord, namespace: string, changes: string[]): Promise<Record<string, string>> {
+  return changeNamespace(rec, namespace, 'annotations', changes);
+}
+
+async function changeNamespace(rec: LabRecord, namespace: string, field: 'labels' | 'annotations', changes: string[]): Promise<Record<string, string>> {
   const { set, remove } = parseLabelChanges(changes);
   return withLabLock(rec, async (fresh) => {
     const ns = fresh.scenario.namespaces.find((n) => n.name === namespace);
     if (!ns) throw new SkeinError('SKEIN_LAB_NOT_FOUND', `no namespace ${namespace} in lab ${fresh.id}`);
-    for (const k of remove) delete ns.labels[k];
-    Object.assign(ns.labels, set);
+    for (const k of remove) delete ns[field][k];
+    Object.assign(ns[field], set);
     writeRecord(fresh);
     writeKubeState(fresh);
-    return { ...ns.labels };
+    return { ...ns[field] };
   });
 }
 

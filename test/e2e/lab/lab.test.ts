@@ -98,7 +98,7 @@ t.test('lab exec returns the command exit code and runs inside the pod', opts(),
 });
 
 t.test('lab down leaves nothing; a bad scenario creates nothing', opts(), async (t) => {
-  const rec = await labUp({ scenarioFile: demoScenario, ownerPid: process.pid });
+  const rec = await labUp({ scenarioFile: demoScenario, ownerPid: process.pid, mesh: false });
   const pids = rec.processes.map((p) => p.pid);
   await labDown(rec);
   t.same(await leftovers(rec.id), [], 'no netns, /etc/netns or cgroups left');
@@ -107,13 +107,13 @@ t.test('lab down leaves nothing; a bad scenario creates nothing', opts(), async 
 
   const before = (await listNetns()).length;
   const bad = scenarioFile('apiVersion: v1\nkind: Node\nmetadata: {name: a}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: s, namespace: missing}\nspec: {ports: [{port: 80}]}\n');
-  await t.rejects(labUp({ scenarioFile: bad, ownerPid: process.pid }), { code: 'SKEIN_LAB_SCENARIO_INVALID' });
+  await t.rejects(labUp({ scenarioFile: bad, ownerPid: process.pid, mesh: false }), { code: 'SKEIN_LAB_SCENARIO_INVALID' });
   t.equal((await listNetns()).length, before, 'no netns created for a bad scenario');
 });
 
 t.test('lab gc removes a lab whose owner died', opts(), async (t) => {
   const owner = spawn('sleep', ['30']);
-  const rec = await labUp({ scenarioFile: demoScenario, ownerPid: owner.pid! });
+  const rec = await labUp({ scenarioFile: demoScenario, ownerPid: owner.pid!, mesh: false });
   t.teardown(() => labDown(rec));
   const r1 = await labGc();
   t.notOk(r1.labs.includes(rec.id), 'kept while its owner lives');

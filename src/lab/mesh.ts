@@ -1,0 +1,131 @@
+/**
+ * The mesh in a lab: the controller (config + CA) in the underlay netns, where every node
+ * reaches it at the bridge address, and one agent per node in that node's netns. Both run
+ * in lab cgroups, so `lab down` kills them with everything else; their BPF pins live in one
+ * folder per node and go with the lab too.
+ *
+ * Agents enter only the node's network namespace (nsenter --net): `ip netns exec` would also
+ * give them a fresh /sys without the cgroup2 and bpffs mounts they need.
+ */
+import { closeSync, existsSync, openSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { SkeinError } from '../errors.js';
+import { createBootstrapTokens } from '../identity/bootstrap-tokens.js';
+import { skeinCommand } from '../paths.js';
+import { createCgroup } from './cgroups.js';
+import type { PlannedNode } from './plan.js';
+import type { LabProcess, LabRecord } from './registry.js';
+import { pidAlive, run, spawnDetached } from './sys.js';
+
+
+export const CA_PORT = 15012;
+export const CONFIG_PORT = 15010;
+
+export interface MeshPaths {
+  tokensDir: string;
+  caDir: string;
+  /** PEM roots the controller publishes; agents trust the CA through them. */
+  rootsPem: string;
+}
+
+export function meshPaths(rec: LabRecord): MeshPaths {
+  return { tokensDir: join(rec.dir, 'tokens'), caDir: join(rec.dir, 'ca'), rootsPem: join(rec.dir, 'ca', 'roots.pem') };
+}
+
+/** bpffs folder of one node's agent. */
+export function pinRootOf(rec: LabRecord, node: string): string {
+  return `/sys/fs/bpf/skein-lab-${rec.id}-${node}`;
+}
+
+function startInNetns(rec: LabRecord, kind: LabProcess['kind'], name: string, netns: string, cgroupRel: string, args: string[], env: NodeJS.ProcessEnv = {}): LabProcess {
+  const cgroup = createCgroup(rec.cgroupRoot, cgroupRel);
+  const log = join(rec.logDir, `${kind}.${name}.out`);
+  const fd = openSync(log, 'a');
+  try {
+    const script = 'cg="$1"; ns="$2"; shift 2; echo $$ > "$cg/cgroup.procs" && exec nsenter --net="$ns" "$@"';
+    const pid = spawnDetached('/bin/sh', ['-c', script, 'skein-enter', cgroup, `/var/run/netns/${netns}`, ...args], { PATH: process.env.PATH, HOME: '/root', ...env }, fd);
+    return { kind, name, pid, log, cgroup, netns };
+  } finally {
+    closeSync(fd);
+  }
+}
+
+export async function startControlPlane(rec: LabRecord): Promise<LabProcess> {
+  const paths = meshPaths(rec);
+  await createBootstrapTokens(paths.tokensDir, rec.plan.nodes.map((n) => n.name));
+  const gw = rec.plan.underlayGateway;
+  const proc = startInNetns(rec, 'controller', 'controller', rec.plan.underlayNetns, `skein.lab/${rec.id}/control-plane/controller`, [
+    ...skeinCommand(),
+    'controller',
+    '--folder',
+    rec.stateDir,
+    '--config-listen',
+    `${gw}:${CONFIG_PORT}`,
+    '--ca-listen',
+    `${gw}:${CA_PORT}`,
+    '--ca-san',
+    gw,
+    '--root-file',
+    join(paths.caDir, 'root.json'),
+    '--roots-out',
+    paths.rootsPem,
+    '--tokens-dir',
+    paths.tokensDir,
+    '--trust-domain',
+    rec.plan.trustDomain,
+    '--log-file',
+    join(rec.logDir, 'controller.log'),
+  ]);
+  await waitFor(() => existsSync(paths.rootsPem), proc, 15_000, 'the controller to publish its roots');
+  return proc;
+}
+
+export function startAgent(rec: LabRecord, node: PlannedNode): LabProcess {
+  const paths = meshPaths(rec);
+  const gw = rec.plan.underlayGateway;
+  return startInNetns(rec, 'agent', node.name, node.netns, `skein.lab/${rec.id}/${node.name}/agent`, [
+    ...skeinCommand(),
+    'agent',
+    '--node',
+    node.name,
+    '--config-folder',
+    rec.stateDir,
+    '--ca-address',
+    `${gw}:${CA_PORT}`,
+    '--ca-root-file',
+    paths.rootsPem,
+    '--token-file',
+    join(paths.tokensDir, node.name),
+    '--trust-domain',
+    rec.plan.trustDomain,
+    '--pin-root',
+    pinRootOf(rec, node.name),
+    '--log-file',
+    join(rec.logDir, `agent.${node.name}.log`),
+  ]);
+}
+
+/** Ready = answers 200 on its readiness port (inside its node netns). */
+export async function waitAgentReady(rec: LabRecord, node: PlannedNode, proc: LabProcess, timeoutMs = 20_000): Promise<void> {
+  await waitFor(
+    async () => (await run('ip', ['netns', 'exec', node.netns, 'curl', '-sf', '-o', '/dev/null', 'http://127.0.0.1:15021/healthz/ready'], { allowFailure: true })).code === 0,
+    proc,
+    timeoutMs,
+    `the agent of ${node.name} to be ready`,
+  );
+}
+
+async function waitFor(cond: () => boolean | Promise<boolean>, proc: LabProcess, timeoutMs: number, what: string): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await cond())) {
+    if (!pidAlive(proc.pid)) throw new SkeinError('SKEIN_LAB_COMPONENT_EXITED', `${proc.kind} ${proc.name} exited while waiting for ${what}; see ${proc.log}`, { log: proc.log });
+    if (Date.now() > deadline) throw new SkeinError('SKEIN_LAB_COMPONENT_TIMEOUT', `timed out after ${timeoutMs} ms waiting for ${what}; see ${proc.log}`, { log: proc.log });
+    await sleep(50);
+  }
+}
+
+/** Pins outlive processes by design (an agent restart adopts them): the lab removes them. */
+export function removePins(rec: LabRecord): void {
+  for (const n of rec.plan.nodes) rmSync(pinRootOf(rec, n.name), { recursive: true, force: true });
+}
