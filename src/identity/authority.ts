@@ -135,8 +135,10 @@ export class SigningAuthority {
 
   /** Signs a leaf; returns its PEM. notAfter never passes the signing cert's own notAfter. */
   async signLeaf(req: LeafRequest): Promise<string> {
-    const notBefore = new Date(req.now.getTime() - req.backdateSeconds * 1000);
-    const wanted = req.now.getTime() + req.ttlSeconds * 1000;
+    // X.509 times have whole seconds: notBefore rounds down and notAfter up, so a leaf is
+    // never valid for less than asked (it matters for short TTLs).
+    const notBefore = new Date(Math.floor((req.now.getTime() - req.backdateSeconds * 1000) / 1000) * 1000);
+    const wanted = Math.ceil((req.now.getTime() + req.ttlSeconds * 1000) / 1000) * 1000;
     const notAfter = new Date(Math.min(wanted, this.signingCert.validToDate.getTime()));
     if (!req.dnsSans?.length && !req.ipSans?.length) return this.signWorkloadLeaf(req, notBefore, notAfter);
     const names: x509.JsonGeneralName[] = [
