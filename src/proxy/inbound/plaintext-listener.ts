@@ -23,7 +23,14 @@ export interface PlaintextListenerOptions {
   workload: Workload;
   inbound: InboundProxy;
   logger?: Logger;
+  /**
+   * Original destination of an accepted connection. Default: the socket's local address and
+   * port, which sk_lookup leaves untouched. (Tests, which cannot steer with sk_lookup, map it.)
+   */
+  originalDestination?: (socket: Socket) => { address: string | undefined; port: number | undefined };
 }
+
+const localEndpoint = (s: Socket): { address: string | undefined; port: number | undefined } => ({ address: s.localAddress, port: s.localPort });
 
 export interface PlaintextStats {
   accepted: number;
@@ -38,10 +45,12 @@ export class PlaintextListener {
   private readonly log: Logger;
   private readonly server: Server;
   private readonly sockets = new Set<Socket>();
+  private readonly originalDestination: NonNullable<PlaintextListenerOptions['originalDestination']>;
 
   constructor(opts: PlaintextListenerOptions) {
     this.workload = opts.workload;
     this.inbound = opts.inbound;
+    this.originalDestination = opts.originalDestination ?? localEndpoint;
     this.log = (opts.logger ?? silentLogger()).child({ component: 'inbound-plaintext', workload: `${opts.workload.namespace}/${opts.workload.name}` });
     // allowHalfOpen: a client's FIN must not close our side before the app has answered.
     this.server = createServer({ allowHalfOpen: true, pauseOnConnect: true }, (s) => this.onConnection(s));
@@ -79,7 +88,8 @@ export class PlaintextListener {
     socket.once('close', () => this.sockets.delete(socket));
     socket.on('error', () => {});
     const workload = this.workload;
-    const req: InboundRequest = { transport: 'plaintext', workload, port: socket.localPort ?? 0 };
+    const dst = this.originalDestination(socket);
+    const req: InboundRequest = { transport: 'plaintext', workload, port: dst.port ?? 0 };
     if (socket.remoteAddress !== undefined) req.sourceAddress = socket.remoteAddress;
     if (socket.remotePort !== undefined) req.sourcePort = socket.remotePort;
 

@@ -49,6 +49,7 @@ export interface PipeHandle {
 /** An HTTP/2 stream, told apart by duck typing: node:http2 does not export its stream classes. */
 interface Http2StreamLike extends Duplex {
   rstCode?: number;
+  aborted?: boolean;
   close(code?: number): void;
   session?: unknown;
 }
@@ -90,7 +91,7 @@ function noop(): void {}
 /** True when `s` closed after both its halves finished (FIN both ways / END_STREAM both ways). */
 function closedCleanly(s: Duplex): boolean {
   if (s.errored) return false;
-  if (isHttp2Stream(s) && s.rstCode !== undefined && s.rstCode !== h2constants.NGHTTP2_NO_ERROR) return false;
+  if (isHttp2Stream(s) && (s.aborted || (s.rstCode !== undefined && s.rstCode !== h2constants.NGHTTP2_NO_ERROR))) return false;
   return s.readableEnded && s.writableFinished;
 }
 
@@ -128,6 +129,9 @@ export function pipeBidirectional(a: Duplex, b: Duplex, opts: PipeOptions = {}):
       if (!src.destroyed) src.resume();
     });
     src.on('end', () => {
+      // An HTTP/2 stream ends its readable side on RST_STREAM too ('aborted' comes first);
+      // that is a reset, handled on 'close', not a FIN to pass on.
+      if (isHttp2Stream(src) && src.aborted) return;
       // Half-close: only this direction is done.
       if (!dst.destroyed && !dst.writableEnded) dst.end();
     });
