@@ -21,5 +21,5 @@ export { DEFAULT_ROOT_FILE, FileRootStore, MemoryRootStore, type PersistedCaStat
 export { parseWorkloadSpiffeId, type WorkloadSpiffeId } from './spiffe.js';
 export { type MeshTlsOptions, secureContextFor, tlsOptionsFor } from './tls-options.js';
 export { type JsonHttpClient, NodeJsonHttpClient, TokenReviewAuthenticator, type TokenReviewOptions } from './token-review.js';
-export { TrustBundle } from './trust-bundle.js';
+export { loadTrustBundleFile, saveTrustBundleFile, TrustBundle } from './trust-bundle.js';
 export type { IdentitySource, WorkloadCertificate } from './types.js';

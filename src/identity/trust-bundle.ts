@@ -1,4 +1,6 @@
 import { X509Certificate } from 'node:crypto';
+import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { dirname } from 'node:path';
 import { SkeinError } from '../errors.js';
 import { IdentityCode } from './codes.js';
 import { isSelfSigned, pemBlocks } from './pem.js';
@@ -91,4 +93,24 @@ function parseRoots(rootsPem: string[]): Map<string, { cert: X509Certificate; pe
   }
   if (rootsPem.length > 0 && out.size === 0) throw new SkeinError(IdentityCode.BUNDLE_INVALID, 'no PEM certificate in trust bundle');
   return out;
+}
+
+/**
+ * Trust bundle files (public, mode 0644): the CA writes its roots where agents can read them
+ * as their bootstrap trust (lab: a file; Kubernetes: a ConfigMap mounted as a file).
+ */
+export async function saveTrustBundleFile(path: string, rootsPem: string[]): Promise<void> {
+  new TrustBundle(rootsPem); // refuse to write anything that is not a bundle of roots
+  await mkdir(dirname(path), { recursive: true });
+  const tmp = `${path}.${process.pid}.tmp`;
+  await writeFile(tmp, rootsPem.join(''), { mode: 0o644 });
+  await rename(tmp, path);
+}
+
+/** Reads a trust bundle file: every PEM certificate in it, checked to be a root. */
+export async function loadTrustBundleFile(path: string): Promise<string[]> {
+  const roots = pemBlocks(await readFile(path, 'utf8'));
+  if (roots.length === 0) throw new SkeinError(IdentityCode.BUNDLE_INVALID, `no PEM certificate in trust bundle file ${path}`);
+  new TrustBundle(roots);
+  return roots;
 }

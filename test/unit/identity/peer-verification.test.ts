@@ -2,6 +2,8 @@ import { once } from 'node:events';
 import type { AddressInfo } from 'node:net';
 import * as tls from 'node:tls';
 import { X509Certificate } from 'node:crypto';
+import { statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import t from 'tap';
 import { SkeinError } from '../../../src/errors.js';
 import { SigningAuthority } from '../../../src/identity/authority.js';
@@ -9,9 +11,9 @@ import { IdentityCode } from '../../../src/identity/codes.js';
 import { createWorkloadCsr, generateP256KeyPair, privateKeyToPem } from '../../../src/identity/keys.js';
 import { peerChainCertificates, peerIdentityOf, verifyPeer } from '../../../src/identity/peer-verification.js';
 import { secureContextFor, tlsOptionsFor } from '../../../src/identity/tls-options.js';
-import { TrustBundle } from '../../../src/identity/trust-bundle.js';
+import { loadTrustBundleFile, saveTrustBundleFile, TrustBundle } from '../../../src/identity/trust-bundle.js';
 import type { WorkloadCertificate } from '../../../src/identity/types.js';
-import { craftIntermediate, craftLeaf, id, makeCa, TD } from './helpers.js';
+import { craftIntermediate, craftLeaf, id, makeCa, TD, tempDir } from './helpers.js';
 
 const WEB = id('shop', 'web');
 
@@ -175,4 +177,12 @@ t.test('trust bundle: add, remove, replace, refuse bad roots', async (t) => {
   const inter = await craftIntermediate(a);
   t.throws(() => tb.add(inter.certChainPem[0] as string), { code: IdentityCode.BUNDLE_INVALID }, 'an intermediate is not a root');
   t.equal(new TrustBundle().size, 0);
+
+  const dir = tempDir(t, 'bundle');
+  await saveTrustBundleFile(join(dir, 'sub', 'roots.pem'), [a.rootPem, b.rootPem]);
+  t.equal((statSync(join(dir, 'sub', 'roots.pem')).mode & 0o777).toString(8), '644', 'public file');
+  t.same(await loadTrustBundleFile(join(dir, 'sub', 'roots.pem')), [a.rootPem, b.rootPem]);
+  await t.rejects(saveTrustBundleFile(join(dir, 'bad.pem'), [leaf.certChainPem]), { code: IdentityCode.BUNDLE_INVALID });
+  writeFileSync(join(dir, 'empty.pem'), 'nothing');
+  await t.rejects(loadTrustBundleFile(join(dir, 'empty.pem')), { code: IdentityCode.BUNDLE_INVALID });
 });
