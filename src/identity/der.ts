@@ -85,11 +85,10 @@ function readTlv(buf: Buffer, offset: number): Tlv {
 export function subjectOfCertificate(certDer: Buffer): Buffer {
   const cert = readTlv(certDer, 0);
   const tbs = readTlv(certDer, cert.valueStart);
-  let p = tbs.valueStart;
-  let field = readTlv(certDer, p);
-  if (field.tag === 0xa0) field = readTlv(certDer, (p = field.end)); // explicit version
+  let field = readTlv(certDer, tbs.valueStart);
+  if (field.tag === 0xa0) field = readTlv(certDer, field.end); // explicit version
   // serial, signature algorithm, issuer, validity, then subject
-  for (let i = 0; i < 4; i++) field = readTlv(certDer, (p = field.end));
+  for (let i = 0; i < 4; i++) field = readTlv(certDer, field.end);
   if (field.tag !== 0x30) throw new Error('DER: subject is not a SEQUENCE');
   return certDer.subarray(field.start, field.end);
 }
