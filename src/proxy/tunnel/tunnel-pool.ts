@@ -303,6 +303,12 @@ export class TunnelPool implements TunnelDialer {
           return;
         }
         sock.removeListener('error', fail);
+        // TLS 1.3: the client finishes its handshake before the server has checked the client
+        // certificate; a refusal arrives as an alert afterwards. Keep it to report why.
+        let socketError: Error | undefined;
+        sock.on('error', (err) => {
+          socketError ??= err;
+        });
         const session = h2connect(`https://${s.tunnelAuthority}`, {
           createConnection: () => sock,
           settings: { enablePush: false, initialWindowSize: this.streamWindowBytes },
@@ -333,7 +339,13 @@ export class TunnelPool implements TunnelDialer {
         });
         session.once('close', () => {
           this.clearTimers(s);
-          fail(new SkeinError(TunnelErrorCode.Stream, 'tunnel session closed before it was ready'));
+          fail(
+            socketError ??
+              new SkeinError(
+                TunnelErrorCode.Tls,
+                'tunnel peer closed the connection before HTTP/2 SETTINGS (it most likely refused our client certificate)',
+              ),
+          );
         });
       });
     });
