@@ -33,6 +33,8 @@ export interface UpOptions {
    * a plain cluster (kube-proxy-like Services only). Default true.
    */
   mesh?: boolean;
+  /** Extra flags for every agent (e.g. --cert-ttl 6 to watch rotation). */
+  agentArgs?: string[];
   log?: Logger;
   /** Progress lines for people (the CLI prints them). */
   progress?: (line: string) => void;
@@ -90,7 +92,7 @@ export async function labUp(opts: UpOptions): Promise<LabRecord> {
       progress(`lab ${id}: starting the controller and ${plan.nodes.length} agents`);
       rec.processes.push(await startControlPlane(rec));
       writeRecord(rec);
-      const agents = plan.nodes.map((n) => ({ node: n, proc: startAgent(rec, n) }));
+      const agents = plan.nodes.map((n) => ({ node: n, proc: startAgent(rec, n, opts.agentArgs) }));
       rec.processes.push(...agents.map((a) => a.proc));
       writeRecord(rec);
       await Promise.all(agents.map((a) => waitAgentReady(rec, a.node, a.proc)));

@@ -81,7 +81,7 @@ export async function startControlPlane(rec: LabRecord): Promise<LabProcess> {
   return proc;
 }
 
-export function startAgent(rec: LabRecord, node: PlannedNode): LabProcess {
+export function startAgent(rec: LabRecord, node: PlannedNode, extraArgs: string[] = []): LabProcess {
   const paths = meshPaths(rec);
   const gw = rec.plan.underlayGateway;
   return startInNetns(rec, 'agent', node.name, node.netns, `skein.lab/${rec.id}/${node.name}/agent`, [
@@ -103,6 +103,7 @@ export function startAgent(rec: LabRecord, node: PlannedNode): LabProcess {
     pinRootOf(rec, node.name),
     '--log-file',
     join(rec.logDir, `agent.${node.name}.log`),
+    ...extraArgs,
   ]);
 }
 
