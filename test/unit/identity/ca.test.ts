@@ -139,3 +139,35 @@ t.test('refusals are counted by reason; issuances and signing latency measured',
   const ca2 = await makeCa({ registry });
   t.equal(ca2.metrics.issued, ca.metrics.issued);
 });
+
+t.test('operator roots with P-384 and RSA keys sign P-256 leaves; other key types are refused', async (t) => {
+  const { generateKeyPairSync } = await import('node:crypto');
+  const { importSigningKey } = await import('../../../src/identity/keys.js');
+  const { subtle } = await import('../../../src/identity/x509-provider.js');
+  for (const kind of ['P-384', 'RSA'] as const) {
+    const keys =
+      kind === 'RSA'
+        ? await subtle.generateKey({ name: 'RSASSA-PKCS1-v1_5', modulusLength: 2048, publicExponent: new Uint8Array([1, 0, 1]), hash: 'SHA-256' }, true, ['sign', 'verify'])
+        : await subtle.generateKey({ name: 'ECDSA', namedCurve: 'P-384' }, true, ['sign', 'verify']);
+    const root = await x509.X509CertificateGenerator.createSelfSigned({
+      serialNumber: '0a',
+      name: `CN=operator ${kind} root`,
+      notBefore: new Date(Date.now() - 60_000),
+      notAfter: new Date(Date.now() + 3600_000),
+      keys: keys as never,
+      signingAlgorithm: kind === 'RSA' ? { name: 'RSASSA-PKCS1-v1_5', hash: 'SHA-256' } : { name: 'ECDSA', hash: 'SHA-384' },
+      extensions: [new x509.BasicConstraintsExtension(true, undefined, true), await x509.SubjectKeyIdentifierExtension.create(keys.publicKey as never)],
+    });
+    const keyPem = x509.PemConverter.encode(await subtle.exportKey('pkcs8', keys.privateKey), 'PRIVATE KEY');
+    const ca = await makeCa({ authority: { certChainPem: [root.toString('pem')], privateKeyPem: keyPem } });
+    const issued = await ca.issue(await csrFor(id('op', kind.toLowerCase().replace('-', ''))), 60);
+    const leaf = new X509Certificate(issued.certChainPem[0] as string);
+    t.ok(leaf.verify(new X509Certificate(root.toString('pem')).publicKey), `${kind} root signature on the leaf verifies`);
+    t.equal(verifyPeer(issued.certChainPem.slice(0, 1), issued.trustBundlePem, { trustDomain: TD }), id('op', kind.toLowerCase().replace('-', '')));
+  }
+  // SEC1 ("EC PRIVATE KEY") input is accepted and converted.
+  const sec1 = generateKeyPairSync('ec', { namedCurve: 'prime256v1' }).privateKey.export({ type: 'sec1', format: 'pem' }).toString();
+  t.equal((await importSigningKey(sec1)).nodeHash, 'sha256');
+  const ed = generateKeyPairSync('ed25519').privateKey.export({ type: 'pkcs8', format: 'pem' }).toString();
+  await t.rejects(importSigningKey(ed), { code: IdentityCode.ROOT_INVALID });
+});
