@@ -187,15 +187,17 @@ export class TunnelPool implements TunnelDialer {
       this.pools.set(key, list);
     }
     let chosen: PooledSession | undefined;
+    const stale: PooledSession[] = [];
     for (const s of list) {
       if (s.draining || s.closed) continue;
       if (s.certChainPem !== cert.certChainPem || s.bundle !== bundle) {
-        // Rotation: new streams go to sessions with the new certificate; this one drains.
-        this.drain(s, 'credentials rotated');
+        stale.push(s);
         continue;
       }
       if (s.active < this.streamLimit(s) && (!chosen || s.active < chosen.active)) chosen = s;
     }
+    // Rotation: new streams go to sessions with the new certificate; these drain.
+    for (const s of stale) this.drain(s, 'credentials rotated');
     if (!chosen) {
       const live = list.filter((s) => !s.closed && !s.draining).length;
       if (live >= this.maxSessionsPerKey) {
@@ -207,6 +209,8 @@ export class TunnelPool implements TunnelDialer {
       }
       chosen = this.openSession(key, target, cert, bundle, tunnelAddress, tunnelPort);
       list.push(chosen);
+      // A drain above may have dropped the emptied list from the map.
+      this.pools.set(key, list);
     }
     chosen.active++;
     if (chosen.idleTimer) {

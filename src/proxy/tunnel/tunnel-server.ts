@@ -72,7 +72,10 @@ export interface TunnelServerOptions {
 }
 
 export interface TunnelServerStats {
+  /** Sessions open now. */
   sessions: number;
+  /** Streams received, all outcomes. */
+  streams: number;
   tlsRefused: number;
   identityRefused: number;
   badRequest: number;
@@ -92,11 +95,14 @@ interface SessionState {
   resets: number;
   resetWindowStart: number;
   idleTimer: NodeJS.Timeout | undefined;
+  /** Closed for rapid reset: any stream still arriving is refused without work. */
+  flooding: boolean;
 }
 
 export class TunnelServer {
   readonly stats: TunnelServerStats = {
     sessions: 0,
+    streams: 0,
     tlsRefused: 0,
     identityRefused: 0,
     badRequest: 0,
@@ -249,6 +255,7 @@ export class TunnelServer {
       resets: 0,
       resetWindowStart: performance.now(),
       idleTimer: undefined,
+      flooding: false,
     };
     sessionStates.set(session, state);
     this.sessions.add(session);
@@ -294,6 +301,12 @@ export class TunnelServer {
     const state = session ? sessionStates.get(session) : undefined;
     if (!session || !state) {
       stream.close(h2c.NGHTTP2_INTERNAL_ERROR);
+      return;
+    }
+    this.stats.streams++;
+    if (state.flooding) {
+      stream.on('error', () => {});
+      stream.close(h2c.NGHTTP2_REFUSED_STREAM);
       return;
     }
     state.open++;
@@ -382,9 +395,12 @@ export class TunnelServer {
         { refused: 'rapid-reset', peer: state.remoteAddress, peerIdentity: state.peer.ok ? state.peer.identity : undefined, resets: state.resets },
         'tunnel session cancelled too many streams; closing it',
       );
+      state.flooding = true;
       session.goaway(h2c.NGHTTP2_ENHANCE_YOUR_CALM);
-      // GOAWAY lets in-flight streams finish; a flooder gets no grace.
-      setImmediate(() => session.destroy());
+      // Streams already in flight on this session are refused from now on (see onStream);
+      // the socket is destroyed shortly after, once the GOAWAY had a chance to leave.
+      const t = setTimeout(() => session.destroy(), 100);
+      t.unref();
     }
   }
 }
