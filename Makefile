@@ -39,9 +39,12 @@ deps-deb:
 	  apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	else echo "deps: Debian packages present"; fi
 
-# `npm ci` when the lock file matches, so CI installs exactly what was tested.
+# `npm ci` installs exactly what the lock file says. npm 11 with
+# omit-lockfile-registry-resolved (set on these machines) writes lock files whose optional
+# platform packages (biome, esbuild) npm ci then calls "missing"; npm install still keeps
+# every locked version, so it is the fallback.
 deps-npm:
-	@if [ -f package-lock.json ]; then npm ci --no-audit --no-fund --loglevel=error; \
+	@if [ -f package-lock.json ] && npm ci --no-audit --no-fund --loglevel=error 2>/dev/null; then :; \
 	else npm install --no-audit --no-fund --loglevel=error; fi
 	@echo "deps: node $$(node --version) from $$(command -v node)"
 

@@ -4,6 +4,7 @@ import { parseArgs } from 'node:util';
 import { collectDefaultMetrics, Registry } from 'prom-client';
 import { CaptureManager } from '../capture/capture-manager.js';
 import { DEFAULT_CLUSTER_DOMAIN, DEFAULT_TRUST_DOMAIN } from '../config/model.js';
+import { ControllerConfigSource } from '../config/controller-source.js';
 import { KubeFolderSource } from '../config/kube/folder-source.js';
 import type { ConfigSource } from '../config/source.js';
 import { SkeinError } from '../errors.js';
@@ -15,10 +16,11 @@ import { createLogger } from '../telemetry/log.js';
 import { parseHostPort, startAdmin } from './admin.js';
 import { NodeAgent } from './agent.js';
 
-export const AGENT_USAGE = `usage: skein agent --node NAME --config-folder DIR --ca-root-file FILE --token-file FILE [options]
+export const AGENT_USAGE = `usage: skein agent --node NAME (--controller H:P | --config-folder DIR) --ca-root-file FILE --token-file FILE [options]
 
   --node NAME            this node (default $NODE_NAME)
-  --config-folder DIR    read the mesh from a folder of Kubernetes YAML (the lab's state folder)
+  --controller H:P       stream the mesh config from the controller (port 15010)
+  --config-folder DIR    or read it from a folder of Kubernetes YAML (one machine, no controller)
   --trust-domain TD      SPIFFE trust domain (default ${DEFAULT_TRUST_DOMAIN})
   --ca-address H:P       the mesh CA (default skein-controller.skein-system.svc:15012)
   --ca-root-file FILE    PEM root(s) the CA's serving certificate chains to; also the first trust bundle
@@ -39,6 +41,7 @@ export async function runAgent(argv: string[]): Promise<number> {
     options: {
       node: { type: 'string', default: process.env.NODE_NAME },
       'config-folder': { type: 'string' },
+      controller: { type: 'string' },
       'trust-domain': { type: 'string', default: DEFAULT_TRUST_DOMAIN },
       'cluster-domain': { type: 'string', default: DEFAULT_CLUSTER_DOMAIN },
       'ca-address': { type: 'string', default: 'skein-controller.skein-system.svc:15012' },
@@ -64,7 +67,7 @@ export async function runAgent(argv: string[]): Promise<number> {
     return v;
   };
   const node = need(values.node, '--node');
-  const folder = need(values['config-folder'], '--config-folder');
+  if (!values['config-folder'] === !values.controller) throw new SkeinError('SKEIN_AGENT_USAGE', `give exactly one of --controller and --config-folder\n${AGENT_USAGE}`);
   const log = createLogger({ base: { component: 'agent', node }, ...(values['log-file'] ? { file: values['log-file'] } : {}), ...(values['log-level'] ? { level: values['log-level'] } : {}) });
   const rootsPem = splitPemBundle(await readFile(need(values['ca-root-file'], '--ca-root-file'), 'utf8'));
   const tokenFile = need(values['token-file'], '--token-file');
@@ -81,7 +84,10 @@ export async function runAgent(argv: string[]): Promise<number> {
     registry,
   });
   const capture = new CaptureManager({ pinRoot: values['pin-root'], ...(values['bpf-dir'] ? { bpfObjectDir: values['bpf-dir'] } : {}) }, { logger: log });
-  const source: ConfigSource = new KubeFolderSource({ dir: folder, trustDomain: values['trust-domain']!, clusterDomain: values['cluster-domain']!, logger: log });
+  // The controller's stream in a cluster; a folder of Kubernetes YAML on one machine.
+  const source: ConfigSource = values.controller
+    ? new ControllerConfigSource({ address: values.controller, node, tokenFile, rootsPem, logger: log })
+    : new KubeFolderSource({ dir: values['config-folder']!, trustDomain: values['trust-domain']!, clusterDomain: values['cluster-domain']!, logger: log });
   const agent = new NodeAgent({ node, source, capture, certificates, log });
 
   const stopAdmin = await startAdmin(
