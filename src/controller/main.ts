@@ -1,0 +1,341 @@
+/**
+ * `skein controller`: flags -> a running Controller (config stream + mesh CA), until
+ * SIGTERM/SIGINT. SIGHUP re-reads the bootstrap tokens and rescans the folder.
+ *
+ * Modes: `--folder DIR` (standalone, one machine; a single replica is assumed, so the CA
+ * writes its root file without leader election) or `--kube` (the Kubernetes API; any number
+ * of replicas serve streams, the holder of a Lease writes the CA root into a Secret).
+ */
+import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { hostname } from 'node:os';
+import { parseArgs } from 'node:util';
+import * as grpc from '@grpc/grpc-js';
+import { messageOf } from '../errors.js';
+import type { Authenticator } from '../identity/authn.js';
+import { BootstrapTokenAuthenticator } from '../identity/bootstrap-tokens.js';
+import { CertificateAuthority } from '../identity/ca.js';
+import { DEFAULT_CA_PORT, DEFAULT_SERVING_SANS } from '../identity/ca-server.js';
+import { DEFAULT_ROOT_FILE, FileRootStore, type RootStore } from '../identity/root-store.js';
+import { TokenReviewAuthenticator } from '../identity/token-review.js';
+import { saveTrustBundleFile } from '../identity/trust-bundle.js';
+import { createLogger, type Logger } from '../telemetry/log.js';
+import { DEFAULT_CONFIG_PORT } from './config-server.js';
+import { Controller, type ControllerOptions } from './controller.js';
+import { inClusterOptions, KubeClient, type KubeClientOptions } from './kube/client.js';
+import { KubeSource } from './kube/kube-source.js';
+import { LeaseElector } from './kube/lease.js';
+import { LeaderGatedRootStore, SecretRootStore } from './kube/secret-root-store.js';
+import { KubeStatusWriter, StatusReporter } from './kube/status-writer.js';
+
+export const CONTROLLER_USAGE = `usage: skein controller (--folder DIR | --kube) [options]
+
+sources (one or both):
+  --folder DIR             watch a folder of Kubernetes YAML (recursive); single replica assumed
+  --kube                   watch the Kubernetes API (in-cluster service account by default)
+  --kube-server URL        API server URL (default: in-cluster KUBERNETES_SERVICE_HOST/PORT)
+  --kube-token-file FILE   bearer token file (default: in-cluster service account token)
+  --kube-ca-file FILE      API server CA (default: in-cluster ca.crt)
+  --namespace NS           the controller's namespace: Lease, CA Secret (default: in-cluster, else skein-system)
+
+serving:
+  --config-listen ADDR     config stream (default 0.0.0.0:${DEFAULT_CONFIG_PORT}); alias --listen
+  --config-plaintext       serve the config stream without TLS (loopback/testing only)
+  --ca-listen ADDR         mesh CA (default 0.0.0.0:${DEFAULT_CA_PORT})
+  --no-ca                  do not host the CA
+  --ca-san NAME            DNS name/IP in the CA and config serving certificates (repeatable)
+  --root-file FILE         CA state file in folder mode (default ${DEFAULT_ROOT_FILE})
+  --ca-secret NAME         CA state Secret in kube mode (default skein-ca)
+  --roots-out FILE         write the CA's trust bundle (PEM) here, and again on every root change
+
+agents:
+  --tokens-dir DIR         per-node bootstrap token files (lab; alias --bootstrap-tokens)
+  --agent-principal P      kube mode: service account allowed (default system:serviceaccount:<ns>:skein-agent)
+  --token-audience A       kube mode: audience agent tokens must carry (default skein-controller)
+
+mesh:
+  --trust-domain TD        (default cluster.local)
+  --cluster-domain CD      (default cluster.local)
+  --root-namespace NS      policies here apply mesh-wide (default skein-system)
+
+replicas (kube mode):
+  --identity ID            this replica's name in the Lease (default: hostname)
+  --lease-name NAME        (default skein-controller-ca)
+  --no-status-writes       do not write status conditions/events
+
+  --log-file FILE   --log-level LEVEL   -h, --help
+`;
+
+interface Flags {
+  folder?: string;
+  kube?: boolean;
+  'kube-server'?: string;
+  'kube-token-file'?: string;
+  'kube-ca-file'?: string;
+  namespace?: string;
+  'config-listen'?: string;
+  listen?: string;
+  'config-plaintext'?: boolean;
+  'ca-listen'?: string;
+  'no-ca'?: boolean;
+  'ca-san'?: string[];
+  'root-file'?: string;
+  'ca-secret'?: string;
+  'roots-out'?: string;
+  'tokens-dir'?: string;
+  'bootstrap-tokens'?: string;
+  'agent-principal'?: string;
+  'token-audience'?: string;
+  'trust-domain'?: string;
+  'cluster-domain'?: string;
+  'root-namespace'?: string;
+  identity?: string;
+  'lease-name'?: string;
+  'no-status-writes'?: boolean;
+  'log-file'?: string;
+  'log-level'?: string;
+  help?: boolean;
+}
+
+function parse(argv: string[]): Flags {
+  const { values } = parseArgs({
+    args: argv,
+    strict: true,
+    allowPositionals: false,
+    options: {
+      folder: { type: 'string' },
+      kube: { type: 'boolean' },
+      'kube-server': { type: 'string' },
+      'kube-token-file': { type: 'string' },
+      'kube-ca-file': { type: 'string' },
+      namespace: { type: 'string' },
+      'config-listen': { type: 'string' },
+      listen: { type: 'string' },
+      'config-plaintext': { type: 'boolean' },
+      'ca-listen': { type: 'string' },
+      'no-ca': { type: 'boolean' },
+      'ca-san': { type: 'string', multiple: true },
+      'root-file': { type: 'string' },
+      'ca-secret': { type: 'string' },
+      'roots-out': { type: 'string' },
+      'tokens-dir': { type: 'string' },
+      'bootstrap-tokens': { type: 'string' },
+      'agent-principal': { type: 'string' },
+      'token-audience': { type: 'string' },
+      'trust-domain': { type: 'string' },
+      'cluster-domain': { type: 'string' },
+      'root-namespace': { type: 'string' },
+      identity: { type: 'string' },
+      'lease-name': { type: 'string' },
+      'no-status-writes': { type: 'boolean' },
+      'log-file': { type: 'string' },
+      'log-level': { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
+  return values as Flags;
+}
+
+/** A human progress line on stdout (logs are JSON on stderr / --log-file). */
+function progress(line: string): void {
+  process.stdout.write(`skein controller: ${line}\n`);
+}
+
+/** Waits for the CA state: the leader creates it, followers load what the leader wrote. */
+async function createCa(trustDomain: string, store: RootStore, log: Logger, signal: { stopped: boolean }): Promise<CertificateAuthority> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await CertificateAuthority.create({ trustDomain, store, logger: log });
+    } catch (err) {
+      if ((err as { code?: string }).code !== 'SKEIN_CONTROLLER_NOT_LEADER' || signal.stopped) throw err;
+      if (attempt === 0) progress('waiting for the CA leader to create the root');
+      await new Promise((r) => setTimeout(r, 2000));
+    }
+  }
+}
+
+/**
+ * Runs the controller until SIGTERM/SIGINT. Returns the process exit code: 0 after a clean
+ * stop, 2 for bad flags, 1 when it could not start.
+ */
+export async function runController(argv: string[]): Promise<number> {
+  let flags: Flags;
+  try {
+    flags = parse(argv);
+  } catch (err) {
+    process.stderr.write(`${messageOf(err)}\n${CONTROLLER_USAGE}`);
+    return 2;
+  }
+  if (flags.help) {
+    process.stdout.write(CONTROLLER_USAGE);
+    return 0;
+  }
+  if (!flags.folder && !flags.kube) {
+    process.stderr.write(`skein controller: give --folder DIR or --kube\n${CONTROLLER_USAGE}`);
+    return 2;
+  }
+  const log = createLogger({ file: flags['log-file'], level: flags['log-level'], base: { component: 'controller' } });
+  const trustDomain = flags['trust-domain'] ?? 'cluster.local';
+  const stopped = { stopped: false };
+  const cleanups: (() => Promise<void> | void)[] = [];
+  const cleanup = async () => {
+    for (const c of cleanups.reverse()) await Promise.resolve(c()).catch(() => {});
+  };
+  try {
+    let kubeOpts: KubeClientOptions | undefined;
+    let client: KubeClient | undefined;
+    if (flags.kube) {
+      const inCluster = flags['kube-server'] ? undefined : inClusterOptions();
+      kubeOpts = {
+        ...(inCluster ?? { server: flags['kube-server'] as string }),
+        ...(flags['kube-token-file'] ? { tokenFile: flags['kube-token-file'] } : {}),
+        ...(flags['kube-ca-file'] ? { caFile: flags['kube-ca-file'] } : {}),
+        ...(flags.namespace ? { namespace: flags.namespace } : {}),
+      };
+      client = new KubeClient(kubeOpts);
+      cleanups.push(() => client?.close());
+    }
+    const namespace = client?.namespace ?? flags.namespace ?? 'skein-system';
+
+    // Who may stream config / ask the CA.
+    const tokensDir = flags['tokens-dir'] ?? flags['bootstrap-tokens'];
+    let authenticator: Authenticator;
+    let bootstrap: BootstrapTokenAuthenticator | undefined;
+    if (tokensDir) {
+      bootstrap = await BootstrapTokenAuthenticator.fromDirectory(tokensDir);
+      const { nodes, skipped } = await bootstrap.reload();
+      if (skipped.length) log.warn({ skipped }, 'token files readable by group/others were skipped');
+      progress(`bootstrap tokens for ${nodes.length} node(s) from ${tokensDir}`);
+      authenticator = bootstrap;
+    } else if (client && kubeOpts) {
+      const tokenFile = kubeOpts.tokenFile;
+      authenticator = new TokenReviewAuthenticator({
+        apiServer: kubeOpts.server,
+        controllerToken: () => (tokenFile ? readToken(tokenFile) : (kubeOpts?.token ?? '')),
+        allowedPrincipals: [flags['agent-principal'] ?? `system:serviceaccount:${namespace}:skein-agent`],
+        audiences: [flags['token-audience'] ?? 'skein-controller'],
+      });
+    } else {
+      process.stderr.write('skein controller: --tokens-dir is required in folder mode (agents authenticate with bootstrap tokens)\n');
+      return 2;
+    }
+
+    // Leader election (kube mode) for the CA's writes.
+    let elector: LeaseElector | undefined;
+    if (client) {
+      elector = new LeaseElector({
+        client,
+        namespace,
+        name: flags['lease-name'],
+        identity: flags.identity ?? process.env.POD_NAME ?? `${hostname()}-${randomBytes(3).toString('hex')}`,
+        logger: log,
+      });
+      elector.on('leading', () => progress('leading: this replica writes the CA state'));
+      elector.on('following', (holder: string) => progress(`following ${holder || '(nobody)'}: serving streams, CA state read-only`));
+      await elector.start();
+      cleanups.push(() => elector?.stop());
+    }
+
+    // The CA.
+    let ca: CertificateAuthority | undefined;
+    if (!flags['no-ca']) {
+      const store: RootStore = client
+        ? new LeaderGatedRootStore(new SecretRootStore(client, namespace, flags['ca-secret'] ?? 'skein-ca'), () => elector?.isLeader() ?? false)
+        : new FileRootStore(flags['root-file'] ?? DEFAULT_ROOT_FILE);
+      ca = await createCa(trustDomain, store, log, stopped);
+      const rootsOut = flags['roots-out'];
+      if (rootsOut) {
+        const write = () => saveTrustBundleFile(rootsOut, ca!.trustBundlePem()).catch((err) => log.error({ err: messageOf(err) }, 'cannot write roots'));
+        ca.on('activeChanged', () => void write());
+        cleanups.push(() => void ca?.removeAllListeners('activeChanged'));
+        await write();
+      }
+    }
+    const sans = flags['ca-san']?.length ? [...flags['ca-san'], ...DEFAULT_SERVING_SANS] : DEFAULT_SERVING_SANS;
+
+    // Config stream credentials: TLS with a CA-issued serving certificate unless told otherwise.
+    let configCredentials: grpc.ServerCredentials | undefined;
+    if (!flags['config-plaintext']) {
+      if (!ca) {
+        process.stderr.write('skein controller: the config stream needs TLS from the hosted CA; with --no-ca pass --config-plaintext\n');
+        return 2;
+      }
+      const serving = await ca.activeAuthority().issueServingCertificate({ sans, ttlSeconds: 365 * 24 * 3600 });
+      configCredentials = grpc.ServerCredentials.createSsl(
+        null,
+        [{ cert_chain: Buffer.from(serving.certChainPem), private_key: Buffer.from(serving.privateKeyPem) }],
+        false,
+      );
+    }
+
+    const opts: ControllerOptions = {
+      authenticator,
+      trustDomain,
+      clusterDomain: flags['cluster-domain'],
+      rootNamespace: flags['root-namespace'],
+      configAddress: flags['config-listen'] ?? flags.listen ?? `0.0.0.0:${DEFAULT_CONFIG_PORT}`,
+      configCredentials,
+      ...(ca ? { ca: { ca, address: flags['ca-listen'] ?? `0.0.0.0:${DEFAULT_CA_PORT}`, servingSans: sans } } : {}),
+      isLeader: () => elector?.isLeader() ?? true,
+      logger: log,
+      ...(flags.folder ? { folder: flags.folder } : {}),
+      ...(client ? { sources: [(store) => new KubeSource(store, { client: client as KubeClient, logger: log })] } : {}),
+    };
+    if (flags.folder) progress(`watching folder ${flags.folder} (single replica assumed: no leader election)`);
+    if (client) progress(`watching the Kubernetes API at ${kubeOpts?.server}`);
+    const controller = new Controller(opts);
+    const ports = await controller.start();
+    cleanups.push(() => controller.stop());
+    const st = controller.status();
+    progress(`index built: ${st.objects} objects, ${st.resources} resources, ${st.refusals.length} refused`);
+    for (const r of st.refusals.slice(0, 20)) progress(`refused ${r.object} (${r.origin}): ${r.field}: ${r.reason}`);
+    progress(`config stream on ${opts.configAddress} (port ${ports.configPort}, ${configCredentials ? 'TLS' : 'plaintext'})`);
+    if (ports.caPort !== undefined) progress(`CA on ${opts.ca?.address} (port ${ports.caPort})`);
+
+    let reporter: StatusReporter | undefined;
+    if (client && !flags['no-status-writes']) {
+      reporter = new StatusReporter(controller.index, controller.store, new KubeStatusWriter(client), log);
+      reporter.start();
+      cleanups.push(() => reporter?.stop());
+    }
+    // Report refusals as they change (progress lines; the log has every field).
+    let lastRefused = st.refusals.length;
+    controller.index.onUpdate((u) => {
+      const n = controller.refusals().length;
+      if (n !== lastRefused) progress(`version ${u.version}: ${n} resource(s) refused (see skein status)`);
+      lastRefused = n;
+    });
+    progress('ready');
+
+    await new Promise<void>((resolve) => {
+      const stop = () => {
+        process.off('SIGTERM', stop);
+        process.off('SIGINT', stop);
+        process.off('SIGHUP', hup);
+        resolve();
+      };
+      const hup = () => {
+        void bootstrap?.reload().then((r) => progress(`reloaded bootstrap tokens: ${r.nodes.length} node(s)`));
+        void controller.rescanFolder();
+      };
+      process.on('SIGTERM', stop);
+      process.on('SIGINT', stop);
+      process.on('SIGHUP', hup);
+    });
+    stopped.stopped = true;
+    progress('stopping');
+    await cleanup();
+    return 0;
+  } catch (err) {
+    log.error({ err: messageOf(err), code: (err as { code?: string }).code }, 'controller failed');
+    process.stderr.write(`skein controller: ${messageOf(err)}\n`);
+    stopped.stopped = true;
+    await cleanup();
+    return 1;
+  }
+}
+
+function readToken(file: string): string {
+  // Re-read on each use: projected tokens rotate.
+  return readFileSync(file, 'utf8').trim();
+}
