@@ -3,6 +3,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { repoRoot } from '../paths.js';
 import { runAgent } from '../agent/main.js';
+import { runController } from '../controller/main.js';
 import { labCommand } from './lab.js';
 import { workloadCommand } from './workload.js';
 
@@ -20,6 +21,7 @@ usage: skein <command> [...]
   lab annotate namespace NAME key=value|key- change a namespace's annotations
   lab scale NS/DEPLOYMENT N [--grace MS]    scale a Deployment (pods, endpoints, DNAT)
   agent --node NAME ...    the node agent (see skein agent --help)
+  controller ...           the controller: config stream and mesh CA (see skein controller --help)
   workload echo|client     the lab's built-in programs (see skein workload --help)
   version                  print the version
 
@@ -35,6 +37,8 @@ export async function main(argv: string[]): Promise<number> {
       return workloadCommand(rest);
     case 'agent':
       return runAgent(rest);
+    case 'controller':
+      return runController(rest);
     case 'version':
     case '--version': {
       const pkg = JSON.parse(readFileSync(join(repoRoot(), 'package.json'), 'utf8')) as { version: string };
