@@ -258,6 +258,12 @@ export class OutboundProxy {
     return { connections: { ...this.counts }, refusals: this.refusals.snapshot(), upstreams: this.pool.stats() };
   }
 
+  /** Requests/connections in flight to endpoint `ip` of a service (admin, tests). */
+  inFlight(namespace: string, name: string, ip: string): number {
+    const svc = this.store.service(namespace, name);
+    return svc ? this.selector.balancerFor(svc).inFlight(ip) : 0;
+  }
+
   /** Count of refusals with `code` (tests, metrics). */
   refusalCount(code: string): number {
     return this.refusals.count(code);

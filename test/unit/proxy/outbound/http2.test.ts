@@ -117,6 +117,13 @@ t.test('3000 requests over ONE HTTP/2 client connection spread within 5% (round 
   t.equal(h.proxy.stats().connections.http2, 1, 'one client connection, detected as HTTP/2');
   t.equal(h.proxy.stats().upstreams.h2Sessions, 3, 'one upstream session per endpoint');
   t.ok(h.tunnel.calls.length <= 3, `upstream sessions reused (${h.tunnel.calls.length} tunnel streams)`);
+  for (const b of backends) t.equal(h.proxy.inFlight('apps', 'server', b.ip), 0, `no in-flight leak for ${b.ip}`);
+
+  // An endpoint leaving the config closes its pooled upstream; the others keep theirs.
+  h.store.apply(snapshotFor(backends.slice(0, 2), { version: '2' }));
+  t.equal(h.proxy.stats().upstreams.h2Sessions, 2, 'upstream to the removed endpoint evicted');
+  const after = await runBounded(30, 8, () => get(session, '/who'));
+  t.same(new Set(after.map((r) => r.body.toString())), new Set(['0', '1']), 'traffic only to remaining endpoints');
 });
 
 t.test('least-request prefers the less loaded endpoint', async (t) => {
