@@ -23,6 +23,7 @@ import type { Duplex } from 'node:stream';
 import { connect as tlsConnect, type PeerCertificate, type TLSSocket } from 'node:tls';
 import type { SpiffeId } from '../../config/model.js';
 import { SkeinError, messageOf } from '../../errors.js';
+import { tlsOptionsFor } from '../../identity/tls-options.js';
 import type { IdentitySource, WorkloadCertificate } from '../../identity/types.js';
 import { type Logger, silentLogger } from '../../telemetry/log.js';
 import { formatAuthority } from './authority.js';
@@ -367,24 +368,19 @@ export class TunnelPool implements TunnelDialer {
     trustDomain: string,
     expected: SpiffeId,
   ): TLSSocket {
+    const base = tlsOptionsFor(cert, bundlePems, { trustDomain, expectedPeer: expected, alpnProtocols: ['h2'] });
     return tlsConnect({
+      ...base,
       host,
       port,
-      ALPNProtocols: ['h2'],
-      minVersion: 'TLSv1.3',
-      key: cert.privateKeyPem,
-      cert: cert.certChainPem,
-      ca: bundlePems,
-      rejectUnauthorized: true,
-      // Not a hostname check: the SPIFFE identity check, inside the handshake, so a wrong
-      // peer fails the handshake and never receives a CONNECT.
+      // Not a hostname check: the SPIFFE identity check (identity's verifyPeer), inside the
+      // handshake, so a wrong peer fails the handshake and never receives a CONNECT.
       checkServerIdentity: (_host: string, peer: PeerCertificate) => {
-        const r = checkPeerIdentity(peer.raw, trustDomain, expected);
+        const r = checkPeerIdentity(peer, bundlePems, trustDomain, expected);
         if (r.ok) return undefined;
-        return new SkeinError(TunnelErrorCode.Identity, `tunnel peer is not ${expected}: ${r.reason}`, {
+        return new SkeinError(TunnelErrorCode.Identity, `tunnel peer is not ${expected}: ${r.detail ?? r.reason}`, {
           expected,
           reason: r.reason,
-          presented: r.detail,
         });
       },
     });

@@ -35,6 +35,7 @@ import type { AddressInfo } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import type { Workload } from '../../config/model.js';
 import { hasCode, messageOf } from '../../errors.js';
+import { tlsOptionsFor } from '../../identity/tls-options.js';
 import type { IdentitySource, WorkloadCertificate } from '../../identity/types.js';
 import { type Logger, silentLogger } from '../../telemetry/log.js';
 import type { InboundProxy, InboundRequest } from '../inbound/inbound-proxy.js';
@@ -123,6 +124,8 @@ export class TunnelServer {
   private readonly rapidResetWindowMs: number;
   private readonly refreshTimer: NodeJS.Timeout | undefined;
   private credentials: { certChainPem: string; bundle: string };
+  /** Roots the installed TLS context trusts; the SPIFFE check uses the same snapshot. */
+  private bundlePems: string[];
   private closed = false;
 
   /** Fetches the workload's certificate (waiting for issuance) before building the server. */
@@ -144,14 +147,13 @@ export class TunnelServer {
     const bundle = this.identity.trustBundlePem();
     this.credentials = { certChainPem: cert.certChainPem, bundle: bundle.join('\n') };
 
+    this.bundlePems = bundle;
     this.server = createSecureServer({
-      key: cert.privateKeyPem,
-      cert: cert.certChainPem,
-      ca: bundle,
+      // Workload cert + key, the bundle as the only CAs, TLS 1.3, client cert required and
+      // chained by OpenSSL (identity's mesh TLS options).
+      ...tlsOptionsFor(cert, bundle, { trustDomain: this.identity.trustDomain(), alpnProtocols: ['h2'] }),
       requestCert: true,
       rejectUnauthorized: true,
-      minVersion: 'TLSv1.3',
-      ALPNProtocols: ['h2'],
       allowHTTP1: false,
       handshakeTimeout: opts.handshakeTimeoutMs ?? 10_000,
       unknownProtocolTimeout: 5_000,
@@ -221,7 +223,8 @@ export class TunnelServer {
     const bundle = this.identity.trustBundlePem();
     const joined = bundle.join('\n');
     if (cert.certChainPem === this.credentials.certChainPem && joined === this.credentials.bundle) return false;
-    this.server.setSecureContext({ key: cert.privateKeyPem, cert: cert.certChainPem, ca: bundle, minVersion: 'TLSv1.3' });
+    this.server.setSecureContext(tlsOptionsFor(cert, bundle, { trustDomain: this.identity.trustDomain(), alpnProtocols: ['h2'] }));
+    this.bundlePems = bundle;
     this.credentials = { certChainPem: cert.certChainPem, bundle: joined };
     this.stats.credentialRotations++;
     this.log.info({ notAfter: cert.notAfter.toISOString(), roots: bundle.length }, 'tunnel server credentials rotated');
@@ -246,9 +249,9 @@ export class TunnelServer {
   private onSession(session: ServerHttp2Session): void {
     // session.socket is a proxy onto the TLSSocket; reading methods pass through.
     const sock = session.socket as TLSSocket;
-    const der = sock.getPeerCertificate?.()?.raw;
+    const peerCert = sock.getPeerCertificate?.(true);
     const state: SessionState = {
-      peer: checkPeerIdentity(der, this.identity.trustDomain()),
+      peer: checkPeerIdentity(peerCert, this.bundlePems, this.identity.trustDomain()),
       remoteAddress: sock.remoteAddress,
       remotePort: sock.remotePort,
       open: 0,

@@ -130,7 +130,8 @@ t.test('wrong server identity: the client refuses in the handshake, no CONNECT i
   const m = await setupMesh(t);
   const err = await m.pool.connect(m.clientId, m.target(undefined, { identity: spiffe('default', 'someone-else') })).catch((e) => e);
   t.ok(hasCode(err, TunnelErrorCode.Identity), `rejected with ${err.code}`);
-  t.match(err.details, { reason: 'unexpected-identity', presented: m.serverId });
+  t.match(err.details, { reason: 'SKEIN_IDENTITY_PEER_UNEXPECTED_IDENTITY', expected: spiffe('default', 'someone-else') });
+  t.match(err.message, m.serverId, 'the message names who answered');
   t.equal(m.connector.connects, 0, 'the app was never contacted');
   t.equal(m.records.length, 0, 'no stream reached the server');
   await stillServes(t, m);
