@@ -1,0 +1,574 @@
+#!/usr/bin/env node
+/**
+ * skein benchmarks (`make bench`, `make bench QUICK=1`): the same workloads, in one run,
+ * through four paths in a 2-node lab, so the numbers compare like with like:
+ *
+ *   direct           client pod ─▶ server pods (no mesh; kube-proxy-like Service DNAT)
+ *   skein L4         client pod ─▶ agent A ══ mTLS HTTP/2 CONNECT ══▶ agent B ─▶ pod (appProtocol tcp)
+ *   skein L7         the same, with the agents speaking HTTP/1.1 or gRPC (appProtocol http/grpc)
+ *   HAProxy (peer)   client pod ─▶ HAProxy on node A ══ mTLS ══▶ HAProxy on node B ─▶ pod
+ *
+ * Loads: constant rate (open loop, latency from the intended send time: lib/loadgen.mjs) at
+ * each rate, then closed loop for maximum throughput (wrk, h2load); for L4 also bulk TCP with
+ * 1 and 16 streams (lib/bulk.mjs). Per mode: the proxies' CPU seconds per 1000 requests and
+ * peak RSS from /proc. Every mode is verified to have taken its path (agents' counters moved
+ * or did not, HAProxy's stats show the requests); failures are counted and shown.
+ *
+ *   sudo node test/bench/run.mjs [--quick] [--keep-going]      (after make build-ts)
+ *
+ * Environment knobs (for development; defaults are what `make bench` measures):
+ *   BENCH_MODES=direct-http,skein-l4,...  run only these modes (bulk runs when its modes are chosen)
+ *   BENCH_RATES=1000,5000   BENCH_OPEN_S=8   BENCH_CLOSED_S=6   BENCH_BULK_S=5   BENCH_NO_MESH=1
+ *
+ * Everything it makes (the lab, the HAProxy processes, a temp dir) is removed at the end,
+ * also on failure and on SIGINT/SIGTERM; the lab is owned by this process, so `skein lab gc`
+ * removes it should this process be killed outright.
+ */
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { h2loadCommand, parseH2load, parseWrk, wrkCommand } from './lib/closed-loop.mjs';
+import { checkConfig, makePeerCertificates, PEER_PORTS, renderNodeA, renderNodeB, showStat, startHaproxy } from './lib/haproxy.mjs';
+import { pidsOfCgroup, processGroup, startRssSampler } from './lib/procstat.mjs';
+import { renderReport } from './lib/report.mjs';
+
+const execFileP = promisify(execFile);
+const HERE = dirname(fileURLToPath(import.meta.url));
+const ROOT = resolve(HERE, '..', '..');
+const LIB = join(HERE, 'lib');
+
+const argv = process.argv.slice(2);
+const QUICK = argv.includes('--quick') || process.env.QUICK === '1';
+const env = (k, d) => (process.env[k] !== undefined && process.env[k] !== '' ? process.env[k] : d);
+
+const P = {
+  rates: env('BENCH_RATES', '1000,5000').split(',').map(Number),
+  openWarmupS: Number(env('BENCH_OPEN_WARMUP_S', QUICK ? 0.5 : 1)),
+  openDurationS: Number(env('BENCH_OPEN_S', QUICK ? 2 : 8)),
+  closedWarmupS: Number(env('BENCH_CLOSED_WARMUP_S', QUICK ? 0.5 : 1)),
+  closedDurationS: Number(env('BENCH_CLOSED_S', QUICK ? 2 : 6)),
+  bulkDurationS: Number(env('BENCH_BULK_S', QUICK ? 1.5 : 4)),
+  bulkStreams: [1, 16],
+  httpPath: '/bytes/64',
+  requestTimeoutMs: 2000,
+  http1Connections: 64,
+  grpcConnections: 4,
+  wrk: { threads: 1, connections: 32 },
+  h2load: { clients: 4, streams: 16, threads: 1 },
+  echoReplicas: 2,
+};
+
+/** Modes in run order; `baseline` is what added latency is measured against, `peer` the HAProxy equivalent. */
+const MODES = [
+  { id: 'direct-http', kind: 'direct', proto: 'http1', baseline: 'direct-http' },
+  { id: 'skein-l4', kind: 'skein', proto: 'http1', baseline: 'direct-http', peer: 'haproxy-l4', agentProtocol: 'tcp' },
+  { id: 'skein-l7-http', kind: 'skein', proto: 'http1', baseline: 'direct-http', peer: 'haproxy-l7-http', agentProtocol: 'http1' },
+  { id: 'haproxy-l4', kind: 'haproxy', proto: 'http1', baseline: 'direct-http', frontend: 'l4_http', backendB: 'in_l4', httpMode: false },
+  { id: 'haproxy-l7-http', kind: 'haproxy', proto: 'http1', baseline: 'direct-http', frontend: 'l7_http', backendB: 'in_http', httpMode: true },
+  { id: 'direct-grpc', kind: 'direct', proto: 'grpc', baseline: 'direct-grpc' },
+  { id: 'skein-l7-grpc', kind: 'skein', proto: 'grpc', baseline: 'direct-grpc', peer: 'haproxy-l7-grpc', agentProtocol: 'http2' },
+  { id: 'haproxy-l7-grpc', kind: 'haproxy', proto: 'grpc', baseline: 'direct-grpc', frontend: 'l7_grpc', backendB: 'in_grpc', httpMode: true },
+];
+const BULK_MODES = ['direct', 'skein-l4', 'haproxy-l4'];
+const onlyModes = env('BENCH_MODES', '')
+  .split(',')
+  .filter(Boolean);
+const selected = (id) => onlyModes.length === 0 || onlyModes.includes(id);
+
+// ---------------------------------------------------------------------------------------------
+// Cleanup that runs on every exit path.
+
+const cleanups = [];
+let cleaning = null;
+function onCleanup(fn) {
+  cleanups.push(fn);
+}
+async function cleanup() {
+  cleaning ??= (async () => {
+    while (cleanups.length) {
+      const fn = cleanups.pop();
+      try {
+        await fn();
+      } catch (err) {
+        process.stderr.write(`bench: cleanup: ${err.message}\n`);
+      }
+    }
+  })();
+  return cleaning;
+}
+for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
+  process.once(sig, () => {
+    process.stderr.write(`\nbench: ${sig}: cleaning up\n`);
+    cleanup().finally(() => process.exit(130));
+  });
+}
+
+function log(line) {
+  process.stderr.write(`bench: ${line}\n`);
+}
+
+// ---------------------------------------------------------------------------------------------
+
+async function preflight() {
+  if (process.getuid?.() !== 0) throw new Error('the bench builds a lab (netns, cgroups): run as root (sudo make bench)');
+  const major = Number(process.versions.node.split('.')[0]);
+  if (major < 24) throw new Error(`node ${process.version} is too old: put ${ROOT}/node_modules/.bin first on PATH (make does)`);
+  for (const tool of ['haproxy', 'wrk', 'h2load', 'openssl', 'nsenter', 'curl', 'ip']) {
+    try {
+      await execFileP('sh', ['-c', `command -v ${tool}`]);
+    } catch {
+      throw new Error(`${tool} is missing: run make deps`);
+    }
+  }
+  try {
+    readFileSync(join(ROOT, 'dist', 'lab', 'lab.js'));
+  } catch {
+    throw new Error('dist/ is missing: run make build-ts (make bench builds first)');
+  }
+}
+
+function machineInfo() {
+  const cpus = os.cpus();
+  return {
+    cpus: cpus.length,
+    cpuModel: cpus[0]?.model?.trim() ?? 'unknown',
+    memGiB: Number((os.totalmem() / 2 ** 30).toFixed(1)),
+    kernel: `${os.type()} ${os.release()}`,
+    node: process.version,
+    haproxy: '',
+    loadavgAtStart: os.loadavg().map((x) => Number(x.toFixed(2))),
+  };
+}
+
+async function main() {
+  const t0 = Date.now();
+  await preflight();
+  const lab = await import(join(ROOT, 'dist', 'lab', 'lab.js'));
+  const startedAt = new Date().toISOString();
+  const notes = [];
+  const tmp = mkdtempSync(join(os.tmpdir(), 'skein-bench-'));
+  onCleanup(() => rmSync(tmp, { recursive: true, force: true }));
+
+  const scenarioFile = join(tmp, 'bench.yaml');
+  writeFileSync(scenarioFile, readFileSync(join(HERE, 'bench.yaml'), 'utf8').replaceAll('__NODE__', process.execPath).replaceAll('__BENCH_LIB__', LIB));
+
+  // The lab, with the mesh when it comes up; without it the skein modes say why they did not run.
+  const anySkein = MODES.some((m) => m.kind === 'skein' && selected(m.id)) || selected('skein-l4');
+  let rec;
+  let meshDown = null;
+  const up = async (mesh) => {
+    const r = await lab.labUp({ scenarioFile, ownerPid: process.pid, mesh, progress: (l) => log(l) });
+    onCleanup(async () => {
+      log(`lab ${r.id}: down`);
+      await lab.labDown(r);
+    });
+    return r;
+  };
+  if (process.env.BENCH_NO_MESH === '1' || !anySkein) {
+    meshDown = 'BENCH_NO_MESH=1 or no skein mode selected';
+    rec = await up(false);
+  } else {
+    try {
+      rec = await up(true);
+    } catch (err) {
+      meshDown = `the mesh did not come up: ${firstLine(err.message)}`;
+      log(`${meshDown}; running the lab without it`);
+      rec = await up(false);
+    }
+  }
+
+  const nodeA = rec.plan.nodes.find((n) => n.name === 'node-a');
+  const nodeB = rec.plan.nodes.find((n) => n.name === 'node-b');
+  const svc = (ns, name) => rec.plan.services.find((s) => s.namespace === ns && s.name === name);
+  const pods = (ns, app) => rec.plan.pods.filter((p) => p.namespace === ns && p.deployment === app);
+  const meshEcho = svc('bench-mesh', 'echo');
+  const plainEcho = svc('bench-plain', 'echo');
+  const meshSink = svc('bench-mesh', 'sink');
+  const plainSink = svc('bench-plain', 'sink');
+  const meshClient = `bench-mesh/${pods('bench-mesh', 'client')[0].name}`;
+  const plainClient = `bench-plain/${pods('bench-plain', 'client')[0].name}`;
+
+  const exec = async (pod, cmd, timeoutMs) => lab.labExecCaptured(rec, pod, cmd, timeoutMs);
+
+  // --- skein agents: their processes and counters.
+  const agents = rec.processes.filter((p) => p.kind === 'agent');
+  const agentGroup = processGroup('skein agents', () => agents.flatMap((a) => pidsOfCgroup(a.cgroup)));
+  const agentStats = async () => {
+    if (meshDown) return null;
+    const out = {};
+    for (const n of [nodeA, nodeB]) {
+      const { stdout } = await execFileP('ip', ['netns', 'exec', n.netns, 'curl', '-sf', '--max-time', '3', 'http://127.0.0.1:15000/stats']);
+      out[n.name] = JSON.parse(stdout);
+    }
+    return out;
+  };
+
+  // Enrolled and configured: a mesh request really goes through agent A (its counter moves).
+  if (!meshDown) {
+    try {
+      await waitForMeshPath(exec, meshClient, `${meshEcho.vip}:80`, agentStats);
+    } catch (err) {
+      meshDown = `the mesh came up but requests do not go through it: ${firstLine(err.message)}`;
+      log(meshDown);
+    }
+  }
+
+  // --- HAProxy peers, in the node netns, mTLS between them.
+  const haDir = join(tmp, 'haproxy');
+  mkdirSync(haDir);
+  const certs = makePeerCertificates(haDir, nodeB.address);
+  const sockA = join(haDir, 'a.sock');
+  const sockB = join(haDir, 'b.sock');
+  const cfgA = join(haDir, 'node-a.cfg');
+  const cfgB = join(haDir, 'node-b.cfg');
+  writeFileSync(cfgA, renderNodeA({ sock: sockA, certs, nodeA: nodeA.address, nodeB: nodeB.address }));
+  writeFileSync(
+    cfgB,
+    renderNodeB({
+      sock: sockB,
+      certs,
+      nodeB: nodeB.address,
+      echoPods: pods('bench-plain', 'echo').map((p) => p.ip),
+      sinkPods: pods('bench-plain', 'sink').map((p) => p.ip),
+    }),
+  );
+  checkConfig(cfgA);
+  checkConfig(cfgB);
+  const haA = await startHaproxy({ netns: nodeA.netns, config: cfgA, sock: sockA, logFile: join(haDir, 'node-a.log') });
+  onCleanup(() => haA.stop());
+  const haB = await startHaproxy({ netns: nodeB.netns, config: cfgB, sock: sockB, logFile: join(haDir, 'node-b.log') });
+  onCleanup(() => haB.stop());
+  const haGroup = processGroup('haproxy', () => [haA.pid, haB.pid]);
+  const haStats = async () => ({ 'node-a': await showStat(sockA), 'node-b': await showStat(sockB) });
+  log(`haproxy up: node-a pid ${haA.pid}, node-b pid ${haB.pid}`);
+
+  const machine = machineInfo();
+  machine.haproxy = (await execFileP('haproxy', ['-v'])).stdout.split('\n')[0];
+  const grpcFrame = join(tmp, 'grpc-empty.bin');
+  writeFileSync(grpcFrame, Buffer.from([0, 0, 0, 0, 0]));
+
+  const targetOf = (m) => {
+    const port = m.proto === 'grpc' ? 9090 : m.id === 'skein-l4' ? 8090 : 80;
+    if (m.kind === 'direct') return { pod: plainClient, hostPort: `${plainEcho.vip}:${port}` };
+    if (m.kind === 'skein') return { pod: meshClient, hostPort: `${meshEcho.vip}:${port}` };
+    const a = PEER_PORTS.a;
+    return { pod: plainClient, hostPort: `${nodeA.address}:${m.id === 'haproxy-l4' ? a.l4 : m.proto === 'grpc' ? a.grpc : a.http}` };
+  };
+
+  const snapshot = async () => ({ skein: await agentStats().catch((e) => ({ error: e.message })), haproxy: await haStats().catch((e) => ({ error: e.message })) });
+
+  const results = [];
+  for (const def of MODES) {
+    if (!selected(def.id)) continue;
+    const mode = { ...def };
+    results.push(mode);
+    if (mode.kind === 'skein' && meshDown) {
+      mode.notRun = meshDown;
+      log(`${mode.id}: not run (${meshDown})`);
+      continue;
+    }
+    try {
+      await runMode(mode);
+    } catch (err) {
+      mode.error = firstLine(err.message);
+      log(`${mode.id}: failed: ${err.message}`);
+    }
+  }
+
+  async function runMode(mode) {
+    const { pod, hostPort } = targetOf(mode);
+    mode.target = hostPort;
+    const group = mode.kind === 'skein' ? agentGroup : mode.kind === 'haproxy' ? haGroup : null;
+    const sampler = group ? startRssSampler([group]) : null;
+    const before = await snapshot();
+    let requests = 0;
+    mode.open = {};
+    for (const rate of P.rates) {
+      const cpu0 = group?.cpuSeconds();
+      const cmd = [
+        process.execPath,
+        join(LIB, 'loadgen.mjs'),
+        '--protocol',
+        mode.proto,
+        '--target',
+        hostPort,
+        '--rate',
+        String(rate),
+        '--duration',
+        String(P.openDurationS),
+        '--warmup',
+        String(P.openWarmupS),
+        '--path',
+        P.httpPath,
+        '--connections',
+        String(mode.proto === 'grpc' ? P.grpcConnections : P.http1Connections),
+        '--timeout',
+        String(P.requestTimeoutMs),
+      ];
+      const budget = (P.openWarmupS + P.openDurationS) * 1000 + P.requestTimeoutMs + 15_000;
+      const r = await exec(pod, cmd, budget);
+      if (r.code !== 0) throw new Error(`loadgen at ${rate}/s exited ${r.code}: ${firstLine(r.stderr) || firstLine(r.stdout)}`);
+      const out = JSON.parse(lastLine(r.stdout));
+      if (group) {
+        out.proxyCpuSeconds = Number((group.cpuSeconds() - cpu0).toFixed(3));
+        out.proxyCpuPer1k = (out.proxyCpuSeconds / out.sentTotal) * 1000;
+      }
+      requests += out.okIncludingWarmup;
+      mode.open[rate] = out;
+      log(`${mode.id} @${rate}/s: p50 ${out.latencyMs.p50} p99 ${out.latencyMs.p99} p99.9 ${out.latencyMs.p999} ms, ok ${out.ok}, failed ${out.failed}${group ? `, proxy CPU ${out.proxyCpuSeconds}s` : ''}`);
+    }
+    // Closed loop: as fast as the path goes.
+    const cpu0 = group?.cpuSeconds();
+    let closed;
+    try {
+      if (mode.proto === 'http1') {
+        const cmd = wrkCommand({ url: `http://${hostPort}${P.httpPath}`, threads: P.wrk.threads, connections: P.wrk.connections, durationS: P.closedDurationS, timeoutS: P.requestTimeoutMs / 1000 });
+        const r = await exec(pod, cmd, P.closedDurationS * 1000 + 20_000);
+        closed = parseWrk(r.stdout + r.stderr);
+      } else {
+        const cmd = h2loadCommand({
+          url: `http://${hostPort}/skein.lab.v1.Echo/Unary`,
+          clients: P.h2load.clients,
+          streams: P.h2load.streams,
+          threads: P.h2load.threads,
+          durationS: P.closedDurationS,
+          warmupS: P.closedWarmupS,
+          dataFile: grpcFrame,
+          headers: ['content-type: application/grpc', 'te: trailers'],
+        });
+        const r = await exec(pod, cmd, (P.closedDurationS + P.closedWarmupS) * 1000 + 20_000);
+        closed = parseH2load(r.stdout + r.stderr);
+      }
+      if (group) {
+        closed.proxyCpuSeconds = Number((group.cpuSeconds() - cpu0).toFixed(3));
+        // Warmup requests (h2load) are not in `requests` but cost CPU: per 1k is a slight overestimate there.
+        closed.proxyCpuPer1k = (closed.proxyCpuSeconds / Math.max(1, closed.requests)) * 1000;
+      }
+      requests += closed.ok;
+      mode.closed = closed;
+      log(`${mode.id} closed loop: ${closed.rps} req/s, failed ${closed.failed}${group ? `, proxy CPU ${closed.proxyCpuSeconds}s` : ''}`);
+    } catch (err) {
+      mode.closedError = firstLine(err.message);
+      log(`${mode.id} closed loop failed: ${err.message}`);
+    }
+    const after = await snapshot();
+    if (sampler) {
+      const peak = sampler.stop();
+      mode.peakRssBytes = peak[group.name];
+      mode.hwmBytesAtEnd = group.memory().hwm;
+    }
+    mode.verified = verifyPath(mode, before, after, requests);
+    log(`${mode.id}: path ${mode.verified.ok ? 'verified' : `NOT verified: ${mode.verified.reason}`}`);
+  }
+
+  // --- L4 bulk throughput.
+  let bulk = null;
+  const bulkSelected = BULK_MODES.filter((id) => selected(id) || (id === 'direct' && selected('direct-http')));
+  if (bulkSelected.length) {
+    bulk = { streams: P.bulkStreams, modes: [] };
+    for (const id of bulkSelected) {
+      const m = { id, kind: id === 'direct' ? 'direct' : id === 'skein-l4' ? 'skein' : 'haproxy' };
+      bulk.modes.push(m);
+      if (m.kind === 'skein' && meshDown) {
+        m.notRun = meshDown;
+        continue;
+      }
+      try {
+        await runBulk(m);
+      } catch (err) {
+        m.error = firstLine(err.message);
+        log(`bulk ${id}: failed: ${err.message}`);
+      }
+    }
+  }
+
+  async function runBulk(m) {
+    const pod = m.kind === 'skein' ? meshClient : plainClient;
+    const hostPort = m.kind === 'direct' ? `${plainSink.vip}:5201` : m.kind === 'skein' ? `${meshSink.vip}:5201` : `${nodeA.address}:${PEER_PORTS.a.bulk}`;
+    m.target = hostPort;
+    const group = m.kind === 'skein' ? agentGroup : m.kind === 'haproxy' ? haGroup : null;
+    const before = await snapshot();
+    m.runs = {};
+    let cpu = 0;
+    let bytes = 0;
+    let streams = 0;
+    for (const s of P.bulkStreams) {
+      const c0 = group?.cpuSeconds();
+      const cmd = [process.execPath, join(LIB, 'bulk.mjs'), 'push', '--target', hostPort, '--streams', String(s), '--duration', String(P.bulkDurationS), '--timeout', '15'];
+      const r = await exec(pod, cmd, P.bulkDurationS * 1000 + 30_000);
+      if (r.code !== 0) throw new Error(`bulk push exited ${r.code}: ${firstLine(r.stderr)}`);
+      const out = JSON.parse(lastLine(r.stdout));
+      if (group) out.proxyCpuSeconds = Number((group.cpuSeconds() - c0).toFixed(3));
+      cpu += out.proxyCpuSeconds ?? 0;
+      bytes += out.bytesConfirmed;
+      streams += out.ok;
+      m.runs[s] = out;
+      log(`bulk ${m.id} x${s}: ${out.gbps} Gbit/s, failed ${out.failed}${group ? `, proxy CPU ${out.proxyCpuSeconds}s` : ''}`);
+    }
+    if (group) m.cpuPerGB = cpu / (bytes / 1e9);
+    const after = await snapshot();
+    m.verified = verifyPath({ ...m, bulk: true, agentProtocol: 'tcp', frontend: 'l4_bulk', backendB: 'in_bulk', httpMode: false }, before, after, streams);
+  }
+
+  for (const m of results) {
+    m.label = m.id;
+  }
+  if (meshDown) notes.push(`skein modes not run: ${meshDown}`);
+  notes.push('proxy CPU and RSS are both nodes\' proxies together (agents A+B, or HAProxy A+B), from /proc/<pid>/stat utime+stime and sampled VmRSS');
+  notes.push('skein: one Node.js process per node; HAProxy: one process per node with its default threads; all on the same machine as the load tools and servers');
+
+  machine.loadavgAtEnd = os.loadavg().map((x) => Number(x.toFixed(2)));
+  if (Math.max(machine.loadavgAtStart[0], machine.loadavgAtEnd[0]) > machine.cpus) {
+    notes.push(`the machine was busy with other work (1-min load average ${machine.loadavgAtStart[0]} at start, ${machine.loadavgAtEnd[0]} at end, on ${machine.cpus} CPUs): absolute numbers are noisy; the ratios come from one run where every mode saw the same machine`);
+  }
+  const resultsDir = join(HERE, 'results');
+  mkdirSync(resultsDir, { recursive: true });
+  const jsonFile = join(resultsDir, `${startedAt.replace(/[:.]/g, '-')}.json`);
+  const res = {
+    startedAt,
+    quick: QUICK,
+    machine,
+    params: P,
+    lab: { id: rec.id, mesh: !meshDown, meshDown },
+    modes: results,
+    bulk,
+    notes,
+    jsonFile,
+    totalSeconds: (Date.now() - t0) / 1000,
+  };
+  writeFileSync(jsonFile, `${JSON.stringify(res, null, 2)}\n`);
+  process.stdout.write(`\n${renderReport(res)}\n`);
+  const unverified = [...results, ...(bulk?.modes ?? [])].filter((m) => !m.notRun && !m.verified?.ok);
+  return unverified.length ? 1 : 0;
+}
+
+/**
+ * Did the traffic take the path the mode names? Counters are read before and after the mode.
+ * skein: agent A's outbound counter for the mode's protocol and agent B's inbound moved, HAProxy
+ * saw nothing. HAProxy: its frontends on both nodes carried the traffic (HTTP: at least as
+ * many requests as the tools sent), the agents saw nothing. direct: neither moved.
+ */
+function verifyPath(mode, before, after, requests) {
+  const evidence = {};
+  const agentsMoved = () => {
+    if (!before.skein || !after.skein || before.skein.error || after.skein.error) return null;
+    const sum = (s) => {
+      const out = s.outbound.connections;
+      const inb = s.inbound;
+      return Object.values(out).reduce((a, b) => a + b, 0) + (inb.served ?? 0) + (inb.refused ?? 0) + (inb.unavailable ?? 0);
+    };
+    return { 'node-a': sum(after.skein['node-a']) - sum(before.skein['node-a']), 'node-b': sum(after.skein['node-b']) - sum(before.skein['node-b']) };
+  };
+  const haMoved = () => {
+    if (before.haproxy.error || after.haproxy.error) throw new Error(`haproxy stats unreadable: ${before.haproxy.error ?? after.haproxy.error}`);
+    const d = {};
+    for (const node of ['node-a', 'node-b']) {
+      let stot = 0;
+      let req = 0;
+      for (const [k, row] of Object.entries(after.haproxy[node])) {
+        if (!k.endsWith('/FRONTEND')) continue;
+        const b = before.haproxy[node][k] ?? {};
+        stot += (row.stot || 0) - (b.stot || 0);
+        req += (row.req_tot || 0) - (b.req_tot || 0);
+      }
+      d[node] = { sessions: stot, requests: req };
+    }
+    return d;
+  };
+  try {
+    const agents = agentsMoved();
+    const ha = haMoved();
+    evidence.agentsDelta = agents;
+    evidence.haproxyDelta = ha;
+    evidence.successfulRequestsOrStreams = requests;
+    const haTotal = ha['node-a'].sessions + ha['node-b'].sessions;
+    if (mode.kind === 'direct') {
+      if (agents === null) evidence.agentsNote = 'no agents running (no mesh): nothing could capture this traffic';
+      else if (agents['node-a'] !== 0 || agents['node-b'] !== 0) return { ok: false, reason: `agents' counters moved (${JSON.stringify(agents)})`, evidence };
+      if (haTotal !== 0) return { ok: false, reason: `HAProxy carried ${haTotal} sessions`, evidence };
+      return { ok: true, evidence };
+    }
+    if (mode.kind === 'skein') {
+      if (agents === null) return { ok: false, reason: 'agent stats unreadable', evidence };
+      const proto = mode.agentProtocol;
+      const d = after.skein['node-a'].outbound.connections[proto] - before.skein['node-a'].outbound.connections[proto];
+      const served = after.skein['node-b'].inbound.served - before.skein['node-b'].inbound.served;
+      evidence.agentAOutbound = { [proto]: d };
+      evidence.agentBInboundServed = served;
+      if (!(d > 0)) return { ok: false, reason: `agent A's outbound ${proto} counter did not move`, evidence };
+      if (!(served > 0)) return { ok: false, reason: "agent B's inbound served counter did not move", evidence };
+      if (haTotal !== 0) return { ok: false, reason: `HAProxy carried ${haTotal} sessions`, evidence };
+      return { ok: true, evidence };
+    }
+    // haproxy
+    if (agents && (agents['node-a'] !== 0 || agents['node-b'] !== 0)) return { ok: false, reason: `agents' counters moved (${JSON.stringify(agents)})`, evidence };
+    const fa = after.haproxy['node-a'][`${mode.frontend}/FRONTEND`];
+    const fb = after.haproxy['node-b'][`${mode.backendB}/FRONTEND`];
+    const ba = before.haproxy['node-a'][`${mode.frontend}/FRONTEND`];
+    const bb = before.haproxy['node-b'][`${mode.backendB}/FRONTEND`];
+    if (!fa || !fb || !ba || !bb) return { ok: false, reason: `frontends ${mode.frontend}/${mode.backendB} missing from HAProxy stats`, evidence };
+    const aSess = fa.stot - ba.stot;
+    const bSess = fb.stot - bb.stot;
+    evidence.frontendA = { name: mode.frontend, sessions: aSess, requests: (fa.req_tot || 0) - (ba.req_tot || 0), bytesIn: fa.bin - ba.bin };
+    evidence.frontendB = { name: mode.backendB, sessions: bSess, requests: (fb.req_tot || 0) - (bb.req_tot || 0), bytesIn: fb.bin - bb.bin };
+    if (!(aSess > 0) || !(bSess > 0)) return { ok: false, reason: `HAProxy frontends did not move (A ${aSess}, B ${bSess} sessions)`, evidence };
+    if (mode.httpMode) {
+      // Every answer the tools counted as a success crossed both HAProxies.
+      if (evidence.frontendA.requests < requests) return { ok: false, reason: `HAProxy A counted ${evidence.frontendA.requests} requests, the tools got ${requests} answers`, evidence };
+      if (evidence.frontendB.requests < requests) return { ok: false, reason: `HAProxy B counted ${evidence.frontendB.requests} requests, the tools got ${requests} answers`, evidence };
+    } else if (mode.bulk && aSess < requests) {
+      return { ok: false, reason: `HAProxy A counted ${aSess} sessions for ${requests} streams`, evidence };
+    }
+    return { ok: true, evidence };
+  } catch (err) {
+    return { ok: false, reason: err.message, evidence };
+  }
+}
+
+async function waitForMeshPath(exec, pod, hostPort, agentStats) {
+  const deadline = Date.now() + 30_000;
+  let last = 'no attempt';
+  while (Date.now() < deadline) {
+    const before = await agentStats();
+    const r = await exec(pod, [process.execPath, join(LIB, 'loadgen.mjs'), '--protocol', 'http1', '--target', hostPort, '--rate', '50', '--duration', '0.4', '--warmup', '0', '--timeout', '1000'], 15_000);
+    const after = await agentStats();
+    try {
+      const out = JSON.parse(lastLine(r.stdout));
+      const moved = after['node-a'].outbound.connections.http1 - before['node-a'].outbound.connections.http1;
+      if (out.ok > 0 && out.failed === 0 && moved > 0) return;
+      last = `probe: ok ${out.ok}, failed ${out.failed} ${JSON.stringify(out.errors)}, agent A http1 connections +${moved}`;
+    } catch (err) {
+      last = `probe: ${err.message} ${firstLine(r.stderr)}`;
+    }
+    await sleep(500);
+  }
+  throw new Error(last);
+}
+
+function firstLine(s) {
+  return String(s ?? '')
+    .trim()
+    .split('\n')[0]
+    ?.slice(0, 300);
+}
+function lastLine(s) {
+  const lines = String(s ?? '')
+    .trim()
+    .split('\n');
+  return lines[lines.length - 1] ?? '';
+}
+
+let code = 1;
+try {
+  code = await main();
+} catch (err) {
+  process.stderr.write(`bench: ${err.stack ?? err.message}\n`);
+  code = 1;
+} finally {
+  await cleanup();
+}
+process.exit(code);
