@@ -528,8 +528,9 @@ function toTunnelError(err: unknown, peer: string, identity: SpiffeId): SkeinErr
   const tlsish =
     typeof code === 'string' &&
     (code.startsWith('ERR_SSL') || code.includes('CERT') || code.startsWith('ERR_TLS') || code === 'DEPTH_ZERO_SELF_SIGNED_CERT');
+  const connectFailed = code === 'ECONNREFUSED' || code === 'EHOSTUNREACH' || code === 'ENETUNREACH' || code === 'EADDRNOTAVAIL';
   return new SkeinError(
-    tlsish ? TunnelErrorCode.Tls : TunnelErrorCode.Stream,
+    tlsish ? TunnelErrorCode.Tls : connectFailed ? TunnelErrorCode.Connect : TunnelErrorCode.Stream,
     `tunnel to ${peer} failed: ${messageOf(err)}`,
     { peer, identity, cause: code },
     { cause: err },

@@ -69,6 +69,8 @@ export const TunnelErrorCode = {
   /** Pool closed or at its session limit with every session full. */
   PoolExhausted: 'SKEIN_TUNNEL_POOL_EXHAUSTED',
   Closed: 'SKEIN_TUNNEL_CLOSED',
+  /** TCP connect to the tunnel port failed (refused, unreachable): nothing was sent, safe to retry elsewhere. */
+  Connect: 'SKEIN_TUNNEL_CONNECT_FAILED',
   /** Session/stream failed after connection (GOAWAY, reset, socket error). */
   Stream: 'SKEIN_TUNNEL_STREAM',
 } as const;

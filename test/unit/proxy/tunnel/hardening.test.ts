@@ -4,6 +4,7 @@
  */
 import { X509Certificate } from 'node:crypto';
 import { connect as h2connect, constants as h2c, type ClientHttp2Session } from 'node:http2';
+import { connect as netConnect } from 'node:net';
 import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import type { Duplex } from 'node:stream';
 import t, { type Test } from 'tap';
@@ -223,6 +224,43 @@ t.test('client certificate rotation: new streams use a new session with the new 
   s1.end();
   t.ok(await waitFor(() => m.server.stats.sessions === 1), 'the drained session closed after its last stream');
   t.ok(await echoOnce(s2, 100));
+});
+
+t.test('slowloris at the TLS layer: a client that never finishes the handshake is dropped after handshakeTimeoutMs', async (t) => {
+  const m = await setupMesh(t, { server: { handshakeTimeoutMs: 200 } });
+  const sock = netConnect({ host: '127.0.0.1', port: m.tunnelPort });
+  sock.on('error', () => {});
+  t.teardown(() => sock.destroy());
+  const started = Date.now();
+  sock.write(Buffer.from([0x16, 0x03, 0x01])); // the first bytes of a ClientHello, then silence
+  await new Promise((r) => sock.once('close', r));
+  const after = Date.now() - started;
+  t.ok(after >= 150 && after < 2000, `dropped after ${after} ms`);
+  t.ok(await waitFor(() => m.server.stats.tlsRefused === 1), 'counted as a TLS refusal');
+  t.match(m.lines.find((l) => l.msg === 'tunnel TLS handshake refused'), { refused: 'tls' }, 'logged');
+  t.ok(await echoThroughNewPool(t, m), 'others served');
+});
+
+t.test('a session the server closes (idle GOAWAY) leaves the pool; the next connect opens a new one', async (t) => {
+  const m = await setupMesh(t, { server: { sessionIdleTimeoutMs: 100 } });
+  const s = await m.pool.connect(m.clientId, m.target());
+  t.ok(await echoOnce(s, 10));
+  s.end();
+  t.ok(await waitFor(() => m.server.stats.sessions === 0), 'server closed the idle session');
+  t.ok(await waitFor(() => m.pool.stats().length === 0), 'pool evicted it');
+  const s2 = await m.pool.connect(m.clientId, m.target());
+  t.ok(await echoOnce(s2, 10), 'a new session serves the next stream');
+  t.equal(m.server.stats.sessions, 1);
+});
+
+t.test('server close(): GOAWAY to clients, pool evicts, connects then fail fast', async (t) => {
+  const m = await setupMesh(t);
+  const s = await m.pool.connect(m.clientId, m.target());
+  t.ok(await echoOnce(s, 10));
+  await m.server.close(200);
+  t.ok(await waitFor(() => m.pool.stats().length === 0), 'pool evicted the closed session');
+  const err = await m.pool.connect(m.clientId, m.target()).catch((e) => e);
+  t.equal(err.code, TunnelErrorCode.Connect, `nothing listening: ${err.message}`);
 });
 
 async function waitFor(cond: () => boolean, ms = 2000): Promise<boolean> {
