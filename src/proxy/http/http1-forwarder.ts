@@ -11,6 +11,7 @@
  * logged and counted.
  */
 import http from 'node:http';
+import http2 from 'node:http2';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { messageOf } from '../../errors.js';
@@ -18,7 +19,7 @@ import type { Logger } from '../../telemetry/log.js';
 import { pipeBidirectional } from '../tcp/l4-pipe.js';
 import { endToEndRawHeaders, rawPairs } from './headers.js';
 import { RefusalCode, type RefusalLog } from './refusals.js';
-import { type RoutedConnection, UPSTREAM_CONNECT_FAILED } from './types.js';
+import { type RoutedConnection, UPSTREAM_CONNECT_FAILED, type UpstreamChoice } from './types.js';
 import { kOpen, type UpstreamPool } from './upstream-pool.js';
 
 export interface Http1Options {
@@ -136,6 +137,10 @@ export class Http1Forwarder {
       this.respondError(res, 503, 'no healthy upstream');
       return;
     }
+    if (conn.upstreamProtocol === 'http2') {
+      this.toHttp2(req, res, conn, choice);
+      return;
+    }
     let released = false;
     const release = (): void => {
       if (released) return;
@@ -191,6 +196,102 @@ export class Http1Forwarder {
       if (req.rawTrailers.length > 0) up.addTrailers(rawPairs(req.rawTrailers));
     });
     req.pipe(up);
+  }
+
+  /**
+   * An HTTP/1.1 client calling a port declared HTTP/2 (h2c, gRPC): the request becomes an
+   * HTTP/2 stream on the pooled upstream session (Host -> :authority), and the response comes
+   * back as HTTP/1.1, trailers included when the response is chunked.
+   */
+  private toHttp2(req: http.IncomingMessage, res: http.ServerResponse, conn: RoutedConnection, choice: UpstreamChoice): void {
+    let released = false;
+    const release = (): void => {
+      if (released) return;
+      released = true;
+      choice.done();
+    };
+    res.once('close', release);
+    req.pause();
+    this.pool.h2SessionFor(choice).then(
+      (session) => {
+        if (res.destroyed) return;
+        const headers: http2.OutgoingHttpHeaders = {
+          ':method': req.method ?? 'GET',
+          ':path': req.url ?? '/',
+          ':scheme': 'http',
+        };
+        const raw = endToEndRawHeaders(req.rawHeaders, { keepTeTrailers: true });
+        for (let i = 0; i < raw.length; i += 2) {
+          const name = (raw[i] as string).toLowerCase();
+          const value = raw[i + 1] as string;
+          if (name === 'host') headers[':authority'] = value;
+          else {
+            const prev = headers[name];
+            headers[name] = prev === undefined ? value : Array.isArray(prev) ? [...prev, value] : [String(prev), value];
+          }
+        }
+        const hasBody = req.headers['content-length'] !== undefined ? req.headers['content-length'] !== '0' : req.headers['transfer-encoding'] !== undefined;
+        let up: http2.ClientHttp2Stream;
+        try {
+          up = session.request(headers, { endStream: !hasBody, waitForTrailers: hasBody });
+        } catch (err) {
+          this.log.info({ ...conn.logFields(), upstream: choice.authority, err: messageOf(err) }, 'upstream request failed');
+          this.respondError(res, 503, 'upstream unavailable');
+          return;
+        }
+        up.on('error', () => {});
+        if (hasBody) {
+          up.once('wantTrailers', () => {
+            const t: http2.OutgoingHttpHeaders = {};
+            for (const [k, v] of rawPairs(req.rawTrailers)) t[k.toLowerCase()] = v;
+            up.sendTrailers(t);
+          });
+          req.pipe(up);
+        } else req.resume();
+        let trailers: http2.IncomingHttpHeaders | undefined;
+        up.once('trailers', (t) => {
+          trailers = t;
+        });
+        up.once('response', (h) => {
+          const out: string[] = [];
+          for (const [k, v] of Object.entries(h)) {
+            if (k.startsWith(':') || v === undefined) continue;
+            for (const one of Array.isArray(v) ? v : [String(v)]) out.push(k, one);
+          }
+          res.writeHead(Number(h[':status']) || 502, endToEndRawHeaders(out) as unknown as http.OutgoingHttpHeaders);
+          up.pipe(res, { end: false });
+          up.once('end', () => {
+            if (up.rstCode !== undefined && up.rstCode !== http2.constants.NGHTTP2_NO_ERROR) {
+              res.destroy();
+              return;
+            }
+            if (trailers) {
+              const pairs: [string, string][] = [];
+              for (const [k, v] of Object.entries(trailers)) {
+                if (v === undefined || k.startsWith(':')) continue;
+                for (const one of Array.isArray(v) ? v : [String(v)]) pairs.push([k, one]);
+              }
+              if (pairs.length > 0) res.addTrailers(pairs);
+            }
+            res.end();
+          });
+        });
+        up.once('close', () => {
+          if (res.writableEnded) return;
+          if (!res.headersSent) this.respondError(res, 502, 'upstream reset');
+          else res.destroy();
+        });
+        res.once('close', () => {
+          if (!up.closed && !res.writableFinished) up.close(http2.constants.NGHTTP2_CANCEL);
+        });
+      },
+      (err: NodeJS.ErrnoException) => {
+        release();
+        this.log.info({ ...conn.logFields(), upstream: choice.authority, code: err.code, err: messageOf(err) }, 'upstream connect failed');
+        req.resume();
+        this.respondError(res, err.code === UPSTREAM_CONNECT_FAILED ? 503 : 502, 'upstream connect error');
+      },
+    );
   }
 
   private respondError(res: http.ServerResponse, status: number, text: string): void {

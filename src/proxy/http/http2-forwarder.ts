@@ -9,14 +9,15 @@
  * and a per-session budget of client-reset streams per window (the "rapid reset" flood): over
  * it, the session gets GOAWAY(ENHANCE_YOUR_CALM) and is closed; other sessions are untouched.
  */
+import http from 'node:http';
 import http2 from 'node:http2';
 import type { Socket } from 'node:net';
 import { messageOf } from '../../errors.js';
 import type { Logger } from '../../telemetry/log.js';
-import { endToEndH2Headers } from './headers.js';
+import { endToEndH2Headers, endToEndRawHeaders, rawPairs } from './headers.js';
 import { RefusalCode, type RefusalLog } from './refusals.js';
 import { type RoutedConnection, UPSTREAM_CONNECT_FAILED, type UpstreamChoice } from './types.js';
-import type { UpstreamPool } from './upstream-pool.js';
+import { kOpen, type UpstreamPool } from './upstream-pool.js';
 
 const {
   NGHTTP2_FLAG_END_STREAM,
@@ -192,6 +193,10 @@ export class Http2Forwarder {
       choice.done();
     };
     stream.once('close', release);
+    if (st.conn.upstreamProtocol === 'http1') {
+      this.toHttp1(stream, headers, endStream, choice, st);
+      return;
+    }
     this.pool.h2SessionFor(choice).then(
       (upSession) => this.forward(stream, headers, endStream, grpc, upSession, choice, st, () => {
         upstreamResetUs = true;
@@ -206,6 +211,86 @@ export class Http2Forwarder {
         this.respondError(stream, err.code === UPSTREAM_CONNECT_FAILED ? 503 : 502, grpc, 'upstream connect error');
       },
     );
+  }
+
+  /**
+   * An HTTP/2 client calling a port declared HTTP/1.1: each stream becomes a request on the
+   * pooled keep-alive upstream (:authority -> Host); the response returns as HTTP/2.
+   */
+  private toHttp1(
+    stream: http2.ServerHttp2Stream,
+    headers: http2.IncomingHttpHeaders,
+    endStream: boolean,
+    choice: UpstreamChoice,
+    st: SessionState,
+  ): void {
+    const out: string[] = [];
+    for (const [k, v] of Object.entries(headers)) {
+      if (v === undefined || k.startsWith(':')) continue;
+      for (const one of Array.isArray(v) ? v : [String(v)]) out.push(k, one);
+    }
+    const authority = headers[':authority'];
+    if (authority) out.unshift('host', String(authority));
+    const filtered = endToEndRawHeaders(out);
+    if (!endStream && headers['content-length'] === undefined) filtered.push('transfer-encoding', 'chunked');
+    const up = http.request({
+      agent: this.pool.agentFor(choice),
+      method: String(headers[':method'] ?? 'GET'),
+      path: String(headers[':path'] ?? '/'),
+      headers: filtered as unknown as http.OutgoingHttpHeaders,
+      setHost: false,
+      host: '127.0.0.1',
+      port: 1,
+      [kOpen]: () => choice.connect(),
+    } as http.RequestOptions);
+    up.on('response', (upRes) => {
+      if (stream.destroyed || stream.closed) {
+        upRes.destroy();
+        return;
+      }
+      const h: http2.OutgoingHttpHeaders = { [HTTP2_HEADER_STATUS]: upRes.statusCode ?? 502 };
+      const raw = endToEndRawHeaders(upRes.rawHeaders);
+      for (let i = 0; i < raw.length; i += 2) {
+        const name = (raw[i] as string).toLowerCase();
+        const prev = h[name];
+        const value = raw[i + 1] as string;
+        h[name] = prev === undefined ? value : Array.isArray(prev) ? [...prev, value] : [String(prev), value];
+      }
+      stream.respond(h, { waitForTrailers: true });
+      stream.once('wantTrailers', () => {
+        const t: http2.OutgoingHttpHeaders = {};
+        for (const [k, v] of rawPairs(upRes.rawTrailers)) t[k.toLowerCase()] = v;
+        stream.sendTrailers(t);
+      });
+      upRes.pipe(stream, { end: false });
+      upRes.once('end', () => {
+        if (!stream.destroyed) stream.end();
+      });
+      upRes.once('close', () => {
+        if (!upRes.complete && !stream.closed) stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR);
+      });
+    });
+    up.on('error', (err: NodeJS.ErrnoException) => {
+      if (stream.destroyed || stream.closed) return;
+      if (stream.headersSent) {
+        stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR);
+        return;
+      }
+      const connectFailed = err.code === UPSTREAM_CONNECT_FAILED;
+      this.log.info({ ...st.conn.logFields(), upstream: choice.authority, code: err.code, err: messageOf(err) }, 'upstream failed');
+      stream.resume();
+      this.respondError(stream, connectFailed ? 503 : 502, false, connectFailed ? 'upstream connect error' : 'upstream reset');
+    });
+    stream.once('close', () => {
+      if (!up.destroyed && stream.rstCode !== NGHTTP2_NO_ERROR) up.destroy();
+    });
+    if (endStream || stream.readableEnded) up.end();
+    else {
+      stream.pipe(up, { end: false });
+      stream.once('end', () => {
+        if (cleanSoFar(stream)) up.end();
+      });
+    }
   }
 
   private forward(

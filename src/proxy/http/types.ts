@@ -17,8 +17,15 @@ export interface UpstreamChoice {
   done(): void;
 }
 
+export type HttpVersion = 'http1' | 'http2';
+
 /** A client connection whose requests are routed. */
 export interface RoutedConnection {
+  /**
+   * What the upstream speaks: the Service port's declared appProtocol when there is one, else
+   * what the client speaks. When it differs from the client's, requests are translated.
+   */
+  readonly upstreamProtocol: HttpVersion;
   /** Chooses an endpoint for one request; undefined when no endpoint is ready. */
   choose(): UpstreamChoice | undefined;
   /** Fields identifying the connection in logs. */

@@ -7,7 +7,7 @@ import type { ConfigStore } from '../../config/store.js';
 
 export type Destination =
   | { kind: 'service'; service: Service; servicePort: ServicePort; appProtocol: AppProtocol | undefined }
-  | { kind: 'workload'; workload: Workload; endpoint: Endpoint; port: number }
+  | { kind: 'workload'; workload: Workload | undefined; endpoint: Endpoint; port: number }
   | { kind: 'unknown'; address: string; port: number };
 
 export function resolveDestination(store: ConfigStore, address: string, port: number): Destination {
@@ -28,5 +28,9 @@ export function resolveDestination(store: ConfigStore, address: string, port: nu
     };
     return { kind: 'workload', workload: w, endpoint, port };
   }
+  // Agents get full workloads only for their own node; a pod elsewhere is known through the
+  // Services it backs, which carry its node and identity: enough to tunnel to it.
+  const ep = store.endpointByIp(address);
+  if (ep) return { kind: 'workload', workload: undefined, endpoint: { ...ep, ip: address, ports: {}, ready: true }, port };
   return { kind: 'unknown', address, port };
 }

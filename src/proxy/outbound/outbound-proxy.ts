@@ -19,11 +19,11 @@ import type { Logger } from '../../telemetry/log.js';
 import { silentLogger } from '../../telemetry/log.js';
 import { EndpointSelector } from '../../routing/endpoint-selector.js';
 import type { LoadBalancer } from '../../routing/load-balancer.js';
-import { type DetectedProtocol, sniffProtocol } from '../detect/sniff.js';
+import { sniffProtocol } from '../detect/sniff.js';
 import { type Http1Options, Http1Forwarder } from '../http/http1-forwarder.js';
 import { type Http2Options, Http2Forwarder } from '../http/http2-forwarder.js';
 import { RefusalCode, RefusalLog } from '../http/refusals.js';
-import type { RoutedConnection, UpstreamChoice } from '../http/types.js';
+import type { HttpVersion, RoutedConnection, UpstreamChoice } from '../http/types.js';
 import { UpstreamPool, type UpstreamPoolOptions } from '../http/upstream-pool.js';
 import { pipeBidirectional, resetStream } from '../tcp/l4-pipe.js';
 import { type Destination, resolveDestination } from './destination.js';
@@ -103,6 +103,7 @@ class Routed implements RoutedConnection {
     private readonly proxy: OutboundProxy,
     readonly source: Workload,
     readonly dst: OriginalDestination,
+    readonly upstreamProtocol: HttpVersion,
   ) {}
 
   choose(): UpstreamChoice | undefined {
@@ -161,18 +162,15 @@ export class OutboundProxy {
       this.l4(socket, ctx, dest);
       return;
     }
-    if (declared === 'http') {
-      this.l7(socket, ctx, 'http1');
-      return;
-    }
-    if (declared === 'http2' || declared === 'grpc') {
-      this.l7(socket, ctx, 'http2');
-      return;
-    }
+    // Declared HTTP: the upstream protocol is known, the client's is still sniffed (an
+    // HTTP/1.1 client may call an h2c/gRPC port and the reverse); silence or anything else
+    // is handed to the declared protocol's parser, which refuses what is not HTTP.
+    const upstream: HttpVersion | undefined = declared === 'http' ? 'http1' : declared ? 'http2' : undefined;
     sniffProtocol(socket, { timeoutMs: this.opts.detectTimeoutMs ?? 100 }).then((r) => {
       if (socket.destroyed) return;
-      if (r.protocol === 'tcp') this.l4(socket, ctx, dest);
-      else this.l7(socket, ctx, r.protocol);
+      if (r.protocol !== 'tcp') this.l7(socket, ctx, r.protocol, upstream ?? r.protocol);
+      else if (upstream) this.l7(socket, ctx, upstream, upstream);
+      else this.l4(socket, ctx, dest);
     });
   }
 
@@ -186,9 +184,9 @@ export class OutboundProxy {
     return undefined;
   }
 
-  private l7(socket: Socket, ctx: OutboundConnectionContext, protocol: Exclude<DetectedProtocol, 'tcp'>): void {
+  private l7(socket: Socket, ctx: OutboundConnectionContext, protocol: HttpVersion, upstream: HttpVersion): void {
     this.counts[protocol]++;
-    const conn = new Routed(this, ctx.source, ctx.originalDst);
+    const conn = new Routed(this, ctx.source, ctx.originalDst, upstream);
     if (protocol === 'http1') this.h1.accept(socket, conn);
     else this.h2.accept(socket, conn);
   }
