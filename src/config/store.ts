@@ -5,7 +5,7 @@
  */
 import { SkeinError } from '../errors.js';
 import { ConfigErrorCode } from './codes.js';
-import type { MeshSnapshot, Service, ServicePort, Workload } from './model.js';
+import type { Endpoint, MeshSnapshot, Service, ServicePort, Workload } from './model.js';
 import { findSnapshotProblem } from './validate.js';
 
 export interface SnapshotDiff {
@@ -33,6 +33,8 @@ class Indexes {
   readonly workloadByUid = new Map<string, Workload>();
   readonly workloadsByNode = new Map<string, Workload[]>();
   readonly serviceByKey = new Map<string, Service>();
+  /** Endpoints by IP: how an agent knows remote pods, which its snapshot lists only as endpoints. */
+  readonly endpointByIp = new Map<string, Endpoint>();
 
   constructor(readonly snapshot: MeshSnapshot) {
     for (const w of snapshot.workloads) {
@@ -50,6 +52,7 @@ class Indexes {
       for (const vip of svc.vips) {
         for (const port of svc.ports) this.byVipPort.set(vipPortKey(vip, port.port), { service: svc, port });
       }
+      for (const ep of svc.endpoints) if (ep.identity) this.endpointByIp.set(normaliseIp(ep.ip), ep);
     }
   }
 }
@@ -136,6 +139,11 @@ export class ConfigStore {
 
   workloadByUid(uid: string): Workload | undefined {
     return this.current?.workloadByUid.get(uid);
+  }
+
+  /** A Service endpoint with this IP (and a known identity), e.g. a pod on another node. */
+  endpointByIp(ip: string): Endpoint | undefined {
+    return this.current?.endpointByIp.get(normaliseIp(ip));
   }
 
   service(namespace: string, name: string): Service | undefined {
