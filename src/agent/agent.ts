@@ -31,6 +31,8 @@ export interface NodeAgentOptions {
   log: Logger;
   /** Periodic reconcile, to retry failures and notice pods whose netns vanished (ms). */
   resyncMs?: number;
+  /** After a pod leaves capture, how long its listeners keep accepting what was queued (ms). */
+  releaseDrainMs?: number;
 }
 
 export interface AgentPodStatus {
@@ -171,8 +173,11 @@ export class NodeAgent {
 
   private async releasePod(uid: string, rt: PodRuntime): Promise<void> {
     this.pods.delete(uid);
-    await rt.close();
+    // Capture off first (new connections go direct again), then stop accepting once what the
+    // kernel already queued on the listeners has been taken: the other order resets them.
     await this.opts.capture.release(uid);
+    await new Promise((r) => setTimeout(r, this.opts.releaseDrainMs ?? 500));
+    await rt.close();
     this.opts.certificates.release(rt.workload.identity, uid);
     this.opts.log.info({ pod: `${rt.workload.namespace}/${rt.workload.name}` }, 'pod released');
   }

@@ -1,6 +1,7 @@
 /**
  * Text the lab writes into the system, rendered from the plan (pure): the Service VIP
- * ruleset of a node (what kube-proxy would program) and a pod's /etc/hosts.
+ * ruleset of a node (what kube-proxy would program, plus the CNI's masquerade for traffic
+ * leaving the cluster) and a pod's /etc/hosts.
  */
 import type { LabPlan, PlannedPod } from './plan.js';
 import { serviceHostnames } from './plan.js';
@@ -29,6 +30,9 @@ export function renderServiceRules(plan: LabPlan): string {
     });
   });
   const elementsLine = elements.length ? `\n    elements = { ${elements.join(', ')} }` : '';
+  // Pods leaving the cluster (to an address that is no pod) leave as their node, as with a
+  // CNI's masquerade: hosts outside know no route back to pod CIDRs.
+  const podCidrs = plan.nodes.map((n) => n.podCIDR).join(', ');
   return `table ip ${NFT_TABLE}
 delete table ip ${NFT_TABLE}
 table ip ${NFT_TABLE} {
@@ -43,6 +47,10 @@ ${chains.join('\n')}
   chain output {
     type nat hook output priority -100; policy accept;
     ip daddr . tcp dport vmap @services
+  }
+  chain postrouting {
+    type nat hook postrouting priority srcnat; policy accept;
+    ip saddr { ${podCidrs} } ip daddr != { ${podCidrs} } oifname "eth0" masquerade
   }
 }
 `;
