@@ -19,7 +19,7 @@ import type { Logger } from '../../telemetry/log.js';
 import { pipeBidirectional } from '../tcp/l4-pipe.js';
 import { endToEndRawHeaders, rawPairs } from './headers.js';
 import { RefusalCode, type RefusalLog } from './refusals.js';
-import { type RoutedConnection, UPSTREAM_CONNECT_FAILED, type UpstreamChoice } from './types.js';
+import { type RoutedConnection, type UpstreamChoice, upstreamFailure } from './types.js';
 import { kOpen, type UpstreamPool } from './upstream-pool.js';
 
 export interface Http1Options {
@@ -177,14 +177,14 @@ export class Http1Forwarder {
         res.destroy();
         return;
       }
-      const connectFailed = err.code === UPSTREAM_CONNECT_FAILED;
+      const f = upstreamFailure(err.code);
       this.log.info(
-        { ...conn.logFields(), upstream: choice.authority, code: err.code, err: messageOf(err) },
-        connectFailed ? 'upstream connect failed' : 'upstream failed before response',
+        { ...conn.logFields(), upstream: choice.authority, code: err.code, status: f.status, err: messageOf(err) },
+        'upstream failed before response',
       );
       req.unpipe(up);
       req.resume();
-      this.respondError(res, connectFailed ? 503 : 502, connectFailed ? 'upstream connect error' : 'upstream reset');
+      this.respondError(res, f.status, f.text);
     });
     up.on('close', release);
     res.on('close', () => {
@@ -289,7 +289,8 @@ export class Http1Forwarder {
         release();
         this.log.info({ ...conn.logFields(), upstream: choice.authority, code: err.code, err: messageOf(err) }, 'upstream connect failed');
         req.resume();
-        this.respondError(res, err.code === UPSTREAM_CONNECT_FAILED ? 503 : 502, 'upstream connect error');
+        const f = upstreamFailure(err.code);
+        this.respondError(res, f.status, f.text);
       },
     );
   }

@@ -16,7 +16,7 @@ import { messageOf } from '../../errors.js';
 import type { Logger } from '../../telemetry/log.js';
 import { endToEndH2Headers, endToEndRawHeaders, rawPairs } from './headers.js';
 import { RefusalCode, type RefusalLog } from './refusals.js';
-import { type RoutedConnection, UPSTREAM_CONNECT_FAILED, type UpstreamChoice } from './types.js';
+import { type RoutedConnection, type UpstreamChoice, upstreamFailure } from './types.js';
 import { kOpen, type UpstreamPool } from './upstream-pool.js';
 
 const {
@@ -141,19 +141,19 @@ export class Http2Forwarder {
     }
   }
 
-  private respondError(stream: http2.ServerHttp2Stream, status: number, grpc: boolean, message: string): void {
+  private respondError(stream: http2.ServerHttp2Stream, status: number, grpc: boolean, message: string, grpcStatus = 14): void {
     if (stream.destroyed || stream.closed) return;
     if (stream.headersSent) {
       stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR);
       return;
     }
     if (grpc) {
-      // Trailers-only: what a gRPC server itself would send for UNAVAILABLE.
+      // Trailers-only: what a gRPC server itself would send (UNAVAILABLE, PERMISSION_DENIED).
       stream.respond(
         {
           [HTTP2_HEADER_STATUS]: 200,
           [HTTP2_HEADER_CONTENT_TYPE]: 'application/grpc',
-          'grpc-status': '14',
+          'grpc-status': String(grpcStatus),
           'grpc-message': encodeURIComponent(message),
         },
         { endStream: true },
@@ -208,7 +208,8 @@ export class Http2Forwarder {
           'upstream connect failed',
         );
         stream.resume();
-        this.respondError(stream, err.code === UPSTREAM_CONNECT_FAILED ? 503 : 502, grpc, 'upstream connect error');
+        const f = upstreamFailure(err.code);
+        this.respondError(stream, f.status, grpc, f.text, f.grpcStatus);
       },
     );
   }
@@ -276,10 +277,10 @@ export class Http2Forwarder {
         stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR);
         return;
       }
-      const connectFailed = err.code === UPSTREAM_CONNECT_FAILED;
+      const f = upstreamFailure(err.code);
       this.log.info({ ...st.conn.logFields(), upstream: choice.authority, code: err.code, err: messageOf(err) }, 'upstream failed');
       stream.resume();
-      this.respondError(stream, connectFailed ? 503 : 502, false, connectFailed ? 'upstream connect error' : 'upstream reset');
+      this.respondError(stream, f.status, isGrpc(headers), f.text, f.grpcStatus);
     });
     stream.once('close', () => {
       if (!up.destroyed && stream.rstCode !== NGHTTP2_NO_ERROR) up.destroy();

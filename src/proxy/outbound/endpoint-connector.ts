@@ -11,8 +11,8 @@ import type { Duplex } from 'node:stream';
 import type { Endpoint, Workload } from '../../config/model.js';
 import type { ConfigStore } from '../../config/store.js';
 import { hasCode, messageOf, SkeinError } from '../../errors.js';
-import { UPSTREAM_CONNECT_FAILED } from '../http/types.js';
-import type { LocalInbound, TunnelDialer } from '../tunnel/types.js';
+import { UPSTREAM_CONNECT_FAILED, UPSTREAM_DENIED } from '../http/types.js';
+import { type LocalInbound, type TunnelDialer, TunnelErrorCode } from '../tunnel/types.js';
 
 /** Plain connection from (the netns of) `source` to address:port; the agent provides it. */
 export type DirectConnect = (source: Workload, address: string, port: number, signal?: AbortSignal) => Promise<Duplex>;
@@ -68,9 +68,12 @@ export class EndpointConnector {
         signal?.removeEventListener('abort', onAbort);
       }
     } catch (err) {
-      if (hasCode(err, UPSTREAM_CONNECT_FAILED)) throw err;
+      if (hasCode(err, UPSTREAM_CONNECT_FAILED) || hasCode(err, UPSTREAM_DENIED)) throw err;
+      // The destination's agent refused this source (authentication or authorization): not an
+      // outage, and the app should be told so (403), not invited to retry (503).
+      const denied = hasCode(err, TunnelErrorCode.Unauthorized) || hasCode(err, TunnelErrorCode.Forbidden);
       throw new SkeinError(
-        UPSTREAM_CONNECT_FAILED,
+        denied ? UPSTREAM_DENIED : UPSTREAM_CONNECT_FAILED,
         `cannot reach ${ep.ip}:${port} (${path}): ${messageOf(err)}`,
         { endpoint: `${ep.ip}:${port}`, path, cause: (err as { code?: string }).code },
         { cause: err },

@@ -191,6 +191,9 @@ t.test('no ready endpoint -> 503; tunnel failure -> 503', async (t) => {
   const r2 = await request(agent, h.port);
   t.equal(r2.status, 503);
   t.match(r2.body.toString(), /upstream connect error/);
+  h.tunnel.failCode = 'SKEIN_TUNNEL_REFUSED_401';
+  const denied = await request(agent, h.port);
+  t.equal(denied.status, 403, 'destination refused the source identity -> 403');
   h.tunnel.fail = false;
   const r3 = await request(agent, h.port);
   t.equal(r3.status, 200, 'config update applies to the next request');
