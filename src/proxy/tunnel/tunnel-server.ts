@@ -55,7 +55,7 @@ export interface TunnelServerOptions {
   maxHeaderListSize?: number;
   /** Header fields per request. Default 64. */
   maxHeaderListPairs?: number;
-  /** Per-stream receive window. Default 256 KiB. */
+  /** Per-stream receive window. Default 1 MiB (a stalled app can hold this much per stream; the session window caps the sum). */
   streamWindowBytes?: number;
   /** Connection receive window. Default 8 MiB. */
   sessionWindowBytes?: number;
@@ -166,7 +166,7 @@ export class TunnelServer {
         enablePush: false,
         maxConcurrentStreams: opts.maxConcurrentStreams ?? 100,
         maxHeaderListSize: opts.maxHeaderListSize ?? 16 * 1024,
-        initialWindowSize: opts.streamWindowBytes ?? 256 * 1024,
+        initialWindowSize: opts.streamWindowBytes ?? 1024 * 1024,
       },
     });
     this.server.on('tlsClientError', (err: Error, socket: TLSSocket) => {
