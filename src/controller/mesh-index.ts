@@ -84,11 +84,72 @@ interface ObjectVerdict {
   policy?: PolicyResource;
 }
 
+/** Who claims an address (a pod its IP, a Service its VIP:port): the oldest keeps it. */
+interface Claim {
+  key: string;
+  createdAt: string;
+  name: string;
+}
+
+interface PartWorkload {
+  w: Workload;
+  key: string;
+  createdAt: string;
+  entry: ResourceEntry;
+}
+
+interface PartService {
+  s: Service;
+  key: string;
+  createdAt: string;
+  entry: ResourceEntry;
+  /** `vip:port` it claims. */
+  claims: string[];
+}
+
 interface Partition {
-  workloads: { w: Workload; key: string; createdAt: string }[];
-  services: { s: Service; key: string; createdAt: string }[];
+  workloads: PartWorkload[];
+  services: PartService[];
   policies: PolicyResource[];
   refusals: Refusal[];
+}
+
+function entryOf(type: ResourceType, key: string, value: unknown, extra: Partial<ResourceEntry> = {}): ResourceEntry {
+  const json = JSON.stringify(value);
+  return { type, key, json, version: hashOf(json), ...extra };
+}
+
+function older(a: Claim, b: Claim): boolean {
+  return a.createdAt < b.createdAt || (a.createdAt === b.createdAt && a.key < b.key);
+}
+
+/** address -> claims, with the winner computed on demand. */
+class Claims {
+  private readonly byAddr = new Map<string, Claim[]>();
+
+  add(addr: string, c: Claim): void {
+    const list = this.byAddr.get(addr);
+    if (list) list.push(c);
+    else this.byAddr.set(addr, [c]);
+  }
+
+  remove(addr: string, key: string): void {
+    const list = this.byAddr.get(addr)?.filter((c) => c.key !== key);
+    if (!list || list.length === 0) this.byAddr.delete(addr);
+    else this.byAddr.set(addr, list);
+  }
+
+  owner(addr: string): Claim | undefined {
+    const list = this.byAddr.get(addr);
+    if (!list) return undefined;
+    let best = list[0];
+    for (const c of list) if (best && older(c, best)) best = c;
+    return best;
+  }
+
+  claimants(addr: string): readonly Claim[] {
+    return this.byAddr.get(addr) ?? [];
+  }
 }
 
 function resKey(type: ResourceType, key: string): string {
@@ -135,6 +196,14 @@ export class MeshIndex {
   private readonly epoch = Date.now().toString(36);
   private readonly listeners = new Set<(u: IndexUpdate) => void>();
   private workloadsByNode = new Map<string, Workload[]>();
+  private readonly ipClaims = new Claims();
+  private readonly vipClaims = new Claims();
+  private readonly workloadsByKey = new Map<string, PartWorkload>();
+  private readonly servicesByKey = new Map<string, PartService>();
+  /** Workloads/Services that lost an address to an older object. */
+  private readonly conflicts = new Map<string, { field: string; reason: string }>();
+  /** Value each small (node/policy/route) entry was serialised from. */
+  private readonly valueOf = new Map<string, unknown>();
   private unsubscribe: () => void;
 
   constructor(
@@ -299,11 +368,23 @@ export class MeshIndex {
         const byLabel = new Map(core.map((o) => [labelOf(o), o]));
         for (const w of snap.workloads) {
           const so = byLabel.get(`Pod/${w.namespace}/${w.name}`);
-          part.workloads.push({ w, key: so?.key ?? w.uid, createdAt: createdAtOf(so) });
+          part.workloads.push({
+            w,
+            key: so?.key ?? w.uid,
+            createdAt: createdAtOf(so),
+            entry: entryOf('workload', w.uid, w, { node: w.node, namespace: w.namespace }),
+          });
         }
         for (const s of snap.services) {
           const so = byLabel.get(`Service/${s.namespace}/${s.name}`);
-          part.services.push({ s, key: so?.key ?? `${s.namespace}/${s.name}`, createdAt: createdAtOf(so) });
+          const name = `${s.namespace}/${s.name}`;
+          part.services.push({
+            s,
+            key: so?.key ?? name,
+            createdAt: createdAtOf(so),
+            entry: entryOf('service', name, s),
+            claims: s.vips.flatMap((vip) => s.ports.map((p) => `${vip}:${p.port}`)),
+          });
         }
         if (ns === NODES) this.nodes = snap.nodes;
         break;
@@ -328,25 +409,103 @@ export class MeshIndex {
 
   private rebuild(): IndexUpdate | undefined {
     if (this.dirty.size === 0) return undefined;
+    const changed = new Set<string>();
+    const touchedIps = new Set<string>();
+    const touchedVips = new Set<string>();
+    const dirtyWorkloads = new Set<string>();
+    const dirtyServices = new Set<string>();
+    /** Published by a replaced partition: removed unless published again below. */
+    const stale = new Set<string>();
     for (const ns of this.dirty) {
-      if (!this.members.get(ns)?.size) {
+      const old = this.partitions.get(ns);
+      const next = this.members.get(ns)?.size ? this.buildPartition(ns) : undefined;
+      if (!next) {
         this.partitions.delete(ns);
         this.members.delete(ns);
         if (ns === NODES) this.nodes = [];
-      } else this.partitions.set(ns, this.buildPartition(ns));
+      } else this.partitions.set(ns, next);
+      // Withdraw what the old partition published and claimed; the new one's is settled below.
+      for (const x of old?.workloads ?? []) {
+        for (const ip of x.w.ips) {
+          this.ipClaims.remove(ip, x.key);
+          touchedIps.add(ip);
+        }
+        stale.add(`workload|${x.entry.key}`);
+        this.workloadsByKey.delete(x.key);
+      }
+      for (const x of old?.services ?? []) {
+        for (const c of x.claims) {
+          this.vipClaims.remove(c, x.key);
+          touchedVips.add(c);
+        }
+        stale.add(`service|${x.entry.key}`);
+        this.servicesByKey.delete(x.key);
+      }
+      for (const x of next?.workloads ?? []) {
+        for (const ip of x.w.ips) {
+          this.ipClaims.add(ip, { key: x.key, createdAt: x.createdAt, name: `${x.w.namespace}/${x.w.name}` });
+          touchedIps.add(ip);
+        }
+        this.workloadsByKey.set(x.key, x);
+        dirtyWorkloads.add(x.key);
+      }
+      for (const x of next?.services ?? []) {
+        for (const c of x.claims) {
+          this.vipClaims.add(c, { key: x.key, createdAt: x.createdAt, name: `${x.s.namespace}/${x.s.name}` });
+          touchedVips.add(c);
+        }
+        this.servicesByKey.set(x.key, x);
+        dirtyServices.add(x.key);
+      }
     }
     this.dirty.clear();
-    return this.publish();
+    // Everyone claiming a touched address may have won or lost it.
+    for (const ip of touchedIps) for (const c of this.ipClaims.claimants(ip)) dirtyWorkloads.add(c.key);
+    for (const v of touchedVips) for (const c of this.vipClaims.claimants(v)) dirtyServices.add(c.key);
+    for (const key of dirtyWorkloads) {
+      const x = this.workloadsByKey.get(key);
+      if (!x) continue;
+      const clash = x.w.ips.find((ip) => this.ipClaims.owner(ip)?.key !== key);
+      if (clash) {
+        this.conflicts.set(key, { field: 'status.podIPs', reason: `IP ${clash} already belongs to pod ${this.ipClaims.owner(clash)?.name}` });
+        this.unpublish(`workload|${x.entry.key}`, changed);
+      } else {
+        this.conflicts.delete(key);
+        this.publishEntry(x.entry, changed);
+        stale.delete(`workload|${x.entry.key}`);
+      }
+    }
+    for (const key of dirtyServices) {
+      const x = this.servicesByKey.get(key);
+      if (!x) continue;
+      const clash = x.claims.find((c) => this.vipClaims.owner(c)?.key !== key);
+      if (clash) {
+        this.conflicts.set(key, { field: 'spec.clusterIPs', reason: `${clash} already belongs to Service ${this.vipClaims.owner(clash)?.name}` });
+        this.unpublish(`service|${x.entry.key}`, changed);
+      } else {
+        this.conflicts.delete(key);
+        this.publishEntry(x.entry, changed);
+        stale.delete(`service|${x.entry.key}`);
+      }
+    }
+    for (const k of stale) this.unpublish(k, changed);
+    for (const key of [...this.conflicts.keys()]) if (!this.workloadsByKey.has(key) && !this.servicesByKey.has(key)) this.conflicts.delete(key);
+    return this.publish(changed);
   }
 
-  /** The global pass: conflicts across namespaces, then the published set and its diff. */
-  private publish(): IndexUpdate | undefined {
-    const next = new Map<string, ResourceEntry>();
+  private unpublish(k: string, changed: Set<string>): void {
+    if (this.published.delete(k)) changed.add(k);
+  }
+
+  private publishEntry(e: ResourceEntry, changed: Set<string>): void {
+    const k = resKey(e.type, e.key);
+    if (this.published.get(k)?.version !== e.version) changed.add(k);
+    this.published.set(k, e);
+  }
+
+  /** The global pass over what is small (nodes, policies, routes), then the update. */
+  private publish(changed: Set<string>): IndexUpdate | undefined {
     const refusals: Refusal[] = [];
-    const put = (type: ResourceType, key: string, value: unknown, extra: Partial<ResourceEntry> = {}) => {
-      const json = JSON.stringify(value);
-      next.set(resKey(type, key), { type, key, json, version: hashOf(json), ...extra });
-    };
     const refuse = (key: string, field: string, reason: string, code: string = ControllerErrorCode.Conflict) => {
       const o = this.store.get(key);
       refusals.push({ object: o ? labelOf(o) : key, key, origin: o?.origin ?? '', field, reason, code });
@@ -361,46 +520,31 @@ export class MeshIndex {
         code: ControllerErrorCode.Duplicate,
       });
     }
-    for (const n of this.nodes) put('node', n.name, n);
+    for (const [key, c] of this.conflicts) refuse(key, c.field, c.reason);
 
-    // Workloads: one IP, one pod (the oldest keeps it).
-    const allWorkloads = [...this.partitions.values()].flatMap((p) => p.workloads);
-    allWorkloads.sort((a, b) => (a.createdAt < b.createdAt ? -1 : a.createdAt > b.createdAt ? 1 : a.key < b.key ? -1 : 1));
-    const ipOwner = new Map<string, string>();
+    // Which workloads run where (policies' reach, the CA's node authorizer).
     const byNode = new Map<string, Workload[]>();
     const byNamespace = new Map<string, Workload[]>();
-    for (const { w, key } of allWorkloads) {
-      const clash = w.ips.find((ip) => ipOwner.has(ip));
-      if (clash) {
-        refuse(key, 'status.podIPs', `IP ${clash} already belongs to pod ${ipOwner.get(clash)}`);
-        continue;
-      }
-      for (const ip of w.ips) ipOwner.set(ip, `${w.namespace}/${w.name}`);
-      put('workload', w.uid, w, { node: w.node, namespace: w.namespace });
-      pushTo(byNode, w.node, w);
-      pushTo(byNamespace, w.namespace, w);
+    for (const x of this.workloadsByKey.values()) {
+      if (this.conflicts.has(x.key)) continue;
+      pushTo(byNode, x.w.node, x.w);
+      pushTo(byNamespace, x.w.namespace, x.w);
     }
     this.workloadsByNode = byNode;
-
-    // Services: one VIP:port, one Service (the oldest keeps it).
-    const allServices = [...this.partitions.values()].flatMap((p) => p.services);
-    allServices.sort((a, b) => (a.createdAt < b.createdAt ? -1 : a.createdAt > b.createdAt ? 1 : a.key < b.key ? -1 : 1));
-    const vipOwner = new Map<string, string>();
     const services = new Map<string, Service>();
-    for (const { s, key } of allServices) {
-      const name = `${s.namespace}/${s.name}`;
-      let clash: string | undefined;
-      for (const vip of s.vips) for (const p of s.ports) if (!clash && vipOwner.has(`${vip}:${p.port}`)) clash = `${vip}:${p.port}`;
-      if (clash) {
-        refuse(key, 'spec.clusterIPs', `${clash} already belongs to Service ${vipOwner.get(clash)}`);
-        continue;
-      }
-      for (const vip of s.vips) for (const p of s.ports) vipOwner.set(`${vip}:${p.port}`, name);
-      services.set(name, s);
-      put('service', name, s);
-    }
+    for (const x of this.servicesByKey.values()) if (!this.conflicts.has(x.key)) services.set(x.entry.key, x.s);
 
-    // Policies and routes: cross-object checks.
+    // Small kinds are recomputed whole: nodes, policies, routes.
+    const small = new Map<string, ResourceEntry>();
+    const put = (type: ResourceType, key: string, value: object, extra: Partial<ResourceEntry> = {}) => {
+      const k = resKey(type, key);
+      const prev = this.published.get(k);
+      // Unchanged values (same object from an unchanged partition) keep their serialisation.
+      const e = prev && this.valueOf.get(k) === value ? prev : entryOf(type, key, value, extra);
+      this.valueOf.set(k, value);
+      small.set(k, e);
+    };
+    for (const n of this.nodes) put('node', n.name, n);
     const routes: { r: MeshRoute; key: string }[] = [];
     for (const [ns, part] of this.partitions) {
       refusals.push(...part.refusals);
@@ -441,13 +585,16 @@ export class MeshIndex {
       }
       put('route', `${r.kind}/${r.namespace}/${r.name}`, r);
     }
+    for (const [k, e] of this.published) {
+      if (e.type === 'workload' || e.type === 'service' || small.has(k)) continue;
+      this.published.delete(k);
+      this.valueOf.delete(k);
+      changed.add(k);
+    }
+    for (const [k, e] of small) this.publishEntry(e, changed);
 
     refusals.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
     this.refused = refusals;
-    const changed = new Set<string>();
-    for (const [k, e] of next) if (this.published.get(k)?.version !== e.version) changed.add(k);
-    for (const k of this.published.keys()) if (!next.has(k)) changed.add(k);
-    this.published = next;
     if (changed.size === 0) return undefined;
     this.seq++;
     const update = { version: this.version, changed };
