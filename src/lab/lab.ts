@@ -35,6 +35,8 @@ export interface UpOptions {
   mesh?: boolean;
   /** Extra flags for every agent (e.g. --cert-ttl 6 to watch rotation). */
   agentArgs?: string[];
+  /** Extra environment for every agent (e.g. NODE_OPTIONS=--tls-keylog=FILE to decrypt captures). */
+  agentEnv?: Record<string, string>;
   log?: Logger;
   /** Progress lines for people (the CLI prints them). */
   progress?: (line: string) => void;
@@ -92,7 +94,7 @@ export async function labUp(opts: UpOptions): Promise<LabRecord> {
       progress(`lab ${id}: starting the controller and ${plan.nodes.length} agents`);
       rec.processes.push(await startControlPlane(rec));
       writeRecord(rec);
-      const agents = plan.nodes.map((n) => ({ node: n, proc: startAgent(rec, n, opts.agentArgs) }));
+      const agents = plan.nodes.map((n) => ({ node: n, proc: startAgent(rec, n, opts.agentArgs, opts.agentEnv) }));
       rec.processes.push(...agents.map((a) => a.proc));
       writeRecord(rec);
       await Promise.all(agents.map((a) => waitAgentReady(rec, a.node, a.proc)));

@@ -51,9 +51,14 @@ function startInNetns(rec: LabRecord, kind: LabProcess['kind'], name: string, ne
   }
 }
 
-export async function startControlPlane(rec: LabRecord): Promise<LabProcess> {
+/**
+ * Starts the controller. The first start creates the nodes' bootstrap tokens; a restart
+ * keeps them (and the CA root file), as a restarted controller in a cluster would.
+ */
+export async function startControlPlane(rec: LabRecord, opts: { restart?: boolean } = {}): Promise<LabProcess> {
   const paths = meshPaths(rec);
-  await createBootstrapTokens(paths.tokensDir, rec.plan.nodes.map((n) => n.name));
+  if (!opts.restart) await createBootstrapTokens(paths.tokensDir, rec.plan.nodes.map((n) => n.name));
+  else rmSync(paths.rootsPem, { force: true }); // so the wait below sees the new process publish
   const gw = rec.plan.underlayGateway;
   const proc = startInNetns(rec, 'controller', 'controller', rec.plan.underlayNetns, `skein.lab/${rec.id}/control-plane/controller`, [
     ...skeinCommand(),
@@ -81,7 +86,7 @@ export async function startControlPlane(rec: LabRecord): Promise<LabProcess> {
   return proc;
 }
 
-export function startAgent(rec: LabRecord, node: PlannedNode, extraArgs: string[] = []): LabProcess {
+export function startAgent(rec: LabRecord, node: PlannedNode, extraArgs: string[] = [], env: Record<string, string> = {}): LabProcess {
   const paths = meshPaths(rec);
   const gw = rec.plan.underlayGateway;
   return startInNetns(rec, 'agent', node.name, node.netns, `skein.lab/${rec.id}/${node.name}/agent`, [
@@ -104,7 +109,7 @@ export function startAgent(rec: LabRecord, node: PlannedNode, extraArgs: string[
     '--log-file',
     join(rec.logDir, `agent.${node.name}.log`),
     ...extraArgs,
-  ]);
+  ], env);
 }
 
 /** Ready = answers 200 on its readiness port (inside its node netns). */
