@@ -18,7 +18,9 @@
  *
  * Environment knobs (for development; defaults are what `make bench` measures):
  *   BENCH_MODES=direct-http,skein-l4,...  run only these modes (bulk runs when its modes are chosen)
- *   BENCH_RATES=1000,5000   BENCH_OPEN_S=8   BENCH_CLOSED_S=6   BENCH_BULK_S=5   BENCH_NO_MESH=1
+ *   BENCH_RATES=1000,5000   BENCH_OPEN_S=8   BENCH_CLOSED_S=6   BENCH_BULK_S=4   BENCH_NO_MESH=1
+ *   BENCH_NICE=-10   run the bench and everything it starts at this nice level (on a machine
+ *                    shared with other work; off by default: it takes CPU from that work)
  *
  * Everything it makes (the lab, the HAProxy processes, a temp dir) is removed at the end,
  * also on failure and on SIGINT/SIGTERM; the lab is owned by this process, so `skein lab gc`
@@ -141,12 +143,16 @@ function machineInfo() {
     node: process.version,
     haproxy: '',
     loadavgAtStart: os.loadavg().map((x) => Number(x.toFixed(2))),
+    cpuPressureAtStart: cpuPressure(),
+    nice: os.getPriority(),
   };
 }
 
 async function main() {
   const t0 = Date.now();
   await preflight();
+  // Children (the lab's pods and agents, HAProxy, the load tools) inherit it.
+  if (process.env.BENCH_NICE) os.setPriority(0, Number(process.env.BENCH_NICE));
   const lab = await import(join(ROOT, 'dist', 'lab', 'lab.js'));
   const startedAt = new Date().toISOString();
   const notes = [];
@@ -279,6 +285,19 @@ async function main() {
     }
   }
 
+  // The baseline once more at the end, at the first rate: how far the machine itself drifted
+  // during the run (other work on it), i.e. how much of an added latency is noise.
+  const firstDirect = results.find((m) => m.id === 'direct-http' && m.open);
+  if (firstDirect) {
+    const again = { id: 'direct-http-again', kind: 'direct', proto: 'http1', baseline: 'direct-http', rates: [P.rates[0]], skipClosed: true };
+    results.push(again);
+    try {
+      await runMode(again);
+    } catch (err) {
+      again.error = firstLine(err.message);
+    }
+  }
+
   async function runMode(mode) {
     const { pod, hostPort } = targetOf(mode);
     mode.target = hostPort;
@@ -287,7 +306,7 @@ async function main() {
     const before = await snapshot();
     let requests = 0;
     mode.open = {};
-    for (const rate of P.rates) {
+    for (const rate of mode.rates ?? P.rates) {
       const cpu0 = group?.cpuSeconds();
       const cmd = [
         process.execPath,
@@ -321,7 +340,19 @@ async function main() {
       mode.open[rate] = out;
       log(`${mode.id} @${rate}/s: p50 ${out.latencyMs.p50} p99 ${out.latencyMs.p99} p99.9 ${out.latencyMs.p999} ms, ok ${out.ok}, failed ${out.failed}${group ? `, proxy CPU ${out.proxyCpuSeconds}s` : ''}`);
     }
-    // Closed loop: as fast as the path goes.
+    if (!mode.skipClosed) requests += await runClosed(mode, pod, hostPort, group);
+    const after = await snapshot();
+    if (sampler) {
+      const peak = sampler.stop();
+      mode.peakRssBytes = peak[group.name];
+      mode.hwmBytesAtEnd = group.memory().hwm;
+    }
+    mode.verified = verifyPath(mode, before, after, requests);
+    log(`${mode.id}: path ${mode.verified.ok ? 'verified' : `NOT verified: ${mode.verified.reason}`}`);
+  }
+
+  /** Closed loop, as fast as the path goes; returns the successful requests (for verification). */
+  async function runClosed(mode, pod, hostPort, group) {
     const cpu0 = group?.cpuSeconds();
     let closed;
     try {
@@ -343,26 +374,19 @@ async function main() {
         const r = await exec(pod, cmd, (P.closedDurationS + P.closedWarmupS) * 1000 + 20_000);
         closed = parseH2load(r.stdout + r.stderr);
       }
-      if (group) {
-        closed.proxyCpuSeconds = Number((group.cpuSeconds() - cpu0).toFixed(3));
-        // Warmup requests (h2load) are not in `requests` but cost CPU: per 1k is a slight overestimate there.
-        closed.proxyCpuPer1k = (closed.proxyCpuSeconds / Math.max(1, closed.requests)) * 1000;
-      }
-      requests += closed.ok;
-      mode.closed = closed;
-      log(`${mode.id} closed loop: ${closed.rps} req/s, failed ${closed.failed}${group ? `, proxy CPU ${closed.proxyCpuSeconds}s` : ''}`);
     } catch (err) {
       mode.closedError = firstLine(err.message);
       log(`${mode.id} closed loop failed: ${err.message}`);
+      return 0;
     }
-    const after = await snapshot();
-    if (sampler) {
-      const peak = sampler.stop();
-      mode.peakRssBytes = peak[group.name];
-      mode.hwmBytesAtEnd = group.memory().hwm;
+    if (group) {
+      closed.proxyCpuSeconds = Number((group.cpuSeconds() - cpu0).toFixed(3));
+      // h2load's warmup requests cost CPU but are not in `requests`: a slight overestimate there.
+      closed.proxyCpuPer1k = (closed.proxyCpuSeconds / Math.max(1, closed.requests)) * 1000;
     }
-    mode.verified = verifyPath(mode, before, after, requests);
-    log(`${mode.id}: path ${mode.verified.ok ? 'verified' : `NOT verified: ${mode.verified.reason}`}`);
+    mode.closed = closed;
+    log(`${mode.id} closed loop: ${closed.rps} req/s, failed ${closed.failed}${group ? `, proxy CPU ${closed.proxyCpuSeconds}s` : ''}`);
+    return closed.ok;
   }
 
   // --- L4 bulk throughput.
@@ -421,9 +445,17 @@ async function main() {
   notes.push('proxy CPU and RSS are both nodes\' proxies together (agents A+B, or HAProxy A+B), from /proc/<pid>/stat utime+stime and sampled VmRSS');
   notes.push('skein: one Node.js process per node; HAProxy: one process per node with its default threads; all on the same machine as the load tools and servers');
 
+  const again = results.find((m) => m.id === 'direct-http-again')?.open?.[P.rates[0]];
+  if (again && firstDirect) {
+    const d = (p) => (again.latencyMs[p] - firstDirect.open[P.rates[0]].latencyMs[p]).toFixed(2);
+    notes.push(`noise: direct-http at ${P.rates[0]}/s repeated at the end differed from the first run by p50 ${d('p50')} / p99 ${d('p99')} / p99.9 ${d('p999')} ms; added latencies smaller than that are within the machine's noise`);
+  }
   machine.loadavgAtEnd = os.loadavg().map((x) => Number(x.toFixed(2)));
+  machine.cpuPressureAtEnd = cpuPressure();
   if (Math.max(machine.loadavgAtStart[0], machine.loadavgAtEnd[0]) > machine.cpus) {
-    notes.push(`the machine was busy with other work (1-min load average ${machine.loadavgAtStart[0]} at start, ${machine.loadavgAtEnd[0]} at end, on ${machine.cpus} CPUs): absolute numbers are noisy; the ratios come from one run where every mode saw the same machine`);
+    notes.push(
+      `the machine was busy with other work (1-min load average ${machine.loadavgAtStart[0]} at start, ${machine.loadavgAtEnd[0]} at end, on ${machine.cpus} CPUs; CPU pressure avg60 ${machine.cpuPressureAtStart}% / ${machine.cpuPressureAtEnd}%): absolute numbers are noisy; the ratios come from one run where every mode saw the same machine`,
+    );
   }
   const resultsDir = join(HERE, 'results');
   mkdirSync(resultsDir, { recursive: true });
@@ -547,6 +579,15 @@ async function waitForMeshPath(exec, pod, hostPort, agentStats) {
     await sleep(500);
   }
   throw new Error(last);
+}
+
+/** /proc/pressure/cpu "some avg60": the share of time something waited for a CPU (%). */
+function cpuPressure() {
+  try {
+    return Number(/some avg10=[\d.]+ avg60=([\d.]+)/.exec(readFileSync('/proc/pressure/cpu', 'utf8'))?.[1]);
+  } catch {
+    return null;
+  }
 }
 
 function firstLine(s) {

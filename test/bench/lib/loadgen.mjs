@@ -142,9 +142,11 @@ function http1Sender() {
     const job = { cb, cancelled: false, conn: null };
     queue.push(job);
     pump();
+    // On timeout a request still queued here is never sent; one on the wire is left to finish
+    // (its late answer is ignored), as wrk2 does: closing connections or resetting streams
+    // would add reconnect churn and reset floods that the measured path would then pay for.
     return () => {
       job.cancelled = true;
-      job.conn?.destroy(); // a request on the wire: its connection cannot be reused
     };
   };
   return {
@@ -244,7 +246,7 @@ function grpcSender() {
     stream.on('close', () => finish(stream.rstCode ? `RST_${stream.rstCode}` : 'CLOSED_EARLY'));
     stream.on('error', (e) => finish(e.code ?? 'STREAM_ERROR'));
     stream.end(GRPC_EMPTY_MESSAGE);
-    return () => stream.close(http2.constants.NGHTTP2_CANCEL);
+    return () => {}; // see http1Sender: a timed-out stream is left to finish, not reset
   };
   return {
     send,

@@ -63,39 +63,43 @@ export function renderReport(res) {
   for (const rate of res.params.rates) {
     out.push('');
     out.push(`== constant ${rate} req/s: latency (ms) and added latency over direct (ms) ==`);
-    const rows = modes.map((m) => {
-      const st = statusOf(m);
-      const r = m.open?.[rate];
-      if (st && !r) return [m.id, st, '', '', '', '', '', '', '', '', ''];
-      const base = byId[m.baseline]?.open?.[rate];
-      const isBase = m.id === m.baseline;
-      return [
-        m.id,
-        ...PCTS.map((p) => fmt(r?.latencyMs?.[p])),
-        ...PCTS.map((p) => (isBase ? '(base)' : signed(added(r, base, p)))),
-        r ? `${fmt(r.achievedRate, 0)}` : '—',
-        r ? failCell(r) : '—',
-      ];
-    });
+    const rows = modes
+      .filter((m) => !m.rates || m.rates.includes(rate))
+      .map((m) => {
+        const st = statusOf(m);
+        const r = m.open?.[rate];
+        if (st && !r) return [m.id, st, '', '', '', '', '', '', '', '', ''];
+        const base = byId[m.baseline]?.open?.[rate];
+        const isBase = m.id === m.baseline;
+        return [
+          m.id,
+          ...PCTS.map((p) => fmt(r?.latencyMs?.[p])),
+          ...PCTS.map((p) => (isBase ? '(base)' : signed(added(r, base, p)))),
+          r ? `${fmt(r.achievedRate, 0)}` : '—',
+          r ? failCell(r) : '—',
+        ];
+      });
     out.push(table(['mode', 'p50', 'p90', 'p99', 'p99.9', '+p50', '+p90', '+p99', '+p99.9', 'ok/s', 'failed'], rows));
   }
 
   out.push('');
   out.push(`== per mode: closed-loop max throughput, proxy cost (both nodes' proxies together) ==`);
-  const costRows = modes.map((m) => {
-    const st = statusOf(m);
-    if (st && !m.closed && !m.open) return [m.id, st, '', '', '', '', '', ''];
-    const first = m.open?.[res.params.rates[0]];
-    return [
-      m.id,
-      m.closed ? fmt(m.closed.rps, 0) : m.closedError ? `failed: ${m.closedError}` : '—',
-      m.closed ? failCell(m.closed) : '—',
-      m.kind === 'direct' ? 'n/a' : fmt(first?.proxyCpuPer1k, 3),
-      m.kind === 'direct' ? 'n/a' : fmt(m.closed?.proxyCpuPer1k, 3),
-      m.kind === 'direct' ? 'n/a' : fmt(m.peakRssBytes / 2 ** 20, 1),
-      m.verified?.ok ? 'yes' : `NO: ${m.verified?.reason ?? 'not checked'}`,
-    ];
-  });
+  const costRows = modes
+    .filter((m) => !m.skipClosed)
+    .map((m) => {
+      const st = statusOf(m);
+      if (st && !m.closed && !m.open) return [m.id, st, '', '', '', '', ''];
+      const first = m.open?.[res.params.rates[0]];
+      return [
+        m.id,
+        m.closed ? fmt(m.closed.rps, 0) : m.closedError ? `failed: ${m.closedError}` : '—',
+        m.closed ? failCell(m.closed) : '—',
+        m.kind === 'direct' ? 'n/a' : fmt(first?.proxyCpuPer1k, 3),
+        m.kind === 'direct' ? 'n/a' : fmt(m.closed?.proxyCpuPer1k, 3),
+        m.kind === 'direct' ? 'n/a' : fmt(m.peakRssBytes / 2 ** 20, 1),
+        m.verified?.ok ? 'yes' : `NO: ${m.verified?.reason ?? 'not checked'}`,
+      ];
+    });
   out.push(
     table(
       ['mode', 'max req/s', 'failed', `CPU s/1k req @${res.params.rates[0]}/s`, 'CPU s/1k req @max', 'peak RSS MiB', 'path verified'],
@@ -140,6 +144,8 @@ export function renderReport(res) {
       ratioRows,
     ),
   );
+
+  out.push('(a ratio is — where its denominator is missing or not positive, e.g. an added latency within noise)');
 
   if (res.bulk) {
     out.push('');
