@@ -26,8 +26,8 @@ export function scenarioFile(text: string): string {
   return file;
 }
 
-export async function startLab(t: Test, file = demoScenario, opts: { mesh?: boolean; agentArgs?: string[] } = {}): Promise<LabRecord> {
-  const rec = await labUp({ scenarioFile: file, ownerPid: process.pid, mesh: opts.mesh ?? false, agentArgs: opts.agentArgs ?? [] });
+export async function startLab(t: Test, file = demoScenario, opts: { mesh?: boolean; agentArgs?: string[]; agentEnv?: Record<string, string> } = {}): Promise<LabRecord> {
+  const rec = await labUp({ scenarioFile: file, ownerPid: process.pid, mesh: opts.mesh ?? false, agentArgs: opts.agentArgs ?? [], agentEnv: opts.agentEnv ?? {} });
   t.teardown(() => labDown(rec));
   return rec;
 }
