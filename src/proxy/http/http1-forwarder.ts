@@ -131,6 +131,20 @@ export class Http1Forwarder {
   private onRequest(req: http.IncomingMessage, res: http.ServerResponse): void {
     const conn = (req.socket as SocketWithConn)[kConn];
     const choice = conn?.choose();
+    if (conn) {
+      const started = performance.now();
+      res.once('close', () => {
+        conn.recordRequest({
+          protocol: 'http1',
+          method: req.method ?? '',
+          path: req.url ?? '',
+          authority: req.headers.host ?? '',
+          status: res.headersSent ? res.statusCode : 0,
+          ...(choice ? { upstream: choice.authority } : {}),
+          durationMs: Math.round(performance.now() - started),
+        });
+      });
+    }
     if (!conn || !choice) {
       this.refusals.refuse(RefusalCode.NoHealthyUpstream, { ...this.fields(req.socket), path: req.url }, 'no healthy upstream');
       req.resume();

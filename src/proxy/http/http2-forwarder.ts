@@ -179,6 +179,21 @@ export class Http2Forwarder {
       if (stream.rstCode !== NGHTTP2_NO_ERROR && !upstreamResetUs && session) this.countReset(session);
     });
     const choice = st.conn.choose();
+    const started = performance.now();
+    stream.once('close', () => {
+      const sent = stream.headersSent ? stream.sentHeaders : undefined;
+      const grpcStatus = stream.sentTrailers?.['grpc-status'] ?? sent?.['grpc-status'];
+      st.conn.recordRequest({
+        protocol: 'http2',
+        method: String(headers[':method'] ?? ''),
+        path: String(headers[':path'] ?? ''),
+        authority: String(headers[':authority'] ?? headers.host ?? ''),
+        status: Number(sent?.[HTTP2_HEADER_STATUS] ?? 0),
+        ...(grpcStatus !== undefined ? { grpcStatus: Number(grpcStatus) } : {}),
+        ...(choice ? { upstream: choice.authority } : {}),
+        durationMs: Math.round(performance.now() - started),
+      });
+    });
     if (!choice) {
       this.refusals.refuse(RefusalCode.NoHealthyUpstream, { ...st.conn.logFields(), path: headers[':path'] }, 'no healthy upstream');
       stream.resume();

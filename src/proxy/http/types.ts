@@ -30,6 +30,24 @@ export interface RoutedConnection {
   choose(): UpstreamChoice | undefined;
   /** Fields identifying the connection in logs. */
   logFields(): Record<string, unknown>;
+  /** One request finished (served, refused or failed): access log and telemetry. */
+  recordRequest(rec: HttpRequestRecord): void;
+}
+
+/** What the HTTP side knows about one finished request. */
+export interface HttpRequestRecord {
+  protocol: HttpVersion;
+  method: string;
+  path: string;
+  /** Host / :authority as the client sent it. */
+  authority: string;
+  /** Status sent to the client; 0 when the exchange broke before a response started. */
+  status: number;
+  /** grpc-status sent to the client, for gRPC. */
+  grpcStatus?: number;
+  /** Endpoint the request went to (`ip:port`), when one was chosen. */
+  upstream?: string;
+  durationMs: number;
 }
 
 /** Error code a choice's connect() rejects with when the endpoint cannot be reached. */

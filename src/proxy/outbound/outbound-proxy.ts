@@ -12,7 +12,7 @@
  */
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
-import type { Endpoint, Workload } from '../../config/model.js';
+import type { Endpoint, SpiffeId, Workload } from '../../config/model.js';
 import type { ConfigStore } from '../../config/store.js';
 import { messageOf } from '../../errors.js';
 import type { Logger } from '../../telemetry/log.js';
@@ -23,9 +23,9 @@ import { sniffProtocol } from '../detect/sniff.js';
 import { type Http1Options, Http1Forwarder } from '../http/http1-forwarder.js';
 import { type Http2Options, Http2Forwarder } from '../http/http2-forwarder.js';
 import { RefusalCode, RefusalLog } from '../http/refusals.js';
-import type { HttpVersion, RoutedConnection, UpstreamChoice } from '../http/types.js';
+import type { HttpRequestRecord, HttpVersion, RoutedConnection, UpstreamChoice } from '../http/types.js';
 import { UpstreamPool, type UpstreamPoolOptions } from '../http/upstream-pool.js';
-import { pipeBidirectional, resetStream } from '../tcp/l4-pipe.js';
+import { type PipeResult, pipeBidirectional, resetStream } from '../tcp/l4-pipe.js';
 import { type Destination, resolveDestination } from './destination.js';
 import { EndpointConnector, type EndpointConnectorOptions } from './endpoint-connector.js';
 
@@ -55,6 +55,34 @@ export interface OutboundProxyOptions extends EndpointConnectorOptions {
   http2?: Http2Options;
   upstream?: Omit<UpstreamPoolOptions, 'logger'>;
   logger?: Logger;
+  /** Telemetry hook (metrics): once per finished request (L7) or connection (L4). */
+  onRecord?: (rec: OutboundRecord) => void;
+}
+
+/** One finished outbound request (L7) or connection (L4): access log line and telemetry hook. */
+export interface OutboundRecord {
+  kind: 'http' | 'tcp' | 'passthrough';
+  protocol?: HttpVersion;
+  source: SpiffeId;
+  /** `<namespace>/<name>` of the source pod. */
+  sourceWorkload: string;
+  /** Original destination `ip:port`. */
+  destination: string;
+  /** Service hostname when the destination was a Service VIP. */
+  destinationService?: string;
+  /** Endpoint chosen (`ip:port`), when one was. */
+  upstream?: string;
+  method?: string;
+  path?: string;
+  authority?: string;
+  /** HTTP status to the client (0: broken before a response). */
+  status?: number;
+  grpcStatus?: number;
+  /** L4: bytes client -> upstream and back, and how the pipe ended. */
+  bytesSent?: number;
+  bytesReceived?: number;
+  end?: string;
+  durationMs: number;
 }
 
 export interface OutboundStats {
@@ -112,6 +140,26 @@ class Routed implements RoutedConnection {
 
   logFields(): Record<string, unknown> {
     return { source: this.source.identity, sourceWorkload: `${this.source.namespace}/${this.source.name}`, dst: authorityOf(this.dst.address, this.dst.port) };
+  }
+
+  recordRequest(r: HttpRequestRecord): void {
+    const svc = this.proxy.store.serviceByVip(this.dst.address, this.dst.port);
+    const rec: OutboundRecord = {
+      kind: 'http',
+      protocol: r.protocol,
+      source: this.source.identity,
+      sourceWorkload: `${this.source.namespace}/${this.source.name}`,
+      destination: authorityOf(this.dst.address, this.dst.port),
+      method: r.method,
+      path: r.path,
+      authority: r.authority,
+      status: r.status,
+      durationMs: r.durationMs,
+    };
+    if (svc) rec.destinationService = svc.service.hostname;
+    if (r.upstream) rec.upstream = r.upstream;
+    if (r.grpcStatus !== undefined) rec.grpcStatus = r.grpcStatus;
+    this.proxy.emitRecord(rec);
   }
 }
 
@@ -203,7 +251,7 @@ export class OutboundProxy {
       resetStream(socket);
       return;
     }
-    this.connectAndPipe(socket, ctx, () => choice.connect(), () => choice.done(), choice.authority);
+    this.connectAndPipe(socket, ctx, 'tcp', () => choice.connect(), () => choice.done(), choice.authority);
   }
 
   private passthrough(socket: Socket, ctx: OutboundConnectionContext): void {
@@ -221,17 +269,35 @@ export class OutboundProxy {
     this.counts.passthrough++;
     const source = ctx.source;
     const endpoint: Endpoint = { ip: address, ready: true, ports: {}, meshEnabled: false };
-    this.connectAndPipe(socket, ctx, () => this.connector.connect(source, endpoint, port), noop, authorityOf(address, port));
+    this.connectAndPipe(socket, ctx, 'passthrough', () => this.connector.connect(source, endpoint, port), noop, authorityOf(address, port));
   }
 
   private connectAndPipe(
     socket: Socket,
     ctx: OutboundConnectionContext,
+    kind: 'tcp' | 'passthrough',
     open: () => Promise<Duplex>,
     done: () => void,
     upstream: string,
   ): void {
     socket.pause();
+    const started = performance.now();
+    const record = (status: number, extra: Partial<OutboundRecord>): void => {
+      const { address, port } = ctx.originalDst;
+      const rec: OutboundRecord = {
+        kind,
+        source: ctx.source.identity,
+        sourceWorkload: `${ctx.source.namespace}/${ctx.source.name}`,
+        destination: authorityOf(address, port),
+        upstream,
+        status,
+        durationMs: Math.round(performance.now() - started),
+        ...extra,
+      };
+      const svc = this.store.serviceByVip(address, port);
+      if (svc) rec.destinationService = svc.service.hostname;
+      this.emitRecord(rec);
+    };
     open().then(
       (up) => {
         if (socket.destroyed) {
@@ -240,16 +306,32 @@ export class OutboundProxy {
           return;
         }
         const idle = this.opts.tcpIdleTimeoutMs ?? 0;
-        pipeBidirectional(socket, up, idle > 0 ? { onDone: done, idleTimeoutMs: idle } : { onDone: done });
+        const onDone = (r: PipeResult): void => {
+          done();
+          record(200, { bytesSent: r.bytesAtoB, bytesReceived: r.bytesBtoA, end: r.reason });
+        };
+        pipeBidirectional(socket, up, idle > 0 ? { onDone, idleTimeoutMs: idle } : { onDone });
         socket.resume();
       },
       (err: unknown) => {
         done();
+        record(503, { end: 'connect-failed' });
         this.log.info({ source: ctx.source.identity, upstream, err: messageOf(err) }, 'TCP upstream connect failed');
         // A reset is what the app would have seen from a refused connection.
         resetStream(socket);
       },
     );
+  }
+
+  /** One access-log line and the telemetry hook, per finished request or connection. */
+  emitRecord(rec: OutboundRecord): void {
+    const failed = rec.status === 0 || (rec.status !== undefined && rec.status >= 500);
+    this.log[failed ? 'warn' : 'info']({ access: rec }, 'outbound');
+    try {
+      this.opts.onRecord?.(rec);
+    } catch (err) {
+      this.log.error({ err: messageOf(err) }, 'outbound telemetry hook threw');
+    }
   }
 
   stats(): OutboundStats {

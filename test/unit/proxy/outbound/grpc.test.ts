@@ -156,4 +156,15 @@ t.test('gRPC: no healthy endpoint and unreachable endpoint -> UNAVAILABLE (trail
   t.equal(e3?.code, grpc.status.PERMISSION_DENIED, 'destination policy denied the source');
   h.tunnel.fail = false;
   t.equal(await call(), null, 'served once the endpoint is reachable');
+  await new Promise((r) => setTimeout(r, 20));
+  t.same(
+    h.records.map((x) => [x.protocol, x.status, x.grpcStatus]),
+    [
+      ['http2', 200, 14],
+      ['http2', 200, 14],
+      ['http2', 200, 7],
+      ['http2', 200, 0],
+    ],
+    'gRPC status recorded from trailers or trailers-only headers',
+  );
 });

@@ -197,4 +197,22 @@ t.test('no ready endpoint -> 503; tunnel failure -> 503', async (t) => {
   h.tunnel.fail = false;
   const r3 = await request(agent, h.port);
   t.equal(r3.status, 200, 'config update applies to the next request');
+  await new Promise((r) => setImmediate(r));
+  t.match(
+    h.records.map((x) => x.status),
+    [503, 503, 403, 200],
+    'one record per request, with the status the client got',
+  );
+  t.match(h.records[3], {
+    kind: 'http',
+    protocol: 'http1',
+    source: 'spiffe://cluster.local/ns/apps/sa/client',
+    sourceWorkload: 'apps/client',
+    destination: '10.96.0.10:80',
+    destinationService: 'server.apps.svc.cluster.local',
+    method: 'GET',
+    path: '/',
+    authority: 'server.apps',
+    upstream: `${BACKEND_IPS[0]}:${backends[0]?.port}`,
+  });
 });

@@ -59,6 +59,8 @@ t.test('opaque TCP: bytes intact, half-close both ways', async (t) => {
   t.equal(got.toString('latin1'), `${payload.toString('latin1')}|after-your-FIN`, 'reply after client FIN arrives');
   t.equal(h.proxy.stats().connections.tcp, 1);
   t.equal(h.tunnel.calls.length, 1, 'meshed endpoint on another node: one tunnel stream');
+  await new Promise((r) => setTimeout(r, 20));
+  t.match(h.records, [{ kind: 'tcp', status: 200, bytesSent: payload.length, bytesReceived: payload.length + 15, end: 'complete' }]);
 });
 
 t.test('server-speaks-first protocol is not stalled by detection', async (t) => {
