@@ -39,6 +39,15 @@ function failCell(f) {
   return f.failed ? `${f.failed}${detail ? ` (${detail})` : ''}` : '0';
 }
 
+/**
+ * A run that lost more than 1% of its requests was beyond what its path (or the machine) can
+ * carry at that rate: its percentiles describe a queue, not the path, so nothing is subtracted
+ * from or divided by them.
+ */
+export function overloaded(r) {
+  return !r || r.measured === 0 || r.failed > 0.01 * r.measured;
+}
+
 /** Added latency of `r` over `base` at the same percentile (ms), null when either is missing. */
 export function added(r, base, p) {
   const a = r?.latencyMs?.[p];
@@ -74,7 +83,7 @@ export function renderReport(res) {
         return [
           m.id,
           ...PCTS.map((p) => fmt(r?.latencyMs?.[p])),
-          ...PCTS.map((p) => (isBase ? '(base)' : signed(added(r, base, p)))),
+          ...PCTS.map((p) => (isBase ? '(base)' : overloaded(base) ? 'base over' : overloaded(r) ? 'over' : signed(added(r, base, p)))),
           r ? `${fmt(r.achievedRate, 0)}` : '—',
           r ? failCell(r) : '—',
         ];
@@ -114,13 +123,25 @@ export function renderReport(res) {
     const base = byId[m.baseline];
     const peer = byId[m.peer];
     const r = res.params.rates;
-    const lat = (x, rate, p) => x?.open?.[rate]?.latencyMs?.[p];
     const cpu = (x) => x?.open?.[r[0]]?.proxyCpuPer1k;
+    const addedVsPeer = (rate) => {
+      const [a, b, c] = [m.open?.[rate], base?.open?.[rate], peer?.open?.[rate]];
+      if (overloaded(b)) return 'direct over';
+      if (overloaded(a) && overloaded(c)) return 'both over';
+      if (overloaded(a)) return 'skein over';
+      if (overloaded(c)) return 'HAProxy over';
+      return ratio(added(a, b, 'p99'), added(c, b, 'p99'));
+    };
+    const p99VsDirect = (rate) => {
+      const [a, b] = [m.open?.[rate], base?.open?.[rate]];
+      if (overloaded(b)) return 'direct over';
+      if (overloaded(a)) return 'skein over';
+      return ratio(a.latencyMs.p99, b.latencyMs.p99);
+    };
     ratioRows.push([
       m.id,
-      m.notRun ? `not run: ${m.notRun}` : ratio(lat(m, r[0], 'p99'), lat(base, r[0], 'p99')),
-      ratio(added(m.open?.[r[0]], base?.open?.[r[0]], 'p99'), added(peer?.open?.[r[0]], base?.open?.[r[0]], 'p99')),
-      ...(r[1] ? [ratio(added(m.open?.[r[1]], base?.open?.[r[1]], 'p99'), added(peer?.open?.[r[1]], base?.open?.[r[1]], 'p99'))] : []),
+      m.notRun ? `not run: ${m.notRun}` : p99VsDirect(r[0]),
+      ...r.map(addedVsPeer),
       ratio(m.closed?.rps, base?.closed?.rps),
       ratio(m.closed?.rps, peer?.closed?.rps),
       ratio(cpu(m), cpu(peer)),
@@ -132,9 +153,8 @@ export function renderReport(res) {
     table(
       [
         'skein mode',
-        `p99 @${res.params.rates[0]} vs direct`,
-        `added p99 @${res.params.rates[0]} vs HAProxy`,
-        ...(res.params.rates[1] ? [`added p99 @${res.params.rates[1]} vs HAProxy`] : []),
+        `p99 @${res.params.rates[0]}/s vs direct`,
+        ...res.params.rates.map((rate) => `added p99 @${rate}/s vs HAProxy`),
         'max req/s vs direct',
         'max req/s vs HAProxy',
         'CPU/1k req vs HAProxy',
@@ -145,7 +165,7 @@ export function renderReport(res) {
     ),
   );
 
-  out.push('(a ratio is — where its denominator is missing or not positive, e.g. an added latency within noise)');
+  out.push('(— : a denominator missing or not positive, e.g. an added latency within noise; "over": that run lost >1% of its requests, i.e. the rate is beyond its capacity here)');
 
   if (res.bulk) {
     out.push('');
