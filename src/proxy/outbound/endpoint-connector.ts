@@ -27,6 +27,8 @@ export interface EndpointConnectorOptions {
   connectDirect: DirectConnect;
   /** Give up opening a stream after this long (ms). Default 10000. */
   connectTimeoutMs?: number;
+  /** Port of the destination's tunnel listener; absent: the tunnel's default (15008). */
+  tunnelPort?: number;
 }
 
 export class EndpointConnector {
@@ -49,7 +51,13 @@ export class EndpointConnector {
       if (path !== 'direct') {
         return await this.opts.tunnel.connect(
           source.identity,
-          { address: ep.ip, port, identity: ep.identity as string, node: ep.node ?? '' },
+          {
+            address: ep.ip,
+            port,
+            identity: ep.identity as string,
+            node: ep.node ?? '',
+            ...(this.opts.tunnelPort ? { tunnelPort: this.opts.tunnelPort } : {}),
+          },
           opts(signal),
         );
       }
