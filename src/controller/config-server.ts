@@ -88,6 +88,8 @@ interface AgentStream {
   inflight: { nonce: string; next: Map<string, string>; version: string; keys: string[] } | undefined;
   /** Changed since the last response (candidates for the next delta). */
   pending: Set<string>;
+  /** Policy keys among `acked` (their reach can end without the policy changing). */
+  ackedPolicies: Set<string>;
   /** Keys of NACKed responses: reconsidered at the next change. */
   refused: Set<string>;
   needFull: boolean;
@@ -96,6 +98,10 @@ interface AgentStream {
   nacks: number;
   lastNack: string;
   bytesSent: number;
+}
+
+function isPolicyKey(k: string): boolean {
+  return k.startsWith('authorization|') || k.startsWith('peer-authentication|');
 }
 
 type ConfigPackage = { skein: { config: { v1: { ConfigDiscovery: grpc.ServiceClientConstructor } } } };
@@ -240,6 +246,7 @@ export class ConfigServer {
             inflight: undefined,
             pending: new Set(),
             refused: new Set(),
+            ackedPolicies: new Set(),
             needFull: true,
             seq: 0,
             acks: 0,
@@ -283,6 +290,7 @@ export class ConfigServer {
     }
     s.acks++;
     s.acked = inflight.next;
+    s.ackedPolicies = new Set([...s.ackedPolicies, ...inflight.keys].filter((k) => isPolicyKey(k) && s.acked.has(k)));
     s.ackedVersion = inflight.version;
     s.needFull = false;
     s.refused.clear();
@@ -328,8 +336,8 @@ export class ConfigServer {
     } else {
       // Policies' reach moves with workloads: always reconsider them.
       const candidates = s.pending;
-      for (const [k, e] of entries) if (e.policy) candidates.add(k);
-      for (const k of s.acked.keys()) if (k.startsWith('authorization|') || k.startsWith('peer-authentication|')) candidates.add(k);
+      for (const k of this.opts.index.policyKeys()) candidates.add(k);
+      for (const k of s.ackedPolicies) candidates.add(k);
       next = new Map(s.acked);
       for (const k of candidates) {
         const e = entries.get(k);

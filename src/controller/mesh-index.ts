@@ -196,6 +196,10 @@ export class MeshIndex {
   private readonly epoch = Date.now().toString(36);
   private readonly listeners = new Set<(u: IndexUpdate) => void>();
   private workloadsByNode = new Map<string, Workload[]>();
+  private workloadsByNamespace = new Map<string, Workload[]>();
+  private serviceMap = new Map<string, Service>();
+  /** `type|key` of published policy entries (their reach depends on workloads). */
+  private policyKeySet = new Set<string>();
   private readonly ipClaims = new Claims();
   private readonly vipClaims = new Claims();
   private readonly workloadsByKey = new Map<string, PartWorkload>();
@@ -238,6 +242,11 @@ export class MeshIndex {
 
   entries(): ReadonlyMap<string, ResourceEntry> {
     return this.published;
+  }
+
+  /** `type|key` of the published policies whose reach depends on which workloads a node runs. */
+  policyKeys(): ReadonlySet<string> {
+    return this.policyKeySet;
   }
 
   refusals(): readonly Refusal[] {
@@ -522,17 +531,32 @@ export class MeshIndex {
     }
     for (const [key, c] of this.conflicts) refuse(key, c.field, c.reason);
 
-    // Which workloads run where (policies' reach, the CA's node authorizer).
-    const byNode = new Map<string, Workload[]>();
-    const byNamespace = new Map<string, Workload[]>();
-    for (const x of this.workloadsByKey.values()) {
-      if (this.conflicts.has(x.key)) continue;
-      pushTo(byNode, x.w.node, x.w);
-      pushTo(byNamespace, x.w.namespace, x.w);
+    // Which workloads run where (policies' reach, the CA's node authorizer), and which
+    // Services exist (routes' and policies' references): rebuilt only when they moved.
+    let workloadsMoved = false;
+    let servicesMoved = false;
+    for (const k of changed) {
+      if (k.startsWith('workload|')) workloadsMoved = true;
+      else if (k.startsWith('service|')) servicesMoved = true;
     }
-    this.workloadsByNode = byNode;
-    const services = new Map<string, Service>();
-    for (const x of this.servicesByKey.values()) if (!this.conflicts.has(x.key)) services.set(x.entry.key, x.s);
+    if (workloadsMoved) {
+      const byNode = new Map<string, Workload[]>();
+      const byNamespace = new Map<string, Workload[]>();
+      for (const x of this.workloadsByKey.values()) {
+        if (this.conflicts.has(x.key)) continue;
+        pushTo(byNode, x.w.node, x.w);
+        pushTo(byNamespace, x.w.namespace, x.w);
+      }
+      this.workloadsByNode = byNode;
+      this.workloadsByNamespace = byNamespace;
+    }
+    if (servicesMoved) {
+      const services = new Map<string, Service>();
+      for (const x of this.servicesByKey.values()) if (!this.conflicts.has(x.key)) services.set(x.entry.key, x.s);
+      this.serviceMap = services;
+    }
+    const byNamespace = this.workloadsByNamespace;
+    const services = this.serviceMap;
 
     // Small kinds are recomputed whole: nodes, policies, routes.
     const small = new Map<string, ResourceEntry>();
@@ -591,7 +615,8 @@ export class MeshIndex {
       this.valueOf.delete(k);
       changed.add(k);
     }
-    for (const [k, e] of small) this.publishEntry(e, changed);
+    for (const e of small.values()) this.publishEntry(e, changed);
+    this.policyKeySet = new Set([...small].filter(([, e]) => e.policy).map(([k]) => k));
 
     refusals.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
     this.refused = refusals;

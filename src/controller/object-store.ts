@@ -44,6 +44,8 @@ export class ObjectStore {
   /** key -> declarations, the winner first. */
   private readonly byKey = new Map<string, StoredObject[]>();
   private readonly listeners = new Set<ChangeListener>();
+  /** Keys declared by more than one origin. */
+  private readonly duplicated = new Set<string>();
 
   subscribe(l: ChangeListener): () => void {
     this.listeners.add(l);
@@ -58,8 +60,8 @@ export class ObjectStore {
   /** Declarations that lost to another origin (reported as duplicates). */
   duplicates(): { loser: StoredObject; winner: StoredObject }[] {
     const out: { loser: StoredObject; winner: StoredObject }[] = [];
-    for (const list of this.byKey.values()) {
-      const [winner, ...rest] = list;
+    for (const key of this.duplicated) {
+      const [winner, ...rest] = this.byKey.get(key) ?? [];
       if (winner) for (const loser of rest) out.push({ loser, winner });
     }
     return out;
@@ -139,12 +141,14 @@ export class ObjectStore {
     list.push(o);
     list.sort((a, b) => (a.origin < b.origin ? -1 : a.origin > b.origin ? 1 : a.doc - b.doc));
     this.byKey.set(o.key, list);
+    if (list.length > 1) this.duplicated.add(o.key);
   }
 
   private detach(key: string, origin: string): void {
     const list = (this.byKey.get(key) ?? []).filter((x) => x.origin !== origin);
     if (list.length === 0) this.byKey.delete(key);
     else this.byKey.set(key, list);
+    if (list.length <= 1) this.duplicated.delete(key);
   }
 
   private emit(keys: string[]): void {
