@@ -54,6 +54,23 @@ t.test('HTTP/1.1 keep-alive upstreams over CONNECT streams', async (t) => {
     t.equal(body, `hello /r${i}`);
   }
   t.equal(p.tunnel.calls.length, 1, 'one CONNECT stream reused for 20 sequential requests');
+
+  // The app closes idle keep-alive connections after 200 ms: the pooled stream must be dropped,
+  // not reused (a reused dead stream would turn the next request into a 502).
+  backend.keepAliveTimeout = 200;
+  const get = (path: string): Promise<number> =>
+    new Promise((resolve, reject) => {
+      http
+        .get({ host: '127.0.0.1', port: p.port, path, agent }, (res) => {
+          res.resume();
+          res.on('end', () => resolve(res.statusCode ?? 0));
+        })
+        .on('error', reject);
+    });
+  t.equal(await get('/before-idle'), 200);
+  await new Promise((r) => setTimeout(r, 500));
+  t.equal(await get('/after-idle'), 200, 'served on a fresh stream after the app closed the idle one');
+  t.equal(p.tunnel.calls.length, 2, 'a new CONNECT stream once the app closed the idle one');
 });
 
 t.test('HTTP/2 and gRPC upstream sessions over CONNECT streams', async (t) => {
