@@ -3,7 +3,7 @@
  *   admin      127.0.0.1:15000  GET /config_dump /workloads /certs /stats /capture,
  *                               POST /logging?level=debug  (localhost only: it tells a lot)
  *   metrics    :15020/metrics   Prometheus text (prom-client)
- *   readiness  :15021/healthz/ready  200 once capture is up and a config is applied
+ *   readiness  :15021/healthz/ready  200 once capture is up, a config applied, local pods enrolled
  * Certificates are shown without keys: keys never leave the agent's memory.
  */
 import http from 'node:http';
@@ -79,7 +79,7 @@ export async function startAdmin(deps: AdminDeps, at: { admin: HostPort; metrics
     res.end(await registry.metrics());
   });
   const ready = http.createServer((req, res) => {
-    const ok = capture.started && agent.store.snapshot() !== undefined;
+    const ok = agent.ready;
     if (req.url !== '/healthz/ready') return json(res, 404, { error: 'see /healthz/ready' });
     json(res, ok ? 200 : 503, { ready: ok });
   });

@@ -61,6 +61,7 @@ export class NodeAgent {
   private resyncTimer: NodeJS.Timeout | undefined;
   private stopped = false;
   private configErrors = 0;
+  private firstReconcileDone = false;
 
   constructor(readonly opts: NodeAgentOptions) {
     const { capture, certificates, log } = opts;
@@ -114,6 +115,12 @@ export class NodeAgent {
     this.resyncTimer = setInterval(() => this.schedule(), this.opts.resyncMs ?? 5000);
     this.resyncTimer.unref();
     await this.schedule();
+    this.firstReconcileDone = true;
+  }
+
+  /** Ready once capture is up, a config is applied and the local pods were enrolled once. */
+  get ready(): boolean {
+    return this.firstReconcileDone && this.opts.capture.started && this.store.snapshot() !== undefined;
   }
 
   /** Local pods that belong in capture now. */

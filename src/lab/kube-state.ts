@@ -65,7 +65,7 @@ export function renderKubeState(plan: LabPlan, sc: Scenario, cgroupRoot: string,
       podIP: p.ip,
       podIPs: [{ ip: p.ip }],
       hostIP: plan.nodes.find((n) => n.name === p.node)!.address,
-      conditions: [{ type: 'Ready', status: 'True' }],
+      conditions: [{ type: 'Ready', status: p.ready === false ? 'False' : 'True' }],
     },
   }));
   const services = plan.services.map((s) => ({
@@ -91,7 +91,7 @@ export function renderKubeState(plan: LabPlan, sc: Scenario, cgroupRoot: string,
       addressType: 'IPv4',
       endpoints: s.endpoints.map((e) => ({
         addresses: [e.ip],
-        conditions: { ready: true, serving: true, terminating: false },
+        conditions: { ready: e.ready, serving: e.ready, terminating: false },
         nodeName: e.node,
         targetRef: { kind: 'Pod', namespace: e.namespace, name: e.pod, uid: e.uid },
       })),

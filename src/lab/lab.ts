@@ -138,9 +138,12 @@ export function startPod(rec: LabRecord, pod: PlannedPod): LabProcess {
 export async function waitReady(rec: LabRecord, timeoutMs: number, pods = rec.plan.pods): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   const pending = new Set(pods.filter((p) => !p.container.command || p.container.command.length === 0));
+  const starting = new Set(pods.map((p) => `${p.namespace}/${p.name}`));
   while (pending.size > 0) {
     for (const pod of pending) if (existsSync(readyFile(rec, pod))) pending.delete(pod);
     for (const proc of rec.processes) {
+      // Only the pods being waited on: a component a test stopped on purpose is not a failed start.
+      if (proc.kind !== 'pod' || !starting.has(proc.name)) continue;
       if (!pidAlive(proc.pid)) {
         // The log goes with the lab when up fails: carry its end in the error.
         const tail = existsSync(proc.log) ? readFileSync(proc.log, 'utf8').trim().split('\n').slice(-5).join('\n') : '';

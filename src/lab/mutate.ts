@@ -6,12 +6,14 @@
 import { mkdirSync, rmdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { MESH_LABEL } from '../config/model.js';
 import { SkeinError } from '../errors.js';
 import { destroyCgroupTree } from './cgroups.js';
 import { startPod, waitReady, writeKubeState } from './lab.js';
 import { applyServiceRules, createPod, deleteNetns } from './network.js';
 import { endpointsOf, planPod, type PlannedPod } from './plan.js';
 import { type LabRecord, readRecord, writeRecord } from './registry.js';
+import { run } from './sys.js';
 
 /** One mutation at a time per lab, across processes (mkdir is atomic). */
 async function withLabLock<T>(rec: LabRecord, fn: (fresh: LabRecord) => Promise<T>): Promise<T> {
@@ -73,6 +75,32 @@ async function changeNamespace(rec: LabRecord, namespace: string, field: 'labels
   });
 }
 
+function meshRuns(rec: LabRecord): boolean {
+  return rec.processes.some((p) => p.kind === 'agent');
+}
+
+function namespaceMeshed(rec: LabRecord, namespace: string): boolean {
+  return rec.scenario.namespaces.find((n) => n.name === namespace)?.labels[MESH_LABEL] === 'enabled';
+}
+
+/** Polls the pod's node agent (admin API inside the node netns) until it serves the pod. */
+async function waitAgentServes(rec: LabRecord, pod: PlannedPod, timeoutMs: number): Promise<void> {
+  const node = rec.plan.nodes.find((n) => n.name === pod.node)!;
+  const deadline = Date.now() + timeoutMs;
+  const want = `${pod.namespace}/${pod.name}`;
+  for (;;) {
+    const r = await run('ip', ['netns', 'exec', node.netns, 'curl', '-sf', 'http://127.0.0.1:15000/workloads'], { allowFailure: true });
+    try {
+      const w = JSON.parse(r.stdout) as { pods: { pod: string; state: string }[] };
+      if (w.pods.some((p) => p.pod === want && p.state === 'serving')) return;
+    } catch {
+      // agent not answering yet
+    }
+    if (Date.now() > deadline) throw new SkeinError('SKEIN_LAB_POD_NOT_ENROLLED', `the agent of ${pod.node} did not serve ${want} within ${timeoutMs} ms`);
+    await sleep(50);
+  }
+}
+
 function refreshServices(rec: LabRecord): void {
   for (const s of rec.plan.services) s.endpoints = endpointsOf(s, rec.plan.pods);
 }
@@ -120,7 +148,16 @@ export async function scaleDeployment(rec: LabRecord, ref: string, replicas: num
       for (const p of added) fresh.processes.push(startPod(fresh, p));
       writeRecord(fresh);
       await waitReady(fresh, opts.readyTimeoutMs ?? 15_000, added);
+      // With the mesh on, a new meshed pod becomes a ready endpoint only once its node's agent
+      // serves it; otherwise callers would tunnel to a 15008 that does not exist yet.
+      const gated = added.filter((p) => meshRuns(fresh) && namespaceMeshed(fresh, p.namespace));
+      for (const p of gated) p.ready = false;
       await publish(fresh);
+      if (gated.length) {
+        await Promise.all(gated.map((p) => waitAgentServes(fresh, p, opts.readyTimeoutMs ?? 15_000)));
+        for (const p of gated) delete p.ready;
+        await publish(fresh);
+      }
       return { added, removed: [] };
     }
     const removed = current.sort((a, b) => index(b) - index(a)).slice(0, current.length - replicas);

@@ -40,6 +40,11 @@ export interface PlannedPod {
   labels: Record<string, string>;
   annotations: Record<string, string>;
   container: ScenarioContainer;
+  /**
+   * false while a new pod waits for its node's agent to serve it (a readiness gate, as the
+   * CNI enrols a pod before its containers start in a cluster); absent means ready.
+   */
+  ready?: boolean;
 }
 
 export interface PlannedEndpoint {
@@ -50,6 +55,7 @@ export interface PlannedEndpoint {
   node: string;
   /** Service port name -> resolved target port on this pod. */
   ports: Record<string, number>;
+  ready: boolean;
 }
 
 export interface PlannedService {
@@ -196,7 +202,7 @@ export function endpointsOf(s: Pick<PlannedService, 'namespace' | 'selector' | '
   if (Object.keys(s.selector).length === 0) return [];
   return pods
     .filter((p) => p.namespace === s.namespace && Object.entries(s.selector).every(([k, v]) => p.labels[k] === v))
-    .map((p) => ({ pod: p.name, namespace: p.namespace, uid: p.uid, ip: p.ip, node: p.node, ports: resolvePorts(s.ports, p) }));
+    .map((p) => ({ pod: p.name, namespace: p.namespace, uid: p.uid, ip: p.ip, node: p.node, ports: resolvePorts(s.ports, p), ready: p.ready !== false }));
 }
 
 /** Named target ports resolve against the pod's container ports, as kube-proxy does. */

@@ -20,7 +20,7 @@ export function renderServiceRules(plan: LabPlan): string {
     s.ports.forEach((p, pi) => {
       if (p.protocol !== 'TCP') return;
       const chain = `svc_${si}_${pi}`;
-      const targets = s.endpoints.filter((e) => e.ports[p.name] !== undefined).map((e) => `${e.ip} . ${e.ports[p.name]}`);
+      const targets = s.endpoints.filter((e) => e.ready && e.ports[p.name] !== undefined).map((e) => `${e.ip} . ${e.ports[p.name]}`);
       const rule =
         targets.length === 0
           ? 'meta l4proto tcp reject with tcp reset'
