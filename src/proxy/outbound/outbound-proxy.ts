@@ -187,11 +187,17 @@ export class OutboundProxy {
     this.h2 = new Http2Forwarder(this.pool, this.refusals, this.log, opts.http2);
     this.unsubscribe = this.store.subscribe((_diff, snapshot) => {
       this.selector.retain(snapshot.services);
-      // Upstreams to endpoints that left the config are closed (gracefully for HTTP/2).
+      // Upstreams to endpoints that left the config are closed (gracefully for HTTP/2)...
       const live = new Set<string>();
       for (const s of snapshot.services) for (const e of s.endpoints) live.add(e.ip);
       for (const w of snapshot.workloads) for (const ip of w.ips) live.add(ip);
-      const evicted = this.pool.evictWhere((key) => !live.has(key.split('|')[1] ?? ''));
+      // ...and so are upstreams opened for a source identity no local pod has any more (they
+      // carry that identity's certificate).
+      const sources = new Set(this.store.localWorkloads(opts.localNode).map((w) => w.identity));
+      const evicted = this.pool.evictWhere((key) => {
+        const [identity = '', ip = ''] = key.split('|');
+        return !live.has(ip) || !sources.has(identity);
+      });
       if (evicted > 0) this.log.debug({ evicted }, 'upstreams to removed endpoints closed');
     });
   }

@@ -124,6 +124,12 @@ t.test('3000 requests over ONE HTTP/2 client connection spread within 5% (round 
   t.equal(h.proxy.stats().upstreams.h2Sessions, 2, 'upstream to the removed endpoint evicted');
   const after = await runBounded(30, 8, () => get(session, '/who'));
   t.same(new Set(after.map((r) => r.body.toString())), new Set(['0', '1']), 'traffic only to remaining endpoints');
+
+  // The source pod left this node: upstreams carrying its identity go too.
+  const gone = snapshotFor(backends.slice(0, 2), { version: '3' });
+  gone.workloads = gone.workloads.filter((w) => w.name !== 'client');
+  h.store.apply(gone);
+  t.equal(h.proxy.stats().upstreams.h2Sessions, 0, 'upstreams of a departed source identity evicted');
 });
 
 t.test('least-request prefers the less loaded endpoint', async (t) => {
