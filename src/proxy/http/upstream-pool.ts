@@ -42,14 +42,6 @@ function socketLike(stream: Duplex): Duplex {
   if (typeof s.setKeepAlive !== 'function') s.setKeepAlive = noop;
   if (typeof s.setNoDelay !== 'function') s.setNoDelay = noop;
   if (typeof s.setTimeout !== 'function') s.setTimeout = noop;
-  // HTTP/1.1 has no use for half-open: when the upstream closes its side (keep-alive timeout,
-  // `Connection: close`), close ours too, so the agent drops the stream instead of reusing a
-  // dead one for the next request (tunnel streams and half-open sockets would stay open).
-  if (stream.allowHalfOpen) {
-    stream.once('end', () => {
-      if (!stream.writableEnded) stream.end();
-    });
-  }
   return stream;
 }
 

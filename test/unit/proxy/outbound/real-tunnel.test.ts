@@ -76,6 +76,22 @@ t.test('HTTP/1.1 keep-alive over the real tunnel', async (t) => {
     t.equal(got, createHash('sha256').update(body).digest('hex'));
   }
   t.equal(mesh.records.length, 0, 'one CONNECT stream still open: reused for all 10 requests');
+
+  // The app closes idle keep-alive connections: the pooled tunnel stream must be dropped, and
+  // the next request must not hang on it or fail.
+  app.keepAliveTimeout = 100;
+  const get = (): Promise<number> =>
+    new Promise((resolve, reject) => {
+      const req = http.get({ host: '127.0.0.1', port, path: '/', agent, timeout: 3000 }, (res) => {
+        res.resume();
+        res.on('end', () => resolve(res.statusCode ?? 0));
+      });
+      req.on('timeout', () => req.destroy(new Error('request hung on a dead upstream stream')));
+      req.on('error', reject);
+    });
+  t.equal(await get(), 200);
+  await new Promise((r) => setTimeout(r, 400));
+  t.equal(await get(), 200, 'served after the app closed the idle upstream connection');
 });
 
 t.test('HTTP/2 over the real tunnel', async (t) => {
