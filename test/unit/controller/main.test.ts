@@ -13,6 +13,7 @@ import { createWorkloadCsr, generateP256KeyPair } from '../../../src/identity/ke
 import { baseCluster, tempDir, until, writeCluster } from './helpers.js';
 
 const CHILD = join(import.meta.dirname, 'run-controller-child.ts');
+const CHILD_ENV = { ...process.env, SKEIN_CONTROLLER_CHILD: '1' };
 
 t.test('skein controller --folder: TLS config stream, hosted CA, SIGTERM', async (t) => {
   const dir = tempDir(t, 'main');
@@ -32,7 +33,7 @@ t.test('skein controller --folder: TLS config stream, hosted CA, SIGTERM', async
     '--trust-domain', 'cluster.local',
     '--log-file', join(dir, 'controller.log'),
   ];
-  const child: ChildProcess = spawn(process.execPath, [...process.execArgv, CHILD, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child: ChildProcess = spawn(process.execPath, [...process.execArgv, CHILD, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: CHILD_ENV });
   let out = '';
   let err = '';
   child.stdout!.on('data', (c: Buffer) => (out += c.toString()));
@@ -79,7 +80,7 @@ t.test('skein controller --folder: TLS config stream, hosted CA, SIGTERM', async
 });
 
 t.test('bad flags exit 2 with usage', async (t) => {
-  const child = spawn(process.execPath, [...process.execArgv, CHILD, '--nonsense'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [...process.execArgv, CHILD, '--nonsense'], { stdio: ['ignore', 'pipe', 'pipe'], env: CHILD_ENV });
   let err = '';
   child.stderr.on('data', (c: Buffer) => (err += c.toString()));
   const code = await new Promise<number | null>((resolve) => child.on('exit', resolve));
