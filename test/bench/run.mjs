@@ -216,7 +216,9 @@ async function main() {
   // Enrolled and configured: a mesh request really goes through agent A (its counter moves).
   if (!meshDown) {
     try {
-      await waitForMeshPath(exec, meshClient, `${meshEcho.vip}:80`, agentStats);
+      // Through the L4 port: an L4 stream is never pooled, so the L7 modes start with no
+      // upstream connection left from the probe and must open (and count) their own.
+      await waitForMeshPath(exec, meshClient, `${meshEcho.vip}:8090`, agentStats);
     } catch (err) {
       meshDown = `the mesh came up but requests do not go through it: ${firstLine(err.message)}`;
       log(meshDown);
@@ -570,9 +572,9 @@ async function waitForMeshPath(exec, pod, hostPort, agentStats) {
     const after = await agentStats();
     try {
       const out = JSON.parse(lastLine(r.stdout));
-      const moved = after['node-a'].outbound.connections.http1 - before['node-a'].outbound.connections.http1;
+      const moved = after['node-a'].outbound.connections.tcp - before['node-a'].outbound.connections.tcp;
       if (out.ok > 0 && out.failed === 0 && moved > 0) return;
-      last = `probe: ok ${out.ok}, failed ${out.failed} ${JSON.stringify(out.errors)}, agent A http1 connections +${moved}`;
+      last = `probe: ok ${out.ok}, failed ${out.failed} ${JSON.stringify(out.errors)}, agent A tcp connections +${moved}`;
     } catch (err) {
       last = `probe: ${err.message} ${firstLine(r.stderr)}`;
     }

@@ -77,7 +77,7 @@ export function renderReport(res) {
       .map((m) => {
         const st = statusOf(m);
         const r = m.open?.[rate];
-        if (st && !r) return [m.id, st, '', '', '', '', '', '', '', '', ''];
+        if (st && !r) return [m.id, st, '', '', '', '', '', '', '', '', '', ''];
         const base = byId[m.baseline]?.open?.[rate];
         const isBase = m.id === m.baseline;
         return [
@@ -85,10 +85,11 @@ export function renderReport(res) {
           ...PCTS.map((p) => fmt(r?.latencyMs?.[p])),
           ...PCTS.map((p) => (isBase ? '(base)' : overloaded(base) ? 'base over' : overloaded(r) ? 'over' : signed(added(r, base, p)))),
           r ? `${fmt(r.achievedRate, 0)}` : '—',
+          r ? fmt(r.sendLagMs?.p99) : '—',
           r ? failCell(r) : '—',
         ];
       });
-    out.push(table(['mode', 'p50', 'p90', 'p99', 'p99.9', '+p50', '+p90', '+p99', '+p99.9', 'ok/s', 'failed'], rows));
+    out.push(table(['mode', 'p50', 'p90', 'p99', 'p99.9', '+p50', '+p90', '+p99', '+p99.9', 'ok/s', 'gen lag p99', 'failed'], rows));
   }
 
   out.push('');
@@ -165,6 +166,8 @@ export function renderReport(res) {
     ),
   );
 
+  out.push('');
+  out.push('(gen lag: how late the generator itself sent requests (p99, ms); it is part of every latency above, in every mode alike)');
   out.push('(— : a denominator missing or not positive, e.g. an added latency within noise; "over": that run lost >1% of its requests, i.e. the rate is beyond its capacity here)');
 
   if (res.bulk) {
