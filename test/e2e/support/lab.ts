@@ -3,7 +3,7 @@
  * that `skein lab gc` removes it if the test is killed, and torn down in t.teardown even
  * when the test fails. Needs root.
  */
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Test } from 'tap';
@@ -28,7 +28,15 @@ export function scenarioFile(text: string): string {
 
 export async function startLab(t: Test, file = demoScenario, opts: { mesh?: boolean; agentArgs?: string[]; agentEnv?: Record<string, string> } = {}): Promise<LabRecord> {
   const rec = await labUp({ scenarioFile: file, ownerPid: process.pid, mesh: opts.mesh ?? false, agentArgs: opts.agentArgs ?? [], agentEnv: opts.agentEnv ?? {} });
-  t.teardown(() => labDown(rec));
+  t.teardown(async () => {
+    // A failed test keeps the lab's logs (agents, controller, pods) for whoever debugs it.
+    if (!t.passing()) {
+      const keep = join(tmpdir(), 'skein-e2e-logs', rec.id);
+      cpSync(rec.logDir, keep, { recursive: true });
+      t.comment(`lab logs kept in ${keep}`);
+    }
+    await labDown(rec);
+  });
   return rec;
 }
 
