@@ -49,8 +49,10 @@ export interface ControllerConfigSourceOptions {
   /** Bearer token (lab: the node's bootstrap token), or a file to read it from on each connect. */
   token?: string;
   tokenFile?: string;
-  /** PEM roots to verify the controller's TLS certificate; absent = plaintext (loopback only). */
+  /** PEM roots to verify the controller's TLS certificate; absent (and no rootsFile) = plaintext (loopback only). */
   rootsPem?: string | string[];
+  /** A PEM bundle file (the lab's roots.pem), re-read at every (re)connect so a rotated bundle is picked up. */
+  rootsFile?: string;
   /** TLS name to verify when dialling by IP (default: the host of `address`). */
   serverName?: string;
   backoff?: ControllerBackoff;
@@ -165,6 +167,7 @@ export class ControllerConfigSource implements ConfigSource {
   private readonly log: Logger;
   private client: (grpc.Client & { StreamConfig(md: grpc.Metadata): grpc.ClientDuplexStream<unknown, WireResponse> }) | undefined;
   private call: grpc.ClientDuplexStream<unknown, WireResponse> | undefined;
+  private clientRoots = '';
   private held = new Map<string, Held>();
   private running = false;
   private retryTimer: NodeJS.Timeout | undefined;
@@ -196,20 +199,6 @@ export class ControllerConfigSource implements ConfigSource {
     this.running = true;
     this.onSnapshot = onSnapshot;
     this.onError = onError;
-    const pkg = loadApiProto('config.proto') as unknown as { skein: { config: { v1: { ConfigDiscovery: ClientCtor } } } };
-    const roots = this.opts.rootsPem;
-    const creds = roots
-      ? grpc.credentials.createSsl(Buffer.from(Array.isArray(roots) ? roots.join('') : roots))
-      : grpc.credentials.createInsecure();
-    const options: grpc.ChannelOptions = {
-      'grpc.keepalive_time_ms': 20_000,
-      'grpc.keepalive_timeout_ms': 10_000,
-      // Our own backoff decides when to retry; keep grpc-js's channel from adding its own.
-      'grpc.initial_reconnect_backoff_ms': 100,
-      'grpc.max_reconnect_backoff_ms': 1000,
-    };
-    if (this.opts.serverName) options['grpc.ssl_target_name_override'] = this.opts.serverName;
-    this.client = new pkg.skein.config.v1.ConfigDiscovery(this.opts.address, creds, options);
     await new Promise<void>((resolve) => {
       this.firstReported = resolve;
       this.connect();
@@ -225,23 +214,46 @@ export class ControllerConfigSource implements ConfigSource {
     this.firstReported?.();
   }
 
+  /** The channel, rebuilt when the trusted roots changed (a rotated CA bundle in `rootsFile`). */
+  private ensureClient(): NonNullable<typeof this.client> {
+    const roots = this.opts.rootsFile ? readFileSync(this.opts.rootsFile, 'utf8') : this.opts.rootsPem;
+    const rootsText = roots === undefined ? '' : Array.isArray(roots) ? roots.join('') : roots;
+    if (this.client && rootsText === this.clientRoots) return this.client;
+    this.client?.close();
+    const pkg = loadApiProto('config.proto') as unknown as { skein: { config: { v1: { ConfigDiscovery: ClientCtor } } } };
+    const creds = rootsText ? grpc.credentials.createSsl(Buffer.from(rootsText)) : grpc.credentials.createInsecure();
+    const options: grpc.ChannelOptions = {
+      'grpc.keepalive_time_ms': 20_000,
+      'grpc.keepalive_timeout_ms': 10_000,
+      // Our own backoff decides when to retry; keep grpc-js's channel from adding much of its own.
+      'grpc.initial_reconnect_backoff_ms': 100,
+      'grpc.max_reconnect_backoff_ms': 1000,
+    };
+    if (this.opts.serverName) options['grpc.ssl_target_name_override'] = this.opts.serverName;
+    this.client = new pkg.skein.config.v1.ConfigDiscovery(this.opts.address, creds, options);
+    this.clientRoots = rootsText;
+    return this.client;
+  }
+
   private token(): string | undefined {
     if (this.opts.tokenFile) return readFileSync(this.opts.tokenFile, 'utf8').trim();
     return this.opts.token;
   }
 
   private connect(): void {
-    if (!this.running || !this.client) return;
+    if (!this.running) return;
     const md = new grpc.Metadata();
     let token: string | undefined;
+    let client: NonNullable<typeof this.client>;
     try {
       token = this.token();
+      client = this.ensureClient();
     } catch (err) {
-      this.fail(new SkeinError(ControllerSourceCode.Unavailable, `cannot read token file: ${messageOf(err)}`, { file: this.opts.tokenFile }));
+      this.fail(new SkeinError(ControllerSourceCode.Unavailable, `cannot read token or roots file: ${messageOf(err)}`, { file: this.opts.tokenFile ?? this.opts.rootsFile }));
       return;
     }
     if (token) md.set('authorization', `Bearer ${token}`);
-    const call = this.client.StreamConfig(md);
+    const call = client.StreamConfig(md);
     this.call = call;
     let ended = false;
     const end = (err: unknown) => {

@@ -10,7 +10,7 @@ import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { parseArgs } from 'node:util';
-import * as grpc from '@grpc/grpc-js';
+import type * as grpc from '@grpc/grpc-js';
 import { messageOf } from '../errors.js';
 import type { Authenticator } from '../identity/authn.js';
 import { BootstrapTokenAuthenticator } from '../identity/bootstrap-tokens.js';
@@ -22,6 +22,7 @@ import { saveTrustBundleFile } from '../identity/trust-bundle.js';
 import { createLogger, type Logger } from '../telemetry/log.js';
 import { DEFAULT_CONFIG_PORT } from './config-server.js';
 import { Controller, type ControllerOptions } from './controller.js';
+import { ConfigServingCredentials } from './serving-credentials.js';
 import { inClusterOptions, KubeClient, type KubeClientOptions } from './kube/client.js';
 import { KubeSource } from './kube/kube-source.js';
 import { LeaseElector } from './kube/lease.js';
@@ -260,12 +261,10 @@ export async function runController(argv: string[]): Promise<number> {
         process.stderr.write('skein controller: the config stream needs TLS from the hosted CA; with --no-ca pass --config-plaintext\n');
         return 2;
       }
-      const serving = await ca.activeAuthority().issueServingCertificate({ sans, ttlSeconds: 365 * 24 * 3600 });
-      configCredentials = grpc.ServerCredentials.createSsl(
-        null,
-        [{ cert_chain: Buffer.from(serving.certChainPem), private_key: Buffer.from(serving.privateKeyPem) }],
-        false,
-      );
+      const tls = new ConfigServingCredentials(ca, sans, undefined, log);
+      await tls.start();
+      cleanups.push(() => tls.stop());
+      configCredentials = tls.credentials;
     }
 
     const opts: ControllerOptions = {

@@ -57,7 +57,7 @@ t.test('skein controller --folder: TLS config stream, hosted CA, SIGTERM', async
     address: `127.0.0.1:${configPort}`,
     node: 'node-a',
     tokenFile: tokens['node-a'],
-    rootsPem,
+    rootsFile: roots,
   });
   t.teardown(() => source.stop());
   await source.start((s) => store.apply(s), () => {});
