@@ -228,6 +228,9 @@ export class ControllerConfigSource implements ConfigSource {
       // Our own backoff decides when to retry; keep grpc-js's channel from adding much of its own.
       'grpc.initial_reconnect_backoff_ms': 100,
       'grpc.max_reconnect_backoff_ms': 1000,
+      // A full state is one message: ~1.1 KB per Service with a few endpoints, so the 4 MiB
+      // default would cap a mesh at a few thousand Services.
+      'grpc.max_receive_message_length': 256 * 1024 * 1024,
     };
     if (this.opts.serverName) options['grpc.ssl_target_name_override'] = this.opts.serverName;
     this.client = new pkg.skein.config.v1.ConfigDiscovery(this.opts.address, creds, options);

@@ -10,6 +10,7 @@
 //     patch (PATCH, also on /status), delete; bearer-token authentication (401);
 //   - test hooks: drop every open watch, compact history, fail the next N watches.
 import * as http from 'node:http';
+import * as https from 'node:https';
 import type { AddressInfo } from 'node:net';
 
 type Obj = Record<string, unknown> & { metadata?: Record<string, unknown> };
@@ -66,7 +67,7 @@ function mergePatch(target: unknown, patch: unknown): unknown {
 
 export class FakeApiServer {
   readonly token: string;
-  private server = http.createServer((req, res) => this.handle(req, res));
+  private server: http.Server;
   private rv = 100;
   /** collection -> "ns/name" -> object */
   private readonly data = new Map<string, Map<string, Obj>>();
@@ -79,9 +80,13 @@ export class FakeApiServer {
   readonly counts = { lists: 0, watches: 0, gones: 0, bookmarks: 0, unauthorized: 0 };
   readonly requests: { method: string; path: string; body?: unknown }[] = [];
   port = 0;
+  private readonly scheme: string;
 
-  constructor(opts: { token?: string; bookmarkMs?: number } = {}) {
+  constructor(opts: { token?: string; bookmarkMs?: number; tls?: { cert: string; key: string } } = {}) {
     this.token = opts.token ?? `stand-in-${process.pid}`;
+    const handler = (req: http.IncomingMessage, res: http.ServerResponse) => this.handle(req, res);
+    this.server = opts.tls ? https.createServer({ cert: opts.tls.cert, key: opts.tls.key }, handler) : http.createServer(handler);
+    this.scheme = opts.tls ? 'https' : 'http';
     if (opts.bookmarkMs) {
       this.bookmarkTimer = setInterval(() => this.bookmarks(), opts.bookmarkMs);
       this.bookmarkTimer.unref();
@@ -91,7 +96,7 @@ export class FakeApiServer {
   async start(): Promise<string> {
     await new Promise<void>((resolve) => this.server.listen(0, '127.0.0.1', resolve));
     this.port = (this.server.address() as AddressInfo).port;
-    return `http://127.0.0.1:${this.port}`;
+    return `${this.scheme}://127.0.0.1:${this.port}`;
   }
 
   async stop(): Promise<void> {
