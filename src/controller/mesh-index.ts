@@ -588,8 +588,10 @@ export class MeshIndex {
           continue;
         }
         const sel = p.value.selector;
-        if (sel && !(byNamespace.get(ns) ?? []).some((w) => selectorMatches(sel, w.labels))) {
-          refuse(objKey, 'spec.selector', `matches no pod in namespace ${ns}`, ControllerErrorCode.Refused);
+        // In the root namespace a policy is mesh-wide: its selector may match any pod.
+        const pool = ns === this.rootNamespace ? [...byNamespace.values()].flat() : (byNamespace.get(ns) ?? []);
+        if (sel && !pool.some((w) => selectorMatches(sel, w.labels))) {
+          refuse(objKey, 'spec.selector', `matches no pod in ${ns === this.rootNamespace ? 'the mesh' : `namespace ${ns}`}`, ControllerErrorCode.Refused);
           continue;
         }
         put(p.type, `${ns}/${p.value.name}`, p.value, { namespace: ns, ...(sel ? { selector: sel } : {}), policy: true });

@@ -51,6 +51,13 @@ const policies: Obj[] = [
     spec: { targetRefs: [{ kind: 'Service', name: 'missing' }], timeout: { request: '2s' } },
   },
   { apiVersion: 'security.skein.io/v1alpha1', kind: 'MagicPolicy', metadata: { name: 'x', namespace: 'shop' }, spec: {} },
+  // Root namespace: mesh-wide, its selector matches pods of any namespace (web-2 on node-b).
+  {
+    apiVersion: 'security.skein.io/v1alpha1',
+    kind: 'AuthorizationPolicy',
+    metadata: { name: 'mesh-deny-web', namespace: 'skein-system' },
+    spec: { selector: { matchLabels: { app: 'web' } }, action: 'DENY', rules: [{ to: [{ paths: ['/admin'] }] }] },
+  },
 ];
 
 t.test('bad resources are refused with resource, field and reason; the rest flows', async (t) => {
@@ -102,8 +109,8 @@ t.test('bad resources are refused with resource, field and reason; the rest flow
   t.same(sa.routes[0]!.rules[0]!.backends.map((x) => x.weight), [90, 10]);
   t.same(sa.backendTrafficPolicies.map((p) => p.name), ['web-retries']);
   t.match(sa.backendTrafficPolicies[0], { retry: { attempts: 3, perTryTimeoutMs: 250 }, timeout: { requestMs: 2000 } });
-  t.same(sa.authorizationPolicies.map((p) => p.name), ['front-only'], 'node-a runs a tier=front pod');
-  t.same(b.snapshot().authorizationPolicies, [], 'node-b runs none: the policy is not sent there');
+  t.same(sa.authorizationPolicies.map((p) => p.name).sort(), ['front-only', 'mesh-deny-web'], 'node-a runs a tier=front pod');
+  t.same(b.snapshot().authorizationPolicies.map((p) => p.name), ['mesh-deny-web'], 'node-b runs no tier=front pod: front-only is not sent there');
   t.same(sa.peerAuthentications.map((p) => p.name), ['permissive-web']);
   t.same(b.snapshot().peerAuthentications.map((p) => p.name), ['permissive-web']);
 
