@@ -77,7 +77,9 @@ export class NodeAgent {
         },
       },
     });
-    this.tunnels = new TunnelPool({ identity: certificates, logger: log });
+    // One agent carries every local pod's connections: a source/destination pair may need
+    // thousands of concurrent streams (100 per session), so sessions per key are not the limit.
+    this.tunnels = new TunnelPool({ identity: certificates, logger: log, maxSessionsPerKey: 1024 });
     this.outbound = new OutboundProxy({
       store: this.store,
       localNode: opts.node,
