@@ -5,6 +5,7 @@
 import { labDown, labExecCaptured, labUp } from '../lab/lab.js';
 import type { LabRecord } from '../lab/registry.js';
 import type { ClientSummary } from '../lab/workloads/client.js';
+import { run } from '../lab/sys.js';
 import type { Logger } from '../telemetry/log.js';
 import { formatStatus, table } from './lab-format.js';
 import { labStatus } from '../lab/lab.js';
@@ -35,7 +36,7 @@ export async function runDemo(opts: DemoOptions): Promise<number> {
   process.once('SIGINT', onSignal);
   try {
     process.stdout.write(`${formatStatus(labStatus(rec))}\n`);
-    const rows = [['FROM', 'TO', 'PROTOCOL', 'OK', 'FAILED', 'ANSWERED BY (node: requests)', 'P50 ms', 'P99 ms']];
+    const rows = [['FROM', 'TO', 'PROTOCOL', 'PATH', 'OK', 'FAILED', 'ANSWERED BY (node: requests)', 'P50 ms', 'P99 ms']];
     for (const client of clientPods(rec)) {
       for (const svc of rec.plan.services) {
         for (const port of svc.ports) {
@@ -46,25 +47,33 @@ export async function runDemo(opts: DemoOptions): Promise<number> {
           // kube-proxy balances per connection: a fresh connection per HTTP/1.1 request shows it.
           if (protocol === 'http1') args.push('--new-connection');
           opts.progress(`demo: ${client} -> ${host}:${port.port} (${protocol})`);
+          const node = rec.plan.pods.find((p) => `${p.namespace}/${p.name}` === client)!.node;
+          const before = await agentConnections(rec, node);
           const r = await labExecCaptured(rec, client, args, 60_000);
+          const after = await agentConnections(rec, node);
+          // Whether the client's connections went through its node's agent, read off the agent.
+          const path = before === undefined || after === undefined ? 'no mesh' : after > before ? 'skein' : 'direct';
           let s: ClientSummary | undefined;
           try {
             s = JSON.parse(r.stdout.trim().split('\n').pop() ?? '') as ClientSummary;
           } catch {
             s = undefined;
           }
+          const refusalExpected = expectsRefusal(rec, client, svc.namespace);
           if (!s) {
             failed += 1;
-            rows.push([client, `${svc.namespace}/${svc.name}:${port.port}`, protocol, '0', 'error', r.stderr.trim().split('\n').pop() ?? `exit ${r.code}`, '-', '-']);
+            rows.push([client, `${svc.namespace}/${svc.name}:${port.port}`, protocol, path, '0', 'error', r.stderr.trim().split('\n').pop() ?? `exit ${r.code}`, '-', '-']);
             continue;
           }
-          if (s.failed > 0) failed += 1;
+          // A call behaves when it succeeds, or when STRICT refuses a client from outside the mesh.
+          if (refusalExpected ? s.ok > 0 : s.failed > 0) failed += 1;
           rows.push([
             client,
             `${svc.namespace}/${svc.name}:${port.port}`,
             protocol,
+            path,
             String(s.ok),
-            s.failed ? `${s.failed} ${JSON.stringify(s.errors)}` : '0',
+            s.failed ? `${s.failed} ${refusalExpected ? '(refused: STRICT)' : JSON.stringify(s.errors)}` : '0',
             Object.entries(s.byNode)
               .map(([n, c]) => `${n}: ${c}`)
               .join(', '),
@@ -75,7 +84,15 @@ export async function runDemo(opts: DemoOptions): Promise<number> {
       }
     }
     process.stdout.write(`\n${table(rows)}\n\n`);
-    process.stdout.write(failed === 0 ? 'demo: every call succeeded\n' : `demo: ${failed} call group(s) had failures\n`);
+    process.stdout.write(
+      'PATH skein: through the client node\'s agent (mTLS tunnel across nodes); direct: the namespace is not in the mesh.\n' +
+        'Calls from outside the mesh into a meshed namespace are refused (STRICT): legacy -> shop fails on purpose.\n\n',
+    );
+    for (const n of rec.plan.nodes) {
+      const certs = await agentJson<{ certificates: { identity: string; notAfter?: string }[] }>(rec, n.name, '/certs');
+      if (certs) process.stdout.write(`agent ${n.name}: certificates ${certs.certificates.map((c) => c.identity).join(', ') || 'none'}\n`);
+    }
+    process.stdout.write(failed === 0 ? '\ndemo: every call behaved as expected\n' : `\ndemo: ${failed} call group(s) did not behave as expected\n`);
   } finally {
     process.off('SIGINT', onSignal);
     if (opts.keep) opts.progress(`demo: lab ${rec.id} kept running (skein lab status / skein lab down --lab ${rec.id})`);
@@ -85,6 +102,31 @@ export async function runDemo(opts: DemoOptions): Promise<number> {
     }
   }
   return failed === 0 ? 0 : 1;
+}
+
+/** A client outside the mesh calling a STRICT meshed namespace is refused, on purpose. */
+function expectsRefusal(rec: LabRecord, client: string, serviceNamespace: string): boolean {
+  if (!rec.processes.some((p) => p.kind === 'agent')) return false;
+  const ns = (name: string) => rec.scenario.namespaces.find((n) => n.name === name);
+  const meshed = (name: string) => ns(name)?.labels['skein.io/mesh'] === 'enabled';
+  const strict = ns(serviceNamespace)?.annotations['skein.io/peer-authentication'] !== 'PERMISSIVE';
+  return !meshed(client.split('/')[0]!) && meshed(serviceNamespace) && strict;
+}
+
+async function agentJson<T>(rec: LabRecord, node: string, path: string): Promise<T | undefined> {
+  const n = rec.plan.nodes.find((x) => x.name === node);
+  if (!n || !rec.processes.some((p) => p.kind === 'agent' && p.name === node)) return undefined;
+  const r = await run('ip', ['netns', 'exec', n.netns, 'curl', '-sf', `http://127.0.0.1:15000${path}`], { allowFailure: true });
+  try {
+    return JSON.parse(r.stdout) as T;
+  } catch {
+    return undefined;
+  }
+}
+
+async function agentConnections(rec: LabRecord, node: string): Promise<number | undefined> {
+  const s = await agentJson<{ outbound: { connections: Record<string, number> } }>(rec, node, '/stats');
+  return s ? Object.values(s.outbound.connections).reduce((a, b) => a + b, 0) : undefined;
 }
 
 function clientPods(rec: LabRecord): string[] {

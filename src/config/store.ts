@@ -77,7 +77,8 @@ function diffBy<T>(prev: Map<string, T>, next: Map<string, T>) {
   for (const [k, v] of next) {
     const old = prev.get(k);
     if (old === undefined) added.push(v);
-    else if (JSON.stringify(old) !== JSON.stringify(v)) changed.push(v);
+    // Sources keep the same object for what did not change: skip serialising those.
+    else if (old !== v && JSON.stringify(old) !== JSON.stringify(v)) changed.push(v);
   }
   for (const [k, v] of prev) if (!next.has(k)) removed.push(v);
   return { added, removed, changed };
