@@ -269,6 +269,20 @@ async function main() {
 
   const snapshot = async () => ({ skein: await agentStats().catch((e) => ({ error: e.message })), haproxy: await haStats().catch((e) => ({ error: e.message })) });
 
+  // What the proxies burn with no traffic at all (timers, config stream, GC): part of every
+  // CPU-per-request figure below, shown on its own so low rates can be read correctly.
+  const idle = {};
+  {
+    const seconds = QUICK ? 1 : 3;
+    const groups = [...(meshDown ? [] : [agentGroup]), haGroup];
+    const c0 = groups.map((g) => g.cpuSeconds());
+    await sleep(seconds * 1000);
+    groups.forEach((g, i) => {
+      idle[g.name] = { cpuSecondsPerSecond: Number(((g.cpuSeconds() - c0[i]) / seconds).toFixed(4)), rssBytes: g.memory().rss };
+    });
+    log(`idle: ${JSON.stringify(idle)}`);
+  }
+
   const results = [];
   for (const def of MODES) {
     if (!selected(def.id)) continue;
@@ -444,6 +458,11 @@ async function main() {
     m.label = m.id;
   }
   if (meshDown) notes.push(`skein modes not run: ${meshDown}`);
+  notes.push(
+    `idle (no traffic): ${Object.entries(idle)
+      .map(([k, v]) => `${k} ${v.cpuSecondsPerSecond.toFixed(3)} CPU-s/s, RSS ${(v.rssBytes / 2 ** 20).toFixed(0)} MiB`)
+      .join('; ')} (included in the CPU per 1k requests above)`,
+  );
   notes.push('proxy CPU and RSS are both nodes\' proxies together (agents A+B, or HAProxy A+B), from /proc/<pid>/stat utime+stime and sampled VmRSS');
   notes.push('skein: one Node.js process per node; HAProxy: one process per node with its default threads; all on the same machine as the load tools and servers');
 
@@ -468,6 +487,7 @@ async function main() {
     machine,
     params: P,
     lab: { id: rec.id, mesh: !meshDown, meshDown },
+    idle,
     modes: results,
     bulk,
     notes,
