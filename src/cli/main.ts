@@ -5,6 +5,7 @@ import { repoRoot } from '../paths.js';
 import { runAgent } from '../agent/main.js';
 import { runController } from '../controller/main.js';
 import { labCommand } from './lab.js';
+import { statusCommand } from './status.js';
 import { workloadCommand } from './workload.js';
 
 const USAGE = `skein — a sidecarless service mesh
@@ -22,6 +23,7 @@ usage: skein <command> [...]
   lab scale NS/DEPLOYMENT N [--grace MS]    scale a Deployment (pods, endpoints, DNAT)
   agent --node NAME ...    the node agent (see skein agent --help)
   controller ...           the controller: config stream and mesh CA (see skein controller --help)
+  status [--lab ID]        what the controller accepted and refused, connected agents
   workload echo|client     the lab's built-in programs (see skein workload --help)
   version                  print the version
 
@@ -39,6 +41,8 @@ export async function main(argv: string[]): Promise<number> {
       return runAgent(rest);
     case 'controller':
       return runController(rest);
+    case 'status':
+      return statusCommand(rest);
     case 'version':
     case '--version': {
       const pkg = JSON.parse(readFileSync(join(repoRoot(), 'package.json'), 'utf8')) as { version: string };

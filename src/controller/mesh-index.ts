@@ -167,7 +167,7 @@ function labelOf(o: StoredObject): string {
 
 function createdAtOf(o: StoredObject | undefined): string {
   const v = (o?.obj.metadata as Record<string, unknown> | undefined)?.creationTimestamp;
-  return typeof v === 'string' ? v : '';
+  return typeof v === 'string' ? v : (o?.firstSeen ?? '');
 }
 
 /** Which partition an object key belongs to: its namespace, or the node list. */

@@ -19,6 +19,12 @@ export interface StoredObject {
   namespace: string;
   /** JSON of the object: equality and hashing without re-serialising. */
   json: string;
+  /**
+   * When this store first held the key (ISO time): the age of objects without a
+   * creationTimestamp (hand-written folder YAML), so a newcomer never displaces an object
+   * that was there first.
+   */
+  firstSeen: string;
 }
 
 export type ChangeListener = (keys: string[]) => void;
@@ -81,7 +87,7 @@ export class ObjectStore {
     const next = new Map<string, StoredObject>();
     for (const { obj, doc } of objects) {
       const { key, namespace } = identityOf(obj);
-      const stored: StoredObject = { key, origin, doc, obj, namespace, json: JSON.stringify(obj) };
+      const stored: StoredObject = { key, origin, doc, obj, namespace, json: JSON.stringify(obj), firstSeen: this.firstSeenOf(key) };
       if (!next.has(key)) next.set(key, stored);
     }
     const changed: string[] = [];
@@ -121,7 +127,7 @@ export class ObjectStore {
       this.byOrigin.set(origin, mine);
     }
     if (mine.get(key)?.json === json) return;
-    const stored: StoredObject = { key, origin, doc, obj, namespace, json };
+    const stored: StoredObject = { key, origin, doc, obj, namespace, json, firstSeen: this.firstSeenOf(key) };
     mine.set(key, stored);
     this.attach(stored);
     this.emit([key]);
@@ -134,6 +140,10 @@ export class ObjectStore {
     if (!mine?.delete(key)) return;
     this.detach(key, origin);
     this.emit([key]);
+  }
+
+  private firstSeenOf(key: string): string {
+    return this.byKey.get(key)?.[0]?.firstSeen ?? new Date().toISOString();
   }
 
   private attach(o: StoredObject): void {

@@ -1,0 +1,67 @@
+/**
+ * `skein status`: what the controller accepted and refused (resource, field, reason) and
+ * which agents are connected with their ACK/NACK state.
+ *
+ *   skein status --controller H:P --token-file F --roots F [--json]
+ *   skein status [--lab ID] [--json]     the lab's controller (asked from inside a node netns,
+ *                                         since only the lab's nodes reach it)
+ */
+import { spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { splitPemBundle } from '../agent/pem.js';
+import { fetchControllerStatus } from '../controller/status-client.js';
+import { CONFIG_PORT, meshPaths } from '../lab/mesh.js';
+import { resolveLab } from '../lab/registry.js';
+import { skeinCommand } from '../paths.js';
+import { table } from './lab-format.js';
+
+export async function statusCommand(argv: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      controller: { type: 'string' },
+      'token-file': { type: 'string' },
+      roots: { type: 'string' },
+      lab: { type: 'string' },
+      json: { type: 'boolean', default: false },
+    },
+  });
+  if (!values.controller) {
+    const rec = resolveLab(values.lab);
+    const node = rec.plan.nodes[0]!;
+    const paths = meshPaths(rec);
+    const args = ['--controller', `${rec.plan.underlayGateway}:${CONFIG_PORT}`, '--token-file', join(paths.tokensDir, node.name), '--roots', paths.rootsPem, ...(values.json ? ['--json'] : [])];
+    const r = spawnSync('ip', ['netns', 'exec', node.netns, ...skeinCommand(), 'status', ...args], { stdio: 'inherit' });
+    return r.status ?? 1;
+  }
+  if (!values['token-file'] || !values.roots) {
+    process.stderr.write('usage: skein status --controller HOST:PORT --token-file FILE --roots FILE [--json]   (or, in a lab: skein status [--lab ID])\n');
+    return 2;
+  }
+  const st = await fetchControllerStatus({
+    address: values.controller,
+    token: readFileSync(values['token-file'], 'utf8').trim(),
+    rootsPem: splitPemBundle(readFileSync(values.roots, 'utf8')),
+    serverName: values.controller.replace(/:\d+$/, ''),
+  });
+  if (values.json) {
+    process.stdout.write(`${JSON.stringify(st, null, 2)}\n`);
+    return 0;
+  }
+  const out = [`controller ${st.controller_id} (${st.leader ? 'leader' : 'follower'}), config version ${st.version}: ${st.objects} objects, ${st.resources} resources, ${st.refusals.length} refused`, ''];
+  out.push(
+    st.refusals.length
+      ? table([['REFUSED', 'FROM', 'FIELD', 'REASON', 'CODE'], ...st.refusals.map((r) => [r.object, r.origin, r.field, r.reason, r.code])])
+      : 'every resource accepted',
+    '',
+  );
+  out.push(
+    st.agents.length
+      ? table([['AGENT', 'PEER', 'ACKED VERSION', 'ACKS', 'NACKS', 'LAST NACK'], ...st.agents.map((a) => [a.node, a.peer, a.acked_version, String(a.acks), String(a.nacks), a.last_nack || '-'])])
+      : 'no agent connected',
+  );
+  process.stdout.write(`${out.join('\n')}\n`);
+  return 0;
+}
