@@ -8,6 +8,7 @@ import t from 'tap';
 import { annotateNamespace, scaleDeployment } from '../../../src/lab/mutate.js';
 import { labExecCaptured } from '../../../src/lab/lab.js';
 import { client, isRoot, startLab } from '../support/lab.js';
+import { agentGet, waitUntil } from '../support/mesh.js';
 
 const exec = promisify(execFile);
 const opts = () => ({ skip: isRoot() ? false : 'needs root (real BPF, netns, cgroups)' });
@@ -81,7 +82,12 @@ t.test('data path in the lab', opts(), async (t) => {
 
   await t.test('3 endpoints, 3000 requests over one HTTP/2 connection: each within 5%', async (t) => {
     await scaleDeployment(rec, 'shop/echo', 3);
-    await new Promise((r) => setTimeout(r, 1500)); // the agents' folder watch picks up the endpoints
+    // The client's agent must know the third endpoint as ready before the count starts.
+    const ms = await waitUntil(async () => {
+      const d = await agentGet<{ snapshot: { services: { namespace: string; name: string; endpoints: { ready: boolean }[] }[] } | null }>(rec, 'node-a', '/config_dump');
+      return (d.snapshot?.services.find((s) => s.namespace === 'shop' && s.name === 'echo')?.endpoints.filter((e) => e.ready).length ?? 0) === 3;
+    }, 15_000);
+    t.comment(`node-a's agent had 3 ready endpoints ${ms} ms after the scale returned`);
     const r = await client(rec, from, ['--protocol', 'h2c', '--target', `${svc}:8081`, '--count', '3000', '--concurrency', '16', '--connections', '1'], 120_000);
     t.equal(r.ok, 3000, JSON.stringify(r.errors));
     const counts = Object.values(r.byPod);
