@@ -50,7 +50,7 @@ const env = (k, d) => (process.env[k] !== undefined && process.env[k] !== '' ? p
 const P = {
   rates: env('BENCH_RATES', '1000,5000').split(',').map(Number),
   openWarmupS: Number(env('BENCH_OPEN_WARMUP_S', QUICK ? 0.5 : 1)),
-  openDurationS: Number(env('BENCH_OPEN_S', QUICK ? 2 : 8)),
+  openDurationS: Number(env('BENCH_OPEN_S', QUICK ? 1.5 : 8)),
   closedWarmupS: Number(env('BENCH_CLOSED_WARMUP_S', QUICK ? 0.5 : 1)),
   closedDurationS: Number(env('BENCH_CLOSED_S', QUICK ? 2 : 6)),
   bulkDurationS: Number(env('BENCH_BULK_S', QUICK ? 1.5 : 4)),

@@ -16,7 +16,9 @@ function toMs(v, unit) {
 }
 
 export function wrkCommand({ url, threads, connections, durationS, timeoutS = 2 }) {
-  return ['wrk', '-t', String(threads), '-c', String(connections), '-d', `${durationS}s`, '--timeout', `${timeoutS}s`, '--latency', url];
+  // wrk takes whole seconds only ("1.5s" is refused).
+  const seconds = Math.max(1, Math.round(durationS));
+  return ['wrk', '-t', String(threads), '-c', String(connections), '-d', `${seconds}s`, '--timeout', `${Math.max(1, Math.round(timeoutS))}s`, '--latency', url];
 }
 
 export function parseWrk(out) {
