@@ -47,7 +47,9 @@ export interface AgentPodStatus {
 
 /** Connects from inside a pod's netns with the agent's socket mark (never captured). */
 function socketFromFd(fd: number): Duplex {
-  return new net.Socket({ fd, readable: true, writable: true, allowHalfOpen: true });
+  const s = new net.Socket({ fd, readable: true, writable: true, allowHalfOpen: true });
+  s.setNoDelay(true); // a proxy hop must not add Nagle's wait to small writes
+  return s;
 }
 
 export class NodeAgent {

@@ -50,7 +50,7 @@ export class PodRuntime {
   private async serve(): Promise<void> {
     const { capture, outbound, inbound, identity, log } = this.deps;
     const fds = this.enrolled.listeners;
-    this.outboundServer = net.createServer({ allowHalfOpen: true }, (socket: Socket) => {
+    this.outboundServer = net.createServer({ allowHalfOpen: true, noDelay: true }, (socket: Socket) => {
       let originalDst: { address: string; port: number };
       try {
         originalDst = capture.originalDestination(socket);

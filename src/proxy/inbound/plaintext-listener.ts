@@ -53,7 +53,7 @@ export class PlaintextListener {
     this.originalDestination = opts.originalDestination ?? localEndpoint;
     this.log = (opts.logger ?? silentLogger()).child({ component: 'inbound-plaintext', workload: `${opts.workload.namespace}/${opts.workload.name}` });
     // allowHalfOpen: a client's FIN must not close our side before the app has answered.
-    this.server = createServer({ allowHalfOpen: true, pauseOnConnect: true }, (s) => this.onConnection(s));
+    this.server = createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true }, (s) => this.onConnection(s));
     this.server.on('error', (err) => this.log.error({ err: messageOf(err) }, 'plaintext listener error'));
   }
 

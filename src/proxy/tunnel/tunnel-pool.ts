@@ -314,6 +314,9 @@ export class TunnelPool implements TunnelDialer {
         sock.on('error', (err) => {
           socketError ??= err;
         });
+        // Frames of many small requests share this connection: Nagle would hold each small
+        // write for the peer's delayed ACK (tens of ms per gRPC call).
+        sock.setNoDelay(true);
         const session = h2connect(`https://${s.tunnelAuthority}`, {
           createConnection: () => sock,
           settings: { enablePush: false, initialWindowSize: this.streamWindowBytes },

@@ -155,6 +155,8 @@ export class TunnelServer {
       requestCert: true,
       rejectUnauthorized: true,
       allowHTTP1: false,
+      // No Nagle: small HTTP/2 frames of interactive streams must leave at once.
+      noDelay: true,
       handshakeTimeout: opts.handshakeTimeoutMs ?? 10_000,
       unknownProtocolTimeout: 5_000,
       maxHeaderListPairs: opts.maxHeaderListPairs ?? 64,
