@@ -11,7 +11,7 @@ import { SkeinError } from '../errors.js';
 import { CaClient } from '../identity/ca-client.js';
 import { CertificateStore } from '../identity/certificate-store.js';
 import { readBootstrapToken } from '../identity/bootstrap-tokens.js';
-import { splitPemBundle } from './pem.js';
+import { pemBlocks } from '../identity/pem.js';
 import { createLogger } from '../telemetry/log.js';
 import { parseHostPort, startAdmin } from './admin.js';
 import { NodeAgent } from './agent.js';
@@ -69,7 +69,7 @@ export async function runAgent(argv: string[]): Promise<number> {
   const node = need(values.node, '--node');
   if (!values['config-folder'] === !values.controller) throw new SkeinError('SKEIN_AGENT_USAGE', `give exactly one of --controller and --config-folder\n${AGENT_USAGE}`);
   const log = createLogger({ base: { component: 'agent', node }, ...(values['log-file'] ? { file: values['log-file'] } : {}), ...(values['log-level'] ? { level: values['log-level'] } : {}) });
-  const rootsPem = splitPemBundle(await readFile(need(values['ca-root-file'], '--ca-root-file'), 'utf8'));
+  const rootsPem = pemBlocks(await readFile(need(values['ca-root-file'], '--ca-root-file'), 'utf8'));
   const tokenFile = need(values['token-file'], '--token-file');
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });

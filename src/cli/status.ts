@@ -10,7 +10,7 @@ import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { splitPemBundle } from '../agent/pem.js';
+import { pemBlocks } from '../identity/pem.js';
 import { fetchControllerStatus } from '../controller/status-client.js';
 import { CONFIG_PORT, meshPaths } from '../lab/mesh.js';
 import { resolveLab } from '../lab/registry.js';
@@ -43,7 +43,7 @@ export async function statusCommand(argv: string[]): Promise<number> {
   const st = await fetchControllerStatus({
     address: values.controller,
     token: readFileSync(values['token-file'], 'utf8').trim(),
-    rootsPem: splitPemBundle(readFileSync(values.roots, 'utf8')),
+    rootsPem: pemBlocks(readFileSync(values.roots, 'utf8')),
     serverName: values.controller.replace(/:\d+$/, ''),
   });
   if (values.json) {

@@ -1,6 +1,7 @@
 /** Running the system tools the lab drives (ip, nft), with errors that say what failed. */
 import { execFile, spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
+import { findCgroup2Root, parseMountinfo } from '../capture/host.js';
 import { SkeinError } from '../errors.js';
 
 export interface RunOptions {
@@ -73,15 +74,9 @@ export function pidAlive(pid: number): boolean {
  * `/sys/fs/cgroup/unified` on hybrid ones. Read from mountinfo, never assumed.
  */
 export function cgroup2Root(mountinfo = '/proc/self/mountinfo'): string {
-  const text = readFileSync(mountinfo, 'utf8');
-  for (const line of text.split('\n')) {
-    // mountinfo: id parent major:minor root mountpoint options ... - fstype source superoptions
-    const sep = line.indexOf(' - ');
-    if (sep < 0) continue;
-    const fstype = line.slice(sep + 3).split(' ')[0];
-    if (fstype === 'cgroup2') return line.slice(0, sep).split(' ')[4]!;
-  }
-  throw new SkeinError('SKEIN_CGROUP2_MISSING', 'no cgroup v2 hierarchy is mounted (mount -t cgroup2 none /sys/fs/cgroup/unified)');
+  const root = findCgroup2Root(parseMountinfo(readFileSync(mountinfo, 'utf8')));
+  if (!root) throw new SkeinError('SKEIN_CGROUP2_MISSING', 'no cgroup v2 hierarchy is mounted (mount -t cgroup2 none /sys/fs/cgroup/unified)');
+  return root;
 }
 
 /** Spawns a detached command whose output goes to `logFd`; returns its pid. */
