@@ -314,7 +314,26 @@ async function main() {
     }
   }
 
+  /**
+   * Waits (bounded) until every proxy is quiet again: a proxy still draining the backlog of an
+   * overloaded mode would otherwise slow the next mode down and bill it for that CPU.
+   */
+  async function settle(mode) {
+    const groups = [...(meshDown ? [] : [agentGroup]), haGroup];
+    const t0 = Date.now();
+    let rate = 0;
+    for (;;) {
+      const c0 = groups.reduce((a, g) => a + g.cpuSeconds(), 0);
+      await sleep(500);
+      rate = (groups.reduce((a, g) => a + g.cpuSeconds(), 0) - c0) / 0.5;
+      if (rate < 0.05 || Date.now() - t0 > 15_000) break;
+    }
+    mode.settle = { seconds: Number(((Date.now() - t0) / 1000).toFixed(1)), proxyCpuRateAtStart: Number(rate.toFixed(3)) };
+    if (rate >= 0.05) log(`${mode.id}: proxies still busy (${rate.toFixed(2)} CPU-s/s) after ${mode.settle.seconds}s; starting anyway`);
+  }
+
   async function runMode(mode) {
+    await settle(mode);
     const { pod, hostPort } = targetOf(mode);
     mode.target = hostPort;
     const group = mode.kind === 'skein' ? agentGroup : mode.kind === 'haproxy' ? haGroup : null;
