@@ -39,7 +39,7 @@ export function pidsInTree(dir: string): number[] {
  * Kills every process in the subtree and removes the directories, deepest first. Uses
  * cgroup.kill (Linux 5.14+) and falls back to SIGKILL per pid; waits until empty (bounded).
  */
-export async function destroyCgroupTree(dir: string, timeoutMs = 5000): Promise<void> {
+export async function destroyCgroupTree(dir: string, timeoutMs = 10_000): Promise<void> {
   if (!existsSync(dir)) return;
   try {
     writeFileSync(join(dir, 'cgroup.kill'), '1');
@@ -54,14 +54,19 @@ export async function destroyCgroupTree(dir: string, timeoutMs = 5000): Promise<
   }
   const deadline = Date.now() + timeoutMs;
   while (pidsInTree(dir).length > 0 && Date.now() < deadline) await sleep(20);
-  removeTree(dir);
+  // A killed task leaves cgroup.procs before it is fully gone (until its parent reaps it),
+  // and rmdir says EBUSY meanwhile: retry until the deadline.
+  while (!removeTree(dir) && Date.now() < deadline) await sleep(20);
 }
 
-function removeTree(dir: string): void {
-  for (const sub of subdirs(dir)) removeTree(sub);
+/** Removes the tree deepest first; true when nothing of it is left. */
+function removeTree(dir: string): boolean {
+  let ok = true;
+  for (const sub of subdirs(dir)) ok = removeTree(sub) && ok;
   try {
     rmdirSync(dir);
-  } catch {
-    // busy (a process survived the timeout) or gone; gc will retry
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') ok = false; // busy: the caller retries, gc later
   }
+  return ok;
 }
