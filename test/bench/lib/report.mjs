@@ -18,7 +18,8 @@ function signed(v, digits = 2) {
 }
 
 function ratio(a, b, digits = 2) {
-  if (a === null || a === undefined || b === null || b === undefined || !(b > 0)) return '—';
+  // A negative numerator (an added latency below the baseline: noise) has no meaningful ratio.
+  if (a === null || a === undefined || b === null || b === undefined || !(b > 0) || a < 0) return '—';
   return `${(a / b).toFixed(digits)}x`;
 }
 
@@ -168,7 +169,7 @@ export function renderReport(res) {
 
   out.push('');
   out.push('(gen lag: how late the generator itself sent requests (p99, ms); it is part of every latency above, in every mode alike)');
-  out.push('(— : a denominator missing or not positive, e.g. an added latency within noise; "over": that run lost >1% of its requests, i.e. the rate is beyond its capacity here)');
+  out.push('(— : a value missing, or an added latency that is not positive (within noise); "over": that run lost >1% of its requests, i.e. the rate is beyond its capacity here)');
 
   if (res.bulk) {
     out.push('');
