@@ -218,7 +218,9 @@ export async function labGc(opts: { baseDir?: string; all?: boolean } = {}): Pro
     cgRoot = undefined;
   }
   if (cgRoot && existsSync(join(cgRoot, 'skein.lab'))) {
-    for (const id of readdirSync(join(cgRoot, 'skein.lab'))) {
+    // Only lab directories: a cgroup directory also holds its interface files (cgroup.procs...).
+    const dirs = readdirSync(join(cgRoot, 'skein.lab'), { withFileTypes: true }).filter((e) => e.isDirectory() && /^[0-9a-f]{6}$/.test(e.name));
+    for (const { name: id } of dirs) {
       if (live.has(id)) continue;
       await destroyCgroupTree(join(cgRoot, 'skein.lab', id));
       result.cgroups.push(id);

@@ -112,13 +112,17 @@ t.test('lab down leaves nothing; a bad scenario creates nothing', opts(), async 
 });
 
 t.test('lab gc removes a lab whose owner died', opts(), async (t) => {
-  const owner = spawn('sleep', ['30']);
+  // The owner outlives the test's steps by far; the test kills it itself.
+  const owner = spawn('sleep', ['600']);
+  t.teardown(() => owner.kill('SIGKILL'));
   const rec = await labUp({ scenarioFile: demoScenario, ownerPid: owner.pid!, mesh: false });
   t.teardown(() => labDown(rec));
+  const t0 = Date.now();
   const r1 = await labGc();
-  t.notOk(r1.labs.includes(rec.id), 'kept while its owner lives');
+  t.notOk(r1.labs.includes(rec.id), `kept while its owner lives (gc took ${Date.now() - t0} ms)`);
+  const exited = new Promise((r) => owner.once('exit', r));
   owner.kill('SIGKILL');
-  await new Promise((r) => owner.once('exit', r));
+  await exited;
   const r2 = await labGc();
   t.ok(r2.labs.includes(rec.id), 'removed once its owner is gone');
   t.same(await leftovers(rec.id), []);
