@@ -8,10 +8,10 @@
  *
  * Reuses the config room's YAML reader (parseYamlObjects: multi-document, `kind: List`).
  */
-import { type FSWatcher, watch } from 'node:fs';
-import { readdir, readFile, stat } from 'node:fs/promises';
-import { join, relative } from 'node:path';
+import { readFile, stat } from 'node:fs/promises';
+import { relative } from 'node:path';
 import { parseYamlObjects } from '../config/kube/folder-source.js';
+import { FolderWatch, listYamlFiles } from '../config/folder-watch.js';
 import { messageOf, SkeinError } from '../errors.js';
 import { type Logger, silentLogger } from '../telemetry/log.js';
 import type { ObjectStore } from './object-store.js';
@@ -33,28 +33,9 @@ export interface FileProblem {
   code: string;
 }
 
-async function listYaml(dir: string): Promise<string[]> {
-  const out: string[] = [];
-  const walk = async (d: string): Promise<void> => {
-    for (const e of await readdir(d, { withFileTypes: true })) {
-      if (e.name.startsWith('.')) continue;
-      const p = join(d, e.name);
-      if (e.isDirectory()) await walk(p);
-      else if ((e.isFile() || e.isSymbolicLink()) && /\.ya?ml$/i.test(e.name)) out.push(p);
-    }
-  };
-  await walk(dir);
-  return out.sort();
-}
-
 export class FolderSource {
   private readonly log: Logger;
-  private watcher: FSWatcher | undefined;
-  private debounce: NodeJS.Timeout | undefined;
-  private rescan: NodeJS.Timeout | undefined;
-  private running = false;
-  private reading: Promise<void> | undefined;
-  private again = false;
+  private readonly folder: FolderWatch;
   private readonly seen = new Map<string, string>();
   private readonly problems = new Map<string, FileProblem>();
   /** Resolves after each completed scan (tests wait on it). */
@@ -65,70 +46,41 @@ export class FolderSource {
     private readonly opts: FolderSourceOptions,
   ) {
     this.log = (opts.logger ?? silentLogger()).child({ component: 'folder-source', dir: opts.dir });
-  }
-
-  fileProblems(): FileProblem[] {
-    return [...this.problems.values()];
-  }
-
-  async start(): Promise<void> {
-    this.running = true;
-    try {
-      this.watcher = watch(this.opts.dir, { recursive: true }, () => this.schedule());
-      this.watcher.on('error', (err) => this.log.warn({ err: messageOf(err) }, 'folder watch failed; relying on rescans'));
-    } catch (err) {
-      this.log.warn({ err: messageOf(err) }, 'folder watch unavailable; relying on rescans');
-    }
-    const every = this.opts.rescanMs ?? 10_000;
-    if (every > 0) {
-      this.rescan = setInterval(() => this.schedule(0), every);
-      this.rescan.unref();
-    }
-    await this.scan();
-  }
-
-  async stop(): Promise<void> {
-    this.running = false;
-    this.watcher?.close();
-    if (this.debounce) clearTimeout(this.debounce);
-    if (this.rescan) clearInterval(this.rescan);
-    await this.reading;
-  }
-
-  private schedule(delay = this.opts.debounceMs ?? 50): void {
-    if (!this.running) return;
-    if (this.debounce) clearTimeout(this.debounce);
-    this.debounce = setTimeout(() => {
-      this.debounce = undefined;
-      void this.scan();
-    }, delay);
-    this.debounce.unref();
-  }
-
-  /** Reads what changed (coalescing concurrent calls into one more pass). */
-  scan(): Promise<void> {
-    if (this.reading) {
-      this.again = true;
-      return this.reading;
-    }
-    this.reading = (async () => {
-      do {
-        this.again = false;
+    this.folder = new FolderWatch({
+      dir: opts.dir,
+      read: async () => {
         try {
           await this.scanOnce();
         } catch (err) {
           this.log.warn({ err: messageOf(err) }, 'folder scan failed; keeping what was read');
         }
         this.scans++;
-      } while (this.again && this.running);
-    })().finally(() => {
-      this.reading = undefined;
+      },
+      debounceMs: opts.debounceMs ?? 50,
+      rescanMs: opts.rescanMs ?? 10_000,
+      log: this.log,
     });
-    return this.reading;
+  }
+
+  fileProblems(): FileProblem[] {
+    return [...this.problems.values()];
+  }
+
+  start(): Promise<void> {
+    return this.folder.start();
+  }
+
+  stop(): Promise<void> {
+    return this.folder.stop();
+  }
+
+  /** Reads what changed (coalescing concurrent calls into one more pass). */
+  scan(): Promise<void> {
+    return this.folder.readNow();
   }
 
   private async scanOnce(): Promise<void> {
-    const files = await listYaml(this.opts.dir);
+    const files = await listYamlFiles(this.opts.dir);
     const present = new Set<string>();
     for (const f of files) {
       const rel = relative(this.opts.dir, f);

@@ -7,14 +7,14 @@
  * SkeinError naming file, field and reason; the caller keeps its last good snapshot.
  */
 import { createHash } from 'node:crypto';
-import { type FSWatcher, watch } from 'node:fs';
-import { readdir, readFile } from 'node:fs/promises';
-import { join, relative } from 'node:path';
+import { readFile } from 'node:fs/promises';
+import { relative } from 'node:path';
 import { LineCounter, parseAllDocuments } from 'yaml';
 import { messageOf, SkeinError } from '../../errors.js';
 import type { Logger } from '../../telemetry/log.js';
 import { silentLogger } from '../../telemetry/log.js';
 import { ConfigErrorCode } from '../codes.js';
+import { FolderWatch, listYamlFiles } from '../folder-watch.js';
 import type { MeshSnapshot } from '../model.js';
 import type { ConfigSource } from '../source.js';
 import type { Obj, SourcedObject } from './objects.js';
@@ -29,21 +29,6 @@ export interface KubeFolderSourceOptions extends TranslateOptions {
   /** Watch the folder at all (false: read once at start). Default true. */
   watch?: boolean;
   logger?: Logger;
-}
-
-async function listYaml(dir: string): Promise<string[]> {
-  const out: string[] = [];
-  const walk = async (d: string): Promise<void> => {
-    const entries = await readdir(d, { withFileTypes: true });
-    for (const e of entries) {
-      if (e.name.startsWith('.')) continue; // editor swap files, hidden state
-      const p = join(d, e.name);
-      if (e.isDirectory()) await walk(p);
-      else if ((e.isFile() || e.isSymbolicLink()) && /\.ya?ml$/i.test(e.name)) out.push(p);
-    }
-  };
-  await walk(dir);
-  return out.sort();
 }
 
 /** Parses one file's text into objects, or throws a SkeinError naming file/line/reason. */
@@ -96,12 +81,7 @@ export function parseYamlObjects(file: string, text: string): SourcedObject[] {
 export class KubeFolderSource implements ConfigSource {
   private readonly opts: KubeFolderSourceOptions;
   private readonly log: Logger;
-  private watcher: FSWatcher | undefined;
-  private debounce: NodeJS.Timeout | undefined;
-  private rescan: NodeJS.Timeout | undefined;
-  private running = false;
-  private reading: Promise<void> | undefined;
-  private again = false;
+  private readonly folder: FolderWatch;
   private seq = 0;
   private lastHash: string | undefined;
   private onSnapshot: ((s: MeshSnapshot) => void) | undefined;
@@ -110,43 +90,30 @@ export class KubeFolderSource implements ConfigSource {
   constructor(opts: KubeFolderSourceOptions) {
     this.opts = opts;
     this.log = opts.logger ?? silentLogger();
+    this.folder = new FolderWatch({
+      dir: opts.dir,
+      read: () => this.readOnce(),
+      debounceMs: opts.debounceMs ?? 100,
+      rescanMs: opts.rescanMs ?? 30_000,
+      watch: opts.watch !== false,
+      log: this.log,
+    });
   }
 
   async start(onSnapshot: (s: MeshSnapshot) => void, onError: (e: SkeinError) => void): Promise<void> {
-    if (this.running) throw new SkeinError('SKEIN_CONFIG_SOURCE_STARTED', 'KubeFolderSource already started');
-    this.running = true;
+    if (this.folder.isRunning) throw new SkeinError('SKEIN_CONFIG_SOURCE_STARTED', 'KubeFolderSource already started');
     this.onSnapshot = onSnapshot;
     this.onError = onError;
-    if (this.opts.watch !== false) {
-      try {
-        this.watcher = watch(this.opts.dir, { recursive: true }, () => this.schedule());
-        this.watcher.on('error', (err) => {
-          this.log.warn({ code: 'SKEIN_CONFIG_WATCH', err: messageOf(err) }, 'folder watch failed; relying on rescans');
-        });
-      } catch (err) {
-        this.log.warn({ code: 'SKEIN_CONFIG_WATCH', err: messageOf(err) }, 'folder watch unavailable; relying on rescans');
-      }
-      const rescanMs = this.opts.rescanMs ?? 30_000;
-      if (rescanMs > 0) {
-        this.rescan = setInterval(() => this.schedule(0), rescanMs);
-        this.rescan.unref();
-      }
-    }
-    await this.readNow();
+    await this.folder.start();
   }
 
-  async stop(): Promise<void> {
-    this.running = false;
-    this.watcher?.close();
-    this.watcher = undefined;
-    if (this.debounce) clearTimeout(this.debounce);
-    if (this.rescan) clearInterval(this.rescan);
-    await this.reading;
+  stop(): Promise<void> {
+    return this.folder.stop();
   }
 
   /** Reads the folder once and returns the snapshot (or throws); no callbacks. */
   async load(): Promise<MeshSnapshot> {
-    const files = await listYaml(this.opts.dir).catch((err: unknown) => {
+    const files = await listYamlFiles(this.opts.dir).catch((err: unknown) => {
       throw new SkeinError(ConfigErrorCode.Read, `cannot list ${this.opts.dir}: ${messageOf(err)}`, {
         file: this.opts.dir,
         field: '(folder)',
@@ -178,46 +145,25 @@ export class KubeFolderSource implements ConfigSource {
     return snapshot;
   }
 
-  private schedule(delay = this.opts.debounceMs ?? 100): void {
-    if (!this.running) return;
-    if (this.debounce) clearTimeout(this.debounce);
-    this.debounce = setTimeout(() => {
-      this.debounce = undefined;
-      void this.readNow();
-    }, delay);
-    this.debounce.unref();
-  }
-
-  private readNow(): Promise<void> {
-    if (this.reading) {
-      this.again = true; // coalesce: one more read after the current one
-      return this.reading;
+  /** One read: a new snapshot when the content changed, or the reason it was rejected. */
+  private async readOnce(): Promise<void> {
+    try {
+      const s = await this.load();
+      const digest = (s as MeshSnapshot & { [kDigest]?: string })[kDigest];
+      delete (s as MeshSnapshot & { [kDigest]?: string })[kDigest];
+      if (digest === this.lastHash) return; // unchanged content (periodic rescan)
+      this.lastHash = digest;
+      this.onSnapshot?.(s);
+    } catch (err) {
+      // Forget the hash so a later identical good state is emitted again after the fix.
+      this.lastHash = undefined;
+      const e =
+        err instanceof SkeinError
+          ? err
+          : new SkeinError(ConfigErrorCode.Invalid, messageOf(err), { field: '(unknown)', reason: messageOf(err) });
+      this.log.warn({ code: e.code, ...e.details }, 'config folder rejected; keeping last good snapshot');
+      this.onError?.(e);
     }
-    this.reading = (async () => {
-      do {
-        this.again = false;
-        try {
-          const s = await this.load();
-          const digest = (s as MeshSnapshot & { [kDigest]?: string })[kDigest];
-          delete (s as MeshSnapshot & { [kDigest]?: string })[kDigest];
-          if (digest === this.lastHash) continue; // unchanged content (periodic rescan)
-          this.lastHash = digest;
-          this.onSnapshot?.(s);
-        } catch (err) {
-          // Forget the hash so a later identical good state is emitted again after the fix.
-          this.lastHash = undefined;
-          const e =
-            err instanceof SkeinError
-              ? err
-              : new SkeinError(ConfigErrorCode.Invalid, messageOf(err), { field: '(unknown)', reason: messageOf(err) });
-          this.log.warn({ code: e.code, ...e.details }, 'config folder rejected; keeping last good snapshot');
-          this.onError?.(e);
-        }
-      } while (this.again && this.running);
-    })().finally(() => {
-      this.reading = undefined;
-    });
-    return this.reading;
   }
 }
 
