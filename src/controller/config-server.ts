@@ -17,6 +17,7 @@ import { loadApiProto } from '../identity/repo-path.js';
 import { type Logger, silentLogger } from '../telemetry/log.js';
 import { ControllerErrorCode, type IndexUpdate, type MeshIndex, type Refusal, type ResourceEntry } from './mesh-index.js';
 import { selectorMatches } from './policy-model.js';
+import { shutdownGrpcServer } from '../api/grpc-shutdown.js';
 
 export const DEFAULT_CONFIG_PORT = 15010;
 
@@ -151,17 +152,7 @@ export class ConfigServer {
   async stop(graceMs = 1000): Promise<void> {
     this.unsubscribe?.();
     for (const s of this.streams) s.call.end();
-    await new Promise<void>((resolve) => {
-      const force = setTimeout(() => {
-        this.server.forceShutdown();
-        resolve();
-      }, graceMs);
-      force.unref();
-      this.server.tryShutdown(() => {
-        clearTimeout(force);
-        resolve();
-      });
-    });
+    await shutdownGrpcServer(this.server, graceMs);
   }
 
   /** Kills every stream and the listener at once (tests: a crashed controller). */

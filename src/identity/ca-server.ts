@@ -10,6 +10,7 @@ import { IdentityCode } from './codes.js';
 import { toServiceError } from './grpc-status.js';
 import type { NodeAuthorizer } from './node-authorizer.js';
 import { loadApiProto } from './repo-path.js';
+import { shutdownGrpcServer } from '../api/grpc-shutdown.js';
 
 /** Istio's istiod serves its CA on 15012; skein uses the same number. */
 export const DEFAULT_CA_PORT = 15012;
@@ -128,17 +129,7 @@ export class CaServer {
   async stop(graceMs = 2000): Promise<void> {
     if (this.renewTimer) clearTimeout(this.renewTimer);
     this.opts.ca.off('activeChanged', this.onActiveChanged);
-    await new Promise<void>((resolve) => {
-      const force = setTimeout(() => {
-        this.server.forceShutdown();
-        resolve();
-      }, graceMs);
-      force.unref();
-      this.server.tryShutdown(() => {
-        clearTimeout(force);
-        resolve();
-      });
-    });
+    await shutdownGrpcServer(this.server, graceMs);
   }
 
   /** Re-issues the serving certificate from the active authority (also done on a root switch). */
