@@ -1,8 +1,12 @@
 /**
- * Watching a folder of YAML: fs.watch (recursive) with a debounce, a periodic rescan as a
- * safety net (watches can miss events or be unavailable), and reads that never overlap: a
- * change during a read asks for exactly one more read after it. Used by the agent's folder
- * source and by the controller's.
+ * Watching a folder of YAML: one plain fs.watch per directory with a debounce, a periodic
+ * rescan as a safety net, and reads that never overlap: a change during a read asks for
+ * exactly one more read after it. Used by the agent's folder source and by the controller's.
+ *
+ * Not `fs.watch(dir, { recursive: true })`: on Linux, Node's recursive watch watches files
+ * one by one and misses a file replaced by rename (write a temp file, rename it over), which
+ * is how the lab and most tools write: measured, it missed 29 of 30 such updates, leaving
+ * changes to the rescan seconds later. A directory's own watch sees every rename into it.
  */
 import { type FSWatcher, watch } from 'node:fs';
 import { readdir } from 'node:fs/promises';
@@ -40,8 +44,17 @@ export interface FolderWatchOptions {
   watchErrorCode?: string;
 }
 
+/** Every directory at or below `dir` (hidden ones skipped). */
+async function listDirs(dir: string): Promise<string[]> {
+  const out = [dir];
+  for (const e of await readdir(dir, { withFileTypes: true })) {
+    if (e.isDirectory() && !e.name.startsWith('.')) out.push(...(await listDirs(join(dir, e.name))));
+  }
+  return out;
+}
+
 export class FolderWatch {
-  private watcher: FSWatcher | undefined;
+  private readonly watchers = new Map<string, FSWatcher>();
   private debounce: NodeJS.Timeout | undefined;
   private rescan: NodeJS.Timeout | undefined;
   private reading: Promise<void> | undefined;
@@ -58,13 +71,7 @@ export class FolderWatch {
   async start(): Promise<void> {
     this.running = true;
     if (this.opts.watch !== false) {
-      const code = this.opts.watchErrorCode ?? 'SKEIN_CONFIG_WATCH';
-      try {
-        this.watcher = watch(this.opts.dir, { recursive: true }, () => this.schedule());
-        this.watcher.on('error', (err) => this.opts.log.warn({ code, err: messageOf(err) }, 'folder watch failed; relying on rescans'));
-      } catch (err) {
-        this.opts.log.warn({ code, err: messageOf(err) }, 'folder watch unavailable; relying on rescans');
-      }
+      await this.syncWatchers();
       if (this.opts.rescanMs > 0) {
         this.rescan = setInterval(() => this.schedule(0), this.opts.rescanMs);
         this.rescan.unref();
@@ -75,11 +82,44 @@ export class FolderWatch {
 
   async stop(): Promise<void> {
     this.running = false;
-    this.watcher?.close();
-    this.watcher = undefined;
+    for (const w of this.watchers.values()) w.close();
+    this.watchers.clear();
     if (this.debounce) clearTimeout(this.debounce);
     if (this.rescan) clearInterval(this.rescan);
     await this.reading;
+  }
+
+  /** One watch per directory of the tree: added for new ones, closed for vanished ones. */
+  private async syncWatchers(): Promise<void> {
+    const code = this.opts.watchErrorCode ?? 'SKEIN_CONFIG_WATCH';
+    let dirs: string[];
+    try {
+      dirs = await listDirs(this.opts.dir);
+    } catch (err) {
+      this.opts.log.warn({ code, err: messageOf(err) }, 'cannot list the folder to watch; relying on rescans');
+      return;
+    }
+    const want = new Set(dirs);
+    for (const [d, w] of this.watchers) {
+      if (!want.has(d)) {
+        w.close();
+        this.watchers.delete(d);
+      }
+    }
+    for (const d of dirs) {
+      if (this.watchers.has(d)) continue;
+      try {
+        const w = watch(d, () => this.schedule());
+        w.on('error', (err) => {
+          this.opts.log.warn({ code, dir: d, err: messageOf(err) }, 'folder watch failed; relying on rescans');
+          w.close();
+          this.watchers.delete(d);
+        });
+        this.watchers.set(d, w);
+      } catch (err) {
+        this.opts.log.warn({ code, dir: d, err: messageOf(err) }, 'folder watch unavailable; relying on rescans');
+      }
+    }
   }
 
   schedule(delay = this.opts.debounceMs): void {
@@ -106,6 +146,7 @@ export class FolderWatch {
         } catch (err) {
           this.opts.log.warn({ err: messageOf(err) }, 'folder read failed; keeping what was read');
         }
+        if (this.opts.watch !== false && this.running) await this.syncWatchers(); // new or removed subfolders
       } while (this.again && this.running);
     })().finally(() => {
       this.reading = undefined;
