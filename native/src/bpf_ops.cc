@@ -274,20 +274,34 @@ Napi::Value MapInfo(const Napi::CallbackInfo& info) {
   });
 }
 
+bool IsPerCpu(uint32_t type) {
+  return type == BPF_MAP_TYPE_PERCPU_HASH || type == BPF_MAP_TYPE_PERCPU_ARRAY || type == BPF_MAP_TYPE_LRU_PERCPU_HASH ||
+         type == BPF_MAP_TYPE_PERCPU_CGROUP_STORAGE;
+}
+
+// Bytes of a value as user space reads and writes it: per-CPU maps take one slot per
+// possible CPU, each rounded up to 8 bytes (the kernel writes all of them on lookup).
+size_t ValueBytes(const bpf_map_info& mi) {
+  if (!IsPerCpu(mi.type)) return mi.value_size;
+  int cpus = libbpf_num_possible_cpus();
+  if (cpus <= 0) Fail(-cpus, "libbpf_num_possible_cpus");
+  return static_cast<size_t>(cpus) * ((mi.value_size + 7) / 8 * 8);
+}
+
 void CheckKey(const Napi::CallbackInfo& info, const bpf_map_info& mi, size_t keyLen) {
   if (keyLen != mi.key_size)
     throw ArgError(info.Env(), "key is " + std::to_string(keyLen) + " bytes, map " + mi.name + " wants " +
                                    std::to_string(mi.key_size));
 }
 
-// mapLookup(fd, key) -> Buffer | null
+// mapLookup(fd, key) -> Buffer | null (per-CPU maps: every CPU's slot, 8-byte aligned)
 Napi::Value MapLookup(const Napi::CallbackInfo& info) {
   int fd = FdArg(info, 0, "mapFd");
   auto key = BufferArg(info, 1, "key");
   return Sync(info, [&]() -> Napi::Value {
     bpf_map_info mi = MapInfoOf(fd);
     CheckKey(info, mi, key.Length());
-    std::vector<uint8_t> value(mi.value_size);
+    std::vector<uint8_t> value(ValueBytes(mi));
     if (bpf_map_lookup_elem(fd, key.Data(), value.data()) < 0) {
       if (errno == ENOENT) return info.Env().Null();
       Fail(errno, "bpf_map_lookup_elem", mi.name);

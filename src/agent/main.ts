@@ -15,6 +15,7 @@ import { pemBlocks } from '../identity/pem.js';
 import { createLogger } from '../telemetry/log.js';
 import { parseHostPort, startAdmin } from './admin.js';
 import { NodeAgent } from './agent.js';
+import { registerAgentMetrics } from './metrics.js';
 
 export const AGENT_USAGE = `usage: skein agent --node NAME (--controller H:P | --config-folder DIR) --ca-root-file FILE --token-file FILE [options]
 
@@ -89,6 +90,7 @@ export async function runAgent(argv: string[]): Promise<number> {
     ? new ControllerConfigSource({ address: values.controller, node, tokenFile, rootsPem, logger: log })
     : new KubeFolderSource({ dir: values['config-folder']!, trustDomain: values['trust-domain']!, clusterDomain: values['cluster-domain']!, logger: log });
   const agent = new NodeAgent({ node, source, capture, certificates, log });
+  registerAgentMetrics(registry, { capture, log });
 
   const stopAdmin = await startAdmin(
     { agent, capture, certificates, registry, log },

@@ -32,6 +32,8 @@ import { captureError, errnoName, isIncompatiblePin } from './errors.js';
 import { checkHost, type HostFacts, readHostFacts } from './host.js';
 import { familyOf, type IpFamily, unmapIPv4 } from './ip.js';
 import {
+  COUNTER,
+  type CounterName,
   decodeInboundPod,
   decodeNetnsPort,
   decodeOrigDst,
@@ -55,6 +57,7 @@ import {
   PIN_LAYOUT,
   PRESENT,
   type PodRecord,
+  sumPerCpuU64,
   u32Key,
   u64Key,
 } from './maps.js';
@@ -355,6 +358,21 @@ export class CaptureManager {
     const ids: Record<string, number> = {};
     for (const [name, fd] of Object.entries(this.programs)) ids[name] = this.native.progInfo(fd).id;
     return ids;
+  }
+
+  /**
+   * What the programs counted in the kernel (summed over CPUs; kept in the pinned map, so
+   * since the pins were made, not since this process started). Zeros before start().
+   */
+  counters(): Record<CounterName, number> {
+    const out = Object.fromEntries(Object.keys(COUNTER).map((k) => [k, 0])) as Record<CounterName, number>;
+    const fd = this.maps[MAP.counters];
+    if (fd === undefined) return out;
+    for (const [name, index] of Object.entries(COUNTER) as [CounterName, number][]) {
+      const v = this.native.mapLookup(fd, u32Key(index));
+      if (v) out[name] = Number(sumPerCpuU64(v));
+    }
+    return out;
   }
 
   /** Pods enrolled by this agent process. */

@@ -77,6 +77,7 @@ export interface SkeinNative {
   linkInfo(linkFd: number): LinkInfo;
   progInfo(progFd: number): ProgInfo;
   mapInfo(mapFd: number): MapInfo;
+  /** Per-CPU maps answer every possible CPU's slot, each 8-byte aligned, one after another. */
   mapLookup(mapFd: number, key: Buffer): Buffer | null;
   /**
    * Read and remove an entry in one syscall (hash maps); valueSize must be the map's value

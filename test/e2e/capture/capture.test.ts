@@ -166,6 +166,35 @@ t.test('inbound: plaintext to an enrolled pod lands on 15006 with the original d
   t.same(netnsLinks(podB.netnsIno), [], 'no netns link left in B');
 });
 
+t.test('inbound: when sk_assign fails the connection is dropped (never plaintext to the app) and counted', async (t) => {
+  const lab = await makeCaptureLab(t);
+  await startPodBApps(t, lab);
+  // An IPv4-only 15006 socket (the fallback for a netns without IPv6): the kernel refuses
+  // to assign it to an IPv6 connection (EAFNOSUPPORT), a real failed bpf_sk_assign.
+  const capture = new CaptureManager({ pinRoot: lab.pinRoot, cgroupPath: lab.cgroupPath, listenAddress: '0.0.0.0' });
+  t.teardown(() => capture.uninstall());
+  await capture.start();
+  const podB = await capture.enroll({
+    uid: 'ns1/pod-b',
+    netnsPath: lab.path.b,
+    ips: [lab.ip.b, lab.ip.b6],
+    excludeOutboundPorts: [],
+    excludeInboundPorts: [],
+  });
+  await servePod(t, capture, podB, 'b');
+  t.same(capture.counters(), { skLookupAssignFailed: 0, skLookupNoSocket: 0 }, 'nothing counted yet');
+
+  t.equal(await fetchLine(lab.path.a, lab.ip.b, 8080), 'b-15006', 'IPv4 is steered to the IPv4 15006 socket');
+  // The app listens on [::]:8080: a passed packet would reach it in plaintext.
+  const v6 = await fetchLine(lab.path.a, lab.ip.b6, 8080).then(
+    (line) => `answered: ${line}`,
+    (err: NodeJS.ErrnoException) => `refused: ${err.code ?? err.message}`,
+  );
+  t.equal(v6, 'refused: ECONNREFUSED', 'IPv6 to the app port is refused, not handed to the app');
+  t.equal(capture.counters().skLookupAssignFailed, 1, 'the failed assign is counted once');
+  t.equal(capture.counters().skLookupNoSocket, 0);
+});
+
 t.test('enrol and release a running pod while a client loop runs: switches within a second; nothing left', async (t) => {
   const lab = await makeCaptureLab(t);
   await startPodBApps(t, lab);

@@ -19,6 +19,7 @@ const SIZES: Record<string, [number, number]> = {
   [MAP.inboundExcluded]: [8, 1],
   [MAP.inboundSockets]: [4, 8],
   [MAP.pods]: [4, 144],
+  [MAP.counters]: [4, 8],
 };
 
 interface FakeMap {
