@@ -20,9 +20,10 @@
  *   200  then bytes flow both ways (L4 pipe) until both sides end, or either resets.
  *
  * Hardening: concurrent streams per session, header list size/pairs, SETTINGS count, invalid
- * frames and refused streams are capped (nghttp2 enforces those); a session whose client
- * cancels many streams before they are answered (HTTP/2 rapid reset, CVE-2023-44487) gets
- * GOAWAY(ENHANCE_YOUR_CALM) and is closed; sessions with no stream are closed after an idle
+ * frames are capped (nghttp2 enforces those); a session whose client cancels many streams
+ * before they are answered (HTTP/2 rapid reset, CVE-2023-44487) is judged abusive by the
+ * H2AbuseGuard shared with the outbound HTTP/2 path: refused at once, one
+ * GOAWAY(ENHANCE_YOUR_CALM), closed; sessions with no stream are closed after an idle
  * timeout; TLS handshakes must finish within `handshakeTimeoutMs`.
  *
  * Rotation: `tls.createServer` reads its credentials once; new ones are installed with
@@ -37,6 +38,7 @@ import type { Workload } from '../../config/model.js';
 import { hasCode, messageOf } from '../../errors.js';
 import { tlsOptionsFor } from '../../identity/tls-options.js';
 import type { IdentitySource, WorkloadCertificate } from '../../identity/types.js';
+import { H2_MAX_REJECTED_STREAMS, H2AbuseGuard } from '../http/h2-abuse-guard.js';
 import { type Logger, silentLogger } from '../../telemetry/log.js';
 import type { InboundProxy, InboundRequest } from '../inbound/inbound-proxy.js';
 import { canonicalIp, parseAuthority } from './authority.js';
@@ -93,11 +95,7 @@ interface SessionState {
   remoteAddress: string | undefined;
   remotePort: number | undefined;
   open: number;
-  resets: number;
-  resetWindowStart: number;
   idleTimer: NodeJS.Timeout | undefined;
-  /** Closed for rapid reset: any stream still arriving is refused without work. */
-  flooding: boolean;
 }
 
 export class TunnelServer {
@@ -120,8 +118,7 @@ export class TunnelServer {
   private readonly sessions = new Set<ServerHttp2Session>();
   private readonly sessionIdleTimeoutMs: number;
   private readonly sessionWindowBytes: number;
-  private readonly rapidResetLimit: number;
-  private readonly rapidResetWindowMs: number;
+  private readonly guard: H2AbuseGuard;
   private readonly refreshTimer: NodeJS.Timeout | undefined;
   private credentials: { certChainPem: string; bundle: string };
   /** Roots the installed TLS context trusts; the SPIFFE check uses the same snapshot. */
@@ -142,8 +139,25 @@ export class TunnelServer {
     this.log = (opts.logger ?? silentLogger()).child({ component: 'tunnel-server', workload: `${opts.workload.namespace}/${opts.workload.name}` });
     this.sessionIdleTimeoutMs = opts.sessionIdleTimeoutMs ?? 300_000;
     this.sessionWindowBytes = opts.sessionWindowBytes ?? 8 * 1024 * 1024;
-    this.rapidResetLimit = opts.rapidResetLimit ?? 100;
-    this.rapidResetWindowMs = opts.rapidResetWindowMs ?? 1_000;
+    this.guard = new H2AbuseGuard({
+      maxResetsPerWindow: opts.rapidResetLimit ?? 100,
+      windowMs: opts.rapidResetWindowMs ?? 1_000,
+      onAbusive: (session, j) => {
+        const state = sessionStates.get(session);
+        this.stats.rapidResetSessionsClosed++;
+        this.log.warn(
+          {
+            refused: 'rapid-reset',
+            code: 'SKEIN_TUNNEL_RAPID_RESET',
+            peer: state?.remoteAddress,
+            peerIdentity: state?.peer.ok ? state.peer.identity : undefined,
+            resets: j.resets,
+            lastStreamId: j.lastStreamId,
+          },
+          'tunnel session cancelled too many streams before their answer; session refused',
+        );
+      },
+    });
     const bundle = this.identity.trustBundlePem();
     this.credentials = { certChainPem: cert.certChainPem, bundle: bundle.join('\n') };
 
@@ -163,7 +177,7 @@ export class TunnelServer {
       maxSessionMemory: opts.maxSessionMemoryMb ?? 32,
       maxSettings: 16,
       maxSessionInvalidFrames: 100,
-      maxSessionRejectedStreams: 100,
+      maxSessionRejectedStreams: H2_MAX_REJECTED_STREAMS,
       settings: {
         enablePush: false,
         maxConcurrentStreams: opts.maxConcurrentStreams ?? 100,
@@ -257,10 +271,7 @@ export class TunnelServer {
       remoteAddress: sock.remoteAddress,
       remotePort: sock.remotePort,
       open: 0,
-      resets: 0,
-      resetWindowStart: performance.now(),
       idleTimer: undefined,
-      flooding: false,
     };
     sessionStates.set(session, state);
     this.sessions.add(session);
@@ -302,16 +313,13 @@ export class TunnelServer {
   }
 
   private onStream(stream: ServerHttp2Stream, headers: Record<string, string | string[] | undefined>): void {
+    this.stats.streams++;
+    // First: a session judged abusive gets no work done for any stream it still opens.
+    if (!this.guard.admit(stream)) return;
     const session = stream.session as ServerHttp2Session | undefined;
     const state = session ? sessionStates.get(session) : undefined;
     if (!session || !state) {
-      stream.close(h2c.NGHTTP2_INTERNAL_ERROR);
-      return;
-    }
-    this.stats.streams++;
-    if (state.flooding) {
-      stream.on('error', () => {});
-      stream.close(h2c.NGHTTP2_REFUSED_STREAM);
+      this.guard.closeStream(stream, h2c.NGHTTP2_INTERNAL_ERROR);
       return;
     }
     state.open++;
@@ -321,9 +329,6 @@ export class TunnelServer {
     }
     stream.once('close', () => {
       state.open--;
-      if (!stream.headersSent && stream.rstCode !== undefined && stream.rstCode !== h2c.NGHTTP2_NO_ERROR) {
-        this.countReset(session, state);
-      }
       if (state.open === 0 && !session.closed) this.armIdle(session, state);
     });
     stream.on('error', (err) => this.log.debug({ err: messageOf(err) }, 'tunnel stream error'));
@@ -381,32 +386,9 @@ export class TunnelServer {
         stream.removeListener('close', onEarlyClose);
         if (hasCode(err, TunnelErrorCode.Unauthorized)) respond(stream, 401);
         else if (hasCode(err, TunnelErrorCode.Unavailable)) respond(stream, 503);
-        else if (!stream.destroyed) stream.close(h2c.NGHTTP2_CANCEL);
+        else if (!stream.destroyed) this.guard.closeStream(stream, h2c.NGHTTP2_CANCEL);
       },
     );
-  }
-
-  /** Rapid reset: the client cancels streams before we could answer them. */
-  private countReset(session: ServerHttp2Session, state: SessionState): void {
-    const now = performance.now();
-    if (now - state.resetWindowStart > this.rapidResetWindowMs) {
-      state.resetWindowStart = now;
-      state.resets = 0;
-    }
-    state.resets++;
-    if (state.resets === this.rapidResetLimit + 1 && !session.destroyed) {
-      this.stats.rapidResetSessionsClosed++;
-      this.log.warn(
-        { refused: 'rapid-reset', peer: state.remoteAddress, peerIdentity: state.peer.ok ? state.peer.identity : undefined, resets: state.resets },
-        'tunnel session cancelled too many streams; closing it',
-      );
-      state.flooding = true;
-      session.goaway(h2c.NGHTTP2_ENHANCE_YOUR_CALM);
-      // Streams already in flight on this session are refused from now on (see onStream);
-      // the socket is destroyed shortly after, once the GOAWAY had a chance to leave.
-      const t = setTimeout(() => session.destroy(), 100);
-      t.unref();
-    }
   }
 }
 
