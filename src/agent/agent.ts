@@ -57,6 +57,8 @@ export class NodeAgent {
   readonly outbound: OutboundProxy;
   readonly inbound: InboundProxy;
   readonly tunnels: TunnelPool;
+  /** Refusals at every local pod's tunnel port (:15008), by stable code, since the agent started. */
+  readonly tunnelRefusals = new Map<string, number>();
   private readonly pods = new Map<string, PodRuntime>();
   private readonly failures = new Map<string, string>();
   private queue: Promise<void> = Promise.resolve();
@@ -169,7 +171,14 @@ export class NodeAgent {
           excludeOutboundPorts: w.excludeOutboundPorts,
           excludeInboundPorts: w.excludeInboundPorts,
         });
-        const started = await PodRuntime.start(w, enrolled, { capture, outbound: this.outbound, inbound: this.inbound, identity: certificates, log });
+        const started = await PodRuntime.start(w, enrolled, {
+          capture,
+          outbound: this.outbound,
+          inbound: this.inbound,
+          identity: certificates,
+          log,
+          onTunnelRefusal: (code) => this.tunnelRefusals.set(code, (this.tunnelRefusals.get(code) ?? 0) + 1),
+        });
         this.pods.set(uid, started);
         this.failures.delete(uid);
         log.info({ pod: `${w.namespace}/${w.name}`, identity: w.identity, ips: w.ips }, 'pod enrolled');

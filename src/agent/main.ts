@@ -90,7 +90,7 @@ export async function runAgent(argv: string[]): Promise<number> {
     ? new ControllerConfigSource({ address: values.controller, node, tokenFile, rootsPem, logger: log })
     : new KubeFolderSource({ dir: values['config-folder']!, trustDomain: values['trust-domain']!, clusterDomain: values['cluster-domain']!, logger: log });
   const agent = new NodeAgent({ node, source, capture, certificates, log });
-  registerAgentMetrics(registry, { capture, log });
+  registerAgentMetrics(registry, { capture, tunnelRefusals: agent.tunnelRefusals, log });
 
   const stopAdmin = await startAdmin(
     { agent, capture, certificates, registry, log },

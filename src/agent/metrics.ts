@@ -9,6 +9,8 @@ import type { Logger } from '../telemetry/log.js';
 
 export interface AgentMetricsSources {
   capture: Pick<CaptureManager, 'counters'>;
+  /** Refusals at the local pods' tunnel ports by stable code (NodeAgent.tunnelRefusals). */
+  tunnelRefusals: ReadonlyMap<string, number>;
   log: Logger;
 }
 
@@ -31,6 +33,17 @@ export function registerAgentMetrics(registry: Registry, src: AgentMetricsSource
         if (!warned) src.log.warn({ err: messageOf(err), code: 'SKEIN_AGENT_METRICS_UNREADABLE' }, 'cannot read the BPF counters');
         warned = true;
       }
+    },
+  });
+  // Label values are skein's own codes (a closed set), never peer-supplied text.
+  new Counter({
+    name: 'skein_tunnel_refusals_total',
+    help: 'Connections and streams refused at the local pods\' tunnel port (15008), by stable code (TLS handshake, peer identity, request, rapid reset)',
+    labelNames: ['code'] as const,
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const [code, n] of src.tunnelRefusals) this.inc({ code }, n);
     },
   });
 }

@@ -22,6 +22,8 @@ export interface PodRuntimeDeps {
   inbound: InboundProxy;
   identity: IdentitySource;
   log: Logger;
+  /** Every refusal at the pod's :15008 (TLS, identity, request), by stable code. */
+  onTunnelRefusal?: (code: string) => void;
 }
 
 export class PodRuntime {
@@ -67,7 +69,13 @@ export class PodRuntime {
       this.outboundServer!.once('error', reject);
       this.outboundServer!.listen({ fd: fds.outbound }, () => resolve());
     });
-    this.tunnel = await TunnelServer.create({ workload: this.workload, identity, inbound, logger: log });
+    this.tunnel = await TunnelServer.create({
+      workload: this.workload,
+      identity,
+      inbound,
+      logger: log,
+      ...(this.deps.onTunnelRefusal ? { onRefusal: this.deps.onTunnelRefusal } : {}),
+    });
     await this.tunnel.listen({ fd: fds.tunnel });
     this.plaintext = new PlaintextListener({
       workload: this.workload,

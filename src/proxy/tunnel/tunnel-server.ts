@@ -6,9 +6,11 @@
  * TLS 1.3, ALPN h2 only, server certificate = the pod's own workload certificate, client
  * certificate required and chained to the trust bundle (Node TLS: requestCert +
  * rejectUnauthorized — a client without a certificate, or with one from another CA, fails the
- * handshake and is logged as a TLS refusal). The client's SPIFFE identity (exactly one URI SAN,
+ * handshake and is logged and counted as a TLS refusal with a stable code naming why:
+ * SKEIN_TUNNEL_TLS_UNKNOWN_CA, _CERT_EXPIRED, _NO_CLIENT_CERT, ... see tls-refusal.ts). The client's SPIFFE identity (exactly one URI SAN,
  * same trust domain) is checked once per connection; a certificate that chains but names no
- * acceptable identity gets every stream answered 401.
+ * acceptable identity gets every stream answered 401. Every refusal is counted by code in
+ * `stats.refusals` and reported through `onRefusal` (the agent's /stats and metrics).
  *
  * Each HTTP/2 stream must be `CONNECT` with `:authority` = `<this pod's IP>:<port>`. Answers:
  *   400  not CONNECT, or an authority that is not `ip:port`
@@ -42,6 +44,7 @@ import { H2_MAX_REJECTED_STREAMS, H2AbuseGuard } from '../http/h2-abuse-guard.js
 import { type Logger, silentLogger } from '../../telemetry/log.js';
 import type { InboundProxy, InboundRequest } from '../inbound/inbound-proxy.js';
 import { canonicalIp, parseAuthority } from './authority.js';
+import { classifyTlsRefusal } from './tls-refusal.js';
 import { checkPeerIdentity, type PeerIdentityCheck } from './spiffe-peer.js';
 import { TunnelErrorCode } from './types.js';
 
@@ -72,7 +75,19 @@ export interface TunnelServerOptions {
   rapidResetWindowMs?: number;
   /** Poll the identity source for a rotated certificate / bundle this often; 0 disables. Default 30 s. */
   credentialRefreshMs?: number;
+  /** Called with the stable code of every refusal (TLS, identity, request, rapid reset): node-wide counts. */
+  onRefusal?: (code: string) => void;
 }
+
+/** Codes of refusals at the tunnel that are not TLS handshake failures (see tls-refusal.ts for those). */
+export const TunnelRefusalCode = {
+  /** A stream that is not CONNECT, or an authority that is not ip:port (400). */
+  BadRequest: 'SKEIN_TUNNEL_BAD_REQUEST',
+  /** CONNECT to an address that is not this pod's (403). */
+  WrongDestination: 'SKEIN_TUNNEL_WRONG_DESTINATION',
+  /** The session reset too many streams before their answer (HTTP/2 rapid reset). */
+  RapidReset: 'SKEIN_TUNNEL_RAPID_RESET',
+} as const;
 
 export interface TunnelServerStats {
   /** Sessions open now. */
@@ -85,6 +100,11 @@ export interface TunnelServerStats {
   wrongDestination: number;
   rapidResetSessionsClosed: number;
   credentialRotations: number;
+  /**
+   * Every refusal by stable code: TLS handshakes (SKEIN_TUNNEL_TLS_*), peer identities that
+   * chain but are not acceptable (SKEIN_IDENTITY_PEER_*), requests (SKEIN_TUNNEL_*).
+   */
+  refusals: Record<string, number>;
 }
 
 /** Headers of the CONNECT request worth handing to policy/telemetry. */
@@ -108,7 +128,9 @@ export class TunnelServer {
     wrongDestination: 0,
     rapidResetSessionsClosed: 0,
     credentialRotations: 0,
+    refusals: {},
   };
+  private readonly onRefusal: ((code: string) => void) | undefined;
   private workload: Workload;
   private addresses: Set<string>;
   private readonly identity: IdentitySource;
@@ -137,6 +159,7 @@ export class TunnelServer {
     this.identity = opts.identity;
     this.inbound = opts.inbound;
     this.log = (opts.logger ?? silentLogger()).child({ component: 'tunnel-server', workload: `${opts.workload.namespace}/${opts.workload.name}` });
+    this.onRefusal = opts.onRefusal;
     this.sessionIdleTimeoutMs = opts.sessionIdleTimeoutMs ?? 300_000;
     this.sessionWindowBytes = opts.sessionWindowBytes ?? 8 * 1024 * 1024;
     this.guard = new H2AbuseGuard({
@@ -145,10 +168,11 @@ export class TunnelServer {
       onAbusive: (session, j) => {
         const state = sessionStates.get(session);
         this.stats.rapidResetSessionsClosed++;
+        this.countRefusal(TunnelRefusalCode.RapidReset);
         this.log.warn(
           {
             refused: 'rapid-reset',
-            code: 'SKEIN_TUNNEL_RAPID_RESET',
+            code: TunnelRefusalCode.RapidReset,
             peer: state?.remoteAddress,
             peerIdentity: state?.peer.ok ? state.peer.identity : undefined,
             resets: j.resets,
@@ -185,10 +209,27 @@ export class TunnelServer {
         initialWindowSize: opts.streamWindowBytes ?? 1024 * 1024,
       },
     });
+    // Read the peer's address once per TCP connection: Node caches it on the socket, so a
+    // handshake refused (and the socket destroyed) can still be logged with who it was.
+    this.server.prependListener('connection', (tcp: { remoteAddress?: string }) => void tcp.remoteAddress);
     this.server.on('tlsClientError', (err: Error, socket: TLSSocket) => {
+      // A client certificate that fails verification shows only in authorizationError: Node
+      // destroys the socket itself and the error here is a bare "socket hang up".
+      const authorizationError = socket.authorizationError;
+      const code = classifyTlsRefusal(err, authorizationError);
       this.stats.tlsRefused++;
+      this.countRefusal(code);
+      // A destroyed TLSSocket no longer knows its peer; the TCP socket under it kept it.
+      const tcp = (socket as TLSSocket & { _parent?: { remoteAddress?: string } | null })._parent;
       this.log.warn(
-        { refused: 'tls', err: messageOf(err), code: (err as { code?: string }).code, peer: socket.remoteAddress },
+        {
+          refused: 'tls',
+          code,
+          tlsError: (err as { code?: string }).code,
+          ...(authorizationError ? { verifyError: String(authorizationError) } : {}),
+          err: messageOf(err),
+          peer: socket.remoteAddress ?? tcp?.remoteAddress,
+        },
         'tunnel TLS handshake refused',
       );
     });
@@ -278,8 +319,9 @@ export class TunnelServer {
     this.stats.sessions++;
     if (!state.peer.ok) {
       this.stats.identityRefused++;
+      this.countRefusal(state.peer.reason);
       this.log.warn(
-        { refused: 'identity', reason: state.peer.reason, presented: state.peer.detail, peer: state.remoteAddress },
+        { refused: 'identity', code: state.peer.reason, reason: state.peer.reason, presented: state.peer.detail, peer: state.remoteAddress },
         'tunnel peer identity refused',
       );
     } else {
@@ -299,6 +341,15 @@ export class TunnelServer {
       }
     });
     this.armIdle(session, state);
+  }
+
+  private countRefusal(code: string): void {
+    this.stats.refusals[code] = (this.stats.refusals[code] ?? 0) + 1;
+    try {
+      this.onRefusal?.(code);
+    } catch (err) {
+      this.log.error({ err: messageOf(err) }, 'tunnel refusal hook threw');
+    }
   }
 
   private armIdle(session: ServerHttp2Session, state: SessionState): void {
@@ -347,6 +398,7 @@ export class TunnelServer {
     const method = headers[':method'];
     if (method !== 'CONNECT') {
       this.stats.badRequest++;
+      this.countRefusal(TunnelRefusalCode.BadRequest);
       this.inbound.recordRefusal(base, 400, `method ${String(method)} is not CONNECT`);
       respond(stream, 400);
       return;
@@ -355,6 +407,7 @@ export class TunnelServer {
     const authority = parseAuthority(typeof rawAuthority === 'string' ? rawAuthority : undefined);
     if (!authority) {
       this.stats.badRequest++;
+      this.countRefusal(TunnelRefusalCode.BadRequest);
       this.inbound.recordRefusal(base, 400, `malformed authority ${String(rawAuthority)}`);
       respond(stream, 400);
       return;
@@ -362,6 +415,7 @@ export class TunnelServer {
     base.port = authority.port;
     if (!this.addresses.has(authority.address)) {
       this.stats.wrongDestination++;
+      this.countRefusal(TunnelRefusalCode.WrongDestination);
       this.inbound.recordRefusal(base, 403, `authority ${rawAuthority} is not this pod`);
       respond(stream, 403);
       return;

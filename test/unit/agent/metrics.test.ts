@@ -6,8 +6,8 @@ import { silentLogger } from '../../../src/telemetry/log.js';
 t.test('BPF drop counters are read at scrape time', async (t) => {
   const registry = new Registry();
   let counts = { skLookupAssignFailed: 0, skLookupNoSocket: 0 };
-  registerAgentMetrics(registry, { capture: { counters: () => counts }, log: silentLogger() });
-  registerAgentMetrics(registry, { capture: { counters: () => counts }, log: silentLogger() }); // once per registry
+  registerAgentMetrics(registry, { capture: { counters: () => counts }, tunnelRefusals: new Map(), log: silentLogger() });
+  registerAgentMetrics(registry, { capture: { counters: () => counts }, tunnelRefusals: new Map(), log: silentLogger() }); // once per registry
   counts = { skLookupAssignFailed: 3, skLookupNoSocket: 1 };
   const text = await registry.metrics();
   t.match(text, /skein_capture_inbound_dropped_total\{reason="sk_assign_failed"\} 3/);
@@ -24,7 +24,19 @@ t.test('an unreadable counter map does not break the scrape', async (t) => {
         throw new Error('EBADF');
       },
     },
+    tunnelRefusals: new Map(),
     log: silentLogger(),
   });
   t.match(await registry.metrics(), /skein_capture_inbound_dropped_total/);
+});
+
+t.test('tunnel refusals by code, read at scrape time', async (t) => {
+  const registry = new Registry();
+  const refusals = new Map<string, number>([['SKEIN_TUNNEL_TLS_UNKNOWN_CA', 2]]);
+  registerAgentMetrics(registry, { capture: { counters: () => ({ skLookupAssignFailed: 0, skLookupNoSocket: 0 }) }, tunnelRefusals: refusals, log: silentLogger() });
+  t.match(await registry.metrics(), /skein_tunnel_refusals_total\{code="SKEIN_TUNNEL_TLS_UNKNOWN_CA"\} 2/);
+  refusals.set('SKEIN_TUNNEL_TLS_CERT_EXPIRED', 1);
+  const text = await registry.metrics();
+  t.match(text, /skein_tunnel_refusals_total\{code="SKEIN_TUNNEL_TLS_CERT_EXPIRED"\} 1/);
+  t.match(text, /skein_tunnel_refusals_total\{code="SKEIN_TUNNEL_TLS_UNKNOWN_CA"\} 2/);
 });
