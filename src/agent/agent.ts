@@ -33,6 +33,8 @@ export interface NodeAgentOptions {
   resyncMs?: number;
   /** After a pod leaves capture, how long its listeners keep accepting what was queued (ms). */
   releaseDrainMs?: number;
+  /** HTTP/1 `Upgrade` protocols piped after a 101 (default: websocket only). */
+  upgradeProtocols?: readonly string[];
 }
 
 export interface AgentPodStatus {
@@ -90,6 +92,7 @@ export class NodeAgent {
       tunnel: this.tunnels,
       inbound: this.inbound,
       logger: log,
+      ...(opts.upgradeProtocols ? { http1: { upgradeProtocols: opts.upgradeProtocols } } : {}),
       // Traffic that leaves the mesh (unknown destinations, endpoints outside the mesh) starts
       // from the source pod's netns, so it carries the pod's address as before capture.
       connectDirect: async (source: Workload, address: string, port: number) => {
