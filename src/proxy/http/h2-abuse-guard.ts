@@ -98,11 +98,6 @@ export class H2AbuseGuard {
     stream.close(code);
   }
 
-  /** Whether the session was judged abusive (tests, callers that keep their own state). */
-  isAbusive(session: http2.ServerHttp2Session): boolean {
-    return this.states.get(session)?.abusive ?? false;
-  }
-
   private stateOf(session: http2.ServerHttp2Session): SessionAbuseState {
     let st = this.states.get(session);
     if (!st) {
