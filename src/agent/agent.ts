@@ -9,7 +9,7 @@
  * Reconciles run one at a time; a pod that fails to enrol is logged and retried on the next
  * change or tick, never taking the agent down.
  */
-import net from 'node:net';
+import type net from 'node:net';
 import type { Duplex } from 'node:stream';
 import { CaptureManager } from '../capture/capture-manager.js';
 import type { MeshSnapshot, Workload } from '../config/model.js';
@@ -47,10 +47,9 @@ export interface AgentPodStatus {
   error?: string;
 }
 
-/** Connects from inside a pod's netns with the agent's socket mark (never captured). */
-function socketFromFd(fd: number): Duplex {
-  const s = new net.Socket({ fd, readable: true, writable: true, allowHalfOpen: true });
-  s.setNoDelay(true); // a proxy hop must not add Nagle's wait to small writes
+/** A proxy hop must not add Nagle's wait to small writes. */
+function noDelay(s: net.Socket): Duplex {
+  s.setNoDelay(true);
   return s;
 }
 
@@ -76,10 +75,9 @@ export class NodeAgent {
       // The app is reached from inside its own netns, on its own address, by a marked socket:
       // connect4 leaves it alone and sk_lookup ignores loopback-delivered traffic.
       app: {
-        connect: async (workload: Workload, port: number) => {
+        connect: async (workload: Workload, port: number, signal?: AbortSignal) => {
           if (!workload.netnsPath) throw new SkeinError('SKEIN_AGENT_NO_NETNS', `pod ${workload.namespace}/${workload.name} has no known netns`);
-          const fd = await capture.connectFromAgent(workload.netnsPath, workload.ips[0]!, port);
-          return socketFromFd(fd);
+          return noDelay(await capture.connectFromAgent(workload.netnsPath, workload.ips[0]!, port, signal ? { signal } : {}));
         },
       },
     });
@@ -95,10 +93,9 @@ export class NodeAgent {
       ...(opts.upgradeProtocols ? { http1: { upgradeProtocols: opts.upgradeProtocols } } : {}),
       // Traffic that leaves the mesh (unknown destinations, endpoints outside the mesh) starts
       // from the source pod's netns, so it carries the pod's address as before capture.
-      connectDirect: async (source: Workload, address: string, port: number) => {
+      connectDirect: async (source: Workload, address: string, port: number, signal?: AbortSignal) => {
         if (!source.netnsPath) throw new SkeinError('SKEIN_AGENT_NO_NETNS', `pod ${source.namespace}/${source.name} has no known netns`);
-        const fd = await capture.connectFromAgent(source.netnsPath, address, port);
-        return socketFromFd(fd);
+        return noDelay(await capture.connectFromAgent(source.netnsPath, address, port, signal ? { signal } : {}));
       },
     });
     this.store.subscribe(() => this.schedule());

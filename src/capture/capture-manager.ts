@@ -62,6 +62,7 @@ import {
   u64Key,
 } from './maps.js';
 import { type CgroupAttachType, type LoadedObject, loadNative, type SkeinNative } from './native.js';
+import { type NetnsConnectOptions, NetnsConnector, type NetnsConnectorOptions } from './netns-connect.js';
 import { type CaptureOptions, type CapturePod, type ResolvedCaptureOptions, resolveCaptureOptions, validateCapturePod } from './options.js';
 
 export type { OriginalDestination } from './maps.js';
@@ -95,6 +96,8 @@ export interface CaptureDeps {
   native?: SkeinNative;
   logger?: Logger;
   hostFacts?: () => HostFacts;
+  /** Connects from inside pod netns (connectFromAgent): per-netns cap, timeout. */
+  connector?: NetnsConnectorOptions;
 }
 
 const CGROUP_HOOKS: ReadonlyArray<{ hook: CgroupAttachType; object: string; program: string }> = [
@@ -111,6 +114,7 @@ export class CaptureManager {
   private readonly log: Logger;
   private readonly deps: CaptureDeps;
   private nativeAddon: SkeinNative | undefined;
+  private connector: NetnsConnector | undefined;
   private objects: LoadedObject[] = [];
   private programs: Record<string, number> = {};
   private maps: Partial<Record<MapName, number>> = {};
@@ -509,9 +513,13 @@ export class CaptureManager {
     return this.native.openSocket(netnsPath, family, this.options.agentMark);
   }
 
-  /** A TCP connection made from inside the netns with the agent's mark, as an fd. */
-  connectFromAgent(netnsPath: string, host: string, port: number, timeoutMs = 5000): Promise<number> {
-    return this.native.connectInNetns(netnsPath, host, port, timeoutMs, this.options.agentMark);
+  /**
+   * A TCP connection made from inside the netns with the agent's mark: the socket is made in
+   * the netns, the connect runs on the event loop (NetnsConnector), capped per netns.
+   */
+  connectFromAgent(netnsPath: string, host: string, port: number, opts: NetnsConnectOptions = {}): Promise<Socket> {
+    this.connector ??= new NetnsConnector((path, family) => this.openAgentSocket(path, family), this.deps.connector);
+    return this.connector.connect(netnsPath, host, port, opts);
   }
 
   /** Stop managing; capture stays in place through the pins (a restarted agent adopts it). */
