@@ -11,8 +11,13 @@
  * every pod on the node.)
  *
  * Aborts are honoured at once (the socket is destroyed), and each netns has a cap on connects
- * in progress, so one pod connecting to a black hole cannot hold the agent's resources: past
- * it, connects fail fast with SKEIN_CAPTURE_TOO_MANY_CONNECTS.
+ * in progress: past it, connects wait their turn (within their own timeout and abort), and
+ * past a bounded queue they fail fast with SKEIN_CAPTURE_TOO_MANY_CONNECTS. A pod connecting
+ * to a black hole thus only delays its own connects; a burst (hundreds of new connections in
+ * one tick) queues instead of failing.
+ *
+ * The socket is wrapped with manualStart: Node must not start reading an fd that is not
+ * connected yet (it would see the unconnected socket's hang-up as the end of the stream).
  */
 import net from 'node:net';
 import { SkeinError } from '../errors.js';
@@ -21,8 +26,10 @@ import { SkeinError } from '../errors.js';
 export type NetnsSocketFactory = (netnsPath: string, family: 4 | 6) => Promise<number>;
 
 export interface NetnsConnectorOptions {
-  /** Connects in progress per netns before new ones are refused. Default 64. */
+  /** Connects in progress per netns; more wait in a queue. Default 128. */
   maxConnectsPerNetns?: number;
+  /** Connects waiting per netns beyond those in progress; more are refused. Default 4096. */
+  maxQueuedPerNetns?: number;
   /** Default connect timeout (ms). Default 5000. */
   timeoutMs?: number;
   /** How an fd becomes a socket (tests substitute an unconnected net.Socket). */
@@ -35,7 +42,7 @@ export interface NetnsConnectOptions {
 }
 
 export const NetnsConnectCode = {
-  /** The pod has maxConnectsPerNetns connects in progress already. */
+  /** The pod has maxConnectsPerNetns connects in progress and maxQueuedPerNetns waiting already. */
   TooManyConnects: 'SKEIN_CAPTURE_TOO_MANY_CONNECTS',
   /** No answer within the timeout (SYNs dropped). */
   Timeout: 'SKEIN_CAPTURE_CONNECT_TIMEOUT',
@@ -43,9 +50,16 @@ export const NetnsConnectCode = {
   Failed: 'SKEIN_CAPTURE_CONNECT_FAILED',
 } as const;
 
+interface NetnsSlots {
+  active: number;
+  /** Connects waiting for a slot, oldest first; called with the slot handed over. */
+  waiting: Array<() => void>;
+}
+
 export class NetnsConnector {
-  private readonly inProgress = new Map<string, number>();
+  private readonly slots = new Map<string, NetnsSlots>();
   private readonly max: number;
+  private readonly maxQueued: number;
   private readonly timeoutMs: number;
   private readonly socketFromFd: (fd: number) => net.Socket;
 
@@ -53,34 +67,91 @@ export class NetnsConnector {
     private readonly openSocket: NetnsSocketFactory,
     opts: NetnsConnectorOptions = {},
   ) {
-    this.max = opts.maxConnectsPerNetns ?? 64;
+    this.max = opts.maxConnectsPerNetns ?? 128;
+    this.maxQueued = opts.maxQueuedPerNetns ?? 4096;
     this.timeoutMs = opts.timeoutMs ?? 5_000;
-    this.socketFromFd = opts.socketFromFd ?? ((fd) => new net.Socket({ fd, readable: true, writable: true, allowHalfOpen: true }));
+    this.socketFromFd = opts.socketFromFd ?? ((fd) => new net.Socket({ fd, allowHalfOpen: true, manualStart: true } as net.SocketConstructorOpts));
   }
 
   /** Connects in progress for a netns (admin, tests). */
   connecting(netnsPath: string): number {
-    return this.inProgress.get(netnsPath) ?? 0;
+    return this.slots.get(netnsPath)?.active ?? 0;
   }
 
-  /** A socket connected from inside the netns; rejects on abort, timeout, refusal or the cap. */
+  /** Connects waiting for a slot for a netns (admin, tests). */
+  queued(netnsPath: string): number {
+    return this.slots.get(netnsPath)?.waiting.length ?? 0;
+  }
+
+  /** A socket connected from inside the netns; rejects on abort, timeout, refusal or a full queue. */
   async connect(netnsPath: string, host: string, port: number, opts: NetnsConnectOptions = {}): Promise<net.Socket> {
     const family = net.isIP(host);
     if (family !== 4 && family !== 6) throw new SkeinError(NetnsConnectCode.Failed, `not an IP address: ${host}`, { host });
     opts.signal?.throwIfAborted();
-    const n = this.inProgress.get(netnsPath) ?? 0;
-    if (n >= this.max) {
-      throw new SkeinError(NetnsConnectCode.TooManyConnects, `${n} connects already in progress from ${netnsPath}`, { netnsPath, limit: this.max });
-    }
-    this.inProgress.set(netnsPath, n + 1);
+    // One deadline for the wait in the queue and the connect itself.
+    const deadline = performance.now() + (opts.timeoutMs ?? this.timeoutMs);
+    await this.acquire(netnsPath, `${host}:${port}`, deadline, opts.signal);
     try {
       const fd = await this.openSocket(netnsPath, family);
-      return await this.connectFd(fd, host, port, opts);
+      return await this.connectFd(fd, host, port, { ...opts, timeoutMs: Math.max(1, deadline - performance.now()) });
     } finally {
-      const left = (this.inProgress.get(netnsPath) ?? 1) - 1;
-      if (left > 0) this.inProgress.set(netnsPath, left);
-      else this.inProgress.delete(netnsPath);
+      this.release(netnsPath);
     }
+  }
+
+  private acquire(netnsPath: string, where: string, deadline: number, signal: AbortSignal | undefined): Promise<void> | undefined {
+    let q = this.slots.get(netnsPath);
+    if (!q) {
+      q = { active: 0, waiting: [] };
+      this.slots.set(netnsPath, q);
+    }
+    if (q.active < this.max) {
+      q.active++;
+      return undefined;
+    }
+    if (q.waiting.length >= this.maxQueued) {
+      throw new SkeinError(NetnsConnectCode.TooManyConnects, `${q.active} connects in progress and ${q.waiting.length} waiting from ${netnsPath}`, {
+        netnsPath,
+        inProgress: this.max,
+        queued: this.maxQueued,
+      });
+    }
+    const slots = q;
+    return new Promise<void>((resolve, reject) => {
+      const leave = (): void => {
+        clearTimeout(timer);
+        signal?.removeEventListener('abort', onAbort);
+        const i = slots.waiting.indexOf(turn);
+        if (i >= 0) slots.waiting.splice(i, 1);
+      };
+      const turn = (): void => {
+        leave();
+        resolve();
+      };
+      const onAbort = (): void => {
+        leave();
+        reject(signal?.reason instanceof Error ? signal.reason : new Error('aborted'));
+      };
+      const timer = setTimeout(() => {
+        leave();
+        reject(new SkeinError(NetnsConnectCode.Timeout, `connect to ${where} timed out waiting behind ${slots.active} connects from ${netnsPath}`, { where, netnsPath }));
+      }, Math.max(1, deadline - performance.now()));
+      signal?.addEventListener('abort', onAbort, { once: true });
+      slots.waiting.push(turn);
+    });
+  }
+
+  /** A connect finished: its slot goes to the oldest waiter, else back to the pool. */
+  private release(netnsPath: string): void {
+    const q = this.slots.get(netnsPath);
+    if (!q) return;
+    const next = q.waiting.shift();
+    if (next) {
+      next();
+      return;
+    }
+    q.active--;
+    if (q.active <= 0) this.slots.delete(netnsPath);
   }
 
   private connectFd(fd: number, host: string, port: number, opts: NetnsConnectOptions): Promise<net.Socket> {

@@ -204,7 +204,7 @@ t.test('connects from a pod netns to a SYN-dropping destination: libuv pool free
   nft('add', 'table', 'inet', 'skein_test');
   nft('add', 'chain', 'inet', 'skein_test', 'in', '{ type filter hook input priority 0; }');
   nft('add', 'rule', 'inet', 'skein_test', 'in', 'tcp', 'dport', '9998', 'drop');
-  const capture = new CaptureManager({ pinRoot: lab.pinRoot, cgroupPath: lab.cgroupPath }, { connector: { maxConnectsPerNetns: 8 } });
+  const capture = new CaptureManager({ pinRoot: lab.pinRoot, cgroupPath: lab.cgroupPath }, { connector: { maxConnectsPerNetns: 8, maxQueuedPerNetns: 1 } });
   t.teardown(() => capture.uninstall());
 
   // Eight connects into the black hole (twice the libuv pool)...
@@ -218,12 +218,16 @@ t.test('connects from a pod netns to a SYN-dropping destination: libuv pool free
   await Promise.all(Array.from({ length: 4 }, () => new Promise((r, j) => pbkdf2('x', 'y', 1, 32, 'sha256', (e, k) => (e ? j(e) : r(k))))));
   const poolMs = performance.now() - poolStarted;
   t.ok(poolMs < 500, `libuv pool answered in ${poolMs.toFixed(0)} ms while 8 connects hang`);
-  // Another connect from the same pod to a live app is not held up by them... once under the cap.
-  await t.rejects(capture.connectFromAgent(lab.path.a, lab.ip.b, 8080), { code: 'SKEIN_CAPTURE_TOO_MANY_CONNECTS' }, 'a ninth connect from the pod is refused at once');
+  // The same pod's next connects wait for a slot (one may queue here), then are refused.
+  const queued = capture.connectFromAgent(lab.path.a, lab.ip.b, 8080, { timeoutMs: 6000 });
+  await t.rejects(capture.connectFromAgent(lab.path.a, lab.ip.b, 8080), { code: 'SKEIN_CAPTURE_TOO_MANY_CONNECTS' }, 'over the cap and the queue: refused at once');
   const fromC = await capture.connectFromAgent(lab.path.c, lab.ip.bFromC, 8080, { timeoutMs: 2000 });
   t.equal(await new Promise<string>((r) => fromC.once('data', (d) => r(String(d).trim()))), 'b-app', 'another pod connects meanwhile');
   fromC.destroy();
   t.same(await Promise.all(hanging), Array(8).fill('SKEIN_CAPTURE_CONNECT_TIMEOUT'), 'the black-holed connects time out with a code');
+  const late = await queued;
+  t.equal(await new Promise<string>((r) => late.once('data', (d) => r(String(d).trim()))), 'b-app', 'the queued connect got a slot and connected');
+  late.destroy();
 
   // Aborted while waiting for the SYN-ACK: rejects at once.
   const ac = new AbortController();

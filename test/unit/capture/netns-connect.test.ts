@@ -43,10 +43,11 @@ t.test('connects from the socket the factory made; the cap counts connects in pr
   await t.rejects(c.connect('/run/netns/pod-a', 'not-an-ip', 80), { code: NetnsConnectCode.Failed });
 });
 
-t.test('a silent destination: timeout, abort at once, and a cap per netns', async (t) => {
+t.test('a silent destination: timeout, abort at once, a cap per netns with a bounded queue', async (t) => {
   const made: SilentSocket[] = [];
   const c = new NetnsConnector(async () => 3, {
     maxConnectsPerNetns: 4,
+    maxQueuedPerNetns: 2,
     timeoutMs: 150,
     socketFromFd: () => {
       const s = new SilentSocket();
@@ -68,15 +69,44 @@ t.test('a silent destination: timeout, abort at once, and a cap per netns', asyn
   t.ok(performance.now() - abortedAt < 100, 'at once');
   t.ok(made[1]?.destroyed, 'the aborted socket is closed');
 
-  // Four connects in progress for pod A: the fifth is refused at once; pod B is unaffected.
+  // Four in progress for pod A, two more wait, the seventh is refused at once; pod B is unaffected.
   const hanging = [1, 2, 3, 4].map(() => c.connect('/run/netns/pod-a', '10.0.0.9', 80, { timeoutMs: 300 }).catch((e) => e));
   await new Promise((r) => setImmediate(r));
   t.equal(c.connecting('/run/netns/pod-a'), 4);
-  await t.rejects(c.connect('/run/netns/pod-a', '10.0.0.9', 80), { code: NetnsConnectCode.TooManyConnects }, 'over the cap: refused');
+  const waitingAc = new AbortController();
+  const waiting = [
+    c.connect('/run/netns/pod-a', '10.0.0.9', 80, { timeoutMs: 60_000, signal: waitingAc.signal }).catch((e) => e),
+    c.connect('/run/netns/pod-a', '10.0.0.9', 80, { timeoutMs: 100 }).catch((e) => e),
+  ];
+  t.equal(c.queued('/run/netns/pod-a'), 2, 'over the cap: they wait');
+  await t.rejects(c.connect('/run/netns/pod-a', '10.0.0.9', 80), { code: NetnsConnectCode.TooManyConnects }, 'over cap and queue: refused at once');
   const other = c.connect('/run/netns/pod-b', '10.0.0.9', 80, { timeoutMs: 300 }).catch((e) => e);
   await new Promise((r) => setImmediate(r));
   t.equal(c.connecting('/run/netns/pod-b'), 1, 'another pod has its own allowance');
+  t.match(await waiting[1], { code: NetnsConnectCode.Timeout }, 'a waiter times out within its own timeout');
+  waitingAc.abort(new Error('gone'));
+  t.match(await waiting[0], { message: 'gone' }, 'a waiter can be aborted');
   for (const e of await Promise.all([...hanging, other])) t.match(e, { code: NetnsConnectCode.Timeout });
   t.equal(c.connecting('/run/netns/pod-a'), 0, 'the allowance comes back');
+  t.equal(c.queued('/run/netns/pod-a'), 0);
   await t.rejects(c.connect('/run/netns/pod-a', '10.0.0.9', 80, { signal: AbortSignal.abort() }), { name: 'AbortError' }, 'already aborted: never starts');
+});
+
+t.test('a waiter takes the slot a finished connect frees', async (t) => {
+  const server = net.createServer((s) => s.end('hi\n'));
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  t.teardown(() => server.close());
+  const port = (server.address() as net.AddressInfo).port;
+  let n = 0;
+  const c = new NetnsConnector(async () => 3, {
+    maxConnectsPerNetns: 1,
+    socketFromFd: () => (n++ === 0 ? (new SilentSocket() as unknown as net.Socket) : new net.Socket()),
+  });
+  const first = c.connect('/run/netns/pod-a', '10.0.0.9', 80, { timeoutMs: 200 }).catch((e) => e);
+  const second = c.connect('/run/netns/pod-a', '127.0.0.1', port, { timeoutMs: 2000 });
+  t.equal(c.queued('/run/netns/pod-a'), 1);
+  t.match(await first, { code: NetnsConnectCode.Timeout });
+  const s = await second;
+  t.equal(await new Promise<string>((r) => s.once('data', (d) => r(String(d).trim()))), 'hi', 'the waiter connected once the slot was free');
+  s.destroy();
 });
