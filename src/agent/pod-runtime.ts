@@ -9,7 +9,7 @@
 import net, { type Socket } from 'node:net';
 import type { CaptureManager, EnrolledPod } from '../capture/capture-manager.js';
 import type { Workload } from '../config/model.js';
-import type { IdentitySource } from '../identity/types.js';
+import type { IdentitySource } from '../identity/workload/types.js';
 import type { InboundProxy } from '../proxy/inbound/inbound-proxy.js';
 import { PlaintextListener } from '../proxy/inbound/plaintext-listener.js';
 import type { OutboundProxy } from '../proxy/outbound/outbound-proxy.js';

@@ -10,7 +10,7 @@ import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { pemBlocks } from '../identity/pem.js';
+import { pemBlocks } from '../identity/x509/pem.js';
 import { fetchControllerStatus } from '../controller/status-client.js';
 import { CONFIG_PORT, meshPaths } from '../lab/mesh.js';
 import { resolveLab } from '../lab/registry.js';

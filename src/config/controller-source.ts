@@ -17,8 +17,8 @@ import { readFileSync } from 'node:fs';
 import * as grpc from '@grpc/grpc-js';
 import type { NodeInfo, Service, Workload } from './model.js';
 import { messageOf, SkeinError } from '../errors.js';
-import type { AuthorizationPolicy, BackendTrafficPolicy, ControlledMeshSnapshot, MeshRoute, PeerAuthenticationPolicy } from '../controller/policy-model.js';
-import { loadApiProto } from '../identity/repo-path.js';
+import type { AuthorizationPolicy, BackendTrafficPolicy, ControlledMeshSnapshot, MeshRoute, PeerAuthenticationPolicy } from './policy-model.js';
+import { ConfigDiscoveryClient, type ConfigRequest, type ConfigResponse } from '../api/config-wire.js';
 import { type Logger, silentLogger } from '../telemetry/log.js';
 import type { ConfigSource } from './source.js';
 import { findSnapshotProblem } from './validate.js';
@@ -88,32 +88,11 @@ export interface ControllerSourceState {
   lastError: string | undefined;
 }
 
-interface WireResource {
-  type: string;
-  key: string;
-  version: string;
-  json: string;
-}
-interface WireResponse {
-  system_version: string;
-  nonce: string;
-  full_state: boolean;
-  resources: WireResource[];
-  removed_resources: { type: string; key: string }[];
-  trust_domain: string;
-  cluster_domain: string;
-  controller_id: string;
-}
-
 interface Held {
   type: string;
   version: string;
   value: unknown;
 }
-
-type ClientCtor = new (address: string, creds: grpc.ChannelCredentials, options?: grpc.ChannelOptions) => grpc.Client & {
-  StreamConfig(md: grpc.Metadata): grpc.ClientDuplexStream<unknown, WireResponse>;
-};
 
 function byKey<T>(a: [string, T], b: [string, T]): number {
   return a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0;
@@ -165,8 +144,8 @@ export function assembleSnapshot(held: Map<string, Held>, version: string, trust
 
 export class ControllerConfigSource implements ConfigSource {
   private readonly log: Logger;
-  private client: (grpc.Client & { StreamConfig(md: grpc.Metadata): grpc.ClientDuplexStream<unknown, WireResponse> }) | undefined;
-  private call: grpc.ClientDuplexStream<unknown, WireResponse> | undefined;
+  private client: ConfigDiscoveryClient | undefined;
+  private call: grpc.ClientDuplexStream<ConfigRequest, ConfigResponse> | undefined;
   private clientRoots = '';
   private held = new Map<string, Held>();
   private running = false;
@@ -220,7 +199,6 @@ export class ControllerConfigSource implements ConfigSource {
     const rootsText = roots === undefined ? '' : Array.isArray(roots) ? roots.join('') : roots;
     if (this.client && rootsText === this.clientRoots) return this.client;
     this.client?.close();
-    const pkg = loadApiProto('config.proto') as unknown as { skein: { config: { v1: { ConfigDiscovery: ClientCtor } } } };
     const creds = rootsText ? grpc.credentials.createSsl(Buffer.from(rootsText)) : grpc.credentials.createInsecure();
     const options: grpc.ChannelOptions = {
       'grpc.keepalive_time_ms': 20_000,
@@ -233,7 +211,7 @@ export class ControllerConfigSource implements ConfigSource {
       'grpc.max_receive_message_length': 256 * 1024 * 1024,
     };
     if (this.opts.serverName) options['grpc.ssl_target_name_override'] = this.opts.serverName;
-    this.client = new pkg.skein.config.v1.ConfigDiscovery(this.opts.address, creds, options);
+    this.client = new ConfigDiscoveryClient(this.opts.address, creds, options);
     this.clientRoots = rootsText;
     return this.client;
   }
@@ -256,7 +234,7 @@ export class ControllerConfigSource implements ConfigSource {
       return;
     }
     if (token) md.set('authorization', `Bearer ${token}`);
-    const call = client.StreamConfig(md);
+    const call = client.streamConfig(md);
     this.call = call;
     let ended = false;
     const end = (err: unknown) => {
@@ -273,7 +251,7 @@ export class ControllerConfigSource implements ConfigSource {
         }),
       );
     };
-    call.on('data', (res: WireResponse) => this.onResponse(call, res));
+    call.on('data', (res: ConfigResponse) => this.onResponse(call, res));
     call.on('error', end);
     call.on('end', () => end(undefined));
     call.write({ node: this.opts.node, agent_version: this.opts.agentVersion ?? 'skein-agent' });
@@ -308,7 +286,7 @@ export class ControllerConfigSource implements ConfigSource {
     r?.();
   }
 
-  private onResponse(call: grpc.ClientDuplexStream<unknown, WireResponse>, res: WireResponse): void {
+  private onResponse(call: grpc.ClientDuplexStream<ConfigRequest, ConfigResponse>, res: ConfigResponse): void {
     this.st.connected = true;
     this.attempt = 0; // the controller answered: the next outage starts the backoff afresh
     this.st.controllerId = res.controller_id;

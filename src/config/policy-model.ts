@@ -1,10 +1,10 @@
 /**
  * Routes and policies as the controller streams them to agents, next to the MeshSnapshot's
- * workloads and services. Plain data, like src/config/model.ts; the policy engine and the
- * router read these. (They belong in src/config/model.ts as optional MeshSnapshot fields;
- * until the data path room adopts them they live here and ride on ControlledMeshSnapshot.)
+ * workloads and services. Plain data, like model.ts; the policy engine and the router read
+ * these. They ride on ControlledMeshSnapshot until the data path adopts them as
+ * MeshSnapshot fields.
  */
-import type { MeshSnapshot } from '../config/model.js';
+import type { MeshSnapshot } from './model.js';
 
 export type PolicyAction = 'ALLOW' | 'DENY' | 'AUDIT';
 

@@ -6,10 +6,10 @@
  */
 import type * as grpc from '@grpc/grpc-js';
 import { messageOf } from '../errors.js';
-import type { Authenticator } from '../identity/authn.js';
-import type { CertificateAuthority } from '../identity/ca.js';
-import { CaServer } from '../identity/ca-server.js';
-import { WorkloadNodeAuthorizer } from '../identity/node-authorizer.js';
+import type { Authenticator } from '../identity/ca/authn.js';
+import type { CertificateAuthority } from '../identity/ca/ca.js';
+import { CaServer } from '../identity/ca/ca-server.js';
+import { WorkloadNodeAuthorizer } from '../identity/ca/node-authorizer.js';
 import { type Logger, silentLogger } from '../telemetry/log.js';
 import { type AgentStatus, ConfigServer } from './config-server.js';
 import { FolderSource } from './folder-source.js';

@@ -19,7 +19,7 @@ import { SERVICE_NAME_LABEL, type TranslateOptions, translate } from '../config/
 import { DEFAULT_CLUSTER_DOMAIN, DEFAULT_TRUST_DOMAIN, type NodeInfo, type Service, type Workload } from '../config/model.js';
 import { groupOf, kindInfo, SKEIN_GROUPS } from './kinds.js';
 import type { ObjectStore, StoredObject } from './object-store.js';
-import { type MeshRoute, selectorMatches, type WorkloadSelector } from './policy-model.js';
+import { type MeshRoute, selectorMatches, type WorkloadSelector } from '../config/policy-model.js';
 import { matchKey, ObjectProblem, type PolicyResource, translatePolicy } from './policy-translate.js';
 import { checkSchema } from './schema.js';
 

@@ -1,6 +1,12 @@
-import type { SpiffeId } from '../config/model.js';
 import { SkeinError } from '../errors.js';
 import { IdentityCode } from './codes.js';
+
+/**
+ * SPIFFE ID, `spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>`: the same string
+ * config/model.ts carries in Workload.identity. Declared here too because identity does not
+ * import the mesh model (the CA and the certificate store work on identities alone).
+ */
+export type SpiffeId = string;
 
 /** A workload SPIFFE ID split into its parts. */
 export interface WorkloadSpiffeId {

@@ -11,7 +11,7 @@ import { closeSync, existsSync, openSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { SkeinError } from '../errors.js';
-import { createBootstrapTokens } from '../identity/bootstrap-tokens.js';
+import { createBootstrapTokens } from '../identity/ca/bootstrap-tokens.js';
 import { skeinCommand } from '../paths.js';
 import { createCgroup } from './cgroups.js';
 import type { PlannedNode } from './plan.js';

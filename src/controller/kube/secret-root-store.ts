@@ -3,7 +3,7 @@
  * holder writes it), and a RootStore gate that refuses writes unless this replica leads.
  */
 import { SkeinError } from '../../errors.js';
-import type { PersistedCaState, RootStore } from '../../identity/root-store.js';
+import type { PersistedCaState, RootStore } from '../../identity/ca/root-store.js';
 import { KubeApiError, type KubeClient } from './client.js';
 
 export const CA_SECRET_KEY = 'ca.json';

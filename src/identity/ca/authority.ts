@@ -1,11 +1,11 @@
 import { createPrivateKey, randomBytes, sign, type X509Certificate } from 'node:crypto';
 import { isIP } from 'node:net';
-import { SkeinError } from '../errors.js';
-import { IdentityCode } from './codes.js';
-import { bitString, extension, oid, positiveInteger, seq, subjectOfCertificate, time, tlv } from './der.js';
-import { ECDSA_SHA256, generateP256KeyPair, importSigningKey, privateKeyToPem, type SigningKey } from './keys.js';
-import { derToPem, isSelfSigned, parseCertificates } from './pem.js';
-import { subtle, x509 } from './x509-provider.js';
+import { SkeinError } from '../../errors.js';
+import { IdentityCode } from '../codes.js';
+import { bitString, extension, oid, positiveInteger, seq, subjectOfCertificate, time, tlv } from '../x509/der.js';
+import { ECDSA_SHA256, generateP256KeyPair, importSigningKey, privateKeyToPem, type SigningKey } from '../x509/keys.js';
+import { derToPem, isSelfSigned, parseCertificates } from '../x509/pem.js';
+import { subtle, x509 } from '../x509/provider.js';
 
 /** PEM material of a signing authority: its cert first, up to and including the root. */
 export interface AuthorityMaterial {

@@ -1,9 +1,9 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdir, readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { SkeinError } from '../errors.js';
+import { SkeinError } from '../../errors.js';
 import type { Authenticator, CallerIdentity, PresentedCredentials } from './authn.js';
-import { IdentityCode } from './codes.js';
+import { IdentityCode } from '../codes.js';
 
 /**
  * Lab bootstrap credentials: a directory with one file per node, named after the node,

@@ -2,15 +2,15 @@ import * as grpc from '@grpc/grpc-js';
 type CertificateProvider = grpc.experimental.CertificateProvider;
 type CaCertificateUpdateListener = grpc.experimental.CaCertificateUpdateListener;
 type IdentityCertificateUpdateListener = grpc.experimental.IdentityCertificateUpdateListener;
-import { messageOf, SkeinError } from '../errors.js';
-import { type Logger, silentLogger } from '../telemetry/log.js';
+import { messageOf, SkeinError } from '../../errors.js';
+import { type Logger, silentLogger } from '../../telemetry/log.js';
 import { bearerTokenOf, type Authenticator } from './authn.js';
 import type { CertificateAuthority } from './ca.js';
-import { IdentityCode } from './codes.js';
-import { toServiceError } from './grpc-status.js';
+import { IdentityCode } from '../codes.js';
+import { toServiceError } from '../grpc-status.js';
 import type { NodeAuthorizer } from './node-authorizer.js';
-import { loadApiProto } from './repo-path.js';
-import { shutdownGrpcServer } from '../api/grpc-shutdown.js';
+import { type CertificateServiceHandlers, certificateServiceDefinition, type CreateCertificateRequest, type CreateCertificateResponse } from '../../api/ca-wire.js';
+import { shutdownGrpcServer } from '../../api/grpc-shutdown.js';
 
 /** Istio's istiod serves its CA on 15012; skein uses the same number. */
 export const DEFAULT_CA_PORT = 15012;
@@ -29,11 +29,6 @@ export interface CaServerOptions {
 }
 
 export const DEFAULT_SERVING_SANS = ['skein-controller', 'skein-controller.skein-system.svc', 'localhost', '127.0.0.1', '::1'];
-
-interface CreateCertificateRequest {
-  csr: string;
-  validity_seconds: number;
-}
 
 /**
  * Hands grpc-js the CA's serving certificate and lets us swap it without restarting the
@@ -87,23 +82,21 @@ export class CaServer {
 
   constructor(private readonly opts: CaServerOptions) {
     this.log = (opts.logger ?? silentLogger()).child({ component: 'ca-server' });
-    const pkg = loadApiProto('ca.proto') as unknown as {
-      skein: { ca: { v1: { CertificateService: grpc.ServiceClientConstructor } } };
-    };
-    this.server.addService(pkg.skein.ca.v1.CertificateService.service, {
-      CreateCertificate: (call: grpc.ServerUnaryCall<CreateCertificateRequest, unknown>, cb: grpc.sendUnaryData<unknown>) => {
+    const handlers: CertificateServiceHandlers = {
+      CreateCertificate: (call, cb) => {
         this.createCertificate(call).then(
           (res) => cb(null, res),
           (err) => cb(toServiceError(err)),
         );
       },
-      GetTrustBundle: (call: grpc.ServerUnaryCall<unknown, unknown>, cb: grpc.sendUnaryData<unknown>) => {
+      GetTrustBundle: (call, cb) => {
         this.authenticate(call).then(
           () => cb(null, { trust_bundle: this.opts.ca.trustBundlePem() }),
           (err) => cb(toServiceError(err)),
         );
       },
-    });
+    };
+    this.server.addService(certificateServiceDefinition(), handlers);
   }
 
   /** The port actually bound (after `start`). */
@@ -154,7 +147,7 @@ export class CaServer {
     }
   }
 
-  private async createCertificate(call: grpc.ServerUnaryCall<CreateCertificateRequest, unknown>) {
+  private async createCertificate(call: grpc.ServerUnaryCall<CreateCertificateRequest, CreateCertificateResponse>): Promise<CreateCertificateResponse> {
     const caller = await this.authenticate(call);
     const peer = call.getPeer();
     const issued = await this.opts.ca.issue(call.request.csr, Number(call.request.validity_seconds) || 0, {

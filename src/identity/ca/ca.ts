@@ -1,12 +1,12 @@
 import { EventEmitter } from 'node:events';
 import { Registry } from 'prom-client';
-import type { SpiffeId } from '../config/model.js';
-import { messageOf, SkeinError } from '../errors.js';
-import { type Logger, silentLogger } from '../telemetry/log.js';
+import type { SpiffeId } from '../spiffe.js';
+import { messageOf, SkeinError } from '../../errors.js';
+import { type Logger, silentLogger } from '../../telemetry/log.js';
 import { type AuthorityMaterial, SigningAuthority } from './authority.js';
-import { IdentityCode } from './codes.js';
+import { IdentityCode } from '../codes.js';
 import { DEFAULT_TTL_POLICY, type TtlPolicy, validateCsr } from './csr-validation.js';
-import { type CaMetrics, caMetrics } from './metrics.js';
+import { type CaMetrics, caMetrics } from '../metrics.js';
 import type { PersistedCaState, RootStore } from './root-store.js';
 
 export interface CertificateAuthorityOptions {

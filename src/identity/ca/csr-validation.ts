@@ -1,10 +1,10 @@
 import { verify } from 'node:crypto';
-import { SkeinError } from '../errors.js';
-import { IdentityCode } from './codes.js';
-import { firstElement } from './der.js';
-import { p256KeyOf } from './keys.js';
-import { parseWorkloadSpiffeId, type WorkloadSpiffeId } from './spiffe.js';
-import { x509 } from './x509-provider.js';
+import { SkeinError } from '../../errors.js';
+import { IdentityCode } from '../codes.js';
+import { firstElement } from '../x509/der.js';
+import { p256KeyOf } from '../x509/keys.js';
+import { parseWorkloadSpiffeId, type WorkloadSpiffeId } from '../spiffe.js';
+import { x509 } from '../x509/provider.js';
 
 export interface TtlPolicy {
   /** Used when the request asks for 0 (no preference). */

@@ -1,4 +1,4 @@
-import type { SpiffeId, Workload } from '../config/model.js';
+import type { SpiffeId } from '../spiffe.js';
 
 /**
  * Decides whether the agent of `node` may obtain `spiffeId`: only while a pod with that
@@ -8,12 +8,19 @@ export interface NodeAuthorizer {
   mayIssue(node: string, spiffeId: SpiffeId): boolean | Promise<boolean>;
 }
 
+/** What the authorizer needs of a pod (config/model.ts's Workload has these fields). */
+export interface ScheduledWorkload {
+  node: string;
+  identity: SpiffeId;
+  meshEnabled: boolean;
+}
+
 /**
  * A NodeAuthorizer over the mesh model's workloads (the controller passes its current
  * snapshot's workloads; the lab passes its pods). Counts only meshed pods.
  */
 export class WorkloadNodeAuthorizer implements NodeAuthorizer {
-  constructor(private readonly workloads: () => Iterable<Workload>) {}
+  constructor(private readonly workloads: () => Iterable<ScheduledWorkload>) {}
 
   mayIssue(node: string, spiffeId: SpiffeId): boolean {
     for (const w of this.workloads()) {

@@ -1,8 +1,8 @@
 import { chmod, mkdir, open, readFile, rename, stat, unlink } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import { hasCode, SkeinError } from '../errors.js';
+import { hasCode, SkeinError } from '../../errors.js';
 import type { AuthorityMaterial } from './authority.js';
-import { IdentityCode } from './codes.js';
+import { IdentityCode } from '../codes.js';
 
 /**
  * What the CA persists: every authority it holds (several during a root rotation) and which

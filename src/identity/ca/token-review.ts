@@ -1,8 +1,8 @@
 import { request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
-import { messageOf, SkeinError } from '../errors.js';
+import { messageOf, SkeinError } from '../../errors.js';
 import type { Authenticator, CallerIdentity, PresentedCredentials } from './authn.js';
-import { IdentityCode } from './codes.js';
+import { IdentityCode } from '../codes.js';
 
 /** Minimal HTTP client the TokenReview authenticator needs (injectable for tests/proxies). */
 export interface JsonHttpClient {

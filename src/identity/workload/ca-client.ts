@@ -1,8 +1,8 @@
 import * as grpc from '@grpc/grpc-js';
-import { SkeinError } from '../errors.js';
-import { IdentityCode } from './codes.js';
-import { fromServiceError } from './grpc-status.js';
-import { loadApiProto } from './repo-path.js';
+import { CertificateServiceClient, type CreateCertificateResponse, type GetTrustBundleResponse } from '../../api/ca-wire.js';
+import { SkeinError } from '../../errors.js';
+import { IdentityCode } from '../codes.js';
+import { fromServiceError } from '../grpc-status.js';
 
 /** What a CertificateStore needs from the CA (the gRPC client, or a fake in tests). */
 export interface CertificateIssuer {
@@ -32,32 +32,24 @@ export interface CaClientOptions {
   deadlineMs?: number;
 }
 
-interface CaStub extends grpc.Client {
-  CreateCertificate(req: unknown, md: grpc.Metadata, opts: grpc.CallOptions, cb: (err: grpc.ServiceError | null, res?: unknown) => void): grpc.ClientUnaryCall;
-  GetTrustBundle(req: unknown, md: grpc.Metadata, opts: grpc.CallOptions, cb: (err: grpc.ServiceError | null, res?: unknown) => void): grpc.ClientUnaryCall;
-}
-
 /**
  * The agent's client of the mesh CA: gRPC over TLS (server verified against the trust
  * bundle), bearer token per call, a deadline on every call, cancellation by AbortSignal.
  * Errors are SkeinErrors with the CA's skein code (details.permanent for refusals).
  */
 export class CaClient implements CertificateIssuer {
-  private stub: CaStub;
+  private stub: CertificateServiceClient;
   private rootsKey: string;
-  private readonly Ctor: grpc.ServiceClientConstructor;
 
   constructor(private readonly opts: CaClientOptions) {
-    const pkg = loadApiProto('ca.proto') as unknown as { skein: { ca: { v1: { CertificateService: grpc.ServiceClientConstructor } } } };
-    this.Ctor = pkg.skein.ca.v1.CertificateService;
     this.rootsKey = opts.rootsPem.join('');
     this.stub = this.makeStub(opts.rootsPem);
   }
 
-  private makeStub(rootsPem: string[]): CaStub {
+  private makeStub(rootsPem: string[]): CertificateServiceClient {
     const creds = grpc.credentials.createSsl(Buffer.from(rootsPem.join('')));
     const options: grpc.ChannelOptions = this.opts.serverName ? { 'grpc.ssl_target_name_override': this.opts.serverName } : {};
-    return new this.Ctor(this.opts.address, creds, options) as unknown as CaStub;
+    return new CertificateServiceClient(this.opts.address, creds, options);
   }
 
   /** Trust a new set of roots for the CA's serving certificate (a new channel; the old one drains). */
@@ -72,16 +64,13 @@ export class CaClient implements CertificateIssuer {
   }
 
   async issue(req: { csrPem: string; ttlSeconds: number }, signal?: AbortSignal): Promise<IssuerResponse> {
-    const res = (await this.call('CreateCertificate', { csr: req.csrPem, validity_seconds: req.ttlSeconds }, signal)) as {
-      cert_chain: string[];
-      trust_bundle: string[];
-      validity_seconds: number;
-    };
+    const request = { csr: req.csrPem, validity_seconds: req.ttlSeconds };
+    const res = await this.call<CreateCertificateResponse>(signal, (md, options, done) => this.stub.createCertificate(request, md, options, done));
     return { certChainPem: res.cert_chain, trustBundlePem: res.trust_bundle, ttlSeconds: Number(res.validity_seconds) };
   }
 
   async fetchTrustBundle(signal?: AbortSignal): Promise<string[]> {
-    const res = (await this.call('GetTrustBundle', {}, signal)) as { trust_bundle: string[] };
+    const res = await this.call<GetTrustBundleResponse>(signal, (md, options, done) => this.stub.getTrustBundle(md, options, done));
     return res.trust_bundle;
   }
 
@@ -89,16 +78,20 @@ export class CaClient implements CertificateIssuer {
     this.stub.close();
   }
 
-  private async call(method: 'CreateCertificate' | 'GetTrustBundle', req: unknown, signal?: AbortSignal): Promise<unknown> {
+  /** One call with the bearer token, the deadline, cancellation by `signal`, and CA errors as SkeinErrors. */
+  private async call<Response>(
+    signal: AbortSignal | undefined,
+    start: (md: grpc.Metadata, options: grpc.CallOptions, done: grpc.requestCallback<Response>) => grpc.ClientUnaryCall,
+  ): Promise<Response> {
     if (signal?.aborted) throw new SkeinError(IdentityCode.ISSUANCE_ABORTED, 'CA call aborted before it started');
     const token = typeof this.opts.token === 'function' ? await this.opts.token() : this.opts.token;
     const md = new grpc.Metadata();
     md.set('authorization', `Bearer ${token}`);
     const deadline = new Date(Date.now() + (this.opts.deadlineMs ?? 10_000));
     return new Promise((resolve, reject) => {
-      const call = this.stub[method](req, md, { deadline }, (err, res) => {
+      const call = start(md, { deadline }, (err, res) => {
         signal?.removeEventListener('abort', onAbort);
-        if (err) reject(fromServiceError(err));
+        if (err || res === undefined) reject(fromServiceError(err ?? new Error('CA sent no response')));
         else resolve(res);
       });
       const onAbort = () => call.cancel();

@@ -1,20 +1,20 @@
 import { X509Certificate } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { Registry } from 'prom-client';
-import type { SpiffeId } from '../config/model.js';
-import { messageOf, SkeinError } from '../errors.js';
-import { type Logger, silentLogger } from '../telemetry/log.js';
+import type { SpiffeId } from '../spiffe.js';
+import { messageOf, SkeinError } from '../../errors.js';
+import { type Logger, silentLogger } from '../../telemetry/log.js';
 import type { CertificateIssuer } from './ca-client.js';
-import { IdentityCode } from './codes.js';
-import { createWorkloadCsr, generateP256KeyPair, privateKeyToPem } from './keys.js';
-import { type CertificateStoreMetrics, certificateStoreMetrics } from './metrics.js';
-import { isSelfSigned } from './pem.js';
+import { IdentityCode } from '../codes.js';
+import { createWorkloadCsr, generateP256KeyPair, privateKeyToPem } from '../x509/keys.js';
+import { type CertificateStoreMetrics, certificateStoreMetrics } from '../metrics.js';
+import { isSelfSigned } from '../x509/pem.js';
 import { verifyPeer } from './peer-verification.js';
 import { type Clock, DEFAULT_RENEWAL_POLICY, type RenewalPolicy, renewalDelayMs, retryDelayMs, systemClock, systemTimers, type Timers } from './renewal.js';
-import { parseWorkloadSpiffeId } from './spiffe.js';
+import { parseWorkloadSpiffeId } from '../spiffe.js';
 import { TrustBundle } from './trust-bundle.js';
 import type { IdentitySource, WorkloadCertificate } from './types.js';
-import { subtle } from './x509-provider.js';
+import { subtle } from '../x509/provider.js';
 
 export interface CertificateStoreOptions {
   trustDomain: string;

@@ -1,12 +1,12 @@
 import { X509Certificate } from 'node:crypto';
 import type { PeerCertificate, TLSSocket } from 'node:tls';
-import type { SpiffeId } from '../config/model.js';
-import { SkeinError } from '../errors.js';
-import { IdentityCode } from './codes.js';
-import { pemBlocks } from './pem.js';
-import { parseWorkloadSpiffeId } from './spiffe.js';
+import type { SpiffeId } from '../spiffe.js';
+import { SkeinError } from '../../errors.js';
+import { IdentityCode } from '../codes.js';
+import { pemBlocks } from '../x509/pem.js';
+import { parseWorkloadSpiffeId } from '../spiffe.js';
 import { TrustBundle } from './trust-bundle.js';
-import { x509 } from './x509-provider.js';
+import { x509 } from '../x509/provider.js';
 
 /** A peer's chain as the data path has it: PEM text(s), DER buffer(s), or what tls gives. */
 export type PeerChain = string | string[] | Uint8Array | Uint8Array[] | X509Certificate[] | PeerCertificate;

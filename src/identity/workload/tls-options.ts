@@ -1,7 +1,7 @@
 import { createSecureContext, type PeerCertificate, type SecureContext, type TlsOptions, type ConnectionOptions } from 'node:tls';
-import type { SpiffeId } from '../config/model.js';
+import type { SpiffeId } from '../spiffe.js';
 import { type VerifyPeerOptions, verifyPeer } from './peer-verification.js';
-import { parseWorkloadSpiffeId } from './spiffe.js';
+import { parseWorkloadSpiffeId } from '../spiffe.js';
 import { TrustBundle } from './trust-bundle.js';
 import type { WorkloadCertificate } from './types.js';
 

@@ -1,9 +1,9 @@
 import { X509Certificate } from 'node:crypto';
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import { SkeinError } from '../errors.js';
-import { IdentityCode } from './codes.js';
-import { isSelfSigned, pemBlocks } from './pem.js';
+import { SkeinError } from '../../errors.js';
+import { IdentityCode } from '../codes.js';
+import { isSelfSigned, pemBlocks } from '../x509/pem.js';
 
 /**
  * The roots an agent trusts: several during a root rotation (old and new side by side, so

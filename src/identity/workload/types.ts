@@ -1,4 +1,4 @@
-import type { SpiffeId } from '../config/model.js';
+import type { SpiffeId } from '../spiffe.js';
 
 /** A workload certificate held in the agent's memory (the key never leaves it). */
 export interface WorkloadCertificate {

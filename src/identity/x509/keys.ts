@@ -1,7 +1,7 @@
 import { createPrivateKey, createPublicKey, type KeyObject, type webcrypto } from 'node:crypto';
-import { SkeinError } from '../errors.js';
-import { IdentityCode } from './codes.js';
-import { subtle, x509 } from './x509-provider.js';
+import { SkeinError } from '../../errors.js';
+import { IdentityCode } from '../codes.js';
+import { subtle, x509 } from './provider.js';
 
 export type CryptoKey = webcrypto.CryptoKey;
 export type CryptoKeyPair = webcrypto.CryptoKeyPair;

@@ -1,5 +1,5 @@
 import { X509Certificate } from 'node:crypto';
-import { SkeinError } from '../errors.js';
+import { SkeinError } from '../../errors.js';
 
 const PEM_BLOCK = /-----BEGIN ([A-Z0-9 ]+)-----[\s\S]*?-----END \1-----/g;
 

@@ -3,7 +3,7 @@
  * checks for at load time. The full `reflect-metadata` package is not a dependency of
  * skein; this covers exactly what is called (defineMetadata, getMetadata, getOwnMetadata),
  * keyed per target object and property, with prototype-chain lookup for getMetadata.
- * Must be imported before @peculiar/x509 (x509-provider.ts does so).
+ * Must be imported before @peculiar/x509 (provider.ts does so).
  */
 type Store = Map<string | symbol | undefined, Map<unknown, unknown>>;
 

@@ -8,7 +8,7 @@
 import type { PeerCertificate } from 'node:tls';
 import type { SpiffeId } from '../../config/model.js';
 import { messageOf } from '../../errors.js';
-import { type PeerChain, verifyPeer } from '../../identity/peer-verification.js';
+import { type PeerChain, verifyPeer } from '../../identity/workload/peer-verification.js';
 
 export type PeerIdentityCheck = { ok: true; identity: SpiffeId } | { ok: false; reason: string; detail?: string };
 

@@ -5,8 +5,8 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import t from 'tap';
 import { inClusterOptions, KubeApiError, KubeClient } from '../../../src/controller/kube/client.js';
-import { CertificateAuthority } from '../../../src/identity/ca.js';
-import { MemoryRootStore } from '../../../src/identity/root-store.js';
+import { CertificateAuthority } from '../../../src/identity/ca/ca.js';
+import { MemoryRootStore } from '../../../src/identity/ca/root-store.js';
 import { FakeApiServer } from './fake-apiserver.js';
 import { namespace, tempDir } from './helpers.js';
 

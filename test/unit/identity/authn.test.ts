@@ -4,11 +4,11 @@ import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import t from 'tap';
 import type { Workload } from '../../../src/config/model.js';
-import { bearerTokenOf } from '../../../src/identity/authn.js';
-import { BootstrapTokenAuthenticator, createBootstrapTokens, readBootstrapToken } from '../../../src/identity/bootstrap-tokens.js';
+import { bearerTokenOf } from '../../../src/identity/ca/authn.js';
+import { BootstrapTokenAuthenticator, createBootstrapTokens, readBootstrapToken } from '../../../src/identity/ca/bootstrap-tokens.js';
 import { IdentityCode } from '../../../src/identity/codes.js';
-import { StaticNodeAuthorizer, WorkloadNodeAuthorizer } from '../../../src/identity/node-authorizer.js';
-import { NODE_NAME_EXTRA, TokenReviewAuthenticator } from '../../../src/identity/token-review.js';
+import { StaticNodeAuthorizer, WorkloadNodeAuthorizer } from '../../../src/identity/ca/node-authorizer.js';
+import { NODE_NAME_EXTRA, TokenReviewAuthenticator } from '../../../src/identity/ca/token-review.js';
 import { id, tempDir } from './helpers.js';
 
 t.test('bearer token parsing', async (t) => {

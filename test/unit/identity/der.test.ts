@@ -3,10 +3,10 @@ import { X509Certificate } from 'node:crypto';
 import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import t from 'tap';
-import { SigningAuthority } from '../../../src/identity/authority.js';
-import { firstElement, oid, positiveInteger, subjectOfCertificate, time } from '../../../src/identity/der.js';
-import { generateP256KeyPair } from '../../../src/identity/keys.js';
-import { subtle, x509 } from '../../../src/identity/x509-provider.js';
+import { SigningAuthority } from '../../../src/identity/ca/authority.js';
+import { firstElement, oid, positiveInteger, subjectOfCertificate, time } from '../../../src/identity/x509/der.js';
+import { generateP256KeyPair } from '../../../src/identity/x509/keys.js';
+import { subtle, x509 } from '../../../src/identity/x509/provider.js';
 import { craftIntermediate, id, TD, tempDir } from './helpers.js';
 
 t.test('DER pieces', async (t) => {

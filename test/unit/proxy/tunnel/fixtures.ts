@@ -7,13 +7,11 @@
 import { createHash, webcrypto } from 'node:crypto';
 import { type AddressInfo, connect as netConnect, createServer, type Server, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
-import './reflect-shim.js';
-import * as x509 from '@peculiar/x509';
 import type { SpiffeId, Workload } from '../../../../src/config/model.js';
-import type { IdentitySource, WorkloadCertificate } from '../../../../src/identity/types.js';
+import type { IdentitySource, WorkloadCertificate } from '../../../../src/identity/workload/types.js';
 import type { AppConnector } from '../../../../src/proxy/tunnel/types.js';
-
-x509.cryptoProvider.set(webcrypto as unknown as Parameters<typeof x509.cryptoProvider.set>[0]);
+// The same provider (and Reflect shim) the CA uses: certificates are built as skein builds them.
+import { x509 } from '../../../../src/identity/x509/provider.js';
 
 const ALG: webcrypto.EcKeyGenParams & webcrypto.EcdsaParams = { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' };
 

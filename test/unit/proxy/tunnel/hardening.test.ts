@@ -8,7 +8,7 @@ import { connect as netConnect } from 'node:net';
 import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import type { Duplex } from 'node:stream';
 import t, { type Test } from 'tap';
-import type { WorkloadCertificate } from '../../../../src/identity/types.js';
+import type { WorkloadCertificate } from '../../../../src/identity/workload/types.js';
 import { TunnelPool } from '../../../../src/proxy/tunnel/tunnel-pool.js';
 import { TunnelErrorCode } from '../../../../src/proxy/tunnel/types.js';
 import { makeCa, makeLeaf, TestIdentity, TRUST_DOMAIN } from './fixtures.js';

@@ -15,7 +15,7 @@ import { fork } from 'node:child_process';
 import { createServer, connect, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { fileURLToPath } from 'node:url';
-import type { WorkloadCertificate } from '../../../../src/identity/types.js';
+import type { WorkloadCertificate } from '../../../../src/identity/workload/types.js';
 import { InboundProxy } from '../../../../src/proxy/inbound/inbound-proxy.js';
 import { TunnelPool } from '../../../../src/proxy/tunnel/tunnel-pool.js';
 import { TunnelServer } from '../../../../src/proxy/tunnel/tunnel-server.js';

@@ -9,7 +9,7 @@ import t, { type Test } from 'tap';
 import { hasCode } from '../../../../src/errors.js';
 import { TunnelPool } from '../../../../src/proxy/tunnel/tunnel-pool.js';
 import { TunnelErrorCode } from '../../../../src/proxy/tunnel/types.js';
-import type { WorkloadCertificate } from '../../../../src/identity/types.js';
+import type { WorkloadCertificate } from '../../../../src/identity/workload/types.js';
 import { closedPort, makeCa, makeLeaf, OTHER_TRUST_DOMAIN, spiffe, TestIdentity, TRUST_DOMAIN } from './fixtures.js';
 import { type Mesh, readAll, sendPayload, setupMesh } from './harness.js';
 
