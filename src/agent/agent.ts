@@ -22,6 +22,7 @@ import { OutboundProxy } from '../proxy/outbound/outbound-proxy.js';
 import { TunnelPool } from '../proxy/tunnel/tunnel-pool.js';
 import type { Logger } from '../telemetry/log.js';
 import { PodRuntime } from './pod-runtime.js';
+import { AgentCode } from './codes.js';
 
 export interface NodeAgentOptions {
   node: string;
@@ -73,7 +74,7 @@ export class NodeAgent {
       // connect4 leaves it alone and sk_lookup ignores loopback-delivered traffic.
       app: {
         connect: async (workload: Workload, port: number) => {
-          if (!workload.netnsPath) throw new SkeinError('SKEIN_AGENT_NO_NETNS', `pod ${workload.namespace}/${workload.name} has no known netns`);
+          if (!workload.netnsPath) throw new SkeinError(AgentCode.NoNetns, `pod ${workload.namespace}/${workload.name} has no known netns`);
           const fd = await capture.connectFromAgent(workload.netnsPath, workload.ips[0]!, port);
           return socketFromFd(fd);
         },
@@ -91,7 +92,7 @@ export class NodeAgent {
       // Traffic that leaves the mesh (unknown destinations, endpoints outside the mesh) starts
       // from the source pod's netns, so it carries the pod's address as before capture.
       connectDirect: async (source: Workload, address: string, port: number) => {
-        if (!source.netnsPath) throw new SkeinError('SKEIN_AGENT_NO_NETNS', `pod ${source.namespace}/${source.name} has no known netns`);
+        if (!source.netnsPath) throw new SkeinError(AgentCode.NoNetns, `pod ${source.namespace}/${source.name} has no known netns`);
         const fd = await capture.connectFromAgent(source.netnsPath, address, port);
         return socketFromFd(fd);
       },

@@ -15,6 +15,7 @@ import { pemBlocks } from '../identity/x509/pem.js';
 import { createLogger } from '../telemetry/log.js';
 import { parseHostPort, startAdmin } from './admin.js';
 import { NodeAgent } from './agent.js';
+import { AgentCode } from './codes.js';
 
 export const AGENT_USAGE = `usage: skein agent --node NAME (--controller H:P | --config-folder DIR) --ca-root-file FILE --token-file FILE [options]
 
@@ -63,11 +64,11 @@ export async function runAgent(argv: string[]): Promise<number> {
     return 0;
   }
   const need = (v: string | undefined, flag: string): string => {
-    if (!v) throw new SkeinError('SKEIN_AGENT_USAGE', `${flag} is required\n${AGENT_USAGE}`);
+    if (!v) throw new SkeinError(AgentCode.Usage, `${flag} is required\n${AGENT_USAGE}`);
     return v;
   };
   const node = need(values.node, '--node');
-  if (!values['config-folder'] === !values.controller) throw new SkeinError('SKEIN_AGENT_USAGE', `give exactly one of --controller and --config-folder\n${AGENT_USAGE}`);
+  if (!values['config-folder'] === !values.controller) throw new SkeinError(AgentCode.Usage, `give exactly one of --controller and --config-folder\n${AGENT_USAGE}`);
   const log = createLogger({ base: { component: 'agent', node }, ...(values['log-file'] ? { file: values['log-file'] } : {}), ...(values['log-level'] ? { level: values['log-level'] } : {}) });
   const rootsPem = pemBlocks(await readFile(need(values['ca-root-file'], '--ca-root-file'), 'utf8'));
   const tokenFile = need(values['token-file'], '--token-file');
@@ -105,8 +106,8 @@ export async function runAgent(argv: string[]): Promise<number> {
   process.stderr.write(`skein agent: node ${node} serving (admin ${values.admin}, metrics ${values.metrics})\n`);
 
   // Never die on a stray error in one connection: log it and keep serving everyone else.
-  process.on('uncaughtException', (err) => log.error({ err, code: 'SKEIN_AGENT_UNCAUGHT' }, 'uncaught exception'));
-  process.on('unhandledRejection', (err) => log.error({ err, code: 'SKEIN_AGENT_UNHANDLED' }, 'unhandled rejection'));
+  process.on('uncaughtException', (err) => log.error({ err, code: AgentCode.UncaughtException }, 'uncaught exception'));
+  process.on('unhandledRejection', (err) => log.error({ err, code: AgentCode.UnhandledRejection }, 'unhandled rejection'));
 
   await new Promise<void>((resolve) => {
     process.once('SIGTERM', resolve);
@@ -116,7 +117,7 @@ export async function runAgent(argv: string[]): Promise<number> {
   // A connection that will not drain must not keep a stopping agent (and its pod's traffic,
   // which fails closed meanwhile) hanging: stop gracefully, but within a deadline.
   const deadline = setTimeout(() => {
-    log.warn({ code: 'SKEIN_AGENT_STOP_TIMEOUT', graceMs: STOP_GRACE_MS }, 'graceful stop took too long; exiting');
+    log.warn({ code: AgentCode.StopTimeout, graceMs: STOP_GRACE_MS }, 'graceful stop took too long; exiting');
     process.exit(0);
   }, STOP_GRACE_MS);
   await agent.stop();

@@ -15,6 +15,7 @@ import { PlaintextListener } from '../proxy/inbound/plaintext-listener.js';
 import type { OutboundProxy } from '../proxy/outbound/outbound-proxy.js';
 import { TunnelServer } from '../proxy/tunnel/tunnel-server.js';
 import type { Logger } from '../telemetry/log.js';
+import { AgentCode } from './codes.js';
 
 export interface PodRuntimeDeps {
   capture: CaptureManager;
@@ -57,7 +58,7 @@ export class PodRuntime {
       } catch (err) {
         // A connection the hook did not record (e.g. someone connected to 15001 directly):
         // there is nowhere to send it.
-        log.warn({ err, pod: `${this.workload.namespace}/${this.workload.name}`, code: 'SKEIN_AGENT_NO_ORIGINAL_DST' }, 'outbound connection without original destination refused');
+        log.warn({ err, pod: `${this.workload.namespace}/${this.workload.name}`, code: AgentCode.NoOriginalDst }, 'outbound connection without original destination refused');
         socket.resetAndDestroy();
         return;
       }

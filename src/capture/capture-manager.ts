@@ -31,35 +31,10 @@ import { type Logger, silentLogger } from '../telemetry/log.js';
 import { captureError, errnoName, isIncompatiblePin } from './errors.js';
 import { checkHost, type HostFacts, readHostFacts } from './host.js';
 import { familyOf, type IpFamily, unmapIPv4 } from './ip.js';
-import {
-  decodeInboundPod,
-  decodeNetnsPort,
-  decodeOrigDst,
-  decodePodRecord,
-  decodeSlotPort,
-  decodeStamp,
-  encodeConfig,
-  encodeEnrolled,
-  encodeInboundPod,
-  encodeNetnsPort,
-  encodePeerKey,
-  encodePodAddr,
-  encodePodRecord,
-  encodeSlotPort,
-  encodeSocketFd,
-  encodeStamp,
-  MAP,
-  type MapName,
-  ORIG_DST_SIZE,
-  type OriginalDestination,
-  PIN_LAYOUT,
-  PRESENT,
-  type PodRecord,
-  u32Key,
-  u64Key,
-} from './maps.js';
+import { decodeInboundPod, decodeNetnsPort, decodeOrigDst, decodePodRecord, decodeSlotPort, decodeStamp, encodeConfig, encodeEnrolled, encodeInboundPod, encodeNetnsPort, encodePeerKey, encodePodAddr, encodePodRecord, encodeSlotPort, encodeSocketFd, encodeStamp, MAP, type MapName, ORIG_DST_SIZE, type OriginalDestination, PIN_LAYOUT, PRESENT, type PodRecord, u32Key, u64Key } from './maps.js';
 import { type CgroupAttachType, type LoadedObject, loadNative, type SkeinNative } from './native.js';
 import { type CaptureOptions, type CapturePod, type ResolvedCaptureOptions, resolveCaptureOptions, validateCapturePod } from './options.js';
+import { CaptureCode } from './codes.js';
 
 export type { OriginalDestination } from './maps.js';
 
@@ -145,7 +120,7 @@ export class CaptureManager {
 
   private map(name: MapName): number {
     const fd = this.maps[name];
-    if (fd === undefined) throw new SkeinError('SKEIN_CAPTURE_NOT_STARTED', 'capture is not started');
+    if (fd === undefined) throw new SkeinError(CaptureCode.NotStarted, 'capture is not started');
     return fd;
   }
 
@@ -166,7 +141,7 @@ export class CaptureManager {
       if (!host.bpffs) this.mountBpffs();
       this.cgroupPath = o.cgroupPath ?? host.cgroup2Root;
       if (!existsSync(this.cgroupPath)) {
-        throw new SkeinError('SKEIN_CAPTURE_CGROUP2_MISSING', `cgroup directory ${this.cgroupPath} does not exist`, {
+        throw new SkeinError(CaptureCode.Cgroup2Missing, `cgroup directory ${this.cgroupPath} does not exist`, {
           cgroupPath: this.cgroupPath,
         });
       }
@@ -186,7 +161,7 @@ export class CaptureManager {
     const at = '/sys/fs/bpf';
     if (!this.options.mountBpffs || !(this.options.pinRoot === at || this.options.pinRoot.startsWith(`${at}/`))) {
       throw new SkeinError(
-        'SKEIN_CAPTURE_BPFFS_MISSING',
+        CaptureCode.BpffsMissing,
         `no bpf filesystem holds ${this.options.pinRoot} (mount -t bpf bpf /sys/fs/bpf)`,
         { pinRoot: this.options.pinRoot },
       );
@@ -196,7 +171,7 @@ export class CaptureManager {
       this.native.mountBpffs(at);
       this.log.info({ at }, 'mounted bpffs');
     } catch (err) {
-      throw captureError('SKEIN_CAPTURE_BPFFS_MISSING', `cannot mount bpffs at ${at}`, err, { at });
+      throw captureError(CaptureCode.BpffsMissing, `cannot mount bpffs at ${at}`, err, { at });
     }
   }
 
@@ -224,7 +199,7 @@ export class CaptureManager {
   private staleOrWipe(message: string, found: number | undefined): void {
     if (!this.options.replaceStalePins) {
       throw new SkeinError(
-        'SKEIN_CAPTURE_STALE_PINS',
+        CaptureCode.StalePins,
         `${message}; remove them (skein capture uninstall, or rm -r the folder) or start with replaceStalePins`,
         { pinRoot: this.options.pinRoot, found, expected: PIN_LAYOUT },
       );
@@ -259,7 +234,7 @@ export class CaptureManager {
     for (const name of names) {
       const path = join(this.options.bpfObjectDir, `${name}.bpf.o`);
       if (!existsSync(path)) {
-        throw new SkeinError('SKEIN_CAPTURE_BPF_OBJECT_MISSING', `BPF object ${path} not found (run \`make build-bpf\`)`, { path });
+        throw new SkeinError(CaptureCode.BpfObjectMissing, `BPF object ${path} not found (run \`make build-bpf\`)`, { path });
       }
       let obj: LoadedObject;
       try {
@@ -273,7 +248,7 @@ export class CaptureManager {
           return this.loadObjects();
         }
         this.closeObjects();
-        throw captureError('SKEIN_CAPTURE_LOAD_FAILED', `cannot load ${path}`, err, { path });
+        throw captureError(CaptureCode.LoadFailed, `cannot load ${path}`, err, { path });
       }
       this.objects.push(obj);
       Object.assign(this.programs, obj.programs);
@@ -291,7 +266,7 @@ export class CaptureManager {
 
   private program(name: string): number {
     const fd = this.programs[name];
-    if (fd === undefined) throw new SkeinError('SKEIN_CAPTURE_LOAD_FAILED', `program ${name} missing from the BPF objects`);
+    if (fd === undefined) throw new SkeinError(CaptureCode.LoadFailed, `program ${name} missing from the BPF objects`);
     return fd;
   }
 
@@ -321,7 +296,7 @@ export class CaptureManager {
     try {
       fd = this.native.attachCgroup(progFd, this.cgroupPath, hook);
     } catch (err) {
-      throw captureError('SKEIN_CAPTURE_ATTACH_FAILED', `cannot attach ${hook} at ${this.cgroupPath}`, err, { hook });
+      throw captureError(CaptureCode.AttachFailed, `cannot attach ${hook} at ${this.cgroupPath}`, err, { hook });
     }
     try {
       this.native.objPin(fd, pin);
@@ -366,12 +341,12 @@ export class CaptureManager {
   enroll(input: CapturePod): Promise<EnrolledPod> {
     const pod = validateCapturePod(input);
     return this.serial(async () => {
-      if (!this.started) throw new SkeinError('SKEIN_CAPTURE_NOT_STARTED', 'capture is not started');
+      if (!this.started) throw new SkeinError(CaptureCode.NotStarted, 'capture is not started');
       const { cookie, ino } = await this.netnsIdentity(pod.netnsPath, pod.uid);
       this.ownNetnsCookie ??= await this.native.netnsCookie('/proc/self/ns/net');
       if (cookie === this.ownNetnsCookie) {
         // A host-network pod shares the agent's netns: capturing it would capture the agent.
-        throw new SkeinError('SKEIN_CAPTURE_HOST_NETWORK_POD', `pod ${pod.uid} shares the agent's network namespace; not captured`, {
+        throw new SkeinError(CaptureCode.HostNetworkPod, `pod ${pod.uid} shares the agent's network namespace; not captured`, {
           uid: pod.uid,
           netnsPath: pod.netnsPath,
         });
@@ -404,7 +379,7 @@ export class CaptureManager {
       } catch (err) {
         this.purgeSlot(slot);
         for (const fd of [listeners.outbound, listeners.inboundPlaintext, listeners.tunnel]) this.native.closeFd(fd);
-        throw captureError('SKEIN_CAPTURE_ENROLL_FAILED', `cannot enrol pod ${pod.uid}`, err, { uid: pod.uid });
+        throw captureError(CaptureCode.EnrollFailed, `cannot enrol pod ${pod.uid}`, err, { uid: pod.uid });
       }
       const enrolled: EnrolledPod = { ...pod, netnsCookie: cookie, netnsIno: ino, slot, listeners };
       this.pods.set(pod.uid, enrolled);
@@ -462,14 +437,14 @@ export class CaptureManager {
   originalDestination(socket: Socket): OriginalDestination {
     const fd = (socket as unknown as { _handle?: { fd?: number } })._handle?.fd;
     if (typeof fd !== 'number' || fd < 0 || socket.remotePort === undefined || socket.remoteAddress === undefined) {
-      throw new SkeinError('SKEIN_CAPTURE_NO_ORIGINAL_DST', 'socket is not connected (no fd or peer)');
+      throw new SkeinError(CaptureCode.NoOriginalDst, 'socket is not connected (no fd or peer)');
     }
     const cookie = this.native.socketNetnsCookie(fd);
     const key = encodePeerKey(cookie, socket.remotePort, familyOf(unmapIPv4(socket.remoteAddress)));
     // Hot path (every outbound connection): getsockopt + one lookup-and-delete syscall.
     const value = this.native.mapLookupAndDelete(this.map(MAP.originalByPeer), key, ORIG_DST_SIZE);
     if (!value) {
-      throw new SkeinError('SKEIN_CAPTURE_NO_ORIGINAL_DST', 'no original destination recorded for this connection', {
+      throw new SkeinError(CaptureCode.NoOriginalDst, 'no original destination recorded for this connection', {
         netnsCookie: cookie.toString(),
         peerPort: socket.remotePort,
       });
@@ -480,7 +455,7 @@ export class CaptureManager {
   /** The destination of a connection steered to the inbound plaintext listener (its local address). */
   inboundDestination(socket: Socket): OriginalDestination {
     if (!socket.localAddress || socket.localPort === undefined) {
-      throw new SkeinError('SKEIN_CAPTURE_NO_ORIGINAL_DST', 'socket has no local address');
+      throw new SkeinError(CaptureCode.NoOriginalDst, 'socket has no local address');
     }
     const address = unmapIPv4(socket.localAddress);
     return { address, port: socket.localPort, family: familyOf(address) };
@@ -520,7 +495,7 @@ export class CaptureManager {
       const cookie = await this.native.netnsCookie(path);
       return { cookie, ino: statSync(path, { bigint: true }).ino };
     } catch (err) {
-      throw captureError('SKEIN_CAPTURE_NETNS_UNAVAILABLE', `cannot enter the netns of pod ${uid} at ${path}`, err, { uid, path });
+      throw captureError(CaptureCode.NetnsUnavailable, `cannot enter the netns of pod ${uid} at ${path}`, err, { uid, path });
     }
   }
 
@@ -541,7 +516,7 @@ export class CaptureManager {
       }
     } catch (err) {
       for (const fd of opened) this.native.closeFd(fd);
-      throw captureError('SKEIN_CAPTURE_LISTEN_FAILED', `cannot open listeners in ${netnsPath}`, err, { netnsPath, address });
+      throw captureError(CaptureCode.ListenFailed, `cannot open listeners in ${netnsPath}`, err, { netnsPath, address });
     }
     const [outbound, inboundPlaintext, tunnel] = opened as [number, number, number];
     return { outbound, inboundPlaintext, tunnel, address };
@@ -661,7 +636,7 @@ export class CaptureManager {
 
   private freeSlot(registry: Map<number, PodRecord>): number {
     for (let slot = 0; slot < MAX_SLOTS; slot++) if (!registry.has(slot)) return slot;
-    throw new SkeinError('SKEIN_CAPTURE_SLOTS_EXHAUSTED', `all ${MAX_SLOTS} pod slots are in use`);
+    throw new SkeinError(CaptureCode.SlotsExhausted, `all ${MAX_SLOTS} pod slots are in use`);
   }
 
   /** All keys of a map (collected first: deleting while iterating restarts the walk). */

@@ -22,13 +22,7 @@ import { ConfigDiscoveryClient, type ConfigRequest, type ConfigResponse } from '
 import { type Logger, silentLogger } from '../telemetry/log.js';
 import type { ConfigSource } from './source.js';
 import { findSnapshotProblem } from './validate.js';
-
-export const ControllerSourceCode = {
-  /** The controller cannot be reached or the stream broke; the agent keeps its last config. */
-  Unavailable: 'SKEIN_CONFIG_CONTROLLER_UNAVAILABLE',
-  /** A response from the controller was refused (NACKed); the agent keeps its last config. */
-  Rejected: 'SKEIN_CONFIG_CONTROLLER_REJECTED',
-} as const;
+import { ConfigCode } from './codes.js';
 
 export interface ControllerBackoff {
   /** First retry delay (ms). Default 250. */
@@ -174,7 +168,7 @@ export class ControllerConfigSource implements ConfigSource {
   }
 
   async start(onSnapshot: (s: ControlledMeshSnapshot) => void, onError: (e: SkeinError) => void): Promise<void> {
-    if (this.running) throw new SkeinError('SKEIN_CONFIG_SOURCE_STARTED', 'ControllerConfigSource already started');
+    if (this.running) throw new SkeinError(ConfigCode.SourceStarted, 'ControllerConfigSource already started');
     this.running = true;
     this.onSnapshot = onSnapshot;
     this.onError = onError;
@@ -230,7 +224,7 @@ export class ControllerConfigSource implements ConfigSource {
       token = this.token();
       client = this.ensureClient();
     } catch (err) {
-      this.fail(new SkeinError(ControllerSourceCode.Unavailable, `cannot read token or roots file: ${messageOf(err)}`, { file: this.opts.tokenFile ?? this.opts.rootsFile }));
+      this.fail(new SkeinError(ConfigCode.ControllerUnavailable, `cannot read token or roots file: ${messageOf(err)}`, { file: this.opts.tokenFile ?? this.opts.rootsFile }));
       return;
     }
     if (token) md.set('authorization', `Bearer ${token}`);
@@ -245,7 +239,7 @@ export class ControllerConfigSource implements ConfigSource {
       if (!this.running) return;
       const e = err as grpc.ServiceError | undefined;
       this.fail(
-        new SkeinError(ControllerSourceCode.Unavailable, `controller stream ended: ${e?.details ?? messageOf(err ?? 'closed')}`, {
+        new SkeinError(ConfigCode.ControllerUnavailable, `controller stream ended: ${e?.details ?? messageOf(err ?? 'closed')}`, {
           grpcCode: e?.code,
           address: this.opts.address,
         }),
@@ -327,7 +321,7 @@ export class ControllerConfigSource implements ConfigSource {
     }
     if (problem || !snapshot) {
       const reason = problem?.reason ?? 'unknown';
-      const err = new SkeinError(ControllerSourceCode.Rejected, `config ${res.system_version} refused: ${problem?.field ? `${problem.field}: ` : ''}${reason}`, {
+      const err = new SkeinError(ConfigCode.ControllerRejected, `config ${res.system_version} refused: ${problem?.field ? `${problem.field}: ` : ''}${reason}`, {
         version: res.system_version,
         nonce: res.nonce,
         ...problem,

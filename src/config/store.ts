@@ -4,9 +4,9 @@
  * reader never sees half of two snapshots, and a refused snapshot leaves the last good one.
  */
 import { SkeinError } from '../errors.js';
-import { ConfigErrorCode } from './codes.js';
 import type { Endpoint, MeshSnapshot, Service, ServicePort, Workload } from './model.js';
 import { findSnapshotProblem } from './validate.js';
+import { ConfigCode } from './codes.js';
 
 export interface SnapshotDiff {
   version: string;
@@ -103,7 +103,7 @@ export class ConfigStore {
     const problem = findSnapshotProblem(snapshot);
     if (problem) {
       const error = new SkeinError(
-        ConfigErrorCode.Snapshot,
+        ConfigCode.SnapshotInvalid,
         `snapshot ${snapshot.version} refused: ${problem.field}: ${problem.reason}`,
         { ...problem, version: snapshot.version },
       );

@@ -4,8 +4,9 @@
  */
 import { isIP } from 'node:net';
 import { SkeinError } from '../errors.js';
-import { ConfigErrorCode, type ConfigProblem } from './codes.js';
+import type { ConfigProblem } from './codes.js';
 import type { MeshSnapshot } from './model.js';
+import { ConfigCode } from './codes.js';
 
 const SPIFFE_RE = /^spiffe:\/\/[^/]+\/ns\/[^/]+\/sa\/[^/]+$/;
 
@@ -67,7 +68,7 @@ export function findSnapshotProblem(s: MeshSnapshot): ConfigProblem | undefined 
 export function assertValidSnapshot(s: MeshSnapshot): void {
   const problem = findSnapshotProblem(s);
   if (problem) {
-    throw new SkeinError(ConfigErrorCode.Snapshot, `snapshot ${s.version}: ${problem.field}: ${problem.reason}`, {
+    throw new SkeinError(ConfigCode.SnapshotInvalid, `snapshot ${s.version}: ${problem.field}: ${problem.reason}`, {
       ...problem,
     });
   }

@@ -15,9 +15,10 @@ import type { Authenticator, CallerIdentity } from '../identity/ca/authn.js';
 import { bearerTokenOf } from '../identity/ca/authn.js';
 import { type ConfigDiscoveryHandlers, type ConfigRequest, type ConfigResponse, configDiscoveryService, type Resource, type StatusResponse } from '../api/config-wire.js';
 import { type Logger, silentLogger } from '../telemetry/log.js';
-import { ControllerErrorCode, type IndexUpdate, type MeshIndex, type Refusal, type ResourceEntry } from './mesh-index.js';
+import type { IndexUpdate, MeshIndex, Refusal, ResourceEntry } from './mesh-index.js';
 import { selectorMatches } from '../config/policy-model.js';
 import { shutdownGrpcServer } from '../api/grpc-shutdown.js';
+import { ControllerCode } from './codes.js';
 
 export const DEFAULT_CONFIG_PORT = 15010;
 
@@ -181,8 +182,8 @@ export class ConfigServer {
     try {
       caller = await this.authenticate(call.metadata, peer);
     } catch (err) {
-      this.log.warn({ peer, code: ControllerErrorCode.Unauthenticated, err: messageOf(err) }, 'config stream refused');
-      call.emit('error', { code: grpc.status.UNAUTHENTICATED, details: `${ControllerErrorCode.Unauthenticated}: unauthenticated` });
+      this.log.warn({ peer, code: ControllerCode.Unauthenticated, err: messageOf(err) }, 'config stream refused');
+      call.emit('error', { code: grpc.status.UNAUTHENTICATED, details: `${ControllerCode.Unauthenticated}: unauthenticated` });
       return;
     }
     let stream: AgentStream | undefined;
@@ -194,7 +195,7 @@ export class ConfigServer {
             this.log.warn({ peer, node, authenticated: caller.node }, 'agent asked for another node; refused');
             call.emit('error', {
               code: grpc.status.PERMISSION_DENIED,
-              details: `${ControllerErrorCode.Unauthenticated}: credentials are for node ${caller.node}, not ${node}`,
+              details: `${ControllerCode.Unauthenticated}: credentials are for node ${caller.node}, not ${node}`,
             });
             return;
           }

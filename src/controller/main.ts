@@ -28,6 +28,7 @@ import { KubeSource } from './kube/kube-source.js';
 import { LeaseElector } from './kube/lease.js';
 import { LeaderGatedRootStore, SecretRootStore } from './kube/secret-root-store.js';
 import { KubeStatusWriter, StatusReporter } from './kube/status-writer.js';
+import { ControllerCode } from './codes.js';
 
 export const CONTROLLER_USAGE = `usage: skein controller (--folder DIR | --kube) [options]
 
@@ -148,7 +149,7 @@ async function createCa(trustDomain: string, store: RootStore, log: Logger, sign
     try {
       return await CertificateAuthority.create({ trustDomain, store, logger: log });
     } catch (err) {
-      if ((err as { code?: string }).code !== 'SKEIN_CONTROLLER_NOT_LEADER' || signal.stopped) throw err;
+      if ((err as { code?: string }).code !== ControllerCode.NotLeader || signal.stopped) throw err;
       if (attempt === 0) progress('waiting for the CA leader to create the root');
       await new Promise((r) => setTimeout(r, 2000));
     }

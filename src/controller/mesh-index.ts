@@ -22,6 +22,7 @@ import type { ObjectStore, StoredObject } from './object-store.js';
 import { type MeshRoute, selectorMatches, type WorkloadSelector } from '../config/policy-model.js';
 import { matchKey, ObjectProblem, type PolicyResource, translatePolicy } from './policy-translate.js';
 import { checkSchema } from './schema.js';
+import { ControllerCode } from './codes.js';
 
 export type ResourceType = 'workload' | 'service' | 'node' | 'route' | 'authorization' | 'peer-authentication' | 'backend-policy';
 
@@ -56,14 +57,6 @@ export interface Refusal {
   reason: string;
   code: string;
 }
-
-export const ControllerErrorCode = {
-  Refused: 'SKEIN_CONTROLLER_RESOURCE_REFUSED',
-  Conflict: 'SKEIN_CONTROLLER_RESOURCE_CONFLICT',
-  Duplicate: 'SKEIN_CONTROLLER_RESOURCE_DUPLICATE',
-  Unauthenticated: 'SKEIN_CONTROLLER_UNAUTHENTICATED',
-  Protocol: 'SKEIN_CONTROLLER_PROTOCOL',
-} as const;
 
 export interface MeshIndexOptions extends TranslateOptions {
   /** Policies here apply mesh-wide. Default `skein-system`. */
@@ -305,20 +298,20 @@ export class MeshIndex {
     const info = kindInfo(apiVersion, kind);
     if (!info) {
       if (SKEIN_GROUPS.includes(groupOf(apiVersion))) {
-        v.refusal = { field: 'kind', reason: `unknown skein kind ${apiVersion} ${kind}`, code: ControllerErrorCode.Refused };
+        v.refusal = { field: 'kind', reason: `unknown skein kind ${apiVersion} ${kind}`, code: ControllerCode.Refused };
       }
     } else {
       const problems = checkSchema(o.obj, info.schema);
       const first = problems[0];
       if (first) {
         const more = problems.length > 1 ? ` (and ${problems.length - 1} more problem(s))` : '';
-        v.refusal = { field: first.field, reason: `${first.reason}${more}`, code: ControllerErrorCode.Refused };
+        v.refusal = { field: first.field, reason: `${first.reason}${more}`, code: ControllerCode.Refused };
       } else if (info.crd || groupOf(apiVersion) === 'gateway.networking.k8s.io') {
         try {
           v.policy = translatePolicy(o.obj, o.namespace);
         } catch (err) {
           if (!(err instanceof ObjectProblem)) throw err;
-          v.refusal = { field: err.field, reason: err.reason, code: ControllerErrorCode.Refused };
+          v.refusal = { field: err.field, reason: err.reason, code: ControllerCode.Refused };
         }
       } else {
         v.refusal = this.translateAlone(o);
@@ -515,7 +508,7 @@ export class MeshIndex {
   /** The global pass over what is small (nodes, policies, routes), then the update. */
   private publish(changed: Set<string>): IndexUpdate | undefined {
     const refusals: Refusal[] = [];
-    const refuse = (key: string, field: string, reason: string, code: string = ControllerErrorCode.Conflict) => {
+    const refuse = (key: string, field: string, reason: string, code: string = ControllerCode.Conflict) => {
       const o = this.store.get(key);
       refusals.push({ object: o ? labelOf(o) : key, key, origin: o?.origin ?? '', field, reason, code });
     };
@@ -526,7 +519,7 @@ export class MeshIndex {
         origin: loser.origin,
         field: 'metadata.name',
         reason: `also declared in ${winner.origin} (document ${winner.doc}), which is served`,
-        code: ControllerErrorCode.Duplicate,
+        code: ControllerCode.Duplicate,
       });
     }
     for (const [key, c] of this.conflicts) refuse(key, c.field, c.reason);
@@ -581,7 +574,7 @@ export class MeshIndex {
         if (p.type === 'backend-policy') {
           const missing = p.value.targets.findIndex((t) => !services.has(t));
           if (missing >= 0) {
-            refuse(objKey, `spec.targetRefs[${missing}]`, `Service ${p.value.targets[missing]} does not exist`, ControllerErrorCode.Refused);
+            refuse(objKey, `spec.targetRefs[${missing}]`, `Service ${p.value.targets[missing]} does not exist`, ControllerCode.Refused);
             continue;
           }
           put(p.type, `${ns}/${p.value.name}`, p.value);
@@ -591,7 +584,7 @@ export class MeshIndex {
         // In the root namespace a policy is mesh-wide: its selector may match any pod.
         const pool = ns === this.rootNamespace ? [...byNamespace.values()].flat() : (byNamespace.get(ns) ?? []);
         if (sel && !pool.some((w) => selectorMatches(sel, w.labels))) {
-          refuse(objKey, 'spec.selector', `matches no pod in ${ns === this.rootNamespace ? 'the mesh' : `namespace ${ns}`}`, ControllerErrorCode.Refused);
+          refuse(objKey, 'spec.selector', `matches no pod in ${ns === this.rootNamespace ? 'the mesh' : `namespace ${ns}`}`, ControllerCode.Refused);
           continue;
         }
         put(p.type, `${ns}/${p.value.name}`, p.value, { namespace: ns, ...(sel ? { selector: sel } : {}), policy: true });
@@ -658,7 +651,7 @@ function routeProblem(
 ): { field: string; reason: string; code: string } | undefined {
   for (const [i, p] of r.parents.entries()) {
     if (!services.has(`${p.namespace}/${p.name}`)) {
-      return { field: `spec.parentRefs[${i}]`, reason: `Service ${p.namespace}/${p.name} does not exist`, code: ControllerErrorCode.Refused };
+      return { field: `spec.parentRefs[${i}]`, reason: `Service ${p.namespace}/${p.name} does not exist`, code: ControllerCode.Refused };
     }
   }
   for (const [i, rule] of r.rules.entries()) {
@@ -667,7 +660,7 @@ function routeProblem(
         return {
           field: `spec.rules[${i}].backendRefs[${j}]`,
           reason: `Service ${b.namespace}/${b.name} does not exist`,
-          code: ControllerErrorCode.Refused,
+          code: ControllerCode.Refused,
         };
       }
     }
@@ -682,7 +675,7 @@ function routeProblem(
           return {
             field: `spec.rules[${i}].matches[${j}]`,
             reason: `conflicts with ${owner} (older), which already routes this match for Service ${p.namespace}/${p.name}`,
-            code: ControllerErrorCode.Conflict,
+            code: ControllerCode.Conflict,
           };
         }
         mine.push(claim);

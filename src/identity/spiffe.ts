@@ -22,7 +22,7 @@ const TRUST_DOMAIN = /^[a-z0-9._-]{1,255}$/;
 const NAMESPACE = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
 const SERVICE_ACCOUNT = /^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/;
 
-export const SPIFFE_ID_INVALID = IdentityCode.SPIFFE_ID_INVALID;
+export const SPIFFE_ID_INVALID = IdentityCode.SpiffeIdInvalid;
 
 /**
  * Parses `spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>`, the only form of

@@ -86,25 +86,25 @@ export class SigningAuthority {
    * each cert is signed by the next, the last is a self-signed root, all valid at `now`.
    */
   static async fromMaterial(m: AuthorityMaterial, now = new Date()): Promise<SigningAuthority> {
-    const chain = parseCertificates(m.certChainPem, IdentityCode.ROOT_INVALID);
+    const chain = parseCertificates(m.certChainPem, IdentityCode.RootInvalid);
     const key = await importSigningKey(m.privateKeyPem);
     const first = chain[0] as X509Certificate;
-    if (!first.ca) throw new SkeinError(IdentityCode.ROOT_INVALID, 'CA certificate lacks basicConstraints CA:TRUE');
+    if (!first.ca) throw new SkeinError(IdentityCode.RootInvalid, 'CA certificate lacks basicConstraints CA:TRUE');
     if (!first.checkPrivateKey(createPrivateKey(m.privateKeyPem))) {
-      throw new SkeinError(IdentityCode.ROOT_INVALID, 'CA private key does not match the CA certificate');
+      throw new SkeinError(IdentityCode.RootInvalid, 'CA private key does not match the CA certificate');
     }
     for (let i = 0; i < chain.length; i++) {
       const c = chain[i] as X509Certificate;
       if (c.validFromDate > now || c.validToDate <= now) {
-        throw new SkeinError(IdentityCode.ROOT_INVALID, `CA chain certificate ${i} is not valid now`, { subject: c.subject, notAfter: c.validTo });
+        throw new SkeinError(IdentityCode.RootInvalid, `CA chain certificate ${i} is not valid now`, { subject: c.subject, notAfter: c.validTo });
       }
       const issuer = chain[i + 1];
       if (issuer) {
         if (!issuer.ca || !c.checkIssued(issuer) || !c.verify(issuer.publicKey)) {
-          throw new SkeinError(IdentityCode.ROOT_INVALID, `CA chain certificate ${i} is not signed by certificate ${i + 1}`);
+          throw new SkeinError(IdentityCode.RootInvalid, `CA chain certificate ${i} is not signed by certificate ${i + 1}`);
         }
       } else if (!isSelfSigned(c)) {
-        throw new SkeinError(IdentityCode.ROOT_INVALID, 'CA chain does not end in a self-signed root; append the root to the chain file');
+        throw new SkeinError(IdentityCode.RootInvalid, 'CA chain does not end in a self-signed root; append the root to the chain file');
       }
     }
     return new SigningAuthority(chain, key, new x509.X509Certificate(first.raw));

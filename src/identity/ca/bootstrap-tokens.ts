@@ -23,7 +23,7 @@ export async function createBootstrapTokens(dir: string, nodes: string[]): Promi
   await mkdir(dir, { recursive: true, mode: 0o700 });
   const out: Record<string, string> = {};
   for (const node of nodes) {
-    if (!NODE_NAME.test(node)) throw new SkeinError(IdentityCode.BOOTSTRAP_TOKENS, `bad node name for a token file: ${node}`);
+    if (!NODE_NAME.test(node)) throw new SkeinError(IdentityCode.BootstrapTokens, `bad node name for a token file: ${node}`);
     const path = join(dir, node);
     await writeFile(path, `${randomBytes(32).toString('base64url')}\n`, { mode: BOOTSTRAP_TOKEN_FILE_MODE });
     out[node] = path;
@@ -34,7 +34,7 @@ export async function createBootstrapTokens(dir: string, nodes: string[]): Promi
 /** Reads one node's token file (the agent side). */
 export async function readBootstrapToken(path: string): Promise<string> {
   const token = (await readFile(path, 'utf8')).trim();
-  if (token === '') throw new SkeinError(IdentityCode.BOOTSTRAP_TOKENS, `empty bootstrap token file ${path}`);
+  if (token === '') throw new SkeinError(IdentityCode.BootstrapTokens, `empty bootstrap token file ${path}`);
   return token;
 }
 
@@ -83,12 +83,12 @@ export class BootstrapTokenAuthenticator implements Authenticator {
 
   async authenticate(creds: PresentedCredentials): Promise<CallerIdentity> {
     const token = creds.bearerToken;
-    if (!token) throw new SkeinError(IdentityCode.UNAUTHENTICATED, 'no bearer token');
+    if (!token) throw new SkeinError(IdentityCode.Unauthenticated, 'no bearer token');
     // Lookup by SHA-256 digest: any timing difference of the map lookup depends on the
     // digest, which an attacker cannot steer toward a valid token's digest.
     const node = this.byDigest.get(digest(token).toString('hex'));
     if (node === undefined) {
-      throw new SkeinError(IdentityCode.UNAUTHENTICATED, 'unknown bootstrap token');
+      throw new SkeinError(IdentityCode.Unauthenticated, 'unknown bootstrap token');
     }
     return { node, method: 'bootstrap-token' };
   }

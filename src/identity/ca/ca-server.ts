@@ -154,7 +154,7 @@ export class CaServer {
       context: { node: caller.node, authn: caller.method, peer },
       authorize: async (identity) => {
         if (!(await this.opts.authorizer.mayIssue(caller.node, identity))) {
-          throw new SkeinError(IdentityCode.NODE_NOT_AUTHORIZED, `node ${caller.node} runs no pod with identity ${identity}`, {
+          throw new SkeinError(IdentityCode.NodeNotAuthorized, `node ${caller.node} runs no pod with identity ${identity}`, {
             node: caller.node,
             identity,
           });

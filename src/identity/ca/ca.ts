@@ -102,7 +102,7 @@ export class CertificateAuthority extends EventEmitter {
     if (stored) {
       const authorities = await Promise.all(stored.authorities.map((m) => SigningAuthority.fromMaterial(m, now)));
       const active = authorities.find((a) => a.id === stored.activeId);
-      if (!active) throw new SkeinError(IdentityCode.ROOT_INVALID, 'stored CA state names an active authority it does not contain');
+      if (!active) throw new SkeinError(IdentityCode.RootInvalid, 'stored CA state names an active authority it does not contain');
       log.info({ authority: active.id, authorities: authorities.length }, 'CA loaded stored roots');
       return new CertificateAuthority(opts, authorities, active);
     }
@@ -169,7 +169,7 @@ export class CertificateAuthority extends EventEmitter {
 
   /** Counts and logs a refusal (also used by the server for authn/authz refusals). */
   refused(err: unknown, context: Record<string, unknown> = {}): void {
-    const code = err instanceof SkeinError ? err.code : IdentityCode.CA_INTERNAL;
+    const code = err instanceof SkeinError ? err.code : IdentityCode.CaInternal;
     this.metrics.refused.inc({ reason: code });
     this.log.warn({ ...context, code, err: messageOf(err) }, 'certificate request refused');
   }
@@ -199,7 +199,7 @@ export class CertificateAuthority extends EventEmitter {
   /** Drops an authority from the bundle; refused for the active one. */
   async removeAuthority(id: string): Promise<void> {
     const a = this.byId(id);
-    if (a === this.active) throw new SkeinError(IdentityCode.ROOT_ACTIVE, 'cannot remove the signing authority; activate another first', { id });
+    if (a === this.active) throw new SkeinError(IdentityCode.RootActive, 'cannot remove the signing authority; activate another first', { id });
     this.authorities = this.authorities.filter((x) => x !== a);
     await this.persist();
     this.log.info({ authority: id }, 'CA removed an authority from the trust bundle');
@@ -207,7 +207,7 @@ export class CertificateAuthority extends EventEmitter {
 
   private byId(id: string): SigningAuthority {
     const a = this.authorities.find((x) => x.id === id);
-    if (!a) throw new SkeinError(IdentityCode.ROOT_UNKNOWN, `no authority with id ${id}`, { id });
+    if (!a) throw new SkeinError(IdentityCode.RootUnknown, `no authority with id ${id}`, { id });
     return a;
   }
 

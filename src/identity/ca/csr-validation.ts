@@ -32,7 +32,7 @@ const SAN_OID = '2.5.29.17';
 export function effectiveTtl(requested: number | undefined, policy: TtlPolicy): { ttlSeconds: number; capped: boolean } {
   const r = requested ?? 0;
   if (!Number.isFinite(r) || r < 0) {
-    throw new SkeinError(IdentityCode.TTL_INVALID, 'requested TTL must be a non-negative number of seconds', { requested });
+    throw new SkeinError(IdentityCode.TtlInvalid, 'requested TTL must be a non-negative number of seconds', { requested });
   }
   if (r === 0) return { ttlSeconds: Math.min(policy.defaultTtlSeconds, policy.maxTtlSeconds), capped: false };
   const whole = Math.max(1, Math.floor(r));
@@ -46,16 +46,16 @@ export function effectiveTtl(requested: number | undefined, policy: TtlPolicy): 
  */
 // async: callers await it, and a future check may need to be (e.g. a revocation lookup).
 export async function validateCsr(csrPem: string, trustDomain: string, requestedTtlSeconds: number | undefined, policy: TtlPolicy): Promise<ValidatedCsr> {
-  if (csrPem.length > MAX_CSR_PEM_BYTES) throw new SkeinError(IdentityCode.CSR_INVALID, 'CSR too large');
+  if (csrPem.length > MAX_CSR_PEM_BYTES) throw new SkeinError(IdentityCode.CsrInvalid, 'CSR too large');
   let csr: x509.Pkcs10CertificateRequest;
   try {
     csr = new x509.Pkcs10CertificateRequest(csrPem);
   } catch (err) {
-    throw new SkeinError(IdentityCode.CSR_INVALID, 'CSR is not a parseable PKCS#10 request', undefined, { cause: err });
+    throw new SkeinError(IdentityCode.CsrInvalid, 'CSR is not a parseable PKCS#10 request', undefined, { cause: err });
   }
   const spki = csr.publicKey.rawData;
   const key = p256KeyOf(spki);
-  if (!key) throw new SkeinError(IdentityCode.CSR_KEY, 'CSR key is not ECDSA P-256');
+  if (!key) throw new SkeinError(IdentityCode.CsrKey, 'CSR key is not ECDSA P-256');
   // Node's verify on the raw to-be-signed bytes: the same check as csr.verify(), without a
   // WebCrypto key import per request. The CSR must be signed with ECDSA and SHA-256.
   let signatureOk = false;
@@ -66,18 +66,18 @@ export async function validateCsr(csrPem: string, trustDomain: string, requested
   } catch {
     signatureOk = false;
   }
-  if (!signatureOk) throw new SkeinError(IdentityCode.CSR_SIGNATURE, 'CSR signature does not verify with its own key');
+  if (!signatureOk) throw new SkeinError(IdentityCode.CsrSignature, 'CSR signature does not verify with its own key');
 
   const sanExts = csr.extensions.filter((e) => e.type === SAN_OID);
   const names = sanExts.flatMap((e) => new x509.SubjectAlternativeNameExtension(e.rawData).names.items);
   if (names.length !== 1) {
-    throw new SkeinError(IdentityCode.CSR_SAN_COUNT, `CSR must carry exactly one SAN, found ${names.length}`, { count: names.length });
+    throw new SkeinError(IdentityCode.CsrSanCount, `CSR must carry exactly one SAN, found ${names.length}`, { count: names.length });
   }
   const san = names[0] as x509.GeneralName;
-  if (san.type !== 'url') throw new SkeinError(IdentityCode.CSR_SAN_NOT_URI, `CSR SAN must be a URI, found ${san.type}`);
+  if (san.type !== 'url') throw new SkeinError(IdentityCode.CsrSanNotUri, `CSR SAN must be a URI, found ${san.type}`);
   const identity = parseWorkloadSpiffeId(san.value);
   if (identity.trustDomain !== trustDomain) {
-    throw new SkeinError(IdentityCode.TRUST_DOMAIN, `SPIFFE ID is in trust domain ${identity.trustDomain}, this CA serves ${trustDomain}`, {
+    throw new SkeinError(IdentityCode.TrustDomain, `SPIFFE ID is in trust domain ${identity.trustDomain}, this CA serves ${trustDomain}`, {
       identity: identity.id,
     });
   }

@@ -37,7 +37,7 @@ export class FileRootStore implements RootStore {
     try {
       const st = await stat(this.path);
       if ((st.mode & 0o077) !== 0) {
-        throw new SkeinError(IdentityCode.ROOT_FILE_PERMISSIONS, `CA state file ${this.path} is readable by group/others; chmod 600 it`, {
+        throw new SkeinError(IdentityCode.RootFilePermissions, `CA state file ${this.path} is readable by group/others; chmod 600 it`, {
           path: this.path,
           mode: (st.mode & 0o777).toString(8),
         });
@@ -51,10 +51,10 @@ export class FileRootStore implements RootStore {
     try {
       state = JSON.parse(text) as PersistedCaState;
     } catch (err) {
-      throw new SkeinError(IdentityCode.ROOT_INVALID, `CA state file ${this.path} is not JSON`, { path: this.path }, { cause: err });
+      throw new SkeinError(IdentityCode.RootInvalid, `CA state file ${this.path} is not JSON`, { path: this.path }, { cause: err });
     }
     if (state.version !== 1 || !Array.isArray(state.authorities) || typeof state.activeId !== 'string') {
-      throw new SkeinError(IdentityCode.ROOT_INVALID, `CA state file ${this.path} has an unknown format`, { path: this.path });
+      throw new SkeinError(IdentityCode.RootInvalid, `CA state file ${this.path} has an unknown format`, { path: this.path });
     }
     return state;
   }

@@ -84,7 +84,7 @@ export class TokenReviewAuthenticator implements Authenticator {
 
   async authenticate(creds: PresentedCredentials): Promise<CallerIdentity> {
     const token = creds.bearerToken;
-    if (!token) throw new SkeinError(IdentityCode.UNAUTHENTICATED, 'no bearer token');
+    if (!token) throw new SkeinError(IdentityCode.Unauthenticated, 'no bearer token');
     const review = {
       apiVersion: 'authentication.k8s.io/v1',
       kind: 'TokenReview',
@@ -100,22 +100,22 @@ export class TokenReviewAuthenticator implements Authenticator {
       );
     } catch (err) {
       // The API server being away is not the caller's fault: say so (the agent retries).
-      throw new SkeinError(IdentityCode.CA_UNAVAILABLE, `TokenReview failed: ${messageOf(err)}`, undefined, { cause: err });
+      throw new SkeinError(IdentityCode.CaUnavailable, `TokenReview failed: ${messageOf(err)}`, undefined, { cause: err });
     }
     if (res.status !== 201 && res.status !== 200) {
-      throw new SkeinError(IdentityCode.CA_UNAVAILABLE, `TokenReview answered HTTP ${res.status}`, { status: res.status });
+      throw new SkeinError(IdentityCode.CaUnavailable, `TokenReview answered HTTP ${res.status}`, { status: res.status });
     }
     const status = (res.body as { status?: TokenReviewStatus } | null)?.status ?? {};
-    if (status.authenticated !== true) throw new SkeinError(IdentityCode.UNAUTHENTICATED, 'token not authenticated by the API server');
+    if (status.authenticated !== true) throw new SkeinError(IdentityCode.Unauthenticated, 'token not authenticated by the API server');
     const principal = status.user?.username ?? '';
     if (!this.opts.allowedPrincipals.includes(principal)) {
-      throw new SkeinError(IdentityCode.UNAUTHENTICATED, 'token belongs to a principal not allowed to call the CA', { principal });
+      throw new SkeinError(IdentityCode.Unauthenticated, 'token belongs to a principal not allowed to call the CA', { principal });
     }
     if (this.opts.audiences && !this.opts.audiences.some((a) => status.audiences?.includes(a))) {
-      throw new SkeinError(IdentityCode.UNAUTHENTICATED, 'token not issued for the CA audience');
+      throw new SkeinError(IdentityCode.Unauthenticated, 'token not issued for the CA audience');
     }
     const node = status.user?.extra?.[NODE_NAME_EXTRA]?.[0];
-    if (!node) throw new SkeinError(IdentityCode.UNAUTHENTICATED, 'token is not bound to a node (needs a projected token, Kubernetes >= 1.30)');
+    if (!node) throw new SkeinError(IdentityCode.Unauthenticated, 'token is not bound to a node (needs a projected token, Kubernetes >= 1.30)');
     return { node, method: 'tokenreview', principal };
   }
 }

@@ -83,7 +83,7 @@ export class CaClient implements CertificateIssuer {
     signal: AbortSignal | undefined,
     start: (md: grpc.Metadata, options: grpc.CallOptions, done: grpc.requestCallback<Response>) => grpc.ClientUnaryCall,
   ): Promise<Response> {
-    if (signal?.aborted) throw new SkeinError(IdentityCode.ISSUANCE_ABORTED, 'CA call aborted before it started');
+    if (signal?.aborted) throw new SkeinError(IdentityCode.IssuanceAborted, 'CA call aborted before it started');
     const token = typeof this.opts.token === 'function' ? await this.opts.token() : this.opts.token;
     const md = new grpc.Metadata();
     md.set('authorization', `Bearer ${token}`);

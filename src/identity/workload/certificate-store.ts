@@ -72,7 +72,7 @@ interface Entry {
 }
 
 function isPermanent(err: SkeinError): boolean {
-  return (err.details as { permanent?: boolean } | undefined)?.permanent === true || err.code === IdentityCode.ISSUED_CERT_INVALID;
+  return (err.details as { permanent?: boolean } | undefined)?.permanent === true || err.code === IdentityCode.IssuedCertInvalid;
 }
 
 /**
@@ -128,10 +128,10 @@ export class CertificateStore extends EventEmitter implements IdentitySource {
    * Acquiring twice with the same holder counts once; without a holder, every call counts.
    */
   acquire(identity: SpiffeId, holder?: string): void {
-    if (this.closed) throw new SkeinError(IdentityCode.STORE_CLOSED, 'certificate store is closed');
+    if (this.closed) throw new SkeinError(IdentityCode.StoreClosed, 'certificate store is closed');
     const id = parseWorkloadSpiffeId(identity);
     if (id.trustDomain !== this.opts.trustDomain) {
-      throw new SkeinError(IdentityCode.TRUST_DOMAIN, `identity ${identity} is not in trust domain ${this.opts.trustDomain}`);
+      throw new SkeinError(IdentityCode.TrustDomain, `identity ${identity} is not in trust domain ${this.opts.trustDomain}`);
     }
     let e = this.entries.get(identity);
     if (!e) {
@@ -152,7 +152,7 @@ export class CertificateStore extends EventEmitter implements IdentitySource {
     if (holder === undefined) e.anonymous = Math.max(0, e.anonymous - 1);
     else e.holders.delete(holder);
     if (e.holders.size + e.anonymous > 0) return;
-    this.drop(e, new SkeinError(IdentityCode.RELEASED, `identity ${identity} was released (no local pod left)`));
+    this.drop(e, new SkeinError(IdentityCode.Released, `identity ${identity} was released (no local pod left)`));
     this.log.info({ identity }, 'identity released: certificate dropped');
     this.emit('released', identity);
   }
@@ -163,11 +163,11 @@ export class CertificateStore extends EventEmitter implements IdentitySource {
    * local pod has this identity, and at once on a permanent CA refusal.
    */
   certificateFor(identity: SpiffeId, signal?: AbortSignal): Promise<WorkloadCertificate> {
-    if (this.closed) return Promise.reject(new SkeinError(IdentityCode.STORE_CLOSED, 'certificate store is closed'));
+    if (this.closed) return Promise.reject(new SkeinError(IdentityCode.StoreClosed, 'certificate store is closed'));
     const e = this.entries.get(identity);
-    if (!e) return Promise.reject(new SkeinError(IdentityCode.NOT_HELD, `no local pod holds identity ${identity}`, { identity }));
+    if (!e) return Promise.reject(new SkeinError(IdentityCode.NotHeld, `no local pod holds identity ${identity}`, { identity }));
     if (e.current && e.current.notAfter.getTime() > this.clock.now()) return Promise.resolve(e.current);
-    if (signal?.aborted) return Promise.reject(new SkeinError(IdentityCode.ISSUANCE_ABORTED, 'wait for certificate aborted', { identity }));
+    if (signal?.aborted) return Promise.reject(new SkeinError(IdentityCode.IssuanceAborted, 'wait for certificate aborted', { identity }));
     return new Promise<WorkloadCertificate>((resolve, reject) => {
       const timeoutMs = this.opts.waitTimeoutMs ?? 15_000;
       const finish = () => {
@@ -187,9 +187,9 @@ export class CertificateStore extends EventEmitter implements IdentitySource {
       };
       const timer = this.timers.setTimeout(() => {
         const cause = e.lastError ? ` (last error: ${e.lastError.code})` : '';
-        waiter.reject(new SkeinError(IdentityCode.ISSUANCE_TIMEOUT, `no certificate for ${identity} within ${timeoutMs} ms${cause}`, { identity }));
+        waiter.reject(new SkeinError(IdentityCode.IssuanceTimeout, `no certificate for ${identity} within ${timeoutMs} ms${cause}`, { identity }));
       }, timeoutMs, true);
-      const onAbort = () => waiter.reject(new SkeinError(IdentityCode.ISSUANCE_ABORTED, 'wait for certificate aborted', { identity }));
+      const onAbort = () => waiter.reject(new SkeinError(IdentityCode.IssuanceAborted, 'wait for certificate aborted', { identity }));
       signal?.addEventListener('abort', onAbort, { once: true });
       e.waiters.add(waiter);
     });
@@ -235,7 +235,7 @@ export class CertificateStore extends EventEmitter implements IdentitySource {
     if (this.closed) return;
     this.closed = true;
     if (this.bundleTimer !== undefined) this.timers.clearTimeout(this.bundleTimer);
-    for (const e of [...this.entries.values()]) this.drop(e, new SkeinError(IdentityCode.STORE_CLOSED, 'certificate store closed'));
+    for (const e of [...this.entries.values()]) this.drop(e, new SkeinError(IdentityCode.StoreClosed, 'certificate store closed'));
   }
 
   // --- internals ---
@@ -305,7 +305,7 @@ export class CertificateStore extends EventEmitter implements IdentitySource {
 
   /** Checks an answer before trusting it: chain, identity, and that the leaf carries our key. */
   private async checkIssued(identity: SpiffeId, chainPem: string[], bundlePem: string[], publicKey: CryptoKeyLike) {
-    const bad = (msg: string, cause?: unknown) => new SkeinError(IdentityCode.ISSUED_CERT_INVALID, msg, { identity }, { cause });
+    const bad = (msg: string, cause?: unknown) => new SkeinError(IdentityCode.IssuedCertInvalid, msg, { identity }, { cause });
     let certs: X509Certificate[];
     try {
       certs = chainPem.map((p) => new X509Certificate(p));
@@ -353,7 +353,7 @@ export class CertificateStore extends EventEmitter implements IdentitySource {
   }
 
   private failed(e: Entry, err: unknown): void {
-    const se = err instanceof SkeinError ? err : new SkeinError(IdentityCode.ISSUANCE_FAILED, messageOf(err), undefined, { cause: err });
+    const se = err instanceof SkeinError ? err : new SkeinError(IdentityCode.IssuanceFailed, messageOf(err), undefined, { cause: err });
     e.failures++;
     e.lastError = se;
     const now = this.clock.now();

@@ -74,36 +74,36 @@ export function verifyPeer(chain: PeerChain | undefined | null, bundle: TrustBun
   try {
     certs = chain ? peerChainCertificates(chain) : [];
   } catch (err) {
-    throw new SkeinError(IdentityCode.PEER_UNTRUSTED, 'peer certificate unparseable', undefined, { cause: err });
+    throw new SkeinError(IdentityCode.PeerUntrusted, 'peer certificate unparseable', undefined, { cause: err });
   }
   const leaf = certs[0];
-  if (!leaf) fail(IdentityCode.PEER_NO_CERT, 'peer presented no certificate');
+  if (!leaf) fail(IdentityCode.PeerNoCert, 'peer presented no certificate');
   const roots = (bundle instanceof TrustBundle ? bundle : new TrustBundle(bundle)).roots();
 
-  if (leaf.ca) fail(IdentityCode.PEER_UNTRUSTED, 'peer leaf is a CA certificate');
+  if (leaf.ca) fail(IdentityCode.PeerUntrusted, 'peer leaf is a CA certificate');
   if (!validAt(leaf, now)) {
-    fail(IdentityCode.PEER_EXPIRED, `peer certificate is not valid now (notBefore ${leaf.validFrom}, notAfter ${leaf.validTo})`, {
+    fail(IdentityCode.PeerExpired, `peer certificate is not valid now (notBefore ${leaf.validFrom}, notAfter ${leaf.validTo})`, {
       notAfter: leaf.validTo,
     });
   }
   chainToBundle(leaf, certs.slice(1), roots, now);
 
   const sans = sansOf(leaf);
-  if (sans.all !== 1) fail(IdentityCode.PEER_SAN_COUNT, `peer certificate must carry exactly one SAN, found ${sans.all}`, { count: sans.all });
+  if (sans.all !== 1) fail(IdentityCode.PeerSanCount, `peer certificate must carry exactly one SAN, found ${sans.all}`, { count: sans.all });
   const uri = sans.uris[0];
-  if (!uri?.startsWith('spiffe://')) fail(IdentityCode.PEER_NOT_SPIFFE, 'peer SAN is not a SPIFFE URI');
+  if (!uri?.startsWith('spiffe://')) fail(IdentityCode.PeerNotSpiffe, 'peer SAN is not a SPIFFE URI');
   let parsed: ReturnType<typeof parseWorkloadSpiffeId>;
   try {
     parsed = parseWorkloadSpiffeId(uri);
   } catch (err) {
-    throw new SkeinError(IdentityCode.PEER_NOT_SPIFFE, 'peer SAN is not a workload SPIFFE ID', { uri }, { cause: err });
+    throw new SkeinError(IdentityCode.PeerNotSpiffe, 'peer SAN is not a workload SPIFFE ID', { uri }, { cause: err });
   }
   if (parsed.trustDomain !== opts.trustDomain) {
-    fail(IdentityCode.PEER_TRUST_DOMAIN, `peer is in trust domain ${parsed.trustDomain}, not ${opts.trustDomain}`, { identity: uri });
+    fail(IdentityCode.PeerTrustDomain, `peer is in trust domain ${parsed.trustDomain}, not ${opts.trustDomain}`, { identity: uri });
   }
   if (opts.expected !== undefined) {
     const wanted = Array.isArray(opts.expected) ? opts.expected : [opts.expected];
-    if (!wanted.includes(uri)) fail(IdentityCode.PEER_UNEXPECTED_IDENTITY, `peer is ${uri}, expected ${wanted.join(' or ')}`, { identity: uri, expected: wanted });
+    if (!wanted.includes(uri)) fail(IdentityCode.PeerUnexpectedIdentity, `peer is ${uri}, expected ${wanted.join(' or ')}`, { identity: uri, expected: wanted });
   }
   return uri;
 }
@@ -118,11 +118,11 @@ function chainToBundle(leaf: X509Certificate, intermediates: X509Certificate[], 
     }
     const next = intermediates.find((i) => !used.has(i) && i.ca && cur.checkIssued(i) && cur.verify(i.publicKey));
     if (!next) break;
-    if (!validAt(next, now)) fail(IdentityCode.PEER_EXPIRED, 'an intermediate of the peer chain is not valid now', { subject: next.subject });
+    if (!validAt(next, now)) fail(IdentityCode.PeerExpired, 'an intermediate of the peer chain is not valid now', { subject: next.subject });
     used.add(next);
     cur = next;
   }
-  fail(IdentityCode.PEER_UNTRUSTED, 'peer certificate does not chain to a root of the trust bundle', { issuer: cur.issuer });
+  fail(IdentityCode.PeerUntrusted, 'peer certificate does not chain to a root of the trust bundle', { issuer: cur.issuer });
 }
 
 /** The verified SPIFFE ID of the peer of a TLS socket (server side, after the handshake). */

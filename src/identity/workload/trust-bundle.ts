@@ -45,7 +45,7 @@ export class TrustBundle {
   /** Sets the bundle to exactly these roots. Returns whether anything changed. */
   replace(rootsPem: string[]): boolean {
     const next = parseRoots(rootsPem);
-    if (next.size === 0) throw new SkeinError(IdentityCode.BUNDLE_INVALID, 'a trust bundle needs at least one root');
+    if (next.size === 0) throw new SkeinError(IdentityCode.BundleInvalid, 'a trust bundle needs at least one root');
     const same = next.size === this.byFingerprint.size && [...next.keys()].every((k) => this.byFingerprint.has(k));
     if (same) return false;
     this.byFingerprint = next;
@@ -70,7 +70,7 @@ export class TrustBundle {
   /** Removes a root by SHA-256 fingerprint (rotation step 3). Refuses to empty the bundle. */
   remove(fingerprint256: string): boolean {
     if (!this.byFingerprint.has(fingerprint256)) return false;
-    if (this.byFingerprint.size === 1) throw new SkeinError(IdentityCode.BUNDLE_INVALID, 'cannot remove the last root of a trust bundle');
+    if (this.byFingerprint.size === 1) throw new SkeinError(IdentityCode.BundleInvalid, 'cannot remove the last root of a trust bundle');
     this.byFingerprint.delete(fingerprint256);
     this._version++;
     return true;
@@ -84,14 +84,14 @@ function parseRoots(rootsPem: string[]): Map<string, { cert: X509Certificate; pe
     try {
       cert = new X509Certificate(pem);
     } catch (err) {
-      throw new SkeinError(IdentityCode.BUNDLE_INVALID, 'unparseable root in trust bundle', undefined, { cause: err });
+      throw new SkeinError(IdentityCode.BundleInvalid, 'unparseable root in trust bundle', undefined, { cause: err });
     }
     if (!cert.ca || !isSelfSigned(cert)) {
-      throw new SkeinError(IdentityCode.BUNDLE_INVALID, 'trust bundle entry is not a self-signed CA certificate', { subject: cert.subject });
+      throw new SkeinError(IdentityCode.BundleInvalid, 'trust bundle entry is not a self-signed CA certificate', { subject: cert.subject });
     }
     out.set(cert.fingerprint256, { cert, pem });
   }
-  if (rootsPem.length > 0 && out.size === 0) throw new SkeinError(IdentityCode.BUNDLE_INVALID, 'no PEM certificate in trust bundle');
+  if (rootsPem.length > 0 && out.size === 0) throw new SkeinError(IdentityCode.BundleInvalid, 'no PEM certificate in trust bundle');
   return out;
 }
 
@@ -110,7 +110,7 @@ export async function saveTrustBundleFile(path: string, rootsPem: string[]): Pro
 /** Reads a trust bundle file: every PEM certificate in it, checked to be a root. */
 export async function loadTrustBundleFile(path: string): Promise<string[]> {
   const roots = pemBlocks(await readFile(path, 'utf8'));
-  if (roots.length === 0) throw new SkeinError(IdentityCode.BUNDLE_INVALID, `no PEM certificate in trust bundle file ${path}`);
+  if (roots.length === 0) throw new SkeinError(IdentityCode.BundleInvalid, `no PEM certificate in trust bundle file ${path}`);
   new TrustBundle(roots);
   return roots;
 }

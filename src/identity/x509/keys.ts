@@ -82,7 +82,7 @@ export async function importSigningKey(pem: string): Promise<SigningKey> {
   try {
     keyObject = createPrivateKey(pem);
   } catch (err) {
-    throw new SkeinError(IdentityCode.ROOT_INVALID, 'CA private key is not a readable PEM key', undefined, { cause: err });
+    throw new SkeinError(IdentityCode.RootInvalid, 'CA private key is not a readable PEM key', undefined, { cause: err });
   }
   const der = keyObject.export({ type: 'pkcs8', format: 'der' });
   const pkcs8Pem = keyObject.export({ type: 'pkcs8', format: 'pem' }).toString();
@@ -104,7 +104,7 @@ export async function importSigningKey(pem: string): Promise<SigningKey> {
     algorithm = importAlg;
     signatureAlgorithmDer = RSA_SHA256_DER;
   } else {
-    throw new SkeinError(IdentityCode.ROOT_INVALID, `unsupported CA key type ${kind} (want ECDSA P-256/P-384 or RSA)`);
+    throw new SkeinError(IdentityCode.RootInvalid, `unsupported CA key type ${kind} (want ECDSA P-256/P-384 or RSA)`);
   }
   const key = await subtle.importKey('pkcs8', der, importAlg, false, ['sign']);
   return { key, algorithm, pkcs8Pem, publicKey: createPublicKey(keyObject), privateKey: keyObject, nodeHash, signatureAlgorithmDer };

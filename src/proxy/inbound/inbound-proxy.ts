@@ -4,8 +4,8 @@
  * by the outbound side (`openLocal`, the TLS hop skipped), or captured plaintext on 15006
  * (PlaintextListener, PERMISSIVE only). Steps, in order:
  *
- *   1. authorize (hook; the policy engine plugs in here) — refused => 401 / SKEIN_TUNNEL_REFUSED_401
- *   2. connect to the app port inside the pod (AppConnector) — failed => 503 / SKEIN_TUNNEL_UNAVAILABLE_503
+ *   1. authorize (hook; the policy engine plugs in here) — refused => 401 / SKEIN_TUNNEL_SOURCE_DENIED
+ *   2. connect to the app port inside the pod (AppConnector) — failed => 503 / SKEIN_TUNNEL_APP_UNREACHABLE
  *   3. pipe bytes both ways (L4 pipe), then one access-log line and one telemetry record.
  *
  * Keeping the three transports on this one path is what makes same-node traffic get the same
@@ -16,7 +16,8 @@ import type { SpiffeId, Workload } from '../../config/model.js';
 import { SkeinError, hasCode, messageOf } from '../../errors.js';
 import { type Logger, silentLogger } from '../../telemetry/log.js';
 import { type PipeResult, pipeBidirectional } from '../tcp/l4-pipe.js';
-import { type AppConnector, type LocalInbound, TunnelErrorCode } from '../tunnel/types.js';
+import type { AppConnector, LocalInbound } from '../tunnel/types.js';
+import { TunnelCode } from '../codes.js';
 
 export type InboundTransport = 'hbone' | 'local' | 'plaintext';
 
@@ -104,7 +105,7 @@ export class InboundProxy implements LocalInbound {
 
   /**
    * Steps 1 and 2: authorize, then connect to the app. Resolves with the app-side stream;
-   * rejects with SKEIN_TUNNEL_REFUSED_401 or SKEIN_TUNNEL_UNAVAILABLE_503 (refusals are
+   * rejects with SKEIN_TUNNEL_SOURCE_DENIED or SKEIN_TUNNEL_APP_UNREACHABLE (refusals are
    * logged and recorded here, so callers only translate the code to their transport).
    */
   async admit(req: InboundRequest, signal?: AbortSignal): Promise<Duplex> {
@@ -118,7 +119,7 @@ export class InboundProxy implements LocalInbound {
     if (!decision.allow) {
       this.stats.refused++;
       this.finishRefused(req, 401, decision.reason ?? 'denied by policy', started);
-      throw new SkeinError(TunnelErrorCode.Unauthorized, 'inbound connection refused by policy', {
+      throw new SkeinError(TunnelCode.SourceDenied, 'inbound connection refused by policy', {
         reason: decision.reason,
         source: req.source,
       });
@@ -130,15 +131,15 @@ export class InboundProxy implements LocalInbound {
       if (signal?.aborted) {
         // The downstream went away while we were connecting; do not leave the app socket open.
         app.destroy();
-        throw new SkeinError(TunnelErrorCode.Aborted, 'downstream closed before the app connection was up');
+        throw new SkeinError(TunnelCode.Aborted, 'downstream closed before the app connection was up');
       }
       return app;
     } catch (err) {
-      if (hasCode(err, TunnelErrorCode.Aborted)) throw err;
+      if (hasCode(err, TunnelCode.Aborted)) throw err;
       this.stats.unavailable++;
       const why = timeout.aborted ? 'app connect timed out' : messageOf(err);
       this.finishRefused(req, 503, why, started);
-      throw new SkeinError(TunnelErrorCode.Unavailable, `app port ${req.port} unreachable: ${why}`, { port: req.port }, { cause: err });
+      throw new SkeinError(TunnelCode.AppUnreachable, `app port ${req.port} unreachable: ${why}`, { port: req.port }, { cause: err });
     }
   }
 

@@ -4,15 +4,15 @@
  *   the source's identity, expecting the endpoint's identity;
  * - meshed endpoint on this node: the inbound proxy directly (same policy path, no TLS hop);
  * - endpoint outside the mesh: a plain connection, as the app would have made it.
- * Every failure becomes UPSTREAM_CONNECT_FAILED (with the cause), which the HTTP side maps to
+ * Every failure becomes OutboundCode.UpstreamConnectFailed (with the cause), which the HTTP side maps to
  * 503 and the L4 side to a reset.
  */
 import type { Duplex } from 'node:stream';
 import type { Endpoint, Workload } from '../../config/model.js';
 import type { ConfigStore } from '../../config/store.js';
 import { hasCode, messageOf, SkeinError } from '../../errors.js';
-import { UPSTREAM_CONNECT_FAILED, UPSTREAM_DENIED } from '../http/types.js';
-import { type LocalInbound, type TunnelDialer, TunnelErrorCode } from '../tunnel/types.js';
+import type { LocalInbound, TunnelDialer } from '../tunnel/types.js';
+import { OutboundCode, TunnelCode } from '../codes.js';
 
 /** Plain connection from (the netns of) `source` to address:port; the agent provides it. */
 export type DirectConnect = (source: Workload, address: string, port: number, signal?: AbortSignal) => Promise<Duplex>;
@@ -66,7 +66,7 @@ export class EndpointConnector {
       const onAbort = (): void => ac.abort(signal?.reason);
       signal?.addEventListener('abort', onAbort, { once: true });
       const timer = setTimeout(
-        () => ac.abort(new SkeinError('SKEIN_OUTBOUND_CONNECT_TIMEOUT', `connect to ${ep.ip}:${port} timed out`)),
+        () => ac.abort(new SkeinError(OutboundCode.ConnectTimeout, `connect to ${ep.ip}:${port} timed out`)),
         this.opts.connectTimeoutMs ?? 10_000,
       );
       try {
@@ -76,12 +76,12 @@ export class EndpointConnector {
         signal?.removeEventListener('abort', onAbort);
       }
     } catch (err) {
-      if (hasCode(err, UPSTREAM_CONNECT_FAILED) || hasCode(err, UPSTREAM_DENIED)) throw err;
+      if (hasCode(err, OutboundCode.UpstreamConnectFailed) || hasCode(err, OutboundCode.UpstreamDenied)) throw err;
       // The destination's agent refused this source (authentication or authorization): not an
       // outage, and the app should be told so (403), not invited to retry (503).
-      const denied = hasCode(err, TunnelErrorCode.Unauthorized) || hasCode(err, TunnelErrorCode.Forbidden);
+      const denied = hasCode(err, TunnelCode.SourceDenied) || hasCode(err, TunnelCode.WrongDestination);
       throw new SkeinError(
-        denied ? UPSTREAM_DENIED : UPSTREAM_CONNECT_FAILED,
+        denied ? OutboundCode.UpstreamDenied : OutboundCode.UpstreamConnectFailed,
         `cannot reach ${ep.ip}:${port} (${path}): ${messageOf(err)}`,
         { endpoint: `${ep.ip}:${port}`, path, cause: (err as { code?: string }).code },
         { cause: err },

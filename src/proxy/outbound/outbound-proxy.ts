@@ -22,12 +22,13 @@ import type { LoadBalancer } from '../../routing/load-balancer.js';
 import { sniffProtocol } from '../detect/sniff.js';
 import { type Http1Options, Http1Forwarder } from '../http/http1-forwarder.js';
 import { type Http2Options, Http2Forwarder } from '../http/http2-forwarder.js';
-import { RefusalCode, RefusalLog } from '../http/refusals.js';
+import { RefusalLog } from '../http/refusals.js';
 import type { HttpRequestRecord, HttpVersion, RoutedConnection, UpstreamChoice } from '../http/types.js';
 import { UpstreamPool, type UpstreamPoolOptions } from '../http/upstream-pool.js';
 import { type PipeResult, pipeBidirectional, resetStream } from '../tcp/l4-pipe.js';
 import { type Destination, resolveDestination } from './destination.js';
 import { EndpointConnector, type EndpointConnectorOptions } from './endpoint-connector.js';
+import { OutboundCode } from '../codes.js';
 
 export interface OriginalDestination {
   address: string;
@@ -250,7 +251,7 @@ export class OutboundProxy {
     const choice = this.choose(ctx.source, dest);
     if (!choice) {
       this.refusals.refuse(
-        RefusalCode.NoHealthyUpstream,
+        OutboundCode.NoHealthyUpstream,
         { source: ctx.source.identity, dst: authorityOf(ctx.originalDst.address, ctx.originalDst.port) },
         'no healthy upstream for TCP connection',
       );
@@ -265,7 +266,7 @@ export class OutboundProxy {
     if (this.opts.passthroughUnknown === false) {
       this.counts.refused++;
       this.refusals.refuse(
-        RefusalCode.PassthroughRefused,
+        OutboundCode.PassthroughRefused,
         { source: ctx.source.identity, dst: authorityOf(address, port) },
         'unknown destination refused',
       );

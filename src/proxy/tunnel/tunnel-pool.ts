@@ -28,7 +28,8 @@ import type { IdentitySource, WorkloadCertificate } from '../../identity/workloa
 import { type Logger, silentLogger } from '../../telemetry/log.js';
 import { formatAuthority } from './authority.js';
 import { checkPeerIdentity } from './spiffe-peer.js';
-import { DEFAULT_TUNNEL_PORT, type TunnelDialer, TunnelErrorCode, type TunnelTarget } from './types.js';
+import { DEFAULT_TUNNEL_PORT, type TunnelDialer, type TunnelTarget } from './types.js';
+import { TunnelCode } from '../codes.js';
 
 export interface TunnelPoolOptions {
   identity: IdentitySource;
@@ -85,15 +86,15 @@ const FORBIDDEN_HEADERS = new Set([
 function statusCode(status: number): string {
   switch (status) {
     case 400:
-      return TunnelErrorCode.BadRequest;
+      return TunnelCode.RequestMalformed;
     case 401:
-      return TunnelErrorCode.Unauthorized;
+      return TunnelCode.SourceDenied;
     case 403:
-      return TunnelErrorCode.Forbidden;
+      return TunnelCode.WrongDestination;
     case 503:
-      return TunnelErrorCode.Unavailable;
+      return TunnelCode.AppUnreachable;
     default:
-      return TunnelErrorCode.Status;
+      return TunnelCode.UnexpectedStatus;
   }
 }
 
@@ -132,7 +133,7 @@ export class TunnelPool implements TunnelDialer {
     target: TunnelTarget,
     opts: { signal?: AbortSignal; headers?: Record<string, string> } = {},
   ): Promise<Duplex> {
-    if (this.closed) throw new SkeinError(TunnelErrorCode.Closed, 'tunnel pool is closed');
+    if (this.closed) throw new SkeinError(TunnelCode.Closed, 'tunnel pool is closed');
     const { signal } = opts;
     throwIfAborted(signal);
     const cert = await this.identity.certificateFor(source, signal);
@@ -202,7 +203,7 @@ export class TunnelPool implements TunnelDialer {
     if (!chosen) {
       const live = list.filter((s) => !s.closed && !s.draining).length;
       if (live >= this.maxSessionsPerKey) {
-        throw new SkeinError(TunnelErrorCode.PoolExhausted, 'every tunnel session to this destination is full', {
+        throw new SkeinError(TunnelCode.PoolExhausted, 'every tunnel session to this destination is full', {
           key,
           maxSessionsPerKey: this.maxSessionsPerKey,
           maxStreamsPerSession: this.maxStreamsPerSession,
@@ -283,7 +284,7 @@ export class TunnelPool implements TunnelDialer {
       let settled = false;
       let socket: TLSSocket | undefined;
       const timer = setTimeout(() => {
-        if (!settled) socket?.destroy(new SkeinError(TunnelErrorCode.Timeout, 'tunnel TLS handshake timed out'));
+        if (!settled) socket?.destroy(new SkeinError(TunnelCode.Timeout, 'tunnel TLS handshake timed out'));
       }, this.connectTimeoutMs);
       timer.unref();
       const fail = (err: unknown): void => {
@@ -304,7 +305,7 @@ export class TunnelPool implements TunnelDialer {
       sock.once('error', fail);
       sock.once('secureConnect', () => {
         if (sock.alpnProtocol !== 'h2') {
-          sock.destroy(new SkeinError(TunnelErrorCode.Tls, `tunnel peer did not negotiate h2 (got ${sock.alpnProtocol})`));
+          sock.destroy(new SkeinError(TunnelCode.TlsFailed, `tunnel peer did not negotiate h2 (got ${sock.alpnProtocol})`));
           return;
         }
         sock.removeListener('error', fail);
@@ -350,7 +351,7 @@ export class TunnelPool implements TunnelDialer {
           fail(
             socketError ??
               new SkeinError(
-                TunnelErrorCode.Tls,
+                TunnelCode.TlsFailed,
                 'tunnel peer closed the connection before HTTP/2 SETTINGS (it most likely refused our client certificate)',
               ),
           );
@@ -381,7 +382,7 @@ export class TunnelPool implements TunnelDialer {
       checkServerIdentity: (_host: string, peer: PeerCertificate) => {
         const r = checkPeerIdentity(peer, bundlePems, trustDomain, expected);
         if (r.ok) return undefined;
-        return new SkeinError(TunnelErrorCode.Identity, `tunnel peer is not ${expected}: ${r.detail ?? r.reason}`, {
+        return new SkeinError(TunnelCode.PeerIdentityMismatch, `tunnel peer is not ${expected}: ${r.detail ?? r.reason}`, {
           expected,
           reason: r.reason,
         });
@@ -395,7 +396,7 @@ export class TunnelPool implements TunnelDialer {
       if (session.destroyed || session.closed) return;
       const deadline = setTimeout(() => {
         this.log.debug({ session: s.id }, 'tunnel keepalive PING unanswered; closing session');
-        session.destroy(new SkeinError(TunnelErrorCode.Timeout, 'keepalive PING unanswered'));
+        session.destroy(new SkeinError(TunnelCode.Timeout, 'keepalive PING unanswered'));
       }, this.keepaliveTimeoutMs);
       deadline.unref();
       try {
@@ -477,14 +478,14 @@ export class TunnelPool implements TunnelDialer {
       const onError = (err: Error): void => failWith(toTunnelError(err, pooled.tunnelAuthority, target.identity));
       const onClose = (): void =>
         failWith(
-          new SkeinError(TunnelErrorCode.Stream, `tunnel stream to ${authority} closed before a response`, {
+          new SkeinError(TunnelCode.StreamFailed, `tunnel stream to ${authority} closed before a response`, {
             rstCode: stream.rstCode,
             authority,
           }),
         );
-      const onAbort = (): void => failWith(new SkeinError(TunnelErrorCode.Aborted, 'tunnel connect aborted'));
+      const onAbort = (): void => failWith(new SkeinError(TunnelCode.Aborted, 'tunnel connect aborted'));
       const timer = setTimeout(
-        () => failWith(new SkeinError(TunnelErrorCode.Timeout, `no CONNECT response from ${authority}`)),
+        () => failWith(new SkeinError(TunnelCode.Timeout, `no CONNECT response from ${authority}`)),
         this.connectTimeoutMs,
       );
       timer.unref();
@@ -522,7 +523,7 @@ export class TunnelPool implements TunnelDialer {
 function noop(): void {}
 
 function throwIfAborted(signal: AbortSignal | undefined): void {
-  if (signal?.aborted) throw new SkeinError(TunnelErrorCode.Aborted, 'tunnel connect aborted');
+  if (signal?.aborted) throw new SkeinError(TunnelCode.Aborted, 'tunnel connect aborted');
 }
 
 function toTunnelError(err: unknown, peer: string, identity: SpiffeId): SkeinError {
@@ -533,7 +534,7 @@ function toTunnelError(err: unknown, peer: string, identity: SpiffeId): SkeinErr
     (code.startsWith('ERR_SSL') || code.includes('CERT') || code.startsWith('ERR_TLS') || code === 'DEPTH_ZERO_SELF_SIGNED_CERT');
   const connectFailed = code === 'ECONNREFUSED' || code === 'EHOSTUNREACH' || code === 'ENETUNREACH' || code === 'EADDRNOTAVAIL';
   return new SkeinError(
-    tlsish ? TunnelErrorCode.Tls : connectFailed ? TunnelErrorCode.Connect : TunnelErrorCode.Stream,
+    tlsish ? TunnelCode.TlsFailed : connectFailed ? TunnelCode.ConnectFailed : TunnelCode.StreamFailed,
     `tunnel to ${peer} failed: ${messageOf(err)}`,
     { peer, identity, cause: code },
     { cause: err },
@@ -543,9 +544,9 @@ function toTunnelError(err: unknown, peer: string, identity: SpiffeId): SkeinErr
 /** Await `p`, but give up after `ms` or when `signal` aborts. */
 function withDeadline<T>(p: Promise<T>, ms: number, signal: AbortSignal | undefined, what: string): Promise<T> {
   return new Promise<T>((resolve, reject) => {
-    const timer = setTimeout(() => finish(() => reject(new SkeinError(TunnelErrorCode.Timeout, `${what} timed out`))), ms);
+    const timer = setTimeout(() => finish(() => reject(new SkeinError(TunnelCode.Timeout, `${what} timed out`))), ms);
     timer.unref();
-    const onAbort = (): void => finish(() => reject(new SkeinError(TunnelErrorCode.Aborted, 'tunnel connect aborted')));
+    const onAbort = (): void => finish(() => reject(new SkeinError(TunnelCode.Aborted, 'tunnel connect aborted')));
     let done = false;
     const finish = (f: () => void): void => {
       if (done) return;

@@ -41,7 +41,7 @@ import { type Logger, silentLogger } from '../../telemetry/log.js';
 import type { InboundProxy, InboundRequest } from '../inbound/inbound-proxy.js';
 import { canonicalIp, parseAuthority } from './authority.js';
 import { checkPeerIdentity, type PeerIdentityCheck } from './spiffe-peer.js';
-import { TunnelErrorCode } from './types.js';
+import { TunnelCode } from '../codes.js';
 
 export interface TunnelServerOptions {
   /** The pod behind this listener (its IPs are the only valid CONNECT authorities). */
@@ -379,8 +379,8 @@ export class TunnelServer {
       },
       (err: unknown) => {
         stream.removeListener('close', onEarlyClose);
-        if (hasCode(err, TunnelErrorCode.Unauthorized)) respond(stream, 401);
-        else if (hasCode(err, TunnelErrorCode.Unavailable)) respond(stream, 503);
+        if (hasCode(err, TunnelCode.SourceDenied)) respond(stream, 401);
+        else if (hasCode(err, TunnelCode.AppUnreachable)) respond(stream, 503);
         else if (!stream.destroyed) stream.close(h2c.NGHTTP2_CANCEL);
       },
     );

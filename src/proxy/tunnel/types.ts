@@ -34,7 +34,7 @@ export interface AppConnector {
  * The inbound entry the outbound side uses for SAME-NODE destinations: the same policy and
  * telemetry path as a stream arriving over the tunnel, with the TLS hop skipped. Resolves
  * with the app-side stream once the app port accepted; rejects with the same SkeinError codes
- * a tunnel CONNECT would produce (SKEIN_TUNNEL_REFUSED_401/403, SKEIN_TUNNEL_UNAVAILABLE_503).
+ * a tunnel CONNECT would produce (SKEIN_TUNNEL_SOURCE_DENIED, SKEIN_TUNNEL_WRONG_DESTINATION, SKEIN_TUNNEL_APP_UNREACHABLE).
  * Implemented by InboundProxy (src/proxy/inbound/inbound-proxy.ts).
  */
 export interface LocalInbound {
@@ -45,34 +45,5 @@ export interface LocalInbound {
     opts?: { signal?: AbortSignal; headers?: Record<string, string> },
   ): Promise<Duplex>;
 }
-
-/** Stable error codes a TunnelDialer / LocalInbound rejects with. */
-export const TunnelErrorCode = {
-  /** Peer answered 400 (malformed CONNECT). */
-  BadRequest: 'SKEIN_TUNNEL_BAD_REQUEST_400',
-  /** Peer refused the source identity (401) — authentication or authorization. */
-  Unauthorized: 'SKEIN_TUNNEL_REFUSED_401',
-  /** Peer refused: the :authority does not name the pod behind that listener, or policy denied (403). */
-  Forbidden: 'SKEIN_TUNNEL_REFUSED_403',
-  /** Peer could not reach the app port (503). */
-  Unavailable: 'SKEIN_TUNNEL_UNAVAILABLE_503',
-  /** Any other non-2xx status. */
-  Status: 'SKEIN_TUNNEL_STATUS',
-  /** TLS handshake failed, or the server's certificate did not carry the expected identity. */
-  Tls: 'SKEIN_TUNNEL_TLS',
-  /** Server presented a certificate whose SPIFFE identity is not the expected one. */
-  Identity: 'SKEIN_TUNNEL_IDENTITY',
-  /** Connect or CONNECT response took too long. */
-  Timeout: 'SKEIN_TUNNEL_TIMEOUT',
-  /** Caller aborted. */
-  Aborted: 'SKEIN_TUNNEL_ABORTED',
-  /** Pool closed or at its session limit with every session full. */
-  PoolExhausted: 'SKEIN_TUNNEL_POOL_EXHAUSTED',
-  Closed: 'SKEIN_TUNNEL_CLOSED',
-  /** TCP connect to the tunnel port failed (refused, unreachable): nothing was sent, safe to retry elsewhere. */
-  Connect: 'SKEIN_TUNNEL_CONNECT_FAILED',
-  /** Session/stream failed after connection (GOAWAY, reset, socket error). */
-  Stream: 'SKEIN_TUNNEL_STREAM',
-} as const;
 
 export const DEFAULT_TUNNEL_PORT = 15008;

@@ -20,7 +20,7 @@ t.test('in-cluster options', async (t) => {
     namespace: 'skein-system',
   });
   t.equal(inClusterOptions(dir, { KUBERNETES_SERVICE_HOST: 'fd00::1' }).server, 'https://[fd00::1]:443');
-  t.throws(() => inClusterOptions(dir, {}), { code: 'SKEIN_KUBE_CONFIG' });
+  t.throws(() => inClusterOptions(dir, {}), { code: 'SKEIN_KUBE_NOT_IN_CLUSTER' });
 });
 
 t.test('HTTPS with the cluster CA, rotating token file, pagination, errors', async (t) => {

@@ -31,8 +31,8 @@ t.test('bootstrap tokens: files 0600, one per node, authenticate to the node', a
   const auth = await BootstrapTokenAuthenticator.fromDirectory(dir);
   t.same(await auth.authenticate({ bearerToken: ta }), { node: 'node-a', method: 'bootstrap-token' });
   t.equal((await auth.authenticate({ bearerToken: tb })).node, 'node-b');
-  await t.rejects(auth.authenticate({ bearerToken: 'wrong' }), { code: IdentityCode.UNAUTHENTICATED });
-  await t.rejects(auth.authenticate({}), { code: IdentityCode.UNAUTHENTICATED });
+  await t.rejects(auth.authenticate({ bearerToken: 'wrong' }), { code: IdentityCode.Unauthenticated });
+  await t.rejects(auth.authenticate({}), { code: IdentityCode.Unauthenticated });
 
   // A token file others can read is skipped; a new node appears on reload.
   await createBootstrapTokens(dir, ['node-c']);
@@ -43,11 +43,11 @@ t.test('bootstrap tokens: files 0600, one per node, authenticate to the node', a
   const r = await auth.reload();
   t.same(r.nodes.sort(), ['node-a', 'node-c']);
   t.same(r.skipped, ['node-b']);
-  await t.rejects(auth.authenticate({ bearerToken: tb }), { code: IdentityCode.UNAUTHENTICATED });
+  await t.rejects(auth.authenticate({ bearerToken: tb }), { code: IdentityCode.Unauthenticated });
   t.equal((await auth.authenticate({ bearerToken: readFileSync(join(dir, 'node-c'), 'utf8').trim() })).node, 'node-c');
 
-  await t.rejects(createBootstrapTokens(dir, ['../evil']), { code: IdentityCode.BOOTSTRAP_TOKENS });
-  await t.rejects(readBootstrapToken(join(dir, 'node-empty')), { code: IdentityCode.BOOTSTRAP_TOKENS });
+  await t.rejects(createBootstrapTokens(dir, ['../evil']), { code: IdentityCode.BootstrapTokens });
+  await t.rejects(readBootstrapToken(join(dir, 'node-empty')), { code: IdentityCode.BootstrapTokens });
   const mem = BootstrapTokenAuthenticator.fromTokens({ n1: 'tok' });
   t.equal((await mem.authenticate({ bearerToken: 'tok' })).node, 'n1');
   t.same((await mem.reload()).nodes, ['n1']);
@@ -104,14 +104,14 @@ t.test('TokenReview authenticator against a stand-in API server', async (t) => {
   t.equal(api.seen[0]?.path, '/apis/authentication.k8s.io/v1/tokenreviews');
   t.equal(api.seen[0]?.auth, 'Bearer controller-token');
   t.same(api.seen[0]?.body, { apiVersion: 'authentication.k8s.io/v1', kind: 'TokenReview', spec: { token: 'good', audiences: ['skein-ca'] } });
-  await t.rejects(auth.authenticate({ bearerToken: 'nope' }), { code: IdentityCode.UNAUTHENTICATED });
-  await t.rejects(auth.authenticate({ bearerToken: 'other-sa' }), { code: IdentityCode.UNAUTHENTICATED });
-  await t.rejects(auth.authenticate({ bearerToken: 'unbound' }), { code: IdentityCode.UNAUTHENTICATED });
-  await t.rejects(auth.authenticate({ bearerToken: 'wrong-aud' }), { code: IdentityCode.UNAUTHENTICATED });
-  await t.rejects(auth.authenticate({ bearerToken: 'boom' }), { code: IdentityCode.CA_UNAVAILABLE });
-  await t.rejects(auth.authenticate({}), { code: IdentityCode.UNAUTHENTICATED });
+  await t.rejects(auth.authenticate({ bearerToken: 'nope' }), { code: IdentityCode.Unauthenticated });
+  await t.rejects(auth.authenticate({ bearerToken: 'other-sa' }), { code: IdentityCode.Unauthenticated });
+  await t.rejects(auth.authenticate({ bearerToken: 'unbound' }), { code: IdentityCode.Unauthenticated });
+  await t.rejects(auth.authenticate({ bearerToken: 'wrong-aud' }), { code: IdentityCode.Unauthenticated });
+  await t.rejects(auth.authenticate({ bearerToken: 'boom' }), { code: IdentityCode.CaUnavailable });
+  await t.rejects(auth.authenticate({}), { code: IdentityCode.Unauthenticated });
   const down = new TokenReviewAuthenticator({ apiServer: 'http://127.0.0.1:1', controllerToken: () => 'x', allowedPrincipals: [AGENT], timeoutMs: 500 });
-  await t.rejects(down.authenticate({ bearerToken: 'good' }), { code: IdentityCode.CA_UNAVAILABLE });
+  await t.rejects(down.authenticate({ bearerToken: 'good' }), { code: IdentityCode.CaUnavailable });
   // An injected client is used instead of HTTP.
   const injected = new TokenReviewAuthenticator({
     apiServer: 'https://kubernetes.default.svc',

@@ -77,24 +77,24 @@ t.test('issuance over gRPC/TLS, refusals with precise status and skein code', as
   a.store.acquire(DB, 'pod-x');
   const refused = await a.store.certificateFor(DB).catch((e: unknown) => e);
   t.type(refused, SkeinError);
-  t.equal((refused as SkeinError).code, IdentityCode.NODE_NOT_AUTHORIZED);
+  t.equal((refused as SkeinError).code, IdentityCode.NodeNotAuthorized);
 
   // Raw client calls: the status codes a caller sees.
   const keys = await generateP256KeyPair();
   const csr = await createWorkloadCsr(OTHER, keys);
   const e1 = await a.client.issue({ csrPem: csr, ttlSeconds: 0 }).catch((e: SkeinError) => e);
-  t.equal((e1 as SkeinError).code, IdentityCode.NODE_NOT_AUTHORIZED);
+  t.equal((e1 as SkeinError).code, IdentityCode.NodeNotAuthorized);
   t.equal((e1 as SkeinError).details?.grpcStatus, grpc.status.PERMISSION_DENIED);
   const e2 = await a.client.issue({ csrPem: 'not a csr', ttlSeconds: 0 }).catch((e: SkeinError) => e);
-  t.equal((e2 as SkeinError).code, IdentityCode.CSR_INVALID);
+  t.equal((e2 as SkeinError).code, IdentityCode.CsrInvalid);
   t.equal((e2 as SkeinError).details?.grpcStatus, grpc.status.INVALID_ARGUMENT);
   const bad = new CaClient({ address: `127.0.0.1:${port}`, rootsPem: ca.trustBundlePem(), token: 'wrong' });
   t.teardown(() => bad.close());
   const e3 = await bad.issue({ csrPem: csr, ttlSeconds: 0 }).catch((e: SkeinError) => e);
-  t.equal((e3 as SkeinError).code, IdentityCode.UNAUTHENTICATED);
+  t.equal((e3 as SkeinError).code, IdentityCode.Unauthenticated);
   t.equal((e3 as SkeinError).details?.grpcStatus, grpc.status.UNAUTHENTICATED);
   const e4 = await bad.fetchTrustBundle().catch((e: SkeinError) => e);
-  t.equal((e4 as SkeinError).code, IdentityCode.UNAUTHENTICATED);
+  t.equal((e4 as SkeinError).code, IdentityCode.Unauthenticated);
   t.same(await a.client.fetchTrustBundle(), ca.trustBundlePem());
 
   // A huge TTL is capped by the CA, not refused.
@@ -104,15 +104,15 @@ t.test('issuance over gRPC/TLS, refusals with precise status and skein code', as
 
   const metrics = await ca.metrics.refused.get();
   const reasons = Object.fromEntries(metrics.values.map((v) => [v.labels.reason, v.value]));
-  t.ok((reasons[IdentityCode.NODE_NOT_AUTHORIZED] ?? 0) >= 2);
-  t.ok((reasons[IdentityCode.UNAUTHENTICATED] ?? 0) >= 2);
-  t.ok((reasons[IdentityCode.CSR_INVALID] ?? 0) >= 1);
+  t.ok((reasons[IdentityCode.NodeNotAuthorized] ?? 0) >= 2);
+  t.ok((reasons[IdentityCode.Unauthenticated] ?? 0) >= 2);
+  t.ok((reasons[IdentityCode.CsrInvalid] ?? 0) >= 1);
 
   // Aborting a call cancels it.
   const ac = new AbortController();
   ac.abort();
   const e5 = await a.client.issue({ csrPem: csr, ttlSeconds: 0 }, ac.signal).catch((e: SkeinError) => e);
-  t.equal((e5 as SkeinError).code, IdentityCode.ISSUANCE_ABORTED);
+  t.equal((e5 as SkeinError).code, IdentityCode.IssuanceAborted);
 });
 
 t.test('the CA is unreachable: the store keeps retrying and a waiter times out cleanly', async (t) => {
@@ -127,9 +127,9 @@ t.test('the CA is unreachable: the store keeps retrying and a waiter times out c
   store.on('failed', (f: { code: string }) => failures.push(f.code));
   store.acquire(WEB);
   const err = await store.certificateFor(WEB).catch((e: SkeinError) => e);
-  t.equal((err as SkeinError).code, IdentityCode.ISSUANCE_TIMEOUT);
+  t.equal((err as SkeinError).code, IdentityCode.IssuanceTimeout);
   t.ok(failures.length >= 2, `retried (${failures.length} failures)`);
-  t.ok(failures.every((c) => c === IdentityCode.CA_UNAVAILABLE));
+  t.ok(failures.every((c) => c === IdentityCode.CaUnavailable));
 });
 
 /** A mutual-TLS server for `serverId` that rotates its context on every store change. */

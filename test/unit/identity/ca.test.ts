@@ -27,14 +27,14 @@ t.test('first start generates a root, persists it 0600, a restart reuses it', as
   t.match(root.subject, /O=cluster.local/);
 
   chmodSync(path, 0o644);
-  await t.rejects(makeCa({ store }), { code: IdentityCode.ROOT_FILE_PERMISSIONS }, 'refuses a file others can read');
+  await t.rejects(makeCa({ store }), { code: IdentityCode.RootFilePermissions }, 'refuses a file others can read');
   chmodSync(path, 0o600);
   writeFileSync(path, 'not json', { mode: 0o600 });
-  await t.rejects(makeCa({ store }), { code: IdentityCode.ROOT_INVALID });
+  await t.rejects(makeCa({ store }), { code: IdentityCode.RootInvalid });
   writeFileSync(path, '{"version":2}', { mode: 0o600 });
-  await t.rejects(makeCa({ store }), { code: IdentityCode.ROOT_INVALID });
+  await t.rejects(makeCa({ store }), { code: IdentityCode.RootInvalid });
   writeFileSync(path, JSON.stringify({ version: 1, activeId: 'nope', authorities: [ca1.activeAuthority().material()] }), { mode: 0o600 });
-  await t.rejects(makeCa({ store }), { code: IdentityCode.ROOT_INVALID }, 'active id not among the authorities');
+  await t.rejects(makeCa({ store }), { code: IdentityCode.RootInvalid }, 'active id not among the authorities');
 });
 
 t.test('issued leaf: one critical URI SAN, no subject, EKU, key usage, serial, backdated', async (t) => {
@@ -82,13 +82,13 @@ t.test('operator-supplied intermediate: chain served leaf -> intermediate -> roo
   t.equal(ca.activeAuthority().id, root.id, 'authority id is its root fingerprint');
 
   // Bad operator material is refused with a clear code.
-  await t.rejects(makeCa({ authority: { certChainPem: [inter.certChainPem[0] as string], privateKeyPem: inter.privateKeyPem } }), { code: IdentityCode.ROOT_INVALID }, 'no root');
+  await t.rejects(makeCa({ authority: { certChainPem: [inter.certChainPem[0] as string], privateKeyPem: inter.privateKeyPem } }), { code: IdentityCode.RootInvalid }, 'no root');
   const otherKey = (await SigningAuthority.generateRoot({ trustDomain: TD })).material().privateKeyPem;
-  await t.rejects(makeCa({ authority: { certChainPem: inter.certChainPem, privateKeyPem: otherKey } }), { code: IdentityCode.ROOT_INVALID }, 'key mismatch');
-  await t.rejects(makeCa({ authority: { certChainPem: [inter.certChainPem[0] as string, (await SigningAuthority.generateRoot({ trustDomain: TD })).rootPem], privateKeyPem: inter.privateKeyPem } }), { code: IdentityCode.ROOT_INVALID }, 'wrong root');
-  await t.rejects(makeCa({ authority: { certChainPem: inter.certChainPem, privateKeyPem: 'nope' } }), { code: IdentityCode.ROOT_INVALID }, 'unreadable key');
-  await t.rejects(makeCa({ authority: { certChainPem: ['nope'], privateKeyPem: inter.privateKeyPem } }), { code: IdentityCode.ROOT_INVALID }, 'no cert');
-  await t.rejects(makeCa({ authority: inter, now: () => new Date(Date.now() + 2 * 24 * 3600_000) }), { code: IdentityCode.ROOT_INVALID }, 'expired intermediate');
+  await t.rejects(makeCa({ authority: { certChainPem: inter.certChainPem, privateKeyPem: otherKey } }), { code: IdentityCode.RootInvalid }, 'key mismatch');
+  await t.rejects(makeCa({ authority: { certChainPem: [inter.certChainPem[0] as string, (await SigningAuthority.generateRoot({ trustDomain: TD })).rootPem], privateKeyPem: inter.privateKeyPem } }), { code: IdentityCode.RootInvalid }, 'wrong root');
+  await t.rejects(makeCa({ authority: { certChainPem: inter.certChainPem, privateKeyPem: 'nope' } }), { code: IdentityCode.RootInvalid }, 'unreadable key');
+  await t.rejects(makeCa({ authority: { certChainPem: ['nope'], privateKeyPem: inter.privateKeyPem } }), { code: IdentityCode.RootInvalid }, 'no cert');
+  await t.rejects(makeCa({ authority: inter, now: () => new Date(Date.now() + 2 * 24 * 3600_000) }), { code: IdentityCode.RootInvalid }, 'expired intermediate');
 });
 
 t.test('root rotation operations and persistence', async (t) => {
@@ -101,8 +101,8 @@ t.test('root rotation operations and persistence', async (t) => {
   t.equal(ca.trustBundlePem().length, 2, 'both roots in the bundle');
   t.equal(ca.activeAuthority().id, oldId, 'still signing with the old root');
   t.equal((await store.load())?.authorities.length, 2, 'persisted');
-  await t.rejects(ca.removeAuthority(oldId), { code: IdentityCode.ROOT_ACTIVE });
-  await t.rejects(ca.activateAuthority('nope'), { code: IdentityCode.ROOT_UNKNOWN });
+  await t.rejects(ca.removeAuthority(oldId), { code: IdentityCode.RootActive });
+  await t.rejects(ca.activateAuthority('nope'), { code: IdentityCode.RootUnknown });
   await ca.activateAuthority(added.id);
   t.same(changes, [added.id]);
   t.equal(ca.trustBundlePem()[0], added.rootPem, 'active root first');
@@ -122,7 +122,7 @@ t.test('refusals are counted by reason; issuances and signing latency measured',
   const registry = new Registry();
   const ca = await makeCa({ registry });
   await ca.issue(await csrFor(id('a', 'b')), 0);
-  await t.rejects(ca.issue(await csrFor('spiffe://elsewhere/ns/a/sa/b'), 0), { code: IdentityCode.TRUST_DOMAIN });
+  await t.rejects(ca.issue(await csrFor('spiffe://elsewhere/ns/a/sa/b'), 0), { code: IdentityCode.TrustDomain });
   await t.rejects(
     ca.issue(await csrFor(id('a', 'b')), 0, {
       authorize: () => {
@@ -132,8 +132,8 @@ t.test('refusals are counted by reason; issuances and signing latency measured',
   );
   const text = await registry.metrics();
   t.match(text, /skein_ca_certificates_issued_total 1/);
-  t.match(text, new RegExp(`skein_ca_requests_refused_total\\{reason="${IdentityCode.TRUST_DOMAIN}"\\} 1`));
-  t.match(text, new RegExp(`skein_ca_requests_refused_total\\{reason="${IdentityCode.CA_INTERNAL}"\\} 1`));
+  t.match(text, new RegExp(`skein_ca_requests_refused_total\\{reason="${IdentityCode.TrustDomain}"\\} 1`));
+  t.match(text, new RegExp(`skein_ca_requests_refused_total\\{reason="${IdentityCode.CaInternal}"\\} 1`));
   t.match(text, /skein_ca_signing_duration_seconds_count 1/);
   // A second CA on the same registry reuses the metrics instead of throwing.
   const ca2 = await makeCa({ registry });
@@ -169,5 +169,5 @@ t.test('operator roots with P-384 and RSA keys sign P-256 leaves; other key type
   const sec1 = generateKeyPairSync('ec', { namedCurve: 'prime256v1' }).privateKey.export({ type: 'sec1', format: 'pem' }).toString();
   t.equal((await importSigningKey(sec1)).nodeHash, 'sha256');
   const ed = generateKeyPairSync('ed25519').privateKey.export({ type: 'pkcs8', format: 'pem' }).toString();
-  await t.rejects(importSigningKey(ed), { code: IdentityCode.ROOT_INVALID });
+  await t.rejects(importSigningKey(ed), { code: IdentityCode.RootInvalid });
 });

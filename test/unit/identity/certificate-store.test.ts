@@ -60,9 +60,9 @@ async function fixture(t: Teardown, extra: Partial<CertificateStoreOptions> = {}
 
 t.test('issues on acquire, waits, renews at half-life with jitter', async (t) => {
   const { time, ca, issuer, store, registry } = await fixture(t);
-  t.rejects(store.certificateFor(WEB), { code: IdentityCode.NOT_HELD });
-  t.throws(() => store.acquire('spiffe://other.td/ns/a/sa/b'), { code: IdentityCode.TRUST_DOMAIN });
-  t.throws(() => store.acquire('nope'), { code: IdentityCode.SPIFFE_ID_INVALID });
+  t.rejects(store.certificateFor(WEB), { code: IdentityCode.NotHeld });
+  t.throws(() => store.acquire('spiffe://other.td/ns/a/sa/b'), { code: IdentityCode.TrustDomain });
+  t.throws(() => store.acquire('nope'), { code: IdentityCode.SpiffeIdInvalid });
   store.acquire(WEB, 'pod-1');
   t.equal(store.status()[0]?.state, 'pending');
   const first = await store.certificateFor(WEB);
@@ -104,7 +104,7 @@ t.test('failures: backoff grows and caps, retries tighten near expiry, never lap
   store.acquire(WEB);
   const cert = await store.certificateFor(WEB);
   const notAfter = cert.notAfter.getTime();
-  issuer.failWith = new SkeinError(IdentityCode.CA_UNAVAILABLE, 'CA away', { permanent: false });
+  issuer.failWith = new SkeinError(IdentityCode.CaUnavailable, 'CA away', { permanent: false });
   const retries: number[] = [];
   store.on('failed', (f: { retryInMs: number }) => retries.push(f.retryInMs));
   time.advance(time.delays()[0] as number); // the renewal comes due, and fails
@@ -116,7 +116,7 @@ t.test('failures: backoff grows and caps, retries tighten near expiry, never lap
   }
   t.same(retries, [750, 1500, 3000, 6000, 6000, 6000], 'doubling (equal jitter at 0.5), capped at 8 s');
   t.equal(store.status()[0]?.consecutiveFailures, 6);
-  t.equal(store.status()[0]?.lastError, IdentityCode.CA_UNAVAILABLE);
+  t.equal(store.status()[0]?.lastError, IdentityCode.CaUnavailable);
   t.equal(store.status()[0]?.state, 'valid', 'the held certificate keeps serving');
   t.equal(await store.certificateFor(WEB), cert, 'connections still get the valid certificate');
   // Go close to expiry: retries are at most a quarter of the remaining life.
@@ -143,26 +143,26 @@ t.test('failures: backoff grows and caps, retries tighten near expiry, never lap
 
 t.test('waiting: timeout, abort, permanent refusal, release, close', async (t) => {
   const { time, issuer, store } = await fixture(t, { waitTimeoutMs: 5000 });
-  issuer.failWith = new SkeinError(IdentityCode.CA_UNAVAILABLE, 'away', { permanent: false });
+  issuer.failWith = new SkeinError(IdentityCode.CaUnavailable, 'away', { permanent: false });
   store.acquire(WEB);
   const waiting = store.certificateFor(WEB);
   await once(store, 'failed');
   time.advance(5000);
-  await t.rejects(waiting, { code: IdentityCode.ISSUANCE_TIMEOUT });
+  await t.rejects(waiting, { code: IdentityCode.IssuanceTimeout });
 
   const ac = new AbortController();
   const aborted = store.certificateFor(WEB, ac.signal);
   ac.abort();
-  await t.rejects(aborted, { code: IdentityCode.ISSUANCE_ABORTED });
-  await t.rejects(store.certificateFor(WEB, ac.signal), { code: IdentityCode.ISSUANCE_ABORTED }, 'already aborted');
+  await t.rejects(aborted, { code: IdentityCode.IssuanceAborted });
+  await t.rejects(store.certificateFor(WEB, ac.signal), { code: IdentityCode.IssuanceAborted }, 'already aborted');
 
   // A permanent refusal (no pod of this SA on our node) fails waiters at once.
-  issuer.failWith = new SkeinError(IdentityCode.NODE_NOT_AUTHORIZED, 'no pod', { permanent: true });
+  issuer.failWith = new SkeinError(IdentityCode.NodeNotAuthorized, 'no pod', { permanent: true });
   const refused = store.certificateFor(WEB);
   const failed = once(store, 'failed');
   time.advance((store.status()[0]?.nextAttemptAt?.getTime() as number) - time.now()); // the retry, before the wait times out
   await failed;
-  await t.rejects(refused, { code: IdentityCode.NODE_NOT_AUTHORIZED });
+  await t.rejects(refused, { code: IdentityCode.NodeNotAuthorized });
 
   // Refcount by pod uid: the last release drops it; waiters are told.
   store.acquire(DB, 'p1');
@@ -174,8 +174,8 @@ t.test('waiting: timeout, abort, permanent refusal, release, close', async (t) =
   const released = once(store, 'released');
   store.release(DB, 'p2');
   await released;
-  await t.rejects(pending, { code: IdentityCode.RELEASED });
-  await t.rejects(store.certificateFor(DB), { code: IdentityCode.NOT_HELD });
+  await t.rejects(pending, { code: IdentityCode.Released });
+  await t.rejects(store.certificateFor(DB), { code: IdentityCode.NotHeld });
   store.release(DB, 'p3'); // unknown: no-op
   store.acquire(DB);
   store.acquire(DB);
@@ -186,9 +186,9 @@ t.test('waiting: timeout, abort, permanent refusal, release, close', async (t) =
 
   const beforeClose = store.certificateFor(WEB);
   store.close();
-  await t.rejects(beforeClose, { code: IdentityCode.STORE_CLOSED });
-  await t.rejects(store.certificateFor(WEB), { code: IdentityCode.STORE_CLOSED });
-  t.throws(() => store.acquire(WEB), { code: IdentityCode.STORE_CLOSED });
+  await t.rejects(beforeClose, { code: IdentityCode.StoreClosed });
+  await t.rejects(store.certificateFor(WEB), { code: IdentityCode.StoreClosed });
+  t.throws(() => store.acquire(WEB), { code: IdentityCode.StoreClosed });
   t.same(time.delays(), [], 'no timer left');
   store.close();
 });
@@ -241,7 +241,7 @@ t.test('trust bundle: follows the CA, re-issues what no longer chains, periodic 
   t.equal(store.bundle.size, 1);
   // A failed periodic refresh is logged and rescheduled.
   issuer.fetchTrustBundle = async () => {
-    throw new SkeinError(IdentityCode.CA_UNAVAILABLE, 'away');
+    throw new SkeinError(IdentityCode.CaUnavailable, 'away');
   };
   time.advance(60_000);
   await new Promise((r) => setImmediate(r));
@@ -263,7 +263,7 @@ t.test('an answer that is not ours is refused', async (t) => {
     return { ...r, certChainPem: foreign.certChainPem };
   };
   store.acquire(WEB);
-  await t.rejects(store.certificateFor(WEB), { code: IdentityCode.ISSUED_CERT_INVALID });
+  await t.rejects(store.certificateFor(WEB), { code: IdentityCode.IssuedCertInvalid });
   // Or one that does not chain to the bundle it sends.
   issuer.issue = async (req) => {
     const r = await realIssue(req);
@@ -272,24 +272,24 @@ t.test('an answer that is not ours is refused', async (t) => {
   const s2 = new CertificateStore({ trustDomain: TD, issuer, bundleRefreshIntervalMs: 0, waitTimeoutMs: 2000 });
   t.teardown(() => s2.close());
   s2.acquire(WEB);
-  await t.rejects(s2.certificateFor(WEB), { code: IdentityCode.ISSUED_CERT_INVALID });
+  await t.rejects(s2.certificateFor(WEB), { code: IdentityCode.IssuedCertInvalid });
   swap = false;
   issuer.issue = async () => ({ certChainPem: ['garbage'], trustBundlePem: [], ttlSeconds: 1 });
   const s3 = new CertificateStore({ trustDomain: TD, issuer, bundleRefreshIntervalMs: 0, waitTimeoutMs: 2000 });
   t.teardown(() => s3.close());
   s3.acquire(WEB);
-  await t.rejects(s3.certificateFor(WEB), { code: IdentityCode.ISSUED_CERT_INVALID });
+  await t.rejects(s3.certificateFor(WEB), { code: IdentityCode.IssuedCertInvalid });
   issuer.issue = async () => ({ certChainPem: [], trustBundlePem: [], ttlSeconds: 1 });
   const s4 = new CertificateStore({ trustDomain: TD, issuer, bundleRefreshIntervalMs: 0, waitTimeoutMs: 2000 });
   t.teardown(() => s4.close());
   s4.acquire(WEB);
-  await t.rejects(s4.certificateFor(WEB), { code: IdentityCode.ISSUED_CERT_INVALID });
+  await t.rejects(s4.certificateFor(WEB), { code: IdentityCode.IssuedCertInvalid });
   issuer.issue = async () => {
     throw new Error('plain error');
   };
   const s5 = new CertificateStore({ trustDomain: TD, issuer, bundleRefreshIntervalMs: 0, waitTimeoutMs: 300 });
   t.teardown(() => s5.close());
   s5.acquire(WEB);
-  await t.rejects(s5.certificateFor(WEB), { code: IdentityCode.ISSUANCE_TIMEOUT }, 'unknown errors are retried, waiters time out');
-  t.equal(s5.status()[0]?.lastError, IdentityCode.ISSUANCE_FAILED);
+  await t.rejects(s5.certificateFor(WEB), { code: IdentityCode.IssuanceTimeout }, 'unknown errors are retried, waiters time out');
+  t.equal(s5.status()[0]?.lastError, IdentityCode.IssuanceFailed);
 });

@@ -46,26 +46,26 @@ t.test('a valid CSR', async (t) => {
 });
 
 t.test('SAN count and type', async (t) => {
-  t.equal(await code(validateCsr(await csrWith([]), TD, 0, POLICY)), IdentityCode.CSR_SAN_COUNT, 'no SAN');
+  t.equal(await code(validateCsr(await csrWith([]), TD, 0, POLICY)), IdentityCode.CsrSanCount, 'no SAN');
   t.equal(
     await code(validateCsr(await csrWith([{ type: 'url', value: id('a', 'b') }, { type: 'url', value: id('a', 'c') }]), TD, 0, POLICY)),
-    IdentityCode.CSR_SAN_COUNT,
+    IdentityCode.CsrSanCount,
     'two URI SANs',
   );
   t.equal(
     await code(validateCsr(await csrWith([{ type: 'url', value: id('a', 'b') }, { type: 'dns', value: 'evil.example' }]), TD, 0, POLICY)),
-    IdentityCode.CSR_SAN_COUNT,
+    IdentityCode.CsrSanCount,
     'URI + DNS SAN',
   );
-  t.equal(await code(validateCsr(await csrWith([{ type: 'dns', value: 'web.shop.svc' }]), TD, 0, POLICY)), IdentityCode.CSR_SAN_NOT_URI, 'DNS only');
+  t.equal(await code(validateCsr(await csrWith([{ type: 'dns', value: 'web.shop.svc' }]), TD, 0, POLICY)), IdentityCode.CsrSanNotUri, 'DNS only');
 });
 
 t.test('SPIFFE ID form and trust domain', async (t) => {
-  t.equal(await code(validateCsr(await createWorkloadCsr('spiffe://other.domain/ns/a/sa/b', await generateP256KeyPair()), TD, 0, POLICY)), IdentityCode.TRUST_DOMAIN);
-  t.equal(await code(validateCsr(await csrWith([{ type: 'url', value: 'spiffe://cluster.local/foo/bar' }]), TD, 0, POLICY)), IdentityCode.SPIFFE_ID_INVALID);
-  t.equal(await code(validateCsr(await csrWith([{ type: 'url', value: 'https://cluster.local/ns/a/sa/b' }]), TD, 0, POLICY)), IdentityCode.SPIFFE_ID_INVALID);
-  t.equal(await code(validateCsr(await csrWith([{ type: 'url', value: 'spiffe://cluster.local/ns/A_B/sa/b' }]), TD, 0, POLICY)), IdentityCode.SPIFFE_ID_INVALID);
-  t.equal(await code(validateCsr(await csrWith([{ type: 'url', value: 'spiffe://cluster.local/ns/a/sa/b/extra' }]), TD, 0, POLICY)), IdentityCode.SPIFFE_ID_INVALID);
+  t.equal(await code(validateCsr(await createWorkloadCsr('spiffe://other.domain/ns/a/sa/b', await generateP256KeyPair()), TD, 0, POLICY)), IdentityCode.TrustDomain);
+  t.equal(await code(validateCsr(await csrWith([{ type: 'url', value: 'spiffe://cluster.local/foo/bar' }]), TD, 0, POLICY)), IdentityCode.SpiffeIdInvalid);
+  t.equal(await code(validateCsr(await csrWith([{ type: 'url', value: 'https://cluster.local/ns/a/sa/b' }]), TD, 0, POLICY)), IdentityCode.SpiffeIdInvalid);
+  t.equal(await code(validateCsr(await csrWith([{ type: 'url', value: 'spiffe://cluster.local/ns/A_B/sa/b' }]), TD, 0, POLICY)), IdentityCode.SpiffeIdInvalid);
+  t.equal(await code(validateCsr(await csrWith([{ type: 'url', value: 'spiffe://cluster.local/ns/a/sa/b/extra' }]), TD, 0, POLICY)), IdentityCode.SpiffeIdInvalid);
   t.equal(trustDomainOf('spiffe://x.y/ns/a/sa/b'), 'x.y');
   t.equal(trustDomainOf('nope'), undefined);
   t.throws(() => parseWorkloadSpiffeId('spiffe://BAD/ns/a/sa/b'));
@@ -78,17 +78,17 @@ t.test('bad signature, key types, garbage', async (t) => {
   const der = Buffer.from(x509.PemConverter.decodeFirst(pem));
   der[der.length - 5] = (der[der.length - 5] ?? 0) ^ 0xff; // flip a byte of the signature
   const tampered = x509.PemConverter.encode(der, 'CERTIFICATE REQUEST');
-  t.equal(await code(validateCsr(tampered, TD, 0, POLICY)), IdentityCode.CSR_SIGNATURE);
+  t.equal(await code(validateCsr(tampered, TD, 0, POLICY)), IdentityCode.CsrSignature);
   // A CSR whose signature is over other content: the SAN swapped after signing.
   const other = await createWorkloadCsr(id('a', 'c'), await generateP256KeyPair());
   const a = Buffer.from(x509.PemConverter.decodeFirst(other));
   const i = a.indexOf(Buffer.from('/sa/c'));
   a[i + 4] = 'd'.charCodeAt(0);
-  t.equal(await code(validateCsr(x509.PemConverter.encode(a, 'CERTIFICATE REQUEST'), TD, 0, POLICY)), IdentityCode.CSR_SIGNATURE, 'SAN altered after signing');
-  t.equal(await code(validateCsr(await csrWith([{ type: 'url', value: id('a', 'b') }], 'P-384'), TD, 0, POLICY)), IdentityCode.CSR_KEY, 'P-384');
-  t.equal(await code(validateCsr(await csrWith([{ type: 'url', value: id('a', 'b') }], 'RSA'), TD, 0, POLICY)), IdentityCode.CSR_KEY, 'RSA');
-  t.equal(await code(validateCsr('garbage', TD, 0, POLICY)), IdentityCode.CSR_INVALID);
-  t.equal(await code(validateCsr('x'.repeat(20000), TD, 0, POLICY)), IdentityCode.CSR_INVALID, 'oversized');
+  t.equal(await code(validateCsr(x509.PemConverter.encode(a, 'CERTIFICATE REQUEST'), TD, 0, POLICY)), IdentityCode.CsrSignature, 'SAN altered after signing');
+  t.equal(await code(validateCsr(await csrWith([{ type: 'url', value: id('a', 'b') }], 'P-384'), TD, 0, POLICY)), IdentityCode.CsrKey, 'P-384');
+  t.equal(await code(validateCsr(await csrWith([{ type: 'url', value: id('a', 'b') }], 'RSA'), TD, 0, POLICY)), IdentityCode.CsrKey, 'RSA');
+  t.equal(await code(validateCsr('garbage', TD, 0, POLICY)), IdentityCode.CsrInvalid);
+  t.equal(await code(validateCsr('x'.repeat(20000), TD, 0, POLICY)), IdentityCode.CsrInvalid, 'oversized');
 });
 
 t.test('TTL: default, capped, invalid', async (t) => {
@@ -97,8 +97,8 @@ t.test('TTL: default, capped, invalid', async (t) => {
   t.same(effectiveTtl(10 ** 12, POLICY), { ttlSeconds: 172800, capped: true }, 'huge TTL capped');
   t.same(effectiveTtl(2.7, POLICY), { ttlSeconds: 2, capped: false });
   t.same(effectiveTtl(0, { defaultTtlSeconds: 100, maxTtlSeconds: 50 }), { ttlSeconds: 50, capped: false });
-  t.throws(() => effectiveTtl(-1, POLICY), { code: IdentityCode.TTL_INVALID });
-  t.throws(() => effectiveTtl(Number.NaN, POLICY), { code: IdentityCode.TTL_INVALID });
+  t.throws(() => effectiveTtl(-1, POLICY), { code: IdentityCode.TtlInvalid });
+  t.throws(() => effectiveTtl(Number.NaN, POLICY), { code: IdentityCode.TtlInvalid });
   const csr = await createWorkloadCsr(id('a', 'b'), await generateP256KeyPair());
   const v = await validateCsr(csr, TD, 10 ** 9, DEFAULT_TTL_POLICY);
   t.equal(v.ttlSeconds, DEFAULT_TTL_POLICY.maxTtlSeconds);

@@ -51,33 +51,33 @@ t.test('verifyPeer: good, wrong identity, other trust domain, unknown root, expi
   t.equal(verifyPeer([der], bundle, { trustDomain: TD }), WEB, 'DER array input');
   t.equal(verifyPeer([good.certChainPem], bundle, { trustDomain: TD }), WEB, 'PEM array input');
 
-  t.equal(codeOf(() => verifyPeer(good.certChainPem, bundle, { trustDomain: TD, expected: id('shop', 'db') })), IdentityCode.PEER_UNEXPECTED_IDENTITY);
-  t.equal(codeOf(() => verifyPeer(good.certChainPem, bundle, { trustDomain: 'other.td' })), IdentityCode.PEER_TRUST_DOMAIN);
+  t.equal(codeOf(() => verifyPeer(good.certChainPem, bundle, { trustDomain: TD, expected: id('shop', 'db') })), IdentityCode.PeerUnexpectedIdentity);
+  t.equal(codeOf(() => verifyPeer(good.certChainPem, bundle, { trustDomain: 'other.td' })), IdentityCode.PeerTrustDomain);
   const otherCa = await makeCa();
-  t.equal(codeOf(() => verifyPeer(good.certChainPem, otherCa.trustBundlePem(), { trustDomain: TD })), IdentityCode.PEER_UNTRUSTED, 'unknown root');
-  t.equal(codeOf(() => verifyPeer(good.certChainPem, bundle, { trustDomain: TD, now: new Date(Date.now() + 3600_000) })), IdentityCode.PEER_EXPIRED, 'expired');
-  t.equal(codeOf(() => verifyPeer(good.certChainPem, bundle, { trustDomain: TD, now: new Date(Date.now() - 3600_000) })), IdentityCode.PEER_EXPIRED, 'not yet valid');
-  t.equal(codeOf(() => verifyPeer(undefined, bundle, { trustDomain: TD })), IdentityCode.PEER_NO_CERT);
-  t.equal(codeOf(() => verifyPeer('', bundle, { trustDomain: TD })), IdentityCode.PEER_NO_CERT);
-  t.equal(codeOf(() => verifyPeer(Buffer.from('junk'), bundle, { trustDomain: TD })), IdentityCode.PEER_UNTRUSTED);
+  t.equal(codeOf(() => verifyPeer(good.certChainPem, otherCa.trustBundlePem(), { trustDomain: TD })), IdentityCode.PeerUntrusted, 'unknown root');
+  t.equal(codeOf(() => verifyPeer(good.certChainPem, bundle, { trustDomain: TD, now: new Date(Date.now() + 3600_000) })), IdentityCode.PeerExpired, 'expired');
+  t.equal(codeOf(() => verifyPeer(good.certChainPem, bundle, { trustDomain: TD, now: new Date(Date.now() - 3600_000) })), IdentityCode.PeerExpired, 'not yet valid');
+  t.equal(codeOf(() => verifyPeer(undefined, bundle, { trustDomain: TD })), IdentityCode.PeerNoCert);
+  t.equal(codeOf(() => verifyPeer('', bundle, { trustDomain: TD })), IdentityCode.PeerNoCert);
+  t.equal(codeOf(() => verifyPeer(Buffer.from('junk'), bundle, { trustDomain: TD })), IdentityCode.PeerUntrusted);
 
   const a = ca.activeAuthority();
   const noSan = await craftLeaf(a);
-  t.equal(codeOf(() => verifyPeer(noSan.pem, bundle, { trustDomain: TD })), IdentityCode.PEER_SAN_COUNT, 'no SAN');
+  t.equal(codeOf(() => verifyPeer(noSan.pem, bundle, { trustDomain: TD })), IdentityCode.PeerSanCount, 'no SAN');
   const twoSans = await craftLeaf(a, { names: [{ type: 'url', value: WEB }, { type: 'url', value: id('shop', 'db') }] });
-  t.equal(codeOf(() => verifyPeer(twoSans.pem, bundle, { trustDomain: TD })), IdentityCode.PEER_SAN_COUNT, 'two SANs');
+  t.equal(codeOf(() => verifyPeer(twoSans.pem, bundle, { trustDomain: TD })), IdentityCode.PeerSanCount, 'two SANs');
   const uriDns = await craftLeaf(a, { names: [{ type: 'url', value: WEB }, { type: 'dns', value: 'web' }] });
-  t.equal(codeOf(() => verifyPeer(uriDns.pem, bundle, { trustDomain: TD })), IdentityCode.PEER_SAN_COUNT, 'URI + DNS');
+  t.equal(codeOf(() => verifyPeer(uriDns.pem, bundle, { trustDomain: TD })), IdentityCode.PeerSanCount, 'URI + DNS');
   const dnsOnly = await craftLeaf(a, { names: [{ type: 'dns', value: 'web' }] });
-  t.equal(codeOf(() => verifyPeer(dnsOnly.pem, bundle, { trustDomain: TD })), IdentityCode.PEER_NOT_SPIFFE);
+  t.equal(codeOf(() => verifyPeer(dnsOnly.pem, bundle, { trustDomain: TD })), IdentityCode.PeerNotSpiffe);
   const badPath = await craftLeaf(a, { names: [{ type: 'url', value: 'spiffe://cluster.local/other' }] });
-  t.equal(codeOf(() => verifyPeer(badPath.pem, bundle, { trustDomain: TD })), IdentityCode.PEER_NOT_SPIFFE);
+  t.equal(codeOf(() => verifyPeer(badPath.pem, bundle, { trustDomain: TD })), IdentityCode.PeerNotSpiffe);
   const otherTd = await craftLeaf(a, { names: [{ type: 'url', value: 'spiffe://evil.td/ns/shop/sa/web' }] });
-  t.equal(codeOf(() => verifyPeer(otherTd.pem, bundle, { trustDomain: TD })), IdentityCode.PEER_TRUST_DOMAIN, 'root signs a foreign trust domain');
+  t.equal(codeOf(() => verifyPeer(otherTd.pem, bundle, { trustDomain: TD })), IdentityCode.PeerTrustDomain, 'root signs a foreign trust domain');
   const expired = await craftLeaf(a, { names: [{ type: 'url', value: WEB }], notBefore: new Date(Date.now() - 7200_000), notAfter: new Date(Date.now() - 3600_000) });
-  t.equal(codeOf(() => verifyPeer(expired.pem, bundle, { trustDomain: TD })), IdentityCode.PEER_EXPIRED);
+  t.equal(codeOf(() => verifyPeer(expired.pem, bundle, { trustDomain: TD })), IdentityCode.PeerExpired);
   const caLeaf = await craftLeaf(a, { names: [{ type: 'url', value: WEB }], ca: true });
-  t.equal(codeOf(() => verifyPeer(caLeaf.pem, bundle, { trustDomain: TD })), IdentityCode.PEER_UNTRUSTED, 'CA cert as leaf');
+  t.equal(codeOf(() => verifyPeer(caLeaf.pem, bundle, { trustDomain: TD })), IdentityCode.PeerUntrusted, 'CA cert as leaf');
 });
 
 t.test('verifyPeer through an intermediate; several roots', async (t) => {
@@ -87,7 +87,7 @@ t.test('verifyPeer through an intermediate; several roots', async (t) => {
   const other = await SigningAuthority.generateRoot({ trustDomain: TD });
   t.equal(verifyPeer(cert.certChainPem, [other.rootPem, root.rootPem], { trustDomain: TD }), WEB, 'any root of the bundle');
   const leafOnly = `${cert.certChainPem.split('-----END CERTIFICATE-----')[0]}-----END CERTIFICATE-----\n`;
-  t.equal(codeOf(() => verifyPeer(leafOnly, [root.rootPem], { trustDomain: TD })), IdentityCode.PEER_UNTRUSTED, 'missing intermediate');
+  t.equal(codeOf(() => verifyPeer(leafOnly, [root.rootPem], { trustDomain: TD })), IdentityCode.PeerUntrusted, 'missing intermediate');
   t.equal(peerChainCertificates(cert.certChainPem).length, 2);
   t.equal(peerChainCertificates(peerChainCertificates(cert.certChainPem)).length, 2, 'X509Certificate[] input');
 });
@@ -122,7 +122,7 @@ t.test('tlsOptionsFor: mutual TLS on loopback, identities checked both ways, ser
   const r1 = await connect(id('shop', 'db'));
   t.equal(r1.data, 'hello h2');
   t.same(peers, [WEB], 'server learned the client identity');
-  await t.rejects(connect(id('shop', 'other')), { code: IdentityCode.PEER_UNEXPECTED_IDENTITY }, 'client refuses the wrong server identity');
+  await t.rejects(connect(id('shop', 'other')), { code: IdentityCode.PeerUnexpectedIdentity }, 'client refuses the wrong server identity');
 
   // A client with a certificate from another root is refused by the server's OpenSSL check.
   const foreign = await workloadCert(await makeCa(), WEB);
@@ -165,24 +165,24 @@ t.test('trust bundle: add, remove, replace, refuse bad roots', async (t) => {
   t.equal(tb.remove(a.id), true);
   t.equal(tb.remove(a.id), false);
   t.same(tb.fingerprints(), [b.id]);
-  t.throws(() => tb.remove(b.id), { code: IdentityCode.BUNDLE_INVALID }, 'never empty');
+  t.throws(() => tb.remove(b.id), { code: IdentityCode.BundleInvalid }, 'never empty');
   t.equal(tb.replace([a.rootPem + b.rootPem]), true, 'a PEM with two roots');
   t.equal(tb.size, 2);
-  t.throws(() => tb.replace([]), { code: IdentityCode.BUNDLE_INVALID });
-  t.throws(() => tb.replace(['junk']), { code: IdentityCode.BUNDLE_INVALID });
-  t.throws(() => tb.replace(['-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n']), { code: IdentityCode.BUNDLE_INVALID });
+  t.throws(() => tb.replace([]), { code: IdentityCode.BundleInvalid });
+  t.throws(() => tb.replace(['junk']), { code: IdentityCode.BundleInvalid });
+  t.throws(() => tb.replace(['-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n']), { code: IdentityCode.BundleInvalid });
   const ca = await makeCa();
   const leaf = await workloadCert(ca, WEB);
-  t.throws(() => tb.add(leaf.certChainPem), { code: IdentityCode.BUNDLE_INVALID }, 'a leaf is not a root');
+  t.throws(() => tb.add(leaf.certChainPem), { code: IdentityCode.BundleInvalid }, 'a leaf is not a root');
   const inter = await craftIntermediate(a);
-  t.throws(() => tb.add(inter.certChainPem[0] as string), { code: IdentityCode.BUNDLE_INVALID }, 'an intermediate is not a root');
+  t.throws(() => tb.add(inter.certChainPem[0] as string), { code: IdentityCode.BundleInvalid }, 'an intermediate is not a root');
   t.equal(new TrustBundle().size, 0);
 
   const dir = tempDir(t, 'bundle');
   await saveTrustBundleFile(join(dir, 'sub', 'roots.pem'), [a.rootPem, b.rootPem]);
   t.equal((statSync(join(dir, 'sub', 'roots.pem')).mode & 0o777).toString(8), '644', 'public file');
   t.same(await loadTrustBundleFile(join(dir, 'sub', 'roots.pem')), [a.rootPem, b.rootPem]);
-  await t.rejects(saveTrustBundleFile(join(dir, 'bad.pem'), [leaf.certChainPem]), { code: IdentityCode.BUNDLE_INVALID });
+  await t.rejects(saveTrustBundleFile(join(dir, 'bad.pem'), [leaf.certChainPem]), { code: IdentityCode.BundleInvalid });
   writeFileSync(join(dir, 'empty.pem'), 'nothing');
-  await t.rejects(loadTrustBundleFile(join(dir, 'empty.pem')), { code: IdentityCode.BUNDLE_INVALID });
+  await t.rejects(loadTrustBundleFile(join(dir, 'empty.pem')), { code: IdentityCode.BundleInvalid });
 });

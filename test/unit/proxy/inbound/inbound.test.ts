@@ -8,9 +8,9 @@ import t, { type Test } from 'tap';
 import { hasCode } from '../../../../src/errors.js';
 import { InboundProxy, type InboundConnectionRecord, type InboundProxyOptions } from '../../../../src/proxy/inbound/inbound-proxy.js';
 import { PlaintextListener } from '../../../../src/proxy/inbound/plaintext-listener.js';
-import { TunnelErrorCode } from '../../../../src/proxy/tunnel/types.js';
 import { closedPort, echoHandler, LoopbackAppConnector, spiffe, tcpServer, workload } from '../tunnel/fixtures.js';
 import { captureLogger, readAll, sendPayload } from '../tunnel/harness.js';
+import { TunnelCode } from '../../../../src/proxy/codes.js';
 
 async function setup(t: Test, mode: 'STRICT' | 'PERMISSIVE', inboundOpts: Partial<InboundProxyOptions> = {}) {
   const app = await tcpServer(echoHandler);
@@ -154,9 +154,9 @@ t.test('openLocal: same-node path with identity, policy and telemetry, no TLS', 
   t.match(line, { access: { transport: 'local', source } }, 'access log line names the source');
 
   const err = await x.inbound.openLocal(denied, x.pod, x.app.port).catch((e) => e);
-  t.ok(hasCode(err, TunnelErrorCode.Unauthorized), 'policy deny -> SKEIN_TUNNEL_REFUSED_401');
+  t.ok(hasCode(err, TunnelCode.SourceDenied), 'policy deny -> SKEIN_TUNNEL_SOURCE_DENIED');
   const err2 = await x.inbound.openLocal(source, x.pod, await closedPort()).catch((e) => e);
-  t.ok(hasCode(err2, TunnelErrorCode.Unavailable), 'closed app port -> SKEIN_TUNNEL_UNAVAILABLE_503');
+  t.ok(hasCode(err2, TunnelCode.AppUnreachable), 'closed app port -> SKEIN_TUNNEL_APP_UNREACHABLE');
   t.equal(x.connector.connects, 2, 'the denied connection never reached the app connector');
 });
 
@@ -200,6 +200,6 @@ t.test('authorizer that throws refuses (fail closed)', async (t) => {
   });
   const pod = workload('web', ['127.0.0.1'], spiffe('default', 'web'));
   const err = await inbound.openLocal(spiffe('a', 'b'), pod, app.port).catch((e) => e);
-  t.ok(hasCode(err, TunnelErrorCode.Unauthorized));
+  t.ok(hasCode(err, TunnelCode.SourceDenied));
   t.equal(inbound.stats.refused, 1);
 });

@@ -10,10 +10,10 @@ import type { Duplex } from 'node:stream';
 import t, { type Test } from 'tap';
 import type { WorkloadCertificate } from '../../../../src/identity/workload/types.js';
 import { TunnelPool } from '../../../../src/proxy/tunnel/tunnel-pool.js';
-import { TunnelErrorCode } from '../../../../src/proxy/tunnel/types.js';
 import { makeCa, makeLeaf, TestIdentity, TRUST_DOMAIN } from './fixtures.js';
 import { connectHeaders, FrameType, frame, type RawH2, rawH2 } from './raw-h2.js';
 import { type Mesh, readAll, sendPayload, setupMesh } from './harness.js';
+import { TunnelCode } from '../../../../src/proxy/codes.js';
 
 async function rawSession(t: Test, m: Mesh, cert: WorkloadCertificate): Promise<{ tls: TLSSocket; session: ClientHttp2Session }> {
   const tls = tlsConnect({
@@ -203,7 +203,7 @@ t.test('trust bundle rotation: a client from a newly trusted CA is refused befor
   const id2 = new TestIdentity(TRUST_DOMAIN, [m.ca.certPem]).set(await makeLeaf(ca2, [m.clientId]));
   const p1 = new TunnelPool({ identity: id2 });
   t.teardown(() => p1.close());
-  await t.rejects(p1.connect(m.clientId, m.target()), { code: TunnelErrorCode.Tls }, 'refused while ca2 is not trusted');
+  await t.rejects(p1.connect(m.clientId, m.target()), { code: TunnelCode.TlsFailed }, 'refused while ca2 is not trusted');
   m.serverIdentity.bundle = [m.ca.certPem, ca2.certPem];
   t.ok(await m.server.refreshCredentials());
   t.ok(await echoThroughNewPool(t, m, id2), 'accepted once the bundle holds both roots');
@@ -260,7 +260,7 @@ t.test('server close(): GOAWAY to clients, pool evicts, connects then fail fast'
   await m.server.close(200);
   t.ok(await waitFor(() => m.pool.stats().length === 0), 'pool evicted the closed session');
   const err = await m.pool.connect(m.clientId, m.target()).catch((e) => e);
-  t.equal(err.code, TunnelErrorCode.Connect, `nothing listening: ${err.message}`);
+  t.equal(err.code, TunnelCode.ConnectFailed, `nothing listening: ${err.message}`);
 });
 
 async function waitFor(cond: () => boolean, ms = 2000): Promise<boolean> {

@@ -8,10 +8,10 @@ import type { Duplex } from 'node:stream';
 import t, { type Test } from 'tap';
 import { hasCode } from '../../../../src/errors.js';
 import { TunnelPool } from '../../../../src/proxy/tunnel/tunnel-pool.js';
-import { TunnelErrorCode } from '../../../../src/proxy/tunnel/types.js';
 import type { WorkloadCertificate } from '../../../../src/identity/workload/types.js';
 import { closedPort, makeCa, makeLeaf, OTHER_TRUST_DOMAIN, spiffe, TestIdentity, TRUST_DOMAIN } from './fixtures.js';
 import { type Mesh, readAll, sendPayload, setupMesh } from './harness.js';
+import { TunnelCode } from '../../../../src/proxy/codes.js';
 
 /** After a refusal: a good client is still served end to end. */
 async function stillServes(t: Test, m: Mesh): Promise<void> {
@@ -96,7 +96,7 @@ t.test('client certificate from another CA / trust domain: TLS refused', async (
   const pool = new TunnelPool({ identity: id });
   t.teardown(() => pool.close());
   const code = await refusedWith(pool.connect(m.clientId, m.target()));
-  t.equal(code, TunnelErrorCode.Tls, `client sees ${code}`);
+  t.equal(code, TunnelCode.TlsFailed, `client sees ${code}`);
   await waitFor(() => m.server.stats.tlsRefused === 1);
   t.equal(m.server.stats.tlsRefused, 1, 'server refused the handshake');
   t.match(logged(m, 'tunnel TLS handshake refused')[0], { refused: 'tls' });
@@ -116,7 +116,7 @@ for (const [name, uris] of [
     const pool = new TunnelPool({ identity: id });
     t.teardown(() => pool.close());
     const code = await refusedWith(pool.connect(m.clientId, m.target()));
-    t.equal(code, TunnelErrorCode.Unauthorized);
+    t.equal(code, TunnelCode.SourceDenied);
     t.equal(m.server.stats.identityRefused, 1);
     t.ok(logged(m, 'tunnel peer identity refused').length === 1, 'identity refusal logged');
     await waitFor(() => m.records.length === 1);
@@ -129,7 +129,7 @@ for (const [name, uris] of [
 t.test('wrong server identity: the client refuses in the handshake, no CONNECT is sent', async (t) => {
   const m = await setupMesh(t);
   const err = await m.pool.connect(m.clientId, m.target(undefined, { identity: spiffe('default', 'someone-else') })).catch((e) => e);
-  t.ok(hasCode(err, TunnelErrorCode.Identity), `rejected with ${err.code}`);
+  t.ok(hasCode(err, TunnelCode.PeerIdentityMismatch), `rejected with ${err.code}`);
   t.match(err.details, { reason: 'SKEIN_IDENTITY_PEER_UNEXPECTED_IDENTITY', expected: spiffe('default', 'someone-else') });
   t.match(err.message, m.serverId, 'the message names who answered');
   t.equal(m.connector.connects, 0, 'the app was never contacted');
@@ -144,14 +144,14 @@ t.test('server certificate from another CA: the client refuses', async (t) => {
   m.serverIdentity.bundle = [m.ca.certPem, other.certPem];
   t.ok(await m.server.refreshCredentials(), 'server now presents the impostor-signed cert');
   const code = await refusedWith(m.pool.connect(m.clientId, m.target()));
-  t.equal(code, TunnelErrorCode.Tls);
+  t.equal(code, TunnelCode.TlsFailed);
   t.equal(m.connector.connects, 0);
 });
 
 t.test('CONNECT to an address that is not this pod: 403, logged', async (t) => {
   const m = await setupMesh(t);
   const code = await refusedWith(m.pool.connect(m.clientId, m.target(undefined, { address: '127.0.0.2', tunnelAddress: '127.0.0.1' })));
-  t.equal(code, TunnelErrorCode.Forbidden);
+  t.equal(code, TunnelCode.WrongDestination);
   t.equal(m.server.stats.wrongDestination, 1);
   await waitFor(() => m.records.length === 1);
   t.match(m.records[0], { status: 403, source: m.clientId, reason: /127\.0\.0\.2.* is not this pod/ });
@@ -185,7 +185,7 @@ t.test('app port closed: 503', async (t) => {
   const m = await setupMesh(t);
   const port = await closedPort();
   const code = await refusedWith(m.pool.connect(m.clientId, m.target(port)));
-  t.equal(code, TunnelErrorCode.Unavailable);
+  t.equal(code, TunnelCode.AppUnreachable);
   await waitFor(() => m.records.length === 1);
   t.match(m.records[0], { status: 503, port, source: m.clientId });
   t.ok(m.lines.some((l) => l.msg === 'inbound connection' && l.level === 40), 'logged at warn');
