@@ -13,7 +13,8 @@ import { WorkloadNodeAuthorizer } from '../identity/ca/node-authorizer.js';
 import { type Logger, silentLogger } from '../telemetry/log.js';
 import { type AgentStatus, ConfigServer } from './config-server.js';
 import { FolderSource } from './folder-source.js';
-import { MeshIndex, type MeshIndexOptions, type Refusal } from './mesh-index.js';
+import { MeshIndex, type MeshIndexOptions } from './mesh-index.js';
+import type { Refusal } from './resources.js';
 import { ObjectStore } from './object-store.js';
 
 /** Something that feeds the ObjectStore (folder, Kubernetes). */
