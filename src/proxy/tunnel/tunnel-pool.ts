@@ -18,7 +18,7 @@
  * changes, the next connect opens a session with the new credentials and the old sessions
  * drain: no new streams, closed when their last stream ends.
  */
-import { connect as h2connect, constants as h2c, type ClientHttp2Session, type ClientHttp2Stream } from 'node:http2';
+import { connect as h2connect, type ClientHttp2Session } from 'node:http2';
 import type { Duplex } from 'node:stream';
 import { connect as tlsConnect, type PeerCertificate, type TLSSocket } from 'node:tls';
 import type { SpiffeId } from '../../config/model.js';
@@ -28,6 +28,8 @@ import type { IdentitySource, WorkloadCertificate } from '../../identity/workloa
 import { type Logger, silentLogger } from '../../telemetry/log.js';
 import { formatAuthority } from './authority.js';
 import { checkPeerIdentity } from './spiffe-peer.js';
+import { openConnectStream } from './connect-stream.js';
+import { throwIfAborted, toTunnelError, withDeadline } from './tunnel-errors.js';
 import { DEFAULT_TUNNEL_PORT, type TunnelDialer, type TunnelTarget } from './types.js';
 import { TunnelCode } from '../codes.js';
 
@@ -69,33 +71,6 @@ interface PooledSession {
   closed: boolean;
   idleTimer?: NodeJS.Timeout;
   pingTimer?: NodeJS.Timeout;
-}
-
-/** Hop-by-hop and pseudo headers a caller may not smuggle into the CONNECT request. */
-const FORBIDDEN_HEADERS = new Set([
-  'connection',
-  'keep-alive',
-  'proxy-connection',
-  'transfer-encoding',
-  'upgrade',
-  'te',
-  'host',
-  'content-length',
-]);
-
-function statusCode(status: number): string {
-  switch (status) {
-    case 400:
-      return TunnelCode.RequestMalformed;
-    case 401:
-      return TunnelCode.SourceDenied;
-    case 403:
-      return TunnelCode.WrongDestination;
-    case 503:
-      return TunnelCode.AppUnreachable;
-    default:
-      return TunnelCode.UnexpectedStatus;
-  }
 }
 
 export class TunnelPool implements TunnelDialer {
@@ -153,7 +128,7 @@ export class TunnelPool implements TunnelDialer {
     };
     try {
       const session = await withDeadline(pooled.ready, this.connectTimeoutMs, signal, 'TLS session');
-      return await this.openStream(session, pooled, target, opts.headers, signal, release);
+      return await openConnectStream(session, pooled.tunnelAuthority, target, opts.headers, signal, this.connectTimeoutMs, release);
     } catch (err) {
       release();
       throw err;
@@ -418,89 +393,6 @@ export class TunnelPool implements TunnelDialer {
     s.pingTimer = undefined;
   }
 
-  private openStream(
-    session: ClientHttp2Session,
-    pooled: PooledSession,
-    target: TunnelTarget,
-    extra: Record<string, string> | undefined,
-    signal: AbortSignal | undefined,
-    release: () => void,
-  ): Promise<Duplex> {
-    const authority = formatAuthority(target.address, target.port);
-    // HBONE: CONNECT with :authority only; no :scheme, no :path (RFC 9113 §8.5).
-    const headers: Record<string, string> = { ':method': 'CONNECT', ':authority': authority };
-    if (extra) {
-      for (const [k, v] of Object.entries(extra)) {
-        const name = k.toLowerCase();
-        if (name.startsWith(':') || FORBIDDEN_HEADERS.has(name)) continue;
-        headers[name] = v;
-      }
-    }
-    let stream: ClientHttp2Stream;
-    try {
-      stream = session.request(headers, { endStream: false });
-    } catch (err) {
-      // e.g. the session received GOAWAY between pick and request.
-      throw toTunnelError(err, pooled.tunnelAuthority, target.identity);
-    }
-    stream.once('close', release);
-    return new Promise<Duplex>((resolve, reject) => {
-      let done = false;
-      const cleanup = (): void => {
-        done = true;
-        clearTimeout(timer);
-        signal?.removeEventListener('abort', onAbort);
-        stream.removeListener('response', onResponse);
-        stream.removeListener('error', onError);
-        stream.removeListener('close', onClose);
-      };
-      const failWith = (err: SkeinError): void => {
-        if (done) return;
-        cleanup();
-        if (!stream.destroyed) stream.close(h2c.NGHTTP2_CANCEL);
-        reject(err);
-      };
-      const onResponse = (h: Record<string, unknown>): void => {
-        const status = Number(h[':status']);
-        if (status >= 200 && status < 300) {
-          cleanup();
-          resolve(stream);
-          return;
-        }
-        failWith(
-          new SkeinError(statusCode(status), `tunnel CONNECT to ${authority} answered ${status}`, {
-            status,
-            authority,
-            identity: target.identity,
-          }),
-        );
-      };
-      const onError = (err: Error): void => failWith(toTunnelError(err, pooled.tunnelAuthority, target.identity));
-      const onClose = (): void =>
-        failWith(
-          new SkeinError(TunnelCode.StreamFailed, `tunnel stream to ${authority} closed before a response`, {
-            rstCode: stream.rstCode,
-            authority,
-          }),
-        );
-      const onAbort = (): void => failWith(new SkeinError(TunnelCode.Aborted, 'tunnel connect aborted'));
-      const timer = setTimeout(
-        () => failWith(new SkeinError(TunnelCode.Timeout, `no CONNECT response from ${authority}`)),
-        this.connectTimeoutMs,
-      );
-      timer.unref();
-      stream.on('response', onResponse);
-      stream.on('error', onError);
-      stream.on('close', onClose);
-      signal?.addEventListener('abort', onAbort, { once: true });
-    }).then((s) => {
-      // Errors after this point belong to whoever pipes the stream; keep a listener so one
-      // arriving before they attach theirs cannot crash the process.
-      s.on('error', noop);
-      return s;
-    });
-  }
-
   private async shutdownSession(s: PooledSession): Promise<void> {
     this.clearTimers(s);
     s.draining = true;
@@ -520,45 +412,3 @@ export class TunnelPool implements TunnelDialer {
   }
 }
 
-function noop(): void {}
-
-function throwIfAborted(signal: AbortSignal | undefined): void {
-  if (signal?.aborted) throw new SkeinError(TunnelCode.Aborted, 'tunnel connect aborted');
-}
-
-function toTunnelError(err: unknown, peer: string, identity: SpiffeId): SkeinError {
-  if (err instanceof SkeinError) return err;
-  const code = (err as { code?: string }).code;
-  const tlsish =
-    typeof code === 'string' &&
-    (code.startsWith('ERR_SSL') || code.includes('CERT') || code.startsWith('ERR_TLS') || code === 'DEPTH_ZERO_SELF_SIGNED_CERT');
-  const connectFailed = code === 'ECONNREFUSED' || code === 'EHOSTUNREACH' || code === 'ENETUNREACH' || code === 'EADDRNOTAVAIL';
-  return new SkeinError(
-    tlsish ? TunnelCode.TlsFailed : connectFailed ? TunnelCode.ConnectFailed : TunnelCode.StreamFailed,
-    `tunnel to ${peer} failed: ${messageOf(err)}`,
-    { peer, identity, cause: code },
-    { cause: err },
-  );
-}
-
-/** Await `p`, but give up after `ms` or when `signal` aborts. */
-function withDeadline<T>(p: Promise<T>, ms: number, signal: AbortSignal | undefined, what: string): Promise<T> {
-  return new Promise<T>((resolve, reject) => {
-    const timer = setTimeout(() => finish(() => reject(new SkeinError(TunnelCode.Timeout, `${what} timed out`))), ms);
-    timer.unref();
-    const onAbort = (): void => finish(() => reject(new SkeinError(TunnelCode.Aborted, 'tunnel connect aborted')));
-    let done = false;
-    const finish = (f: () => void): void => {
-      if (done) return;
-      done = true;
-      clearTimeout(timer);
-      signal?.removeEventListener('abort', onAbort);
-      f();
-    };
-    signal?.addEventListener('abort', onAbort, { once: true });
-    p.then(
-      (v) => finish(() => resolve(v)),
-      (e) => finish(() => reject(e)),
-    );
-  });
-}
