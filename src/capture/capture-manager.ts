@@ -26,8 +26,8 @@ import { SkeinError } from '../errors.js';
 import { type Logger, silentLogger } from '../telemetry/log.js';
 import { captureError, errnoName } from './errors.js';
 import { checkHost, type HostFacts, readHostFacts } from './host.js';
-import type { IpFamily } from './ip.js';
-import { decodeInboundPod, decodeNetnsPort, decodePodRecord, decodeSlotPort, encodeConfig, encodeEnrolled, encodeInboundPod, encodeNetnsPort, encodePodAddr, encodePodRecord, encodeSlotPort, encodeSocketFd, encodeStamp, MAP, type MapName, type OriginalDestination, PIN_LAYOUT, PRESENT, type PodRecord, u32Key, u64Key } from './maps.js';
+import type { IpFamily, OriginalDestination } from '../config/address.js';
+import { decodeInboundPod, decodeNetnsPort, decodePodRecord, decodeSlotPort, encodeConfig, encodeEnrolled, encodeInboundPod, encodeNetnsPort, encodePodAddr, encodePodRecord, encodeSlotPort, encodeSocketFd, encodeStamp, MAP, type MapName, PIN_LAYOUT, PRESENT, type PodRecord, u32Key, u64Key } from './maps.js';
 import { loadNative, type SkeinNative } from './native.js';
 import { inboundDestination, readOriginalDestination } from './original-destination.js';
 import { PinFolder } from './pins.js';
@@ -35,7 +35,6 @@ import { BpfPrograms } from './programs.js';
 import { type CaptureOptions, type CapturePod, type ResolvedCaptureOptions, resolveCaptureOptions, validateCapturePod } from './options.js';
 import { CaptureCode } from './codes.js';
 
-export type { OriginalDestination } from './maps.js';
 
 /** The listening sockets of one pod, as fds for net.Server.listen({ fd }). */
 export interface PodListeners {

@@ -1,21 +1,14 @@
 /** IP addresses as the 4 or 16 network-order bytes the kernel (and our BPF maps) use. */
 import { isIPv4, isIPv6 } from 'node:net';
+import { type IpFamily, ipFamilyOf } from '../config/address.js';
 import { SkeinError } from '../errors.js';
 import { CaptureCode } from './codes.js';
 
-export type IpFamily = 4 | 6;
-
-/** Strips the IPv4-mapped prefix (::ffff:a.b.c.d -> a.b.c.d) that dual-stack sockets report. */
-export function unmapIPv4(address: string): string {
-  const m = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address);
-  return m?.[1] ?? address;
-}
-
+/** The family of an address as the kernel keys it (an IPv4-mapped IPv6 address is IPv4). */
 export function familyOf(address: string): IpFamily {
-  const a = unmapIPv4(address);
-  if (isIPv4(a)) return 4;
-  if (isIPv6(a)) return 6;
-  throw new SkeinError(CaptureCode.InvalidAddress, `not an IP address: ${address}`, { address });
+  const family = ipFamilyOf(address);
+  if (family === undefined) throw new SkeinError(CaptureCode.InvalidAddress, `not an IP address: ${address}`, { address });
+  return family;
 }
 
 function v4Bytes(address: string): Buffer {

@@ -5,7 +5,8 @@
  * bpf/skein.h together.
  */
 import { SkeinError } from '../errors.js';
-import { bytesToIp, familyOf, type IpFamily, ipToBytes } from './ip.js';
+import type { IpFamily, OriginalDestination } from '../config/address.js';
+import { bytesToIp, familyOf, ipToBytes } from './ip.js';
 import { CaptureCode } from './codes.js';
 
 /** Version of the pinned layout (maps and their types); see skein_stamp in bpf/skein.h. */
@@ -93,12 +94,6 @@ export function encodeNetnsPort(netnsCookie: bigint, port: number): Buffer {
 }
 export function decodeNetnsPort(b: Buffer): { netnsCookie: bigint; port: number } {
   return { netnsCookie: b.readBigUInt64LE(0), port: b.readUInt16LE(8) };
-}
-
-export interface OriginalDestination {
-  address: string;
-  port: number;
-  family: IpFamily;
 }
 
 export const ORIG_DST_SIZE = 20;

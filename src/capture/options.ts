@@ -6,6 +6,7 @@ import { SkeinError } from '../errors.js';
 import { familyOf } from './ip.js';
 import { POD_UID_MAX_BYTES } from './maps.js';
 import { CaptureCode } from './codes.js';
+import { MeshPort } from '../config/ports.js';
 
 export interface CaptureOptions {
   /** bpffs folder for every pin (maps/, links/); one per agent. Default /sys/fs/bpf/skein. */
@@ -35,9 +36,9 @@ export type ResolvedCaptureOptions = Required<Omit<CaptureOptions, 'cgroupPath'>
 export const CAPTURE_DEFAULTS = {
   pinRoot: '/sys/fs/bpf/skein',
   agentMark: 0x536b6e, // "Skn"
-  outboundPort: 15001,
-  inboundPlaintextPort: 15006,
-  tunnelPort: 15008,
+  outboundPort: MeshPort.Outbound,
+  inboundPlaintextPort: MeshPort.InboundPlaintext,
+  tunnelPort: MeshPort.Tunnel,
   listenAddress: '::',
   fallbackListenAddress: '0.0.0.0',
   backlog: 511,

@@ -7,8 +7,9 @@
 import type { Socket } from 'node:net';
 import { SkeinError } from '../errors.js';
 import { CaptureCode } from './codes.js';
-import { familyOf, unmapIPv4 } from './ip.js';
-import { decodeOrigDst, encodePeerKey, ORIG_DST_SIZE, type OriginalDestination } from './maps.js';
+import { canonicalIp, type OriginalDestination } from '../config/address.js';
+import { familyOf } from './ip.js';
+import { decodeOrigDst, encodePeerKey, ORIG_DST_SIZE } from './maps.js';
 import type { SkeinNative } from './native.js';
 
 /**
@@ -23,7 +24,7 @@ export function readOriginalDestination(native: () => SkeinNative, originalByPee
     throw new SkeinError(CaptureCode.NoOriginalDst, 'socket is not connected (no fd or peer)');
   }
   const cookie = native().socketNetnsCookie(fd);
-  const key = encodePeerKey(cookie, socket.remotePort, familyOf(unmapIPv4(socket.remoteAddress)));
+  const key = encodePeerKey(cookie, socket.remotePort, familyOf(socket.remoteAddress));
   // Hot path (every outbound connection): getsockopt + one lookup-and-delete syscall.
   const value = native().mapLookupAndDelete(originalByPeerMap(), key, ORIG_DST_SIZE);
   if (!value) {
@@ -40,6 +41,6 @@ export function inboundDestination(socket: Socket): OriginalDestination {
   if (!socket.localAddress || socket.localPort === undefined) {
     throw new SkeinError(CaptureCode.NoOriginalDst, 'socket has no local address');
   }
-  const address = unmapIPv4(socket.localAddress);
+  const address = canonicalIp(socket.localAddress) ?? socket.localAddress;
   return { address, port: socket.localPort, family: familyOf(address) };
 }

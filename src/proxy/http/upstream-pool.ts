@@ -13,6 +13,7 @@ import { messageOf, SkeinError } from '../../errors.js';
 import type { Logger } from '../../telemetry/log.js';
 import type { UpstreamChoice } from './types.js';
 import { HttpCode, OutboundCode } from '../codes.js';
+import { noop } from '../noop.js';
 
 export interface UpstreamPoolOptions {
   /** Idle keep-alive HTTP/1.1 upstream streams kept per key. Default 64. */
@@ -28,8 +29,6 @@ export interface UpstreamPoolOptions {
 
 /** Request option the agent reads to open a stream for this key. */
 export const kOpen = 'skeinOpen';
-
-function noop(): void {}
 
 /**
  * The Agent's keep-alive bookkeeping calls socket methods (ref/unref/setKeepAlive/setTimeout)

@@ -17,8 +17,6 @@ import { type Logger, silentLogger } from '../../telemetry/log.js';
 import { resetStream } from '../tcp/l4-pipe.js';
 import type { InboundProxy, InboundRequest } from './inbound-proxy.js';
 
-export const DEFAULT_INBOUND_PLAINTEXT_PORT = 15006;
-
 export interface PlaintextListenerOptions {
   workload: Workload;
   inbound: InboundProxy;

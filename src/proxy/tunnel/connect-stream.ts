@@ -7,9 +7,10 @@ import { constants as h2c, type ClientHttp2Session, type ClientHttp2Stream } fro
 import type { Duplex } from 'node:stream';
 import { SkeinError } from '../../errors.js';
 import { TunnelCode } from '../codes.js';
-import { formatAuthority } from './authority.js';
+import { formatAuthority } from '../../config/address.js';
 import { toTunnelError } from './tunnel-errors.js';
 import type { TunnelTarget } from './types.js';
+import { noop } from '../noop.js';
 
 /** Hop-by-hop and pseudo headers a caller may not smuggle into the CONNECT request. */
 const FORBIDDEN_HEADERS = new Set([
@@ -38,8 +39,6 @@ function codeOfRefusal(status: number): string {
       return TunnelCode.UnexpectedStatus;
   }
 }
-
-function noop(): void {}
 
 /** Opens the CONNECT stream; resolves once the peer answered 2xx. `release` runs when the stream closes. */
 export function openConnectStream(

@@ -26,11 +26,12 @@ import { SkeinError, messageOf } from '../../errors.js';
 import { tlsOptionsFor } from '../../identity/workload/tls-options.js';
 import type { IdentitySource, WorkloadCertificate } from '../../identity/workload/types.js';
 import { type Logger, silentLogger } from '../../telemetry/log.js';
-import { formatAuthority } from './authority.js';
+import { formatAuthority } from '../../config/address.js';
 import { checkPeerIdentity } from './spiffe-peer.js';
 import { openConnectStream } from './connect-stream.js';
 import { throwIfAborted, toTunnelError, withDeadline } from './tunnel-errors.js';
-import { DEFAULT_TUNNEL_PORT, type TunnelDialer, type TunnelTarget } from './types.js';
+import type { TunnelDialer, TunnelTarget } from './types.js';
+import { MeshPort } from '../../config/ports.js';
 import { TunnelCode } from '../codes.js';
 
 export interface TunnelPoolOptions {
@@ -115,7 +116,7 @@ export class TunnelPool implements TunnelDialer {
     throwIfAborted(signal);
     const bundle = this.identity.trustBundlePem().join('\n');
     const tunnelAddress = target.tunnelAddress ?? target.address;
-    const tunnelPort = target.tunnelPort ?? DEFAULT_TUNNEL_PORT;
+    const tunnelPort = target.tunnelPort ?? MeshPort.Tunnel;
     // See the file comment: the dialled address is part of the key (one :15008 per pod netns).
     const key = `${source}|${target.identity}|${target.node}|${formatAuthority(tunnelAddress, tunnelPort)}`;
 

@@ -39,7 +39,8 @@ import { tlsOptionsFor } from '../../identity/workload/tls-options.js';
 import type { IdentitySource, WorkloadCertificate } from '../../identity/workload/types.js';
 import { type Logger, silentLogger } from '../../telemetry/log.js';
 import type { InboundProxy, InboundRequest } from '../inbound/inbound-proxy.js';
-import { canonicalIp, parseAuthority } from './authority.js';
+import { canonicalIp } from '../../config/address.js';
+import { parseAuthority } from './authority.js';
 import { checkPeerIdentity, type PeerIdentityCheck } from './spiffe-peer.js';
 import { TunnelCode } from '../codes.js';
 

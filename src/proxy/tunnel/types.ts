@@ -45,5 +45,3 @@ export interface LocalInbound {
     opts?: { signal?: AbortSignal; headers?: Record<string, string> },
   ): Promise<Duplex>;
 }
-
-export const DEFAULT_TUNNEL_PORT = 15008;
