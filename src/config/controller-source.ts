@@ -148,7 +148,7 @@ export class ControllerConfigSource implements ConfigSource {
   private firstReported: (() => void) | undefined;
   private onSnapshot: ((s: ControlledMeshSnapshot) => void) | undefined;
   private onError: ((e: SkeinError) => void) | undefined;
-  private readonly st: ControllerSourceState = {
+  private readonly status: ControllerSourceState = {
     connected: false,
     controllerId: '',
     version: '',
@@ -164,7 +164,7 @@ export class ControllerConfigSource implements ConfigSource {
   }
 
   state(): ControllerSourceState {
-    return { ...this.st, resources: this.held.size };
+    return { ...this.status, resources: this.held.size };
   }
 
   async start(onSnapshot: (s: ControlledMeshSnapshot) => void, onError: (e: SkeinError) => void): Promise<void> {
@@ -235,7 +235,7 @@ export class ControllerConfigSource implements ConfigSource {
       if (ended) return;
       ended = true;
       if (this.call === call) this.call = undefined;
-      this.st.connected = false;
+      this.status.connected = false;
       if (!this.running) return;
       const e = err as grpc.ServiceError | undefined;
       this.fail(
@@ -252,13 +252,13 @@ export class ControllerConfigSource implements ConfigSource {
   }
 
   private fail(err: SkeinError): void {
-    this.st.lastError = err.message;
+    this.status.lastError = err.message;
     const delay = this.nextDelay();
     this.log.warn({ code: err.code, err: err.message, retryInMs: delay }, 'controller unavailable; serving last good config');
     this.onError?.(err);
     this.reportFirst();
     if (this.running) {
-      this.st.reconnects++;
+      this.status.reconnects++;
       this.retryTimer = setTimeout(() => this.connect(), delay);
       this.retryTimer.unref();
     }
@@ -281,9 +281,9 @@ export class ControllerConfigSource implements ConfigSource {
   }
 
   private onResponse(call: grpc.ClientDuplexStream<ConfigRequest, ConfigResponse>, res: ConfigResponse): void {
-    this.st.connected = true;
+    this.status.connected = true;
     this.attempt = 0; // the controller answered: the next outage starts the backoff afresh
-    this.st.controllerId = res.controller_id;
+    this.status.controllerId = res.controller_id;
     this.opts.observe?.({
       version: res.system_version,
       nonce: res.nonce,
@@ -326,12 +326,12 @@ export class ControllerConfigSource implements ConfigSource {
         nonce: res.nonce,
         ...problem,
       });
-      this.st.nacks++;
-      this.st.lastError = err.message;
+      this.status.nacks++;
+      this.status.lastError = err.message;
       this.log.warn({ code: err.code, version: res.system_version, ...problem }, 'config from controller refused; keeping last good config');
       call.write({
         response_nonce: res.nonce,
-        applied_version: this.st.version,
+        applied_version: this.status.version,
         error_detail: { code: err.code, message: err.message, resource: problem?.resource ?? '', field: problem?.field ?? '' },
       });
       this.onError?.(err);
@@ -339,9 +339,9 @@ export class ControllerConfigSource implements ConfigSource {
       return;
     }
     this.held = next;
-    this.st.version = res.system_version;
-    this.st.acks++;
-    this.st.lastError = undefined;
+    this.status.version = res.system_version;
+    this.status.acks++;
+    this.status.lastError = undefined;
     this.log.debug({ version: res.system_version, full: res.full_state, changed: res.resources.length, removed: res.removed_resources.length }, 'config applied');
     try {
       this.onSnapshot?.(snapshot);

@@ -119,17 +119,6 @@ export interface ControlledMeshSnapshot extends MeshSnapshot {
   backendTrafficPolicies: BackendTrafficPolicy[];
 }
 
-/** Reads the policy part of a snapshot from any source (empty lists when it has none). */
-export function policiesOf(s: MeshSnapshot): Omit<ControlledMeshSnapshot, keyof MeshSnapshot> {
-  const c = s as Partial<ControlledMeshSnapshot>;
-  return {
-    routes: c.routes ?? [],
-    authorizationPolicies: c.authorizationPolicies ?? [],
-    peerAuthentications: c.peerAuthentications ?? [],
-    backendTrafficPolicies: c.backendTrafficPolicies ?? [],
-  };
-}
-
 /** True when `labels` carries every label of the selector (an absent selector matches all). */
 export function selectorMatches(selector: WorkloadSelector | undefined, labels: Record<string, string>): boolean {
   if (!selector) return true;

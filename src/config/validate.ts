@@ -3,10 +3,8 @@
  * bad snapshot (from any source) is refused whole and the last good one keeps serving.
  */
 import { isIP } from 'node:net';
-import { SkeinError } from '../errors.js';
 import type { ConfigProblem } from './codes.js';
 import type { MeshSnapshot } from './model.js';
-import { ConfigCode } from './codes.js';
 
 const SPIFFE_RE = /^spiffe:\/\/[^/]+\/ns\/[^/]+\/sa\/[^/]+$/;
 
@@ -63,13 +61,4 @@ export function findSnapshotProblem(s: MeshSnapshot): ConfigProblem | undefined 
     }
   }
   return undefined;
-}
-
-export function assertValidSnapshot(s: MeshSnapshot): void {
-  const problem = findSnapshotProblem(s);
-  if (problem) {
-    throw new SkeinError(ConfigCode.SnapshotInvalid, `snapshot ${s.version}: ${problem.field}: ${problem.reason}`, {
-      ...problem,
-    });
-  }
 }

@@ -20,7 +20,7 @@ import { pipeBidirectional } from '../tcp/l4-pipe.js';
 import { endToEndRawHeaders, rawPairs } from './headers.js';
 import type { RefusalLog } from './refusals.js';
 import { type RoutedConnection, type UpstreamChoice, upstreamFailure } from './types.js';
-import { kOpen, type UpstreamPool } from './upstream-pool.js';
+import { OPENER_OPTION, type UpstreamPool } from './upstream-pool.js';
 import { HttpCode, OutboundCode } from '../codes.js';
 
 export interface Http1Options {
@@ -171,7 +171,7 @@ export class Http1Forwarder {
       // Only the pool key matters to the agent; host/port keep Node's bookkeeping sane.
       host: '127.0.0.1',
       port: 1,
-      [kOpen]: () => choice.connect(),
+      [OPENER_OPTION]: () => choice.connect(),
     } as http.RequestOptions);
     up.on('response', (upRes) => {
       const headers = endToEndRawHeaders(upRes.rawHeaders);

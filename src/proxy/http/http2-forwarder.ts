@@ -17,7 +17,7 @@ import type { Logger } from '../../telemetry/log.js';
 import { endToEndH2Headers, endToEndRawHeaders, rawPairs } from './headers.js';
 import type { RefusalLog } from './refusals.js';
 import { type RoutedConnection, type UpstreamChoice, upstreamFailure } from './types.js';
-import { kOpen, type UpstreamPool } from './upstream-pool.js';
+import { OPENER_OPTION, type UpstreamPool } from './upstream-pool.js';
 import { HttpCode, OutboundCode } from '../codes.js';
 
 const {
@@ -258,7 +258,7 @@ export class Http2Forwarder {
       setHost: false,
       host: '127.0.0.1',
       port: 1,
-      [kOpen]: () => choice.connect(),
+      [OPENER_OPTION]: () => choice.connect(),
     } as http.RequestOptions);
     up.on('response', (upRes) => {
       if (stream.destroyed || stream.closed) {

@@ -28,7 +28,7 @@ export interface UpstreamPoolOptions {
 }
 
 /** Request option the agent reads to open a stream for this key. */
-export const kOpen = 'skeinOpen';
+export const OPENER_OPTION = 'skeinOpen';
 
 /**
  * The Agent's keep-alive bookkeeping calls socket methods (ref/unref/setKeepAlive/setTimeout)
@@ -54,7 +54,7 @@ class MeshAgent extends http.Agent {
     options: Record<string, unknown>,
     callback?: (err: Error | null, stream: Duplex) => void,
   ): Duplex | undefined {
-    const open = options[kOpen] as (() => Promise<Duplex>) | undefined;
+    const open = options[OPENER_OPTION] as (() => Promise<Duplex>) | undefined;
     if (!open || !callback) throw new SkeinError(HttpCode.AgentMisuse, 'MeshAgent used without an opener');
     open().then(
       (stream) => {
