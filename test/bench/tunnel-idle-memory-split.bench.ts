@@ -3,7 +3,7 @@
  * test; run by hand):
  *
  *   node --expose-gc --import=./node_modules/tap/node_modules/@tapjs/typescript/dist/esm/import.mjs \
- *     test/unit/proxy/tunnel/idle-memory-split.bench.ts [connections=4000]
+ *     test/bench/tunnel-idle-memory-split.bench.ts [connections=4000]
  *
  * Parent = dialling agent (TunnelPool, client streams) + the app (a sink server).
  * Child  = accepting agent (TunnelServer, InboundProxy, the app-side sockets): its growth is
@@ -15,11 +15,11 @@ import { fork } from 'node:child_process';
 import { createServer, connect, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { fileURLToPath } from 'node:url';
-import type { WorkloadCertificate } from '../../../../src/identity/workload/types.js';
-import { InboundProxy } from '../../../../src/proxy/inbound/inbound-proxy.js';
-import { TunnelPool } from '../../../../src/proxy/tunnel/tunnel-pool.js';
-import { TunnelServer } from '../../../../src/proxy/tunnel/tunnel-server.js';
-import { LoopbackAppConnector, makeCa, makeLeaf, spiffe, TestIdentity, TRUST_DOMAIN, tcpServer, workload } from './fixtures.js';
+import type { WorkloadCertificate } from '../../src/identity/workload/types.js';
+import { InboundProxy } from '../../src/proxy/inbound/inbound-proxy.js';
+import { TunnelPool } from '../../src/proxy/tunnel/tunnel-pool.js';
+import { TunnelServer } from '../../src/proxy/tunnel/tunnel-server.js';
+import { LoopbackAppConnector, makeCa, makeLeaf, spiffe, TestIdentity, TRUST_DOMAIN, tcpServer, workload } from '../unit/proxy/tunnel/fixtures.js';
 
 const gc = (globalThis as { gc?: () => void }).gc ?? (() => {});
 function rss(): number {

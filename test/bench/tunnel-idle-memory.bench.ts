@@ -2,7 +2,7 @@
  * Idle-connection memory of the tunnel path (not a tap test; run by hand):
  *
  *   node --expose-gc --import=./node_modules/tap/node_modules/@tapjs/typescript/dist/esm/import.mjs \
- *     test/unit/proxy/tunnel/idle-memory.bench.ts [connections=2000]
+ *     test/bench/tunnel-idle-memory.bench.ts [connections=2000]
  *
  * Opens N idle CONNECT streams TunnelPool -> TunnelServer -> InboundProxy -> app, all in this
  * process, and prints RSS and heap growth per connection. Everything one idle connection costs
@@ -11,10 +11,10 @@
  */
 import { once } from 'node:events';
 import type { Duplex } from 'node:stream';
-import { InboundProxy } from '../../../../src/proxy/inbound/inbound-proxy.js';
-import { TunnelPool } from '../../../../src/proxy/tunnel/tunnel-pool.js';
-import { TunnelServer } from '../../../../src/proxy/tunnel/tunnel-server.js';
-import { LoopbackAppConnector, makeCa, makeLeaf, spiffe, TestIdentity, TRUST_DOMAIN, tcpServer, workload } from './fixtures.js';
+import { InboundProxy } from '../../src/proxy/inbound/inbound-proxy.js';
+import { TunnelPool } from '../../src/proxy/tunnel/tunnel-pool.js';
+import { TunnelServer } from '../../src/proxy/tunnel/tunnel-server.js';
+import { LoopbackAppConnector, makeCa, makeLeaf, spiffe, TestIdentity, TRUST_DOMAIN, tcpServer, workload } from '../unit/proxy/tunnel/fixtures.js';
 
 const N = Number(process.argv[2] ?? 2000);
 const gc = (globalThis as { gc?: () => void }).gc ?? (() => {});
