@@ -6,20 +6,15 @@ import { connect, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import t, { type Test } from 'tap';
 import { hasCode } from '../../../../src/errors.js';
-import { InboundProxy, type InboundConnectionRecord, type InboundProxyOptions } from '../../../../src/proxy/inbound/inbound-proxy.js';
+import { InboundProxy, type InboundProxyOptions } from '../../../../src/proxy/inbound/inbound-proxy.js';
 import { PlaintextListener } from '../../../../src/proxy/inbound/plaintext-listener.js';
-import { closedPort, echoHandler, LoopbackAppConnector, spiffe, tcpServer, workload } from '../tunnel/fixtures.js';
-import { captureLogger, readAll, sendPayload } from '../tunnel/harness.js';
+import { closedPort, echoHandler, LoopbackAppConnector, spiffe, tcpServer, waitFor, workload } from '../tunnel/fixtures.js';
+import { appBehindInbound, readAll, sendPayload } from '../tunnel/harness.js';
 import { TunnelCode } from '../../../../src/proxy/codes.js';
 
 async function setup(t: Test, mode: 'STRICT' | 'PERMISSIVE', inboundOpts: Partial<InboundProxyOptions> = {}) {
-  const app = await tcpServer(echoHandler);
-  t.teardown(() => app.close());
+  const { app, records, logger, lines, connector, inbound } = await appBehindInbound(t, undefined, inboundOpts);
   const pod = workload('web', ['127.0.0.1'], spiffe('default', 'web'), mode);
-  const records: InboundConnectionRecord[] = [];
-  const { logger, lines } = captureLogger();
-  const connector = new LoopbackAppConnector();
-  const inbound = new InboundProxy({ app: connector, logger, onConnection: (r) => records.push(r), ...inboundOpts });
   // sk_lookup keeps the original destination as the socket's local port; on loopback without
   // it, the test maps every accepted connection to the app's port.
   let dstPort = app.port;
@@ -63,15 +58,6 @@ function outcome(s: Socket): Promise<{ data: string; error?: string }> {
     s.once('end', () => resolve({ data }));
     s.once('error', (e: NodeJS.ErrnoException) => resolve({ data, error: e.code ?? e.message }));
   });
-}
-
-async function waitFor(cond: () => boolean, ms = 2000): Promise<boolean> {
-  const deadline = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > deadline) return false;
-    await new Promise((r) => setTimeout(r, 10));
-  }
-  return true;
 }
 
 t.test('STRICT: plaintext is refused with a reset, logged and counted, the app never sees it', async (t) => {

@@ -208,15 +208,17 @@ export async function closedPort(): Promise<number> {
   return port;
 }
 
-/** Deterministic pseudo-random bytes (fast: one 1 MiB block reused with a varying prefix). */
-export function payload(size: number, seed = 1): Buffer[] {
-  const block = Buffer.alloc(Math.min(size, 1 << 20));
+/**
+ * Deterministic pseudo-random bytes, chunk by chunk (fast: one block of up to 1 MiB reused,
+ * each chunk stamped with its index so reordering or duplication changes the hash).
+ */
+export function* payloadChunks(size: number, seed = 1): Generator<Buffer> {
+  const block = Buffer.alloc(Math.min(Math.max(size, 1), 1 << 20));
   let x = seed * 2654435761;
   for (let i = 0; i < block.length; i++) {
     x = (x * 1103515245 + 12345) >>> 0;
     block[i] = x >>> 24;
   }
-  const out: Buffer[] = [];
   let left = size;
   let n = 0;
   while (left > 0) {
@@ -224,10 +226,24 @@ export function payload(size: number, seed = 1): Buffer[] {
     const b = Buffer.from(block.subarray(0, len));
     if (len >= 4) b.writeUInt32BE(n >>> 0, 0);
     n++;
-    out.push(b);
     left -= len;
+    yield b;
   }
-  return out;
+}
+
+/** payloadChunks, all at once. */
+export function payload(size: number, seed = 1): Buffer[] {
+  return [...payloadChunks(size, seed)];
+}
+
+/** Polls `cond` every 10 ms; false when it did not hold within `ms`. */
+export async function waitFor(cond: () => boolean, ms = 2000): Promise<boolean> {
+  const deadline = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > deadline) return false;
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  return true;
 }
 
 export function sha256(chunks: Buffer[]): string {

@@ -10,7 +10,7 @@ import t from 'tap';
 import { hasCode } from '../../../../src/errors.js';
 import type { InboundRequest } from '../../../../src/proxy/inbound/inbound-proxy.js';
 import { TunnelPool } from '../../../../src/proxy/tunnel/tunnel-pool.js';
-import { makeLeaf, spiffe } from './fixtures.js';
+import { makeLeaf, spiffe, waitFor } from './fixtures.js';
 import { readAll, sendPayload, setupMesh } from './harness.js';
 import { TunnelCode } from '../../../../src/proxy/codes.js';
 
@@ -205,12 +205,3 @@ t.test('abort signal cancels a pending connect', async (t) => {
   ac.abort();
   await t.rejects(m.pool.connect(m.clientId, m.target(), { signal: ac.signal }), { code: TunnelCode.Aborted });
 });
-
-async function waitFor(cond: () => boolean, ms = 2000): Promise<boolean> {
-  const deadline = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > deadline) return false;
-    await new Promise((r) => setTimeout(r, 10));
-  }
-  return true;
-}
