@@ -3,13 +3,13 @@ import { createServer, type IncomingMessage } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import t from 'tap';
-import type { Workload } from '../../../src/config/model.js';
-import { bearerTokenOf } from '../../../src/identity/ca/authn.js';
-import { BootstrapTokenAuthenticator, createBootstrapTokens, readBootstrapToken } from '../../../src/identity/ca/bootstrap-tokens.js';
-import { IdentityCode } from '../../../src/identity/codes.js';
-import { StaticNodeAuthorizer, WorkloadNodeAuthorizer } from '../../../src/identity/ca/node-authorizer.js';
-import { NODE_NAME_EXTRA, TokenReviewAuthenticator } from '../../../src/identity/ca/token-review.js';
-import { id, tempDir } from './helpers.js';
+import type { Workload } from '../../../../src/config/model.js';
+import { bearerTokenOf } from '../../../../src/identity/ca/authn.js';
+import { BootstrapTokenAuthenticator, createBootstrapTokens, readBootstrapToken } from '../../../../src/identity/ca/bootstrap-tokens.js';
+import { IdentityCode } from '../../../../src/identity/codes.js';
+import { StaticNodeAuthorizer, WorkloadNodeAuthorizer } from '../../../../src/identity/ca/node-authorizer.js';
+import { NODE_NAME_EXTRA, TokenReviewAuthenticator } from '../../../../src/identity/ca/token-review.js';
+import { id, tempDir } from '../helpers.js';
 
 t.test('bearer token parsing', async (t) => {
   t.equal(bearerTokenOf('Bearer abc'), 'abc');

@@ -3,13 +3,13 @@ import { chmodSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Registry } from 'prom-client';
 import t from 'tap';
-import { SigningAuthority } from '../../../src/identity/ca/authority.js';
-import { IdentityCode } from '../../../src/identity/codes.js';
-import { createWorkloadCsr, generateP256KeyPair } from '../../../src/identity/x509/keys.js';
-import { verifyPeer } from '../../../src/identity/workload/peer-verification.js';
-import { FileRootStore, MemoryRootStore, readAuthorityFiles } from '../../../src/identity/ca/root-store.js';
-import { x509 } from '../../../src/identity/x509/provider.js';
-import { craftIntermediate, id, makeCa, TD, tempDir } from './helpers.js';
+import { SigningAuthority } from '../../../../src/identity/ca/authority.js';
+import { IdentityCode } from '../../../../src/identity/codes.js';
+import { createWorkloadCsr, generateP256KeyPair } from '../../../../src/identity/x509/keys.js';
+import { verifyPeer } from '../../../../src/identity/workload/peer-verification.js';
+import { FileRootStore, MemoryRootStore, readAuthorityFiles } from '../../../../src/identity/ca/root-store.js';
+import { x509 } from '../../../../src/identity/x509/provider.js';
+import { craftIntermediate, id, makeCa, TD, tempDir } from '../helpers.js';
 
 const csrFor = async (identity: string) => createWorkloadCsr(identity, await generateP256KeyPair());
 
@@ -142,8 +142,8 @@ t.test('refusals are counted by reason; issuances and signing latency measured',
 
 t.test('operator roots with P-384 and RSA keys sign P-256 leaves; other key types are refused', async (t) => {
   const { generateKeyPairSync } = await import('node:crypto');
-  const { importSigningKey } = await import('../../../src/identity/x509/keys.js');
-  const { subtle } = await import('../../../src/identity/x509/provider.js');
+  const { importSigningKey } = await import('../../../../src/identity/x509/keys.js');
+  const { subtle } = await import('../../../../src/identity/x509/provider.js');
   for (const kind of ['P-384', 'RSA'] as const) {
     const keys =
       kind === 'RSA'

@@ -1,11 +1,11 @@
 import t from 'tap';
-import { SkeinError } from '../../../src/errors.js';
-import { IdentityCode } from '../../../src/identity/codes.js';
-import { DEFAULT_TTL_POLICY, effectiveTtl, validateCsr } from '../../../src/identity/ca/csr-validation.js';
-import { createWorkloadCsr, generateP256KeyPair } from '../../../src/identity/x509/keys.js';
-import { parseWorkloadSpiffeId, trustDomainOf } from '../../../src/identity/spiffe.js';
-import { subtle, x509 } from '../../../src/identity/x509/provider.js';
-import { id, TD } from './helpers.js';
+import { SkeinError } from '../../../../src/errors.js';
+import { IdentityCode } from '../../../../src/identity/codes.js';
+import { DEFAULT_TTL_POLICY, effectiveTtl, validateCsr } from '../../../../src/identity/ca/csr-validation.js';
+import { createWorkloadCsr, generateP256KeyPair } from '../../../../src/identity/x509/keys.js';
+import { parseWorkloadSpiffeId, trustDomainOf } from '../../../../src/identity/spiffe.js';
+import { subtle, x509 } from '../../../../src/identity/x509/provider.js';
+import { id, TD } from '../helpers.js';
 
 const POLICY = { defaultTtlSeconds: 86400, maxTtlSeconds: 172800 };
 

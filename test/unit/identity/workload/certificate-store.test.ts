@@ -2,11 +2,11 @@ import { once } from 'node:events';
 import { X509Certificate } from 'node:crypto';
 import { Registry } from 'prom-client';
 import t from 'tap';
-import { SkeinError } from '../../../src/errors.js';
-import { CertificateStore, type CertificateStoreOptions } from '../../../src/identity/workload/certificate-store.js';
-import { IdentityCode } from '../../../src/identity/codes.js';
-import { DEFAULT_RENEWAL_POLICY, renewalDelayMs, retryDelayMs, systemTimers } from '../../../src/identity/workload/renewal.js';
-import { FakeTime, id, LocalIssuer, makeCa, TD, type Teardown } from './helpers.js';
+import { SkeinError } from '../../../../src/errors.js';
+import { CertificateStore, type CertificateStoreOptions } from '../../../../src/identity/workload/certificate-store.js';
+import { IdentityCode } from '../../../../src/identity/codes.js';
+import { DEFAULT_RENEWAL_POLICY, renewalDelayMs, retryDelayMs, systemTimers } from '../../../../src/identity/workload/renewal.js';
+import { FakeTime, id, LocalIssuer, makeCa, TD, type Teardown } from '../helpers.js';
 
 const WEB = id('shop', 'web');
 const DB = id('shop', 'db');
@@ -258,7 +258,7 @@ t.test('an answer that is not ours is refused', async (t) => {
   issuer.issue = async (req) => {
     const r = await realIssue(req);
     if (!swap) return r;
-    const { createWorkloadCsr, generateP256KeyPair } = await import('../../../src/identity/x509/keys.js');
+    const { createWorkloadCsr, generateP256KeyPair } = await import('../../../../src/identity/x509/keys.js');
     const foreign = await ca.issue(await createWorkloadCsr(WEB, await generateP256KeyPair()), 0);
     return { ...r, certChainPem: foreign.certChainPem };
   };

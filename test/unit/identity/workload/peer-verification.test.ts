@@ -5,15 +5,15 @@ import { X509Certificate } from 'node:crypto';
 import { statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import t from 'tap';
-import { SkeinError } from '../../../src/errors.js';
-import { SigningAuthority } from '../../../src/identity/ca/authority.js';
-import { IdentityCode } from '../../../src/identity/codes.js';
-import { createWorkloadCsr, generateP256KeyPair, privateKeyToPem } from '../../../src/identity/x509/keys.js';
-import { peerChainCertificates, peerIdentityOf, verifyPeer } from '../../../src/identity/workload/peer-verification.js';
-import { secureContextFor, tlsOptionsFor } from '../../../src/identity/workload/tls-options.js';
-import { loadTrustBundleFile, saveTrustBundleFile, TrustBundle } from '../../../src/identity/workload/trust-bundle.js';
-import type { WorkloadCertificate } from '../../../src/identity/workload/types.js';
-import { craftIntermediate, craftLeaf, id, makeCa, TD, tempDir } from './helpers.js';
+import { SkeinError } from '../../../../src/errors.js';
+import { SigningAuthority } from '../../../../src/identity/ca/authority.js';
+import { IdentityCode } from '../../../../src/identity/codes.js';
+import { createWorkloadCsr, generateP256KeyPair, privateKeyToPem } from '../../../../src/identity/x509/keys.js';
+import { peerChainCertificates, peerIdentityOf, verifyPeer } from '../../../../src/identity/workload/peer-verification.js';
+import { secureContextFor, tlsOptionsFor } from '../../../../src/identity/workload/tls-options.js';
+import { loadTrustBundleFile, saveTrustBundleFile, TrustBundle } from '../../../../src/identity/workload/trust-bundle.js';
+import type { WorkloadCertificate } from '../../../../src/identity/workload/types.js';
+import { craftIntermediate, craftLeaf, id, makeCa, TD, tempDir } from '../helpers.js';
 
 const WEB = id('shop', 'web');
 

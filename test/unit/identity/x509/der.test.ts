@@ -3,11 +3,11 @@ import { X509Certificate } from 'node:crypto';
 import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import t from 'tap';
-import { SigningAuthority } from '../../../src/identity/ca/authority.js';
-import { firstElement, oid, positiveInteger, subjectOfCertificate, time } from '../../../src/identity/x509/der.js';
-import { generateP256KeyPair } from '../../../src/identity/x509/keys.js';
-import { subtle, x509 } from '../../../src/identity/x509/provider.js';
-import { craftIntermediate, id, TD, tempDir } from './helpers.js';
+import { SigningAuthority } from '../../../../src/identity/ca/authority.js';
+import { firstElement, oid, positiveInteger, subjectOfCertificate, time } from '../../../../src/identity/x509/der.js';
+import { generateP256KeyPair } from '../../../../src/identity/x509/keys.js';
+import { subtle, x509 } from '../../../../src/identity/x509/provider.js';
+import { craftIntermediate, id, TD, tempDir } from '../helpers.js';
 
 t.test('DER pieces', async (t) => {
   t.equal(oid('2.5.29.17').toString('hex'), '0603551d11');
