@@ -16,10 +16,22 @@ import type { SpiffeId, Workload } from '../../config/model.js';
 import { SkeinError, hasCode, messageOf } from '../../errors.js';
 import { type Logger, silentLogger } from '../../telemetry/log.js';
 import { type PipeResult, pipeBidirectional } from '../tcp/l4-pipe.js';
-import type { AppConnector, LocalInbound } from '../tunnel/types.js';
+import type { AppConnector, LocalInbound } from './types.js';
 import { TunnelCode } from '../codes.js';
 
 export type InboundTransport = 'hbone' | 'local' | 'plaintext';
+
+/** What a transport does at each outcome of InboundProxy.accept. */
+export interface InboundAcceptHooks {
+  /** Aborts the admission (besides the downstream closing). */
+  signal?: AbortSignal;
+  /** The app is connected; nothing has been piped yet. */
+  admitted?: () => void;
+  /** The pipe to the app is in place. */
+  serving?: () => void;
+  /** Refused (policy, app unreachable) or aborted; already logged and recorded. */
+  refused: (err: unknown) => void;
+}
 
 export interface InboundRequest {
   transport: InboundTransport;
@@ -143,6 +155,37 @@ export class InboundProxy implements LocalInbound {
     }
   }
 
+  /**
+   * The whole inbound path for one downstream connection, whichever transport brought it:
+   * admit (authorize, connect the app), then serve. The downstream closing first, or
+   * `hooks.signal`, aborts the admission. `admitted` runs once the app is connected and
+   * before a byte flows (the tunnel answers 200 there), `serving` once the pipe is in place
+   * (plaintext resumes its paused socket there), `refused` with the error of a refusal that
+   * is already logged and recorded here.
+   */
+  accept(req: InboundRequest, downstream: Duplex, hooks: InboundAcceptHooks): void {
+    const closed = new AbortController();
+    const onEarlyClose = (): void => closed.abort();
+    downstream.once('close', onEarlyClose);
+    const signal = hooks.signal ? AbortSignal.any([hooks.signal, closed.signal]) : closed.signal;
+    this.admit(req, signal).then(
+      (app) => {
+        downstream.removeListener('close', onEarlyClose);
+        if (downstream.destroyed || (downstream as { closed?: boolean }).closed) {
+          app.destroy();
+          return;
+        }
+        hooks.admitted?.();
+        this.serve(req, downstream, app);
+        hooks.serving?.();
+      },
+      (err: unknown) => {
+        downstream.removeListener('close', onEarlyClose);
+        hooks.refused(err);
+      },
+    );
+  }
+
   /** Step 3: pipe `downstream` <-> `app`, then log and record the connection. */
   serve(req: InboundRequest, downstream: Duplex, app: Duplex): void {
     this.stats.active++;
@@ -172,10 +215,17 @@ export class InboundProxy implements LocalInbound {
   ): Promise<Duplex> {
     const req: InboundRequest = { transport: 'local', source, workload, port };
     if (opts.headers) req.headers = opts.headers;
-    const app = await this.admit(req, opts.signal);
     const [ours, theirs] = duplexPair();
-    this.serve(req, ours, app);
-    return theirs;
+    return new Promise<Duplex>((resolve, reject) => {
+      this.accept(req, ours, {
+        ...(opts.signal ? { signal: opts.signal } : {}),
+        admitted: () => resolve(theirs),
+        refused: (err) => {
+          ours.destroy();
+          reject(err);
+        },
+      });
+    });
   }
 
   /**

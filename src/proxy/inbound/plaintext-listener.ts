@@ -106,25 +106,12 @@ export class PlaintextListener {
       return;
     }
     this.stats.accepted++;
-    const ac = new AbortController();
-    const onEarlyClose = (): void => ac.abort();
-    socket.once('close', onEarlyClose);
-    this.inbound.admit(req, ac.signal).then(
-      (app) => {
-        socket.removeListener('close', onEarlyClose);
-        if (socket.destroyed) {
-          app.destroy();
-          return;
-        }
-        this.inbound.serve(req, socket, app);
-        socket.resume();
-      },
-      () => {
-        // Refused or unreachable: already logged by the inbound path; the client sees a reset,
-        // as it would from a closed port.
-        socket.removeListener('close', onEarlyClose);
-        resetStream(socket);
-      },
-    );
+    this.inbound.accept(req, socket, {
+      // Paused since accept: bytes flow once the pipe to the app is in place.
+      serving: () => socket.resume(),
+      // Refused or unreachable: already logged by the inbound path; the client sees a reset,
+      // as it would from a closed port.
+      refused: () => resetStream(socket),
+    });
   }
 }

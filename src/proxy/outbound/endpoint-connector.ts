@@ -11,7 +11,8 @@ import type { Duplex } from 'node:stream';
 import type { Endpoint, Workload } from '../../config/model.js';
 import type { ConfigStore } from '../../config/store.js';
 import { hasCode, messageOf, SkeinError } from '../../errors.js';
-import type { LocalInbound, TunnelDialer } from '../tunnel/types.js';
+import type { LocalInbound } from '../inbound/types.js';
+import type { TunnelDialer } from '../tunnel/types.js';
 import { OutboundCode, TunnelCode } from '../codes.js';
 
 /** Plain connection from (the netns of) `source` to address:port; the agent provides it. */

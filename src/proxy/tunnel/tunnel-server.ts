@@ -365,26 +365,14 @@ export class TunnelServer {
     const fwd = forwardedHeaders(headers);
     if (fwd) base.headers = fwd;
 
-    const ac = new AbortController();
-    const onEarlyClose = (): void => ac.abort();
-    stream.once('close', onEarlyClose);
-    this.inbound.admit(base, ac.signal).then(
-      (app) => {
-        stream.removeListener('close', onEarlyClose);
-        if (stream.destroyed || stream.closed) {
-          app.destroy();
-          return;
-        }
-        stream.respond({ ':status': 200 });
-        this.inbound.serve(base, stream, app);
-      },
-      (err: unknown) => {
-        stream.removeListener('close', onEarlyClose);
+    this.inbound.accept(base, stream, {
+      admitted: () => stream.respond({ ':status': 200 }),
+      refused: (err) => {
         if (hasCode(err, TunnelCode.SourceDenied)) respond(stream, 401);
         else if (hasCode(err, TunnelCode.AppUnreachable)) respond(stream, 503);
         else if (!stream.destroyed) stream.close(h2c.NGHTTP2_CANCEL);
       },
-    );
+    });
   }
 
   /** Rapid reset: the client cancels streams before we could answer them. */

@@ -1,7 +1,7 @@
 /**
- * The tunnel contract between the outbound side (which dials) and the inbound side (which
- * accepts and delivers to the app). HBONE-style: TLS 1.3, ALPN h2, an HTTP/2 CONNECT stream
- * per proxied connection, `:authority` = `podIP:port`.
+ * The tunnel's contract with the outbound side, which dials it. HBONE-style: TLS 1.3, ALPN
+ * h2, an HTTP/2 CONNECT stream per proxied connection, `:authority` = `podIP:port`. (What the
+ * receiving end delivers to is the inbound side's contract, in ../inbound/types.ts.)
  */
 import type { Duplex } from 'node:stream';
 import type { SpiffeId } from '../../config/model.js';
@@ -23,25 +23,4 @@ export interface TunnelDialer {
     opts?: { signal?: AbortSignal; headers?: Record<string, string> },
   ): Promise<Duplex>;
   close(): Promise<void>;
-}
-
-/** Delivers an accepted stream to the app inside the destination pod (the agent implements it with a socket created in the pod's netns; tests with net.connect). */
-export interface AppConnector {
-  connect(workload: import('../../config/model.js').Workload, port: number, signal?: AbortSignal): Promise<Duplex>;
-}
-
-/**
- * The inbound entry the outbound side uses for SAME-NODE destinations: the same policy and
- * telemetry path as a stream arriving over the tunnel, with the TLS hop skipped. Resolves
- * with the app-side stream once the app port accepted; rejects with the same SkeinError codes
- * a tunnel CONNECT would produce (SKEIN_TUNNEL_SOURCE_DENIED, SKEIN_TUNNEL_WRONG_DESTINATION, SKEIN_TUNNEL_APP_UNREACHABLE).
- * Implemented by InboundProxy (src/proxy/inbound/inbound-proxy.ts).
- */
-export interface LocalInbound {
-  openLocal(
-    source: SpiffeId,
-    workload: import('../../config/model.js').Workload,
-    port: number,
-    opts?: { signal?: AbortSignal; headers?: Record<string, string> },
-  ): Promise<Duplex>;
 }
