@@ -9,7 +9,7 @@ import { type AddressInfo, connect as netConnect, createServer, type Server, typ
 import type { Duplex } from 'node:stream';
 import type { SpiffeId, Workload } from '../../../../src/config/model.js';
 import type { IdentitySource, WorkloadCertificate } from '../../../../src/identity/workload/types.js';
-import type { AppConnector } from '../../../../src/proxy/tunnel/types.js';
+import type { AppConnector } from '../../../../src/proxy/inbound/types.js';
 // The same provider (and Reflect shim) the CA uses: certificates are built as skein builds them.
 import { x509 } from '../../../../src/identity/x509/provider.js';
 
