@@ -18,6 +18,7 @@ import { type Logger, silentLogger } from '../../telemetry/log.js';
 import { type PipeResult, pipeBidirectional } from '../tcp/l4-pipe.js';
 import type { AppConnector, LocalInbound } from './types.js';
 import { TunnelCode } from '../codes.js';
+import { deadline } from '../deadline.js';
 
 export type InboundTransport = 'hbone' | 'local' | 'plaintext';
 
@@ -136,10 +137,9 @@ export class InboundProxy implements LocalInbound {
         source: req.source,
       });
     }
-    const timeout = AbortSignal.timeout(this.appConnectTimeoutMs);
-    const connectSignal = signal ? AbortSignal.any([signal, timeout]) : timeout;
+    const connect = deadline(this.appConnectTimeoutMs, signal);
     try {
-      const app = await this.app.connect(req.workload, req.port, connectSignal);
+      const app = await this.app.connect(req.workload, req.port, connect.signal);
       if (signal?.aborted) {
         // The downstream went away while we were connecting; do not leave the app socket open.
         app.destroy();
@@ -149,9 +149,11 @@ export class InboundProxy implements LocalInbound {
     } catch (err) {
       if (hasCode(err, TunnelCode.Aborted)) throw err;
       this.stats.unavailable++;
-      const why = timeout.aborted ? 'app connect timed out' : messageOf(err);
+      const why = connect.timedOut ? 'app connect timed out' : messageOf(err);
       this.finishRefused(req, 503, why, started);
       throw new SkeinError(TunnelCode.AppUnreachable, `app port ${req.port} unreachable: ${why}`, { port: req.port }, { cause: err });
+    } finally {
+      connect.done();
     }
   }
 

@@ -14,6 +14,7 @@ import { hasCode, messageOf, SkeinError } from '../../errors.js';
 import type { LocalInbound } from '../inbound/types.js';
 import type { TunnelDialer } from '../tunnel/types.js';
 import { OutboundCode, TunnelCode } from '../codes.js';
+import { deadline, untilAborted } from '../deadline.js';
 
 /** Plain connection from (the netns of) `source` to address:port; the agent provides it. */
 export type DirectConnect = (source: Workload, address: string, port: number, signal?: AbortSignal) => Promise<Duplex>;
@@ -63,18 +64,13 @@ export class EndpointConnector {
         );
       }
       // The tunnel and inbound enforce their own connect timeouts; a direct connect gets ours.
-      const ac = new AbortController();
-      const onAbort = (): void => ac.abort(signal?.reason);
-      signal?.addEventListener('abort', onAbort, { once: true });
-      const timer = setTimeout(
-        () => ac.abort(new SkeinError(OutboundCode.ConnectTimeout, `connect to ${ep.ip}:${port} timed out`)),
-        this.opts.connectTimeoutMs ?? 10_000,
-      );
+      const d = deadline(this.opts.connectTimeoutMs ?? 10_000, signal, {
+        timeout: () => new SkeinError(OutboundCode.ConnectTimeout, `connect to ${ep.ip}:${port} timed out`),
+      });
       try {
-        return await withSignal(this.opts.connectDirect(source, ep.ip, port, ac.signal), ac.signal);
+        return await untilAborted(this.opts.connectDirect(source, ep.ip, port, d.signal), d.signal, (late) => late.destroy());
       } finally {
-        clearTimeout(timer);
-        signal?.removeEventListener('abort', onAbort);
+        d.done();
       }
     } catch (err) {
       if (hasCode(err, OutboundCode.UpstreamConnectFailed) || hasCode(err, OutboundCode.UpstreamDenied)) throw err;
@@ -95,33 +91,3 @@ function opts(signal: AbortSignal | undefined): { signal?: AbortSignal } {
   return signal ? { signal } : {};
 }
 
-/** Rejects when `signal` aborts first (and destroys a stream that arrives too late). */
-function withSignal(p: Promise<Duplex>, signal: AbortSignal): Promise<Duplex> {
-  if (signal.aborted) return Promise.reject(signal.reason);
-  return new Promise((resolve, reject) => {
-    let settled = false;
-    const onAbort = (): void => {
-      if (settled) return;
-      settled = true;
-      reject(signal.reason);
-    };
-    signal.addEventListener('abort', onAbort, { once: true });
-    p.then(
-      (s) => {
-        signal.removeEventListener('abort', onAbort);
-        if (settled) s.destroy();
-        else {
-          settled = true;
-          resolve(s);
-        }
-      },
-      (err: unknown) => {
-        signal.removeEventListener('abort', onAbort);
-        if (!settled) {
-          settled = true;
-          reject(err);
-        }
-      },
-    );
-  });
-}

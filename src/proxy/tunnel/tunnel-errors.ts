@@ -2,6 +2,7 @@
 import type { SpiffeId } from '../../config/model.js';
 import { messageOf, SkeinError } from '../../errors.js';
 import { TunnelCode } from '../codes.js';
+import { deadline, untilAborted } from '../deadline.js';
 
 export function throwIfAborted(signal: AbortSignal | undefined): void {
   if (signal?.aborted) throw new SkeinError(TunnelCode.Aborted, 'tunnel connect aborted');
@@ -22,24 +23,15 @@ export function toTunnelError(err: unknown, peer: string, identity: SpiffeId): S
   );
 }
 
-/** Await `p`, but give up after `ms` or when `signal` aborts. */
-export function withDeadline<T>(p: Promise<T>, ms: number, signal: AbortSignal | undefined, what: string): Promise<T> {
-  return new Promise<T>((resolve, reject) => {
-    const timer = setTimeout(() => finish(() => reject(new SkeinError(TunnelCode.Timeout, `${what} timed out`))), ms);
-    timer.unref();
-    const onAbort = (): void => finish(() => reject(new SkeinError(TunnelCode.Aborted, 'tunnel connect aborted')));
-    let done = false;
-    const finish = (f: () => void): void => {
-      if (done) return;
-      done = true;
-      clearTimeout(timer);
-      signal?.removeEventListener('abort', onAbort);
-      f();
-    };
-    signal?.addEventListener('abort', onAbort, { once: true });
-    p.then(
-      (v) => finish(() => resolve(v)),
-      (e) => finish(() => reject(e)),
-    );
+/** Await `p`, but give up after `ms` (SKEIN_TUNNEL_TIMEOUT) or when `signal` aborts (SKEIN_TUNNEL_ABORTED). */
+export async function withDeadline<T>(p: Promise<T>, ms: number, signal: AbortSignal | undefined, what: string): Promise<T> {
+  const d = deadline(ms, signal, {
+    timeout: () => new SkeinError(TunnelCode.Timeout, `${what} timed out`),
+    aborted: () => new SkeinError(TunnelCode.Aborted, 'tunnel connect aborted'),
   });
+  try {
+    return await untilAborted(p, d.signal);
+  } finally {
+    d.done();
+  }
 }
