@@ -57,6 +57,16 @@ export interface TunnelPoolOptions {
   maxSessionMemoryMb?: number;
 }
 
+/** What a session is opened for: its pool key, the destination, the credentials, where to dial. */
+interface SessionSpec {
+  key: string;
+  target: TunnelTarget;
+  cert: WorkloadCertificate;
+  bundle: string;
+  tunnelAddress: string;
+  tunnelPort: number;
+}
+
 interface PooledSession {
   id: number;
   key: string;
@@ -120,7 +130,7 @@ export class TunnelPool implements TunnelDialer {
     // See the file comment: the dialled address is part of the key (one :15008 per pod netns).
     const key = `${source}|${target.identity}|${target.node}|${formatAuthority(tunnelAddress, tunnelPort)}`;
 
-    const pooled = this.acquire(key, target, cert, bundle, tunnelAddress, tunnelPort);
+    const pooled = this.acquire({ key, target, cert, bundle, tunnelAddress, tunnelPort });
     let released = false;
     const release = (): void => {
       if (released) return;
@@ -151,14 +161,8 @@ export class TunnelPool implements TunnelDialer {
     await Promise.all(all.map((s) => this.shutdownSession(s)));
   }
 
-  private acquire(
-    key: string,
-    target: TunnelTarget,
-    cert: WorkloadCertificate,
-    bundle: string,
-    tunnelAddress: string,
-    tunnelPort: number,
-  ): PooledSession {
+  private acquire(want: SessionSpec): PooledSession {
+    const { key, cert, bundle } = want;
     let list = this.pools.get(key);
     if (!list) {
       list = [];
@@ -185,7 +189,7 @@ export class TunnelPool implements TunnelDialer {
           maxStreamsPerSession: this.maxStreamsPerSession,
         });
       }
-      chosen = this.openSession(key, target, cert, bundle, tunnelAddress, tunnelPort);
+      chosen = this.openSession(want);
       list.push(chosen);
       // A drain above may have dropped the emptied list from the map.
       this.pools.set(key, list);
@@ -234,14 +238,8 @@ export class TunnelPool implements TunnelDialer {
     if (list.length === 0) this.pools.delete(s.key);
   }
 
-  private openSession(
-    key: string,
-    target: TunnelTarget,
-    cert: WorkloadCertificate,
-    bundle: string,
-    tunnelAddress: string,
-    tunnelPort: number,
-  ): PooledSession {
+  private openSession(spec: SessionSpec): PooledSession {
+    const { key, target, cert, bundle, tunnelAddress, tunnelPort } = spec;
     const trustDomain = this.identity.trustDomain();
     const bundlePems = this.identity.trustBundlePem();
     const s: PooledSession = {
