@@ -14,6 +14,7 @@ import http2 from 'node:http2';
 import net from 'node:net';
 import * as grpc from '@grpc/grpc-js';
 import { echoService, type EchoReply } from '../../../src/lab/workloads/echo-proto.js';
+import { h2Post } from '../../support/h2-post.js';
 import { bodyOf, connect, readResponse, requestBytes, type Shape, writeSplit } from '../../support/raw-http1.js';
 
 /** 0-300 bytes one by one, then every power of two ± 1 up to 1 MiB. */
@@ -114,22 +115,8 @@ async function h2cMatrix(host: string, port: number): Promise<Summary> {
       const body = bodyOf(size, i);
       const path = `/integrity/h2c/${size}/${i}`;
       try {
-        const text = await new Promise<string>((resolve, reject) => {
-          const req = session.request({ ':method': 'POST', ':path': path, 'content-type': 'application/octet-stream' });
-          let s = '';
-          req.setEncoding('utf8');
-          req.on('data', (d: string) => {
-            s += d;
-          });
-          req.on('end', () => resolve(s));
-          req.on('error', reject);
-          req.setTimeout(20_000, () => reject(new Error('no response within 20 s')));
-          // Odd sizes go in two writes, to vary the DATA frames.
-          if (size % 2 === 1 && size > 2) {
-            req.write(body.subarray(0, size >> 1));
-            req.end(body.subarray(size >> 1));
-          } else req.end(body);
-        });
+        // Odd sizes go in two writes, to vary the DATA frames.
+        const text = await h2Post(session, path, body, size % 2 === 1 && size > 2 ? [size >> 1] : []);
         out.checked++;
         const seen = JSON.parse(text) as { method: string; path: string; body: { bytes: number; sha256: string } };
         if (seen.method !== 'POST' || seen.path !== path || seen.body.bytes !== size || seen.body.sha256 !== sha(body)) {

@@ -11,6 +11,7 @@ import http2 from 'node:http2';
 import net from 'node:net';
 import fc from 'fast-check';
 import t from 'tap';
+import { h2Post } from '../../../support/h2-post.js';
 import { bodyOf, connect, readResponse, requestBytes, type Shape, writeSplit } from '../../../support/raw-http1.js';
 import { meshWithApp } from './fixtures/real-mesh.js';
 
@@ -157,22 +158,7 @@ t.test('h2c: random bodies in random DATA frame cuts arrive byte for byte', asyn
   await fc.assert(
     fc.asyncProperty(bodySize, fc.nat(), fc.array(fc.double({ min: 0, max: 1, noNaN: true }), { maxLength: 4 }), async (size, seed, cuts) => {
       const body = bodyOf(size, seed);
-      const answer = await new Promise<string>((resolve, reject) => {
-        const req = session.request({ ':method': 'POST', ':path': `/h2/${seed}` });
-        let s = '';
-        req.setEncoding('utf8');
-        req.on('data', (d: string) => {
-          s += d;
-        });
-        req.on('end', () => resolve(s));
-        req.on('error', reject);
-        let at = 0;
-        for (const cut of [...cuts.map((c) => Math.floor(c * size)).sort((a, b) => a - b), size]) {
-          if (cut > at) req.write(body.subarray(at, cut));
-          at = Math.max(at, cut);
-        }
-        req.end();
-      });
+      const answer = await h2Post(session, `/h2/${seed}`, body, cuts.map((c) => Math.floor(c * size)));
       if (answer !== `${size} ${sha(body)}`) throw new Error(`app saw ${answer} for ${size} B`);
     }),
     { numRuns: 40, seed: Number(process.env.FC_SEED ?? Date.now() % 2 ** 31) },
