@@ -9,6 +9,7 @@ import { SkeinError } from '../../errors.js';
 import { TunnelCode } from '../codes.js';
 import { formatAuthority } from '../../config/address.js';
 import { toTunnelError } from './tunnel-errors.js';
+import { guardWritev } from './writev-guard.js';
 import type { TunnelTarget } from './types.js';
 import { noop } from '../noop.js';
 
@@ -62,7 +63,8 @@ export function openConnectStream(
   }
   let stream: ClientHttp2Stream;
   try {
-    stream = session.request(headers, { endStream: false });
+    // Writers of this stream include Node's HTTP/1 client: see writev-guard.ts.
+    stream = guardWritev(session.request(headers, { endStream: false }));
   } catch (err) {
     // e.g. the session received GOAWAY between pick and request.
     throw toTunnelError(err, tunnelAuthority, target.identity);

@@ -43,6 +43,7 @@ import { canonicalIp } from '../../config/address.js';
 import { parseAuthority } from './authority.js';
 import { checkPeerIdentity, type PeerIdentityCheck } from './spiffe-peer.js';
 import { TunnelCode } from '../codes.js';
+import { guardWritev } from './writev-guard.js';
 
 export interface TunnelServerOptions {
   /** The pod behind this listener (its IPs are the only valid CONNECT authorities). */
@@ -365,7 +366,8 @@ export class TunnelServer {
     const fwd = forwardedHeaders(headers);
     if (fwd) base.headers = fwd;
 
-    this.inbound.accept(base, stream, {
+    // The app's writes reach this stream through the L4 pipe: see writev-guard.ts.
+    this.inbound.accept(base, guardWritev(stream), {
       admitted: () => stream.respond({ ':status': 200 }),
       refused: (err) => {
         if (hasCode(err, TunnelCode.SourceDenied)) respond(stream, 401);
