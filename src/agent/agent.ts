@@ -9,19 +9,19 @@
  * Reconciles run one at a time; a pod that fails to enrol is logged and retried on the next
  * change or tick, never taking the agent down.
  */
-import type net from 'node:net';
-import type { Duplex } from 'node:stream';
-import { CaptureManager } from '../capture/capture-manager.js';
+import type { CaptureManager } from '../capture/capture-manager.js';
 import type { MeshSnapshot, Workload } from '../config/model.js';
 import type { ConfigSource } from '../config/source.js';
 import { ConfigStore } from '../config/store.js';
-import { messageOf, SkeinError } from '../errors.js';
-import type { CertificateStore } from '../identity/certificate-store.js';
+import { messageOf, type SkeinError } from '../errors.js';
+import type { CertificateStore } from '../identity/workload/certificate-store.js';
 import { InboundProxy } from '../proxy/inbound/inbound-proxy.js';
+import { appConnectorOver, directConnectOver } from '../proxy/netns-sockets.js';
 import { OutboundProxy } from '../proxy/outbound/outbound-proxy.js';
 import { TunnelPool } from '../proxy/tunnel/tunnel-pool.js';
 import type { Logger } from '../telemetry/log.js';
 import { PodRuntime } from './pod-runtime.js';
+import { PodSockets } from './pod-sockets.js';
 
 export interface NodeAgentOptions {
   node: string;
@@ -47,12 +47,6 @@ export interface AgentPodStatus {
   error?: string;
 }
 
-/** A proxy hop must not add Nagle's wait to small writes. */
-function noDelay(s: net.Socket): Duplex {
-  s.setNoDelay(true);
-  return s;
-}
-
 export class NodeAgent {
   readonly store = new ConfigStore();
   readonly outbound: OutboundProxy;
@@ -70,16 +64,11 @@ export class NodeAgent {
 
   constructor(readonly opts: NodeAgentOptions) {
     const { capture, certificates, log } = opts;
+    const sockets = new PodSockets(capture);
     this.inbound = new InboundProxy({
       logger: log,
-      // The app is reached from inside its own netns, on its own address, by a marked socket:
-      // connect4 leaves it alone and sk_lookup ignores loopback-delivered traffic.
-      app: {
-        connect: async (workload: Workload, port: number, signal?: AbortSignal) => {
-          if (!workload.netnsPath) throw new SkeinError('SKEIN_AGENT_NO_NETNS', `pod ${workload.namespace}/${workload.name} has no known netns`);
-          return noDelay(await capture.connectFromAgent(workload.netnsPath, workload.ips[0]!, port, signal ? { signal } : {}));
-        },
-      },
+      // The app is reached from inside its own netns, on its own address, by a marked socket.
+      app: appConnectorOver(sockets),
     });
     // One agent carries every local pod's connections: a source/destination pair may need
     // thousands of concurrent streams (100 per session), so sessions per key are not the limit.
@@ -93,10 +82,7 @@ export class NodeAgent {
       ...(opts.upgradeProtocols ? { http1: { upgradeProtocols: opts.upgradeProtocols } } : {}),
       // Traffic that leaves the mesh (unknown destinations, endpoints outside the mesh) starts
       // from the source pod's netns, so it carries the pod's address as before capture.
-      connectDirect: async (source: Workload, address: string, port: number, signal?: AbortSignal) => {
-        if (!source.netnsPath) throw new SkeinError('SKEIN_AGENT_NO_NETNS', `pod ${source.namespace}/${source.name} has no known netns`);
-        return noDelay(await capture.connectFromAgent(source.netnsPath, address, port, signal ? { signal } : {}));
-      },
+      connectDirect: directConnectOver(sockets),
     });
     this.store.subscribe(() => this.schedule());
   }

@@ -6,6 +6,7 @@ import { Counter, type Registry } from 'prom-client';
 import type { CaptureManager } from '../capture/capture-manager.js';
 import { messageOf } from '../errors.js';
 import type { Logger } from '../telemetry/log.js';
+import { AgentCode } from './codes.js';
 
 export interface AgentMetricsSources {
   capture: Pick<CaptureManager, 'counters'>;
@@ -30,7 +31,7 @@ export function registerAgentMetrics(registry: Registry, src: AgentMetricsSource
         this.inc({ reason: 'sk_assign_failed' }, c.skLookupAssignFailed);
         this.inc({ reason: 'no_agent_socket' }, c.skLookupNoSocket);
       } catch (err) {
-        if (!warned) src.log.warn({ err: messageOf(err), code: 'SKEIN_AGENT_METRICS_UNREADABLE' }, 'cannot read the BPF counters');
+        if (!warned) src.log.warn({ err: messageOf(err), code: AgentCode.MetricsUnreadable }, 'cannot read the BPF counters');
         warned = true;
       }
     },

@@ -12,7 +12,7 @@
  *
  * Aborts are honoured at once (the socket is destroyed), and each netns has a cap on connects
  * in progress: past it, connects wait their turn (within their own timeout and abort), and
- * past a bounded queue they fail fast with SKEIN_CAPTURE_TOO_MANY_CONNECTS. A pod connecting
+ * past a bounded queue they fail fast (CaptureCode.TooManyConnects). A pod connecting
  * to a black hole thus only delays its own connects; a burst (hundreds of new connections in
  * one tick) queues instead of failing.
  *
@@ -21,6 +21,7 @@
  */
 import net from 'node:net';
 import { SkeinError } from '../errors.js';
+import { CaptureCode } from './codes.js';
 
 /** Makes an unconnected TCP socket (fd) inside the netns, carrying the agent's mark. */
 export type NetnsSocketFactory = (netnsPath: string, family: 4 | 6) => Promise<number>;
@@ -41,14 +42,6 @@ export interface NetnsConnectOptions {
   timeoutMs?: number;
 }
 
-export const NetnsConnectCode = {
-  /** The pod has maxConnectsPerNetns connects in progress and maxQueuedPerNetns waiting already. */
-  TooManyConnects: 'SKEIN_CAPTURE_TOO_MANY_CONNECTS',
-  /** No answer within the timeout (SYNs dropped). */
-  Timeout: 'SKEIN_CAPTURE_CONNECT_TIMEOUT',
-  /** The destination refused or was unreachable (errno in details). */
-  Failed: 'SKEIN_CAPTURE_CONNECT_FAILED',
-} as const;
 
 interface NetnsSlots {
   active: number;
@@ -86,7 +79,7 @@ export class NetnsConnector {
   /** A socket connected from inside the netns; rejects on abort, timeout, refusal or a full queue. */
   async connect(netnsPath: string, host: string, port: number, opts: NetnsConnectOptions = {}): Promise<net.Socket> {
     const family = net.isIP(host);
-    if (family !== 4 && family !== 6) throw new SkeinError(NetnsConnectCode.Failed, `not an IP address: ${host}`, { host });
+    if (family !== 4 && family !== 6) throw new SkeinError(CaptureCode.ConnectFailed, `not an IP address: ${host}`, { host });
     opts.signal?.throwIfAborted();
     // One deadline for the wait in the queue and the connect itself.
     const deadline = performance.now() + (opts.timeoutMs ?? this.timeoutMs);
@@ -110,7 +103,7 @@ export class NetnsConnector {
       return undefined;
     }
     if (q.waiting.length >= this.maxQueued) {
-      throw new SkeinError(NetnsConnectCode.TooManyConnects, `${q.active} connects in progress and ${q.waiting.length} waiting from ${netnsPath}`, {
+      throw new SkeinError(CaptureCode.TooManyConnects, `${q.active} connects in progress and ${q.waiting.length} waiting from ${netnsPath}`, {
         netnsPath,
         inProgress: this.max,
         queued: this.maxQueued,
@@ -134,7 +127,7 @@ export class NetnsConnector {
       };
       const timer = setTimeout(() => {
         leave();
-        reject(new SkeinError(NetnsConnectCode.Timeout, `connect to ${where} timed out waiting behind ${slots.active} connects from ${netnsPath}`, { where, netnsPath }));
+        reject(new SkeinError(CaptureCode.ConnectTimeout, `connect to ${where} timed out waiting behind ${slots.active} connects from ${netnsPath}`, { where, netnsPath }));
       }, Math.max(1, deadline - performance.now()));
       signal?.addEventListener('abort', onAbort, { once: true });
       slots.waiting.push(turn);
@@ -171,9 +164,9 @@ export class NetnsConnector {
       };
       const onConnect = (): void => finish(undefined);
       const onError = (err: NodeJS.ErrnoException): void =>
-        finish(new SkeinError(NetnsConnectCode.Failed, `connect to ${where} failed: ${err.message}`, { errno: err.code, where }, { cause: err }));
+        finish(new SkeinError(CaptureCode.ConnectFailed, `connect to ${where} failed: ${err.message}`, { errno: err.code, where }, { cause: err }));
       const onAbort = (): void => finish(opts.signal?.reason instanceof Error ? opts.signal.reason : new Error('aborted'));
-      const timer = setTimeout(() => finish(new SkeinError(NetnsConnectCode.Timeout, `connect to ${where} timed out after ${timeoutMs} ms`, { where, timeoutMs })), timeoutMs);
+      const timer = setTimeout(() => finish(new SkeinError(CaptureCode.ConnectTimeout, `connect to ${where} timed out after ${timeoutMs} ms`, { where, timeoutMs })), timeoutMs);
       opts.signal?.addEventListener('abort', onAbort, { once: true });
       socket.once('connect', onConnect);
       socket.once('error', onError);

@@ -18,9 +18,10 @@ import { messageOf } from '../../errors.js';
 import type { Logger } from '../../telemetry/log.js';
 import { H2_MAX_REJECTED_STREAMS, H2AbuseGuard } from './h2-abuse-guard.js';
 import { endToEndH2Headers, endToEndRawHeaders, rawPairs } from './headers.js';
-import { RefusalCode, type RefusalLog } from './refusals.js';
+import type { RefusalLog } from './refusals.js';
 import { type RoutedConnection, type UpstreamChoice, upstreamFailure } from './types.js';
-import { kOpen, type UpstreamPool } from './upstream-pool.js';
+import { OPENER_OPTION, type UpstreamPool } from './upstream-pool.js';
+import { HttpCode, OutboundCode } from '../codes.js';
 
 const {
   NGHTTP2_FLAG_END_STREAM,
@@ -78,7 +79,7 @@ export class Http2Forwarder {
       windowMs: opts.resetWindowMs ?? 1000,
       onAbusive: (session: StatefulSession, j) =>
         this.refusals.refuse(
-          RefusalCode.RapidReset,
+          HttpCode.RapidReset,
           { ...session[kState]?.conn.logFields(), resets: j.resets, windowMs: j.windowMs, lastStreamId: j.lastStreamId },
           'HTTP/2 client reset too many streams before their answer; session refused',
         ),
@@ -104,7 +105,7 @@ export class Http2Forwarder {
     this.server.on('stream', (stream, headers, flags) => this.onStream(stream, headers, flags));
     this.server.on('sessionError', (err: NodeJS.ErrnoException, session: StatefulSession) => {
       this.refusals.refuse(
-        RefusalCode.H2ProtocolError,
+        HttpCode.H2ProtocolError,
         { ...session?.[kState]?.conn.logFields(), err: messageOf(err), errCode: err.code },
         'HTTP/2 client session failed',
       );
@@ -177,7 +178,7 @@ export class Http2Forwarder {
       });
     });
     if (!choice) {
-      this.refusals.refuse(RefusalCode.NoHealthyUpstream, { ...st.conn.logFields(), path: headers[':path'] }, 'no healthy upstream');
+      this.refusals.refuse(OutboundCode.NoHealthyUpstream, { ...st.conn.logFields(), path: headers[':path'] }, 'no healthy upstream');
       stream.resume();
       this.respondError(stream, 503, grpc, 'no healthy upstream');
       return;
@@ -237,7 +238,7 @@ export class Http2Forwarder {
       setHost: false,
       host: '127.0.0.1',
       port: 1,
-      [kOpen]: () => choice.connect(),
+      [OPENER_OPTION]: () => choice.connect(),
     } as http.RequestOptions);
     up.on('response', (upRes) => {
       if (stream.destroyed || stream.closed) {

@@ -4,31 +4,22 @@
  * as the socket's `authorizationError` (the server destroys the socket itself, and the
  * 'tlsClientError' that follows says "socket hang up"), so both are read.
  */
+import { TunnelCode } from '../codes.js';
+
+/** The codes a refused handshake can get (all in TunnelCode, src/proxy/codes.ts). */
 export const TlsRefusalCode = {
-  /** The client certificate does not chain to the trust bundle (foreign CA, self-signed). */
-  UnknownCa: 'SKEIN_TUNNEL_TLS_UNKNOWN_CA',
-  /** The client certificate (or one in its chain) has expired. */
-  CertExpired: 'SKEIN_TUNNEL_TLS_CERT_EXPIRED',
-  /** The client certificate is not valid yet (clock skew, or issued for later). */
-  CertNotYetValid: 'SKEIN_TUNNEL_TLS_CERT_NOT_YET_VALID',
-  /** Any other verification failure of the client certificate (OpenSSL's reason in the log). */
-  CertRejected: 'SKEIN_TUNNEL_TLS_CERT_REJECTED',
-  /** The client sent no certificate: mTLS is required. */
-  NoClientCert: 'SKEIN_TUNNEL_TLS_NO_CLIENT_CERT',
-  /** The client did not offer ALPN h2. */
-  AlpnMismatch: 'SKEIN_TUNNEL_TLS_ALPN_MISMATCH',
-  /** The client offered no TLS 1.3. */
-  ProtocolVersion: 'SKEIN_TUNNEL_TLS_PROTOCOL_VERSION',
-  /** The bytes were not TLS at all (plaintext, HTTP). */
-  NotTls: 'SKEIN_TUNNEL_TLS_NOT_TLS',
-  /** The client refused our server certificate (it sent an alert). */
-  PeerRejectedServerCert: 'SKEIN_TUNNEL_TLS_PEER_REJECTED_SERVER_CERT',
-  /** The handshake did not finish within handshakeTimeoutMs. */
-  HandshakeTimeout: 'SKEIN_TUNNEL_TLS_HANDSHAKE_TIMEOUT',
-  /** The client closed the connection during the handshake, without an alert. */
-  PeerClosed: 'SKEIN_TUNNEL_TLS_PEER_CLOSED',
-  /** Anything else (OpenSSL's reason in the log). */
-  Failed: 'SKEIN_TUNNEL_TLS_HANDSHAKE_FAILED',
+  UnknownCa: TunnelCode.TlsUnknownCa,
+  CertExpired: TunnelCode.TlsCertExpired,
+  CertNotYetValid: TunnelCode.TlsCertNotYetValid,
+  CertRejected: TunnelCode.TlsCertRejected,
+  NoClientCert: TunnelCode.TlsNoClientCert,
+  AlpnMismatch: TunnelCode.TlsAlpnMismatch,
+  ProtocolVersion: TunnelCode.TlsProtocolVersion,
+  NotTls: TunnelCode.TlsNotTls,
+  PeerRejectedServerCert: TunnelCode.TlsPeerRejectedServerCert,
+  HandshakeTimeout: TunnelCode.TlsHandshakeTimeout,
+  PeerClosed: TunnelCode.TlsPeerClosed,
+  Failed: TunnelCode.TlsHandshakeFailed,
 } as const;
 export type TlsRefusal = (typeof TlsRefusalCode)[keyof typeof TlsRefusalCode];
 

@@ -38,15 +38,17 @@ import type { AddressInfo } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import type { Workload } from '../../config/model.js';
 import { hasCode, messageOf } from '../../errors.js';
-import { tlsOptionsFor } from '../../identity/tls-options.js';
-import type { IdentitySource, WorkloadCertificate } from '../../identity/types.js';
-import { H2_MAX_REJECTED_STREAMS, H2AbuseGuard } from '../http/h2-abuse-guard.js';
+import { tlsOptionsFor } from '../../identity/workload/tls-options.js';
+import type { IdentitySource, WorkloadCertificate } from '../../identity/workload/types.js';
 import { type Logger, silentLogger } from '../../telemetry/log.js';
+import { H2_MAX_REJECTED_STREAMS, H2AbuseGuard } from '../http/h2-abuse-guard.js';
 import type { InboundProxy, InboundRequest } from '../inbound/inbound-proxy.js';
-import { canonicalIp, parseAuthority } from './authority.js';
+import { canonicalIp } from '../../config/address.js';
+import { parseAuthority } from './authority.js';
 import { classifyTlsRefusal } from './tls-refusal.js';
 import { checkPeerIdentity, type PeerIdentityCheck } from './spiffe-peer.js';
-import { TunnelErrorCode } from './types.js';
+import { TunnelCode } from '../codes.js';
+import { guardWritev } from './writev-guard.js';
 
 export interface TunnelServerOptions {
   /** The pod behind this listener (its IPs are the only valid CONNECT authorities). */
@@ -79,15 +81,6 @@ export interface TunnelServerOptions {
   onRefusal?: (code: string) => void;
 }
 
-/** Codes of refusals at the tunnel that are not TLS handshake failures (see tls-refusal.ts for those). */
-export const TunnelRefusalCode = {
-  /** A stream that is not CONNECT, or an authority that is not ip:port (400). */
-  BadRequest: 'SKEIN_TUNNEL_BAD_REQUEST',
-  /** CONNECT to an address that is not this pod's (403). */
-  WrongDestination: 'SKEIN_TUNNEL_WRONG_DESTINATION',
-  /** The session reset too many streams before their answer (HTTP/2 rapid reset). */
-  RapidReset: 'SKEIN_TUNNEL_RAPID_RESET',
-} as const;
 
 export interface TunnelServerStats {
   /** Sessions open now. */
@@ -168,11 +161,11 @@ export class TunnelServer {
       onAbusive: (session, j) => {
         const state = sessionStates.get(session);
         this.stats.rapidResetSessionsClosed++;
-        this.countRefusal(TunnelRefusalCode.RapidReset);
+        this.countRefusal(TunnelCode.RapidReset);
         this.log.warn(
           {
             refused: 'rapid-reset',
-            code: TunnelRefusalCode.RapidReset,
+            code: TunnelCode.RapidReset,
             peer: state?.remoteAddress,
             peerIdentity: state?.peer.ok ? state.peer.identity : undefined,
             resets: j.resets,
@@ -398,7 +391,7 @@ export class TunnelServer {
     const method = headers[':method'];
     if (method !== 'CONNECT') {
       this.stats.badRequest++;
-      this.countRefusal(TunnelRefusalCode.BadRequest);
+      this.countRefusal(TunnelCode.RequestMalformed);
       this.inbound.recordRefusal(base, 400, `method ${String(method)} is not CONNECT`);
       respond(stream, 400);
       return;
@@ -407,7 +400,7 @@ export class TunnelServer {
     const authority = parseAuthority(typeof rawAuthority === 'string' ? rawAuthority : undefined);
     if (!authority) {
       this.stats.badRequest++;
-      this.countRefusal(TunnelRefusalCode.BadRequest);
+      this.countRefusal(TunnelCode.RequestMalformed);
       this.inbound.recordRefusal(base, 400, `malformed authority ${String(rawAuthority)}`);
       respond(stream, 400);
       return;
@@ -415,7 +408,7 @@ export class TunnelServer {
     base.port = authority.port;
     if (!this.addresses.has(authority.address)) {
       this.stats.wrongDestination++;
-      this.countRefusal(TunnelRefusalCode.WrongDestination);
+      this.countRefusal(TunnelCode.WrongDestination);
       this.inbound.recordRefusal(base, 403, `authority ${rawAuthority} is not this pod`);
       respond(stream, 403);
       return;
@@ -423,26 +416,15 @@ export class TunnelServer {
     const fwd = forwardedHeaders(headers);
     if (fwd) base.headers = fwd;
 
-    const ac = new AbortController();
-    const onEarlyClose = (): void => ac.abort();
-    stream.once('close', onEarlyClose);
-    this.inbound.admit(base, ac.signal).then(
-      (app) => {
-        stream.removeListener('close', onEarlyClose);
-        if (stream.destroyed || stream.closed) {
-          app.destroy();
-          return;
-        }
-        stream.respond({ ':status': 200 });
-        this.inbound.serve(base, stream, app);
-      },
-      (err: unknown) => {
-        stream.removeListener('close', onEarlyClose);
-        if (hasCode(err, TunnelErrorCode.Unauthorized)) respond(stream, 401);
-        else if (hasCode(err, TunnelErrorCode.Unavailable)) respond(stream, 503);
+    // The app's writes reach this stream through the L4 pipe: see writev-guard.ts.
+    this.inbound.accept(base, guardWritev(stream), {
+      admitted: () => stream.respond({ ':status': 200 }),
+      refused: (err) => {
+        if (hasCode(err, TunnelCode.SourceDenied)) respond(stream, 401);
+        else if (hasCode(err, TunnelCode.AppUnreachable)) respond(stream, 503);
         else if (!stream.destroyed) this.guard.closeStream(stream, h2c.NGHTTP2_CANCEL);
       },
-    );
+    });
   }
 }
 

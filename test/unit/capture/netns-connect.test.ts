@@ -6,7 +6,8 @@
 import { EventEmitter } from 'node:events';
 import net from 'node:net';
 import t from 'tap';
-import { NetnsConnectCode, NetnsConnector } from '../../../src/capture/netns-connect.js';
+import { CaptureCode } from '../../../src/capture/codes.js';
+import { NetnsConnector } from '../../../src/capture/netns-connect.js';
 
 /** A socket whose SYNs vanish: connect() never completes; records whether it was destroyed. */
 class SilentSocket extends EventEmitter {
@@ -39,8 +40,8 @@ t.test('connects from the socket the factory made; the cap counts connects in pr
   t.equal(line, 'hello');
   t.same(asked, [['/run/netns/pod-a', 4]], 'socket made in the pod netns, family from the address');
   t.equal(c.connecting('/run/netns/pod-a'), 0, 'nothing left in progress');
-  await t.rejects(c.connect('/run/netns/pod-a', '127.0.0.1', 1), { code: NetnsConnectCode.Failed }, 'refused port: coded failure');
-  await t.rejects(c.connect('/run/netns/pod-a', 'not-an-ip', 80), { code: NetnsConnectCode.Failed });
+  await t.rejects(c.connect('/run/netns/pod-a', '127.0.0.1', 1), { code: CaptureCode.ConnectFailed }, 'refused port: coded failure');
+  await t.rejects(c.connect('/run/netns/pod-a', 'not-an-ip', 80), { code: CaptureCode.ConnectFailed });
 });
 
 t.test('a silent destination: timeout, abort at once, a cap per netns with a bounded queue', async (t) => {
@@ -56,7 +57,7 @@ t.test('a silent destination: timeout, abort at once, a cap per netns with a bou
     },
   });
   const started = performance.now();
-  await t.rejects(c.connect('/run/netns/pod-a', '10.0.0.9', 80), { code: NetnsConnectCode.Timeout }, 'times out');
+  await t.rejects(c.connect('/run/netns/pod-a', '10.0.0.9', 80), { code: CaptureCode.ConnectTimeout }, 'times out');
   t.ok(performance.now() - started < 1000, 'within the timeout');
   t.ok(made[0]?.destroyed, 'the timed-out socket is closed');
 
@@ -79,14 +80,14 @@ t.test('a silent destination: timeout, abort at once, a cap per netns with a bou
     c.connect('/run/netns/pod-a', '10.0.0.9', 80, { timeoutMs: 100 }).catch((e) => e),
   ];
   t.equal(c.queued('/run/netns/pod-a'), 2, 'over the cap: they wait');
-  await t.rejects(c.connect('/run/netns/pod-a', '10.0.0.9', 80), { code: NetnsConnectCode.TooManyConnects }, 'over cap and queue: refused at once');
+  await t.rejects(c.connect('/run/netns/pod-a', '10.0.0.9', 80), { code: CaptureCode.TooManyConnects }, 'over cap and queue: refused at once');
   const other = c.connect('/run/netns/pod-b', '10.0.0.9', 80, { timeoutMs: 300 }).catch((e) => e);
   await new Promise((r) => setImmediate(r));
   t.equal(c.connecting('/run/netns/pod-b'), 1, 'another pod has its own allowance');
-  t.match(await waiting[1], { code: NetnsConnectCode.Timeout }, 'a waiter times out within its own timeout');
+  t.match(await waiting[1], { code: CaptureCode.ConnectTimeout }, 'a waiter times out within its own timeout');
   waitingAc.abort(new Error('gone'));
   t.match(await waiting[0], { message: 'gone' }, 'a waiter can be aborted');
-  for (const e of await Promise.all([...hanging, other])) t.match(e, { code: NetnsConnectCode.Timeout });
+  for (const e of await Promise.all([...hanging, other])) t.match(e, { code: CaptureCode.ConnectTimeout });
   t.equal(c.connecting('/run/netns/pod-a'), 0, 'the allowance comes back');
   t.equal(c.queued('/run/netns/pod-a'), 0);
   await t.rejects(c.connect('/run/netns/pod-a', '10.0.0.9', 80, { signal: AbortSignal.abort() }), { name: 'AbortError' }, 'already aborted: never starts');
@@ -105,7 +106,7 @@ t.test('a waiter takes the slot a finished connect frees', async (t) => {
   const first = c.connect('/run/netns/pod-a', '10.0.0.9', 80, { timeoutMs: 200 }).catch((e) => e);
   const second = c.connect('/run/netns/pod-a', '127.0.0.1', port, { timeoutMs: 2000 });
   t.equal(c.queued('/run/netns/pod-a'), 1);
-  t.match(await first, { code: NetnsConnectCode.Timeout });
+  t.match(await first, { code: CaptureCode.ConnectTimeout });
   const s = await second;
   t.equal(await new Promise<string>((r) => s.once('data', (d) => r(String(d).trim()))), 'hi', 'the waiter connected once the slot was free');
   s.destroy();
