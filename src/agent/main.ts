@@ -16,6 +16,7 @@ import { createLogger } from '../telemetry/log.js';
 import { parseHostPort, startAdmin } from './admin.js';
 import { NodeAgent } from './agent.js';
 import { AgentCode } from './codes.js';
+import { registerAgentMetrics } from './metrics.js';
 
 export const AGENT_USAGE = `usage: skein agent --node NAME (--controller H:P | --config-folder DIR) --ca-root-file FILE --token-file FILE [options]
 
@@ -32,6 +33,8 @@ export const AGENT_USAGE = `usage: skein agent --node NAME (--controller H:P | -
   --metrics H:P          Prometheus metrics (default 0.0.0.0:15020)
   --ready H:P            readiness (default 0.0.0.0:15021)
   --cert-ttl SECONDS     requested workload certificate TTL (default 86400)
+  --upgrade-protocols L  HTTP/1 Upgrade protocols piped after a 101, comma list (default websocket;
+                         others, h2c included, are served as plain HTTP/1.1 requests)
   --log-file FILE        JSON log lines go here (default stderr)`;
 
 const STOP_GRACE_MS = 5000;
@@ -54,6 +57,7 @@ export async function runAgent(argv: string[]): Promise<number> {
       metrics: { type: 'string', default: '0.0.0.0:15020' },
       ready: { type: 'string', default: '0.0.0.0:15021' },
       'cert-ttl': { type: 'string', default: '86400' },
+      'upgrade-protocols': { type: 'string', default: 'websocket' },
       'log-file': { type: 'string' },
       'log-level': { type: 'string' },
       help: { type: 'boolean', default: false },
@@ -89,7 +93,12 @@ export async function runAgent(argv: string[]): Promise<number> {
   const source: ConfigSource = values.controller
     ? new ControllerConfigSource({ address: values.controller, node, tokenFile, rootsPem, logger: log })
     : new KubeFolderSource({ dir: values['config-folder']!, trustDomain: values['trust-domain']!, clusterDomain: values['cluster-domain']!, logger: log });
-  const agent = new NodeAgent({ node, source, capture, certificates, log });
+  const upgradeProtocols = values['upgrade-protocols']!
+    .split(',')
+    .map((p) => p.trim())
+    .filter((p) => p !== '');
+  const agent = new NodeAgent({ node, source, capture, certificates, log, upgradeProtocols });
+  registerAgentMetrics(registry, { capture, tunnelRefusals: agent.tunnelRefusals, log });
 
   const stopAdmin = await startAdmin(
     { agent, capture, certificates, registry, log },

@@ -1,9 +1,8 @@
 /**
  * The agent's NetnsSocketFactory: sockets capture opens inside a pod's netns with the agent's
- * mark (connect4 leaves them alone, sk_lookup ignores loopback-delivered traffic), handed to
- * Node as net.Sockets.
+ * mark (connect4 leaves them alone, sk_lookup ignores loopback-delivered traffic), connected
+ * on the event loop (capture's NetnsConnector: aborts honoured, connects capped per pod).
  */
-import net from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { CaptureManager } from '../capture/capture-manager.js';
 import type { Workload } from '../config/model.js';
@@ -14,10 +13,9 @@ import { AgentCode } from './codes.js';
 export class PodSockets implements NetnsSocketFactory {
   constructor(private readonly capture: CaptureManager) {}
 
-  async connect(pod: Workload, host: string, port: number): Promise<Duplex> {
+  async connect(pod: Workload, host: string, port: number, signal?: AbortSignal): Promise<Duplex> {
     if (!pod.netnsPath) throw new SkeinError(AgentCode.NoNetns, `pod ${pod.namespace}/${pod.name} has no known netns`);
-    const fd = await this.capture.connectFromAgent(pod.netnsPath, host, port);
-    const s = new net.Socket({ fd, readable: true, writable: true, allowHalfOpen: true });
+    const s = await this.capture.connectFromAgent(pod.netnsPath, host, port, signal ? { signal } : {});
     s.setNoDelay(true); // a proxy hop must not add Nagle's wait to small writes
     return s;
   }

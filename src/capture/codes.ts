@@ -46,4 +46,10 @@ export const CaptureCode = {
   ListenFailed: 'SKEIN_CAPTURE_LISTEN_FAILED',
   /** No original destination is recorded for an accepted connection. */
   NoOriginalDst: 'SKEIN_CAPTURE_NO_ORIGINAL_DST',
+  /** A pod has its cap of connects in progress and of connects waiting already; refused at once. */
+  TooManyConnects: 'SKEIN_CAPTURE_TOO_MANY_CONNECTS',
+  /** A connect from inside a pod's netns got no answer in time (SYNs dropped). */
+  ConnectTimeout: 'SKEIN_CAPTURE_CONNECT_TIMEOUT',
+  /** A connect from inside a pod's netns was refused or unreachable (errno in details). */
+  ConnectFailed: 'SKEIN_CAPTURE_CONNECT_FAILED',
 } as const;
