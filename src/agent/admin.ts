@@ -1,17 +1,23 @@
 /**
  * The agent's operator surfaces:
- *   admin      127.0.0.1:15000  GET /config_dump /workloads /certs /stats /capture,
- *                               POST /logging?level=debug  (localhost only: it tells a lot)
+ *   admin      unix socket /run/skein/agent.sock (root only), GET /config_dump /workloads
+ *              /certs /stats /capture, POST /logging?level=debug. It tells a lot and changes
+ *              the log level, and a TCP port on the host's loopback is reachable by every
+ *              hostNetwork pod: TCP (127.0.0.1:15000) only when asked for (--admin).
  *   metrics    :15020/metrics   Prometheus text (prom-client)
  *   readiness  :15021/healthz/ready  200 once capture is up, a config applied, local pods enrolled
  * Certificates are shown without keys: keys never leave the agent's memory.
  */
+import { chmodSync, existsSync, lstatSync, mkdirSync, unlinkSync } from 'node:fs';
 import http from 'node:http';
+import { dirname } from 'node:path';
 import type { Registry } from 'prom-client';
 import type { CaptureManager } from '../capture/capture-manager.js';
 import type { CertificateStore } from '../identity/workload/certificate-store.js';
 import type { Logger } from '../telemetry/log.js';
+import { SkeinError } from '../errors.js';
 import type { NodeAgent } from './agent.js';
+import { AgentCode } from './codes.js';
 
 export interface HostPort {
   host: string;
@@ -29,11 +35,32 @@ function json(res: http.ServerResponse, status: number, body: unknown): void {
   res.end(`${JSON.stringify(body, (_k, v) => (typeof v === 'bigint' ? v.toString() : v), 2)}\n`);
 }
 
-function listen(server: http.Server, at: HostPort): Promise<void> {
+function listen(server: http.Server, at: HostPort | string): Promise<void> {
   return new Promise((resolve, reject) => {
     server.once('error', reject);
-    server.listen(at.port, at.host, () => resolve());
+    if (typeof at === 'string') server.listen(at, () => resolve());
+    else server.listen(at.port, at.host, () => resolve());
   });
+}
+
+/**
+ * Listens on a unix socket only root can open: the folder is created 0700 when missing, a
+ * socket left by a previous agent is replaced (never any other kind of file), and the
+ * socket itself is 0600 before anything can connect that would not be allowed to.
+ */
+async function listenUnix(server: http.Server, path: string): Promise<void> {
+  mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+  if (existsSync(path)) {
+    if (!lstatSync(path).isSocket()) throw new SkeinError(AgentCode.AdminSocketPath, `--admin-socket ${path} exists and is not a socket`, { path });
+    unlinkSync(path);
+  }
+  const mask = process.umask(0o177);
+  try {
+    await listen(server, path);
+  } finally {
+    process.umask(mask);
+  }
+  chmodSync(path, 0o600);
 }
 
 export interface AdminDeps {
@@ -44,7 +71,16 @@ export interface AdminDeps {
   log: Logger;
 }
 
-export async function startAdmin(deps: AdminDeps, at: { admin: HostPort; metrics: HostPort; ready: HostPort }): Promise<() => Promise<void>> {
+export interface AdminAddresses {
+  /** Unix socket of the admin API (root only). */
+  adminSocket: string;
+  /** Also serve the admin API on TCP (opt-in). */
+  adminTcp?: HostPort;
+  metrics: HostPort;
+  ready: HostPort;
+}
+
+export async function startAdmin(deps: AdminDeps, at: AdminAddresses): Promise<() => Promise<void>> {
   const { agent, capture, certificates, registry, log } = deps;
   const admin = http.createServer((req, res) => {
     const url = new URL(req.url ?? '/', 'http://admin');
@@ -88,10 +124,22 @@ export async function startAdmin(deps: AdminDeps, at: { admin: HostPort; metrics
     if (req.url !== '/healthz/ready') return json(res, 404, { error: 'see /healthz/ready' });
     json(res, ok ? 200 : 503, { ready: ok });
   });
-  await listen(admin, at.admin);
+  const servers = [admin, metrics, ready];
+  await listenUnix(admin, at.adminSocket);
+  if (at.adminTcp) {
+    // The same handler on TCP: a second server, so closing one never leaves the other half-open.
+    const adminTcp = http.createServer((req, res) => admin.emit('request', req, res));
+    await listen(adminTcp, at.adminTcp);
+    servers.push(adminTcp);
+  }
   await listen(metrics, at.metrics);
   await listen(ready, at.ready);
   return async () => {
-    await Promise.all([admin, metrics, ready].map((s) => new Promise<void>((r) => s.close(() => r()))));
+    await Promise.all(servers.map((s) => new Promise<void>((r) => s.close(() => r()))));
+    try {
+      unlinkSync(at.adminSocket);
+    } catch {
+      // already gone
+    }
   };
 }

@@ -18,4 +18,6 @@ export const AgentCode = {
   UnhandledRejection: 'SKEIN_AGENT_UNHANDLED',
   /** The BPF counter map could not be read for a metrics scrape (the scrape still answers). */
   MetricsUnreadable: 'SKEIN_AGENT_METRICS_UNREADABLE',
+  /** --admin-socket names a file that is not a socket (it is never replaced). */
+  AdminSocketPath: 'SKEIN_AGENT_ADMIN_SOCKET_PATH',
 } as const;

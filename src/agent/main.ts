@@ -14,6 +14,7 @@ import { readBootstrapToken } from '../identity/ca/bootstrap-tokens.js';
 import { pemBlocks } from '../identity/x509/pem.js';
 import { createLogger } from '../telemetry/log.js';
 import { parseHostPort, startAdmin } from './admin.js';
+import { DEFAULT_ADMIN_SOCKET } from '../api/agent-admin.js';
 import { NodeAgent } from './agent.js';
 import { AgentCode } from './codes.js';
 import { registerAgentMetrics } from './metrics.js';
@@ -29,7 +30,9 @@ export const AGENT_USAGE = `usage: skein agent --node NAME (--controller H:P | -
   --token-file FILE      this node's bootstrap credential for the CA
   --pin-root DIR         bpffs folder for skein's pins (default /sys/fs/bpf/skein)
   --bpf-dir DIR          compiled BPF objects (default build/bpf of this checkout)
-  --admin H:P            admin API (default 127.0.0.1:15000)
+  --admin-socket PATH    admin API on a unix socket only root can open (default ${DEFAULT_ADMIN_SOCKET})
+  --admin H:P            also serve the admin API on TCP, e.g. 127.0.0.1:15000 (default: off; any
+                         hostNetwork pod can reach the host's loopback)
   --metrics H:P          Prometheus metrics (default 0.0.0.0:15020)
   --ready H:P            readiness (default 0.0.0.0:15021)
   --cert-ttl SECONDS     requested workload certificate TTL (default 86400)
@@ -53,7 +56,8 @@ export async function runAgent(argv: string[]): Promise<number> {
       'token-file': { type: 'string' },
       'pin-root': { type: 'string', default: '/sys/fs/bpf/skein' },
       'bpf-dir': { type: 'string' },
-      admin: { type: 'string', default: '127.0.0.1:15000' },
+      'admin-socket': { type: 'string', default: DEFAULT_ADMIN_SOCKET },
+      admin: { type: 'string' },
       metrics: { type: 'string', default: '0.0.0.0:15020' },
       ready: { type: 'string', default: '0.0.0.0:15021' },
       'cert-ttl': { type: 'string', default: '86400' },
@@ -102,7 +106,12 @@ export async function runAgent(argv: string[]): Promise<number> {
 
   const stopAdmin = await startAdmin(
     { agent, capture, certificates, registry, log },
-    { admin: parseHostPort(values.admin!, '--admin'), metrics: parseHostPort(values.metrics!, '--metrics'), ready: parseHostPort(values.ready!, '--ready') },
+    {
+      adminSocket: values['admin-socket']!,
+      ...(values.admin ? { adminTcp: parseHostPort(values.admin, '--admin') } : {}),
+      metrics: parseHostPort(values.metrics!, '--metrics'),
+      ready: parseHostPort(values.ready!, '--ready'),
+    },
   );
   try {
     await agent.start();
@@ -112,7 +121,7 @@ export async function runAgent(argv: string[]): Promise<number> {
     throw err;
   }
   log.info({ node, pinRoot: capture.options.pinRoot, programs: capture.programIds() }, 'agent started');
-  process.stderr.write(`skein agent: node ${node} serving (admin ${values.admin}, metrics ${values.metrics})\n`);
+  process.stderr.write(`skein agent: node ${node} serving (admin ${values['admin-socket']}${values.admin ? ` and ${values.admin}` : ''}, metrics ${values.metrics})\n`);
 
   // Never die on a stray error in one connection: log it and keep serving everyone else.
   process.on('uncaughtException', (err) => log.error({ err, code: AgentCode.UncaughtException }, 'uncaught exception'));

@@ -3,9 +3,9 @@
  * protocol its ports declare, a summary table of what answered, then down (unless --keep).
  */
 import { labDown, labExecCaptured, labUp } from '../lab/lab.js';
+import { agentAdminGet } from '../lab/mesh.js';
 import type { LabRecord } from '../lab/registry.js';
 import type { ClientSummary } from '../lab/workloads/client.js';
-import { run } from '../lab/sys.js';
 import type { Logger } from '../telemetry/log.js';
 import { formatStatus, table } from './lab-format.js';
 import { labStatus } from '../lab/lab.js';
@@ -116,12 +116,7 @@ function expectsRefusal(rec: LabRecord, client: string, serviceNamespace: string
 async function agentJson<T>(rec: LabRecord, node: string, path: string): Promise<T | undefined> {
   const n = rec.plan.nodes.find((x) => x.name === node);
   if (!n || !rec.processes.some((p) => p.kind === 'agent' && p.name === node)) return undefined;
-  const r = await run('ip', ['netns', 'exec', n.netns, 'curl', '-sf', `http://127.0.0.1:15000${path}`], { allowFailure: true });
-  try {
-    return JSON.parse(r.stdout) as T;
-  } catch {
-    return undefined;
-  }
+  return agentAdminGet<T>(rec, n.name, path);
 }
 
 async function agentConnections(rec: LabRecord, node: string): Promise<number | undefined> {

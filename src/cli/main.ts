@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { repoRoot } from '../paths.js';
 import { runAgent } from '../agent/main.js';
 import { runController } from '../controller/main.js';
+import { adminCommand } from './admin.js';
 import { labCommand } from './lab.js';
 import { statusCommand } from './status.js';
 import { workloadCommand } from './workload.js';
@@ -24,6 +25,8 @@ usage: skein <command> [...]
   agent --node NAME ...    the node agent (see skein agent --help)
   controller ...           the controller: config stream and mesh CA (see skein controller --help)
   status [--lab ID]        what the controller accepted and refused, connected agents
+  admin [GET|POST] PATH    a node agent's admin API over its root-only unix socket
+                           (--socket PATH, or --lab ID --node NAME; see skein admin --help)
   workload echo|client     the lab's built-in programs (see skein workload --help)
   version                  print the version
 
@@ -43,6 +46,8 @@ export async function main(argv: string[]): Promise<number> {
       return runController(rest);
     case 'status':
       return statusCommand(rest);
+    case 'admin':
+      return adminCommand(rest);
     case 'version':
     case '--version': {
       const pkg = JSON.parse(readFileSync(join(repoRoot(), 'package.json'), 'utf8')) as { version: string };

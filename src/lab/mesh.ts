@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { SkeinError } from '../errors.js';
 import { createBootstrapTokens } from '../identity/ca/bootstrap-tokens.js';
+import { adminGet } from '../api/agent-admin.js';
 import { skeinCommand } from '../paths.js';
 import { createCgroup } from './cgroups.js';
 import type { PlannedNode } from './plan.js';
@@ -32,6 +33,20 @@ export interface MeshPaths {
 
 export function meshPaths(rec: LabRecord): MeshPaths {
   return { tokensDir: join(rec.dir, 'tokens'), caDir: join(rec.dir, 'ca'), rootsPem: join(rec.dir, 'ca', 'roots.pem') };
+}
+
+/** Unix socket of one node's agent admin API (root only, in the lab's folder). */
+export function adminSocketOf(rec: LabRecord, node: string): string {
+  return join(rec.dir, 'agents', `${node}.sock`);
+}
+
+/** GET on one node's agent admin API; undefined when it does not answer (yet). */
+export async function agentAdminGet<T>(rec: LabRecord, node: string, path: string): Promise<T | undefined> {
+  try {
+    return await adminGet<T>(adminSocketOf(rec, node), path);
+  } catch {
+    return undefined;
+  }
 }
 
 /** bpffs folder of one node's agent. */
@@ -109,6 +124,8 @@ export function startAgent(rec: LabRecord, node: PlannedNode, extraArgs: string[
     pinRootOf(rec, node.name),
     '--log-file',
     join(rec.logDir, `agent.${node.name}.log`),
+    '--admin-socket',
+    adminSocketOf(rec, node.name),
     ...extraArgs,
   ], env);
 }

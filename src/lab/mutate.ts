@@ -10,10 +10,10 @@ import { MESH_LABEL } from '../config/model.js';
 import { SkeinError } from '../errors.js';
 import { destroyCgroupTree } from './cgroups.js';
 import { startPod, waitReady, writeKubeState } from './lab.js';
+import { agentAdminGet } from './mesh.js';
 import { applyServiceRules, createPod, deleteNetns } from './network.js';
 import { endpointsOf, planPod, type PlannedPod } from './plan.js';
 import { type LabRecord, readRecord, writeRecord } from './registry.js';
-import { run } from './sys.js';
 import { LabCode } from './codes.js';
 
 /** One mutation at a time per lab, across processes (mkdir is atomic). */
@@ -90,13 +90,8 @@ async function waitAgentServes(rec: LabRecord, pod: PlannedPod, timeoutMs: numbe
   const deadline = Date.now() + timeoutMs;
   const want = `${pod.namespace}/${pod.name}`;
   for (;;) {
-    const r = await run('ip', ['netns', 'exec', node.netns, 'curl', '-sf', 'http://127.0.0.1:15000/workloads'], { allowFailure: true });
-    try {
-      const w = JSON.parse(r.stdout) as { pods: { pod: string; state: string }[] };
-      if (w.pods.some((p) => p.pod === want && p.state === 'serving')) return;
-    } catch {
-      // agent not answering yet
-    }
+    const w = await agentAdminGet<{ pods: { pod: string; state: string }[] }>(rec, node.name, '/workloads');
+    if (w?.pods.some((p) => p.pod === want && p.state === 'serving')) return;
     if (Date.now() > deadline) throw new SkeinError(LabCode.PodNotEnrolled, `the agent of ${pod.node} did not serve ${want} within ${timeoutMs} ms`);
     await sleep(50);
   }

@@ -207,7 +207,7 @@ async function main() {
     if (meshDown) return null;
     const out = {};
     for (const n of [nodeA, nodeB]) {
-      const { stdout } = await execFileP('ip', ['netns', 'exec', n.netns, 'curl', '-sf', '--max-time', '3', 'http://127.0.0.1:15000/stats']);
+      const { stdout } = await execFileP('curl', ['-sf', '--max-time', '3', '--unix-socket', join(rec.dir, 'agents', `${n.name}.sock`), 'http://agent/stats']);
       out[n.name] = JSON.parse(stdout);
     }
     return out;

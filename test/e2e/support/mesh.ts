@@ -1,15 +1,11 @@
-/** Talking to the lab's agents from tests: their admin API lives on 127.0.0.1 in each node netns. */
-import { execFile } from 'node:child_process';
-import { promisify } from 'node:util';
+/** Talking to the lab's agents from tests: their admin API is a unix socket in the lab's folder. */
+import { adminGet } from '../../../src/api/agent-admin.js';
+import { adminSocketOf } from '../../../src/lab/mesh.js';
 import type { LabRecord } from '../../../src/lab/registry.js';
 
-const exec = promisify(execFile);
-
 export async function agentGet<T = unknown>(rec: LabRecord, node: string, path: string): Promise<T> {
-  const n = rec.plan.nodes.find((x) => x.name === node);
-  if (!n) throw new Error(`no node ${node}`);
-  const { stdout } = await exec('ip', ['netns', 'exec', n.netns, 'curl', '-sf', `http://127.0.0.1:15000${path}`]);
-  return JSON.parse(stdout) as T;
+  if (!rec.plan.nodes.some((x) => x.name === node)) throw new Error(`no node ${node}`);
+  return adminGet<T>(adminSocketOf(rec, node), path);
 }
 
 export interface AgentStats {

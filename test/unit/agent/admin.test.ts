@@ -1,0 +1,90 @@
+/**
+ * The admin API on its root-only unix socket (issue 15): mode 0600, answers over the socket,
+ * no TCP unless asked, a path that is not a socket is never replaced.
+ */
+import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Registry } from 'prom-client';
+import t from 'tap';
+import { startAdmin, type AdminDeps } from '../../../src/agent/admin.js';
+import { adminGet, adminRequest } from '../../../src/api/agent-admin.js';
+import { silentLogger } from '../../../src/telemetry/log.js';
+
+function deps(): AdminDeps {
+  const agent = {
+    store: { snapshot: () => null, lastRejection: () => undefined },
+    status: () => ({ pods: [] }),
+    ready: true,
+    outbound: { stats: () => ({ connections: {} }) },
+    inbound: { stats: { served: 7 } },
+    tunnelRefusals: new Map([['SKEIN_TUNNEL_TLS_UNKNOWN_CA', 2]]),
+  };
+  return { agent, capture: { counters: () => ({ skAssignFailed: 0 }) }, certificates: {}, registry: new Registry(), log: silentLogger() } as unknown as AdminDeps;
+}
+
+/** A free loopback port (listen on 0, close). */
+async function freePort(): Promise<number> {
+  const s = net.createServer();
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
+  const port = (s.address() as net.AddressInfo).port;
+  await new Promise((r) => s.close(r));
+  return port;
+}
+
+function tcpAnswers(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const c = net.connect({ port, host: '127.0.0.1' });
+    c.once('connect', () => {
+      c.destroy();
+      resolve(true);
+    });
+    c.once('error', () => resolve(false));
+  });
+}
+
+t.test('served on a 0600 unix socket; no TCP admin unless asked', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'skein-admin-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const socket = join(dir, 'run', 'agent.sock');
+  const tcp = await freePort();
+  const stop = await startAdmin(deps(), { adminSocket: socket, metrics: { host: '127.0.0.1', port: 0 }, ready: { host: '127.0.0.1', port: 0 } });
+  t.equal(statSync(socket).mode & 0o777, 0o600, 'socket readable and writable by its owner (root) only');
+  t.equal(statSync(join(dir, 'run')).mode & 0o777, 0o700, 'its folder, made by the agent, is root-only too');
+  const stop1 = stop;
+  t.teardown(() => stop1().catch(() => {}));
+  t.same(await adminGet(socket, '/stats'), {
+    outbound: { connections: {} },
+    inbound: { served: 7 },
+    tunnel: { refusals: { SKEIN_TUNNEL_TLS_UNKNOWN_CA: 2 } },
+    capture: { skAssignFailed: 0 },
+  });
+  t.equal((await adminRequest(socket, 'GET', '/nope')).status, 404);
+  t.notOk(await tcpAnswers(tcp), 'nothing listens on TCP for the admin API');
+  await stop();
+  t.throws(() => statSync(socket), 'the socket is removed on stop');
+  await t.rejects(adminGet(socket, '/stats'), { code: 'SKEIN_ADMIN_UNREACHABLE' }, 'a client of a stopped agent gets a coded error');
+
+  // A socket left by a previous agent is replaced; TCP is served when asked for.
+  const stop2 = await startAdmin(deps(), {
+    adminSocket: socket,
+    adminTcp: { host: '127.0.0.1', port: tcp },
+    metrics: { host: '127.0.0.1', port: 0 },
+    ready: { host: '127.0.0.1', port: 0 },
+  });
+  t.ok(await tcpAnswers(tcp), 'TCP admin when --admin is given');
+  await stop2();
+});
+
+t.test('a path that is not a socket is refused, never replaced', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'skein-admin-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const path = join(dir, 'precious');
+  writeFileSync(path, 'keep me');
+  await t.rejects(
+    startAdmin(deps(), { adminSocket: path, metrics: { host: '127.0.0.1', port: 0 }, ready: { host: '127.0.0.1', port: 0 } }),
+    { code: 'SKEIN_AGENT_ADMIN_SOCKET_PATH' },
+  );
+  t.equal(statSync(path).isFile(), true, 'the file is still there');
+});
