@@ -92,6 +92,7 @@ export async function startAdmin(deps: AdminDeps, at: AdminAddresses): Promise<(
           outbound: agent.outbound.stats(),
           inbound: agent.inbound.stats,
           tunnel: { refusals: Object.fromEntries(agent.tunnelRefusals) },
+          listeners: { refusals: Object.fromEntries(agent.listenerRefusals) },
           capture: capture.counters(),
         });
       if (req.method === 'GET' && url.pathname === '/capture')

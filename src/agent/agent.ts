@@ -35,6 +35,8 @@ export interface NodeAgentOptions {
   releaseDrainMs?: number;
   /** HTTP/1 `Upgrade` protocols piped after a 101 (default: websocket only). */
   upgradeProtocols?: readonly string[];
+  /** Connections each pod's listener (15001, 15006, 15008) holds at once; beyond it new ones are closed. */
+  maxConnectionsPerListener?: number;
 }
 
 export interface AgentPodStatus {
@@ -54,6 +56,8 @@ export class NodeAgent {
   readonly tunnels: TunnelPool;
   /** Refusals at every local pod's tunnel port (:15008), by stable code, since the agent started. */
   readonly tunnelRefusals = new Map<string, number>();
+  /** Connections the local pods' outbound (15001) and plaintext (15006) listeners refused, by code. */
+  readonly listenerRefusals = new Map<string, number>();
   private readonly pods = new Map<string, PodRuntime>();
   private readonly failures = new Map<string, string>();
   private queue: Promise<void> = Promise.resolve();
@@ -164,6 +168,8 @@ export class NodeAgent {
           identity: certificates,
           log,
           onTunnelRefusal: (code) => this.tunnelRefusals.set(code, (this.tunnelRefusals.get(code) ?? 0) + 1),
+          onListenerRefusal: (code) => this.listenerRefusals.set(code, (this.listenerRefusals.get(code) ?? 0) + 1),
+          ...(this.opts.maxConnectionsPerListener ? { maxConnections: this.opts.maxConnectionsPerListener } : {}),
         });
         this.pods.set(uid, started);
         this.failures.delete(uid);

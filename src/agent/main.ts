@@ -15,6 +15,7 @@ import { pemBlocks } from '../identity/x509/pem.js';
 import { createLogger } from '../telemetry/log.js';
 import { parseHostPort, startAdmin } from './admin.js';
 import { DEFAULT_ADMIN_SOCKET } from '../api/agent-admin.js';
+import { DEFAULT_MAX_CONNECTIONS_PER_LISTENER } from '../proxy/connection-cap.js';
 import { NodeAgent } from './agent.js';
 import { AgentCode } from './codes.js';
 import { registerAgentMetrics } from './metrics.js';
@@ -36,6 +37,8 @@ export const AGENT_USAGE = `usage: skein agent --node NAME (--controller H:P | -
   --metrics H:P          Prometheus metrics (default 0.0.0.0:15020)
   --ready H:P            readiness (default 0.0.0.0:15021)
   --cert-ttl SECONDS     requested workload certificate TTL (default 86400)
+  --max-connections N    connections each pod's listener (15001, 15006, 15008) holds at once;
+                         beyond it new ones are closed and counted (default ${DEFAULT_MAX_CONNECTIONS_PER_LISTENER})
   --upgrade-protocols L  HTTP/1 Upgrade protocols piped after a 101, comma list (default websocket;
                          others, h2c included, are served as plain HTTP/1.1 requests)
   --log-file FILE        JSON log lines go here (default stderr)`;
@@ -61,6 +64,7 @@ export async function runAgent(argv: string[]): Promise<number> {
       metrics: { type: 'string', default: '0.0.0.0:15020' },
       ready: { type: 'string', default: '0.0.0.0:15021' },
       'cert-ttl': { type: 'string', default: '86400' },
+      'max-connections': { type: 'string', default: String(DEFAULT_MAX_CONNECTIONS_PER_LISTENER) },
       'upgrade-protocols': { type: 'string', default: 'websocket' },
       'log-file': { type: 'string' },
       'log-level': { type: 'string' },
@@ -101,8 +105,10 @@ export async function runAgent(argv: string[]): Promise<number> {
     .split(',')
     .map((p) => p.trim())
     .filter((p) => p !== '');
-  const agent = new NodeAgent({ node, source, capture, certificates, log, upgradeProtocols });
-  registerAgentMetrics(registry, { capture, tunnelRefusals: agent.tunnelRefusals, log });
+  const maxConnections = Number(values['max-connections']);
+  if (!Number.isInteger(maxConnections) || maxConnections < 1) throw new SkeinError(AgentCode.Usage, `--max-connections must be a whole number above 0, got "${values['max-connections']}"`);
+  const agent = new NodeAgent({ node, source, capture, certificates, log, upgradeProtocols, maxConnectionsPerListener: maxConnections });
+  registerAgentMetrics(registry, { capture, tunnelRefusals: agent.tunnelRefusals, listenerRefusals: agent.listenerRefusals, log });
 
   const stopAdmin = await startAdmin(
     { agent, capture, certificates, registry, log },

@@ -12,6 +12,8 @@ export interface AgentMetricsSources {
   capture: Pick<CaptureManager, 'counters'>;
   /** Refusals at the local pods' tunnel ports by stable code (NodeAgent.tunnelRefusals). */
   tunnelRefusals: ReadonlyMap<string, number>;
+  /** Connections refused at the local pods' 15001 and 15006 listeners by code (NodeAgent.listenerRefusals). */
+  listenerRefusals?: ReadonlyMap<string, number>;
   log: Logger;
 }
 
@@ -45,6 +47,16 @@ export function registerAgentMetrics(registry: Registry, src: AgentMetricsSource
     collect() {
       this.reset();
       for (const [code, n] of src.tunnelRefusals) this.inc({ code }, n);
+    },
+  });
+  new Counter({
+    name: 'skein_listener_refusals_total',
+    help: 'Connections refused at the local pods\' outbound (15001) and plaintext inbound (15006) listeners, by stable code (connection limit)',
+    labelNames: ['code'] as const,
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const [code, n] of src.listenerRefusals ?? []) this.inc({ code }, n);
     },
   });
 }

@@ -23,8 +23,12 @@ export interface PodRuntimeDeps {
   inbound: InboundProxy;
   identity: IdentitySource;
   log: Logger;
-  /** Every refusal at the pod's :15008 (TLS, identity, request), by stable code. */
+  /** Every refusal at the pod's :15008 (TLS, identity, request, connection limit), by stable code. */
   onTunnelRefusal?: (code: string) => void;
+  /** Every connection refused at the pod's :15001 and :15006 (connection limit), by stable code. */
+  onListenerRefusal?: (code: string) => void;
+  /** Connections each of the pod's listeners holds at once (default: the proxy's). */
+  maxConnections?: number;
 }
 
 export class PodRuntime {
@@ -59,6 +63,7 @@ export class PodRuntime {
       originalDestination: (socket) => capture.originalDestination(socket),
       onUnknownDestination: (err, workload) =>
         log.warn({ err, pod: `${workload.namespace}/${workload.name}`, code: AgentCode.NoOriginalDst }, 'outbound connection without original destination refused'),
+      ...this.caps(this.deps.onListenerRefusal),
     });
     await this.outboundListener.listen({ fd: fds.outbound });
     this.tunnel = await TunnelServer.create({
@@ -66,7 +71,7 @@ export class PodRuntime {
       identity,
       inbound,
       logger: log,
-      ...(this.deps.onTunnelRefusal ? { onRefusal: this.deps.onTunnelRefusal } : {}),
+      ...this.caps(this.deps.onTunnelRefusal),
     });
     await this.tunnel.listen({ fd: fds.tunnel });
     this.plaintext = new PlaintextListener({
@@ -77,8 +82,17 @@ export class PodRuntime {
         const d = capture.inboundDestination(s);
         return { address: d.address, port: d.port };
       },
+      ...this.caps(this.deps.onListenerRefusal),
     });
     await this.plaintext.listen({ fd: fds.inboundPlaintext });
+  }
+
+  /** A listener's connection cap and where its refusals are counted. */
+  private caps(onRefusal: ((code: string) => void) | undefined): { maxConnections?: number; onRefusal?: (code: string) => void } {
+    return {
+      ...(this.deps.maxConnections ? { maxConnections: this.deps.maxConnections } : {}),
+      ...(onRefusal ? { onRefusal } : {}),
+    };
   }
 
   /** Config changed for this pod (labels, peer authentication mode, ...). */

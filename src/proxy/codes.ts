@@ -33,6 +33,13 @@ export const OutboundCode = {
   UpstreamConnectFailed: 'SKEIN_OUTBOUND_UPSTREAM_CONNECT_FAILED',
   /** The destination refused the source (identity or policy). */
   UpstreamDenied: 'SKEIN_OUTBOUND_UPSTREAM_DENIED',
+  /** The pod's outbound listener (15001) holds its maximum of connections; a new one was closed. */
+  ConnectionLimit: 'SKEIN_OUTBOUND_CONNECTION_LIMIT',
+} as const;
+
+export const InboundCode = {
+  /** The pod's plaintext inbound listener (15006) holds its maximum of connections; a new one was closed. */
+  ConnectionLimit: 'SKEIN_INBOUND_CONNECTION_LIMIT',
 } as const;
 
 export const TunnelCode = {
@@ -58,6 +65,8 @@ export const TunnelCode = {
   PoolExhausted: 'SKEIN_TUNNEL_POOL_EXHAUSTED',
   /** The pool was closed. */
   Closed: 'SKEIN_TUNNEL_CLOSED',
+  /** The pod's tunnel listener (15008) holds its maximum of connections; a new one was closed. */
+  ConnectionLimit: 'SKEIN_TUNNEL_CONNECTION_LIMIT',
   /** TCP connect to the tunnel port failed: nothing was sent, safe to retry elsewhere. */
   ConnectFailed: 'SKEIN_TUNNEL_CONNECT_FAILED',
   /** The session or stream failed after connecting (GOAWAY, reset, socket error). */

@@ -16,6 +16,8 @@ import { messageOf } from '../../errors.js';
 import { type Logger, silentLogger } from '../../telemetry/log.js';
 import { resetStream } from '../tcp/l4-pipe.js';
 import type { InboundProxy, InboundRequest } from './inbound-proxy.js';
+import { InboundCode } from '../codes.js';
+import { capConnections } from '../connection-cap.js';
 
 export interface PlaintextListenerOptions {
   workload: Workload;
@@ -26,6 +28,10 @@ export interface PlaintextListenerOptions {
    * port, which sk_lookup leaves untouched. (Tests, which cannot steer with sk_lookup, map it.)
    */
   originalDestination?: (socket: Socket) => { address: string | undefined; port: number | undefined };
+  /** Connections held at once; beyond it new ones are closed. Default DEFAULT_MAX_CONNECTIONS_PER_LISTENER. */
+  maxConnections?: number;
+  /** Called with the stable code of every connection refused at this listener. */
+  onRefusal?: (code: string) => void;
 }
 
 const localEndpoint = (s: Socket): { address: string | undefined; port: number | undefined } => ({ address: s.localAddress, port: s.localPort });
@@ -53,6 +59,7 @@ export class PlaintextListener {
     // allowHalfOpen: a client's FIN must not close our side before the app has answered.
     this.server = createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true }, (s) => this.onConnection(s));
     this.server.on('error', (err) => this.log.error({ err: messageOf(err) }, 'plaintext listener error'));
+    capConnections(this.server, opts.maxConnections, InboundCode.ConnectionLimit, opts.onRefusal);
   }
 
   /** Listen on an fd from the capture layer (inside the pod's netns), or a port. */

@@ -6,6 +6,8 @@
  */
 import { createServer, type Server, type Socket } from 'node:net';
 import type { Workload } from '../../config/model.js';
+import { OutboundCode } from '../codes.js';
+import { capConnections } from '../connection-cap.js';
 import type { OutboundConnectionContext, OutboundProxy } from './outbound-proxy.js';
 
 export interface OutboundListenerOptions {
@@ -15,6 +17,10 @@ export interface OutboundListenerOptions {
   originalDestination: (socket: Socket) => OutboundConnectionContext['originalDst'];
   /** Called with why a connection without an original destination was refused (it is reset). */
   onUnknownDestination: (err: unknown, workload: Workload) => void;
+  /** Connections held at once; beyond it new ones are closed. Default DEFAULT_MAX_CONNECTIONS_PER_LISTENER. */
+  maxConnections?: number;
+  /** Called with the stable code of every connection refused at this listener. */
+  onRefusal?: (code: string) => void;
 }
 
 export class OutboundListener {
@@ -24,6 +30,7 @@ export class OutboundListener {
   constructor(private readonly opts: OutboundListenerOptions) {
     this.workload = opts.workload;
     this.server = createServer({ allowHalfOpen: true, noDelay: true }, (socket) => this.onConnection(socket));
+    capConnections(this.server, opts.maxConnections, OutboundCode.ConnectionLimit, opts.onRefusal);
   }
 
   /** Listen on the fd capture opened inside the pod's netns. */

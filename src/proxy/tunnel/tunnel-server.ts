@@ -49,6 +49,7 @@ import { classifyTlsRefusal } from './tls-refusal.js';
 import { checkPeerIdentity, type PeerIdentityCheck } from './spiffe-peer.js';
 import { TunnelCode } from '../codes.js';
 import { guardWritev } from './writev-guard.js';
+import { capConnections } from '../connection-cap.js';
 
 export interface TunnelServerOptions {
   /** The pod behind this listener (its IPs are the only valid CONNECT authorities). */
@@ -79,6 +80,8 @@ export interface TunnelServerOptions {
   credentialRefreshMs?: number;
   /** Called with the stable code of every refusal (TLS, identity, request, rapid reset): node-wide counts. */
   onRefusal?: (code: string) => void;
+  /** TLS connections held at once; beyond it new ones are closed. Default DEFAULT_MAX_CONNECTIONS_PER_LISTENER. */
+  maxConnections?: number;
 }
 
 
@@ -202,6 +205,7 @@ export class TunnelServer {
         initialWindowSize: opts.streamWindowBytes ?? 1024 * 1024,
       },
     });
+    capConnections(this.server, opts.maxConnections, TunnelCode.ConnectionLimit, (code) => this.countRefusal(code));
     // Read the peer's address once per TCP connection: Node caches it on the socket, so a
     // handshake refused (and the socket destroyed) can still be logged with who it was.
     this.server.prependListener('connection', (tcp: { remoteAddress?: string }) => void tcp.remoteAddress);

@@ -20,6 +20,7 @@ function deps(): AdminDeps {
     outbound: { stats: () => ({ connections: {} }) },
     inbound: { stats: { served: 7 } },
     tunnelRefusals: new Map([['SKEIN_TUNNEL_TLS_UNKNOWN_CA', 2]]),
+    listenerRefusals: new Map([['SKEIN_OUTBOUND_CONNECTION_LIMIT', 1]]),
   };
   return { agent, capture: { counters: () => ({ skAssignFailed: 0 }) }, certificates: {}, registry: new Registry(), log: silentLogger() } as unknown as AdminDeps;
 }
@@ -58,6 +59,7 @@ t.test('served on a 0600 unix socket; no TCP admin unless asked', async (t) => {
     outbound: { connections: {} },
     inbound: { served: 7 },
     tunnel: { refusals: { SKEIN_TUNNEL_TLS_UNKNOWN_CA: 2 } },
+    listeners: { refusals: { SKEIN_OUTBOUND_CONNECTION_LIMIT: 1 } },
     capture: { skAssignFailed: 0 },
   });
   t.equal((await adminRequest(socket, 'GET', '/nope')).status, 404);

@@ -40,3 +40,11 @@ t.test('tunnel refusals by code, read at scrape time', async (t) => {
   t.match(text, /skein_tunnel_refusals_total\{code="SKEIN_TUNNEL_TLS_CERT_EXPIRED"\} 1/);
   t.match(text, /skein_tunnel_refusals_total\{code="SKEIN_TUNNEL_TLS_UNKNOWN_CA"\} 2/);
 });
+
+t.test('listener (15001/15006) refusals by code, read at scrape time', async (t) => {
+  const registry = new Registry();
+  const listenerRefusals = new Map<string, number>();
+  registerAgentMetrics(registry, { capture: { counters: () => ({ skLookupAssignFailed: 0, skLookupNoSocket: 0 }) }, tunnelRefusals: new Map(), listenerRefusals, log: silentLogger() });
+  listenerRefusals.set('SKEIN_OUTBOUND_CONNECTION_LIMIT', 5);
+  t.match(await registry.metrics(), /skein_listener_refusals_total\{code="SKEIN_OUTBOUND_CONNECTION_LIMIT"\} 5/);
+});
