@@ -67,6 +67,8 @@ export const TunnelCode = {
   Closed: 'SKEIN_TUNNEL_CLOSED',
   /** The pod's tunnel listener (15008) holds its maximum of connections; a new one was closed. */
   ConnectionLimit: 'SKEIN_TUNNEL_CONNECTION_LIMIT',
+  /** One source identity holds its maximum of sessions at this pod; a new session was refused. */
+  SessionLimit: 'SKEIN_TUNNEL_SESSION_LIMIT',
   /** TCP connect to the tunnel port failed: nothing was sent, safe to retry elsewhere. */
   ConnectFailed: 'SKEIN_TUNNEL_CONNECT_FAILED',
   /** The session or stream failed after connecting (GOAWAY, reset, socket error). */

@@ -82,6 +82,12 @@ export interface TunnelServerOptions {
   onRefusal?: (code: string) => void;
   /** TLS connections held at once; beyond it new ones are closed. Default DEFAULT_MAX_CONNECTIONS_PER_LISTENER. */
   maxConnections?: number;
+  /**
+   * Sessions one source identity may hold at this pod at once (each carries up to
+   * maxConcurrentStreams streams); beyond it new sessions get GOAWAY(REFUSED_STREAM) and are
+   * closed, so one client workload cannot take every place. Default 256.
+   */
+  maxSessionsPerPeer?: number;
 }
 
 
@@ -134,6 +140,9 @@ export class TunnelServer {
   private readonly log: Logger;
   private readonly server: Http2SecureServer;
   private readonly sessions = new Set<ServerHttp2Session>();
+  /** Open sessions by source identity, for maxSessionsPerPeer. */
+  private readonly sessionsByPeer = new Map<string, number>();
+  private readonly maxSessionsPerPeer: number;
   private readonly sessionIdleTimeoutMs: number;
   private readonly sessionWindowBytes: number;
   private readonly guard: H2AbuseGuard;
@@ -156,6 +165,7 @@ export class TunnelServer {
     this.inbound = opts.inbound;
     this.log = (opts.logger ?? silentLogger()).child({ component: 'tunnel-server', workload: `${opts.workload.namespace}/${opts.workload.name}` });
     this.onRefusal = opts.onRefusal;
+    this.maxSessionsPerPeer = opts.maxSessionsPerPeer ?? 256;
     this.sessionIdleTimeoutMs = opts.sessionIdleTimeoutMs ?? 300_000;
     this.sessionWindowBytes = opts.sessionWindowBytes ?? 8 * 1024 * 1024;
     this.guard = new H2AbuseGuard({
@@ -322,7 +332,22 @@ export class TunnelServer {
         'tunnel peer identity refused',
       );
     } else {
-      this.log.debug({ peerIdentity: state.peer.identity, peer: state.remoteAddress }, 'tunnel session accepted');
+      const peer = state.peer.identity;
+      const held = this.sessionsByPeer.get(peer) ?? 0;
+      if (held >= this.maxSessionsPerPeer) {
+        this.countRefusal(TunnelCode.SessionLimit);
+        this.log.warn({ refused: 'session-limit', code: TunnelCode.SessionLimit, peerIdentity: peer, peer: state.remoteAddress, held }, 'tunnel peer holds its maximum of sessions; new session refused');
+        session.goaway(h2c.NGHTTP2_REFUSED_STREAM);
+        setTimeout(() => session.destroy(), 50).unref();
+        return;
+      }
+      this.sessionsByPeer.set(peer, held + 1);
+      session.once('close', () => {
+        const n = (this.sessionsByPeer.get(peer) ?? 1) - 1;
+        if (n <= 0) this.sessionsByPeer.delete(peer);
+        else this.sessionsByPeer.set(peer, n);
+      });
+      this.log.debug({ peerIdentity: peer, peer: state.remoteAddress }, 'tunnel session accepted');
     }
     session.on('error', (err) => this.log.debug({ err: messageOf(err) }, 'tunnel session error'));
     session.once('close', () => {

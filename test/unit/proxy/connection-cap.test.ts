@@ -60,3 +60,13 @@ t.test("the tunnel server's cap: refused connections are counted with SKEIN_TUNN
   t.equal(mesh.server.stats.refusals.SKEIN_TUNNEL_CONNECTION_LIMIT, 1);
   for (const x of [a, b, c]) x.socket.destroy();
 });
+
+t.test('one source identity holds at most maxSessionsPerPeer sessions at a pod', async (t) => {
+  const mesh = await setupMesh(t, { server: { maxSessionsPerPeer: 1 }, pool: { maxStreamsPerSession: 1 } });
+  // Two streams at once with one stream per session: the pool needs a second session.
+  const first = await mesh.pool.connect(mesh.clientId, mesh.target());
+  t.teardown(() => first.destroy());
+  await t.rejects(mesh.pool.connect(mesh.clientId, mesh.target()), 'the second session is refused');
+  t.equal(mesh.server.stats.refusals.SKEIN_TUNNEL_SESSION_LIMIT, 1, 'counted with its code');
+  first.destroy();
+});
