@@ -9,6 +9,7 @@
  * Reconciles run one at a time; a pod that fails to enrol is logged and retried on the next
  * change or tick, never taking the agent down.
  */
+import { statSync } from 'node:fs';
 import net from 'node:net';
 import type { Duplex } from 'node:stream';
 import { CaptureManager } from '../capture/capture-manager.js';
@@ -21,6 +22,7 @@ import { InboundProxy } from '../proxy/inbound/inbound-proxy.js';
 import { OutboundProxy } from '../proxy/outbound/outbound-proxy.js';
 import { TunnelPool } from '../proxy/tunnel/tunnel-pool.js';
 import type { Logger } from '../telemetry/log.js';
+import type { PodNetnsLocator } from './pod-netns.js';
 import { PodRuntime } from './pod-runtime.js';
 
 export interface NodeAgentOptions {
@@ -28,6 +30,8 @@ export interface NodeAgentOptions {
   source: ConfigSource;
   capture: CaptureManager;
   certificates: CertificateStore;
+  /** Finds local pods' network namespaces (from the kubelet's cgroups, never from pod objects). */
+  netns: PodNetnsLocator;
   log: Logger;
   /** Periodic reconcile, to retry failures and notice pods whose netns vanished (ms). */
   resyncMs?: number;
@@ -45,6 +49,15 @@ export interface AgentPodStatus {
   error?: string;
 }
 
+/** The inode of a netns path, or undefined when it is gone. */
+function netnsInode(path: string): bigint | undefined {
+  try {
+    return statSync(path, { bigint: true }).ino;
+  } catch {
+    return undefined;
+  }
+}
+
 /** Connects from inside a pod's netns with the agent's socket mark (never captured). */
 function socketFromFd(fd: number): Duplex {
   const s = new net.Socket({ fd, readable: true, writable: true, allowHalfOpen: true });
@@ -59,6 +72,8 @@ export class NodeAgent {
   readonly tunnels: TunnelPool;
   private readonly pods = new Map<string, PodRuntime>();
   private readonly failures = new Map<string, string>();
+  /** The netns of each pod this agent serves, as found on this node: what the proxies connect from. */
+  private readonly netnsPaths = new Map<string, string>();
   private queue: Promise<void> = Promise.resolve();
   private resyncTimer: NodeJS.Timeout | undefined;
   private stopped = false;
@@ -73,8 +88,7 @@ export class NodeAgent {
       // connect4 leaves it alone and sk_lookup ignores loopback-delivered traffic.
       app: {
         connect: async (workload: Workload, port: number) => {
-          if (!workload.netnsPath) throw new SkeinError('SKEIN_AGENT_NO_NETNS', `pod ${workload.namespace}/${workload.name} has no known netns`);
-          const fd = await capture.connectFromAgent(workload.netnsPath, workload.ips[0]!, port);
+          const fd = await capture.connectFromAgent(this.netnsOf(workload), workload.ips[0]!, port);
           return socketFromFd(fd);
         },
       },
@@ -91,8 +105,7 @@ export class NodeAgent {
       // Traffic that leaves the mesh (unknown destinations, endpoints outside the mesh) starts
       // from the source pod's netns, so it carries the pod's address as before capture.
       connectDirect: async (source: Workload, address: string, port: number) => {
-        if (!source.netnsPath) throw new SkeinError('SKEIN_AGENT_NO_NETNS', `pod ${source.namespace}/${source.name} has no known netns`);
-        const fd = await capture.connectFromAgent(source.netnsPath, address, port);
+        const fd = await capture.connectFromAgent(this.netnsOf(source), address, port);
         return socketFromFd(fd);
       },
     });
@@ -127,11 +140,35 @@ export class NodeAgent {
     return this.firstReconcileDone && this.opts.capture.started && this.store.snapshot() !== undefined;
   }
 
-  /** Local pods that belong in capture now. */
+  /** The netns of a pod this agent serves; the store's copy of a pod never says (it is not the pod's to say). */
+  private netnsOf(w: Workload): string {
+    const path = this.netnsPaths.get(w.uid);
+    if (!path) throw new SkeinError('SKEIN_AGENT_NO_NETNS', `pod ${w.namespace}/${w.name} has no known netns on this node`);
+    return path;
+  }
+
+  /**
+   * Local pods that belong in capture now, each with the netns found for it on this node. A
+   * pod whose netns cannot be found (yet) or trusted is a failure, retried on the next tick.
+   */
   private desired(): Map<string, Workload> {
     const out = new Map<string, Workload>();
     for (const w of this.store.localWorkloads(this.opts.node)) {
-      if (w.meshEnabled && w.netnsPath && w.ips.length > 0) out.set(w.uid, w);
+      if (!w.meshEnabled || w.ips.length === 0) continue;
+      try {
+        out.set(w.uid, { ...w, netnsPath: this.opts.netns.locate(w) });
+        this.failures.delete(w.uid); // an enrolment that fails again below says so again
+      } catch (err) {
+        const why = messageOf(err);
+        if (this.failures.get(w.uid) !== why) {
+          this.opts.log.warn({ pod: `${w.namespace}/${w.name}`, uid: w.uid, code: (err as { code?: string }).code, err }, 'pod network namespace not found; not captured yet');
+        }
+        this.failures.set(w.uid, why);
+        // A pod already served stays captured on what was found before: releasing it would let
+        // its traffic out uncaptured. Capture itself drops it if that namespace is gone.
+        const served = this.pods.get(w.uid);
+        if (served) out.set(w.uid, { ...w, netnsPath: served.workload.netnsPath });
+      }
     }
     return out;
   }
@@ -151,13 +188,21 @@ export class NodeAgent {
       if (want.has(uid)) continue;
       await this.releasePod(uid, rt);
     }
+    for (const uid of this.failures.keys()) if (!this.store.workloadByUid(uid)) this.failures.delete(uid);
+    for (const w of this.store.localWorkloads(this.opts.node)) if (!w.meshEnabled) this.failures.delete(w.uid);
     // Pods a previous agent enrolled, or whose netns is gone, are cleaned up by capture itself.
     const gone = await capture.reconcile([...want.values()].map((w) => ({ uid: w.uid, netnsPath: w.netnsPath })));
     for (const uid of gone) log.info({ uid }, 'released pod capture left by a previous agent or a vanished netns');
     for (const [uid, w] of want) {
-      const rt = this.pods.get(uid);
+      let rt = this.pods.get(uid);
+      if (rt && rt.workload.netnsPath !== w.netnsPath && netnsInode(w.netnsPath!) !== rt.enrolled.netnsIno) {
+        // A new sandbox, so a new namespace: serve it afresh (new listeners, new capture slot).
+        await this.releasePod(uid, rt);
+        rt = undefined;
+      }
+      this.netnsPaths.set(uid, w.netnsPath!);
       if (rt) {
-        rt.update(w);
+        rt.update(w); // the same namespace, perhaps reached through another process
         continue;
       }
       certificates.acquire(w.identity, uid);
@@ -175,6 +220,7 @@ export class NodeAgent {
         log.info({ pod: `${w.namespace}/${w.name}`, identity: w.identity, ips: w.ips }, 'pod enrolled');
       } catch (err) {
         this.failures.set(uid, messageOf(err));
+        this.netnsPaths.delete(uid);
         certificates.release(w.identity, uid);
         await capture.release(uid).catch(() => false);
         log.error({ err, pod: `${w.namespace}/${w.name}`, code: (err as { code?: string }).code }, 'pod enrolment failed; will retry');
@@ -189,6 +235,8 @@ export class NodeAgent {
     await this.opts.capture.release(uid);
     await new Promise((r) => setTimeout(r, this.opts.releaseDrainMs ?? 500));
     await rt.close();
+    this.netnsPaths.delete(uid);
+    this.opts.netns.forget(uid);
     this.opts.certificates.release(rt.workload.identity, uid);
     this.opts.log.info({ pod: `${rt.workload.namespace}/${rt.workload.name}` }, 'pod released');
   }

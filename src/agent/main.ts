@@ -3,6 +3,8 @@ import { readFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import { collectDefaultMetrics, Registry } from 'prom-client';
 import { CaptureManager } from '../capture/capture-manager.js';
+import { findCgroup2Root, readHostFacts } from '../capture/host.js';
+import { DEFAULT_KUBELET_ROOTS, PodNetnsDiscovery } from '../capture/pod-netns-discovery.js';
 import { DEFAULT_CLUSTER_DOMAIN, DEFAULT_TRUST_DOMAIN } from '../config/model.js';
 import { ControllerConfigSource } from '../config/controller-source.js';
 import { KubeFolderSource } from '../config/kube/folder-source.js';
@@ -15,6 +17,7 @@ import { pemBlocks } from '../identity/pem.js';
 import { createLogger } from '../telemetry/log.js';
 import { parseHostPort, startAdmin } from './admin.js';
 import { NodeAgent } from './agent.js';
+import { KubeletPodNetnsLocator } from './pod-netns.js';
 
 export const AGENT_USAGE = `usage: skein agent --node NAME (--controller H:P | --config-folder DIR) --ca-root-file FILE --token-file FILE [options]
 
@@ -27,6 +30,8 @@ export const AGENT_USAGE = `usage: skein agent --node NAME (--controller H:P | -
   --token-file FILE      this node's bootstrap credential for the CA
   --pin-root DIR         bpffs folder for skein's pins (default /sys/fs/bpf/skein)
   --bpf-dir DIR          compiled BPF objects (default build/bpf of this checkout)
+  --cgroup-root DIR      the host's cgroup v2 mount, where the kubelet's pod cgroups are (default: found in mountinfo)
+  --kubelet-cgroup-root REL  the kubelet's pod root under it, repeatable (default ${DEFAULT_KUBELET_ROOTS.join(' and ')})
   --admin H:P            admin API (default 127.0.0.1:15000)
   --metrics H:P          Prometheus metrics (default 0.0.0.0:15020)
   --ready H:P            readiness (default 0.0.0.0:15021)
@@ -49,6 +54,8 @@ export async function runAgent(argv: string[]): Promise<number> {
       'token-file': { type: 'string' },
       'pin-root': { type: 'string', default: '/sys/fs/bpf/skein' },
       'bpf-dir': { type: 'string' },
+      'cgroup-root': { type: 'string' },
+      'kubelet-cgroup-root': { type: 'string', multiple: true },
       admin: { type: 'string', default: '127.0.0.1:15000' },
       metrics: { type: 'string', default: '0.0.0.0:15020' },
       ready: { type: 'string', default: '0.0.0.0:15021' },
@@ -88,7 +95,12 @@ export async function runAgent(argv: string[]): Promise<number> {
   const source: ConfigSource = values.controller
     ? new ControllerConfigSource({ address: values.controller, node, tokenFile, rootsPem, logger: log })
     : new KubeFolderSource({ dir: values['config-folder']!, trustDomain: values['trust-domain']!, clusterDomain: values['cluster-domain']!, logger: log });
-  const agent = new NodeAgent({ node, source, capture, certificates, log });
+  // Pods' network namespaces come from the kubelet's cgroups on this node, never from pod objects.
+  const cgroupRoot = values['cgroup-root'] ?? findCgroup2Root(readHostFacts().mounts);
+  if (!cgroupRoot) throw new SkeinError('SKEIN_AGENT_NO_CGROUP2', 'no cgroup v2 mount found: give --cgroup-root');
+  const kubeletRoots = values['kubelet-cgroup-root']?.length ? values['kubelet-cgroup-root'] : DEFAULT_KUBELET_ROOTS;
+  const netns = new KubeletPodNetnsLocator(new PodNetnsDiscovery({ cgroupRoot, kubeletRoots }), log);
+  const agent = new NodeAgent({ node, source, capture, certificates, netns, log });
 
   const stopAdmin = await startAdmin(
     { agent, capture, certificates, registry, log },

@@ -14,7 +14,7 @@ import { SkeinError } from '../errors.js';
 import { createBootstrapTokens } from '../identity/bootstrap-tokens.js';
 import { skeinCommand } from '../paths.js';
 import { createCgroup } from './cgroups.js';
-import type { PlannedNode } from './plan.js';
+import { kubeletRootOf, type PlannedNode } from './plan.js';
 import type { LabProcess, LabRecord } from './registry.js';
 import { pidAlive, run, spawnDetached } from './sys.js';
 
@@ -106,6 +106,11 @@ export function startAgent(rec: LabRecord, node: PlannedNode, extraArgs: string[
     rec.plan.trustDomain,
     '--pin-root',
     pinRootOf(rec, node.name),
+    // Each lab node has its own kubelet tree; the agent finds its pods there by UID.
+    '--cgroup-root',
+    rec.cgroupRoot,
+    '--kubelet-cgroup-root',
+    kubeletRootOf(rec.id, node.name),
     '--log-file',
     join(rec.logDir, `agent.${node.name}.log`),
     ...extraArgs,
