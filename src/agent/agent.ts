@@ -156,7 +156,11 @@ export class NodeAgent {
     for (const w of this.store.localWorkloads(this.opts.node)) {
       if (!w.meshEnabled || w.ips.length === 0) continue;
       try {
-        out.set(w.uid, { ...w, netnsPath: this.opts.netns.locate(w) });
+        const netnsPath = this.opts.netns.locate(w);
+        out.set(w.uid, { ...w, netnsPath });
+        // Known from now on, not once enrolled: a local pod may be the destination of a meshed
+        // neighbour's connection before this reconcile reaches it.
+        this.netnsPaths.set(w.uid, netnsPath);
         this.failures.delete(w.uid); // an enrolment that fails again below says so again
       } catch (err) {
         const why = messageOf(err);
@@ -188,6 +192,7 @@ export class NodeAgent {
       if (want.has(uid)) continue;
       await this.releasePod(uid, rt);
     }
+    for (const uid of this.netnsPaths.keys()) if (!want.has(uid) && !this.pods.has(uid)) this.netnsPaths.delete(uid);
     for (const uid of this.failures.keys()) if (!this.store.workloadByUid(uid)) this.failures.delete(uid);
     for (const w of this.store.localWorkloads(this.opts.node)) if (!w.meshEnabled) this.failures.delete(w.uid);
     // Pods a previous agent enrolled, or whose netns is gone, are cleaned up by capture itself.
@@ -220,7 +225,6 @@ export class NodeAgent {
         log.info({ pod: `${w.namespace}/${w.name}`, identity: w.identity, ips: w.ips }, 'pod enrolled');
       } catch (err) {
         this.failures.set(uid, messageOf(err));
-        this.netnsPaths.delete(uid);
         certificates.release(w.identity, uid);
         await capture.release(uid).catch(() => false);
         log.error({ err, pod: `${w.namespace}/${w.name}`, code: (err as { code?: string }).code }, 'pod enrolment failed; will retry');
