@@ -72,8 +72,11 @@ export class NodeAgent {
   readonly tunnels: TunnelPool;
   private readonly pods = new Map<string, PodRuntime>();
   private readonly failures = new Map<string, string>();
-  /** The netns of each pod this agent serves, as found on this node: what the proxies connect from. */
-  private readonly netnsPaths = new Map<string, string>();
+  /**
+   * The netns of each local meshed pod, as found on this node (path and the namespace's
+   * inode then): what the proxies connect from.
+   */
+  private readonly netnsPaths = new Map<string, { path: string; ino: bigint | undefined }>();
   private queue: Promise<void> = Promise.resolve();
   private resyncTimer: NodeJS.Timeout | undefined;
   private stopped = false;
@@ -140,11 +143,31 @@ export class NodeAgent {
     return this.firstReconcileDone && this.opts.capture.started && this.store.snapshot() !== undefined;
   }
 
-  /** The netns of a pod this agent serves; the store's copy of a pod never says (it is not the pod's to say). */
+  /**
+   * The netns of a local meshed pod; the store's copy of a pod never says (it is not the pod's
+   * to say). Checked on every use: /proc/PID/ns/net dies with its process, and the process
+   * found may have exited since the last reconcile.
+   */
   private netnsOf(w: Workload): string {
-    const path = this.netnsPaths.get(w.uid);
-    if (!path) throw new SkeinError('SKEIN_AGENT_NO_NETNS', `pod ${w.namespace}/${w.name} has no known netns on this node`);
-    return path;
+    const known = this.netnsPaths.get(w.uid);
+    if (!known) throw new SkeinError('SKEIN_AGENT_NO_NETNS', `pod ${w.namespace}/${w.name} has no known netns on this node`);
+    let path: string;
+    try {
+      path = this.opts.netns.locate(w);
+    } catch {
+      return known.path; // the reconcile deals with it; this connect fails on its own if the path is dead
+    }
+    if (path === known.path) return path;
+    if (netnsInode(path) === known.ino) {
+      known.path = path; // the same namespace, through another process of the pod
+      return path;
+    }
+    void this.schedule(); // a new namespace: the pod is served afresh by the reconcile
+    throw new SkeinError('SKEIN_AGENT_NO_NETNS', `pod ${w.namespace}/${w.name} changed network namespace; re-enrolling`);
+  }
+
+  private rememberNetns(uid: string, path: string): void {
+    if (this.netnsPaths.get(uid)?.path !== path) this.netnsPaths.set(uid, { path, ino: netnsInode(path) });
   }
 
   /**
@@ -160,7 +183,7 @@ export class NodeAgent {
         out.set(w.uid, { ...w, netnsPath });
         // Known from now on, not once enrolled: a local pod may be the destination of a meshed
         // neighbour's connection before this reconcile reaches it.
-        this.netnsPaths.set(w.uid, netnsPath);
+        this.rememberNetns(w.uid, netnsPath);
         this.failures.delete(w.uid); // an enrolment that fails again below says so again
       } catch (err) {
         const why = messageOf(err);
@@ -205,7 +228,7 @@ export class NodeAgent {
         await this.releasePod(uid, rt);
         rt = undefined;
       }
-      this.netnsPaths.set(uid, w.netnsPath!);
+      this.rememberNetns(uid, w.netnsPath!);
       if (rt) {
         rt.update(w); // the same namespace, perhaps reached through another process
         continue;

@@ -4,11 +4,14 @@
  * annotation is involved, and a pod author who writes one pointing at another pod's netns
  * changes nothing.
  */
+import { execFile, spawn } from 'node:child_process';
 import { readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import t from 'tap';
 import { parseAllDocuments } from 'yaml';
 import { writeKubeState } from '../../../src/lab/lab.js';
+import { enterArgs } from '../../../src/lab/processes.js';
 import { writeRecord } from '../../../src/lab/registry.js';
 import { client, isRoot, startLab } from '../support/lab.js';
 import { agentGet, waitUntil } from '../support/mesh.js';
@@ -20,6 +23,16 @@ interface CaptureView {
 }
 
 const inode = (path: string) => statSync(path).ino;
+const exec = promisify(execFile);
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
 
 t.test('pod netns discovery in the lab', opts(), async (t) => {
   const rec = await startLab(t, undefined, { mesh: true });
@@ -63,5 +76,32 @@ t.test('pod netns discovery in the lab', opts(), async (t) => {
     t.same(await enrolledNetns(echoPod.uid), echoBefore, 'the other pod untouched');
     const r = await client(rec, 'shop/client-0', ['--protocol', 'http1', '--target', 'echo.shop:80', '--count', '6', '--new-connection']);
     t.equal(r.ok, 6, `client-0 still served through its agent ${JSON.stringify(r.errors)}`);
+  });
+
+  await t.test('the process the agent found exits: the pod is found through another at once', async (t) => {
+    const e = await enrolledNetns(clientPod.uid);
+    const oldPid = Number(/^\/proc\/(\d+)\//.exec(e!.netns)?.[1]);
+    t.ok(alive(oldPid), `found through pid ${oldPid}`);
+    // Another process of the pod (as a second container would be), then the first one goes.
+    const other = spawn('/bin/sh', enterArgs(join(rec.cgroupRoot, clientPod.cgroup), clientPod.netns, ['sleep', '120']), { detached: true, stdio: 'ignore' });
+    t.teardown(() => other.kill('SIGKILL'));
+    await waitUntil(async () => readFileSync(join(rec.cgroupRoot, clientPod.cgroup, 'cgroup.procs'), 'utf8').includes(`${other.pid}\n`), 5000);
+    process.kill(oldPid, 'SIGKILL');
+    await waitUntil(async () => !alive(oldPid), 5000);
+    // Right away, before the agent's periodic reconcile: a connection leaving the mesh starts
+    // from the pod's netns, which the agent must reach through the remaining process.
+    const outside = spawn('nsenter', [`--net=/var/run/netns/${rec.plan.underlayNetns}`, process.execPath, '-e', `require('net').createServer(s=>s.end('outside\\n')).listen(18081,'${rec.plan.underlayGateway}')`]);
+    t.teardown(() => outside.kill('SIGKILL'));
+    await new Promise((r) => setTimeout(r, 300));
+    const { stdout } = await exec('ip', ['netns', 'exec', clientPod.netns, 'curl', '-s', '--http0.9', '--max-time', '5', `http://${rec.plan.underlayGateway}:18081/`], { encoding: 'utf8' }).catch((err) => ({ stdout: String(err.stdout ?? '') }));
+    t.match(stdout, 'outside', 'the passthrough connection was made from the pod netns');
+    const r = await client(rec, 'shop/client-0', ['--protocol', 'http1', '--target', 'echo.shop:80', '--count', '4', '--new-connection']);
+    t.equal(r.ok, 4, `and the mesh still serves the pod ${JSON.stringify(r.errors)}`);
+    await waitUntil(async () => {
+      const now = await agentGet<{ pods: { pod: string; state: string; netns?: string }[] }>(rec, clientPod.node, '/workloads');
+      const p = now.pods.find((x) => x.pod === 'shop/client-0' && x.state === 'serving');
+      return p?.netns === `/proc/${other.pid}/ns/net`;
+    }, 10_000);
+    t.pass('the agent now names the remaining process');
   });
 });
