@@ -128,13 +128,17 @@ export function pipeBidirectional(a: Duplex, b: Duplex, opts: PipeOptions = {}):
     dst.on('drain', () => {
       if (!src.destroyed) src.resume();
     });
-    src.on('end', () => {
+    const onEnd = (): void => {
       // An HTTP/2 stream ends its readable side on RST_STREAM too ('aborted' comes first);
       // that is a reset, handled on 'close', not a FIN to pass on.
       if (isHttp2Stream(src) && src.aborted) return;
       // Half-close: only this direction is done.
       if (!dst.destroyed && !dst.writableEnded) dst.end();
-    });
+    };
+    // A side may arrive already ended (a client that connected and sent FIN with no byte
+    // while the upstream was being opened): its 'end' has fired and will not fire again.
+    if (src.readableEnded) process.nextTick(onEnd);
+    else src.on('end', onEnd);
   };
 
   forward(a, b, (n) => {

@@ -27,6 +27,7 @@ import { tlsOptionsFor } from '../../identity/tls-options.js';
 import type { IdentitySource, WorkloadCertificate } from '../../identity/types.js';
 import { type Logger, silentLogger } from '../../telemetry/log.js';
 import { formatAuthority } from './authority.js';
+import { guardWritev } from './writev-guard.js';
 import { checkPeerIdentity } from './spiffe-peer.js';
 import { DEFAULT_TUNNEL_PORT, type TunnelDialer, TunnelErrorCode, type TunnelTarget } from './types.js';
 
@@ -437,7 +438,8 @@ export class TunnelPool implements TunnelDialer {
     }
     let stream: ClientHttp2Stream;
     try {
-      stream = session.request(headers, { endStream: false });
+      // Writers of this stream include Node's HTTP/1 client: see writev-guard.ts.
+      stream = guardWritev(session.request(headers, { endStream: false }));
     } catch (err) {
       // e.g. the session received GOAWAY between pick and request.
       throw toTunnelError(err, pooled.tunnelAuthority, target.identity);

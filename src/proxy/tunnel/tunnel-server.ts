@@ -42,6 +42,7 @@ import type { InboundProxy, InboundRequest } from '../inbound/inbound-proxy.js';
 import { canonicalIp, parseAuthority } from './authority.js';
 import { checkPeerIdentity, type PeerIdentityCheck } from './spiffe-peer.js';
 import { TunnelErrorCode } from './types.js';
+import { guardWritev } from './writev-guard.js';
 
 export interface TunnelServerOptions {
   /** The pod behind this listener (its IPs are the only valid CONNECT authorities). */
@@ -375,7 +376,7 @@ export class TunnelServer {
           return;
         }
         stream.respond({ ':status': 200 });
-        this.inbound.serve(base, stream, app);
+        this.inbound.serve(base, guardWritev(stream), app);
       },
       (err: unknown) => {
         stream.removeListener('close', onEarlyClose);

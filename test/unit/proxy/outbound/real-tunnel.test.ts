@@ -8,35 +8,7 @@ import http from 'node:http';
 import http2 from 'node:http2';
 import net from 'node:net';
 import t from 'tap';
-import { ConfigStore } from '../../../../src/config/store.js';
-import { OutboundProxy } from '../../../../src/proxy/outbound/outbound-proxy.js';
-import { setupMesh } from '../tunnel/harness.js';
-import { directConnect, snapshotFor, workload } from './fixtures/harness.js';
-
-async function meshWithApp(t: Parameters<typeof setupMesh>[0], appHandler: (s: net.Socket) => void, appProtocol?: 'http' | 'http2' | 'tcp') {
-  const mesh = await setupMesh(t, { appHandler });
-  const snap = snapshotFor([{ ip: '127.0.0.1', port: mesh.app.port }], appProtocol ? { appProtocol } : {});
-  // Identities as the tunnel fixtures issued them.
-  const source = { ...workload('client', '10.0.1.5', 'node-a'), identity: mesh.clientId };
-  snap.workloads = [source, { ...mesh.pod, node: 'node-b', uid: 'uid-echo' }];
-  for (const e of snap.services[0]?.endpoints ?? []) {
-    e.identity = mesh.serverId;
-    e.workloadUid = 'uid-echo';
-  }
-  const store = new ConfigStore();
-  const applied = store.apply(snap);
-  if (!applied.ok) throw applied.error;
-  const proxy = new OutboundProxy({ store, localNode: 'node-a', tunnel: mesh.pool, tunnelPort: mesh.tunnelPort, connectDirect: directConnect });
-  const server = net.createServer({ allowHalfOpen: true }, (s) =>
-    proxy.handleConnection(s, { source, originalDst: { address: '10.96.0.10', port: 80 } }),
-  );
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  t.teardown(async () => {
-    await proxy.close();
-    server.close();
-  });
-  return { mesh, proxy, port: (server.address() as net.AddressInfo).port };
-}
+import { meshWithApp } from './fixtures/real-mesh.js';
 
 t.test('TCP over the real mTLS tunnel: bytes and half-close', async (t) => {
   const { mesh, port } = await meshWithApp(t, (s) => s.pipe(s), 'tcp');

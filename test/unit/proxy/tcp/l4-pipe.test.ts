@@ -208,3 +208,24 @@ t.test('in-memory duplexes: counters, half-close and destroy propagation', async
   await new Promise((res) => setImmediate(res));
   t.equal(result?.reason, 'reset');
 });
+
+t.test('a side that ended before the pipe started still passes its FIN on (found by the byte-path property test)', async (t) => {
+  // A client that connects and sends FIN with no byte while the upstream is being opened:
+  // its readable side has ended, and 'end' will not fire again for the pipe.
+  const [client, down] = duplexPair();
+  const [up, app] = duplexPair();
+  down.on('data', () => {});
+  client.end();
+  await once(down, 'end');
+  t.ok(down.readableEnded, 'the downstream side has already ended');
+  const done = new Promise<PipeResult>((resolve) => pipeBidirectional(down, up, { onDone: resolve }));
+  app.resume();
+  await once(app, 'end');
+  t.pass('the app saw the FIN');
+  app.end();
+  client.resume();
+  await once(client, 'end');
+  const r = await done;
+  t.equal(r.reason, 'complete');
+  t.equal(r.bytesAtoB, 0);
+});
