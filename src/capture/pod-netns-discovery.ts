@@ -222,6 +222,9 @@ export class PodNetnsDiscovery {
     for (const [ino, members] of byNetns) {
       const first = members[0]!;
       const local = localAddressesOf(this.procRoot, first.pid);
+      // /proc/PID/net shows whatever namespace PID is in now: if the PID changed hands while
+      // we read, these addresses are someone else's.
+      if (this.netnsIno(first.pid) !== ino) continue;
       seen[String(ino)] = [...local];
       if (!want.every((ip) => local.has(ip))) continue;
       if (own !== undefined && ino === own) {
