@@ -9,7 +9,7 @@
 import http from 'node:http';
 import type { Registry } from 'prom-client';
 import type { CaptureManager } from '../capture/capture-manager.js';
-import type { CertificateStore } from '../identity/certificate-store.js';
+import type { CertificateStore } from '../identity/workload/certificate-store.js';
 import type { Logger } from '../telemetry/log.js';
 import type { NodeAgent } from './agent.js';
 

@@ -10,20 +10,21 @@
  * change or tick, never taking the agent down.
  */
 import { statSync } from 'node:fs';
-import net from 'node:net';
-import type { Duplex } from 'node:stream';
-import { CaptureManager } from '../capture/capture-manager.js';
+import type { CaptureManager } from '../capture/capture-manager.js';
 import type { MeshSnapshot, Workload } from '../config/model.js';
 import type { ConfigSource } from '../config/source.js';
 import { ConfigStore } from '../config/store.js';
 import { messageOf, SkeinError } from '../errors.js';
-import type { CertificateStore } from '../identity/certificate-store.js';
+import type { CertificateStore } from '../identity/workload/certificate-store.js';
 import { InboundProxy } from '../proxy/inbound/inbound-proxy.js';
+import { appConnectorOver, directConnectOver } from '../proxy/netns-sockets.js';
 import { OutboundProxy } from '../proxy/outbound/outbound-proxy.js';
 import { TunnelPool } from '../proxy/tunnel/tunnel-pool.js';
 import type { Logger } from '../telemetry/log.js';
+import { AgentCode } from './codes.js';
 import type { PodNetnsLocator } from './pod-netns.js';
 import { PodRuntime } from './pod-runtime.js';
+import { PodSockets } from './pod-sockets.js';
 
 export interface NodeAgentOptions {
   node: string;
@@ -59,12 +60,6 @@ function netnsInode(path: string): bigint | undefined {
 }
 
 /** Connects from inside a pod's netns with the agent's socket mark (never captured). */
-function socketFromFd(fd: number): Duplex {
-  const s = new net.Socket({ fd, readable: true, writable: true, allowHalfOpen: true });
-  s.setNoDelay(true); // a proxy hop must not add Nagle's wait to small writes
-  return s;
-}
-
 export class NodeAgent {
   readonly store = new ConfigStore();
   readonly outbound: OutboundProxy;
@@ -85,16 +80,12 @@ export class NodeAgent {
 
   constructor(readonly opts: NodeAgentOptions) {
     const { capture, certificates, log } = opts;
+    // Sockets from inside a pod's netns, found on this node (never the pod object's say).
+    const sockets = new PodSockets(capture, (pod) => this.netnsOf(pod));
     this.inbound = new InboundProxy({
       logger: log,
-      // The app is reached from inside its own netns, on its own address, by a marked socket:
-      // connect4 leaves it alone and sk_lookup ignores loopback-delivered traffic.
-      app: {
-        connect: async (workload: Workload, port: number) => {
-          const fd = await capture.connectFromAgent(this.netnsOf(workload), workload.ips[0]!, port);
-          return socketFromFd(fd);
-        },
-      },
+      // The app is reached from inside its own netns, on its own address, by a marked socket.
+      app: appConnectorOver(sockets),
     });
     // One agent carries every local pod's connections: a source/destination pair may need
     // thousands of concurrent streams (100 per session), so sessions per key are not the limit.
@@ -107,10 +98,7 @@ export class NodeAgent {
       logger: log,
       // Traffic that leaves the mesh (unknown destinations, endpoints outside the mesh) starts
       // from the source pod's netns, so it carries the pod's address as before capture.
-      connectDirect: async (source: Workload, address: string, port: number) => {
-        const fd = await capture.connectFromAgent(this.netnsOf(source), address, port);
-        return socketFromFd(fd);
-      },
+      connectDirect: directConnectOver(sockets),
     });
     this.store.subscribe(() => this.schedule());
   }
@@ -150,7 +138,7 @@ export class NodeAgent {
    */
   private netnsOf(w: Workload): string {
     const known = this.netnsPaths.get(w.uid);
-    if (!known) throw new SkeinError('SKEIN_AGENT_NO_NETNS', `pod ${w.namespace}/${w.name} has no known netns on this node`);
+    if (!known) throw new SkeinError(AgentCode.NoNetns, `pod ${w.namespace}/${w.name} has no known netns on this node`);
     let path: string;
     try {
       path = this.opts.netns.locate(w);
@@ -163,7 +151,7 @@ export class NodeAgent {
       return path;
     }
     void this.schedule(); // a new namespace: the pod is served afresh by the reconcile
-    throw new SkeinError('SKEIN_AGENT_NO_NETNS', `pod ${w.namespace}/${w.name} changed network namespace; re-enrolling`);
+    throw new SkeinError(AgentCode.NoNetns, `pod ${w.namespace}/${w.name} changed network namespace; re-enrolling`);
   }
 
   private rememberNetns(uid: string, path: string): void {

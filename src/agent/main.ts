@@ -3,6 +3,7 @@ import { readFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import { collectDefaultMetrics, Registry } from 'prom-client';
 import { CaptureManager } from '../capture/capture-manager.js';
+import { CaptureCode } from '../capture/codes.js';
 import { findCgroup2Root, readHostFacts } from '../capture/host.js';
 import { DEFAULT_KUBELET_ROOTS, PodNetnsDiscovery } from '../capture/pod-netns-discovery.js';
 import { DEFAULT_CLUSTER_DOMAIN, DEFAULT_TRUST_DOMAIN } from '../config/model.js';
@@ -10,13 +11,14 @@ import { ControllerConfigSource } from '../config/controller-source.js';
 import { KubeFolderSource } from '../config/kube/folder-source.js';
 import type { ConfigSource } from '../config/source.js';
 import { SkeinError } from '../errors.js';
-import { CaClient } from '../identity/ca-client.js';
-import { CertificateStore } from '../identity/certificate-store.js';
-import { readBootstrapToken } from '../identity/bootstrap-tokens.js';
-import { pemBlocks } from '../identity/pem.js';
+import { CaClient } from '../identity/workload/ca-client.js';
+import { CertificateStore } from '../identity/workload/certificate-store.js';
+import { readBootstrapToken } from '../identity/ca/bootstrap-tokens.js';
+import { pemBlocks } from '../identity/x509/pem.js';
 import { createLogger } from '../telemetry/log.js';
 import { parseHostPort, startAdmin } from './admin.js';
 import { NodeAgent } from './agent.js';
+import { AgentCode } from './codes.js';
 import { KubeletPodNetnsLocator } from './pod-netns.js';
 
 export const AGENT_USAGE = `usage: skein agent --node NAME (--controller H:P | --config-folder DIR) --ca-root-file FILE --token-file FILE [options]
@@ -70,11 +72,11 @@ export async function runAgent(argv: string[]): Promise<number> {
     return 0;
   }
   const need = (v: string | undefined, flag: string): string => {
-    if (!v) throw new SkeinError('SKEIN_AGENT_USAGE', `${flag} is required\n${AGENT_USAGE}`);
+    if (!v) throw new SkeinError(AgentCode.Usage, `${flag} is required\n${AGENT_USAGE}`);
     return v;
   };
   const node = need(values.node, '--node');
-  if (!values['config-folder'] === !values.controller) throw new SkeinError('SKEIN_AGENT_USAGE', `give exactly one of --controller and --config-folder\n${AGENT_USAGE}`);
+  if (!values['config-folder'] === !values.controller) throw new SkeinError(AgentCode.Usage, `give exactly one of --controller and --config-folder\n${AGENT_USAGE}`);
   const log = createLogger({ base: { component: 'agent', node }, ...(values['log-file'] ? { file: values['log-file'] } : {}), ...(values['log-level'] ? { level: values['log-level'] } : {}) });
   const rootsPem = pemBlocks(await readFile(need(values['ca-root-file'], '--ca-root-file'), 'utf8'));
   const tokenFile = need(values['token-file'], '--token-file');
@@ -97,7 +99,7 @@ export async function runAgent(argv: string[]): Promise<number> {
     : new KubeFolderSource({ dir: values['config-folder']!, trustDomain: values['trust-domain']!, clusterDomain: values['cluster-domain']!, logger: log });
   // Pods' network namespaces come from the kubelet's cgroups on this node, never from pod objects.
   const cgroupRoot = values['cgroup-root'] ?? findCgroup2Root(readHostFacts().mounts);
-  if (!cgroupRoot) throw new SkeinError('SKEIN_AGENT_NO_CGROUP2', 'no cgroup v2 mount found: give --cgroup-root');
+  if (!cgroupRoot) throw new SkeinError(CaptureCode.Cgroup2Missing, 'no cgroup v2 mount found: give --cgroup-root');
   const kubeletRoots = values['kubelet-cgroup-root']?.length ? values['kubelet-cgroup-root'] : DEFAULT_KUBELET_ROOTS;
   const netns = new KubeletPodNetnsLocator(new PodNetnsDiscovery({ cgroupRoot, kubeletRoots }), log);
   const agent = new NodeAgent({ node, source, capture, certificates, netns, log });
@@ -117,8 +119,8 @@ export async function runAgent(argv: string[]): Promise<number> {
   process.stderr.write(`skein agent: node ${node} serving (admin ${values.admin}, metrics ${values.metrics})\n`);
 
   // Never die on a stray error in one connection: log it and keep serving everyone else.
-  process.on('uncaughtException', (err) => log.error({ err, code: 'SKEIN_AGENT_UNCAUGHT' }, 'uncaught exception'));
-  process.on('unhandledRejection', (err) => log.error({ err, code: 'SKEIN_AGENT_UNHANDLED' }, 'unhandled rejection'));
+  process.on('uncaughtException', (err) => log.error({ err, code: AgentCode.UncaughtException }, 'uncaught exception'));
+  process.on('unhandledRejection', (err) => log.error({ err, code: AgentCode.UnhandledRejection }, 'unhandled rejection'));
 
   await new Promise<void>((resolve) => {
     process.once('SIGTERM', resolve);
@@ -128,7 +130,7 @@ export async function runAgent(argv: string[]): Promise<number> {
   // A connection that will not drain must not keep a stopping agent (and its pod's traffic,
   // which fails closed meanwhile) hanging: stop gracefully, but within a deadline.
   const deadline = setTimeout(() => {
-    log.warn({ code: 'SKEIN_AGENT_STOP_TIMEOUT', graceMs: STOP_GRACE_MS }, 'graceful stop took too long; exiting');
+    log.warn({ code: AgentCode.StopTimeout, graceMs: STOP_GRACE_MS }, 'graceful stop took too long; exiting');
     process.exit(0);
   }, STOP_GRACE_MS);
   await agent.stop();

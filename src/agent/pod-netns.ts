@@ -8,6 +8,7 @@ import { SkeinError } from '../errors.js';
 import type { PodNetns, PodNetnsDiscovery } from '../capture/pod-netns-discovery.js';
 import type { Workload } from '../config/model.js';
 import type { Logger } from '../telemetry/log.js';
+import { AgentCode } from './codes.js';
 
 export interface PodNetnsLocator {
   /** The netns path to use for this pod now; throws a SkeinError with a stable code when there is none to trust. */
@@ -34,7 +35,7 @@ export class KubeletPodNetnsLocator implements PodNetnsLocator {
     } catch (err) {
       this.found.delete(w.uid);
       if (err instanceof SkeinError) throw err;
-      throw new SkeinError('SKEIN_AGENT_NETNS_DISCOVERY_FAILED', `cannot find the netns of pod ${w.namespace}/${w.name}`, { uid: w.uid }, { cause: err });
+      throw new SkeinError(AgentCode.NetnsDiscoveryFailed, `cannot find the netns of pod ${w.namespace}/${w.name}`, { uid: w.uid }, { cause: err });
     }
     if (cached?.netns.netnsIno !== netns.netnsIno) {
       this.log.info(

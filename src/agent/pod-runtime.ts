@@ -2,19 +2,20 @@
  * The proxy's presence in one enrolled pod: the servers on the three listening sockets the
  * capture layer opened inside the pod's netns.
  *
- *   15001 outbound  -> OutboundProxy (original destination read back from the BPF map)
+ *   15001 outbound  -> OutboundListener -> OutboundProxy (original destination read back from the BPF map)
  *   15006 plaintext -> PlaintextListener (STRICT refuses, PERMISSIVE serves)
  *   15008 tunnel    -> TunnelServer (mTLS + HTTP/2 CONNECT, HBONE)
  */
-import net, { type Socket } from 'node:net';
 import type { CaptureManager, EnrolledPod } from '../capture/capture-manager.js';
 import type { Workload } from '../config/model.js';
-import type { IdentitySource } from '../identity/types.js';
+import type { IdentitySource } from '../identity/workload/types.js';
 import type { InboundProxy } from '../proxy/inbound/inbound-proxy.js';
 import { PlaintextListener } from '../proxy/inbound/plaintext-listener.js';
+import { OutboundListener } from '../proxy/outbound/outbound-listener.js';
 import type { OutboundProxy } from '../proxy/outbound/outbound-proxy.js';
 import { TunnelServer } from '../proxy/tunnel/tunnel-server.js';
 import type { Logger } from '../telemetry/log.js';
+import { AgentCode } from './codes.js';
 
 export interface PodRuntimeDeps {
   capture: CaptureManager;
@@ -25,7 +26,7 @@ export interface PodRuntimeDeps {
 }
 
 export class PodRuntime {
-  private outboundServer: net.Server | undefined;
+  private outboundListener: OutboundListener | undefined;
   private tunnel: TunnelServer | undefined;
   private plaintext: PlaintextListener | undefined;
 
@@ -50,23 +51,14 @@ export class PodRuntime {
   private async serve(): Promise<void> {
     const { capture, outbound, inbound, identity, log } = this.deps;
     const fds = this.enrolled.listeners;
-    this.outboundServer = net.createServer({ allowHalfOpen: true, noDelay: true }, (socket: Socket) => {
-      let originalDst: { address: string; port: number };
-      try {
-        originalDst = capture.originalDestination(socket);
-      } catch (err) {
-        // A connection the hook did not record (e.g. someone connected to 15001 directly):
-        // there is nowhere to send it.
-        log.warn({ err, pod: `${this.workload.namespace}/${this.workload.name}`, code: 'SKEIN_AGENT_NO_ORIGINAL_DST' }, 'outbound connection without original destination refused');
-        socket.resetAndDestroy();
-        return;
-      }
-      outbound.handleConnection(socket, { source: this.workload, originalDst });
+    this.outboundListener = new OutboundListener({
+      workload: this.workload,
+      outbound,
+      originalDestination: (socket) => capture.originalDestination(socket),
+      onUnknownDestination: (err, workload) =>
+        log.warn({ err, pod: `${workload.namespace}/${workload.name}`, code: AgentCode.NoOriginalDst }, 'outbound connection without original destination refused'),
     });
-    await new Promise<void>((resolve, reject) => {
-      this.outboundServer!.once('error', reject);
-      this.outboundServer!.listen({ fd: fds.outbound }, () => resolve());
-    });
+    await this.outboundListener.listen({ fd: fds.outbound });
     this.tunnel = await TunnelServer.create({ workload: this.workload, identity, inbound, logger: log });
     await this.tunnel.listen({ fd: fds.tunnel });
     this.plaintext = new PlaintextListener({
@@ -84,14 +76,14 @@ export class PodRuntime {
   /** Config changed for this pod (labels, peer authentication mode, ...). */
   update(workload: Workload): void {
     this.workload = workload;
+    this.outboundListener?.updateWorkload(workload);
     this.tunnel?.updateWorkload(workload);
     this.plaintext?.updateWorkload(workload);
   }
 
   async close(): Promise<void> {
-    const server = this.outboundServer;
     await Promise.allSettled([
-      server ? new Promise<void>((r) => server.close(() => r())) : undefined,
+      this.outboundListener?.close(),
       this.tunnel?.close(),
       this.plaintext?.close(),
     ]);

@@ -12,56 +12,29 @@
  * release() reverses it; reconcile() releases pods that are gone (also ones a previous
  *           agent enrolled), found through the pinned slot registry (skein_pods).
  *
- * Pins, one folder per agent (pinRoot):
- *   maps/<map>             every map (libbpf pins them by name; see bpf/skein.h)
- *   links/connect4|connect6|sock_ops   the cgroup links
- *   links/sk_lookup_<slot> one netns link per enrolled pod
- * maps/skein_stamp holds the pin layout version; other layouts are stale pins.
+ * The jobs around it have their own modules: the pin folder and bpffs (pins.ts), loading and
+ * attaching the programs (programs.ts), reading original destinations (original-destination.ts).
  *
  * The listener fds belong to the caller from enroll() on. To release a pod: release() first,
  * keep serving the listeners for a short drain (connects redirected just before the release
  * may still sit in the accept queue; closing at once resets them), then close the servers.
  * Closing the 15006 socket also drops it from the SOCKMAP.
  */
-import { existsSync, mkdirSync, readdirSync, rmSync, statSync, unlinkSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import type { Socket } from 'node:net';
-import { join } from 'node:path';
 import { SkeinError } from '../errors.js';
 import { type Logger, silentLogger } from '../telemetry/log.js';
-import { captureError, errnoName, isIncompatiblePin } from './errors.js';
+import { captureError, errnoName } from './errors.js';
 import { checkHost, type HostFacts, readHostFacts } from './host.js';
-import { familyOf, type IpFamily, unmapIPv4 } from './ip.js';
-import {
-  decodeInboundPod,
-  decodeNetnsPort,
-  decodeOrigDst,
-  decodePodRecord,
-  decodeSlotPort,
-  decodeStamp,
-  encodeConfig,
-  encodeEnrolled,
-  encodeInboundPod,
-  encodeNetnsPort,
-  encodePeerKey,
-  encodePodAddr,
-  encodePodRecord,
-  encodeSlotPort,
-  encodeSocketFd,
-  encodeStamp,
-  MAP,
-  type MapName,
-  ORIG_DST_SIZE,
-  type OriginalDestination,
-  PIN_LAYOUT,
-  PRESENT,
-  type PodRecord,
-  u32Key,
-  u64Key,
-} from './maps.js';
-import { type CgroupAttachType, type LoadedObject, loadNative, type SkeinNative } from './native.js';
+import type { IpFamily, OriginalDestination } from '../config/address.js';
+import { decodeInboundPod, decodeNetnsPort, decodePodRecord, decodeSlotPort, encodeConfig, encodeEnrolled, encodeInboundPod, encodeNetnsPort, encodePodAddr, encodePodRecord, encodeSlotPort, encodeSocketFd, encodeStamp, MAP, type MapName, PIN_LAYOUT, PRESENT, type PodRecord, u32Key, u64Key } from './maps.js';
+import { loadNative, type SkeinNative } from './native.js';
+import { inboundDestination, readOriginalDestination } from './original-destination.js';
+import { PinFolder } from './pins.js';
+import { BpfPrograms } from './programs.js';
 import { type CaptureOptions, type CapturePod, type ResolvedCaptureOptions, resolveCaptureOptions, validateCapturePod } from './options.js';
+import { CaptureCode } from './codes.js';
 
-export type { OriginalDestination } from './maps.js';
 
 /** The listening sockets of one pod, as fds for net.Server.listen({ fd }). */
 export interface PodListeners {
@@ -94,13 +67,6 @@ export interface CaptureDeps {
   hostFacts?: () => HostFacts;
 }
 
-const CGROUP_HOOKS: ReadonlyArray<{ hook: CgroupAttachType; object: string; program: string }> = [
-  { hook: 'connect4', object: 'connect4', program: 'skein_connect4' },
-  { hook: 'connect6', object: 'connect6', program: 'skein_connect6' },
-  { hook: 'sock_ops', object: 'sock_ops', program: 'skein_sock_ops' },
-];
-const SK_LOOKUP = { object: 'sk_lookup', program: 'skein_sk_lookup' };
-const SK_LOOKUP_PIN = /^sk_lookup_(\d+)$/;
 const MAX_SLOTS = 4096; // SKEIN_MAX_PODS in bpf/skein.h
 
 export class CaptureManager {
@@ -108,9 +74,8 @@ export class CaptureManager {
   private readonly log: Logger;
   private readonly deps: CaptureDeps;
   private nativeAddon: SkeinNative | undefined;
-  private objects: LoadedObject[] = [];
-  private programs: Record<string, number> = {};
-  private maps: Partial<Record<MapName, number>> = {};
+  private readonly pins: PinFolder;
+  private readonly programs: BpfPrograms;
   private cgroupPath = '';
   private ownNetnsCookie: bigint | undefined;
   private readonly pods = new Map<string, EnrolledPod>();
@@ -121,6 +86,8 @@ export class CaptureManager {
     this.options = resolveCaptureOptions(options);
     this.deps = deps;
     this.log = deps.logger ?? silentLogger();
+    this.pins = new PinFolder(() => this.native, this.options, this.log);
+    this.programs = new BpfPrograms(() => this.native, this.options, this.pins, this.log);
   }
 
   private get native(): SkeinNative {
@@ -129,7 +96,7 @@ export class CaptureManager {
   }
 
   get started(): boolean {
-    return this.objects.length > 0;
+    return this.programs.loaded;
   }
 
   /** The cgroup v2 directory the cgroup programs are attached at (after start). */
@@ -144,17 +111,7 @@ export class CaptureManager {
   }
 
   private map(name: MapName): number {
-    const fd = this.maps[name];
-    if (fd === undefined) throw new SkeinError('SKEIN_CAPTURE_NOT_STARTED', 'capture is not started');
-    return fd;
-  }
-
-  private get linksDir(): string {
-    return join(this.options.pinRoot, 'links');
-  }
-
-  private get mapsDir(): string {
-    return join(this.options.pinRoot, 'maps');
+    return this.programs.map(name);
   }
 
   /** Host checks, load programs, attach or adopt the cgroup links, adopt pods' sk_lookup links. */
@@ -163,198 +120,27 @@ export class CaptureManager {
       if (this.started) return;
       const o = this.options;
       const host = checkHost((this.deps.hostFacts ?? readHostFacts)(), o.pinRoot);
-      if (!host.bpffs) this.mountBpffs();
+      if (!host.bpffs) this.pins.mountBpffs();
       this.cgroupPath = o.cgroupPath ?? host.cgroup2Root;
       if (!existsSync(this.cgroupPath)) {
-        throw new SkeinError('SKEIN_CAPTURE_CGROUP2_MISSING', `cgroup directory ${this.cgroupPath} does not exist`, {
+        throw new SkeinError(CaptureCode.Cgroup2Missing, `cgroup directory ${this.cgroupPath} does not exist`, {
           cgroupPath: this.cgroupPath,
         });
       }
-      this.checkStalePins();
-      mkdirSync(this.mapsDir, { recursive: true });
-      mkdirSync(this.linksDir, { recursive: true });
-      await this.loadObjects();
+      this.pins.checkStale();
+      this.pins.makeDirs();
+      await this.programs.load();
       this.native.mapUpdate(this.map(MAP.stamp), u32Key(0), encodeStamp(PIN_LAYOUT));
       this.native.mapUpdate(this.map(MAP.config), u32Key(0), encodeConfig(o.agentMark));
-      for (const h of CGROUP_HOOKS) this.attachCgroupHook(h.hook, this.program(h.program));
-      this.adoptPodLinks();
+      this.programs.attachCgroupHooks(this.cgroupPath);
+      for (const slot of this.programs.adoptPodLinks()) this.purgeSlot(slot);
       this.log.info({ pinRoot: o.pinRoot, cgroup: this.cgroupPath, programs: this.programIds() }, 'capture started');
     });
   }
 
-  private mountBpffs(): void {
-    const at = '/sys/fs/bpf';
-    if (!this.options.mountBpffs || !(this.options.pinRoot === at || this.options.pinRoot.startsWith(`${at}/`))) {
-      throw new SkeinError(
-        'SKEIN_CAPTURE_BPFFS_MISSING',
-        `no bpf filesystem holds ${this.options.pinRoot} (mount -t bpf bpf /sys/fs/bpf)`,
-        { pinRoot: this.options.pinRoot },
-      );
-    }
-    try {
-      mkdirSync(at, { recursive: true });
-      this.native.mountBpffs(at);
-      this.log.info({ at }, 'mounted bpffs');
-    } catch (err) {
-      throw captureError('SKEIN_CAPTURE_BPFFS_MISSING', `cannot mount bpffs at ${at}`, err, { at });
-    }
-  }
-
-  /** Pins of another layout (or of something else) in pinRoot: wipe them or refuse. */
-  private checkStalePins(): void {
-    const root = this.options.pinRoot;
-    if (!existsSync(root) || readdirSync(root).length === 0) return;
-    let found: number | undefined;
-    const stampPin = join(this.mapsDir, MAP.stamp);
-    if (existsSync(stampPin)) {
-      const fd = this.native.objGet(stampPin);
-      try {
-        const v = this.native.mapLookup(fd, u32Key(0));
-        found = v && v.length >= 4 ? decodeStamp(v).layout : undefined;
-      } catch {
-        found = undefined;
-      } finally {
-        this.native.closeFd(fd);
-      }
-    }
-    if (found === PIN_LAYOUT) return;
-    this.staleOrWipe(`pins in ${root} have layout ${found ?? 'unknown'}, this agent writes layout ${PIN_LAYOUT}`, found);
-  }
-
-  private staleOrWipe(message: string, found: number | undefined): void {
-    if (!this.options.replaceStalePins) {
-      throw new SkeinError(
-        'SKEIN_CAPTURE_STALE_PINS',
-        `${message}; remove them (skein capture uninstall, or rm -r the folder) or start with replaceStalePins`,
-        { pinRoot: this.options.pinRoot, found, expected: PIN_LAYOUT },
-      );
-    }
-    this.log.warn({ pinRoot: this.options.pinRoot, found }, 'replacing stale pins');
-    this.wipePins();
-  }
-
-  /** Detach every pinned link, then remove the whole pin folder. */
-  private wipePins(): void {
-    const links = this.linksDir;
-    if (existsSync(links)) {
-      for (const name of readdirSync(links)) {
-        const pin = join(links, name);
-        try {
-          const fd = this.native.objGet(pin);
-          try {
-            this.native.linkDetach(fd);
-          } finally {
-            this.native.closeFd(fd);
-          }
-        } catch (err) {
-          this.log.warn({ pin, err: errnoName(err) }, 'cannot detach pinned link');
-        }
-      }
-    }
-    rmSync(this.options.pinRoot, { recursive: true, force: true });
-  }
-
-  private async loadObjects(): Promise<void> {
-    const names = [...CGROUP_HOOKS.map((h) => h.object), SK_LOOKUP.object];
-    for (const name of names) {
-      const path = join(this.options.bpfObjectDir, `${name}.bpf.o`);
-      if (!existsSync(path)) {
-        throw new SkeinError('SKEIN_CAPTURE_BPF_OBJECT_MISSING', `BPF object ${path} not found (run \`make build-bpf\`)`, { path });
-      }
-      let obj: LoadedObject;
-      try {
-        obj = await this.native.loadObject(path, this.mapsDir);
-      } catch (err) {
-        if (isIncompatiblePin(err)) {
-          this.closeObjects();
-          this.staleOrWipe(`pinned maps in ${this.mapsDir} do not match ${name}.bpf.o`, undefined);
-          mkdirSync(this.mapsDir, { recursive: true });
-          mkdirSync(this.linksDir, { recursive: true });
-          return this.loadObjects();
-        }
-        this.closeObjects();
-        throw captureError('SKEIN_CAPTURE_LOAD_FAILED', `cannot load ${path}`, err, { path });
-      }
-      this.objects.push(obj);
-      Object.assign(this.programs, obj.programs);
-      // Every object declares all maps (pinned by name), so they are the same maps.
-      if (this.objects.length === 1) this.maps = obj.maps as Partial<Record<MapName, number>>;
-    }
-  }
-
-  private closeObjects(): void {
-    for (const o of this.objects) this.native.closeObject(o.handle);
-    this.objects = [];
-    this.programs = {};
-    this.maps = {};
-  }
-
-  private program(name: string): number {
-    const fd = this.programs[name];
-    if (fd === undefined) throw new SkeinError('SKEIN_CAPTURE_LOAD_FAILED', `program ${name} missing from the BPF objects`);
-    return fd;
-  }
-
-  /** Adopt the pinned link (swap its program) when it is attached here, else attach anew. */
-  private attachCgroupHook(hook: CgroupAttachType, progFd: number): void {
-    const pin = join(this.linksDir, hook);
-    const cgroupId = statSync(this.cgroupPath, { bigint: true }).ino;
-    if (existsSync(pin)) {
-      const fd = this.native.objGet(pin);
-      try {
-        const info = this.native.linkInfo(fd);
-        if (info.cgroupId === cgroupId) {
-          this.native.linkUpdate(fd, progFd);
-          this.log.info({ hook, link: info.id }, 'adopted pinned link');
-          return;
-        }
-        this.log.warn({ hook, link: info.id }, 'pinned link is attached elsewhere; replacing it');
-        this.native.linkDetach(fd);
-      } catch (err) {
-        this.log.warn({ hook, err: errnoName(err) }, 'pinned link unusable; replacing it');
-      } finally {
-        this.native.closeFd(fd);
-      }
-      unlinkSync(pin);
-    }
-    let fd: number;
-    try {
-      fd = this.native.attachCgroup(progFd, this.cgroupPath, hook);
-    } catch (err) {
-      throw captureError('SKEIN_CAPTURE_ATTACH_FAILED', `cannot attach ${hook} at ${this.cgroupPath}`, err, { hook });
-    }
-    try {
-      this.native.objPin(fd, pin);
-    } finally {
-      this.native.closeFd(fd);
-    }
-  }
-
-  /** After a restart: point every pod's sk_lookup link at the program just loaded. */
-  private adoptPodLinks(): void {
-    for (const name of readdirSync(this.linksDir)) {
-      const m = SK_LOOKUP_PIN.exec(name);
-      if (!m) continue;
-      const slot = Number(m[1]);
-      const pin = join(this.linksDir, name);
-      const fd = this.native.objGet(pin);
-      try {
-        this.native.linkUpdate(fd, this.program(SK_LOOKUP.program));
-      } catch (err) {
-        // ENOLINK: the netns is gone and the link with it.
-        this.log.info({ slot, err: errnoName(err) }, 'pinned sk_lookup link is defunct; cleaning the slot');
-        this.purgeSlot(slot);
-      } finally {
-        this.native.closeFd(fd);
-      }
-    }
-  }
-
   /** Ids of the loaded programs (bpftool prog show id ...). */
   programIds(): Record<string, number> {
-    const ids: Record<string, number> = {};
-    for (const [name, fd] of Object.entries(this.programs)) ids[name] = this.native.progInfo(fd).id;
-    return ids;
+    return this.programs.programIds();
   }
 
   /** Pods enrolled by this agent process. */
@@ -366,12 +152,12 @@ export class CaptureManager {
   enroll(input: CapturePod): Promise<EnrolledPod> {
     const pod = validateCapturePod(input);
     return this.serial(async () => {
-      if (!this.started) throw new SkeinError('SKEIN_CAPTURE_NOT_STARTED', 'capture is not started');
+      if (!this.started) throw new SkeinError(CaptureCode.NotStarted, 'capture is not started');
       const { cookie, ino } = await this.netnsIdentity(pod.netnsPath, pod.uid);
       this.ownNetnsCookie ??= await this.native.netnsCookie('/proc/self/ns/net');
       if (cookie === this.ownNetnsCookie) {
         // A host-network pod shares the agent's netns: capturing it would capture the agent.
-        throw new SkeinError('SKEIN_CAPTURE_HOST_NETWORK_POD', `pod ${pod.uid} shares the agent's network namespace; not captured`, {
+        throw new SkeinError(CaptureCode.HostNetworkPod, `pod ${pod.uid} shares the agent's network namespace; not captured`, {
           uid: pod.uid,
           netnsPath: pod.netnsPath,
         });
@@ -398,13 +184,13 @@ export class CaptureManager {
         this.native.mapUpdate(this.map(MAP.pods), u32Key(slot), encodePodRecord(record));
         this.writePodTables(slot, cookie, pod);
         this.native.mapUpdate(this.map(MAP.inboundSockets), u32Key(slot), encodeSocketFd(listeners.inboundPlaintext));
-        this.attachSkLookup(slot, pod.netnsPath, ino);
+        this.programs.attachSkLookup(slot, pod.netnsPath, ino);
         // Last: from here on the pod's connect() calls land on the outbound listener.
         this.native.mapUpdate(this.map(MAP.enrolled), u64Key(cookie), encodeEnrolled(this.options.outboundPort));
       } catch (err) {
         this.purgeSlot(slot);
         for (const fd of [listeners.outbound, listeners.inboundPlaintext, listeners.tunnel]) this.native.closeFd(fd);
-        throw captureError('SKEIN_CAPTURE_ENROLL_FAILED', `cannot enrol pod ${pod.uid}`, err, { uid: pod.uid });
+        throw captureError(CaptureCode.EnrollFailed, `cannot enrol pod ${pod.uid}`, err, { uid: pod.uid });
       }
       const enrolled: EnrolledPod = { ...pod, netnsCookie: cookie, netnsIno: ino, slot, listeners };
       this.pods.set(pod.uid, enrolled);
@@ -460,30 +246,12 @@ export class CaptureManager {
 
   /** The destination a pod's connection asked for, for a socket accepted on its outbound listener. */
   originalDestination(socket: Socket): OriginalDestination {
-    const fd = (socket as unknown as { _handle?: { fd?: number } })._handle?.fd;
-    if (typeof fd !== 'number' || fd < 0 || socket.remotePort === undefined || socket.remoteAddress === undefined) {
-      throw new SkeinError('SKEIN_CAPTURE_NO_ORIGINAL_DST', 'socket is not connected (no fd or peer)');
-    }
-    const cookie = this.native.socketNetnsCookie(fd);
-    const key = encodePeerKey(cookie, socket.remotePort, familyOf(unmapIPv4(socket.remoteAddress)));
-    // Hot path (every outbound connection): getsockopt + one lookup-and-delete syscall.
-    const value = this.native.mapLookupAndDelete(this.map(MAP.originalByPeer), key, ORIG_DST_SIZE);
-    if (!value) {
-      throw new SkeinError('SKEIN_CAPTURE_NO_ORIGINAL_DST', 'no original destination recorded for this connection', {
-        netnsCookie: cookie.toString(),
-        peerPort: socket.remotePort,
-      });
-    }
-    return decodeOrigDst(value);
+    return readOriginalDestination(() => this.native, () => this.map(MAP.originalByPeer), socket);
   }
 
   /** The destination of a connection steered to the inbound plaintext listener (its local address). */
   inboundDestination(socket: Socket): OriginalDestination {
-    if (!socket.localAddress || socket.localPort === undefined) {
-      throw new SkeinError('SKEIN_CAPTURE_NO_ORIGINAL_DST', 'socket has no local address');
-    }
-    const address = unmapIPv4(socket.localAddress);
-    return { address, port: socket.localPort, family: familyOf(address) };
+    return inboundDestination(socket);
   }
 
   /** An unconnected TCP socket in the netns carrying the agent's mark (never redirected). */
@@ -499,7 +267,7 @@ export class CaptureManager {
   /** Stop managing; capture stays in place through the pins (a restarted agent adopts it). */
   close(): Promise<void> {
     return this.serial(async () => {
-      this.closeObjects();
+      this.programs.close();
       this.pods.clear();
     });
   }
@@ -508,9 +276,9 @@ export class CaptureManager {
   uninstall(): Promise<void> {
     return this.serial(async () => {
       if (this.started) for (const slot of this.readRegistry().keys()) this.purgeSlot(slot);
-      this.closeObjects();
+      this.programs.close();
       this.pods.clear();
-      this.wipePins();
+      this.pins.wipe();
       this.log.info({ pinRoot: this.options.pinRoot }, 'capture uninstalled');
     });
   }
@@ -520,7 +288,7 @@ export class CaptureManager {
       const cookie = await this.native.netnsCookie(path);
       return { cookie, ino: statSync(path, { bigint: true }).ino };
     } catch (err) {
-      throw captureError('SKEIN_CAPTURE_NETNS_UNAVAILABLE', `cannot enter the netns of pod ${uid} at ${path}`, err, { uid, path });
+      throw captureError(CaptureCode.NetnsUnavailable, `cannot enter the netns of pod ${uid} at ${path}`, err, { uid, path });
     }
   }
 
@@ -541,37 +309,10 @@ export class CaptureManager {
       }
     } catch (err) {
       for (const fd of opened) this.native.closeFd(fd);
-      throw captureError('SKEIN_CAPTURE_LISTEN_FAILED', `cannot open listeners in ${netnsPath}`, err, { netnsPath, address });
+      throw captureError(CaptureCode.ListenFailed, `cannot open listeners in ${netnsPath}`, err, { netnsPath, address });
     }
     const [outbound, inboundPlaintext, tunnel] = opened as [number, number, number];
     return { outbound, inboundPlaintext, tunnel, address };
-  }
-
-  private attachSkLookup(slot: number, netnsPath: string, ino: bigint): void {
-    const pin = join(this.linksDir, `sk_lookup_${slot}`);
-    const prog = this.program(SK_LOOKUP.program);
-    if (existsSync(pin)) {
-      const fd = this.native.objGet(pin);
-      try {
-        const info = this.native.linkInfo(fd);
-        if (info.netnsIno !== undefined && BigInt(info.netnsIno) === ino) {
-          this.native.linkUpdate(fd, prog);
-          return;
-        }
-        this.native.linkDetach(fd);
-      } catch {
-        // defunct (netns gone): replaced below
-      } finally {
-        this.native.closeFd(fd);
-      }
-      unlinkSync(pin);
-    }
-    const fd = this.native.attachNetns(prog, netnsPath);
-    try {
-      this.native.objPin(fd, pin);
-    } finally {
-      this.native.closeFd(fd);
-    }
   }
 
   /** Pod addresses and excluded ports: make the maps say exactly what `pod` says. */
@@ -611,21 +352,7 @@ export class CaptureManager {
     const recordBuf = n.mapLookup(this.map(MAP.pods), u32Key(slot));
     const record = recordBuf ? decodePodRecord(recordBuf) : undefined;
     if (record) n.mapDelete(this.map(MAP.enrolled), u64Key(record.netnsCookie));
-    const pin = join(this.linksDir, `sk_lookup_${slot}`);
-    if (existsSync(pin)) {
-      try {
-        const fd = n.objGet(pin);
-        try {
-          n.linkDetach(fd);
-        } catch {
-          // already defunct
-        } finally {
-          n.closeFd(fd);
-        }
-      } finally {
-        unlinkSync(pin);
-      }
-    }
+    this.programs.detachSkLookup(slot);
     const addrs = this.map(MAP.inboundAddresses);
     for (const key of this.keys(addrs)) {
       const v = n.mapLookup(addrs, key);
@@ -661,7 +388,7 @@ export class CaptureManager {
 
   private freeSlot(registry: Map<number, PodRecord>): number {
     for (let slot = 0; slot < MAX_SLOTS; slot++) if (!registry.has(slot)) return slot;
-    throw new SkeinError('SKEIN_CAPTURE_SLOTS_EXHAUSTED', `all ${MAX_SLOTS} pod slots are in use`);
+    throw new SkeinError(CaptureCode.SlotsExhausted, `all ${MAX_SLOTS} pod slots are in use`);
   }
 
   /** All keys of a map (collected first: deleting while iterating restarts the walk). */

@@ -6,6 +6,7 @@ import { readFileSync } from 'node:fs';
 import { release } from 'node:os';
 import { isAbsolute, relative } from 'node:path';
 import { SkeinError } from '../errors.js';
+import { CaptureCode } from './codes.js';
 
 export interface Mount {
   mountPoint: string;
@@ -79,7 +80,7 @@ export const KERNEL_REQUIREMENTS: ReadonlyArray<{ feature: string; since: [numbe
 
 export function parseKernelRelease(text: string): [number, number] {
   const m = /^(\d+)\.(\d+)/.exec(text);
-  if (!m) throw new SkeinError('SKEIN_CAPTURE_KERNEL_UNKNOWN', `cannot read kernel release "${text}"`);
+  if (!m) throw new SkeinError(CaptureCode.KernelUnknown, `cannot read kernel release "${text}"`);
   return [Number(m[1]), Number(m[2])];
 }
 
@@ -119,7 +120,7 @@ export function checkHost(facts: HostFacts, pinRoot: string): HostCheck {
   const caps = missingCapabilities(facts.capEff);
   if (caps.length > 0) {
     throw new SkeinError(
-      'SKEIN_CAPTURE_CAPABILITY_MISSING',
+      CaptureCode.CapabilityMissing,
       `capture needs ${caps.map((c) => `CAP_${c}`).join(', ')} (run the agent as root or grant them)`,
       { missing: caps },
     );
@@ -127,7 +128,7 @@ export function checkHost(facts: HostFacts, pinRoot: string): HostCheck {
   const missing = missingKernelFeatures(parseKernelRelease(facts.kernelRelease));
   if (missing.length > 0) {
     throw new SkeinError(
-      'SKEIN_CAPTURE_KERNEL_TOO_OLD',
+      CaptureCode.KernelTooOld,
       `kernel ${facts.kernelRelease} lacks: ${missing.join('; ')}`,
       { kernel: facts.kernelRelease, missing },
     );
@@ -135,7 +136,7 @@ export function checkHost(facts: HostFacts, pinRoot: string): HostCheck {
   const cgroup2Root = findCgroup2Root(facts.mounts);
   if (!cgroup2Root) {
     throw new SkeinError(
-      'SKEIN_CAPTURE_CGROUP2_MISSING',
+      CaptureCode.Cgroup2Missing,
       'no cgroup2 filesystem is mounted (mount -t cgroup2 none /sys/fs/cgroup/unified, or boot with the unified hierarchy)',
     );
   }

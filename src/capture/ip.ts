@@ -1,20 +1,14 @@
 /** IP addresses as the 4 or 16 network-order bytes the kernel (and our BPF maps) use. */
 import { isIPv4, isIPv6 } from 'node:net';
+import { type IpFamily, ipFamilyOf } from '../config/address.js';
 import { SkeinError } from '../errors.js';
+import { CaptureCode } from './codes.js';
 
-export type IpFamily = 4 | 6;
-
-/** Strips the IPv4-mapped prefix (::ffff:a.b.c.d -> a.b.c.d) that dual-stack sockets report. */
-export function unmapIPv4(address: string): string {
-  const m = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address);
-  return m?.[1] ?? address;
-}
-
+/** The family of an address as the kernel keys it (an IPv4-mapped IPv6 address is IPv4). */
 export function familyOf(address: string): IpFamily {
-  const a = unmapIPv4(address);
-  if (isIPv4(a)) return 4;
-  if (isIPv6(a)) return 6;
-  throw new SkeinError('SKEIN_CAPTURE_INVALID_ADDRESS', `not an IP address: ${address}`, { address });
+  const family = ipFamilyOf(address);
+  if (family === undefined) throw new SkeinError(CaptureCode.InvalidAddress, `not an IP address: ${address}`, { address });
+  return family;
 }
 
 function v4Bytes(address: string): Buffer {
@@ -24,7 +18,7 @@ function v4Bytes(address: string): Buffer {
 /** 4 bytes for IPv4, 16 for IPv6 (network order). */
 export function ipToBytes(address: string): Buffer {
   if (isIPv4(address)) return v4Bytes(address);
-  if (!isIPv6(address)) throw new SkeinError('SKEIN_CAPTURE_INVALID_ADDRESS', `not an IP address: ${address}`, { address });
+  if (!isIPv6(address)) throw new SkeinError(CaptureCode.InvalidAddress, `not an IP address: ${address}`, { address });
   let text = address.replace(/%.*$/, '');
   // An embedded IPv4 tail (::ffff:1.2.3.4) becomes its two hex groups.
   const v4 = /(\d+\.\d+\.\d+\.\d+)$/.exec(text);
@@ -45,7 +39,7 @@ export function ipToBytes(address: string): Buffer {
 /** Text form of 4 or 16 bytes (IPv6 compressed as RFC 5952). */
 export function bytesToIp(bytes: Buffer): string {
   if (bytes.length === 4) return [...bytes].join('.');
-  if (bytes.length !== 16) throw new SkeinError('SKEIN_CAPTURE_INVALID_ADDRESS', `address of ${bytes.length} bytes`);
+  if (bytes.length !== 16) throw new SkeinError(CaptureCode.InvalidAddress, `address of ${bytes.length} bytes`);
   const groups: number[] = [];
   for (let i = 0; i < 8; i++) groups.push(bytes.readUInt16BE(i * 2));
   let bestStart = -1;

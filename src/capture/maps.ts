@@ -5,7 +5,9 @@
  * bpf/skein.h together.
  */
 import { SkeinError } from '../errors.js';
-import { bytesToIp, familyOf, type IpFamily, ipToBytes } from './ip.js';
+import type { IpFamily, OriginalDestination } from '../config/address.js';
+import { bytesToIp, familyOf, ipToBytes } from './ip.js';
+import { CaptureCode } from './codes.js';
 
 /** Version of the pinned layout (maps and their types); see skein_stamp in bpf/skein.h. */
 export const PIN_LAYOUT = 1;
@@ -36,7 +38,7 @@ export function afOf(family: IpFamily): number {
 export function familyOfAf(af: number): IpFamily {
   if (af === AF_INET) return 4;
   if (af === AF_INET6) return 6;
-  throw new SkeinError('SKEIN_CAPTURE_BAD_RECORD', `unknown address family ${af}`);
+  throw new SkeinError(CaptureCode.BadRecord, `unknown address family ${af}`);
 }
 
 /** __u32 key (array indexes, slots). */
@@ -92,12 +94,6 @@ export function encodeNetnsPort(netnsCookie: bigint, port: number): Buffer {
 }
 export function decodeNetnsPort(b: Buffer): { netnsCookie: bigint; port: number } {
   return { netnsCookie: b.readBigUInt64LE(0), port: b.readUInt16LE(8) };
-}
-
-export interface OriginalDestination {
-  address: string;
-  port: number;
-  family: IpFamily;
 }
 
 export const ORIG_DST_SIZE = 20;
@@ -174,7 +170,7 @@ export interface PodRecord {
 export function encodePodRecord(r: PodRecord): Buffer {
   const uid = Buffer.from(r.uid, 'utf8');
   if (uid.length > POD_UID_MAX_BYTES) {
-    throw new SkeinError('SKEIN_CAPTURE_INVALID_POD', `pod uid longer than ${POD_UID_MAX_BYTES} bytes`, { uid: r.uid });
+    throw new SkeinError(CaptureCode.InvalidPod, `pod uid longer than ${POD_UID_MAX_BYTES} bytes`, { uid: r.uid });
   }
   const b = Buffer.alloc(144);
   b.writeBigUInt64LE(r.netnsCookie, 0);

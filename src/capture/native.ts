@@ -10,6 +10,7 @@
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import { SkeinError } from '../errors.js';
+import { CaptureCode } from './codes.js';
 
 /** A program's fd, keyed by its function name in the .bpf.c file. */
 export type ProgramFds = Record<string, number>;
@@ -122,7 +123,7 @@ export function loadNative(path: string = defaultAddonPath()): SkeinNative {
     addon = require(path) as SkeinNative;
   } catch (err) {
     throw new SkeinError(
-      'SKEIN_CAPTURE_NATIVE_MISSING',
+      CaptureCode.NativeMissing,
       `cannot load the native addon at ${path} (run \`make build-native\`, or set SKEIN_NATIVE_ADDON)`,
       { path },
       { cause: err },

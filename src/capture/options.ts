@@ -5,6 +5,8 @@ import type { Workload } from '../config/model.js';
 import { SkeinError } from '../errors.js';
 import { familyOf } from './ip.js';
 import { POD_UID_MAX_BYTES } from './maps.js';
+import { CaptureCode } from './codes.js';
+import { MeshPort } from '../config/ports.js';
 
 export interface CaptureOptions {
   /** bpffs folder for every pin (maps/, links/); one per agent. Default /sys/fs/bpf/skein. */
@@ -34,9 +36,9 @@ export type ResolvedCaptureOptions = Required<Omit<CaptureOptions, 'cgroupPath'>
 export const CAPTURE_DEFAULTS = {
   pinRoot: '/sys/fs/bpf/skein',
   agentMark: 0x536b6e, // "Skn"
-  outboundPort: 15001,
-  inboundPlaintextPort: 15006,
-  tunnelPort: 15008,
+  outboundPort: MeshPort.Outbound,
+  inboundPlaintextPort: MeshPort.InboundPlaintext,
+  tunnelPort: MeshPort.Tunnel,
   listenAddress: '::',
   fallbackListenAddress: '0.0.0.0',
   backlog: 511,
@@ -47,7 +49,7 @@ export function defaultBpfObjectDir(env: NodeJS.ProcessEnv = process.env): strin
 }
 
 function invalid(message: string, details: Record<string, unknown>): never {
-  throw new SkeinError('SKEIN_CAPTURE_INVALID_OPTIONS', message, details);
+  throw new SkeinError(CaptureCode.InvalidOptions, message, details);
 }
 
 function port(name: string, value: number): number {
@@ -102,7 +104,7 @@ export type CapturePod = Pick<Workload, 'uid' | 'ips' | 'excludeOutboundPorts' |
 /** Validates a pod for enrolment; throws SKEIN_CAPTURE_INVALID_POD. */
 export function validateCapturePod(pod: Partial<CapturePod>): CapturePod {
   const bad = (message: string): never => {
-    throw new SkeinError('SKEIN_CAPTURE_INVALID_POD', message, { uid: pod.uid });
+    throw new SkeinError(CaptureCode.InvalidPod, message, { uid: pod.uid });
   };
   if (typeof pod.uid !== 'string' || pod.uid === '') bad('pod uid is required');
   const uid = pod.uid as string;

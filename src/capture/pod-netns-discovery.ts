@@ -16,7 +16,9 @@
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { SkeinError } from '../errors.js';
-import { bytesToIp, ipToBytes, unmapIPv4 } from './ip.js';
+import { CaptureCode } from './codes.js';
+import { canonicalIp } from '../config/address.js';
+import { bytesToIp } from './ip.js';
 
 export type CgroupDriver = 'systemd' | 'cgroupfs';
 export type QosClass = 'guaranteed' | 'burstable' | 'besteffort';
@@ -125,13 +127,9 @@ export function localAddressesOf(procRoot: string, pid: number): Set<string> {
   }
   for (const line of inet6.split('\n')) {
     const hex = line.trim().split(/\s+/)[0];
-    if (hex && /^[0-9a-f]{32}$/i.test(hex)) out.add(bytesToIp(Buffer.from(hex, 'hex')));
+    if (hex && /^[0-9a-f]{32}$/i.test(hex)) out.add(canonicalIp(bytesToIp(Buffer.from(hex, 'hex'))) ?? '');
   }
   return out;
-}
-
-function canonicalIp(ip: string): string {
-  return bytesToIp(ipToBytes(unmapIPv4(ip)));
 }
 
 function dirs(path: string): string[] {
@@ -178,7 +176,7 @@ export class PodNetnsDiscovery {
 
   /** The pod's cgroup directory, or undefined while the kubelet has made none. */
   findPodCgroup(uid: string): PodCgroup | undefined {
-    if (!UID.test(uid)) throw new SkeinError('SKEIN_CAPTURE_INVALID_POD', `not a pod UID: ${JSON.stringify(uid)}`, { uid });
+    if (!UID.test(uid)) throw new SkeinError(CaptureCode.InvalidPod, `not a pod UID: ${JSON.stringify(uid)}`, { uid });
     const found = podCgroupCandidates(uid.toLowerCase(), this.kubeletRoots)
       .map((c) => ({ ...c, path: join(this.cgroupRoot, c.rel) }))
       .filter((c) => {
@@ -190,7 +188,7 @@ export class PodNetnsDiscovery {
       });
     // Two QoS classes at once is a pod being moved (or a forged tree): no guess.
     if (found.length > 1) {
-      throw new SkeinError('SKEIN_CAPTURE_POD_CGROUP_AMBIGUOUS', `pod ${uid} has ${found.length} cgroups: ${found.map((f) => f.path).join(', ')}`, { uid });
+      throw new SkeinError(CaptureCode.PodCgroupAmbiguous, `pod ${uid} has ${found.length} cgroups: ${found.map((f) => f.path).join(', ')}`, { uid });
     }
     const f = found[0];
     return f ? { path: f.path, driver: f.driver, qos: f.qos } : undefined;
@@ -201,12 +199,16 @@ export class PodNetnsDiscovery {
    * agent's own. Throws a SkeinError with a stable code when it cannot be found or trusted.
    */
   discover(pod: { uid: string; ips: string[] }): PodNetns {
-    if (pod.ips.length === 0) throw new SkeinError('SKEIN_CAPTURE_INVALID_POD', `pod ${pod.uid} has no IP yet`, { uid: pod.uid });
-    const want = pod.ips.map(canonicalIp);
+    if (pod.ips.length === 0) throw new SkeinError(CaptureCode.InvalidPod, `pod ${pod.uid} has no IP yet`, { uid: pod.uid });
+    const want = pod.ips.map((ip) => {
+      const c = canonicalIp(ip);
+      if (!c) throw new SkeinError(CaptureCode.InvalidPod, `pod ${pod.uid} has an IP that is not one: ${JSON.stringify(ip)}`, { uid: pod.uid });
+      return c;
+    });
     const cgroup = this.findPodCgroup(pod.uid);
-    if (!cgroup) throw new SkeinError('SKEIN_CAPTURE_POD_CGROUP_NOT_FOUND', `no kubelet cgroup for pod ${pod.uid} under ${this.cgroupRoot}`, { uid: pod.uid });
+    if (!cgroup) throw new SkeinError(CaptureCode.PodCgroupNotFound, `no kubelet cgroup for pod ${pod.uid} under ${this.cgroupRoot}`, { uid: pod.uid });
     const candidates = this.processes(cgroup.path);
-    if (candidates.length === 0) throw new SkeinError('SKEIN_CAPTURE_POD_NO_PROCESS', `pod ${pod.uid} has no running process in ${cgroup.path}`, { uid: pod.uid, cgroup: cgroup.path });
+    if (candidates.length === 0) throw new SkeinError(CaptureCode.PodNoProcess, `pod ${pod.uid} has no running process in ${cgroup.path}`, { uid: pod.uid, cgroup: cgroup.path });
 
     const own = this.netnsIno('self');
     const byNetns = new Map<bigint, Candidate[]>();
@@ -215,7 +217,7 @@ export class PodNetnsDiscovery {
       if (ino === undefined) continue; // exited since cgroup.procs was read
       byNetns.set(ino, [...(byNetns.get(ino) ?? []), c]);
     }
-    if (byNetns.size === 0) throw new SkeinError('SKEIN_CAPTURE_POD_NO_PROCESS', `the processes of pod ${pod.uid} have exited`, { uid: pod.uid, cgroup: cgroup.path });
+    if (byNetns.size === 0) throw new SkeinError(CaptureCode.PodNoProcess, `the processes of pod ${pod.uid} have exited`, { uid: pod.uid, cgroup: cgroup.path });
     const matching: { ino: bigint; members: Candidate[] }[] = [];
     let sawHost = false;
     const seen: Record<string, string[]> = {};
@@ -235,23 +237,23 @@ export class PodNetnsDiscovery {
     }
     if (matching.length === 0) {
       if (sawHost) {
-        throw new SkeinError('SKEIN_CAPTURE_HOST_NETWORK_POD', `pod ${pod.uid} runs in the agent's network namespace; not captured`, { uid: pod.uid });
+        throw new SkeinError(CaptureCode.HostNetworkPod, `pod ${pod.uid} runs in the agent's network namespace; not captured`, { uid: pod.uid });
       }
-      throw new SkeinError('SKEIN_CAPTURE_NETNS_IP_MISMATCH', `no network namespace of pod ${pod.uid} holds its IPs ${want.join(', ')}`, {
+      throw new SkeinError(CaptureCode.NetnsIpMismatch, `no network namespace of pod ${pod.uid} holds its IPs ${want.join(', ')}`, {
         uid: pod.uid,
         ips: want,
         seen,
       });
     }
     if (matching.length > 1) {
-      throw new SkeinError('SKEIN_CAPTURE_NETNS_AMBIGUOUS', `pod ${pod.uid} has ${matching.length} network namespaces holding its IPs`, { uid: pod.uid });
+      throw new SkeinError(CaptureCode.NetnsAmbiguous, `pod ${pod.uid} has ${matching.length} network namespaces holding its IPs`, { uid: pod.uid });
     }
     const { ino, members } = matching[0]!;
     const chosen = this.pickLongLived(members);
     // The PID may have exited and been reused while we looked: it must still be the pod's,
     // in the same namespace, or the answer is void.
     if (this.netnsIno(chosen.pid) !== ino || !pidsOf(chosen.dir).includes(chosen.pid)) {
-      throw new SkeinError('SKEIN_CAPTURE_POD_NO_PROCESS', `pod ${pod.uid}: process ${chosen.pid} went away while its namespace was checked`, { uid: pod.uid });
+      throw new SkeinError(CaptureCode.PodNoProcess, `pod ${pod.uid}: process ${chosen.pid} went away while its namespace was checked`, { uid: pod.uid });
     }
     return {
       uid: pod.uid,

@@ -10,7 +10,7 @@ import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { pemBlocks } from '../identity/pem.js';
+import { pemBlocks } from '../identity/x509/pem.js';
 import { fetchControllerStatus } from '../controller/status-client.js';
 import { CONFIG_PORT, meshPaths } from '../lab/mesh.js';
 import { resolveLab } from '../lab/registry.js';
@@ -40,26 +40,26 @@ export async function statusCommand(argv: string[]): Promise<number> {
     process.stderr.write('usage: skein status --controller HOST:PORT --token-file FILE --roots FILE [--json]   (or, in a lab: skein status [--lab ID])\n');
     return 2;
   }
-  const st = await fetchControllerStatus({
+  const status = await fetchControllerStatus({
     address: values.controller,
     token: readFileSync(values['token-file'], 'utf8').trim(),
     rootsPem: pemBlocks(readFileSync(values.roots, 'utf8')),
     serverName: values.controller.replace(/:\d+$/, ''),
   });
   if (values.json) {
-    process.stdout.write(`${JSON.stringify(st, null, 2)}\n`);
+    process.stdout.write(`${JSON.stringify(status, null, 2)}\n`);
     return 0;
   }
-  const out = [`controller ${st.controller_id} (${st.leader ? 'leader' : 'follower'}), config version ${st.version}: ${st.objects} objects, ${st.resources} resources, ${st.refusals.length} refused`, ''];
+  const out = [`controller ${status.controller_id} (${status.leader ? 'leader' : 'follower'}), config version ${status.version}: ${status.objects} objects, ${status.resources} resources, ${status.refusals.length} refused`, ''];
   out.push(
-    st.refusals.length
-      ? table([['REFUSED', 'FROM', 'FIELD', 'REASON', 'CODE'], ...st.refusals.map((r) => [r.object, r.origin, r.field, r.reason, r.code])])
+    status.refusals.length
+      ? table([['REFUSED', 'FROM', 'FIELD', 'REASON', 'CODE'], ...status.refusals.map((r) => [r.object, r.origin, r.field, r.reason, r.code])])
       : 'every resource accepted',
     '',
   );
   out.push(
-    st.agents.length
-      ? table([['AGENT', 'PEER', 'ACKED VERSION', 'ACKS', 'NACKS', 'LAST NACK'], ...st.agents.map((a) => [a.node, a.peer, a.acked_version, String(a.acks), String(a.nacks), a.last_nack || '-'])])
+    status.agents.length
+      ? table([['AGENT', 'PEER', 'ACKED VERSION', 'ACKS', 'NACKS', 'LAST NACK'], ...status.agents.map((a) => [a.node, a.peer, a.acked_version, String(a.acks), String(a.nacks), a.last_nack || '-'])])
       : 'no agent connected',
   );
   process.stdout.write(`${out.join('\n')}\n`);

@@ -17,18 +17,12 @@ import { readFileSync } from 'node:fs';
 import * as grpc from '@grpc/grpc-js';
 import type { NodeInfo, Service, Workload } from './model.js';
 import { messageOf, SkeinError } from '../errors.js';
-import type { AuthorizationPolicy, BackendTrafficPolicy, ControlledMeshSnapshot, MeshRoute, PeerAuthenticationPolicy } from '../controller/policy-model.js';
-import { loadApiProto } from '../identity/repo-path.js';
+import type { AuthorizationPolicy, BackendTrafficPolicy, ControlledMeshSnapshot, MeshRoute, PeerAuthenticationPolicy } from './policy-model.js';
+import { ConfigDiscoveryClient, type ConfigRequest, type ConfigResponse } from '../api/config-wire.js';
 import { type Logger, silentLogger } from '../telemetry/log.js';
 import type { ConfigSource } from './source.js';
 import { findSnapshotProblem } from './validate.js';
-
-export const ControllerSourceCode = {
-  /** The controller cannot be reached or the stream broke; the agent keeps its last config. */
-  Unavailable: 'SKEIN_CONFIG_CONTROLLER_UNAVAILABLE',
-  /** A response from the controller was refused (NACKed); the agent keeps its last config. */
-  Rejected: 'SKEIN_CONFIG_CONTROLLER_REJECTED',
-} as const;
+import { ConfigCode } from './codes.js';
 
 export interface ControllerBackoff {
   /** First retry delay (ms). Default 250. */
@@ -88,32 +82,11 @@ export interface ControllerSourceState {
   lastError: string | undefined;
 }
 
-interface WireResource {
-  type: string;
-  key: string;
-  version: string;
-  json: string;
-}
-interface WireResponse {
-  system_version: string;
-  nonce: string;
-  full_state: boolean;
-  resources: WireResource[];
-  removed_resources: { type: string; key: string }[];
-  trust_domain: string;
-  cluster_domain: string;
-  controller_id: string;
-}
-
 interface Held {
   type: string;
   version: string;
   value: unknown;
 }
-
-type ClientCtor = new (address: string, creds: grpc.ChannelCredentials, options?: grpc.ChannelOptions) => grpc.Client & {
-  StreamConfig(md: grpc.Metadata): grpc.ClientDuplexStream<unknown, WireResponse>;
-};
 
 function byKey<T>(a: [string, T], b: [string, T]): number {
   return a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0;
@@ -165,8 +138,8 @@ export function assembleSnapshot(held: Map<string, Held>, version: string, trust
 
 export class ControllerConfigSource implements ConfigSource {
   private readonly log: Logger;
-  private client: (grpc.Client & { StreamConfig(md: grpc.Metadata): grpc.ClientDuplexStream<unknown, WireResponse> }) | undefined;
-  private call: grpc.ClientDuplexStream<unknown, WireResponse> | undefined;
+  private client: ConfigDiscoveryClient | undefined;
+  private call: grpc.ClientDuplexStream<ConfigRequest, ConfigResponse> | undefined;
   private clientRoots = '';
   private held = new Map<string, Held>();
   private running = false;
@@ -175,7 +148,7 @@ export class ControllerConfigSource implements ConfigSource {
   private firstReported: (() => void) | undefined;
   private onSnapshot: ((s: ControlledMeshSnapshot) => void) | undefined;
   private onError: ((e: SkeinError) => void) | undefined;
-  private readonly st: ControllerSourceState = {
+  private readonly status: ControllerSourceState = {
     connected: false,
     controllerId: '',
     version: '',
@@ -191,11 +164,11 @@ export class ControllerConfigSource implements ConfigSource {
   }
 
   state(): ControllerSourceState {
-    return { ...this.st, resources: this.held.size };
+    return { ...this.status, resources: this.held.size };
   }
 
   async start(onSnapshot: (s: ControlledMeshSnapshot) => void, onError: (e: SkeinError) => void): Promise<void> {
-    if (this.running) throw new SkeinError('SKEIN_CONFIG_SOURCE_STARTED', 'ControllerConfigSource already started');
+    if (this.running) throw new SkeinError(ConfigCode.SourceStarted, 'ControllerConfigSource already started');
     this.running = true;
     this.onSnapshot = onSnapshot;
     this.onError = onError;
@@ -220,7 +193,6 @@ export class ControllerConfigSource implements ConfigSource {
     const rootsText = roots === undefined ? '' : Array.isArray(roots) ? roots.join('') : roots;
     if (this.client && rootsText === this.clientRoots) return this.client;
     this.client?.close();
-    const pkg = loadApiProto('config.proto') as unknown as { skein: { config: { v1: { ConfigDiscovery: ClientCtor } } } };
     const creds = rootsText ? grpc.credentials.createSsl(Buffer.from(rootsText)) : grpc.credentials.createInsecure();
     const options: grpc.ChannelOptions = {
       'grpc.keepalive_time_ms': 20_000,
@@ -233,7 +205,7 @@ export class ControllerConfigSource implements ConfigSource {
       'grpc.max_receive_message_length': 256 * 1024 * 1024,
     };
     if (this.opts.serverName) options['grpc.ssl_target_name_override'] = this.opts.serverName;
-    this.client = new pkg.skein.config.v1.ConfigDiscovery(this.opts.address, creds, options);
+    this.client = new ConfigDiscoveryClient(this.opts.address, creds, options);
     this.clientRoots = rootsText;
     return this.client;
   }
@@ -252,41 +224,41 @@ export class ControllerConfigSource implements ConfigSource {
       token = this.token();
       client = this.ensureClient();
     } catch (err) {
-      this.fail(new SkeinError(ControllerSourceCode.Unavailable, `cannot read token or roots file: ${messageOf(err)}`, { file: this.opts.tokenFile ?? this.opts.rootsFile }));
+      this.fail(new SkeinError(ConfigCode.ControllerUnavailable, `cannot read token or roots file: ${messageOf(err)}`, { file: this.opts.tokenFile ?? this.opts.rootsFile }));
       return;
     }
     if (token) md.set('authorization', `Bearer ${token}`);
-    const call = client.StreamConfig(md);
+    const call = client.streamConfig(md);
     this.call = call;
     let ended = false;
     const end = (err: unknown) => {
       if (ended) return;
       ended = true;
       if (this.call === call) this.call = undefined;
-      this.st.connected = false;
+      this.status.connected = false;
       if (!this.running) return;
       const e = err as grpc.ServiceError | undefined;
       this.fail(
-        new SkeinError(ControllerSourceCode.Unavailable, `controller stream ended: ${e?.details ?? messageOf(err ?? 'closed')}`, {
+        new SkeinError(ConfigCode.ControllerUnavailable, `controller stream ended: ${e?.details ?? messageOf(err ?? 'closed')}`, {
           grpcCode: e?.code,
           address: this.opts.address,
         }),
       );
     };
-    call.on('data', (res: WireResponse) => this.onResponse(call, res));
+    call.on('data', (res: ConfigResponse) => this.onResponse(call, res));
     call.on('error', end);
     call.on('end', () => end(undefined));
     call.write({ node: this.opts.node, agent_version: this.opts.agentVersion ?? 'skein-agent' });
   }
 
   private fail(err: SkeinError): void {
-    this.st.lastError = err.message;
+    this.status.lastError = err.message;
     const delay = this.nextDelay();
     this.log.warn({ code: err.code, err: err.message, retryInMs: delay }, 'controller unavailable; serving last good config');
     this.onError?.(err);
     this.reportFirst();
     if (this.running) {
-      this.st.reconnects++;
+      this.status.reconnects++;
       this.retryTimer = setTimeout(() => this.connect(), delay);
       this.retryTimer.unref();
     }
@@ -308,10 +280,10 @@ export class ControllerConfigSource implements ConfigSource {
     r?.();
   }
 
-  private onResponse(call: grpc.ClientDuplexStream<unknown, WireResponse>, res: WireResponse): void {
-    this.st.connected = true;
+  private onResponse(call: grpc.ClientDuplexStream<ConfigRequest, ConfigResponse>, res: ConfigResponse): void {
+    this.status.connected = true;
     this.attempt = 0; // the controller answered: the next outage starts the backoff afresh
-    this.st.controllerId = res.controller_id;
+    this.status.controllerId = res.controller_id;
     this.opts.observe?.({
       version: res.system_version,
       nonce: res.nonce,
@@ -349,17 +321,17 @@ export class ControllerConfigSource implements ConfigSource {
     }
     if (problem || !snapshot) {
       const reason = problem?.reason ?? 'unknown';
-      const err = new SkeinError(ControllerSourceCode.Rejected, `config ${res.system_version} refused: ${problem?.field ? `${problem.field}: ` : ''}${reason}`, {
+      const err = new SkeinError(ConfigCode.ControllerRejected, `config ${res.system_version} refused: ${problem?.field ? `${problem.field}: ` : ''}${reason}`, {
         version: res.system_version,
         nonce: res.nonce,
         ...problem,
       });
-      this.st.nacks++;
-      this.st.lastError = err.message;
+      this.status.nacks++;
+      this.status.lastError = err.message;
       this.log.warn({ code: err.code, version: res.system_version, ...problem }, 'config from controller refused; keeping last good config');
       call.write({
         response_nonce: res.nonce,
-        applied_version: this.st.version,
+        applied_version: this.status.version,
         error_detail: { code: err.code, message: err.message, resource: problem?.resource ?? '', field: problem?.field ?? '' },
       });
       this.onError?.(err);
@@ -367,9 +339,9 @@ export class ControllerConfigSource implements ConfigSource {
       return;
     }
     this.held = next;
-    this.st.version = res.system_version;
-    this.st.acks++;
-    this.st.lastError = undefined;
+    this.status.version = res.system_version;
+    this.status.acks++;
+    this.status.lastError = undefined;
     this.log.debug({ version: res.system_version, full: res.full_state, changed: res.resources.length, removed: res.removed_resources.length }, 'config applied');
     try {
       this.onSnapshot?.(snapshot);

@@ -13,6 +13,7 @@ import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { messageOf } from '../errors.js';
 import type { Logger } from '../telemetry/log.js';
+import { ConfigCode } from './codes.js';
 
 /** Every *.yaml / *.yml below `dir` (hidden entries skipped), sorted. */
 export async function listYamlFiles(dir: string): Promise<string[]> {
@@ -91,7 +92,7 @@ export class FolderWatch {
 
   /** One watch per directory of the tree: added for new ones, closed for vanished ones. */
   private async syncWatchers(): Promise<void> {
-    const code = this.opts.watchErrorCode ?? 'SKEIN_CONFIG_WATCH';
+    const code = this.opts.watchErrorCode ?? ConfigCode.WatchFailed;
     let dirs: string[];
     try {
       dirs = await listDirs(this.opts.dir);

@@ -1,6 +1,7 @@
 /**
- * Where the agent's config comes from. The folder source (lab, single machine) and, later,
- * the controller stream both implement this, so the agent wires one and never knows which.
+ * Where the agent's config comes from. The folder source (lab, single machine) and the
+ * controller stream (ControllerConfigSource) both implement this, so the agent wires one and
+ * never knows which.
  */
 import type { SkeinError } from '../errors.js';
 import type { MeshSnapshot } from './model.js';

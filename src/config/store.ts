@@ -4,9 +4,10 @@
  * reader never sees half of two snapshots, and a refused snapshot leaves the last good one.
  */
 import { SkeinError } from '../errors.js';
-import { ConfigErrorCode } from './codes.js';
+import { canonicalIp } from './address.js';
 import type { Endpoint, MeshSnapshot, Service, ServicePort, Workload } from './model.js';
 import { findSnapshotProblem } from './validate.js';
+import { ConfigCode } from './codes.js';
 
 export interface SnapshotDiff {
   version: string;
@@ -39,7 +40,7 @@ class Indexes {
   constructor(readonly snapshot: MeshSnapshot) {
     for (const w of snapshot.workloads) {
       this.workloadByUid.set(w.uid, w);
-      for (const ip of w.ips) this.workloadByIp.set(normaliseIp(ip), w);
+      for (const ip of w.ips) this.workloadByIp.set(addressKey(ip), w);
       let list = this.workloadsByNode.get(w.node);
       if (!list) {
         list = [];
@@ -52,7 +53,7 @@ class Indexes {
       for (const vip of svc.vips) {
         for (const port of svc.ports) this.byVipPort.set(vipPortKey(vip, port.port), { service: svc, port });
       }
-      for (const ep of svc.endpoints) if (ep.identity) this.endpointByIp.set(normaliseIp(ep.ip), ep);
+      for (const ep of svc.endpoints) if (ep.identity) this.endpointByIp.set(addressKey(ep.ip), ep);
     }
   }
 }
@@ -61,13 +62,13 @@ export function serviceKey(svc: { namespace: string; name: string }): string {
   return `${svc.namespace}/${svc.name}`;
 }
 
-/** IPv4-mapped IPv6 (`::ffff:10.0.0.1`) and v4 name the same destination. */
-export function normaliseIp(ip: string): string {
-  return ip.startsWith('::ffff:') && ip.includes('.') ? ip.slice(7) : ip.toLowerCase();
+/** Index key of an address: its canonical form, so config and sockets agree on how it is written. */
+function addressKey(ip: string): string {
+  return canonicalIp(ip) ?? ip.toLowerCase();
 }
 
 function vipPortKey(ip: string, port: number): string {
-  return `${normaliseIp(ip)}|${port}`;
+  return `${addressKey(ip)}|${port}`;
 }
 
 function diffBy<T>(prev: Map<string, T>, next: Map<string, T>) {
@@ -103,7 +104,7 @@ export class ConfigStore {
     const problem = findSnapshotProblem(snapshot);
     if (problem) {
       const error = new SkeinError(
-        ConfigErrorCode.Snapshot,
+        ConfigCode.SnapshotInvalid,
         `snapshot ${snapshot.version} refused: ${problem.field}: ${problem.reason}`,
         { ...problem, version: snapshot.version },
       );
@@ -135,7 +136,7 @@ export class ConfigStore {
   }
 
   workloadByIp(ip: string): Workload | undefined {
-    return this.current?.workloadByIp.get(normaliseIp(ip));
+    return this.current?.workloadByIp.get(addressKey(ip));
   }
 
   workloadByUid(uid: string): Workload | undefined {
@@ -144,7 +145,7 @@ export class ConfigStore {
 
   /** A Service endpoint with this IP (and a known identity), e.g. a pod on another node. */
   endpointByIp(ip: string): Endpoint | undefined {
-    return this.current?.endpointByIp.get(normaliseIp(ip));
+    return this.current?.endpointByIp.get(addressKey(ip));
   }
 
   service(namespace: string, name: string): Service | undefined {

@@ -3,8 +3,7 @@
  * bad snapshot (from any source) is refused whole and the last good one keeps serving.
  */
 import { isIP } from 'node:net';
-import { SkeinError } from '../errors.js';
-import { ConfigErrorCode, type ConfigProblem } from './codes.js';
+import type { ConfigProblem } from './codes.js';
 import type { MeshSnapshot } from './model.js';
 
 const SPIFFE_RE = /^spiffe:\/\/[^/]+\/ns\/[^/]+\/sa\/[^/]+$/;
@@ -62,13 +61,4 @@ export function findSnapshotProblem(s: MeshSnapshot): ConfigProblem | undefined 
     }
   }
   return undefined;
-}
-
-export function assertValidSnapshot(s: MeshSnapshot): void {
-  const problem = findSnapshotProblem(s);
-  if (problem) {
-    throw new SkeinError(ConfigErrorCode.Snapshot, `snapshot ${s.version}: ${problem.field}: ${problem.reason}`, {
-      ...problem,
-    });
-  }
 }

@@ -11,41 +11,17 @@
 import { randomBytes } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
 import { messageOf } from '../errors.js';
-import type { Authenticator, CallerIdentity } from '../identity/authn.js';
-import { bearerTokenOf } from '../identity/authn.js';
-import { loadApiProto } from '../identity/repo-path.js';
+import type { Authenticator, CallerIdentity } from '../identity/ca/authn.js';
+import { bearerTokenOf } from '../identity/ca/authn.js';
+import { type ConfigDiscoveryHandlers, type ConfigRequest, type ConfigResponse, configDiscoveryService, type Resource, type StatusResponse } from '../api/config-wire.js';
 import { type Logger, silentLogger } from '../telemetry/log.js';
-import { ControllerErrorCode, type IndexUpdate, type MeshIndex, type Refusal, type ResourceEntry } from './mesh-index.js';
-import { selectorMatches } from './policy-model.js';
+import type { MeshIndex } from './mesh-index.js';
+import type { IndexUpdate, Refusal, ResourceEntry } from './resources.js';
+import { selectorMatches } from '../config/policy-model.js';
 import { shutdownGrpcServer } from '../api/grpc-shutdown.js';
+import { ControllerCode } from './codes.js';
 
 export const DEFAULT_CONFIG_PORT = 15010;
-
-export interface WireResource {
-  type: string;
-  key: string;
-  version: string;
-  json: string;
-}
-
-export interface WireResponse {
-  system_version: string;
-  nonce: string;
-  full_state: boolean;
-  resources: WireResource[];
-  removed_resources: { type: string; key: string }[];
-  trust_domain: string;
-  cluster_domain: string;
-  controller_id: string;
-}
-
-export interface WireRequest {
-  node?: string;
-  response_nonce?: string;
-  error_detail?: { code?: string; message?: string; resource?: string; field?: string } | null;
-  applied_version?: string;
-  agent_version?: string;
-}
 
 export interface AgentStatus {
   node: string;
@@ -78,7 +54,7 @@ export interface ConfigServerOptions {
 }
 
 interface AgentStream {
-  call: grpc.ServerDuplexStream<WireRequest, WireResponse>;
+  call: grpc.ServerDuplexStream<ConfigRequest, ConfigResponse>;
   caller: CallerIdentity;
   node: string;
   peer: string;
@@ -105,8 +81,6 @@ function isPolicyKey(k: string): boolean {
   return k.startsWith('authorization|') || k.startsWith('peer-authentication|');
 }
 
-type ConfigPackage = { skein: { config: { v1: { ConfigDiscovery: grpc.ServiceClientConstructor } } } };
-
 export class ConfigServer {
   readonly controllerId: string;
   private readonly server = new grpc.Server({ 'grpc.keepalive_time_ms': 30_000, 'grpc.keepalive_timeout_ms': 10_000 });
@@ -118,18 +92,18 @@ export class ConfigServer {
   constructor(private readonly opts: ConfigServerOptions) {
     this.controllerId = opts.controllerId ?? `controller-${randomBytes(4).toString('hex')}`;
     this.log = (opts.logger ?? silentLogger()).child({ component: 'config-server' });
-    const pkg = loadApiProto('config.proto') as unknown as ConfigPackage;
-    this.server.addService(pkg.skein.config.v1.ConfigDiscovery.service, {
-      StreamConfig: (call: grpc.ServerDuplexStream<WireRequest, WireResponse>) => {
+    const handlers: ConfigDiscoveryHandlers = {
+      StreamConfig: (call) => {
         this.serve(call).catch((err) => this.log.warn({ err: messageOf(err) }, 'config stream failed'));
       },
-      GetStatus: (call: grpc.ServerUnaryCall<unknown, unknown>, cb: grpc.sendUnaryData<unknown>) => {
+      GetStatus: (call, cb) => {
         this.authenticate(call.metadata, call.getPeer()).then(
           () => cb(null, this.wireStatus()),
           (err) => cb({ code: grpc.status.UNAUTHENTICATED, details: messageOf(err) }),
         );
       },
-    });
+    };
+    this.server.addService(configDiscoveryService(), handlers);
   }
 
   get port(): number {
@@ -175,7 +149,7 @@ export class ConfigServer {
     }));
   }
 
-  private wireStatus() {
+  private wireStatus(): StatusResponse {
     const idx = this.opts.index;
     return {
       controller_id: this.controllerId,
@@ -203,18 +177,18 @@ export class ConfigServer {
     return this.opts.authenticator.authenticate({ bearerToken: bearerTokenOf(typeof auth === 'string' ? auth : undefined), peer });
   }
 
-  private async serve(call: grpc.ServerDuplexStream<WireRequest, WireResponse>): Promise<void> {
+  private async serve(call: grpc.ServerDuplexStream<ConfigRequest, ConfigResponse>): Promise<void> {
     const peer = call.getPeer();
     let caller: CallerIdentity;
     try {
       caller = await this.authenticate(call.metadata, peer);
     } catch (err) {
-      this.log.warn({ peer, code: ControllerErrorCode.Unauthenticated, err: messageOf(err) }, 'config stream refused');
-      call.emit('error', { code: grpc.status.UNAUTHENTICATED, details: `${ControllerErrorCode.Unauthenticated}: unauthenticated` });
+      this.log.warn({ peer, code: ControllerCode.Unauthenticated, err: messageOf(err) }, 'config stream refused');
+      call.emit('error', { code: grpc.status.UNAUTHENTICATED, details: `${ControllerCode.Unauthenticated}: unauthenticated` });
       return;
     }
     let stream: AgentStream | undefined;
-    call.on('data', (req: WireRequest) => {
+    call.on('data', (req: ConfigRequest) => {
       try {
         if (!stream) {
           const node = req.node || caller.node;
@@ -222,7 +196,7 @@ export class ConfigServer {
             this.log.warn({ peer, node, authenticated: caller.node }, 'agent asked for another node; refused');
             call.emit('error', {
               code: grpc.status.PERMISSION_DENIED,
-              details: `${ControllerErrorCode.Unauthenticated}: credentials are for node ${caller.node}, not ${node}`,
+              details: `${ControllerCode.Unauthenticated}: credentials are for node ${caller.node}, not ${node}`,
             });
             return;
           }
@@ -267,7 +241,7 @@ export class ConfigServer {
     call.on('close', done);
   }
 
-  private onAck(s: AgentStream, req: WireRequest): void {
+  private onAck(s: AgentStream, req: ConfigRequest): void {
     const inflight = s.inflight;
     if (!inflight || req.response_nonce !== inflight.nonce) return; // stale: an older response
     s.inflight = undefined;
@@ -313,7 +287,7 @@ export class ConfigServer {
   private send(s: AgentStream): void {
     if (s.inflight) return;
     const entries = this.opts.index.entries();
-    const resources: WireResource[] = [];
+    const resources: Resource[] = [];
     const removed: { type: string; key: string }[] = [];
     let next: Map<string, string>;
     const full = s.needFull;
@@ -349,7 +323,7 @@ export class ConfigServer {
     if (!full && resources.length === 0 && removed.length === 0) return;
     const nonce = `${++s.seq}-${randomBytes(4).toString('hex')}`;
     const version = this.opts.index.version;
-    const res: WireResponse = {
+    const res: ConfigResponse = {
       system_version: version,
       nonce,
       full_state: full,

@@ -6,14 +6,15 @@
  */
 import type * as grpc from '@grpc/grpc-js';
 import { messageOf } from '../errors.js';
-import type { Authenticator } from '../identity/authn.js';
-import type { CertificateAuthority } from '../identity/ca.js';
-import { CaServer } from '../identity/ca-server.js';
-import { WorkloadNodeAuthorizer } from '../identity/node-authorizer.js';
+import type { Authenticator } from '../identity/ca/authn.js';
+import type { CertificateAuthority } from '../identity/ca/ca.js';
+import { CaServer } from '../identity/ca/ca-server.js';
+import { WorkloadNodeAuthorizer } from '../identity/ca/node-authorizer.js';
 import { type Logger, silentLogger } from '../telemetry/log.js';
 import { type AgentStatus, ConfigServer } from './config-server.js';
 import { FolderSource } from './folder-source.js';
-import { MeshIndex, type MeshIndexOptions, type Refusal } from './mesh-index.js';
+import { MeshIndex, type MeshIndexOptions } from './mesh-index.js';
+import type { Refusal } from './resources.js';
 import { ObjectStore } from './object-store.js';
 
 /** Something that feeds the ObjectStore (folder, Kubernetes). */

@@ -15,6 +15,7 @@ import { FolderWatch, listYamlFiles } from '../config/folder-watch.js';
 import { messageOf, SkeinError } from '../errors.js';
 import { type Logger, silentLogger } from '../telemetry/log.js';
 import type { ObjectStore } from './object-store.js';
+import { ConfigCode } from '../config/codes.js';
 
 export interface FolderSourceOptions {
   dir: string;
@@ -98,7 +99,7 @@ export class FolderSource {
         text = await readFile(f, 'utf8');
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue;
-        this.report({ file: rel, field: '(file)', reason: messageOf(err), code: 'SKEIN_CONFIG_READ' });
+        this.report({ file: rel, field: '(file)', reason: messageOf(err), code: ConfigCode.Read });
         continue;
       }
       this.seen.set(rel, sig);
@@ -107,7 +108,7 @@ export class FolderSource {
         this.problems.delete(rel);
         this.store.replaceOrigin(rel, objs.map((o) => ({ obj: o.obj, doc: o.doc })));
       } catch (err) {
-        const e = err instanceof SkeinError ? err : new SkeinError('SKEIN_CONFIG_PARSE', messageOf(err));
+        const e = err instanceof SkeinError ? err : new SkeinError(ConfigCode.Parse, messageOf(err));
         this.report({ file: rel, field: String(e.details?.field ?? '(file)'), reason: String(e.details?.reason ?? e.message), code: e.code });
       }
     }

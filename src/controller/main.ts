@@ -12,13 +12,13 @@ import { hostname } from 'node:os';
 import { parseArgs } from 'node:util';
 import type * as grpc from '@grpc/grpc-js';
 import { messageOf } from '../errors.js';
-import type { Authenticator } from '../identity/authn.js';
-import { BootstrapTokenAuthenticator } from '../identity/bootstrap-tokens.js';
-import { CertificateAuthority } from '../identity/ca.js';
-import { DEFAULT_CA_PORT, DEFAULT_SERVING_SANS } from '../identity/ca-server.js';
-import { DEFAULT_ROOT_FILE, FileRootStore, type RootStore } from '../identity/root-store.js';
-import { TokenReviewAuthenticator } from '../identity/token-review.js';
-import { saveTrustBundleFile } from '../identity/trust-bundle.js';
+import type { Authenticator } from '../identity/ca/authn.js';
+import { BootstrapTokenAuthenticator } from '../identity/ca/bootstrap-tokens.js';
+import { CertificateAuthority } from '../identity/ca/ca.js';
+import { DEFAULT_CA_PORT, DEFAULT_SERVING_SANS } from '../identity/ca/ca-server.js';
+import { DEFAULT_ROOT_FILE, FileRootStore, type RootStore } from '../identity/ca/root-store.js';
+import { TokenReviewAuthenticator } from '../identity/ca/token-review.js';
+import { saveTrustBundleFile } from '../identity/workload/trust-bundle.js';
 import { createLogger, type Logger } from '../telemetry/log.js';
 import { DEFAULT_CONFIG_PORT } from './config-server.js';
 import { Controller, type ControllerOptions } from './controller.js';
@@ -28,6 +28,7 @@ import { KubeSource } from './kube/kube-source.js';
 import { LeaseElector } from './kube/lease.js';
 import { LeaderGatedRootStore, SecretRootStore } from './kube/secret-root-store.js';
 import { KubeStatusWriter, StatusReporter } from './kube/status-writer.js';
+import { ControllerCode } from './codes.js';
 
 export const CONTROLLER_USAGE = `usage: skein controller (--folder DIR | --kube) [options]
 
@@ -148,7 +149,7 @@ async function createCa(trustDomain: string, store: RootStore, log: Logger, sign
     try {
       return await CertificateAuthority.create({ trustDomain, store, logger: log });
     } catch (err) {
-      if ((err as { code?: string }).code !== 'SKEIN_CONTROLLER_NOT_LEADER' || signal.stopped) throw err;
+      if ((err as { code?: string }).code !== ControllerCode.NotLeader || signal.stopped) throw err;
       if (attempt === 0) progress('waiting for the CA leader to create the root');
       await new Promise((r) => setTimeout(r, 2000));
     }

@@ -12,84 +12,18 @@
  * Refusal is per object: a bad object is left out (with its reason in `refusals()`) and the
  * rest of the config keeps flowing.
  */
-import { createHash } from 'node:crypto';
 import { SkeinError } from '../errors.js';
-import type { SourcedObject } from '../config/kube/objects.js';
-import { SERVICE_NAME_LABEL, type TranslateOptions, translate } from '../config/kube/translate.js';
+import { type TranslateOptions, translate } from '../config/kube/translate.js';
 import { DEFAULT_CLUSTER_DOMAIN, DEFAULT_TRUST_DOMAIN, type NodeInfo, type Service, type Workload } from '../config/model.js';
-import { groupOf, kindInfo, SKEIN_GROUPS } from './kinds.js';
+import { type MeshRoute, selectorMatches } from '../config/policy-model.js';
+import { Claims } from './address-claims.js';
+import { ControllerCode } from './codes.js';
+import { kindInfo } from './kinds.js';
+import { ObjectVerdicts } from './object-verdict.js';
 import type { ObjectStore, StoredObject } from './object-store.js';
-import { type MeshRoute, selectorMatches, type WorkloadSelector } from './policy-model.js';
-import { matchKey, ObjectProblem, type PolicyResource, translatePolicy } from './policy-translate.js';
-import { checkSchema } from './schema.js';
-
-export type ResourceType = 'workload' | 'service' | 'node' | 'route' | 'authorization' | 'peer-authentication' | 'backend-policy';
-
-export const RESOURCE_TYPES: ResourceType[] = ['node', 'workload', 'service', 'route', 'authorization', 'peer-authentication', 'backend-policy'];
-
-/** One resource as agents receive it. */
-export interface ResourceEntry {
-  type: ResourceType;
-  /** Unique within the type: uid for workloads, `namespace/name` otherwise (`Kind/ns/name` for routes). */
-  key: string;
-  /** Content hash: the same content has the same version across controller restarts. */
-  version: string;
-  json: string;
-  /** Workloads: the node they run on. */
-  node?: string;
-  /** Namespaced policies: their namespace and selector (which workloads they apply to). */
-  namespace?: string;
-  selector?: WorkloadSelector;
-  /** Policies: applies to every workload of the namespace, or of the mesh in the root namespace. */
-  policy?: boolean;
-}
-
-/** Why an object is not served. */
-export interface Refusal {
-  /** `Kind/namespace/name` (cluster-scoped: `Kind/name`). */
-  object: string;
-  /** The object's identity key in the store. */
-  key: string;
-  /** File (folder source) or `kube`. */
-  origin: string;
-  field: string;
-  reason: string;
-  code: string;
-}
-
-export const ControllerErrorCode = {
-  Refused: 'SKEIN_CONTROLLER_RESOURCE_REFUSED',
-  Conflict: 'SKEIN_CONTROLLER_RESOURCE_CONFLICT',
-  Duplicate: 'SKEIN_CONTROLLER_RESOURCE_DUPLICATE',
-  Unauthenticated: 'SKEIN_CONTROLLER_UNAUTHENTICATED',
-  Protocol: 'SKEIN_CONTROLLER_PROTOCOL',
-} as const;
-
-export interface MeshIndexOptions extends TranslateOptions {
-  /** Policies here apply mesh-wide. Default `skein-system`. */
-  rootNamespace?: string;
-  /** Coalesce changes for this long before rebuilding (ms). Default 0 (next tick). */
-  debounceMs?: number;
-}
-
-export interface IndexUpdate {
-  version: string;
-  /** `type|key` of every resource added, changed or removed. */
-  changed: Set<string>;
-}
-
-interface ObjectVerdict {
-  json: string;
-  refusal?: Omit<Refusal, 'origin' | 'key' | 'object'>;
-  policy?: PolicyResource;
-}
-
-/** Who claims an address (a pod its IP, a Service its VIP:port): the oldest keeps it. */
-interface Claim {
-  key: string;
-  createdAt: string;
-  name: string;
-}
+import type { PolicyResource } from './policy-translate.js';
+import { entryOf, type IndexUpdate, type Refusal, type ResourceEntry, type ResourceType, resKey } from './resources.js';
+import { policyObjectKey, routeProblem } from './route-checks.js';
 
 interface PartWorkload {
   w: Workload;
@@ -114,52 +48,6 @@ interface Partition {
   refusals: Refusal[];
 }
 
-function entryOf(type: ResourceType, key: string, value: unknown, extra: Partial<ResourceEntry> = {}): ResourceEntry {
-  const json = JSON.stringify(value);
-  return { type, key, json, version: hashOf(json), ...extra };
-}
-
-function older(a: Claim, b: Claim): boolean {
-  return a.createdAt < b.createdAt || (a.createdAt === b.createdAt && a.key < b.key);
-}
-
-/** address -> claims, with the winner computed on demand. */
-class Claims {
-  private readonly byAddr = new Map<string, Claim[]>();
-
-  add(addr: string, c: Claim): void {
-    const list = this.byAddr.get(addr);
-    if (list) list.push(c);
-    else this.byAddr.set(addr, [c]);
-  }
-
-  remove(addr: string, key: string): void {
-    const list = this.byAddr.get(addr)?.filter((c) => c.key !== key);
-    if (!list || list.length === 0) this.byAddr.delete(addr);
-    else this.byAddr.set(addr, list);
-  }
-
-  owner(addr: string): Claim | undefined {
-    const list = this.byAddr.get(addr);
-    if (!list) return undefined;
-    let best = list[0];
-    for (const c of list) if (best && older(c, best)) best = c;
-    return best;
-  }
-
-  claimants(addr: string): readonly Claim[] {
-    return this.byAddr.get(addr) ?? [];
-  }
-}
-
-function resKey(type: ResourceType, key: string): string {
-  return `${type}|${key}`;
-}
-
-function hashOf(json: string): string {
-  return createHash('sha1').update(json).digest('base64url').slice(0, 16);
-}
-
 function labelOf(o: StoredObject): string {
   const m = (o.obj.metadata ?? {}) as Record<string, unknown>;
   return `${String(o.obj.kind)}/${o.namespace ? `${o.namespace}/` : ''}${String(m.name)}`;
@@ -179,11 +67,18 @@ function partitionOfKey(key: string): string {
 }
 const NODES = '\0nodes';
 
+export interface MeshIndexOptions extends TranslateOptions {
+  /** Policies here apply mesh-wide. Default `skein-system`. */
+  rootNamespace?: string;
+  /** Coalesce changes for this long before rebuilding (ms). Default 0 (next tick). */
+  debounceMs?: number;
+}
+
 export class MeshIndex {
   readonly trustDomain: string;
   readonly clusterDomain: string;
   readonly rootNamespace: string;
-  private readonly verdicts = new Map<string, ObjectVerdict>();
+  private readonly verdicts: ObjectVerdicts;
   private readonly members = new Map<string, Set<string>>();
   private readonly partitions = new Map<string, Partition>();
   private nodes: NodeInfo[] = [];
@@ -217,6 +112,7 @@ export class MeshIndex {
     this.trustDomain = opts.trustDomain ?? DEFAULT_TRUST_DOMAIN;
     this.clusterDomain = opts.clusterDomain ?? DEFAULT_CLUSTER_DOMAIN;
     this.rootNamespace = opts.rootNamespace ?? 'skein-system';
+    this.verdicts = new ObjectVerdicts(opts);
     for (const o of store.objects()) this.track(o.key);
     this.unsubscribe = store.subscribe((keys) => {
       for (const k of keys) this.track(k);
@@ -295,61 +191,6 @@ export class MeshIndex {
     else this.immediate = setImmediate(() => this.flush());
   }
 
-  /** Verdict on one object alone (cached until it changes). */
-  private verdict(o: StoredObject): ObjectVerdict {
-    const cached = this.verdicts.get(o.key);
-    if (cached && cached.json === o.json) return cached;
-    const v: ObjectVerdict = { json: o.json };
-    const apiVersion = String(o.obj.apiVersion ?? '');
-    const kind = String(o.obj.kind ?? '');
-    const info = kindInfo(apiVersion, kind);
-    if (!info) {
-      if (SKEIN_GROUPS.includes(groupOf(apiVersion))) {
-        v.refusal = { field: 'kind', reason: `unknown skein kind ${apiVersion} ${kind}`, code: ControllerErrorCode.Refused };
-      }
-    } else {
-      const problems = checkSchema(o.obj, info.schema);
-      const first = problems[0];
-      if (first) {
-        const more = problems.length > 1 ? ` (and ${problems.length - 1} more problem(s))` : '';
-        v.refusal = { field: first.field, reason: `${first.reason}${more}`, code: ControllerErrorCode.Refused };
-      } else if (info.crd || groupOf(apiVersion) === 'gateway.networking.k8s.io') {
-        try {
-          v.policy = translatePolicy(o.obj, o.namespace);
-        } catch (err) {
-          if (!(err instanceof ObjectProblem)) throw err;
-          v.refusal = { field: err.field, reason: err.reason, code: ControllerErrorCode.Refused };
-        }
-      } else {
-        v.refusal = this.translateAlone(o);
-      }
-    }
-    this.verdicts.set(o.key, v);
-    return v;
-  }
-
-  /** Runs the config room's translation over the object alone, to catch its field errors. */
-  private translateAlone(o: StoredObject): ObjectVerdict['refusal'] {
-    const objs: SourcedObject[] = [{ file: o.origin, doc: o.doc, obj: o.obj }];
-    if (o.obj.kind === 'EndpointSlice') {
-      // A slice is read only for a Service it belongs to: give it one.
-      const svc = ((o.obj.metadata as Record<string, unknown>).labels as Record<string, unknown> | undefined)?.[SERVICE_NAME_LABEL];
-      if (typeof svc === 'string') {
-        objs.push({ file: '(check)', doc: 0, obj: { apiVersion: 'v1', kind: 'Service', metadata: { name: svc, namespace: o.namespace }, spec: {} } });
-      }
-    }
-    try {
-      translate(objs, 'check', this.opts);
-      return undefined;
-    } catch (err) {
-      if (err instanceof SkeinError) {
-        const d = err.details ?? {};
-        return { field: String(d.field ?? '(object)'), reason: String(d.reason ?? err.message), code: err.code };
-      }
-      throw err;
-    }
-  }
-
   private buildPartition(ns: string): Partition {
     const part: Partition = { workloads: [], services: [], policies: [], refusals: [] };
     const keys = [...(this.members.get(ns) ?? [])];
@@ -357,7 +198,7 @@ export class MeshIndex {
     for (const key of keys) {
       const o = this.store.get(key);
       if (!o) continue;
-      const v = this.verdict(o);
+      const v = this.verdicts.of(o);
       if (v.refusal) {
         part.refusals.push({ ...v.refusal, object: labelOf(o), key: o.key, origin: o.origin });
         continue;
@@ -515,7 +356,7 @@ export class MeshIndex {
   /** The global pass over what is small (nodes, policies, routes), then the update. */
   private publish(changed: Set<string>): IndexUpdate | undefined {
     const refusals: Refusal[] = [];
-    const refuse = (key: string, field: string, reason: string, code: string = ControllerErrorCode.Conflict) => {
+    const refuse = (key: string, field: string, reason: string, code: string = ControllerCode.Conflict) => {
       const o = this.store.get(key);
       refusals.push({ object: o ? labelOf(o) : key, key, origin: o?.origin ?? '', field, reason, code });
     };
@@ -526,7 +367,7 @@ export class MeshIndex {
         origin: loser.origin,
         field: 'metadata.name',
         reason: `also declared in ${winner.origin} (document ${winner.doc}), which is served`,
-        code: ControllerErrorCode.Duplicate,
+        code: ControllerCode.Duplicate,
       });
     }
     for (const [key, c] of this.conflicts) refuse(key, c.field, c.reason);
@@ -581,7 +422,7 @@ export class MeshIndex {
         if (p.type === 'backend-policy') {
           const missing = p.value.targets.findIndex((t) => !services.has(t));
           if (missing >= 0) {
-            refuse(objKey, `spec.targetRefs[${missing}]`, `Service ${p.value.targets[missing]} does not exist`, ControllerErrorCode.Refused);
+            refuse(objKey, `spec.targetRefs[${missing}]`, `Service ${p.value.targets[missing]} does not exist`, ControllerCode.Refused);
             continue;
           }
           put(p.type, `${ns}/${p.value.name}`, p.value);
@@ -591,7 +432,7 @@ export class MeshIndex {
         // In the root namespace a policy is mesh-wide: its selector may match any pod.
         const pool = ns === this.rootNamespace ? [...byNamespace.values()].flat() : (byNamespace.get(ns) ?? []);
         if (sel && !pool.some((w) => selectorMatches(sel, w.labels))) {
-          refuse(objKey, 'spec.selector', `matches no pod in ${ns === this.rootNamespace ? 'the mesh' : `namespace ${ns}`}`, ControllerErrorCode.Refused);
+          refuse(objKey, 'spec.selector', `matches no pod in ${ns === this.rootNamespace ? 'the mesh' : `namespace ${ns}`}`, ControllerCode.Refused);
           continue;
         }
         put(p.type, `${ns}/${p.value.name}`, p.value, { namespace: ns, ...(sel ? { selector: sel } : {}), policy: true });
@@ -636,59 +477,4 @@ function pushTo<V>(m: Map<string, V[]>, key: string, v: V): void {
   else m.set(key, [v]);
 }
 
-function policyObjectKey(p: PolicyResource): string {
-  const v = p.value;
-  switch (p.type) {
-    case 'route':
-      return `gateway.networking.k8s.io/${p.value.kind}/${v.namespace}/${v.name}`;
-    case 'backend-policy':
-      return `networking.skein.io/BackendTrafficPolicy/${v.namespace}/${v.name}`;
-    case 'authorization':
-      return `security.skein.io/AuthorizationPolicy/${v.namespace}/${v.name}`;
-    case 'peer-authentication':
-      return `security.skein.io/PeerAuthentication/${v.namespace}/${v.name}`;
-  }
-}
 
-/** A route's parents and backends must exist; its matches must not be claimed by an older route. */
-function routeProblem(
-  r: MeshRoute,
-  services: Map<string, Service>,
-  claims: Map<string, string>,
-): { field: string; reason: string; code: string } | undefined {
-  for (const [i, p] of r.parents.entries()) {
-    if (!services.has(`${p.namespace}/${p.name}`)) {
-      return { field: `spec.parentRefs[${i}]`, reason: `Service ${p.namespace}/${p.name} does not exist`, code: ControllerErrorCode.Refused };
-    }
-  }
-  for (const [i, rule] of r.rules.entries()) {
-    for (const [j, b] of rule.backends.entries()) {
-      if (!services.has(`${b.namespace}/${b.name}`)) {
-        return {
-          field: `spec.rules[${i}].backendRefs[${j}]`,
-          reason: `Service ${b.namespace}/${b.name} does not exist`,
-          code: ControllerErrorCode.Refused,
-        };
-      }
-    }
-  }
-  const mine: string[] = [];
-  for (const p of r.parents) {
-    for (const [i, rule] of r.rules.entries()) {
-      for (const [j, m] of rule.matches.entries()) {
-        const claim = `${r.kind}|${p.namespace}/${p.name}:${p.port ?? '*'}|${(r.hostnames.length ? r.hostnames : ['*']).sort().join(',')}|${matchKey(m)}`;
-        const owner = claims.get(claim);
-        if (owner) {
-          return {
-            field: `spec.rules[${i}].matches[${j}]`,
-            reason: `conflicts with ${owner} (older), which already routes this match for Service ${p.namespace}/${p.name}`,
-            code: ControllerErrorCode.Conflict,
-          };
-        }
-        mine.push(claim);
-      }
-    }
-  }
-  for (const c of mine) claims.set(c, `${r.kind} ${r.namespace}/${r.name}`);
-  return undefined;
-}

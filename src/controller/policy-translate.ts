@@ -13,7 +13,7 @@ import type {
   RouteMatch,
   RouteRule,
   WorkloadSelector,
-} from './policy-model.js';
+} from '../config/policy-model.js';
 import { durationMs } from './schema.js';
 
 /** A refusal raised while translating one object. */

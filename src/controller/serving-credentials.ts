@@ -5,7 +5,7 @@
  */
 import * as grpc from '@grpc/grpc-js';
 import { messageOf } from '../errors.js';
-import type { CertificateAuthority } from '../identity/ca.js';
+import type { CertificateAuthority } from '../identity/ca/ca.js';
 import { type Logger, silentLogger } from '../telemetry/log.js';
 
 type Provider = grpc.experimental.CertificateProvider;

@@ -3,31 +3,7 @@
  * shows — refused resources with field and reason, connected agents and their ACK/NACK state.
  */
 import * as grpc from '@grpc/grpc-js';
-import { loadApiProto } from '../identity/repo-path.js';
-
-export interface WireStatus {
-  controller_id: string;
-  version: string;
-  objects: number;
-  resources: number;
-  refusals: { object: string; origin: string; field: string; reason: string; code: string }[];
-  agents: {
-    node: string;
-    peer: string;
-    connected_at: string;
-    acked_version: string;
-    acks: number;
-    nacks: number;
-    last_nack: string;
-    resources: number;
-    bytes_sent: number;
-  }[];
-  leader: boolean;
-}
-
-type StatusClient = grpc.Client & {
-  GetStatus(req: object, md: grpc.Metadata, opts: grpc.CallOptions, cb: (err: grpc.ServiceError | null, res: WireStatus) => void): void;
-};
+import { ConfigDiscoveryClient, type StatusResponse } from '../api/config-wire.js';
 
 export interface StatusClientOptions {
   /** host:port of the controller's config service. */
@@ -40,13 +16,10 @@ export interface StatusClientOptions {
   deadlineMs?: number;
 }
 
-export async function fetchControllerStatus(opts: StatusClientOptions): Promise<WireStatus> {
-  const pkg = loadApiProto('config.proto') as unknown as {
-    skein: { config: { v1: { ConfigDiscovery: new (a: string, c: grpc.ChannelCredentials, o?: grpc.ChannelOptions) => StatusClient } } };
-  };
+export async function fetchControllerStatus(opts: StatusClientOptions): Promise<StatusResponse> {
   const roots = opts.rootsPem;
   const creds = roots ? grpc.credentials.createSsl(Buffer.from(Array.isArray(roots) ? roots.join('') : roots)) : grpc.credentials.createInsecure();
-  const client = new pkg.skein.config.v1.ConfigDiscovery(
+  const client = new ConfigDiscoveryClient(
     opts.address,
     creds,
     opts.serverName ? { 'grpc.ssl_target_name_override': opts.serverName } : {},
@@ -54,9 +27,7 @@ export async function fetchControllerStatus(opts: StatusClientOptions): Promise<
   try {
     const md = new grpc.Metadata();
     md.set('authorization', `Bearer ${opts.token}`);
-    return await new Promise<WireStatus>((resolve, reject) =>
-      client.GetStatus({}, md, { deadline: Date.now() + (opts.deadlineMs ?? 5000) }, (err, res) => (err ? reject(err) : resolve(res))),
-    );
+    return await client.getStatus(md, { deadline: Date.now() + (opts.deadlineMs ?? 5000) });
   } finally {
     client.close();
   }

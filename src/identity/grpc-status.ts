@@ -6,28 +6,28 @@ import { IdentityCode } from './codes.js';
 export const SKEIN_CODE_METADATA = 'skein-code';
 
 const INVALID_ARGUMENT_CODES = new Set<string>([
-  IdentityCode.CSR_INVALID,
-  IdentityCode.CSR_SIGNATURE,
-  IdentityCode.CSR_KEY,
-  IdentityCode.CSR_SAN_COUNT,
-  IdentityCode.CSR_SAN_NOT_URI,
-  IdentityCode.SPIFFE_ID_INVALID,
-  IdentityCode.TRUST_DOMAIN,
-  IdentityCode.TTL_INVALID,
+  IdentityCode.CsrInvalid,
+  IdentityCode.CsrSignature,
+  IdentityCode.CsrKey,
+  IdentityCode.CsrSanCount,
+  IdentityCode.CsrSanNotUri,
+  IdentityCode.SpiffeIdInvalid,
+  IdentityCode.TrustDomain,
+  IdentityCode.TtlInvalid,
 ]);
 
 /** The gRPC status a CA refusal is sent with. */
 export function grpcStatusOf(code: string): grpc.status {
   if (INVALID_ARGUMENT_CODES.has(code)) return grpc.status.INVALID_ARGUMENT;
-  if (code === IdentityCode.UNAUTHENTICATED) return grpc.status.UNAUTHENTICATED;
-  if (code === IdentityCode.NODE_NOT_AUTHORIZED) return grpc.status.PERMISSION_DENIED;
-  if (code === IdentityCode.CA_UNAVAILABLE) return grpc.status.UNAVAILABLE;
+  if (code === IdentityCode.Unauthenticated) return grpc.status.UNAUTHENTICATED;
+  if (code === IdentityCode.NodeNotAuthorized) return grpc.status.PERMISSION_DENIED;
+  if (code === IdentityCode.CaUnavailable) return grpc.status.UNAVAILABLE;
   return grpc.status.INTERNAL;
 }
 
 /** A grpc-js ServiceError carrying a SkeinError (its code in message and trailer). */
 export function toServiceError(err: unknown): Partial<grpc.ServiceError> {
-  const code = err instanceof SkeinError ? err.code : IdentityCode.CA_INTERNAL;
+  const code = err instanceof SkeinError ? err.code : IdentityCode.CaInternal;
   // Internal errors are not described to the caller (they are logged on the CA side).
   const message = err instanceof SkeinError ? err.message : 'internal CA error';
   const metadata = new grpc.Metadata();
@@ -49,10 +49,10 @@ export function fromServiceError(err: grpc.ServiceError | Error): SkeinError {
   if (!code) {
     code =
       status === grpc.status.UNAVAILABLE || status === grpc.status.DEADLINE_EXCEEDED || status === grpc.status.CANCELLED
-        ? IdentityCode.CA_UNAVAILABLE
+        ? IdentityCode.CaUnavailable
         : status === grpc.status.UNAUTHENTICATED
-          ? IdentityCode.UNAUTHENTICATED
-          : IdentityCode.ISSUANCE_FAILED;
+          ? IdentityCode.Unauthenticated
+          : IdentityCode.IssuanceFailed;
   }
   const message = (se.details ?? err.message).replace(new RegExp(`^${code}: `), '');
   return new SkeinError(code, message, { grpcStatus: status, permanent: isPermanentGrpcStatus(status) }, { cause: err });

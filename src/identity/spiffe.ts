@@ -1,6 +1,12 @@
-import type { SpiffeId } from '../config/model.js';
 import { SkeinError } from '../errors.js';
 import { IdentityCode } from './codes.js';
+
+/**
+ * SPIFFE ID, `spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>`: the same string
+ * config/model.ts carries in Workload.identity. Declared here too because identity does not
+ * import the mesh model (the CA and the certificate store work on identities alone).
+ */
+export type SpiffeId = string;
 
 /** A workload SPIFFE ID split into its parts. */
 export interface WorkloadSpiffeId {
@@ -16,7 +22,7 @@ const TRUST_DOMAIN = /^[a-z0-9._-]{1,255}$/;
 const NAMESPACE = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
 const SERVICE_ACCOUNT = /^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/;
 
-export const SPIFFE_ID_INVALID = IdentityCode.SPIFFE_ID_INVALID;
+export const SPIFFE_ID_INVALID = IdentityCode.SpiffeIdInvalid;
 
 /**
  * Parses `spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>`, the only form of

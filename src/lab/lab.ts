@@ -19,6 +19,7 @@ import { containerCommand, execAttached, execCaptured, podEnv, startDetached } f
 import { labBaseDir, type LabProcess, type LabRecord, listLabIds, readRecord, writeRecord } from './registry.js';
 import { loadScenario } from './scenario.js';
 import { cgroup2Root, listNetns, pidAlive, run } from './sys.js';
+import { LabCode } from './codes.js';
 
 export interface UpOptions {
   scenarioFile: string;
@@ -44,7 +45,7 @@ export interface UpOptions {
 
 /** Checks the machine can host a lab, before anything is created. */
 export async function preflight(): Promise<void> {
-  if (process.getuid?.() !== 0) throw new SkeinError('SKEIN_LAB_NOT_ROOT', 'the lab creates network namespaces and cgroups: run as root (sudo)');
+  if (process.getuid?.() !== 0) throw new SkeinError(LabCode.NotRoot, 'the lab creates network namespaces and cgroups: run as root (sudo)');
   await run('ip', ['-V']);
   await run('nft', ['--version']);
   cgroup2Root();
@@ -147,13 +148,13 @@ export async function waitReady(rec: LabRecord, timeoutMs: number, pods = rec.pl
       if (!pidAlive(proc.pid)) {
         // The log goes with the lab when up fails: carry its end in the error.
         const tail = existsSync(proc.log) ? readFileSync(proc.log, 'utf8').trim().split('\n').slice(-5).join('\n') : '';
-        throw new SkeinError('SKEIN_LAB_POD_EXITED', `pod ${proc.name} exited during start${tail ? `:\n${tail}` : ' (no output)'}`, { log: proc.log });
+        throw new SkeinError(LabCode.PodExited, `pod ${proc.name} exited during start${tail ? `:\n${tail}` : ' (no output)'}`, { log: proc.log });
       }
     }
     if (pending.size === 0) break;
     if (Date.now() > deadline) {
       const names = [...pending].map((p) => `${p.namespace}/${p.name}`);
-      throw new SkeinError('SKEIN_LAB_POD_NOT_READY', `pods not ready after ${timeoutMs} ms: ${names.join(', ')}`);
+      throw new SkeinError(LabCode.PodNotReady, `pods not ready after ${timeoutMs} ms: ${names.join(', ')}`);
     }
     await sleep(25);
   }
@@ -259,7 +260,7 @@ export function findPod(rec: LabRecord, ref: string): PlannedPod {
   const pod = rec.plan.pods.find((p) => p.namespace === ns && p.name === name);
   if (!pod) {
     const known = rec.plan.pods.map((p) => `${p.namespace}/${p.name}`).join(', ');
-    throw new SkeinError('SKEIN_LAB_POD_NOT_FOUND', `no pod ${ref} in lab ${rec.id} (pods: ${known})`);
+    throw new SkeinError(LabCode.PodNotFound, `no pod ${ref} in lab ${rec.id} (pods: ${known})`);
   }
   return pod;
 }

@@ -11,12 +11,13 @@ import { closeSync, existsSync, openSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { SkeinError } from '../errors.js';
-import { createBootstrapTokens } from '../identity/bootstrap-tokens.js';
+import { createBootstrapTokens } from '../identity/ca/bootstrap-tokens.js';
 import { skeinCommand } from '../paths.js';
 import { createCgroup } from './cgroups.js';
 import { kubeletRootOf, type PlannedNode } from './plan.js';
 import type { LabProcess, LabRecord } from './registry.js';
 import { pidAlive, run, spawnDetached } from './sys.js';
+import { LabCode } from './codes.js';
 
 
 export const CA_PORT = 15012;
@@ -130,8 +131,8 @@ export async function waitAgentReady(rec: LabRecord, node: PlannedNode, proc: La
 async function waitFor(cond: () => boolean | Promise<boolean>, proc: LabProcess, timeoutMs: number, what: string): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!(await cond())) {
-    if (!pidAlive(proc.pid)) throw new SkeinError('SKEIN_LAB_COMPONENT_EXITED', `${proc.kind} ${proc.name} exited while waiting for ${what}; see ${proc.log}`, { log: proc.log });
-    if (Date.now() > deadline) throw new SkeinError('SKEIN_LAB_COMPONENT_TIMEOUT', `timed out after ${timeoutMs} ms waiting for ${what}; see ${proc.log}`, { log: proc.log });
+    if (!pidAlive(proc.pid)) throw new SkeinError(LabCode.ComponentExited, `${proc.kind} ${proc.name} exited while waiting for ${what}; see ${proc.log}`, { log: proc.log });
+    if (Date.now() > deadline) throw new SkeinError(LabCode.ComponentTimeout, `timed out after ${timeoutMs} ms waiting for ${what}; see ${proc.log}`, { log: proc.log });
     await sleep(50);
   }
 }

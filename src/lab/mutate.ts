@@ -14,6 +14,7 @@ import { applyServiceRules, createPod, deleteNetns } from './network.js';
 import { endpointsOf, planPod, type PlannedPod } from './plan.js';
 import { type LabRecord, readRecord, writeRecord } from './registry.js';
 import { run } from './sys.js';
+import { LabCode } from './codes.js';
 
 /** One mutation at a time per lab, across processes (mkdir is atomic). */
 async function withLabLock<T>(rec: LabRecord, fn: (fresh: LabRecord) => Promise<T>): Promise<T> {
@@ -24,7 +25,7 @@ async function withLabLock<T>(rec: LabRecord, fn: (fresh: LabRecord) => Promise<
       mkdirSync(lock);
       break;
     } catch {
-      if (Date.now() > deadline) throw new SkeinError('SKEIN_LAB_BUSY', `lab ${rec.id} is locked by another command (${lock})`);
+      if (Date.now() > deadline) throw new SkeinError(LabCode.Busy, `lab ${rec.id} is locked by another command (${lock})`);
       await sleep(20);
     }
   }
@@ -47,7 +48,7 @@ export function parseLabelChanges(changes: string[]): { set: Record<string, stri
     if (c.endsWith('-') && !c.includes('=')) remove.push(c.slice(0, -1));
     else {
       const eq = c.indexOf('=');
-      if (eq <= 0) throw new SkeinError('SKEIN_LAB_BAD_LABEL', `"${c}" is neither key=value nor key-`);
+      if (eq <= 0) throw new SkeinError(LabCode.BadLabel, `"${c}" is neither key=value nor key-`);
       set[c.slice(0, eq)] = c.slice(eq + 1);
     }
   }
@@ -66,7 +67,7 @@ async function changeNamespace(rec: LabRecord, namespace: string, field: 'labels
   const { set, remove } = parseLabelChanges(changes);
   return withLabLock(rec, async (fresh) => {
     const ns = fresh.scenario.namespaces.find((n) => n.name === namespace);
-    if (!ns) throw new SkeinError('SKEIN_LAB_NOT_FOUND', `no namespace ${namespace} in lab ${fresh.id}`);
+    if (!ns) throw new SkeinError(LabCode.NotFound, `no namespace ${namespace} in lab ${fresh.id}`);
     for (const k of remove) delete ns[field][k];
     Object.assign(ns[field], set);
     writeRecord(fresh);
@@ -96,7 +97,7 @@ async function waitAgentServes(rec: LabRecord, pod: PlannedPod, timeoutMs: numbe
     } catch {
       // agent not answering yet
     }
-    if (Date.now() > deadline) throw new SkeinError('SKEIN_LAB_POD_NOT_ENROLLED', `the agent of ${pod.node} did not serve ${want} within ${timeoutMs} ms`);
+    if (Date.now() > deadline) throw new SkeinError(LabCode.PodNotEnrolled, `the agent of ${pod.node} did not serve ${want} within ${timeoutMs} ms`);
     await sleep(50);
   }
 }
@@ -127,10 +128,10 @@ export interface ScaleOptions {
  */
 export async function scaleDeployment(rec: LabRecord, ref: string, replicas: number, opts: ScaleOptions = {}): Promise<{ added: PlannedPod[]; removed: PlannedPod[] }> {
   const [namespace, name] = ref.split('/', 2);
-  if (!Number.isInteger(replicas) || replicas < 0 || replicas > 64) throw new SkeinError('SKEIN_LAB_BAD_SCALE', `replicas must be 0..64, got ${replicas}`);
+  if (!Number.isInteger(replicas) || replicas < 0 || replicas > 64) throw new SkeinError(LabCode.BadScale, `replicas must be 0..64, got ${replicas}`);
   return withLabLock(rec, async (fresh) => {
     const d = fresh.scenario.deployments.find((x) => x.namespace === namespace && x.name === name);
-    if (!d) throw new SkeinError('SKEIN_LAB_NOT_FOUND', `no deployment ${ref} in lab ${fresh.id}`);
+    if (!d) throw new SkeinError(LabCode.NotFound, `no deployment ${ref} in lab ${fresh.id}`);
     const current = fresh.plan.pods.filter((p) => p.namespace === namespace && p.deployment === name);
     const index = (p: PlannedPod) => Number(p.name.slice(name!.length + 1));
     if (replicas > current.length) {

@@ -7,6 +7,7 @@ import { createHash, randomUUID } from 'node:crypto';
 import { SkeinError } from '../errors.js';
 import { addressAt, cidrContains, type Cidr, formatCidr, parseCidr } from './ipam.js';
 import { matchesNode, type Scenario, type ScenarioContainer, type ScenarioDeployment, type ScenarioServicePort } from './scenario.js';
+import { LabCode } from './codes.js';
 
 /** Every lab resource name starts with this, so `lab gc` can find leftovers. */
 export const LAB_PREFIX = 'skein-';
@@ -97,7 +98,7 @@ export const POD_GATEWAY = '169.254.1.1';
 export const HOST_VETH_MAC = 'ee:ee:ee:ee:ee:ee';
 
 function planError(field: string, reason: string): SkeinError {
-  return new SkeinError('SKEIN_LAB_PLAN', `${field}: ${reason}`, { field, reason });
+  return new SkeinError(LabCode.PlanInvalid, `${field}: ${reason}`, { field, reason });
 }
 
 export function planLab(sc: Scenario, id: string): LabPlan {

@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { SkeinError } from '../errors.js';
 import type { LabPlan } from './plan.js';
 import type { Scenario } from './scenario.js';
+import { LabCode } from './codes.js';
 
 export interface LabProcess {
   /** pod: a pod's program; agent / controller: skein components the lab runs. */
@@ -80,13 +81,13 @@ export function resolveLab(id: string | undefined, base = labBaseDir()): LabReco
   const want = id ?? process.env.SKEIN_LAB;
   if (want) {
     const rec = readRecord(base, want.replace(/^skein-/, ''));
-    if (!rec) throw new SkeinError('SKEIN_LAB_NOT_FOUND', `no lab ${want} under ${base}`);
+    if (!rec) throw new SkeinError(LabCode.NotFound, `no lab ${want} under ${base}`);
     return rec;
   }
   const ids = listLabIds(base);
-  if (ids.length === 0) throw new SkeinError('SKEIN_LAB_NOT_FOUND', `no lab is running (records in ${base}); start one with skein lab up`);
-  if (ids.length > 1) throw new SkeinError('SKEIN_LAB_AMBIGUOUS', `${ids.length} labs are running (${ids.join(', ')}): choose one with --lab ID or SKEIN_LAB`);
+  if (ids.length === 0) throw new SkeinError(LabCode.NotFound, `no lab is running (records in ${base}); start one with skein lab up`);
+  if (ids.length > 1) throw new SkeinError(LabCode.Ambiguous, `${ids.length} labs are running (${ids.join(', ')}): choose one with --lab ID or SKEIN_LAB`);
   const rec = readRecord(base, ids[0]!);
-  if (!rec) throw new SkeinError('SKEIN_LAB_NOT_FOUND', `lab ${ids[0]} has no readable record`);
+  if (!rec) throw new SkeinError(LabCode.NotFound, `lab ${ids[0]} has no readable record`);
   return rec;
 }

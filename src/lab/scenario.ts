@@ -8,6 +8,7 @@ import { readFileSync } from 'node:fs';
 import { parseAllDocuments } from 'yaml';
 import { SkeinError } from '../errors.js';
 import { isIPv4, parseCidr } from './ipam.js';
+import { LabCode } from './codes.js';
 
 export interface ScenarioNode {
   name: string;
@@ -87,7 +88,7 @@ const PASSTHROUGH_GROUPS = ['gateway.networking.k8s.io/', 'skein.io/', 'security
 
 /** Error in a scenario file: names the file, the document (1-based), the field and the reason. */
 export function scenarioError(file: string, doc: number, field: string, reason: string): SkeinError {
-  return new SkeinError('SKEIN_LAB_SCENARIO_INVALID', `${file}: document ${doc}: ${field}: ${reason}`, {
+  return new SkeinError(LabCode.ScenarioInvalid, `${file}: document ${doc}: ${field}: ${reason}`, {
     file,
     document: doc,
     field,
@@ -179,7 +180,7 @@ export function loadScenario(file: string): Scenario {
   try {
     text = readFileSync(file, 'utf8');
   } catch (err) {
-    throw new SkeinError('SKEIN_LAB_SCENARIO_UNREADABLE', `${file}: cannot read: ${(err as Error).message}`, { file }, { cause: err });
+    throw new SkeinError(LabCode.ScenarioUnreadable, `${file}: cannot read: ${(err as Error).message}`, { file }, { cause: err });
   }
   return parseScenario(text, file);
 }

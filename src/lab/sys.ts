@@ -3,6 +3,7 @@ import { execFile, spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { findCgroup2Root, parseMountinfo } from '../capture/host.js';
 import { SkeinError } from '../errors.js';
+import { LabCode } from './codes.js';
 
 export interface RunOptions {
   /** Written to the command's stdin (e.g. `ip -batch -`, `nft -f -`). */
@@ -26,7 +27,7 @@ export function run(cmd: string, args: string[], opts: RunOptions = {}): Promise
         const missing = (err as NodeJS.ErrnoException).code === 'ENOENT';
         reject(
           new SkeinError(
-            missing ? 'SKEIN_LAB_TOOL_MISSING' : 'SKEIN_LAB_COMMAND_FAILED',
+            missing ? LabCode.ToolMissing : LabCode.CommandFailed,
             missing ? `${cmd} is not installed (run make deps)` : `${cmd} ${args.join(' ')} failed (exit ${code}): ${String(stderr).trim() || String(stdout).trim()}`,
             { cmd, args, code, stderr: String(stderr) },
           ),
@@ -75,7 +76,7 @@ export function pidAlive(pid: number): boolean {
  */
 export function cgroup2Root(mountinfo = '/proc/self/mountinfo'): string {
   const root = findCgroup2Root(parseMountinfo(readFileSync(mountinfo, 'utf8')));
-  if (!root) throw new SkeinError('SKEIN_CGROUP2_MISSING', 'no cgroup v2 hierarchy is mounted (mount -t cgroup2 none /sys/fs/cgroup/unified)');
+  if (!root) throw new SkeinError(LabCode.Cgroup2Missing, 'no cgroup v2 hierarchy is mounted (mount -t cgroup2 none /sys/fs/cgroup/unified)');
   return root;
 }
 
@@ -83,6 +84,6 @@ export function cgroup2Root(mountinfo = '/proc/self/mountinfo'): string {
 export function spawnDetached(cmd: string, args: string[], env: NodeJS.ProcessEnv, logFd: number): number {
   const child = spawn(cmd, args, { detached: true, stdio: ['ignore', logFd, logFd], env });
   child.unref();
-  if (child.pid === undefined) throw new SkeinError('SKEIN_LAB_SPAWN_FAILED', `could not start ${cmd}`);
+  if (child.pid === undefined) throw new SkeinError(LabCode.SpawnFailed, `could not start ${cmd}`);
   return child.pid;
 }

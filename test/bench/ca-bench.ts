@@ -10,13 +10,13 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { BootstrapTokenAuthenticator, createBootstrapTokens, readBootstrapToken } from '../../src/identity/bootstrap-tokens.js';
-import { CertificateAuthority } from '../../src/identity/ca.js';
-import { CaClient } from '../../src/identity/ca-client.js';
-import { CaServer } from '../../src/identity/ca-server.js';
-import { CertificateStore } from '../../src/identity/certificate-store.js';
-import { createWorkloadCsr, generateP256KeyPair } from '../../src/identity/keys.js';
-import { StaticNodeAuthorizer } from '../../src/identity/node-authorizer.js';
+import { BootstrapTokenAuthenticator, createBootstrapTokens, readBootstrapToken } from '../../src/identity/ca/bootstrap-tokens.js';
+import { CertificateAuthority } from '../../src/identity/ca/ca.js';
+import { CaClient } from '../../src/identity/workload/ca-client.js';
+import { CaServer } from '../../src/identity/ca/ca-server.js';
+import { CertificateStore } from '../../src/identity/workload/certificate-store.js';
+import { createWorkloadCsr, generateP256KeyPair } from '../../src/identity/x509/keys.js';
+import { StaticNodeAuthorizer } from '../../src/identity/ca/node-authorizer.js';
 
 const QUICK = process.env.QUICK === '1' || process.argv.includes('--quick');
 const PHASE_MS = Number(process.env.PHASE_MS ?? (QUICK ? 1500 : 5000));

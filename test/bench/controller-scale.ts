@@ -21,7 +21,7 @@ import { ConfigStore } from '../../src/config/store.js';
 import { ConfigServer } from '../../src/controller/config-server.js';
 import { MeshIndex } from '../../src/controller/mesh-index.js';
 import { ObjectStore } from '../../src/controller/object-store.js';
-import { BootstrapTokenAuthenticator } from '../../src/identity/bootstrap-tokens.js';
+import { BootstrapTokenAuthenticator } from '../../src/identity/ca/bootstrap-tokens.js';
 
 const PODS = Number(process.env.PODS ?? 10_000);
 const SERVICES = Number(process.env.SERVICES ?? 2_000);

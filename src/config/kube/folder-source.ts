@@ -13,12 +13,12 @@ import { LineCounter, parseAllDocuments } from 'yaml';
 import { messageOf, SkeinError } from '../../errors.js';
 import type { Logger } from '../../telemetry/log.js';
 import { silentLogger } from '../../telemetry/log.js';
-import { ConfigErrorCode } from '../codes.js';
 import { FolderWatch, listYamlFiles } from '../folder-watch.js';
 import type { MeshSnapshot } from '../model.js';
 import type { ConfigSource } from '../source.js';
 import type { Obj, SourcedObject } from './objects.js';
 import { type TranslateOptions, translate } from './translate.js';
+import { ConfigCode } from '../codes.js';
 
 export interface KubeFolderSourceOptions extends TranslateOptions {
   dir: string;
@@ -42,7 +42,7 @@ export function parseYamlObjects(file: string, text: string): SourcedObject[] {
     const err = doc.errors[0];
     if (err) {
       const line = lines.linePos(err.pos[0]).line;
-      throw new SkeinError(ConfigErrorCode.Parse, `${file}: document ${i}${line ? ` line ${line}` : ''}: ${err.message}`, {
+      throw new SkeinError(ConfigCode.Parse, `${file}: document ${i}${line ? ` line ${line}` : ''}: ${err.message}`, {
         file,
         document: i,
         field: line ? `line ${line}` : `document ${i}`,
@@ -52,7 +52,7 @@ export function parseYamlObjects(file: string, text: string): SourcedObject[] {
     const value: unknown = doc.toJS({ maxAliasCount: 100 });
     if (value === null || value === undefined) continue;
     if (typeof value !== 'object' || Array.isArray(value)) {
-      throw new SkeinError(ConfigErrorCode.Invalid, `${file}: document ${i}: expected a Kubernetes object (a mapping)`, {
+      throw new SkeinError(ConfigCode.Invalid, `${file}: document ${i}: expected a Kubernetes object (a mapping)`, {
         file,
         document: i,
         field: '(document)',
@@ -63,7 +63,7 @@ export function parseYamlObjects(file: string, text: string): SourcedObject[] {
     if (obj.kind === 'List' || (typeof obj.kind === 'string' && obj.kind.endsWith('List') && Array.isArray(obj.items))) {
       const items = obj.items;
       if (!Array.isArray(items)) {
-        throw new SkeinError(ConfigErrorCode.Invalid, `${file}: document ${i}: List without items`, {
+        throw new SkeinError(ConfigCode.Invalid, `${file}: document ${i}: List without items`, {
           file,
           document: i,
           field: 'items',
@@ -101,7 +101,7 @@ export class KubeFolderSource implements ConfigSource {
   }
 
   async start(onSnapshot: (s: MeshSnapshot) => void, onError: (e: SkeinError) => void): Promise<void> {
-    if (this.folder.isRunning) throw new SkeinError('SKEIN_CONFIG_SOURCE_STARTED', 'KubeFolderSource already started');
+    if (this.folder.isRunning) throw new SkeinError(ConfigCode.SourceStarted, 'KubeFolderSource already started');
     this.onSnapshot = onSnapshot;
     this.onError = onError;
     await this.folder.start();
@@ -114,7 +114,7 @@ export class KubeFolderSource implements ConfigSource {
   /** Reads the folder once and returns the snapshot (or throws); no callbacks. */
   async load(): Promise<MeshSnapshot> {
     const files = await listYamlFiles(this.opts.dir).catch((err: unknown) => {
-      throw new SkeinError(ConfigErrorCode.Read, `cannot list ${this.opts.dir}: ${messageOf(err)}`, {
+      throw new SkeinError(ConfigCode.Read, `cannot list ${this.opts.dir}: ${messageOf(err)}`, {
         file: this.opts.dir,
         field: '(folder)',
         reason: messageOf(err),
@@ -130,7 +130,7 @@ export class KubeFolderSource implements ConfigSource {
       } catch (err) {
         // A file removed between listing and reading is a normal race: the next read sees it gone.
         if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue;
-        throw new SkeinError(ConfigErrorCode.Read, `cannot read ${rel}: ${messageOf(err)}`, {
+        throw new SkeinError(ConfigCode.Read, `cannot read ${rel}: ${messageOf(err)}`, {
           file: rel,
           field: '(file)',
           reason: messageOf(err),
@@ -160,7 +160,7 @@ export class KubeFolderSource implements ConfigSource {
       const e =
         err instanceof SkeinError
           ? err
-          : new SkeinError(ConfigErrorCode.Invalid, messageOf(err), { field: '(unknown)', reason: messageOf(err) });
+          : new SkeinError(ConfigCode.Invalid, messageOf(err), { field: '(unknown)', reason: messageOf(err) });
       this.log.warn({ code: e.code, ...e.details }, 'config folder rejected; keeping last good snapshot');
       this.onError?.(e);
     }

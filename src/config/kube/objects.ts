@@ -3,7 +3,7 @@
  * so a malformed object is reported as file + field + reason instead of a TypeError.
  */
 import { SkeinError } from '../../errors.js';
-import { ConfigErrorCode } from '../codes.js';
+import { ConfigCode } from '../codes.js';
 
 /** One parsed YAML document and where it came from. */
 export interface SourcedObject {
@@ -22,7 +22,7 @@ export class ObjectReader {
   ) {}
 
   fail(field: string, reason: string): never {
-    throw new SkeinError(ConfigErrorCode.Invalid, `${this.src.file} (document ${this.src.doc}, ${this.label}): ${field}: ${reason}`, {
+    throw new SkeinError(ConfigCode.Invalid, `${this.src.file} (document ${this.src.doc}, ${this.label}): ${field}: ${reason}`, {
       file: this.src.file,
       document: this.src.doc,
       object: this.label,

@@ -8,14 +8,9 @@ import { readFileSync } from 'node:fs';
 import * as http from 'node:http';
 import * as https from 'node:https';
 import { SkeinError } from '../../errors.js';
+import { KubeCode } from '../codes.js';
 
 export const IN_CLUSTER_DIR = '/var/run/secrets/kubernetes.io/serviceaccount';
-
-export const KubeErrorCode = {
-  Api: 'SKEIN_KUBE_API',
-  Gone: 'SKEIN_KUBE_GONE',
-  Config: 'SKEIN_KUBE_CONFIG',
-} as const;
 
 export interface KubeClientOptions {
   /** API server URL, e.g. https://10.96.0.1:443 or http://127.0.0.1:8001. */
@@ -37,7 +32,7 @@ export interface KubeClientOptions {
 export function inClusterOptions(dir = IN_CLUSTER_DIR, env: NodeJS.ProcessEnv = process.env): KubeClientOptions {
   const host = env.KUBERNETES_SERVICE_HOST;
   const port = env.KUBERNETES_SERVICE_PORT ?? '443';
-  if (!host) throw new SkeinError(KubeErrorCode.Config, 'not in a cluster: KUBERNETES_SERVICE_HOST is not set (pass --kube-server)');
+  if (!host) throw new SkeinError(KubeCode.NotInCluster, 'not in a cluster: KUBERNETES_SERVICE_HOST is not set (pass --kube-server)');
   let namespace: string | undefined;
   try {
     namespace = readFileSync(`${dir}/namespace`, 'utf8').trim();
@@ -58,7 +53,7 @@ export class KubeApiError extends SkeinError {
     message: string,
     readonly body?: unknown,
   ) {
-    super(status === 410 ? KubeErrorCode.Gone : KubeErrorCode.Api, message, { status });
+    super(status === 410 ? KubeCode.ResourceVersionExpired : KubeCode.ApiRefused, message, { status });
   }
 }
 

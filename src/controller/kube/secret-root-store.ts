@@ -3,8 +3,9 @@
  * holder writes it), and a RootStore gate that refuses writes unless this replica leads.
  */
 import { SkeinError } from '../../errors.js';
-import type { PersistedCaState, RootStore } from '../../identity/root-store.js';
+import type { PersistedCaState, RootStore } from '../../identity/ca/root-store.js';
 import { KubeApiError, type KubeClient } from './client.js';
+import { ControllerCode } from '../codes.js';
 
 export const CA_SECRET_KEY = 'ca.json';
 
@@ -63,7 +64,7 @@ export class LeaderGatedRootStore implements RootStore {
 
   async save(state: PersistedCaState): Promise<void> {
     if (!this.isLeader()) {
-      throw new SkeinError('SKEIN_CONTROLLER_NOT_LEADER', 'this controller replica does not hold the CA lease; it may not write the CA state');
+      throw new SkeinError(ControllerCode.NotLeader, 'this controller replica does not hold the CA lease; it may not write the CA state');
     }
     await this.inner.save(state);
   }

@@ -8,7 +8,8 @@
 import { messageOf } from '../../errors.js';
 import { type Logger, silentLogger } from '../../telemetry/log.js';
 import { kindInfo } from '../kinds.js';
-import type { MeshIndex, Refusal } from '../mesh-index.js';
+import type { MeshIndex } from '../mesh-index.js';
+import type { Refusal } from '../resources.js';
 import type { ObjectStore } from '../object-store.js';
 import { KubeClient } from './client.js';
 

@@ -18,9 +18,10 @@ import { messageOf } from '../../errors.js';
 import type { Logger } from '../../telemetry/log.js';
 import { pipeBidirectional } from '../tcp/l4-pipe.js';
 import { endToEndRawHeaders, rawPairs } from './headers.js';
-import { RefusalCode, type RefusalLog } from './refusals.js';
+import type { RefusalLog } from './refusals.js';
 import { type RoutedConnection, type UpstreamChoice, upstreamFailure } from './types.js';
-import { kOpen, type UpstreamPool } from './upstream-pool.js';
+import { OPENER_OPTION, type UpstreamPool } from './upstream-pool.js';
+import { HttpCode, OutboundCode } from '../codes.js';
 
 export interface Http1Options {
   /** Largest request head accepted (bytes); beyond it 431. Default 16384. */
@@ -70,7 +71,7 @@ export class Http1Forwarder {
       this.onUpgrade(req, socket, head),
     );
     this.server.on('connect', (req: http.IncomingMessage, socket: Socket) => {
-      this.refusals.refuse(RefusalCode.ConnectMethod, this.fields(socket), 'CONNECT method refused on outbound');
+      this.refusals.refuse(HttpCode.ConnectMethod, this.fields(socket), 'CONNECT method refused on outbound');
       socket.end('HTTP/1.1 405 Method Not Allowed\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
       void req;
     });
@@ -103,20 +104,20 @@ export class Http1Forwarder {
       return;
     }
     let status = 400;
-    let refusal: string = RefusalCode.BadRequest;
+    let refusal: string = HttpCode.RequestMalformed;
     if (code === 'HPE_HEADER_OVERFLOW') {
       status = 431;
-      refusal = RefusalCode.HeadersTooLarge;
+      refusal = HttpCode.HeadersTooLarge;
     } else if (code === 'HPE_HEADERS_TIMEOUT' || code === 'ERR_HTTP_REQUEST_TIMEOUT') {
       status = 408;
-      refusal = RefusalCode.SlowClient;
+      refusal = HttpCode.SlowClient;
     } else if (
       code === 'HPE_UNEXPECTED_CONTENT_LENGTH' ||
       code === 'HPE_INVALID_TRANSFER_ENCODING' ||
       code === 'HPE_INVALID_CONTENT_LENGTH' ||
       code === 'HPE_INVALID_CHUNK_SIZE'
     ) {
-      refusal = RefusalCode.Smuggling;
+      refusal = HttpCode.Smuggling;
     }
     this.refusals.refuse(refusal, { ...this.fields(socket), status, parserError: code, reason: err.message }, 'HTTP/1 request refused');
     // A response only if none has started on this connection (else the framing is unknowable).
@@ -146,7 +147,7 @@ export class Http1Forwarder {
       });
     }
     if (!conn || !choice) {
-      this.refusals.refuse(RefusalCode.NoHealthyUpstream, { ...this.fields(req.socket), path: req.url }, 'no healthy upstream');
+      this.refusals.refuse(OutboundCode.NoHealthyUpstream, { ...this.fields(req.socket), path: req.url }, 'no healthy upstream');
       req.resume();
       this.respondError(res, 503, 'no healthy upstream');
       return;
@@ -170,7 +171,7 @@ export class Http1Forwarder {
       // Only the pool key matters to the agent; host/port keep Node's bookkeeping sane.
       host: '127.0.0.1',
       port: 1,
-      [kOpen]: () => choice.connect(),
+      [OPENER_OPTION]: () => choice.connect(),
     } as http.RequestOptions);
     up.on('response', (upRes) => {
       const headers = endToEndRawHeaders(upRes.rawHeaders);
@@ -320,7 +321,7 @@ export class Http1Forwarder {
     const conn = (socket as SocketWithConn)[kConn];
     const choice = conn?.choose();
     if (!conn || !choice) {
-      this.refusals.refuse(RefusalCode.NoHealthyUpstream, { ...this.fields(socket), path: req.url }, 'no healthy upstream');
+      this.refusals.refuse(OutboundCode.NoHealthyUpstream, { ...this.fields(socket), path: req.url }, 'no healthy upstream');
       socket.end('HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
       return;
     }

@@ -15,9 +15,10 @@ import type { Socket } from 'node:net';
 import { messageOf } from '../../errors.js';
 import type { Logger } from '../../telemetry/log.js';
 import { endToEndH2Headers, endToEndRawHeaders, rawPairs } from './headers.js';
-import { RefusalCode, type RefusalLog } from './refusals.js';
+import type { RefusalLog } from './refusals.js';
 import { type RoutedConnection, type UpstreamChoice, upstreamFailure } from './types.js';
-import { kOpen, type UpstreamPool } from './upstream-pool.js';
+import { OPENER_OPTION, type UpstreamPool } from './upstream-pool.js';
+import { HttpCode, OutboundCode } from '../codes.js';
 
 const {
   NGHTTP2_FLAG_END_STREAM,
@@ -98,7 +99,7 @@ export class Http2Forwarder {
     this.server.on('stream', (stream, headers, flags) => this.onStream(stream, headers, flags));
     this.server.on('sessionError', (err: NodeJS.ErrnoException, session: StatefulSession) => {
       this.refusals.refuse(
-        RefusalCode.H2ProtocolError,
+        HttpCode.H2ProtocolError,
         { ...session?.[kState]?.conn.logFields(), err: messageOf(err), errCode: err.code },
         'HTTP/2 client session failed',
       );
@@ -131,7 +132,7 @@ export class Http2Forwarder {
     if (++st.resets > this.maxResets) {
       st.refused = true;
       this.refusals.refuse(
-        RefusalCode.RapidReset,
+        HttpCode.RapidReset,
         { ...st.conn.logFields(), resets: st.resets, windowMs: this.resetWindowMs },
         'HTTP/2 client reset too many streams; closing session',
       );
@@ -195,7 +196,7 @@ export class Http2Forwarder {
       });
     });
     if (!choice) {
-      this.refusals.refuse(RefusalCode.NoHealthyUpstream, { ...st.conn.logFields(), path: headers[':path'] }, 'no healthy upstream');
+      this.refusals.refuse(OutboundCode.NoHealthyUpstream, { ...st.conn.logFields(), path: headers[':path'] }, 'no healthy upstream');
       stream.resume();
       this.respondError(stream, 503, grpc, 'no healthy upstream');
       return;
@@ -257,7 +258,7 @@ export class Http2Forwarder {
       setHost: false,
       host: '127.0.0.1',
       port: 1,
-      [kOpen]: () => choice.connect(),
+      [OPENER_OPTION]: () => choice.connect(),
     } as http.RequestOptions);
     up.on('response', (upRes) => {
       if (stream.destroyed || stream.closed) {

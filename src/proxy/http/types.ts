@@ -4,6 +4,7 @@
  * choose an upstream for each request and to open a stream to it.
  */
 import type { Duplex } from 'node:stream';
+import { OutboundCode } from '../codes.js';
 
 /** One request's upstream: the chosen endpoint and how to reach it. */
 export interface UpstreamChoice {
@@ -50,15 +51,9 @@ export interface HttpRequestRecord {
   durationMs: number;
 }
 
-/** Error code a choice's connect() rejects with when the endpoint cannot be reached. */
-export const UPSTREAM_CONNECT_FAILED = 'SKEIN_OUTBOUND_UPSTREAM_CONNECT';
-
-/** Error code a choice's connect() rejects with when the destination refused the source (401/403). */
-export const UPSTREAM_DENIED = 'SKEIN_OUTBOUND_UPSTREAM_DENIED';
-
 /** How a failed upstream request is answered: status, gRPC status, text. */
 export function upstreamFailure(code: string | undefined): { status: number; grpcStatus: number; text: string } {
-  if (code === UPSTREAM_DENIED) return { status: 403, grpcStatus: 7, text: 'access denied by destination policy' };
-  if (code === UPSTREAM_CONNECT_FAILED) return { status: 503, grpcStatus: 14, text: 'upstream connect error' };
+  if (code === OutboundCode.UpstreamDenied) return { status: 403, grpcStatus: 7, text: 'access denied by destination policy' };
+  if (code === OutboundCode.UpstreamConnectFailed) return { status: 503, grpcStatus: 14, text: 'upstream connect error' };
   return { status: 502, grpcStatus: 14, text: 'upstream reset' };
 }

@@ -11,7 +11,9 @@ import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { messageOf, SkeinError } from '../../errors.js';
 import type { Logger } from '../../telemetry/log.js';
-import { UPSTREAM_CONNECT_FAILED, type UpstreamChoice } from './types.js';
+import type { UpstreamChoice } from './types.js';
+import { HttpCode, OutboundCode } from '../codes.js';
+import { noop } from '../noop.js';
 
 export interface UpstreamPoolOptions {
   /** Idle keep-alive HTTP/1.1 upstream streams kept per key. Default 64. */
@@ -26,9 +28,7 @@ export interface UpstreamPoolOptions {
 }
 
 /** Request option the agent reads to open a stream for this key. */
-export const kOpen = 'skeinOpen';
-
-function noop(): void {}
+export const OPENER_OPTION = 'skeinOpen';
 
 /**
  * The Agent's keep-alive bookkeeping calls socket methods (ref/unref/setKeepAlive/setTimeout)
@@ -54,8 +54,8 @@ class MeshAgent extends http.Agent {
     options: Record<string, unknown>,
     callback?: (err: Error | null, stream: Duplex) => void,
   ): Duplex | undefined {
-    const open = options[kOpen] as (() => Promise<Duplex>) | undefined;
-    if (!open || !callback) throw new SkeinError('SKEIN_HTTP_AGENT_MISUSE', 'MeshAgent used without an opener');
+    const open = options[OPENER_OPTION] as (() => Promise<Duplex>) | undefined;
+    if (!open || !callback) throw new SkeinError(HttpCode.AgentMisuse, 'MeshAgent used without an opener');
     open().then(
       (stream) => {
         // A TCP socket without allowHalfOpen closes once the peer ends; Node's Agent relies on
@@ -101,7 +101,7 @@ export class UpstreamPool {
     return agent;
   }
 
-  /** The HTTP/2 session for this key, opened on first use. Rejects with UPSTREAM_CONNECT_FAILED. */
+  /** The HTTP/2 session for this key, opened on first use. Rejects with OutboundCode.UpstreamConnectFailed. */
   h2SessionFor(choice: UpstreamChoice): Promise<http2.ClientHttp2Session> {
     const existing = this.sessions.get(choice.key);
     if (existing && (!existing.live || (!existing.live.closed && !existing.live.destroyed))) return existing.session;
@@ -125,7 +125,7 @@ export class UpstreamPool {
   }
 
   private async openH2(choice: UpstreamChoice): Promise<http2.ClientHttp2Session> {
-    if (this.closed) throw new SkeinError(UPSTREAM_CONNECT_FAILED, 'upstream pool closed');
+    if (this.closed) throw new SkeinError(OutboundCode.UpstreamConnectFailed, 'upstream pool closed');
     const stream = await choice.connect();
     const session = http2.connect(`http://${choice.authority}`, {
       createConnection: () => stream as unknown as Socket,
@@ -141,7 +141,7 @@ export class UpstreamPool {
         clearTimeout(timer);
         session.off('connect', ok);
         session.destroy();
-        reject(new SkeinError(UPSTREAM_CONNECT_FAILED, `HTTP/2 upstream ${choice.authority}: ${err.message}`, {}, { cause: err }));
+        reject(new SkeinError(OutboundCode.UpstreamConnectFailed, `HTTP/2 upstream ${choice.authority}: ${err.message}`, {}, { cause: err }));
       };
       const ok = (): void => {
         clearTimeout(timer);

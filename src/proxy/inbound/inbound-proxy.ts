@@ -4,8 +4,8 @@
  * by the outbound side (`openLocal`, the TLS hop skipped), or captured plaintext on 15006
  * (PlaintextListener, PERMISSIVE only). Steps, in order:
  *
- *   1. authorize (hook; the policy engine plugs in here) — refused => 401 / SKEIN_TUNNEL_REFUSED_401
- *   2. connect to the app port inside the pod (AppConnector) — failed => 503 / SKEIN_TUNNEL_UNAVAILABLE_503
+ *   1. authorize (hook; the policy engine plugs in here) — refused => 401 / SKEIN_TUNNEL_SOURCE_DENIED
+ *   2. connect to the app port inside the pod (AppConnector) — failed => 503 / SKEIN_TUNNEL_APP_UNREACHABLE
  *   3. pipe bytes both ways (L4 pipe), then one access-log line and one telemetry record.
  *
  * Keeping the three transports on this one path is what makes same-node traffic get the same
@@ -16,9 +16,23 @@ import type { SpiffeId, Workload } from '../../config/model.js';
 import { SkeinError, hasCode, messageOf } from '../../errors.js';
 import { type Logger, silentLogger } from '../../telemetry/log.js';
 import { type PipeResult, pipeBidirectional } from '../tcp/l4-pipe.js';
-import { type AppConnector, type LocalInbound, TunnelErrorCode } from '../tunnel/types.js';
+import type { AppConnector, LocalInbound } from './types.js';
+import { TunnelCode } from '../codes.js';
+import { deadline } from '../deadline.js';
 
 export type InboundTransport = 'hbone' | 'local' | 'plaintext';
+
+/** What a transport does at each outcome of InboundProxy.accept. */
+export interface InboundAcceptHooks {
+  /** Aborts the admission (besides the downstream closing). */
+  signal?: AbortSignal;
+  /** The app is connected; nothing has been piped yet. */
+  admitted?: () => void;
+  /** The pipe to the app is in place. */
+  serving?: () => void;
+  /** Refused (policy, app unreachable) or aborted; already logged and recorded. */
+  refused: (err: unknown) => void;
+}
 
 export interface InboundRequest {
   transport: InboundTransport;
@@ -104,7 +118,7 @@ export class InboundProxy implements LocalInbound {
 
   /**
    * Steps 1 and 2: authorize, then connect to the app. Resolves with the app-side stream;
-   * rejects with SKEIN_TUNNEL_REFUSED_401 or SKEIN_TUNNEL_UNAVAILABLE_503 (refusals are
+   * rejects with SKEIN_TUNNEL_SOURCE_DENIED or SKEIN_TUNNEL_APP_UNREACHABLE (refusals are
    * logged and recorded here, so callers only translate the code to their transport).
    */
   async admit(req: InboundRequest, signal?: AbortSignal): Promise<Duplex> {
@@ -118,28 +132,60 @@ export class InboundProxy implements LocalInbound {
     if (!decision.allow) {
       this.stats.refused++;
       this.finishRefused(req, 401, decision.reason ?? 'denied by policy', started);
-      throw new SkeinError(TunnelErrorCode.Unauthorized, 'inbound connection refused by policy', {
+      throw new SkeinError(TunnelCode.SourceDenied, 'inbound connection refused by policy', {
         reason: decision.reason,
         source: req.source,
       });
     }
-    const timeout = AbortSignal.timeout(this.appConnectTimeoutMs);
-    const connectSignal = signal ? AbortSignal.any([signal, timeout]) : timeout;
+    const connect = deadline(this.appConnectTimeoutMs, signal);
     try {
-      const app = await this.app.connect(req.workload, req.port, connectSignal);
+      const app = await this.app.connect(req.workload, req.port, connect.signal);
       if (signal?.aborted) {
         // The downstream went away while we were connecting; do not leave the app socket open.
         app.destroy();
-        throw new SkeinError(TunnelErrorCode.Aborted, 'downstream closed before the app connection was up');
+        throw new SkeinError(TunnelCode.Aborted, 'downstream closed before the app connection was up');
       }
       return app;
     } catch (err) {
-      if (hasCode(err, TunnelErrorCode.Aborted)) throw err;
+      if (hasCode(err, TunnelCode.Aborted)) throw err;
       this.stats.unavailable++;
-      const why = timeout.aborted ? 'app connect timed out' : messageOf(err);
+      const why = connect.timedOut ? 'app connect timed out' : messageOf(err);
       this.finishRefused(req, 503, why, started);
-      throw new SkeinError(TunnelErrorCode.Unavailable, `app port ${req.port} unreachable: ${why}`, { port: req.port }, { cause: err });
+      throw new SkeinError(TunnelCode.AppUnreachable, `app port ${req.port} unreachable: ${why}`, { port: req.port }, { cause: err });
+    } finally {
+      connect.done();
     }
+  }
+
+  /**
+   * The whole inbound path for one downstream connection, whichever transport brought it:
+   * admit (authorize, connect the app), then serve. The downstream closing first, or
+   * `hooks.signal`, aborts the admission. `admitted` runs once the app is connected and
+   * before a byte flows (the tunnel answers 200 there), `serving` once the pipe is in place
+   * (plaintext resumes its paused socket there), `refused` with the error of a refusal that
+   * is already logged and recorded here.
+   */
+  accept(req: InboundRequest, downstream: Duplex, hooks: InboundAcceptHooks): void {
+    const closed = new AbortController();
+    const onEarlyClose = (): void => closed.abort();
+    downstream.once('close', onEarlyClose);
+    const signal = hooks.signal ? AbortSignal.any([hooks.signal, closed.signal]) : closed.signal;
+    this.admit(req, signal).then(
+      (app) => {
+        downstream.removeListener('close', onEarlyClose);
+        if (downstream.destroyed || (downstream as { closed?: boolean }).closed) {
+          app.destroy();
+          return;
+        }
+        hooks.admitted?.();
+        this.serve(req, downstream, app);
+        hooks.serving?.();
+      },
+      (err: unknown) => {
+        downstream.removeListener('close', onEarlyClose);
+        hooks.refused(err);
+      },
+    );
   }
 
   /** Step 3: pipe `downstream` <-> `app`, then log and record the connection. */
@@ -171,10 +217,17 @@ export class InboundProxy implements LocalInbound {
   ): Promise<Duplex> {
     const req: InboundRequest = { transport: 'local', source, workload, port };
     if (opts.headers) req.headers = opts.headers;
-    const app = await this.admit(req, opts.signal);
     const [ours, theirs] = duplexPair();
-    this.serve(req, ours, app);
-    return theirs;
+    return new Promise<Duplex>((resolve, reject) => {
+      this.accept(req, ours, {
+        ...(opts.signal ? { signal: opts.signal } : {}),
+        admitted: () => resolve(theirs),
+        refused: (err) => {
+          ours.destroy();
+          reject(err);
+        },
+      });
+    });
   }
 
   /**

@@ -17,8 +17,6 @@ import { type Logger, silentLogger } from '../../telemetry/log.js';
 import { resetStream } from '../tcp/l4-pipe.js';
 import type { InboundProxy, InboundRequest } from './inbound-proxy.js';
 
-export const DEFAULT_INBOUND_PLAINTEXT_PORT = 15006;
-
 export interface PlaintextListenerOptions {
   workload: Workload;
   inbound: InboundProxy;
@@ -108,25 +106,12 @@ export class PlaintextListener {
       return;
     }
     this.stats.accepted++;
-    const ac = new AbortController();
-    const onEarlyClose = (): void => ac.abort();
-    socket.once('close', onEarlyClose);
-    this.inbound.admit(req, ac.signal).then(
-      (app) => {
-        socket.removeListener('close', onEarlyClose);
-        if (socket.destroyed) {
-          app.destroy();
-          return;
-        }
-        this.inbound.serve(req, socket, app);
-        socket.resume();
-      },
-      () => {
-        // Refused or unreachable: already logged by the inbound path; the client sees a reset,
-        // as it would from a closed port.
-        socket.removeListener('close', onEarlyClose);
-        resetStream(socket);
-      },
-    );
+    this.inbound.accept(req, socket, {
+      // Paused since accept: bytes flow once the pipe to the app is in place.
+      serving: () => socket.resume(),
+      // Refused or unreachable: already logged by the inbound path; the client sees a reset,
+      // as it would from a closed port.
+      refused: () => resetStream(socket),
+    });
   }
 }

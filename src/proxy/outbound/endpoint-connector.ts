@@ -4,15 +4,17 @@
  *   the source's identity, expecting the endpoint's identity;
  * - meshed endpoint on this node: the inbound proxy directly (same policy path, no TLS hop);
  * - endpoint outside the mesh: a plain connection, as the app would have made it.
- * Every failure becomes UPSTREAM_CONNECT_FAILED (with the cause), which the HTTP side maps to
+ * Every failure becomes OutboundCode.UpstreamConnectFailed (with the cause), which the HTTP side maps to
  * 503 and the L4 side to a reset.
  */
 import type { Duplex } from 'node:stream';
 import type { Endpoint, Workload } from '../../config/model.js';
 import type { ConfigStore } from '../../config/store.js';
 import { hasCode, messageOf, SkeinError } from '../../errors.js';
-import { UPSTREAM_CONNECT_FAILED, UPSTREAM_DENIED } from '../http/types.js';
-import { type LocalInbound, type TunnelDialer, TunnelErrorCode } from '../tunnel/types.js';
+import type { LocalInbound } from '../inbound/types.js';
+import type { TunnelDialer } from '../tunnel/types.js';
+import { OutboundCode, TunnelCode } from '../codes.js';
+import { deadline, untilAborted } from '../deadline.js';
 
 /** Plain connection from (the netns of) `source` to address:port; the agent provides it. */
 export type DirectConnect = (source: Workload, address: string, port: number, signal?: AbortSignal) => Promise<Duplex>;
@@ -62,26 +64,21 @@ export class EndpointConnector {
         );
       }
       // The tunnel and inbound enforce their own connect timeouts; a direct connect gets ours.
-      const ac = new AbortController();
-      const onAbort = (): void => ac.abort(signal?.reason);
-      signal?.addEventListener('abort', onAbort, { once: true });
-      const timer = setTimeout(
-        () => ac.abort(new SkeinError('SKEIN_OUTBOUND_CONNECT_TIMEOUT', `connect to ${ep.ip}:${port} timed out`)),
-        this.opts.connectTimeoutMs ?? 10_000,
-      );
+      const d = deadline(this.opts.connectTimeoutMs ?? 10_000, signal, {
+        timeout: () => new SkeinError(OutboundCode.ConnectTimeout, `connect to ${ep.ip}:${port} timed out`),
+      });
       try {
-        return await withSignal(this.opts.connectDirect(source, ep.ip, port, ac.signal), ac.signal);
+        return await untilAborted(this.opts.connectDirect(source, ep.ip, port, d.signal), d.signal, (late) => late.destroy());
       } finally {
-        clearTimeout(timer);
-        signal?.removeEventListener('abort', onAbort);
+        d.done();
       }
     } catch (err) {
-      if (hasCode(err, UPSTREAM_CONNECT_FAILED) || hasCode(err, UPSTREAM_DENIED)) throw err;
+      if (hasCode(err, OutboundCode.UpstreamConnectFailed) || hasCode(err, OutboundCode.UpstreamDenied)) throw err;
       // The destination's agent refused this source (authentication or authorization): not an
       // outage, and the app should be told so (403), not invited to retry (503).
-      const denied = hasCode(err, TunnelErrorCode.Unauthorized) || hasCode(err, TunnelErrorCode.Forbidden);
+      const denied = hasCode(err, TunnelCode.SourceDenied) || hasCode(err, TunnelCode.WrongDestination);
       throw new SkeinError(
-        denied ? UPSTREAM_DENIED : UPSTREAM_CONNECT_FAILED,
+        denied ? OutboundCode.UpstreamDenied : OutboundCode.UpstreamConnectFailed,
         `cannot reach ${ep.ip}:${port} (${path}): ${messageOf(err)}`,
         { endpoint: `${ep.ip}:${port}`, path, cause: (err as { code?: string }).code },
         { cause: err },
@@ -94,33 +91,3 @@ function opts(signal: AbortSignal | undefined): { signal?: AbortSignal } {
   return signal ? { signal } : {};
 }
 
-/** Rejects when `signal` aborts first (and destroys a stream that arrives too late). */
-function withSignal(p: Promise<Duplex>, signal: AbortSignal): Promise<Duplex> {
-  if (signal.aborted) return Promise.reject(signal.reason);
-  return new Promise((resolve, reject) => {
-    let settled = false;
-    const onAbort = (): void => {
-      if (settled) return;
-      settled = true;
-      reject(signal.reason);
-    };
-    signal.addEventListener('abort', onAbort, { once: true });
-    p.then(
-      (s) => {
-        signal.removeEventListener('abort', onAbort);
-        if (settled) s.destroy();
-        else {
-          settled = true;
-          resolve(s);
-        }
-      },
-      (err: unknown) => {
-        signal.removeEventListener('abort', onAbort);
-        if (!settled) {
-          settled = true;
-          reject(err);
-        }
-      },
-    );
-  });
-}

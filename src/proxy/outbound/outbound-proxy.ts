@@ -12,6 +12,7 @@
  */
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
+import { formatAuthority, type OriginalDestination } from '../../config/address.js';
 import type { Endpoint, SpiffeId, Workload } from '../../config/model.js';
 import type { ConfigStore } from '../../config/store.js';
 import { messageOf } from '../../errors.js';
@@ -22,21 +23,19 @@ import type { LoadBalancer } from '../../routing/load-balancer.js';
 import { sniffProtocol } from '../detect/sniff.js';
 import { type Http1Options, Http1Forwarder } from '../http/http1-forwarder.js';
 import { type Http2Options, Http2Forwarder } from '../http/http2-forwarder.js';
-import { RefusalCode, RefusalLog } from '../http/refusals.js';
+import { RefusalLog } from '../http/refusals.js';
 import type { HttpRequestRecord, HttpVersion, RoutedConnection, UpstreamChoice } from '../http/types.js';
 import { UpstreamPool, type UpstreamPoolOptions } from '../http/upstream-pool.js';
 import { type PipeResult, pipeBidirectional, resetStream } from '../tcp/l4-pipe.js';
 import { type Destination, resolveDestination } from './destination.js';
 import { EndpointConnector, type EndpointConnectorOptions } from './endpoint-connector.js';
-
-export interface OriginalDestination {
-  address: string;
-  port: number;
-}
+import { OutboundCode } from '../codes.js';
+import { noop } from '../noop.js';
 
 export interface OutboundConnectionContext {
   source: Workload;
-  originalDst: OriginalDestination;
+  /** Where the app's connection was going (capture reads it back; its address family is not needed here). */
+  originalDst: Pick<OriginalDestination, 'address' | 'port'>;
 }
 
 export interface OutboundProxyOptions extends EndpointConnectorOptions {
@@ -91,12 +90,6 @@ export interface OutboundStats {
   upstreams: { h1Agents: number; h2Sessions: number };
 }
 
-function noop(): void {}
-
-function authorityOf(ip: string, port: number): string {
-  return ip.includes(':') ? `[${ip}]:${port}` : `${ip}:${port}`;
-}
-
 /** One request's (or L4 connection's) upstream. Allocated per request, never per idle connection. */
 class Choice implements UpstreamChoice {
   readonly key: string;
@@ -111,7 +104,7 @@ class Choice implements UpstreamChoice {
     private readonly lb: LoadBalancer | undefined,
   ) {
     this.key = `${source.identity}|${endpoint.ip}|${port}`;
-    this.authority = authorityOf(endpoint.ip, port);
+    this.authority = formatAuthority(endpoint.ip, port);
   }
 
   connect(signal?: AbortSignal): Promise<Duplex> {
@@ -130,7 +123,7 @@ class Routed implements RoutedConnection {
   constructor(
     private readonly proxy: OutboundProxy,
     readonly source: Workload,
-    readonly dst: OriginalDestination,
+    readonly dst: OutboundConnectionContext['originalDst'],
     readonly upstreamProtocol: HttpVersion,
   ) {}
 
@@ -139,7 +132,7 @@ class Routed implements RoutedConnection {
   }
 
   logFields(): Record<string, unknown> {
-    return { source: this.source.identity, sourceWorkload: `${this.source.namespace}/${this.source.name}`, dst: authorityOf(this.dst.address, this.dst.port) };
+    return { source: this.source.identity, sourceWorkload: `${this.source.namespace}/${this.source.name}`, dst: formatAuthority(this.dst.address, this.dst.port) };
   }
 
   recordRequest(r: HttpRequestRecord): void {
@@ -149,7 +142,7 @@ class Routed implements RoutedConnection {
       protocol: r.protocol,
       source: this.source.identity,
       sourceWorkload: `${this.source.namespace}/${this.source.name}`,
-      destination: authorityOf(this.dst.address, this.dst.port),
+      destination: formatAuthority(this.dst.address, this.dst.port),
       method: r.method,
       path: r.path,
       authority: r.authority,
@@ -250,8 +243,8 @@ export class OutboundProxy {
     const choice = this.choose(ctx.source, dest);
     if (!choice) {
       this.refusals.refuse(
-        RefusalCode.NoHealthyUpstream,
-        { source: ctx.source.identity, dst: authorityOf(ctx.originalDst.address, ctx.originalDst.port) },
+        OutboundCode.NoHealthyUpstream,
+        { source: ctx.source.identity, dst: formatAuthority(ctx.originalDst.address, ctx.originalDst.port) },
         'no healthy upstream for TCP connection',
       );
       resetStream(socket);
@@ -265,8 +258,8 @@ export class OutboundProxy {
     if (this.opts.passthroughUnknown === false) {
       this.counts.refused++;
       this.refusals.refuse(
-        RefusalCode.PassthroughRefused,
-        { source: ctx.source.identity, dst: authorityOf(address, port) },
+        OutboundCode.PassthroughRefused,
+        { source: ctx.source.identity, dst: formatAuthority(address, port) },
         'unknown destination refused',
       );
       resetStream(socket);
@@ -275,7 +268,7 @@ export class OutboundProxy {
     this.counts.passthrough++;
     const source = ctx.source;
     const endpoint: Endpoint = { ip: address, ready: true, ports: {}, meshEnabled: false };
-    this.connectAndPipe(socket, ctx, 'passthrough', () => this.connector.connect(source, endpoint, port), noop, authorityOf(address, port));
+    this.connectAndPipe(socket, ctx, 'passthrough', () => this.connector.connect(source, endpoint, port), noop, formatAuthority(address, port));
   }
 
   private connectAndPipe(
@@ -294,7 +287,7 @@ export class OutboundProxy {
         kind,
         source: ctx.source.identity,
         sourceWorkload: `${ctx.source.namespace}/${ctx.source.name}`,
-        destination: authorityOf(address, port),
+        destination: formatAuthority(address, port),
         upstream,
         status,
         durationMs: Math.round(performance.now() - started),

@@ -15,6 +15,7 @@
  */
 import { constants as h2constants } from 'node:http2';
 import type { Duplex } from 'node:stream';
+import { noop } from '../noop.js';
 
 export type PipeEndReason = 'complete' | 'reset' | 'idle-timeout' | 'aborted';
 
@@ -85,8 +86,6 @@ export function resetStream(s: Duplex): void {
   if (s.listenerCount('error') === 0) s.on('error', noop);
   s.destroy(Object.assign(new Error('connection reset by the other side of the proxy'), { code: 'ECONNRESET' }));
 }
-
-function noop(): void {}
 
 /** True when `s` closed after both its halves finished (FIN both ways / END_STREAM both ways). */
 function closedCleanly(s: Duplex): boolean {

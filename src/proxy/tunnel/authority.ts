@@ -4,30 +4,13 @@
  * were resolved before it was dialled.
  */
 import { isIP } from 'node:net';
+import { canonicalIp } from '../../config/address.js';
 
 export interface Authority {
   /** Canonical text form of the IP (IPv6 compressed, lowercase). */
   address: string;
   port: number;
   family: 4 | 6;
-}
-
-/** Canonical text form of an IP literal, so `fd00:0::5` and `fd00::5` compare equal. */
-export function canonicalIp(ip: string): string | undefined {
-  const family = isIP(ip);
-  if (family === 4) return ip;
-  if (family === 6) {
-    try {
-      return new URL(`http://[${ip}]/`).hostname.slice(1, -1);
-    } catch {
-      return undefined;
-    }
-  }
-  return undefined;
-}
-
-export function formatAuthority(address: string, port: number): string {
-  return isIP(address) === 6 ? `[${address}]:${port}` : `${address}:${port}`;
 }
 
 function parsePort(s: string): number | undefined {

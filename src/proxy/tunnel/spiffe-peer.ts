@@ -3,12 +3,13 @@
  * identity's `verifyPeer` (src/identity/peer-verification.ts: chain to the bundle, leaf valid
  * now, exactly one SAN, a workload SPIFFE ID in our trust domain, optionally the expected
  * one), turning its thrown SkeinError into a result the tunnel maps to its own answers
- * (server: 401 on every stream; client: SKEIN_TUNNEL_IDENTITY).
+ * (server: 401 on every stream; client: SKEIN_TUNNEL_PEER_IDENTITY_MISMATCH).
  */
 import type { PeerCertificate } from 'node:tls';
 import type { SpiffeId } from '../../config/model.js';
 import { messageOf } from '../../errors.js';
-import { type PeerChain, verifyPeer } from '../../identity/peer-verification.js';
+import { type PeerChain, verifyPeer } from '../../identity/workload/peer-verification.js';
+import { IdentityCode } from '../../identity/codes.js';
 
 export type PeerIdentityCheck = { ok: true; identity: SpiffeId } | { ok: false; reason: string; detail?: string };
 
@@ -28,6 +29,6 @@ export function checkPeerIdentity(
     return { ok: true, identity: verifyPeer(peer, bundle, opts) };
   } catch (err) {
     const code = (err as { code?: unknown }).code;
-    return { ok: false, reason: typeof code === 'string' ? code : 'SKEIN_IDENTITY_PEER_UNTRUSTED', detail: messageOf(err) };
+    return { ok: false, reason: typeof code === 'string' ? code : IdentityCode.PeerUntrusted, detail: messageOf(err) };
   }
 }

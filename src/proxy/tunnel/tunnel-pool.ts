@@ -18,18 +18,21 @@
  * changes, the next connect opens a session with the new credentials and the old sessions
  * drain: no new streams, closed when their last stream ends.
  */
-import { connect as h2connect, constants as h2c, type ClientHttp2Session, type ClientHttp2Stream } from 'node:http2';
+import { connect as h2connect, type ClientHttp2Session } from 'node:http2';
 import type { Duplex } from 'node:stream';
 import { connect as tlsConnect, type PeerCertificate, type TLSSocket } from 'node:tls';
 import type { SpiffeId } from '../../config/model.js';
 import { SkeinError, messageOf } from '../../errors.js';
-import { tlsOptionsFor } from '../../identity/tls-options.js';
-import type { IdentitySource, WorkloadCertificate } from '../../identity/types.js';
+import { tlsOptionsFor } from '../../identity/workload/tls-options.js';
+import type { IdentitySource, WorkloadCertificate } from '../../identity/workload/types.js';
 import { type Logger, silentLogger } from '../../telemetry/log.js';
-import { formatAuthority } from './authority.js';
-import { guardWritev } from './writev-guard.js';
+import { formatAuthority } from '../../config/address.js';
 import { checkPeerIdentity } from './spiffe-peer.js';
-import { DEFAULT_TUNNEL_PORT, type TunnelDialer, TunnelErrorCode, type TunnelTarget } from './types.js';
+import { openConnectStream } from './connect-stream.js';
+import { throwIfAborted, toTunnelError, withDeadline } from './tunnel-errors.js';
+import type { TunnelDialer, TunnelTarget } from './types.js';
+import { MeshPort } from '../../config/ports.js';
+import { TunnelCode } from '../codes.js';
 
 export interface TunnelPoolOptions {
   identity: IdentitySource;
@@ -54,6 +57,16 @@ export interface TunnelPoolOptions {
   maxSessionMemoryMb?: number;
 }
 
+/** What a session is opened for: its pool key, the destination, the credentials, where to dial. */
+interface SessionSpec {
+  key: string;
+  target: TunnelTarget;
+  cert: WorkloadCertificate;
+  bundle: string;
+  tunnelAddress: string;
+  tunnelPort: number;
+}
+
 interface PooledSession {
   id: number;
   key: string;
@@ -69,33 +82,6 @@ interface PooledSession {
   closed: boolean;
   idleTimer?: NodeJS.Timeout;
   pingTimer?: NodeJS.Timeout;
-}
-
-/** Hop-by-hop and pseudo headers a caller may not smuggle into the CONNECT request. */
-const FORBIDDEN_HEADERS = new Set([
-  'connection',
-  'keep-alive',
-  'proxy-connection',
-  'transfer-encoding',
-  'upgrade',
-  'te',
-  'host',
-  'content-length',
-]);
-
-function statusCode(status: number): string {
-  switch (status) {
-    case 400:
-      return TunnelErrorCode.BadRequest;
-    case 401:
-      return TunnelErrorCode.Unauthorized;
-    case 403:
-      return TunnelErrorCode.Forbidden;
-    case 503:
-      return TunnelErrorCode.Unavailable;
-    default:
-      return TunnelErrorCode.Status;
-  }
 }
 
 export class TunnelPool implements TunnelDialer {
@@ -133,18 +119,18 @@ export class TunnelPool implements TunnelDialer {
     target: TunnelTarget,
     opts: { signal?: AbortSignal; headers?: Record<string, string> } = {},
   ): Promise<Duplex> {
-    if (this.closed) throw new SkeinError(TunnelErrorCode.Closed, 'tunnel pool is closed');
+    if (this.closed) throw new SkeinError(TunnelCode.Closed, 'tunnel pool is closed');
     const { signal } = opts;
     throwIfAborted(signal);
     const cert = await this.identity.certificateFor(source, signal);
     throwIfAborted(signal);
     const bundle = this.identity.trustBundlePem().join('\n');
     const tunnelAddress = target.tunnelAddress ?? target.address;
-    const tunnelPort = target.tunnelPort ?? DEFAULT_TUNNEL_PORT;
+    const tunnelPort = target.tunnelPort ?? MeshPort.Tunnel;
     // See the file comment: the dialled address is part of the key (one :15008 per pod netns).
     const key = `${source}|${target.identity}|${target.node}|${formatAuthority(tunnelAddress, tunnelPort)}`;
 
-    const pooled = this.acquire(key, target, cert, bundle, tunnelAddress, tunnelPort);
+    const pooled = this.acquire({ key, target, cert, bundle, tunnelAddress, tunnelPort });
     let released = false;
     const release = (): void => {
       if (released) return;
@@ -153,7 +139,7 @@ export class TunnelPool implements TunnelDialer {
     };
     try {
       const session = await withDeadline(pooled.ready, this.connectTimeoutMs, signal, 'TLS session');
-      return await this.openStream(session, pooled, target, opts.headers, signal, release);
+      return await openConnectStream(session, pooled.tunnelAuthority, target, opts.headers, signal, this.connectTimeoutMs, release);
     } catch (err) {
       release();
       throw err;
@@ -175,14 +161,8 @@ export class TunnelPool implements TunnelDialer {
     await Promise.all(all.map((s) => this.shutdownSession(s)));
   }
 
-  private acquire(
-    key: string,
-    target: TunnelTarget,
-    cert: WorkloadCertificate,
-    bundle: string,
-    tunnelAddress: string,
-    tunnelPort: number,
-  ): PooledSession {
+  private acquire(want: SessionSpec): PooledSession {
+    const { key, cert, bundle } = want;
     let list = this.pools.get(key);
     if (!list) {
       list = [];
@@ -203,13 +183,13 @@ export class TunnelPool implements TunnelDialer {
     if (!chosen) {
       const live = list.filter((s) => !s.closed && !s.draining).length;
       if (live >= this.maxSessionsPerKey) {
-        throw new SkeinError(TunnelErrorCode.PoolExhausted, 'every tunnel session to this destination is full', {
+        throw new SkeinError(TunnelCode.PoolExhausted, 'every tunnel session to this destination is full', {
           key,
           maxSessionsPerKey: this.maxSessionsPerKey,
           maxStreamsPerSession: this.maxStreamsPerSession,
         });
       }
-      chosen = this.openSession(key, target, cert, bundle, tunnelAddress, tunnelPort);
+      chosen = this.openSession(want);
       list.push(chosen);
       // A drain above may have dropped the emptied list from the map.
       this.pools.set(key, list);
@@ -258,14 +238,8 @@ export class TunnelPool implements TunnelDialer {
     if (list.length === 0) this.pools.delete(s.key);
   }
 
-  private openSession(
-    key: string,
-    target: TunnelTarget,
-    cert: WorkloadCertificate,
-    bundle: string,
-    tunnelAddress: string,
-    tunnelPort: number,
-  ): PooledSession {
+  private openSession(spec: SessionSpec): PooledSession {
+    const { key, target, cert, bundle, tunnelAddress, tunnelPort } = spec;
     const trustDomain = this.identity.trustDomain();
     const bundlePems = this.identity.trustBundlePem();
     const s: PooledSession = {
@@ -284,7 +258,7 @@ export class TunnelPool implements TunnelDialer {
       let settled = false;
       let socket: TLSSocket | undefined;
       const timer = setTimeout(() => {
-        if (!settled) socket?.destroy(new SkeinError(TunnelErrorCode.Timeout, 'tunnel TLS handshake timed out'));
+        if (!settled) socket?.destroy(new SkeinError(TunnelCode.Timeout, 'tunnel TLS handshake timed out'));
       }, this.connectTimeoutMs);
       timer.unref();
       const fail = (err: unknown): void => {
@@ -305,7 +279,7 @@ export class TunnelPool implements TunnelDialer {
       sock.once('error', fail);
       sock.once('secureConnect', () => {
         if (sock.alpnProtocol !== 'h2') {
-          sock.destroy(new SkeinError(TunnelErrorCode.Tls, `tunnel peer did not negotiate h2 (got ${sock.alpnProtocol})`));
+          sock.destroy(new SkeinError(TunnelCode.TlsFailed, `tunnel peer did not negotiate h2 (got ${sock.alpnProtocol})`));
           return;
         }
         sock.removeListener('error', fail);
@@ -351,7 +325,7 @@ export class TunnelPool implements TunnelDialer {
           fail(
             socketError ??
               new SkeinError(
-                TunnelErrorCode.Tls,
+                TunnelCode.TlsFailed,
                 'tunnel peer closed the connection before HTTP/2 SETTINGS (it most likely refused our client certificate)',
               ),
           );
@@ -382,7 +356,7 @@ export class TunnelPool implements TunnelDialer {
       checkServerIdentity: (_host: string, peer: PeerCertificate) => {
         const r = checkPeerIdentity(peer, bundlePems, trustDomain, expected);
         if (r.ok) return undefined;
-        return new SkeinError(TunnelErrorCode.Identity, `tunnel peer is not ${expected}: ${r.detail ?? r.reason}`, {
+        return new SkeinError(TunnelCode.PeerIdentityMismatch, `tunnel peer is not ${expected}: ${r.detail ?? r.reason}`, {
           expected,
           reason: r.reason,
         });
@@ -396,7 +370,7 @@ export class TunnelPool implements TunnelDialer {
       if (session.destroyed || session.closed) return;
       const deadline = setTimeout(() => {
         this.log.debug({ session: s.id }, 'tunnel keepalive PING unanswered; closing session');
-        session.destroy(new SkeinError(TunnelErrorCode.Timeout, 'keepalive PING unanswered'));
+        session.destroy(new SkeinError(TunnelCode.Timeout, 'keepalive PING unanswered'));
       }, this.keepaliveTimeoutMs);
       deadline.unref();
       try {
@@ -418,90 +392,6 @@ export class TunnelPool implements TunnelDialer {
     s.pingTimer = undefined;
   }
 
-  private openStream(
-    session: ClientHttp2Session,
-    pooled: PooledSession,
-    target: TunnelTarget,
-    extra: Record<string, string> | undefined,
-    signal: AbortSignal | undefined,
-    release: () => void,
-  ): Promise<Duplex> {
-    const authority = formatAuthority(target.address, target.port);
-    // HBONE: CONNECT with :authority only; no :scheme, no :path (RFC 9113 §8.5).
-    const headers: Record<string, string> = { ':method': 'CONNECT', ':authority': authority };
-    if (extra) {
-      for (const [k, v] of Object.entries(extra)) {
-        const name = k.toLowerCase();
-        if (name.startsWith(':') || FORBIDDEN_HEADERS.has(name)) continue;
-        headers[name] = v;
-      }
-    }
-    let stream: ClientHttp2Stream;
-    try {
-      // Writers of this stream include Node's HTTP/1 client: see writev-guard.ts.
-      stream = guardWritev(session.request(headers, { endStream: false }));
-    } catch (err) {
-      // e.g. the session received GOAWAY between pick and request.
-      throw toTunnelError(err, pooled.tunnelAuthority, target.identity);
-    }
-    stream.once('close', release);
-    return new Promise<Duplex>((resolve, reject) => {
-      let done = false;
-      const cleanup = (): void => {
-        done = true;
-        clearTimeout(timer);
-        signal?.removeEventListener('abort', onAbort);
-        stream.removeListener('response', onResponse);
-        stream.removeListener('error', onError);
-        stream.removeListener('close', onClose);
-      };
-      const failWith = (err: SkeinError): void => {
-        if (done) return;
-        cleanup();
-        if (!stream.destroyed) stream.close(h2c.NGHTTP2_CANCEL);
-        reject(err);
-      };
-      const onResponse = (h: Record<string, unknown>): void => {
-        const status = Number(h[':status']);
-        if (status >= 200 && status < 300) {
-          cleanup();
-          resolve(stream);
-          return;
-        }
-        failWith(
-          new SkeinError(statusCode(status), `tunnel CONNECT to ${authority} answered ${status}`, {
-            status,
-            authority,
-            identity: target.identity,
-          }),
-        );
-      };
-      const onError = (err: Error): void => failWith(toTunnelError(err, pooled.tunnelAuthority, target.identity));
-      const onClose = (): void =>
-        failWith(
-          new SkeinError(TunnelErrorCode.Stream, `tunnel stream to ${authority} closed before a response`, {
-            rstCode: stream.rstCode,
-            authority,
-          }),
-        );
-      const onAbort = (): void => failWith(new SkeinError(TunnelErrorCode.Aborted, 'tunnel connect aborted'));
-      const timer = setTimeout(
-        () => failWith(new SkeinError(TunnelErrorCode.Timeout, `no CONNECT response from ${authority}`)),
-        this.connectTimeoutMs,
-      );
-      timer.unref();
-      stream.on('response', onResponse);
-      stream.on('error', onError);
-      stream.on('close', onClose);
-      signal?.addEventListener('abort', onAbort, { once: true });
-    }).then((s) => {
-      // Errors after this point belong to whoever pipes the stream; keep a listener so one
-      // arriving before they attach theirs cannot crash the process.
-      s.on('error', noop);
-      return s;
-    });
-  }
-
   private async shutdownSession(s: PooledSession): Promise<void> {
     this.clearTimers(s);
     s.draining = true;
@@ -521,45 +411,3 @@ export class TunnelPool implements TunnelDialer {
   }
 }
 
-function noop(): void {}
-
-function throwIfAborted(signal: AbortSignal | undefined): void {
-  if (signal?.aborted) throw new SkeinError(TunnelErrorCode.Aborted, 'tunnel connect aborted');
-}
-
-function toTunnelError(err: unknown, peer: string, identity: SpiffeId): SkeinError {
-  if (err instanceof SkeinError) return err;
-  const code = (err as { code?: string }).code;
-  const tlsish =
-    typeof code === 'string' &&
-    (code.startsWith('ERR_SSL') || code.includes('CERT') || code.startsWith('ERR_TLS') || code === 'DEPTH_ZERO_SELF_SIGNED_CERT');
-  const connectFailed = code === 'ECONNREFUSED' || code === 'EHOSTUNREACH' || code === 'ENETUNREACH' || code === 'EADDRNOTAVAIL';
-  return new SkeinError(
-    tlsish ? TunnelErrorCode.Tls : connectFailed ? TunnelErrorCode.Connect : TunnelErrorCode.Stream,
-    `tunnel to ${peer} failed: ${messageOf(err)}`,
-    { peer, identity, cause: code },
-    { cause: err },
-  );
-}
-
-/** Await `p`, but give up after `ms` or when `signal` aborts. */
-function withDeadline<T>(p: Promise<T>, ms: number, signal: AbortSignal | undefined, what: string): Promise<T> {
-  return new Promise<T>((resolve, reject) => {
-    const timer = setTimeout(() => finish(() => reject(new SkeinError(TunnelErrorCode.Timeout, `${what} timed out`))), ms);
-    timer.unref();
-    const onAbort = (): void => finish(() => reject(new SkeinError(TunnelErrorCode.Aborted, 'tunnel connect aborted')));
-    let done = false;
-    const finish = (f: () => void): void => {
-      if (done) return;
-      done = true;
-      clearTimeout(timer);
-      signal?.removeEventListener('abort', onAbort);
-      f();
-    };
-    signal?.addEventListener('abort', onAbort, { once: true });
-    p.then(
-      (v) => finish(() => resolve(v)),
-      (e) => finish(() => reject(e)),
-    );
-  });
-}

@@ -35,13 +35,14 @@ import type { AddressInfo } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import type { Workload } from '../../config/model.js';
 import { hasCode, messageOf } from '../../errors.js';
-import { tlsOptionsFor } from '../../identity/tls-options.js';
-import type { IdentitySource, WorkloadCertificate } from '../../identity/types.js';
+import { tlsOptionsFor } from '../../identity/workload/tls-options.js';
+import type { IdentitySource, WorkloadCertificate } from '../../identity/workload/types.js';
 import { type Logger, silentLogger } from '../../telemetry/log.js';
 import type { InboundProxy, InboundRequest } from '../inbound/inbound-proxy.js';
-import { canonicalIp, parseAuthority } from './authority.js';
+import { canonicalIp } from '../../config/address.js';
+import { parseAuthority } from './authority.js';
 import { checkPeerIdentity, type PeerIdentityCheck } from './spiffe-peer.js';
-import { TunnelErrorCode } from './types.js';
+import { TunnelCode } from '../codes.js';
 import { guardWritev } from './writev-guard.js';
 
 export interface TunnelServerOptions {
@@ -365,26 +366,15 @@ export class TunnelServer {
     const fwd = forwardedHeaders(headers);
     if (fwd) base.headers = fwd;
 
-    const ac = new AbortController();
-    const onEarlyClose = (): void => ac.abort();
-    stream.once('close', onEarlyClose);
-    this.inbound.admit(base, ac.signal).then(
-      (app) => {
-        stream.removeListener('close', onEarlyClose);
-        if (stream.destroyed || stream.closed) {
-          app.destroy();
-          return;
-        }
-        stream.respond({ ':status': 200 });
-        this.inbound.serve(base, guardWritev(stream), app);
-      },
-      (err: unknown) => {
-        stream.removeListener('close', onEarlyClose);
-        if (hasCode(err, TunnelErrorCode.Unauthorized)) respond(stream, 401);
-        else if (hasCode(err, TunnelErrorCode.Unavailable)) respond(stream, 503);
+    // The app's writes reach this stream through the L4 pipe: see writev-guard.ts.
+    this.inbound.accept(base, guardWritev(stream), {
+      admitted: () => stream.respond({ ':status': 200 }),
+      refused: (err) => {
+        if (hasCode(err, TunnelCode.SourceDenied)) respond(stream, 401);
+        else if (hasCode(err, TunnelCode.AppUnreachable)) respond(stream, 503);
         else if (!stream.destroyed) stream.close(h2c.NGHTTP2_CANCEL);
       },
-    );
+    });
   }
 
   /** Rapid reset: the client cancels streams before we could answer them. */

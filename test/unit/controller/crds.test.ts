@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import t from 'tap';
 import { parseAllDocuments } from 'yaml';
 import { renderCrds } from '../../../src/controller/crds.js';
-import { repoPath } from '../../../src/identity/repo-path.js';
+import { repoPath } from '../../../src/paths.js';
 
 interface Doc {
   kind: string;

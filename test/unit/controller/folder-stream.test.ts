@@ -4,7 +4,7 @@
 // NACK, and a controller killed and restarted while the agents keep their config.
 import t from 'tap';
 import { Controller } from '../../../src/controller/controller.js';
-import { BootstrapTokenAuthenticator } from '../../../src/identity/bootstrap-tokens.js';
+import { BootstrapTokenAuthenticator } from '../../../src/identity/ca/bootstrap-tokens.js';
 import {
   baseCluster,
   FakeAgent,

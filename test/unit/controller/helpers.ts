@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { stringify } from 'yaml';
 import { ConfigStore } from '../../../src/config/store.js';
 import { ControllerConfigSource, type ObservedResponse } from '../../../src/config/controller-source.js';
-import type { ControlledMeshSnapshot } from '../../../src/controller/policy-model.js';
+import type { ControlledMeshSnapshot } from '../../../src/config/policy-model.js';
 import type { SkeinError } from '../../../src/errors.js';
 
 export type Obj = Record<string, unknown>;

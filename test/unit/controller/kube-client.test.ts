@@ -5,8 +5,8 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import t from 'tap';
 import { inClusterOptions, KubeApiError, KubeClient } from '../../../src/controller/kube/client.js';
-import { CertificateAuthority } from '../../../src/identity/ca.js';
-import { MemoryRootStore } from '../../../src/identity/root-store.js';
+import { CertificateAuthority } from '../../../src/identity/ca/ca.js';
+import { MemoryRootStore } from '../../../src/identity/ca/root-store.js';
 import { FakeApiServer } from './fake-apiserver.js';
 import { namespace, tempDir } from './helpers.js';
 
@@ -20,7 +20,7 @@ t.test('in-cluster options', async (t) => {
     namespace: 'skein-system',
   });
   t.equal(inClusterOptions(dir, { KUBERNETES_SERVICE_HOST: 'fd00::1' }).server, 'https://[fd00::1]:443');
-  t.throws(() => inClusterOptions(dir, {}), { code: 'SKEIN_KUBE_CONFIG' });
+  t.throws(() => inClusterOptions(dir, {}), { code: 'SKEIN_KUBE_NOT_IN_CLUSTER' });
 });
 
 t.test('HTTPS with the cluster CA, rotating token file, pagination, errors', async (t) => {

@@ -8,7 +8,7 @@ import { Controller } from '../../../src/controller/controller.js';
 import { KubeClient } from '../../../src/controller/kube/client.js';
 import { KubeSource } from '../../../src/controller/kube/kube-source.js';
 import { KubeStatusWriter, StatusReporter } from '../../../src/controller/kube/status-writer.js';
-import { BootstrapTokenAuthenticator } from '../../../src/identity/bootstrap-tokens.js';
+import { BootstrapTokenAuthenticator } from '../../../src/identity/ca/bootstrap-tokens.js';
 import { FakeApiServer } from './fake-apiserver.js';
 import { baseCluster, FakeAgent, type Obj, pod, slice, TOKENS, until } from './helpers.js';
 

@@ -5,7 +5,7 @@ import t from 'tap';
 import { KubeClient } from '../../../src/controller/kube/client.js';
 import { LeaseElector } from '../../../src/controller/kube/lease.js';
 import { LeaderGatedRootStore, SecretRootStore } from '../../../src/controller/kube/secret-root-store.js';
-import { CertificateAuthority } from '../../../src/identity/ca.js';
+import { CertificateAuthority } from '../../../src/identity/ca/ca.js';
 import { FakeApiServer } from './fake-apiserver.js';
 
 async function setup(t: Tap.Test) {

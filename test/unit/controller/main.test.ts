@@ -5,11 +5,11 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import t from 'tap';
-import { createBootstrapTokens, readBootstrapToken } from '../../../src/identity/bootstrap-tokens.js';
-import { CaClient } from '../../../src/identity/ca-client.js';
+import { createBootstrapTokens, readBootstrapToken } from '../../../src/identity/ca/bootstrap-tokens.js';
+import { CaClient } from '../../../src/identity/workload/ca-client.js';
 import { ControllerConfigSource } from '../../../src/config/controller-source.js';
 import { ConfigStore } from '../../../src/config/store.js';
-import { createWorkloadCsr, generateP256KeyPair } from '../../../src/identity/keys.js';
+import { createWorkloadCsr, generateP256KeyPair } from '../../../src/identity/x509/keys.js';
 import { baseCluster, tempDir, until, writeCluster } from './helpers.js';
 
 const CHILD = join(import.meta.dirname, 'run-controller-child.ts');

@@ -3,7 +3,7 @@
 // agents. Also: policies reach only the nodes whose workloads they select.
 import t from 'tap';
 import { Controller } from '../../../src/controller/controller.js';
-import { BootstrapTokenAuthenticator } from '../../../src/identity/bootstrap-tokens.js';
+import { BootstrapTokenAuthenticator } from '../../../src/identity/ca/bootstrap-tokens.js';
 import { fetchControllerStatus } from '../../../src/controller/status-client.js';
 import { baseCluster, FakeAgent, type Obj, pod, service, tempDir, TOKENS, until, writeCluster, writeText, writeYaml } from './helpers.js';
 

@@ -2,9 +2,9 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { CertificateAuthority, type CertificateAuthorityOptions } from '../../../src/identity/ca.js';
-import type { CertificateIssuer, IssuerResponse } from '../../../src/identity/ca-client.js';
-import type { Clock, Timers } from '../../../src/identity/renewal.js';
+import { CertificateAuthority, type CertificateAuthorityOptions } from '../../../src/identity/ca/ca.js';
+import type { CertificateIssuer, IssuerResponse } from '../../../src/identity/workload/ca-client.js';
+import type { Clock, Timers } from '../../../src/identity/workload/renewal.js';
 
 export const TD = 'cluster.local';
 export const id = (ns: string, sa: string) => `spiffe://${TD}/ns/${ns}/sa/${sa}`;
@@ -86,10 +86,10 @@ export class LocalIssuer implements CertificateIssuer {
   }
 }
 
-import { importSigningKey } from '../../../src/identity/keys.js';
-import { generateP256KeyPair, privateKeyToPem } from '../../../src/identity/keys.js';
-import type { SigningAuthority } from '../../../src/identity/authority.js';
-import { x509 } from '../../../src/identity/x509-provider.js';
+import { importSigningKey } from '../../../src/identity/x509/keys.js';
+import { generateP256KeyPair, privateKeyToPem } from '../../../src/identity/x509/keys.js';
+import type { SigningAuthority } from '../../../src/identity/ca/authority.js';
+import { x509 } from '../../../src/identity/x509/provider.js';
 
 /** A leaf signed by `authority` with arbitrary SANs and validity (for negative tests). */
 export async function craftLeaf(

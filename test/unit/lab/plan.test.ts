@@ -72,7 +72,7 @@ t.test('overlapping CIDRs are refused', async (t) => {
   } catch (err) {
     caught = err;
   }
-  t.ok(hasCode(caught, 'SKEIN_LAB_PLAN'), 'SKEIN_LAB_PLAN');
+  t.ok(hasCode(caught, 'SKEIN_LAB_PLAN_INVALID'), 'SKEIN_LAB_PLAN_INVALID');
   t.match((caught as Error).message, /pod CIDR of node a.*overlaps the service CIDR|service CIDR.*overlaps the pod CIDR of node a/);
 });
 

@@ -6,20 +6,15 @@ import { connect, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import t, { type Test } from 'tap';
 import { hasCode } from '../../../../src/errors.js';
-import { InboundProxy, type InboundConnectionRecord, type InboundProxyOptions } from '../../../../src/proxy/inbound/inbound-proxy.js';
+import { InboundProxy, type InboundProxyOptions } from '../../../../src/proxy/inbound/inbound-proxy.js';
 import { PlaintextListener } from '../../../../src/proxy/inbound/plaintext-listener.js';
-import { TunnelErrorCode } from '../../../../src/proxy/tunnel/types.js';
-import { closedPort, echoHandler, LoopbackAppConnector, spiffe, tcpServer, workload } from '../tunnel/fixtures.js';
-import { captureLogger, readAll, sendPayload } from '../tunnel/harness.js';
+import { closedPort, echoHandler, LoopbackAppConnector, spiffe, tcpServer, waitFor, workload } from '../tunnel/fixtures.js';
+import { appBehindInbound, readAll, sendPayload } from '../tunnel/harness.js';
+import { TunnelCode } from '../../../../src/proxy/codes.js';
 
 async function setup(t: Test, mode: 'STRICT' | 'PERMISSIVE', inboundOpts: Partial<InboundProxyOptions> = {}) {
-  const app = await tcpServer(echoHandler);
-  t.teardown(() => app.close());
+  const { app, records, logger, lines, connector, inbound } = await appBehindInbound(t, undefined, inboundOpts);
   const pod = workload('web', ['127.0.0.1'], spiffe('default', 'web'), mode);
-  const records: InboundConnectionRecord[] = [];
-  const { logger, lines } = captureLogger();
-  const connector = new LoopbackAppConnector();
-  const inbound = new InboundProxy({ app: connector, logger, onConnection: (r) => records.push(r), ...inboundOpts });
   // sk_lookup keeps the original destination as the socket's local port; on loopback without
   // it, the test maps every accepted connection to the app's port.
   let dstPort = app.port;
@@ -63,15 +58,6 @@ function outcome(s: Socket): Promise<{ data: string; error?: string }> {
     s.once('end', () => resolve({ data }));
     s.once('error', (e: NodeJS.ErrnoException) => resolve({ data, error: e.code ?? e.message }));
   });
-}
-
-async function waitFor(cond: () => boolean, ms = 2000): Promise<boolean> {
-  const deadline = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > deadline) return false;
-    await new Promise((r) => setTimeout(r, 10));
-  }
-  return true;
 }
 
 t.test('STRICT: plaintext is refused with a reset, logged and counted, the app never sees it', async (t) => {
@@ -154,9 +140,9 @@ t.test('openLocal: same-node path with identity, policy and telemetry, no TLS', 
   t.match(line, { access: { transport: 'local', source } }, 'access log line names the source');
 
   const err = await x.inbound.openLocal(denied, x.pod, x.app.port).catch((e) => e);
-  t.ok(hasCode(err, TunnelErrorCode.Unauthorized), 'policy deny -> SKEIN_TUNNEL_REFUSED_401');
+  t.ok(hasCode(err, TunnelCode.SourceDenied), 'policy deny -> SKEIN_TUNNEL_SOURCE_DENIED');
   const err2 = await x.inbound.openLocal(source, x.pod, await closedPort()).catch((e) => e);
-  t.ok(hasCode(err2, TunnelErrorCode.Unavailable), 'closed app port -> SKEIN_TUNNEL_UNAVAILABLE_503');
+  t.ok(hasCode(err2, TunnelCode.AppUnreachable), 'closed app port -> SKEIN_TUNNEL_APP_UNREACHABLE');
   t.equal(x.connector.connects, 2, 'the denied connection never reached the app connector');
 });
 
@@ -200,6 +186,6 @@ t.test('authorizer that throws refuses (fail closed)', async (t) => {
   });
   const pod = workload('web', ['127.0.0.1'], spiffe('default', 'web'));
   const err = await inbound.openLocal(spiffe('a', 'b'), pod, app.port).catch((e) => e);
-  t.ok(hasCode(err, TunnelErrorCode.Unauthorized));
+  t.ok(hasCode(err, TunnelCode.SourceDenied));
   t.equal(inbound.stats.refused, 1);
 });

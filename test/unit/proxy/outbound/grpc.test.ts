@@ -151,7 +151,7 @@ t.test('gRPC: no healthy endpoint and unreachable endpoint -> UNAVAILABLE (trail
   const e2 = await call();
   t.equal(e2?.code, grpc.status.UNAVAILABLE, 'tunnel refused');
   t.match(e2?.details, /upstream connect error/);
-  h.tunnel.failCode = 'SKEIN_TUNNEL_REFUSED_403';
+  h.tunnel.failCode = 'SKEIN_TUNNEL_WRONG_DESTINATION';
   const e3 = await call();
   t.equal(e3?.code, grpc.status.PERMISSION_DENIED, 'destination policy denied the source');
   h.tunnel.fail = false;

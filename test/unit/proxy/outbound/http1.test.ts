@@ -191,7 +191,7 @@ t.test('no ready endpoint -> 503; tunnel failure -> 503', async (t) => {
   const r2 = await request(agent, h.port);
   t.equal(r2.status, 503);
   t.match(r2.body.toString(), /upstream connect error/);
-  h.tunnel.failCode = 'SKEIN_TUNNEL_REFUSED_401';
+  h.tunnel.failCode = 'SKEIN_TUNNEL_SOURCE_DENIED';
   const denied = await request(agent, h.port);
   t.equal(denied.status, 403, 'destination refused the source identity -> 403');
   h.tunnel.fail = false;

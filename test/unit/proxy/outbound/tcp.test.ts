@@ -2,7 +2,7 @@ import net from 'node:net';
 import type { Duplex } from 'node:stream';
 import t from 'tap';
 import type { Workload } from '../../../../src/config/model.js';
-import type { LocalInbound } from '../../../../src/proxy/tunnel/types.js';
+import type { LocalInbound } from '../../../../src/proxy/inbound/types.js';
 import { BACKEND_IPS, directConnect, listenOn, snapshotFor, startProxy } from './fixtures/harness.js';
 
 function connect(port: number): Promise<net.Socket> {

@@ -1,6 +1,7 @@
 /** Pure helpers: HBONE authority parsing and the SPIFFE peer check. */
 import t from 'tap';
-import { canonicalIp, formatAuthority, parseAuthority } from '../../../../src/proxy/tunnel/authority.js';
+import { canonicalIp, formatAuthority } from '../../../../src/config/address.js';
+import { parseAuthority } from '../../../../src/proxy/tunnel/authority.js';
 import { checkPeerIdentity } from '../../../../src/proxy/tunnel/spiffe-peer.js';
 import { makeCa, makeLeaf, OTHER_TRUST_DOMAIN, spiffe, TRUST_DOMAIN } from './fixtures.js';
 

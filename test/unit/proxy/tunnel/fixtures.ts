@@ -7,13 +7,11 @@
 import { createHash, webcrypto } from 'node:crypto';
 import { type AddressInfo, connect as netConnect, createServer, type Server, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
-import './reflect-shim.js';
-import * as x509 from '@peculiar/x509';
 import type { SpiffeId, Workload } from '../../../../src/config/model.js';
-import type { IdentitySource, WorkloadCertificate } from '../../../../src/identity/types.js';
-import type { AppConnector } from '../../../../src/proxy/tunnel/types.js';
-
-x509.cryptoProvider.set(webcrypto as unknown as Parameters<typeof x509.cryptoProvider.set>[0]);
+import type { IdentitySource, WorkloadCertificate } from '../../../../src/identity/workload/types.js';
+import type { AppConnector } from '../../../../src/proxy/inbound/types.js';
+// The same provider (and Reflect shim) the CA uses: certificates are built as skein builds them.
+import { x509 } from '../../../../src/identity/x509/provider.js';
 
 const ALG: webcrypto.EcKeyGenParams & webcrypto.EcdsaParams = { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' };
 
@@ -210,15 +208,17 @@ export async function closedPort(): Promise<number> {
   return port;
 }
 
-/** Deterministic pseudo-random bytes (fast: one 1 MiB block reused with a varying prefix). */
-export function payload(size: number, seed = 1): Buffer[] {
-  const block = Buffer.alloc(Math.min(size, 1 << 20));
+/**
+ * Deterministic pseudo-random bytes, chunk by chunk (fast: one block of up to 1 MiB reused,
+ * each chunk stamped with its index so reordering or duplication changes the hash).
+ */
+export function* payloadChunks(size: number, seed = 1): Generator<Buffer> {
+  const block = Buffer.alloc(Math.min(Math.max(size, 1), 1 << 20));
   let x = seed * 2654435761;
   for (let i = 0; i < block.length; i++) {
     x = (x * 1103515245 + 12345) >>> 0;
     block[i] = x >>> 24;
   }
-  const out: Buffer[] = [];
   let left = size;
   let n = 0;
   while (left > 0) {
@@ -226,10 +226,24 @@ export function payload(size: number, seed = 1): Buffer[] {
     const b = Buffer.from(block.subarray(0, len));
     if (len >= 4) b.writeUInt32BE(n >>> 0, 0);
     n++;
-    out.push(b);
     left -= len;
+    yield b;
   }
-  return out;
+}
+
+/** payloadChunks, all at once. */
+export function payload(size: number, seed = 1): Buffer[] {
+  return [...payloadChunks(size, seed)];
+}
+
+/** Polls `cond` every 10 ms; false when it did not hold within `ms`. */
+export async function waitFor(cond: () => boolean, ms = 2000): Promise<boolean> {
+  const deadline = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > deadline) return false;
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  return true;
 }
 
 export function sha256(chunks: Buffer[]): string {

@@ -3,39 +3,16 @@
  * mid-stream, certificate and trust-bundle rotation while connections keep working.
  */
 import { X509Certificate } from 'node:crypto';
-import { connect as h2connect, constants as h2c, type ClientHttp2Session } from 'node:http2';
+import { constants as h2c } from 'node:http2';
 import { connect as netConnect } from 'node:net';
 import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import type { Duplex } from 'node:stream';
 import t, { type Test } from 'tap';
-import type { WorkloadCertificate } from '../../../../src/identity/types.js';
 import { TunnelPool } from '../../../../src/proxy/tunnel/tunnel-pool.js';
-import { TunnelErrorCode } from '../../../../src/proxy/tunnel/types.js';
-import { makeCa, makeLeaf, TestIdentity, TRUST_DOMAIN } from './fixtures.js';
+import { makeCa, makeLeaf, TestIdentity, TRUST_DOMAIN, waitFor } from './fixtures.js';
 import { connectHeaders, FrameType, frame, type RawH2, rawH2 } from './raw-h2.js';
-import { type Mesh, readAll, sendPayload, setupMesh } from './harness.js';
-
-async function rawSession(t: Test, m: Mesh, cert: WorkloadCertificate): Promise<{ tls: TLSSocket; session: ClientHttp2Session }> {
-  const tls = tlsConnect({
-    host: '127.0.0.1',
-    port: m.tunnelPort,
-    ALPNProtocols: ['h2'],
-    ca: m.serverIdentity.bundle,
-    cert: cert.certChainPem,
-    key: cert.privateKeyPem,
-    checkServerIdentity: () => undefined,
-  });
-  tls.on('error', () => {});
-  await new Promise<void>((resolve, reject) => {
-    tls.once('secureConnect', () => resolve());
-    tls.once('error', reject);
-  });
-  const session = h2connect(`https://127.0.0.1:${m.tunnelPort}`, { createConnection: () => tls });
-  session.on('error', () => {});
-  t.teardown(() => session.destroy());
-  await new Promise((r) => session.once('remoteSettings', r));
-  return { tls, session };
-}
+import { type Mesh, rawSession, readAll, sendPayload, setupMesh } from './harness.js';
+import { TunnelCode } from '../../../../src/proxy/codes.js';
 
 /** Echo `size` bytes over an open tunnel stream without ending it. */
 async function echoOnce(s: Duplex, size: number): Promise<boolean> {
@@ -149,7 +126,7 @@ t.test('rapid reset without skein’s limit: what Node/nghttp2 do alone, and the
 
 t.test('peer vanishes mid-stream: app connection and session cleaned up, others served', async (t) => {
   const m = await setupMesh(t);
-  const { tls, session } = await rawSession(t, m, await m.clientIdentity.certificateFor(m.clientId));
+  const { tls, session } = await rawSession(t, m, { cert: await m.clientIdentity.certificateFor(m.clientId), awaitSettings: true });
   const req = session.request({ ':method': 'CONNECT', ':authority': `127.0.0.1:${m.app.port}` });
   req.on('error', () => {});
   const status = await new Promise<number>((r) => req.once('response', (h) => r(Number(h[':status']))));
@@ -179,7 +156,7 @@ t.test('server certificate rotation via setSecureContext: open streams keep work
   t.ok(await echoOnce(s, 1000), 'the stream opened before rotation still works');
   const again = await m.pool.connect(m.clientId, m.target());
   t.ok(await echoOnce(again, 1000), 'a new stream on the pooled (pre-rotation) session works');
-  const { tls } = await rawSession(t, m, await m.clientIdentity.certificateFor(m.clientId));
+  const { tls } = await rawSession(t, m, { cert: await m.clientIdentity.certificateFor(m.clientId), awaitSettings: true });
   const fp = tls.getPeerX509Certificate()?.fingerprint256;
   t.equal(fp, new X509Certificate(fresh.certChainPem).fingerprint256, 'a new handshake sees the rotated certificate');
   t.not(fp, oldFp);
@@ -203,7 +180,7 @@ t.test('trust bundle rotation: a client from a newly trusted CA is refused befor
   const id2 = new TestIdentity(TRUST_DOMAIN, [m.ca.certPem]).set(await makeLeaf(ca2, [m.clientId]));
   const p1 = new TunnelPool({ identity: id2 });
   t.teardown(() => p1.close());
-  await t.rejects(p1.connect(m.clientId, m.target()), { code: TunnelErrorCode.Tls }, 'refused while ca2 is not trusted');
+  await t.rejects(p1.connect(m.clientId, m.target()), { code: TunnelCode.TlsFailed }, 'refused while ca2 is not trusted');
   m.serverIdentity.bundle = [m.ca.certPem, ca2.certPem];
   t.ok(await m.server.refreshCredentials());
   t.ok(await echoThroughNewPool(t, m, id2), 'accepted once the bundle holds both roots');
@@ -260,14 +237,5 @@ t.test('server close(): GOAWAY to clients, pool evicts, connects then fail fast'
   await m.server.close(200);
   t.ok(await waitFor(() => m.pool.stats().length === 0), 'pool evicted the closed session');
   const err = await m.pool.connect(m.clientId, m.target()).catch((e) => e);
-  t.equal(err.code, TunnelErrorCode.Connect, `nothing listening: ${err.message}`);
+  t.equal(err.code, TunnelCode.ConnectFailed, `nothing listening: ${err.message}`);
 });
-
-async function waitFor(cond: () => boolean, ms = 2000): Promise<boolean> {
-  const deadline = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > deadline) return false;
-    await new Promise((r) => setTimeout(r, 10));
-  }
-  return true;
-}

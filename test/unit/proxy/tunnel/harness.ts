@@ -2,7 +2,10 @@
  * A one-pod "mesh" on loopback for tunnel tests: CA, identities, an app server, the inbound
  * path (InboundProxy + TunnelServer for the pod at 127.0.0.1) and a TunnelPool client.
  */
+import { type ClientHttp2Session, connect as h2connect } from 'node:http2';
 import { type Duplex, Writable } from 'node:stream';
+import { connect as tlsConnect, type TLSSocket } from 'node:tls';
+import type { WorkloadCertificate } from '../../../../src/identity/workload/types.js';
 import { createHash } from 'node:crypto';
 import pino, { type Logger } from 'pino';
 import type { Test } from 'tap';
@@ -16,6 +19,7 @@ import {
   LoopbackAppConnector,
   makeCa,
   makeLeaf,
+  payloadChunks,
   spiffe,
   type TestCa,
   TestIdentity,
@@ -63,19 +67,25 @@ export interface MeshOptions {
   ca?: TestCa;
 }
 
+/** An app on loopback and the InboundProxy in front of it, recording connections and log lines. */
+export async function appBehindInbound(t: Test, appHandler: Parameters<typeof tcpServer>[0] | undefined, inboundOpts: Partial<InboundProxyOptions> = {}) {
+  const app = await tcpServer(appHandler ?? echoHandler);
+  t.teardown(() => app.close());
+  const records: InboundConnectionRecord[] = [];
+  const { logger, lines } = captureLogger();
+  const connector = new LoopbackAppConnector();
+  const inbound = new InboundProxy({ app: connector, logger, onConnection: (r) => records.push(r), ...inboundOpts });
+  return { app, records, logger, lines, connector, inbound };
+}
+
 export async function setupMesh(t: Test, opts: MeshOptions = {}): Promise<Mesh> {
   const ca = opts.ca ?? (await makeCa(TRUST_DOMAIN));
   const clientId = spiffe('client-ns', 'client');
   const serverId = spiffe('default', 'echo');
   const clientIdentity = new TestIdentity(TRUST_DOMAIN, [ca.certPem]).set(await makeLeaf(ca, [clientId]));
   const serverIdentity = new TestIdentity(TRUST_DOMAIN, [ca.certPem]).set(await makeLeaf(ca, [serverId]));
-  const app = await tcpServer(opts.appHandler ?? echoHandler);
-  t.teardown(() => app.close());
+  const { app, records, logger, lines, connector, inbound } = await appBehindInbound(t, opts.appHandler, opts.inbound);
   const pod = workload('echo', ['127.0.0.1'], serverId);
-  const records: InboundConnectionRecord[] = [];
-  const { logger, lines } = captureLogger();
-  const connector = new LoopbackAppConnector();
-  const inbound = new InboundProxy({ app: connector, logger, onConnection: (r) => records.push(r), ...opts.inbound });
   const server = await TunnelServer.create({ workload: pod, identity: serverIdentity, inbound, logger, credentialRefreshMs: 0, ...opts.server });
   const addr = await server.listen({ port: 0, host: '127.0.0.1' });
   t.teardown(() => server.close(100));
@@ -111,21 +121,8 @@ export async function setupMesh(t: Test, opts: MeshOptions = {}): Promise<Mesh> 
 /** Write `size` deterministic bytes to `s` with backpressure, then end it; resolves with their sha256. */
 export async function sendPayload(s: Duplex, size: number, end = true): Promise<string> {
   const h = createHash('sha256');
-  const block = Buffer.alloc(Math.min(Math.max(size, 1), 1 << 20));
-  let x = 0x9e3779b9;
-  for (let i = 0; i < block.length; i++) {
-    x = (x * 1103515245 + 12345) >>> 0;
-    block[i] = x >>> 24;
-  }
-  let left = size;
-  let n = 0;
-  while (left > 0) {
-    const len = Math.min(left, block.length);
-    const b = Buffer.from(block.subarray(0, len));
-    if (len >= 4) b.writeUInt32BE(n >>> 0, 0);
-    n++;
+  for (const b of payloadChunks(size)) {
     h.update(b);
-    left -= len;
     if (!s.write(b)) {
       await new Promise<void>((resolve, reject) => {
         const onDrain = (): void => {
@@ -160,4 +157,35 @@ export function readAll(s: Duplex): Promise<{ bytes: number; sha256: string; tex
     s.once('error', reject);
     s.once('close', () => reject(new Error('closed before end')));
   });
+}
+
+/**
+ * A TLS + HTTP/2 session to the tunnel server that bypasses TunnelPool, to send what the pool
+ * never would. Without `cert` no client certificate is offered; `awaitSettings` also waits for
+ * the server's SETTINGS (a refused client never gets them).
+ */
+export async function rawSession(
+  t: Test,
+  m: Mesh,
+  opts: { cert?: WorkloadCertificate; awaitSettings?: boolean } = {},
+): Promise<{ tls: TLSSocket; session: ClientHttp2Session }> {
+  const tls = tlsConnect({
+    host: '127.0.0.1',
+    port: m.tunnelPort,
+    ALPNProtocols: ['h2'],
+    minVersion: 'TLSv1.3',
+    ca: [m.ca.certPem],
+    ...(opts.cert ? { cert: opts.cert.certChainPem, key: opts.cert.privateKeyPem } : {}),
+    checkServerIdentity: () => undefined,
+  });
+  tls.on('error', () => {});
+  await new Promise<void>((resolve, reject) => {
+    tls.once('secureConnect', () => resolve());
+    tls.once('error', reject);
+  });
+  const session = h2connect(`https://127.0.0.1:${m.tunnelPort}`, { createConnection: () => tls });
+  session.on('error', () => {});
+  t.teardown(() => session.destroy());
+  if (opts.awaitSettings) await new Promise((r) => session.once('remoteSettings', r));
+  return { tls, session };
 }

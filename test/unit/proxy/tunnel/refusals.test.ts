@@ -2,16 +2,14 @@
  * Bad input at the tunnel, each its own test: the right refusal, a log line, and the server
  * keeps serving a well-behaved client afterwards.
  */
-import { connect as h2connect, type ClientHttp2Session, type ClientHttp2Stream } from 'node:http2';
-import { connect as tlsConnect, type TLSSocket } from 'node:tls';
+import type { ClientHttp2Stream } from 'node:http2';
 import type { Duplex } from 'node:stream';
 import t, { type Test } from 'tap';
 import { hasCode } from '../../../../src/errors.js';
 import { TunnelPool } from '../../../../src/proxy/tunnel/tunnel-pool.js';
-import { TunnelErrorCode } from '../../../../src/proxy/tunnel/types.js';
-import type { WorkloadCertificate } from '../../../../src/identity/types.js';
-import { closedPort, makeCa, makeLeaf, OTHER_TRUST_DOMAIN, spiffe, TestIdentity, TRUST_DOMAIN } from './fixtures.js';
-import { type Mesh, readAll, sendPayload, setupMesh } from './harness.js';
+import { closedPort, makeCa, makeLeaf, OTHER_TRUST_DOMAIN, spiffe, TestIdentity, TRUST_DOMAIN, waitFor } from './fixtures.js';
+import { type Mesh, rawSession, readAll, sendPayload, setupMesh } from './harness.js';
+import { TunnelCode } from '../../../../src/proxy/codes.js';
 
 /** After a refusal: a good client is still served end to end. */
 async function stillServes(t: Test, m: Mesh): Promise<void> {
@@ -21,28 +19,6 @@ async function stillServes(t: Test, m: Mesh): Promise<void> {
   const reading = readAll(s);
   const sent = await sendPayload(s, 4096);
   t.equal((await reading).sha256, sent, 'a well-behaved client is still served');
-}
-
-/** A raw TLS + HTTP/2 session to the tunnel server (optionally with a client certificate). */
-async function rawSession(t: Test, m: Mesh, cert?: WorkloadCertificate): Promise<{ tls: TLSSocket; session: ClientHttp2Session }> {
-  const tls = tlsConnect({
-    host: '127.0.0.1',
-    port: m.tunnelPort,
-    ALPNProtocols: ['h2'],
-    minVersion: 'TLSv1.3',
-    ca: [m.ca.certPem],
-    ...(cert ? { cert: cert.certChainPem, key: cert.privateKeyPem } : {}),
-    checkServerIdentity: () => undefined,
-  });
-  tls.on('error', () => {});
-  await new Promise<void>((resolve, reject) => {
-    tls.once('secureConnect', () => resolve());
-    tls.once('error', reject);
-  });
-  const session = h2connect(`https://127.0.0.1:${m.tunnelPort}`, { createConnection: () => tls });
-  session.on('error', () => {});
-  t.teardown(() => session.destroy());
-  return { tls, session };
 }
 
 function responseStatus(req: ClientHttp2Stream): Promise<number> {
@@ -96,7 +72,7 @@ t.test('client certificate from another CA / trust domain: TLS refused', async (
   const pool = new TunnelPool({ identity: id });
   t.teardown(() => pool.close());
   const code = await refusedWith(pool.connect(m.clientId, m.target()));
-  t.equal(code, TunnelErrorCode.Tls, `client sees ${code}`);
+  t.equal(code, TunnelCode.TlsFailed, `client sees ${code}`);
   await waitFor(() => m.server.stats.tlsRefused === 1);
   t.equal(m.server.stats.tlsRefused, 1, 'server refused the handshake');
   t.match(logged(m, 'tunnel TLS handshake refused')[0], { refused: 'tls' });
@@ -116,7 +92,7 @@ for (const [name, uris] of [
     const pool = new TunnelPool({ identity: id });
     t.teardown(() => pool.close());
     const code = await refusedWith(pool.connect(m.clientId, m.target()));
-    t.equal(code, TunnelErrorCode.Unauthorized);
+    t.equal(code, TunnelCode.SourceDenied);
     t.equal(m.server.stats.identityRefused, 1);
     t.ok(logged(m, 'tunnel peer identity refused').length === 1, 'identity refusal logged');
     await waitFor(() => m.records.length === 1);
@@ -129,7 +105,7 @@ for (const [name, uris] of [
 t.test('wrong server identity: the client refuses in the handshake, no CONNECT is sent', async (t) => {
   const m = await setupMesh(t);
   const err = await m.pool.connect(m.clientId, m.target(undefined, { identity: spiffe('default', 'someone-else') })).catch((e) => e);
-  t.ok(hasCode(err, TunnelErrorCode.Identity), `rejected with ${err.code}`);
+  t.ok(hasCode(err, TunnelCode.PeerIdentityMismatch), `rejected with ${err.code}`);
   t.match(err.details, { reason: 'SKEIN_IDENTITY_PEER_UNEXPECTED_IDENTITY', expected: spiffe('default', 'someone-else') });
   t.match(err.message, m.serverId, 'the message names who answered');
   t.equal(m.connector.connects, 0, 'the app was never contacted');
@@ -144,14 +120,14 @@ t.test('server certificate from another CA: the client refuses', async (t) => {
   m.serverIdentity.bundle = [m.ca.certPem, other.certPem];
   t.ok(await m.server.refreshCredentials(), 'server now presents the impostor-signed cert');
   const code = await refusedWith(m.pool.connect(m.clientId, m.target()));
-  t.equal(code, TunnelErrorCode.Tls);
+  t.equal(code, TunnelCode.TlsFailed);
   t.equal(m.connector.connects, 0);
 });
 
 t.test('CONNECT to an address that is not this pod: 403, logged', async (t) => {
   const m = await setupMesh(t);
   const code = await refusedWith(m.pool.connect(m.clientId, m.target(undefined, { address: '127.0.0.2', tunnelAddress: '127.0.0.1' })));
-  t.equal(code, TunnelErrorCode.Forbidden);
+  t.equal(code, TunnelCode.WrongDestination);
   t.equal(m.server.stats.wrongDestination, 1);
   await waitFor(() => m.records.length === 1);
   t.match(m.records[0], { status: 403, source: m.clientId, reason: /127\.0\.0\.2.* is not this pod/ });
@@ -161,7 +137,7 @@ t.test('CONNECT to an address that is not this pod: 403, logged', async (t) => {
 
 t.test('non-CONNECT method: 400', async (t) => {
   const m = await setupMesh(t);
-  const { session } = await rawSession(t, m, await m.clientIdentity.certificateFor(m.clientId));
+  const { session } = await rawSession(t, m, { cert: await m.clientIdentity.certificateFor(m.clientId) });
   const status = await responseStatus(session.request({ ':method': 'GET', ':path': '/', ':authority': `127.0.0.1:${m.app.port}` }));
   t.equal(status, 400);
   t.equal(m.server.stats.badRequest, 1);
@@ -172,7 +148,7 @@ t.test('non-CONNECT method: 400', async (t) => {
 
 t.test('CONNECT with a malformed authority: 400', async (t) => {
   const m = await setupMesh(t);
-  const { session } = await rawSession(t, m, await m.clientIdentity.certificateFor(m.clientId));
+  const { session } = await rawSession(t, m, { cert: await m.clientIdentity.certificateFor(m.clientId) });
   for (const authority of ['localhost:80', '127.0.0.1', '127.0.0.1:99999', '[::1:80']) {
     const status = await responseStatus(session.request({ ':method': 'CONNECT', ':authority': authority }));
     t.equal(status, 400, `authority ${authority}`);
@@ -185,7 +161,7 @@ t.test('app port closed: 503', async (t) => {
   const m = await setupMesh(t);
   const port = await closedPort();
   const code = await refusedWith(m.pool.connect(m.clientId, m.target(port)));
-  t.equal(code, TunnelErrorCode.Unavailable);
+  t.equal(code, TunnelCode.AppUnreachable);
   await waitFor(() => m.records.length === 1);
   t.match(m.records[0], { status: 503, port, source: m.clientId });
   t.ok(m.lines.some((l) => l.msg === 'inbound connection' && l.level === 40), 'logged at warn');
@@ -194,7 +170,7 @@ t.test('app port closed: 503', async (t) => {
 
 t.test('oversized request headers are refused by the server, which keeps serving', async (t) => {
   const m = await setupMesh(t);
-  const { session } = await rawSession(t, m, await m.clientIdentity.certificateFor(m.clientId));
+  const { session } = await rawSession(t, m, { cert: await m.clientIdentity.certificateFor(m.clientId) });
   const req = session.request({ ':method': 'CONNECT', ':authority': `127.0.0.1:${m.app.port}`, 'x-big': 'a'.repeat(64 * 1024) });
   const outcome = await responseStatus(req).then(
     (s) => `status ${s}`,
@@ -204,12 +180,3 @@ t.test('oversized request headers are refused by the server, which keeps serving
   t.equal(m.connector.connects, 0);
   await stillServes(t, m);
 });
-
-async function waitFor(cond: () => boolean, ms = 2000): Promise<boolean> {
-  const deadline = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > deadline) return false;
-    await new Promise((r) => setTimeout(r, 10));
-  }
-  return true;
-}

@@ -10,9 +10,9 @@ import t from 'tap';
 import { hasCode } from '../../../../src/errors.js';
 import type { InboundRequest } from '../../../../src/proxy/inbound/inbound-proxy.js';
 import { TunnelPool } from '../../../../src/proxy/tunnel/tunnel-pool.js';
-import { TunnelErrorCode } from '../../../../src/proxy/tunnel/types.js';
-import { makeLeaf, spiffe } from './fixtures.js';
+import { makeLeaf, spiffe, waitFor } from './fixtures.js';
 import { readAll, sendPayload, setupMesh } from './harness.js';
+import { TunnelCode } from '../../../../src/proxy/codes.js';
 
 async function echoRoundTrip(s: Duplex, size: number): Promise<{ sent: string; got: { bytes: number; sha256: string } }> {
   const reading = readAll(s);
@@ -149,7 +149,7 @@ t.test('pooling: a full session makes the pool open another (limit from the pool
   t.teardown(() => limited.close());
   const held: Duplex[] = [];
   for (let i = 0; i < 4; i++) held.push(await limited.connect(m.clientId, m.target()));
-  await t.rejects(limited.connect(m.clientId, m.target()), { code: TunnelErrorCode.PoolExhausted }, '2 sessions x 2 streams, the 5th is refused');
+  await t.rejects(limited.connect(m.clientId, m.target()), { code: TunnelCode.PoolExhausted }, '2 sessions x 2 streams, the 5th is refused');
   for (const s of held) s.destroy();
 });
 
@@ -193,7 +193,7 @@ t.test('CONNECT headers (traceparent) reach the authorization hook; a deny answe
   t.equal(seen[0]?.headers?.traceparent, tp);
   t.equal(seen[0]?.source, m.clientId, 'the hook knows the source identity');
   const denied = await m.pool.connect(m.clientId, m.target(), { headers: { traceparent: tp.replace(/-01$/, '-00') } }).catch((e) => e);
-  t.ok(hasCode(denied, TunnelErrorCode.Unauthorized), `denied with ${denied.code}`);
+  t.ok(hasCode(denied, TunnelCode.SourceDenied), `denied with ${denied.code}`);
   t.equal(m.connector.connects, 1, 'the app was not contacted for the denied stream');
   await waitFor(() => m.records.length === 2);
   t.match(m.records[1], { status: 401, reason: 'test policy', source: m.clientId });
@@ -203,14 +203,5 @@ t.test('abort signal cancels a pending connect', async (t) => {
   const m = await setupMesh(t);
   const ac = new AbortController();
   ac.abort();
-  await t.rejects(m.pool.connect(m.clientId, m.target(), { signal: ac.signal }), { code: TunnelErrorCode.Aborted });
+  await t.rejects(m.pool.connect(m.clientId, m.target(), { signal: ac.signal }), { code: TunnelCode.Aborted });
 });
-
-async function waitFor(cond: () => boolean, ms = 2000): Promise<boolean> {
-  const deadline = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > deadline) return false;
-    await new Promise((r) => setTimeout(r, 10));
-  }
-  return true;
-}

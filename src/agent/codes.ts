@@ -1,0 +1,21 @@
+/**
+ * Stable error codes of the agent room (SKEIN_<AREA>_<CAUSE>). Operators grep logs and alerts
+ * for them, so a released code never changes; test/unit/error-codes.test.ts keeps every code
+ * of src/ in a codes.ts, once, and listed in the README.
+ */
+export const AgentCode = {
+  /** The command line is missing a flag or combines flags that exclude each other. */
+  Usage: 'SKEIN_AGENT_USAGE',
+  /** A pod to serve has no known network namespace. */
+  NoNetns: 'SKEIN_AGENT_NO_NETNS',
+  /** Looking for a pod's netns in the kubelet's cgroups failed for a reason of the host's (I/O). */
+  NetnsDiscoveryFailed: 'SKEIN_AGENT_NETNS_DISCOVERY_FAILED',
+  /** An outbound connection arrived without a recorded original destination; it is refused. */
+  NoOriginalDst: 'SKEIN_AGENT_NO_ORIGINAL_DST',
+  /** A graceful stop took longer than its grace period; the process exits anyway. */
+  StopTimeout: 'SKEIN_AGENT_STOP_TIMEOUT',
+  /** An exception reached the top of the event loop (logged, not fatal). */
+  UncaughtException: 'SKEIN_AGENT_UNCAUGHT',
+  /** A promise rejection nobody handled (logged, not fatal). */
+  UnhandledRejection: 'SKEIN_AGENT_UNHANDLED',
+} as const;

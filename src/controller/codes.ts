@@ -1,0 +1,28 @@
+/**
+ * Stable error codes of the controller room (SKEIN_<AREA>_<CAUSE>). Operators grep logs and alerts
+ * for them, so a released code never changes; test/unit/error-codes.test.ts keeps every code
+ * of src/ in a codes.ts, once, and listed in the README.
+ */
+export const ControllerCode = {
+  /** A declared object was refused (invalid, or it references what does not exist). */
+  Refused: 'SKEIN_CONTROLLER_RESOURCE_REFUSED',
+  /** Two objects claim the same thing (a VIP:port, a pod IP); the later one is refused. */
+  Conflict: 'SKEIN_CONTROLLER_RESOURCE_CONFLICT',
+  /** The same object is declared twice. */
+  Duplicate: 'SKEIN_CONTROLLER_RESOURCE_DUPLICATE',
+  /** A config stream or status call without a credential the controller accepts. */
+  Unauthenticated: 'SKEIN_CONTROLLER_UNAUTHENTICATED',
+  /** An agent broke the config stream protocol (another node than its credential, an unknown nonce...). */
+  ProtocolViolation: 'SKEIN_CONTROLLER_PROTOCOL_VIOLATION',
+  /** This replica does not hold the CA lease and may not write the CA state. */
+  NotLeader: 'SKEIN_CONTROLLER_NOT_LEADER',
+} as const;
+
+export const KubeCode = {
+  /** The Kubernetes API server answered a request with an error. */
+  ApiRefused: 'SKEIN_KUBE_API_REFUSED',
+  /** A watch resumed from a resource version the API server no longer has; the informer relists. */
+  ResourceVersionExpired: 'SKEIN_KUBE_RESOURCE_VERSION_EXPIRED',
+  /** No API server was given and the process does not run in a cluster. */
+  NotInCluster: 'SKEIN_KUBE_NOT_IN_CLUSTER',
+} as const;

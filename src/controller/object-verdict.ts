@@ -1,0 +1,86 @@
+/**
+ * The index's verdict on one object alone: refused by schema, translated as a route or
+ * policy, or checked by the config room's translation over the object by itself. Cached per
+ * object until its content changes, so a namespace rebuild re-checks only what changed.
+ */
+import type { SourcedObject } from '../config/kube/objects.js';
+import { SERVICE_NAME_LABEL, type TranslateOptions, translate } from '../config/kube/translate.js';
+import { SkeinError } from '../errors.js';
+import { ControllerCode } from './codes.js';
+import { groupOf, kindInfo, SKEIN_GROUPS } from './kinds.js';
+import type { StoredObject } from './object-store.js';
+import { ObjectProblem, type PolicyResource, translatePolicy } from './policy-translate.js';
+import type { Refusal } from './resources.js';
+import { checkSchema } from './schema.js';
+
+export interface ObjectVerdict {
+  json: string;
+  refusal?: Omit<Refusal, 'origin' | 'key' | 'object'>;
+  policy?: PolicyResource;
+}
+
+export class ObjectVerdicts {
+  private readonly cache = new Map<string, ObjectVerdict>();
+
+  constructor(private readonly opts: TranslateOptions) {}
+
+  /** Verdict on one object alone (cached until it changes). */
+  of(o: StoredObject): ObjectVerdict {
+    const cached = this.cache.get(o.key);
+    if (cached && cached.json === o.json) return cached;
+    const v: ObjectVerdict = { json: o.json };
+    const apiVersion = String(o.obj.apiVersion ?? '');
+    const kind = String(o.obj.kind ?? '');
+    const info = kindInfo(apiVersion, kind);
+    if (!info) {
+      if (SKEIN_GROUPS.includes(groupOf(apiVersion))) {
+        v.refusal = { field: 'kind', reason: `unknown skein kind ${apiVersion} ${kind}`, code: ControllerCode.Refused };
+      }
+    } else {
+      const problems = checkSchema(o.obj, info.schema);
+      const first = problems[0];
+      if (first) {
+        const more = problems.length > 1 ? ` (and ${problems.length - 1} more problem(s))` : '';
+        v.refusal = { field: first.field, reason: `${first.reason}${more}`, code: ControllerCode.Refused };
+      } else if (info.crd || groupOf(apiVersion) === 'gateway.networking.k8s.io') {
+        try {
+          v.policy = translatePolicy(o.obj, o.namespace);
+        } catch (err) {
+          if (!(err instanceof ObjectProblem)) throw err;
+          v.refusal = { field: err.field, reason: err.reason, code: ControllerCode.Refused };
+        }
+      } else {
+        v.refusal = this.translateAlone(o);
+      }
+    }
+    this.cache.set(o.key, v);
+    return v;
+  }
+
+  /** Forget an object that is gone. */
+  delete(key: string): void {
+    this.cache.delete(key);
+  }
+
+  /** Runs the config room's translation over the object alone, to catch its field errors. */
+  private translateAlone(o: StoredObject): ObjectVerdict['refusal'] {
+    const objs: SourcedObject[] = [{ file: o.origin, doc: o.doc, obj: o.obj }];
+    if (o.obj.kind === 'EndpointSlice') {
+      // A slice is read only for a Service it belongs to: give it one.
+      const svc = ((o.obj.metadata as Record<string, unknown>).labels as Record<string, unknown> | undefined)?.[SERVICE_NAME_LABEL];
+      if (typeof svc === 'string') {
+        objs.push({ file: '(check)', doc: 0, obj: { apiVersion: 'v1', kind: 'Service', metadata: { name: svc, namespace: o.namespace }, spec: {} } });
+      }
+    }
+    try {
+      translate(objs, 'check', this.opts);
+      return undefined;
+    } catch (err) {
+      if (err instanceof SkeinError) {
+        const d = err.details ?? {};
+        return { field: String(d.field ?? '(object)'), reason: String(d.reason ?? err.message), code: err.code };
+      }
+      throw err;
+    }
+  }
+}

@@ -1,0 +1,58 @@
+/**
+ * OutboundListener: a pod's :15001. cgroup/connect4 and connect6 rewrite the pod's outbound
+ * connect() calls to this listener, inside the pod's netns; each accepted connection's
+ * original destination is read back (capture's BPF map, through `originalDestination`) and
+ * the connection handed to the OutboundProxy as coming from this pod.
+ */
+import { createServer, type Server, type Socket } from 'node:net';
+import type { Workload } from '../../config/model.js';
+import type { OutboundConnectionContext, OutboundProxy } from './outbound-proxy.js';
+
+export interface OutboundListenerOptions {
+  workload: Workload;
+  outbound: OutboundProxy;
+  /** Where the accepted connection was going; throws when nothing was recorded for it. */
+  originalDestination: (socket: Socket) => OutboundConnectionContext['originalDst'];
+  /** Called with why a connection without an original destination was refused (it is reset). */
+  onUnknownDestination: (err: unknown, workload: Workload) => void;
+}
+
+export class OutboundListener {
+  private workload: Workload;
+  private readonly server: Server;
+
+  constructor(private readonly opts: OutboundListenerOptions) {
+    this.workload = opts.workload;
+    this.server = createServer({ allowHalfOpen: true, noDelay: true }, (socket) => this.onConnection(socket));
+  }
+
+  /** Listen on the fd capture opened inside the pod's netns. */
+  listen(where: { fd: number }): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen(where, () => resolve());
+    });
+  }
+
+  updateWorkload(workload: Workload): void {
+    this.workload = workload;
+  }
+
+  close(): Promise<void> {
+    return new Promise<void>((resolve) => this.server.close(() => resolve()));
+  }
+
+  private onConnection(socket: Socket): void {
+    let originalDst: OutboundConnectionContext['originalDst'];
+    try {
+      originalDst = this.opts.originalDestination(socket);
+    } catch (err) {
+      // A connection the hook did not record (e.g. someone connected to 15001 directly):
+      // there is nowhere to send it.
+      this.opts.onUnknownDestination(err, this.workload);
+      socket.resetAndDestroy();
+      return;
+    }
+    this.opts.outbound.handleConnection(socket, { source: this.workload, originalDst });
+  }
+}
