@@ -7,8 +7,9 @@
  * on loopback or sent from the pod's own address — that is the pod talking to itself, or
  * the agent delivering inbound traffic to the app from inside the netns.
  *
- * While the agent is down (its 15006 socket gone from the SOCKMAP) inbound connections to
- * steered ports are refused: a STRICT pod must not take plaintext behind the proxy's back.
+ * While the agent is down (its 15006 socket gone from the SOCKMAP), or when the kernel
+ * refuses to assign that socket, inbound connections to steered ports are refused (and
+ * counted in skein_counters): a STRICT pod must not take plaintext behind the proxy's back.
  *
  * The pod is found by destination address (pod IPs are unique on a node), because
  * sk_lookup programs cannot read the netns cookie on older kernels.
@@ -65,10 +66,22 @@ int skein_sk_lookup(struct bpf_sk_lookup *ctx)
 		return SK_PASS;
 
 	struct bpf_sock *sk = bpf_map_lookup_elem(&skein_in_socks, &slot);
-	if (!sk)
-		return SK_DROP; /* agent down: refuse (RST) rather than let plaintext bypass policy */
-	bpf_sk_assign(ctx, sk, 0);
+	if (!sk) {
+		/* agent down: refuse (RST) rather than let plaintext bypass policy */
+		skein_count(SKEIN_CTR_SK_LOOKUP_NO_SOCKET);
+		return SK_DROP;
+	}
+	long err = bpf_sk_assign(ctx, sk, 0);
 	bpf_sk_release(sk);
+	if (err) {
+		/*
+		 * The kernel refused the agent's socket for this packet (e.g. an IPv4-only listener
+		 * for an IPv6 connection, a socket no longer listening). SK_PASS would hand the
+		 * connection to whatever the app listens on, in plaintext: fail closed instead.
+		 */
+		skein_count(SKEIN_CTR_SK_ASSIGN_FAILED);
+		return SK_DROP;
+	}
 	return SK_PASS;
 }
 

@@ -192,6 +192,33 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } skein_pods SEC(".maps");
 
+/*
+ * skein_counters index: events the programs count where only the kernel sees them. The
+ * agent sums the per-CPU slots and reports them (admin /stats, skein_capture_* metrics).
+ */
+enum skein_counter {
+	SKEIN_CTR_SK_ASSIGN_FAILED = 0, /* sk_lookup: bpf_sk_assign refused the agent's 15006 socket; dropped */
+	SKEIN_CTR_SK_LOOKUP_NO_SOCKET = 1, /* sk_lookup: no 15006 socket in the SOCKMAP (agent down); dropped */
+	SKEIN_CTR_MAX = 8, /* room for more counters without a new pin layout */
+};
+
+/* counter index (__u32, enum skein_counter) -> __u64 events, one slot per CPU (no atomics). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, SKEIN_CTR_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} skein_counters SEC(".maps");
+
+static __always_inline void skein_count(__u32 counter)
+{
+	__u64 *n = bpf_map_lookup_elem(&skein_counters, &counter);
+
+	if (n)
+		*n += 1;
+}
+
 /* The agent's own sockets carry its mark; they are never redirected (no loop). */
 static __always_inline int skein_is_agent_socket(struct bpf_sock *sk)
 {

@@ -274,20 +274,53 @@ Napi::Value MapInfo(const Napi::CallbackInfo& info) {
   });
 }
 
-void CheckKey(const Napi::CallbackInfo& info, const bpf_map_info& mi, size_t keyLen) {
-  if (keyLen != mi.key_size)
-    throw ArgError(info.Env(), "key is " + std::to_string(keyLen) + " bytes, map " + mi.name + " wants " +
-                                   std::to_string(mi.key_size));
+bool IsPerCpu(uint32_t type) {
+  return type == BPF_MAP_TYPE_PERCPU_HASH || type == BPF_MAP_TYPE_PERCPU_ARRAY || type == BPF_MAP_TYPE_LRU_PERCPU_HASH ||
+         type == BPF_MAP_TYPE_PERCPU_CGROUP_STORAGE;
 }
 
-// mapLookup(fd, key) -> Buffer | null
+// Bytes of a value as user space reads and writes it: per-CPU maps take one slot per
+// possible CPU, each rounded up to 8 bytes (the kernel writes all of them on lookup).
+size_t ValueBytes(const bpf_map_info& mi) {
+  if (!IsPerCpu(mi.type)) return mi.value_size;
+  int cpus = libbpf_num_possible_cpus();
+  if (cpus <= 0) Fail(-cpus, "libbpf_num_possible_cpus");
+  return static_cast<size_t>(cpus) * ((mi.value_size + 7) / 8 * 8);
+}
+
+// Every map operation checks the caller's sizes against the map's own before the kernel
+// reads or writes a byte: a short buffer would otherwise be over-read (key, update value)
+// or over-written (lookup value) by the kernel.
+Napi::Error SizeMismatch(Napi::Env env, const char* code, const char* what, size_t got, size_t want,
+                         const bpf_map_info& mi) {
+  Napi::Error error = Napi::RangeError::New(env, std::string(what) + " is " + std::to_string(got) + " bytes, map " +
+                                                     mi.name + " wants " + std::to_string(want));
+  error.Set("code", Napi::String::New(env, code));
+  error.Set("map", Napi::String::New(env, mi.name));
+  error.Set("expected", Napi::Number::New(env, static_cast<double>(want)));
+  error.Set("actual", Napi::Number::New(env, static_cast<double>(got)));
+  return error;
+}
+
+void CheckKey(const Napi::CallbackInfo& info, const bpf_map_info& mi, size_t keyLen) {
+  if (keyLen != mi.key_size)
+    throw SizeMismatch(info.Env(), "SKEIN_NATIVE_KEY_SIZE_MISMATCH", "key", keyLen, mi.key_size, mi);
+}
+
+void CheckValue(const Napi::CallbackInfo& info, const bpf_map_info& mi, size_t valueLen) {
+  size_t want = ValueBytes(mi);
+  if (valueLen != want)
+    throw SizeMismatch(info.Env(), "SKEIN_NATIVE_VALUE_SIZE_MISMATCH", "value", valueLen, want, mi);
+}
+
+// mapLookup(fd, key) -> Buffer | null (per-CPU maps: every CPU's slot, 8-byte aligned)
 Napi::Value MapLookup(const Napi::CallbackInfo& info) {
   int fd = FdArg(info, 0, "mapFd");
   auto key = BufferArg(info, 1, "key");
   return Sync(info, [&]() -> Napi::Value {
     bpf_map_info mi = MapInfoOf(fd);
     CheckKey(info, mi, key.Length());
-    std::vector<uint8_t> value(mi.value_size);
+    std::vector<uint8_t> value(ValueBytes(mi));
     if (bpf_map_lookup_elem(fd, key.Data(), value.data()) < 0) {
       if (errno == ENOENT) return info.Env().Null();
       Fail(errno, "bpf_map_lookup_elem", mi.name);
@@ -296,24 +329,27 @@ Napi::Value MapLookup(const Napi::CallbackInfo& info) {
   });
 }
 
-// mapLookupAndDelete(fd, key, valueSize) -> Buffer | null: one syscall, for per-connection
-// hot paths (the caller knows the value size, so no map-info syscall either).
+// mapLookupAndDelete(fd, key, valueSize) -> Buffer | null: read and remove in one map
+// syscall, for per-connection hot paths. The caller states the value size it will decode;
+// key and value sizes are checked against the map's (one cheap info syscall) first.
 Napi::Value MapLookupAndDelete(const Napi::CallbackInfo& info) {
   int fd = FdArg(info, 0, "mapFd");
   auto key = BufferArg(info, 1, "key");
   int valueSize = FdArg(info, 2, "valueSize");
-  if (valueSize == 0 || valueSize > 65536) throw ArgError(info.Env(), "valueSize out of range");
   return Sync(info, [&]() -> Napi::Value {
+    bpf_map_info mi = MapInfoOf(fd);
+    CheckKey(info, mi, key.Length());
+    CheckValue(info, mi, static_cast<size_t>(valueSize));
     std::vector<uint8_t> value(static_cast<size_t>(valueSize));
     if (bpf_map_lookup_and_delete_elem(fd, key.Data(), value.data()) < 0) {
       if (errno == ENOENT) return info.Env().Null();
-      Fail(errno, "bpf_map_lookup_and_delete_elem");
+      Fail(errno, "bpf_map_lookup_and_delete_elem", mi.name);
     }
     return Napi::Buffer<uint8_t>::Copy(info.Env(), value.data(), value.size());
   });
 }
 
-// mapUpdate(fd, key, value, flags = BPF_ANY)
+// mapUpdate(fd, key, value, flags = BPF_ANY) (per-CPU maps: every CPU's slot, 8-byte aligned)
 Napi::Value MapUpdate(const Napi::CallbackInfo& info) {
   int fd = FdArg(info, 0, "mapFd");
   auto key = BufferArg(info, 1, "key");
@@ -322,9 +358,7 @@ Napi::Value MapUpdate(const Napi::CallbackInfo& info) {
   return Sync(info, [&]() {
     bpf_map_info mi = MapInfoOf(fd);
     CheckKey(info, mi, key.Length());
-    if (value.Length() != mi.value_size)
-      throw ArgError(info.Env(), "value is " + std::to_string(value.Length()) + " bytes, map " + mi.name +
-                                     " wants " + std::to_string(mi.value_size));
+    CheckValue(info, mi, value.Length());
     if (bpf_map_update_elem(fd, key.Data(), value.Data(), flags) < 0) Fail(errno, "bpf_map_update_elem", mi.name);
     return info.Env().Undefined();
   });

@@ -52,7 +52,12 @@ export async function startAdmin(deps: AdminDeps, at: { admin: HostPort; metrics
       if (req.method === 'GET' && url.pathname === '/config_dump') return json(res, 200, { snapshot: agent.store.snapshot() ?? null, lastRejection: agent.store.lastRejection()?.message ?? null });
       if (req.method === 'GET' && url.pathname === '/workloads') return json(res, 200, agent.status());
       if (req.method === 'GET' && url.pathname === '/certs') return json(res, 200, { trustBundle: certificates.trustBundlePem(), certificates: certificates.status() });
-      if (req.method === 'GET' && url.pathname === '/stats') return json(res, 200, { outbound: agent.outbound.stats(), inbound: agent.inbound.stats });
+      if (req.method === 'GET' && url.pathname === '/stats') return json(res, 200, {
+          outbound: agent.outbound.stats(),
+          inbound: agent.inbound.stats,
+          tunnel: { refusals: Object.fromEntries(agent.tunnelRefusals) },
+          capture: capture.counters(),
+        });
       if (req.method === 'GET' && url.pathname === '/capture')
         return json(res, 200, {
           pinRoot: capture.options.pinRoot,

@@ -38,6 +38,8 @@ export interface NodeAgentOptions {
   resyncMs?: number;
   /** After a pod leaves capture, how long its listeners keep accepting what was queued (ms). */
   releaseDrainMs?: number;
+  /** HTTP/1 `Upgrade` protocols piped after a 101 (default: websocket only). */
+  upgradeProtocols?: readonly string[];
 }
 
 export interface AgentPodStatus {
@@ -59,12 +61,13 @@ function netnsInode(path: string): bigint | undefined {
   }
 }
 
-/** Connects from inside a pod's netns with the agent's socket mark (never captured). */
 export class NodeAgent {
   readonly store = new ConfigStore();
   readonly outbound: OutboundProxy;
   readonly inbound: InboundProxy;
   readonly tunnels: TunnelPool;
+  /** Refusals at every local pod's tunnel port (:15008), by stable code, since the agent started. */
+  readonly tunnelRefusals = new Map<string, number>();
   private readonly pods = new Map<string, PodRuntime>();
   private readonly failures = new Map<string, string>();
   /**
@@ -96,6 +99,7 @@ export class NodeAgent {
       tunnel: this.tunnels,
       inbound: this.inbound,
       logger: log,
+      ...(opts.upgradeProtocols ? { http1: { upgradeProtocols: opts.upgradeProtocols } } : {}),
       // Traffic that leaves the mesh (unknown destinations, endpoints outside the mesh) starts
       // from the source pod's netns, so it carries the pod's address as before capture.
       connectDirect: directConnectOver(sockets),
@@ -230,7 +234,14 @@ export class NodeAgent {
           excludeOutboundPorts: w.excludeOutboundPorts,
           excludeInboundPorts: w.excludeInboundPorts,
         });
-        const started = await PodRuntime.start(w, enrolled, { capture, outbound: this.outbound, inbound: this.inbound, identity: certificates, log });
+        const started = await PodRuntime.start(w, enrolled, {
+          capture,
+          outbound: this.outbound,
+          inbound: this.inbound,
+          identity: certificates,
+          log,
+          onTunnelRefusal: (code) => this.tunnelRefusals.set(code, (this.tunnelRefusals.get(code) ?? 0) + 1),
+        });
         this.pods.set(uid, started);
         this.failures.delete(uid);
         log.info({ pod: `${w.namespace}/${w.name}`, identity: w.identity, ips: w.ips }, 'pod enrolled');

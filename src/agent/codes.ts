@@ -18,4 +18,6 @@ export const AgentCode = {
   UncaughtException: 'SKEIN_AGENT_UNCAUGHT',
   /** A promise rejection nobody handled (logged, not fatal). */
   UnhandledRejection: 'SKEIN_AGENT_UNHANDLED',
+  /** The BPF counter map could not be read for a metrics scrape (the scrape still answers). */
+  MetricsUnreadable: 'SKEIN_AGENT_METRICS_UNREADABLE',
 } as const;

@@ -20,6 +20,7 @@ import { parseHostPort, startAdmin } from './admin.js';
 import { NodeAgent } from './agent.js';
 import { AgentCode } from './codes.js';
 import { KubeletPodNetnsLocator } from './pod-netns.js';
+import { registerAgentMetrics } from './metrics.js';
 
 export const AGENT_USAGE = `usage: skein agent --node NAME (--controller H:P | --config-folder DIR) --ca-root-file FILE --token-file FILE [options]
 
@@ -38,6 +39,8 @@ export const AGENT_USAGE = `usage: skein agent --node NAME (--controller H:P | -
   --metrics H:P          Prometheus metrics (default 0.0.0.0:15020)
   --ready H:P            readiness (default 0.0.0.0:15021)
   --cert-ttl SECONDS     requested workload certificate TTL (default 86400)
+  --upgrade-protocols L  HTTP/1 Upgrade protocols piped after a 101, comma list (default websocket;
+                         others, h2c included, are served as plain HTTP/1.1 requests)
   --log-file FILE        JSON log lines go here (default stderr)`;
 
 const STOP_GRACE_MS = 5000;
@@ -62,6 +65,7 @@ export async function runAgent(argv: string[]): Promise<number> {
       metrics: { type: 'string', default: '0.0.0.0:15020' },
       ready: { type: 'string', default: '0.0.0.0:15021' },
       'cert-ttl': { type: 'string', default: '86400' },
+      'upgrade-protocols': { type: 'string', default: 'websocket' },
       'log-file': { type: 'string' },
       'log-level': { type: 'string' },
       help: { type: 'boolean', default: false },
@@ -102,7 +106,12 @@ export async function runAgent(argv: string[]): Promise<number> {
   if (!cgroupRoot) throw new SkeinError(CaptureCode.Cgroup2Missing, 'no cgroup v2 mount found: give --cgroup-root');
   const kubeletRoots = values['kubelet-cgroup-root']?.length ? values['kubelet-cgroup-root'] : DEFAULT_KUBELET_ROOTS;
   const netns = new KubeletPodNetnsLocator(new PodNetnsDiscovery({ cgroupRoot, kubeletRoots }), log);
-  const agent = new NodeAgent({ node, source, capture, certificates, netns, log });
+  const upgradeProtocols = values['upgrade-protocols']!
+    .split(',')
+    .map((p) => p.trim())
+    .filter((p) => p !== '');
+  const agent = new NodeAgent({ node, source, capture, certificates, netns, log, upgradeProtocols });
+  registerAgentMetrics(registry, { capture, tunnelRefusals: agent.tunnelRefusals, log });
 
   const stopAdmin = await startAdmin(
     { agent, capture, certificates, registry, log },

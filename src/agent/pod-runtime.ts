@@ -23,6 +23,8 @@ export interface PodRuntimeDeps {
   inbound: InboundProxy;
   identity: IdentitySource;
   log: Logger;
+  /** Every refusal at the pod's :15008 (TLS, identity, request), by stable code. */
+  onTunnelRefusal?: (code: string) => void;
 }
 
 export class PodRuntime {
@@ -59,7 +61,13 @@ export class PodRuntime {
         log.warn({ err, pod: `${workload.namespace}/${workload.name}`, code: AgentCode.NoOriginalDst }, 'outbound connection without original destination refused'),
     });
     await this.outboundListener.listen({ fd: fds.outbound });
-    this.tunnel = await TunnelServer.create({ workload: this.workload, identity, inbound, logger: log });
+    this.tunnel = await TunnelServer.create({
+      workload: this.workload,
+      identity,
+      inbound,
+      logger: log,
+      ...(this.deps.onTunnelRefusal ? { onRefusal: this.deps.onTunnelRefusal } : {}),
+    });
     await this.tunnel.listen({ fd: fds.tunnel });
     this.plaintext = new PlaintextListener({
       workload: this.workload,

@@ -1,9 +1,8 @@
 /**
  * The agent's NetnsSocketFactory: sockets capture opens inside a pod's netns with the agent's
- * mark (connect4 leaves them alone, sk_lookup ignores loopback-delivered traffic), handed to
- * Node as net.Sockets.
+ * mark (connect4 leaves them alone, sk_lookup ignores loopback-delivered traffic), connected
+ * on the event loop (capture's NetnsConnector: aborts honoured, connects capped per pod).
  */
-import net from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { CaptureManager } from '../capture/capture-manager.js';
 import type { Workload } from '../config/model.js';
@@ -19,9 +18,8 @@ export class PodSockets implements NetnsSocketFactory {
     private readonly netnsOf: (pod: Workload) => string,
   ) {}
 
-  async connect(pod: Workload, host: string, port: number): Promise<Duplex> {
-    const fd = await this.capture.connectFromAgent(this.netnsOf(pod), host, port);
-    const s = new net.Socket({ fd, readable: true, writable: true, allowHalfOpen: true });
+  async connect(pod: Workload, host: string, port: number, signal?: AbortSignal): Promise<Duplex> {
+    const s = await this.capture.connectFromAgent(this.netnsOf(pod), host, port, signal ? { signal } : {});
     s.setNoDelay(true); // a proxy hop must not add Nagle's wait to small writes
     return s;
   }

@@ -27,8 +27,9 @@ import { type Logger, silentLogger } from '../telemetry/log.js';
 import { captureError, errnoName } from './errors.js';
 import { checkHost, type HostFacts, readHostFacts } from './host.js';
 import type { IpFamily, OriginalDestination } from '../config/address.js';
-import { decodeInboundPod, decodeNetnsPort, decodePodRecord, decodeSlotPort, encodeConfig, encodeEnrolled, encodeInboundPod, encodeNetnsPort, encodePodAddr, encodePodRecord, encodeSlotPort, encodeSocketFd, encodeStamp, MAP, type MapName, PIN_LAYOUT, PRESENT, type PodRecord, u32Key, u64Key } from './maps.js';
+import { COUNTER, type CounterName, decodeInboundPod, decodeNetnsPort, decodePodRecord, decodeSlotPort, encodeConfig, encodeEnrolled, encodeInboundPod, encodeNetnsPort, encodePodAddr, encodePodRecord, encodeSlotPort, encodeSocketFd, encodeStamp, MAP, type MapName, PIN_LAYOUT, PRESENT, type PodRecord, sumPerCpuU64, u32Key, u64Key } from './maps.js';
 import { loadNative, type SkeinNative } from './native.js';
+import { type NetnsConnectOptions, NetnsConnector, type NetnsConnectorOptions } from './netns-connect.js';
 import { inboundDestination, readOriginalDestination } from './original-destination.js';
 import { PinFolder } from './pins.js';
 import { BpfPrograms } from './programs.js';
@@ -65,6 +66,8 @@ export interface CaptureDeps {
   native?: SkeinNative;
   logger?: Logger;
   hostFacts?: () => HostFacts;
+  /** Connects from inside pod netns (connectFromAgent): per-netns cap, queue, timeout. */
+  connector?: NetnsConnectorOptions;
 }
 
 const MAX_SLOTS = 4096; // SKEIN_MAX_PODS in bpf/skein.h
@@ -74,6 +77,7 @@ export class CaptureManager {
   private readonly log: Logger;
   private readonly deps: CaptureDeps;
   private nativeAddon: SkeinNative | undefined;
+  private connector: NetnsConnector | undefined;
   private readonly pins: PinFolder;
   private readonly programs: BpfPrograms;
   private cgroupPath = '';
@@ -141,6 +145,21 @@ export class CaptureManager {
   /** Ids of the loaded programs (bpftool prog show id ...). */
   programIds(): Record<string, number> {
     return this.programs.programIds();
+  }
+
+  /**
+   * What the programs counted in the kernel (summed over CPUs; kept in the pinned map, so
+   * since the pins were made, not since this process started). Zeros before start().
+   */
+  counters(): Record<CounterName, number> {
+    const out = Object.fromEntries(Object.keys(COUNTER).map((k) => [k, 0])) as Record<CounterName, number>;
+    if (!this.started) return out;
+    const fd = this.map(MAP.counters);
+    for (const [name, index] of Object.entries(COUNTER) as [CounterName, number][]) {
+      const v = this.native.mapLookup(fd, u32Key(index));
+      if (v) out[name] = Number(sumPerCpuU64(v));
+    }
+    return out;
   }
 
   /** Pods enrolled by this agent process. */
@@ -259,9 +278,13 @@ export class CaptureManager {
     return this.native.openSocket(netnsPath, family, this.options.agentMark);
   }
 
-  /** A TCP connection made from inside the netns with the agent's mark, as an fd. */
-  connectFromAgent(netnsPath: string, host: string, port: number, timeoutMs = 5000): Promise<number> {
-    return this.native.connectInNetns(netnsPath, host, port, timeoutMs, this.options.agentMark);
+  /**
+   * A TCP connection made from inside the netns with the agent's mark: the socket is made in
+   * the netns, the connect runs on the event loop (NetnsConnector), capped per netns.
+   */
+  connectFromAgent(netnsPath: string, host: string, port: number, opts: NetnsConnectOptions = {}): Promise<Socket> {
+    this.connector ??= new NetnsConnector((path, family) => this.openAgentSocket(path, family), this.deps.connector);
+    return this.connector.connect(netnsPath, host, port, opts);
   }
 
   /** Stop managing; capture stays in place through the pins (a restarted agent adopts it). */

@@ -56,4 +56,10 @@ export const CaptureCode = {
   NetnsIpMismatch: 'SKEIN_CAPTURE_NETNS_IP_MISMATCH',
   /** More than one netns of the pod's processes holds the pod's IPs; none is trusted. */
   NetnsAmbiguous: 'SKEIN_CAPTURE_NETNS_AMBIGUOUS',
+  /** A pod has its cap of connects in progress and of connects waiting already; refused at once. */
+  TooManyConnects: 'SKEIN_CAPTURE_TOO_MANY_CONNECTS',
+  /** A connect from inside a pod's netns got no answer in time (SYNs dropped). */
+  ConnectTimeout: 'SKEIN_CAPTURE_CONNECT_TIMEOUT',
+  /** A connect from inside a pod's netns was refused or unreachable (errno in details). */
+  ConnectFailed: 'SKEIN_CAPTURE_CONNECT_FAILED',
 } as const;

@@ -24,6 +24,7 @@ export const MAP = {
   inboundExcluded: 'skein_in_excl',
   inboundSockets: 'skein_in_socks',
   pods: 'skein_pods',
+  counters: 'skein_counters',
 } as const;
 export type MapName = (typeof MAP)[keyof typeof MAP];
 
@@ -193,4 +194,24 @@ export function encodeSocketFd(fd: number): Buffer {
   const b = Buffer.alloc(8);
   b.writeBigUInt64LE(BigInt(fd));
   return b;
+}
+
+/** skein_counters indexes (enum skein_counter in bpf/skein.h). */
+export const COUNTER = {
+  /** sk_lookup: bpf_sk_assign refused the agent's 15006 socket; the packet was dropped. */
+  skLookupAssignFailed: 0,
+  /** sk_lookup: no 15006 socket in the SOCKMAP (agent down); the packet was dropped. */
+  skLookupNoSocket: 1,
+} as const;
+export type CounterName = keyof typeof COUNTER;
+
+/**
+ * A per-CPU __u64 value as user space reads it: one little-endian slot per possible CPU
+ * (each 8 bytes, the kernel's alignment), summed.
+ */
+export function sumPerCpuU64(b: Buffer): bigint {
+  if (b.length % 8 !== 0) throw new SkeinError(CaptureCode.BadRecord, `per-CPU value of ${b.length} bytes is not a multiple of 8`);
+  let sum = 0n;
+  for (let i = 0; i < b.length; i += 8) sum += b.readBigUInt64LE(i);
+  return sum;
 }

@@ -3,7 +3,10 @@
  * door to libbpf, setns and a few socket calls. No policy lives there; CaptureManager decides.
  *
  * Failures are Errors with `code` = errno name (e.g. 'ENOENT'), `errno` = -errno (Node's
- * convention) and `syscall`; bad arguments are TypeErrors with code SKEIN_NATIVE_ARG.
+ * convention) and `syscall`; bad arguments are TypeErrors with code SKEIN_NATIVE_ARG. Every
+ * map operation checks key and value lengths against the map's own sizes first (RangeError,
+ * code SKEIN_NATIVE_KEY_SIZE_MISMATCH / SKEIN_NATIVE_VALUE_SIZE_MISMATCH, with `map`,
+ * `expected`, `actual`), so the kernel never reads or writes past a Buffer.
  * Calls that enter a network namespace run on a thread created for that call (never a libuv
  * pool thread) and return Promises; so does loading an object (the verifier can take a while).
  */
@@ -78,10 +81,11 @@ export interface SkeinNative {
   linkInfo(linkFd: number): LinkInfo;
   progInfo(progFd: number): ProgInfo;
   mapInfo(mapFd: number): MapInfo;
+  /** Per-CPU maps answer every possible CPU's slot, each 8-byte aligned, one after another. */
   mapLookup(mapFd: number, key: Buffer): Buffer | null;
   /**
-   * Read and remove an entry in one syscall (hash maps); valueSize must be the map's value
-   * size (a wrong size is EINVAL from the kernel). Null when absent.
+   * Read and remove an entry in one map syscall (hash maps); valueSize must be the map's
+   * value size (else SKEIN_NATIVE_VALUE_SIZE_MISMATCH). Null when absent.
    */
   mapLookupAndDelete(mapFd: number, key: Buffer, valueSize: number): Buffer | null;
   /** flags: 0 = any, 1 = only new, 2 = only existing. */

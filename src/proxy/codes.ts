@@ -62,4 +62,30 @@ export const TunnelCode = {
   ConnectFailed: 'SKEIN_TUNNEL_CONNECT_FAILED',
   /** The session or stream failed after connecting (GOAWAY, reset, socket error). */
   StreamFailed: 'SKEIN_TUNNEL_STREAM_FAILED',
+  /** Server: a session reset too many streams before their answer (HTTP/2 rapid reset); refused. */
+  RapidReset: 'SKEIN_TUNNEL_RAPID_RESET',
+  /** Server: the client certificate does not chain to the trust bundle (foreign CA, self-signed). */
+  TlsUnknownCa: 'SKEIN_TUNNEL_TLS_UNKNOWN_CA',
+  /** Server: the client certificate (or one in its chain) has expired. */
+  TlsCertExpired: 'SKEIN_TUNNEL_TLS_CERT_EXPIRED',
+  /** Server: the client certificate is not valid yet. */
+  TlsCertNotYetValid: 'SKEIN_TUNNEL_TLS_CERT_NOT_YET_VALID',
+  /** Server: any other verification failure of the client certificate (OpenSSL's reason in the log). */
+  TlsCertRejected: 'SKEIN_TUNNEL_TLS_CERT_REJECTED',
+  /** Server: the client sent no certificate; mTLS is required. */
+  TlsNoClientCert: 'SKEIN_TUNNEL_TLS_NO_CLIENT_CERT',
+  /** Server: the client did not offer ALPN h2. */
+  TlsAlpnMismatch: 'SKEIN_TUNNEL_TLS_ALPN_MISMATCH',
+  /** Server: the client offered no TLS 1.3. */
+  TlsProtocolVersion: 'SKEIN_TUNNEL_TLS_PROTOCOL_VERSION',
+  /** Server: the bytes were not TLS at all (plaintext, HTTP). */
+  TlsNotTls: 'SKEIN_TUNNEL_TLS_NOT_TLS',
+  /** Server: the client refused our server certificate (it sent an alert). */
+  TlsPeerRejectedServerCert: 'SKEIN_TUNNEL_TLS_PEER_REJECTED_SERVER_CERT',
+  /** Server: the handshake did not finish within handshakeTimeoutMs. */
+  TlsHandshakeTimeout: 'SKEIN_TUNNEL_TLS_HANDSHAKE_TIMEOUT',
+  /** Server: the client closed the connection during the handshake, without an alert. */
+  TlsPeerClosed: 'SKEIN_TUNNEL_TLS_PEER_CLOSED',
+  /** Server: any other handshake failure (OpenSSL's reason in the log). */
+  TlsHandshakeFailed: 'SKEIN_TUNNEL_TLS_HANDSHAKE_FAILED',
 } as const;

@@ -2,8 +2,16 @@
  * HTTP/1.1 on the client side of the outbound proxy. One http.Server (never listening) takes
  * every client connection the outbound side classified as HTTP/1; each request is routed on
  * its own (one endpoint choice per request) and forwarded through the per-(source, endpoint)
- * keep-alive pool. Upgrades (WebSocket) become an opaque byte pipe to one endpoint after the
- * request head is replayed, so the 101 and everything after it pass through untouched.
+ * keep-alive pool.
+ *
+ * Upgrades: only the protocols allowed (`upgradeProtocols`, WebSocket by default) are taken
+ * out of HTTP, and only once the upstream agreed: the request goes to one endpoint as the
+ * client wrote it, and the byte pipe starts after a 101, with the 101 relayed. Any other
+ * answer (400, 426, 200...) is returned as an ordinary response and the connection closes
+ * after it, so nothing reaches the upstream outside per-request routing and telemetry. An
+ * `Upgrade` the forwarder does not allow (h2c, anything not listed, or any upgrade towards an
+ * HTTP/2 upstream) is an ordinary request: the Upgrade, Connection and HTTP2-Settings fields
+ * are removed as hop-by-hop and the connection stays HTTP/1.1.
  *
  * Client-facing hardening comes from Node's strict llhttp parser (never insecureHTTPParser):
  * Content-Length with Transfer-Encoding, bad chunk framing, oversized heads and slow heads are
@@ -34,6 +42,8 @@ export interface Http1Options {
   keepAliveTimeoutMs?: number;
   /** Period of the shared sweep that enforces the two timeouts above (ms). Default 1000. */
   checkIntervalMs?: number;
+  /** `Upgrade` protocols that may become a byte pipe after a 101 (case-insensitive). Default ['websocket']. */
+  upgradeProtocols?: readonly string[];
 }
 
 const kConn = Symbol('skein.routedConnection');
@@ -45,6 +55,7 @@ const STATUS_TEXT: Record<number, string> = { 400: 'Bad Request', 408: 'Request 
 
 export class Http1Forwarder {
   private readonly server: http.Server;
+  private readonly upgradeProtocols: ReadonlySet<string>;
 
   constructor(
     private readonly pool: UpstreamPool,
@@ -52,6 +63,7 @@ export class Http1Forwarder {
     private readonly log: Logger,
     opts: Http1Options = {},
   ) {
+    this.upgradeProtocols = new Set((opts.upgradeProtocols ?? ['websocket']).map((p) => p.toLowerCase()));
     const headersTimeout = opts.headersTimeoutMs ?? 30_000;
     const requestTimeout = opts.requestTimeoutMs ?? 0;
     this.server = http.createServer({
@@ -65,7 +77,9 @@ export class Http1Forwarder {
       requireHostHeader: false,
       // The request's own Date/Connection logic stays with the upstream's response.
       noDelay: true,
-    });
+      // Only allowed upgrades leave HTTP ('upgrade' event); the rest are ordinary requests.
+      shouldUpgradeCallback: (req: http.IncomingMessage) => this.upgradeAllowed(req),
+    } as http.ServerOptions);
     this.server.on('request', (req, res) => this.onRequest(req, res));
     this.server.on('upgrade', (req: http.IncomingMessage, socket: Socket, head: Buffer) =>
       this.onUpgrade(req, socket, head),
@@ -317,39 +331,165 @@ export class Http1Forwarder {
     res.end(body);
   }
 
+  /** Whether an `Upgrade` request may leave HTTP: every protocol it offers is allowed, towards an HTTP/1 upstream. */
+  private upgradeAllowed(req: http.IncomingMessage): boolean {
+    const conn = (req.socket as SocketWithConn)[kConn];
+    if (conn?.upstreamProtocol !== 'http1') return false;
+    const offered = String(req.headers.upgrade ?? '')
+      .split(',')
+      .map((p) => (p.split('/')[0] ?? '').trim().toLowerCase())
+      .filter((p) => p !== '');
+    return offered.length > 0 && offered.every((p) => this.upgradeProtocols.has(p));
+  }
+
+  /**
+   * An allowed upgrade: the request goes to one endpoint on a connection of its own; a 101
+   * turns that into a byte pipe, any other answer is relayed and the client connection closed.
+   */
   private onUpgrade(req: http.IncomingMessage, socket: Socket, head: Buffer): void {
     const conn = (socket as SocketWithConn)[kConn];
     const choice = conn?.choose();
+    const started = performance.now();
+    let recorded = false;
+    const record = (status: number): void => {
+      if (recorded || !conn) return;
+      recorded = true;
+      conn.recordRequest({
+        protocol: 'http1',
+        method: req.method ?? '',
+        path: req.url ?? '',
+        authority: req.headers.host ?? '',
+        status,
+        ...(choice ? { upstream: choice.authority } : {}),
+        durationMs: Math.round(performance.now() - started),
+      });
+    };
     if (!conn || !choice) {
       this.refusals.refuse(OutboundCode.NoHealthyUpstream, { ...this.fields(socket), path: req.url }, 'no healthy upstream');
+      record(503);
       socket.end('HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
       return;
     }
-    // Replay the request head as the client sent it (Connection/Upgrade included: they are
-    // this hop's and the next's, since the upgrade spans both).
-    let text = `${req.method} ${req.url} HTTP/${req.httpVersion}\r\n`;
-    for (let i = 0; i < req.rawHeaders.length; i += 2) text += `${req.rawHeaders[i]}: ${req.rawHeaders[i + 1]}\r\n`;
-    text += '\r\n';
+    let released = false;
+    const release = (): void => {
+      if (released) return;
+      released = true;
+      choice.done();
+    };
     socket.pause();
     choice.connect().then(
       (upstream) => {
         if (socket.destroyed) {
-          choice.done();
+          release();
+          record(0);
           upstream.destroy();
           return;
         }
-        upstream.write(text);
-        if (head.length > 0) upstream.write(head);
-        pipeBidirectional(socket, upstream, { onDone: () => choice.done() });
-        socket.resume();
+        this.exchangeUpgrade(req, socket, head, upstream, conn, choice, release, record);
       },
-      (err: unknown) => {
-        choice.done();
-        this.log.info({ ...conn.logFields(), upstream: choice.authority, err: messageOf(err) }, 'upgrade: upstream connect failed');
-        socket.end('HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
+      (err: NodeJS.ErrnoException) => {
+        release();
+        const f = upstreamFailure(err.code);
+        this.log.info({ ...conn.logFields(), upstream: choice.authority, code: err.code, err: messageOf(err) }, 'upgrade: upstream connect failed');
+        record(f.status);
+        socket.end(closingResponse(f.status, f.text));
       },
     );
   }
+
+  private exchangeUpgrade(
+    req: http.IncomingMessage,
+    socket: Socket,
+    head: Buffer,
+    upstream: Duplex,
+    conn: RoutedConnection,
+    choice: UpstreamChoice,
+    release: () => void,
+    record: (status: number) => void,
+  ): void {
+    let answered = false;
+    // Sent as the client wrote it: Connection/Upgrade belong to both hops of an upgrade.
+    const up = http.request({
+      createConnection: () => upstream as Socket,
+      method: req.method,
+      path: req.url,
+      headers: req.rawHeaders as unknown as http.OutgoingHttpHeaders,
+      setHost: false,
+      host: '127.0.0.1',
+      port: 1,
+    });
+    up.on('upgrade', (res: http.IncomingMessage, upSocket: Duplex, upHead: Buffer) => {
+      answered = true;
+      if (socket.destroyed) {
+        release();
+        record(0);
+        upSocket.destroy();
+        return;
+      }
+      // 101: the connection now belongs to the upgraded protocol, on both sides.
+      let text = `HTTP/1.1 101 ${res.statusMessage || 'Switching Protocols'}\r\n`;
+      for (let i = 0; i < res.rawHeaders.length; i += 2) text += `${res.rawHeaders[i]}: ${res.rawHeaders[i + 1]}\r\n`;
+      socket.write(`${text}\r\n`);
+      if (upHead.length > 0) socket.write(upHead);
+      if (head.length > 0) upSocket.write(head);
+      pipeBidirectional(socket, upSocket, {
+        onDone: () => {
+          release();
+          record(101);
+        },
+      });
+      socket.resume();
+    });
+    up.on('response', (res: http.IncomingMessage) => {
+      answered = true;
+      // Refused (or ignored) upgrade: an ordinary response, then the connection closes (it left
+      // the HTTP server when the upgrade was accepted, so it cannot carry another request).
+      let text = `HTTP/1.1 ${res.statusCode ?? 502} ${res.statusMessage ?? ''}\r\n`;
+      const raw = endToEndRawHeaders(res.rawHeaders);
+      for (let i = 0; i < raw.length; i += 2) {
+        if ((raw[i] as string).toLowerCase() === 'content-length') continue; // the close delimits the body
+        text += `${raw[i]}: ${raw[i + 1]}\r\n`;
+      }
+      socket.write(`${text}Connection: close\r\n\r\n`);
+      res.pipe(socket);
+      res.once('end', () => {
+        release();
+        record(res.statusCode ?? 502);
+        upstream.destroy();
+      });
+      res.once('close', () => {
+        if (!res.complete) socket.destroy();
+      });
+      // Whatever the client sends meanwhile is dropped: it would otherwise bypass routing.
+      socket.resume();
+    });
+    up.on('error', (err: NodeJS.ErrnoException) => {
+      release();
+      if (answered) {
+        socket.destroy();
+        return;
+      }
+      answered = true;
+      const f = upstreamFailure(err.code);
+      this.log.info({ ...conn.logFields(), upstream: choice.authority, code: err.code, err: messageOf(err) }, 'upgrade: upstream failed before answering');
+      record(f.status);
+      socket.end(closingResponse(f.status, f.text));
+    });
+    socket.once('close', () => {
+      if (answered) return;
+      // The client left before the upstream answered.
+      release();
+      record(0);
+      up.destroy();
+    });
+    up.end();
+  }
+}
+
+/** A complete response on a connection that closes after it. */
+function closingResponse(status: number, text: string): string {
+  const body = `${text}\n`;
+  return `HTTP/1.1 ${status} ${http.STATUS_CODES[status] ?? ''}\r\nContent-Type: text/plain\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`;
 }
 
 /** The socket of a client connection held by the forwarder carries its routing context. */

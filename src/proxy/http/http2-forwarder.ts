@@ -6,14 +6,17 @@
  * trailers-only responses kept trailers-only, RST_STREAM relayed in both directions.
  *
  * Hardening: SETTINGS_MAX_CONCURRENT_STREAMS and header-list limits advertised to the client,
- * and a per-session budget of client-reset streams per window (the "rapid reset" flood): over
- * it, the session gets GOAWAY(ENHANCE_YOUR_CALM) and is closed; other sessions are untouched.
+ * and a per-session budget of streams the client resets before their answer (the "rapid
+ * reset" flood), judged by the H2AbuseGuard shared with the tunnel server: over it, the
+ * session is refused at once (one GOAWAY(ENHANCE_YOUR_CALM), no further stream does any
+ * routing work) and closed; other sessions are untouched.
  */
 import http from 'node:http';
 import http2 from 'node:http2';
 import type { Socket } from 'node:net';
 import { messageOf } from '../../errors.js';
 import type { Logger } from '../../telemetry/log.js';
+import { H2_MAX_REJECTED_STREAMS, H2AbuseGuard } from './h2-abuse-guard.js';
 import { endToEndH2Headers, endToEndRawHeaders, rawPairs } from './headers.js';
 import type { RefusalLog } from './refusals.js';
 import { type RoutedConnection, type UpstreamChoice, upstreamFailure } from './types.js';
@@ -24,7 +27,6 @@ const {
   NGHTTP2_FLAG_END_STREAM,
   NGHTTP2_NO_ERROR,
   NGHTTP2_CANCEL,
-  NGHTTP2_ENHANCE_YOUR_CALM,
   NGHTTP2_REFUSED_STREAM,
   HTTP2_HEADER_STATUS,
   HTTP2_HEADER_CONTENT_TYPE,
@@ -35,7 +37,7 @@ export interface Http2Options {
   maxConcurrentStreams?: number;
   /** SETTINGS_MAX_HEADER_LIST_SIZE advertised to clients (bytes). Default 65536. */
   maxHeaderListSize?: number;
-  /** Client-reset streams tolerated per window before the session is closed. Default 200. */
+  /** Streams the client may reset before their answer, per window, before the session is refused. Default 200. */
   maxClientResetsPerWindow?: number;
   /** Window of the reset budget (ms). Default 1000. */
   resetWindowMs?: number;
@@ -46,9 +48,6 @@ export interface Http2Options {
 /** Per-session state, allocated with the session, small on purpose. */
 interface SessionState {
   conn: RoutedConnection;
-  resetWindowStart: number;
-  resets: number;
-  refused: boolean;
 }
 
 const kState = Symbol('skein.h2SessionState');
@@ -67,8 +66,7 @@ function cleanSoFar(s: http2.Http2Stream): boolean {
 export class Http2Forwarder {
   private readonly server: http2.Http2Server;
   private pendingConn: RoutedConnection | undefined;
-  private readonly maxResets: number;
-  private readonly resetWindowMs: number;
+  private readonly guard: H2AbuseGuard;
 
   constructor(
     private readonly pool: UpstreamPool,
@@ -76,8 +74,16 @@ export class Http2Forwarder {
     private readonly log: Logger,
     opts: Http2Options = {},
   ) {
-    this.maxResets = opts.maxClientResetsPerWindow ?? 200;
-    this.resetWindowMs = opts.resetWindowMs ?? 1000;
+    this.guard = new H2AbuseGuard({
+      maxResetsPerWindow: opts.maxClientResetsPerWindow ?? 200,
+      windowMs: opts.resetWindowMs ?? 1000,
+      onAbusive: (session: StatefulSession, j) =>
+        this.refusals.refuse(
+          HttpCode.RapidReset,
+          { ...session[kState]?.conn.logFields(), resets: j.resets, windowMs: j.windowMs, lastStreamId: j.lastStreamId },
+          'HTTP/2 client reset too many streams before their answer; session refused',
+        ),
+    });
     this.server = http2.createServer({
       settings: {
         maxConcurrentStreams: opts.maxConcurrentStreams ?? 256,
@@ -86,7 +92,7 @@ export class Http2Forwarder {
       },
       maxHeaderListPairs: 256,
       maxSessionInvalidFrames: 100,
-      maxSessionRejectedStreams: 100,
+      maxSessionRejectedStreams: H2_MAX_REJECTED_STREAMS,
     });
     if (opts.idleTimeoutMs) this.server.setTimeout(opts.idleTimeoutMs);
     // 'session' is emitted synchronously inside emit('connection'): that is how a session
@@ -94,7 +100,7 @@ export class Http2Forwarder {
     this.server.on('session', (session: StatefulSession) => {
       const conn = this.pendingConn;
       if (!conn) return;
-      session[kState] = { conn, resetWindowStart: 0, resets: 0, refused: false };
+      session[kState] = { conn };
     });
     this.server.on('stream', (stream, headers, flags) => this.onStream(stream, headers, flags));
     this.server.on('sessionError', (err: NodeJS.ErrnoException, session: StatefulSession) => {
@@ -121,31 +127,10 @@ export class Http2Forwarder {
     this.server.close();
   }
 
-  private countReset(session: StatefulSession): void {
-    const st = session[kState];
-    if (!st || st.refused) return;
-    const now = performance.now();
-    if (now - st.resetWindowStart > this.resetWindowMs) {
-      st.resetWindowStart = now;
-      st.resets = 0;
-    }
-    if (++st.resets > this.maxResets) {
-      st.refused = true;
-      this.refusals.refuse(
-        HttpCode.RapidReset,
-        { ...st.conn.logFields(), resets: st.resets, windowMs: this.resetWindowMs },
-        'HTTP/2 client reset too many streams; closing session',
-      );
-      session.goaway(NGHTTP2_ENHANCE_YOUR_CALM);
-      // Give the GOAWAY a moment to leave, then drop everything in flight on this session.
-      setTimeout(() => session.destroy(), 50).unref();
-    }
-  }
-
   private respondError(stream: http2.ServerHttp2Stream, status: number, grpc: boolean, message: string, grpcStatus = 14): void {
     if (stream.destroyed || stream.closed) return;
     if (stream.headersSent) {
-      stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR);
+      this.guard.closeStream(stream, http2.constants.NGHTTP2_INTERNAL_ERROR);
       return;
     }
     if (grpc) {
@@ -166,19 +151,16 @@ export class Http2Forwarder {
   }
 
   private onStream(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, flags: number): void {
+    // First: a session judged abusive gets no work done for any stream it still opens.
+    if (!this.guard.admit(stream)) return;
     const session = stream.session as StatefulSession | undefined;
     const st = session?.[kState];
     const grpc = isGrpc(headers);
     stream.on('error', () => {}); // reported through 'close' / rstCode
     if (!st) {
-      stream.close(NGHTTP2_REFUSED_STREAM);
+      this.guard.closeStream(stream, NGHTTP2_REFUSED_STREAM);
       return;
     }
-    let upstreamResetUs = false;
-    stream.once('close', () => {
-      // A stream the client reset (not us, not a clean end) counts against its budget.
-      if (stream.rstCode !== NGHTTP2_NO_ERROR && !upstreamResetUs && session) this.countReset(session);
-    });
     const choice = st.conn.choose();
     const started = performance.now();
     stream.once('close', () => {
@@ -214,9 +196,7 @@ export class Http2Forwarder {
       return;
     }
     this.pool.h2SessionFor(choice).then(
-      (upSession) => this.forward(stream, headers, endStream, grpc, upSession, choice, st, () => {
-        upstreamResetUs = true;
-      }),
+      (upSession) => this.forward(stream, headers, endStream, grpc, upSession, choice, st),
       (err: NodeJS.ErrnoException) => {
         release();
         this.log.info(
@@ -284,13 +264,13 @@ export class Http2Forwarder {
         if (!stream.destroyed) stream.end();
       });
       upRes.once('close', () => {
-        if (!upRes.complete && !stream.closed) stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR);
+        if (!upRes.complete && !stream.closed) this.guard.closeStream(stream, http2.constants.NGHTTP2_INTERNAL_ERROR);
       });
     });
     up.on('error', (err: NodeJS.ErrnoException) => {
       if (stream.destroyed || stream.closed) return;
       if (stream.headersSent) {
-        stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR);
+        this.guard.closeStream(stream, http2.constants.NGHTTP2_INTERNAL_ERROR);
         return;
       }
       const f = upstreamFailure(err.code);
@@ -318,7 +298,6 @@ export class Http2Forwarder {
     upSession: http2.ClientHttp2Session,
     choice: UpstreamChoice,
     st: SessionState,
-    markUpstreamReset: () => void,
   ): void {
     if (stream.destroyed || stream.closed) return;
     let up: http2.ClientHttp2Stream;
@@ -373,8 +352,7 @@ export class Http2Forwarder {
           if (!stream.destroyed) stream.end();
           return;
         }
-        markUpstreamReset();
-        stream.close(up.rstCode as number);
+        this.guard.closeStream(stream, up.rstCode as number);
       });
     });
     up.once('close', () => {
@@ -386,8 +364,7 @@ export class Http2Forwarder {
         return;
       }
       // Relay the reset: the client learns the exchange broke, with the upstream's reason.
-      markUpstreamReset();
-      stream.close(code === NGHTTP2_NO_ERROR ? http2.constants.NGHTTP2_INTERNAL_ERROR : code);
+      this.guard.closeStream(stream, code === NGHTTP2_NO_ERROR ? http2.constants.NGHTTP2_INTERNAL_ERROR : code);
     });
     // Client reset or vanished: cancel upstream too.
     stream.once('close', () => {

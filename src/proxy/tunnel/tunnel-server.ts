@@ -6,9 +6,11 @@
  * TLS 1.3, ALPN h2 only, server certificate = the pod's own workload certificate, client
  * certificate required and chained to the trust bundle (Node TLS: requestCert +
  * rejectUnauthorized — a client without a certificate, or with one from another CA, fails the
- * handshake and is logged as a TLS refusal). The client's SPIFFE identity (exactly one URI SAN,
+ * handshake and is logged and counted as a TLS refusal with a stable code naming why:
+ * SKEIN_TUNNEL_TLS_UNKNOWN_CA, _CERT_EXPIRED, _NO_CLIENT_CERT, ... see tls-refusal.ts). The client's SPIFFE identity (exactly one URI SAN,
  * same trust domain) is checked once per connection; a certificate that chains but names no
- * acceptable identity gets every stream answered 401.
+ * acceptable identity gets every stream answered 401. Every refusal is counted by code in
+ * `stats.refusals` and reported through `onRefusal` (the agent's /stats and metrics).
  *
  * Each HTTP/2 stream must be `CONNECT` with `:authority` = `<this pod's IP>:<port>`. Answers:
  *   400  not CONNECT, or an authority that is not `ip:port`
@@ -20,9 +22,10 @@
  *   200  then bytes flow both ways (L4 pipe) until both sides end, or either resets.
  *
  * Hardening: concurrent streams per session, header list size/pairs, SETTINGS count, invalid
- * frames and refused streams are capped (nghttp2 enforces those); a session whose client
- * cancels many streams before they are answered (HTTP/2 rapid reset, CVE-2023-44487) gets
- * GOAWAY(ENHANCE_YOUR_CALM) and is closed; sessions with no stream are closed after an idle
+ * frames are capped (nghttp2 enforces those); a session whose client cancels many streams
+ * before they are answered (HTTP/2 rapid reset, CVE-2023-44487) is judged abusive by the
+ * H2AbuseGuard shared with the outbound HTTP/2 path: refused at once, one
+ * GOAWAY(ENHANCE_YOUR_CALM), closed; sessions with no stream are closed after an idle
  * timeout; TLS handshakes must finish within `handshakeTimeoutMs`.
  *
  * Rotation: `tls.createServer` reads its credentials once; new ones are installed with
@@ -38,9 +41,11 @@ import { hasCode, messageOf } from '../../errors.js';
 import { tlsOptionsFor } from '../../identity/workload/tls-options.js';
 import type { IdentitySource, WorkloadCertificate } from '../../identity/workload/types.js';
 import { type Logger, silentLogger } from '../../telemetry/log.js';
+import { H2_MAX_REJECTED_STREAMS, H2AbuseGuard } from '../http/h2-abuse-guard.js';
 import type { InboundProxy, InboundRequest } from '../inbound/inbound-proxy.js';
 import { canonicalIp } from '../../config/address.js';
 import { parseAuthority } from './authority.js';
+import { classifyTlsRefusal } from './tls-refusal.js';
 import { checkPeerIdentity, type PeerIdentityCheck } from './spiffe-peer.js';
 import { TunnelCode } from '../codes.js';
 import { guardWritev } from './writev-guard.js';
@@ -72,7 +77,10 @@ export interface TunnelServerOptions {
   rapidResetWindowMs?: number;
   /** Poll the identity source for a rotated certificate / bundle this often; 0 disables. Default 30 s. */
   credentialRefreshMs?: number;
+  /** Called with the stable code of every refusal (TLS, identity, request, rapid reset): node-wide counts. */
+  onRefusal?: (code: string) => void;
 }
+
 
 export interface TunnelServerStats {
   /** Sessions open now. */
@@ -85,6 +93,11 @@ export interface TunnelServerStats {
   wrongDestination: number;
   rapidResetSessionsClosed: number;
   credentialRotations: number;
+  /**
+   * Every refusal by stable code: TLS handshakes (SKEIN_TUNNEL_TLS_*), peer identities that
+   * chain but are not acceptable (SKEIN_IDENTITY_PEER_*), requests (SKEIN_TUNNEL_*).
+   */
+  refusals: Record<string, number>;
 }
 
 /** Headers of the CONNECT request worth handing to policy/telemetry. */
@@ -95,11 +108,7 @@ interface SessionState {
   remoteAddress: string | undefined;
   remotePort: number | undefined;
   open: number;
-  resets: number;
-  resetWindowStart: number;
   idleTimer: NodeJS.Timeout | undefined;
-  /** Closed for rapid reset: any stream still arriving is refused without work. */
-  flooding: boolean;
 }
 
 export class TunnelServer {
@@ -112,7 +121,9 @@ export class TunnelServer {
     wrongDestination: 0,
     rapidResetSessionsClosed: 0,
     credentialRotations: 0,
+    refusals: {},
   };
+  private readonly onRefusal: ((code: string) => void) | undefined;
   private workload: Workload;
   private addresses: Set<string>;
   private readonly identity: IdentitySource;
@@ -122,8 +133,7 @@ export class TunnelServer {
   private readonly sessions = new Set<ServerHttp2Session>();
   private readonly sessionIdleTimeoutMs: number;
   private readonly sessionWindowBytes: number;
-  private readonly rapidResetLimit: number;
-  private readonly rapidResetWindowMs: number;
+  private readonly guard: H2AbuseGuard;
   private readonly refreshTimer: NodeJS.Timeout | undefined;
   private credentials: { certChainPem: string; bundle: string };
   /** Roots the installed TLS context trusts; the SPIFFE check uses the same snapshot. */
@@ -142,10 +152,29 @@ export class TunnelServer {
     this.identity = opts.identity;
     this.inbound = opts.inbound;
     this.log = (opts.logger ?? silentLogger()).child({ component: 'tunnel-server', workload: `${opts.workload.namespace}/${opts.workload.name}` });
+    this.onRefusal = opts.onRefusal;
     this.sessionIdleTimeoutMs = opts.sessionIdleTimeoutMs ?? 300_000;
     this.sessionWindowBytes = opts.sessionWindowBytes ?? 8 * 1024 * 1024;
-    this.rapidResetLimit = opts.rapidResetLimit ?? 100;
-    this.rapidResetWindowMs = opts.rapidResetWindowMs ?? 1_000;
+    this.guard = new H2AbuseGuard({
+      maxResetsPerWindow: opts.rapidResetLimit ?? 100,
+      windowMs: opts.rapidResetWindowMs ?? 1_000,
+      onAbusive: (session, j) => {
+        const state = sessionStates.get(session);
+        this.stats.rapidResetSessionsClosed++;
+        this.countRefusal(TunnelCode.RapidReset);
+        this.log.warn(
+          {
+            refused: 'rapid-reset',
+            code: TunnelCode.RapidReset,
+            peer: state?.remoteAddress,
+            peerIdentity: state?.peer.ok ? state.peer.identity : undefined,
+            resets: j.resets,
+            lastStreamId: j.lastStreamId,
+          },
+          'tunnel session cancelled too many streams before their answer; session refused',
+        );
+      },
+    });
     const bundle = this.identity.trustBundlePem();
     this.credentials = { certChainPem: cert.certChainPem, bundle: bundle.join('\n') };
 
@@ -165,7 +194,7 @@ export class TunnelServer {
       maxSessionMemory: opts.maxSessionMemoryMb ?? 32,
       maxSettings: 16,
       maxSessionInvalidFrames: 100,
-      maxSessionRejectedStreams: 100,
+      maxSessionRejectedStreams: H2_MAX_REJECTED_STREAMS,
       settings: {
         enablePush: false,
         maxConcurrentStreams: opts.maxConcurrentStreams ?? 100,
@@ -173,10 +202,27 @@ export class TunnelServer {
         initialWindowSize: opts.streamWindowBytes ?? 1024 * 1024,
       },
     });
+    // Read the peer's address once per TCP connection: Node caches it on the socket, so a
+    // handshake refused (and the socket destroyed) can still be logged with who it was.
+    this.server.prependListener('connection', (tcp: { remoteAddress?: string }) => void tcp.remoteAddress);
     this.server.on('tlsClientError', (err: Error, socket: TLSSocket) => {
+      // A client certificate that fails verification shows only in authorizationError: Node
+      // destroys the socket itself and the error here is a bare "socket hang up".
+      const authorizationError = socket.authorizationError;
+      const code = classifyTlsRefusal(err, authorizationError);
       this.stats.tlsRefused++;
+      this.countRefusal(code);
+      // A destroyed TLSSocket no longer knows its peer; the TCP socket under it kept it.
+      const tcp = (socket as TLSSocket & { _parent?: { remoteAddress?: string } | null })._parent;
       this.log.warn(
-        { refused: 'tls', err: messageOf(err), code: (err as { code?: string }).code, peer: socket.remoteAddress },
+        {
+          refused: 'tls',
+          code,
+          tlsError: (err as { code?: string }).code,
+          ...(authorizationError ? { verifyError: String(authorizationError) } : {}),
+          err: messageOf(err),
+          peer: socket.remoteAddress ?? tcp?.remoteAddress,
+        },
         'tunnel TLS handshake refused',
       );
     });
@@ -259,18 +305,16 @@ export class TunnelServer {
       remoteAddress: sock.remoteAddress,
       remotePort: sock.remotePort,
       open: 0,
-      resets: 0,
-      resetWindowStart: performance.now(),
       idleTimer: undefined,
-      flooding: false,
     };
     sessionStates.set(session, state);
     this.sessions.add(session);
     this.stats.sessions++;
     if (!state.peer.ok) {
       this.stats.identityRefused++;
+      this.countRefusal(state.peer.reason);
       this.log.warn(
-        { refused: 'identity', reason: state.peer.reason, presented: state.peer.detail, peer: state.remoteAddress },
+        { refused: 'identity', code: state.peer.reason, reason: state.peer.reason, presented: state.peer.detail, peer: state.remoteAddress },
         'tunnel peer identity refused',
       );
     } else {
@@ -292,6 +336,15 @@ export class TunnelServer {
     this.armIdle(session, state);
   }
 
+  private countRefusal(code: string): void {
+    this.stats.refusals[code] = (this.stats.refusals[code] ?? 0) + 1;
+    try {
+      this.onRefusal?.(code);
+    } catch (err) {
+      this.log.error({ err: messageOf(err) }, 'tunnel refusal hook threw');
+    }
+  }
+
   private armIdle(session: ServerHttp2Session, state: SessionState): void {
     if (state.idleTimer) clearTimeout(state.idleTimer);
     state.idleTimer = setTimeout(() => {
@@ -304,16 +357,13 @@ export class TunnelServer {
   }
 
   private onStream(stream: ServerHttp2Stream, headers: Record<string, string | string[] | undefined>): void {
+    this.stats.streams++;
+    // First: a session judged abusive gets no work done for any stream it still opens.
+    if (!this.guard.admit(stream)) return;
     const session = stream.session as ServerHttp2Session | undefined;
     const state = session ? sessionStates.get(session) : undefined;
     if (!session || !state) {
-      stream.close(h2c.NGHTTP2_INTERNAL_ERROR);
-      return;
-    }
-    this.stats.streams++;
-    if (state.flooding) {
-      stream.on('error', () => {});
-      stream.close(h2c.NGHTTP2_REFUSED_STREAM);
+      this.guard.closeStream(stream, h2c.NGHTTP2_INTERNAL_ERROR);
       return;
     }
     state.open++;
@@ -323,9 +373,6 @@ export class TunnelServer {
     }
     stream.once('close', () => {
       state.open--;
-      if (!stream.headersSent && stream.rstCode !== undefined && stream.rstCode !== h2c.NGHTTP2_NO_ERROR) {
-        this.countReset(session, state);
-      }
       if (state.open === 0 && !session.closed) this.armIdle(session, state);
     });
     stream.on('error', (err) => this.log.debug({ err: messageOf(err) }, 'tunnel stream error'));
@@ -344,6 +391,7 @@ export class TunnelServer {
     const method = headers[':method'];
     if (method !== 'CONNECT') {
       this.stats.badRequest++;
+      this.countRefusal(TunnelCode.RequestMalformed);
       this.inbound.recordRefusal(base, 400, `method ${String(method)} is not CONNECT`);
       respond(stream, 400);
       return;
@@ -352,6 +400,7 @@ export class TunnelServer {
     const authority = parseAuthority(typeof rawAuthority === 'string' ? rawAuthority : undefined);
     if (!authority) {
       this.stats.badRequest++;
+      this.countRefusal(TunnelCode.RequestMalformed);
       this.inbound.recordRefusal(base, 400, `malformed authority ${String(rawAuthority)}`);
       respond(stream, 400);
       return;
@@ -359,6 +408,7 @@ export class TunnelServer {
     base.port = authority.port;
     if (!this.addresses.has(authority.address)) {
       this.stats.wrongDestination++;
+      this.countRefusal(TunnelCode.WrongDestination);
       this.inbound.recordRefusal(base, 403, `authority ${rawAuthority} is not this pod`);
       respond(stream, 403);
       return;
@@ -372,32 +422,9 @@ export class TunnelServer {
       refused: (err) => {
         if (hasCode(err, TunnelCode.SourceDenied)) respond(stream, 401);
         else if (hasCode(err, TunnelCode.AppUnreachable)) respond(stream, 503);
-        else if (!stream.destroyed) stream.close(h2c.NGHTTP2_CANCEL);
+        else if (!stream.destroyed) this.guard.closeStream(stream, h2c.NGHTTP2_CANCEL);
       },
     });
-  }
-
-  /** Rapid reset: the client cancels streams before we could answer them. */
-  private countReset(session: ServerHttp2Session, state: SessionState): void {
-    const now = performance.now();
-    if (now - state.resetWindowStart > this.rapidResetWindowMs) {
-      state.resetWindowStart = now;
-      state.resets = 0;
-    }
-    state.resets++;
-    if (state.resets === this.rapidResetLimit + 1 && !session.destroyed) {
-      this.stats.rapidResetSessionsClosed++;
-      this.log.warn(
-        { refused: 'rapid-reset', peer: state.remoteAddress, peerIdentity: state.peer.ok ? state.peer.identity : undefined, resets: state.resets },
-        'tunnel session cancelled too many streams; closing it',
-      );
-      state.flooding = true;
-      session.goaway(h2c.NGHTTP2_ENHANCE_YOUR_CALM);
-      // Streams already in flight on this session are refused from now on (see onStream);
-      // the socket is destroyed shortly after, once the GOAWAY had a chance to leave.
-      const t = setTimeout(() => session.destroy(), 100);
-      t.unref();
-    }
   }
 }
 

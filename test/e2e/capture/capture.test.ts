@@ -3,6 +3,7 @@
  * sk_lookup in pod netns, listeners opened by the native addon. Root only.
  */
 import { spawn } from 'node:child_process';
+import { pbkdf2 } from 'node:crypto';
 import { statSync } from 'node:fs';
 import net from 'node:net';
 import { fileURLToPath } from 'node:url';
@@ -108,10 +109,10 @@ t.test('outbound: enrolled pod lands on its 15001 with the exact original destin
   t.equal(await readLine(new net.Socket({ fd: own }), lab.ip.b, 8080, 2000), 'b-app', 'openAgentSocket + net.Socket.connect goes direct');
   const own6 = await capture.openAgentSocket(lab.path.a, 6);
   t.equal(await readLine(new net.Socket({ fd: own6 }), lab.ip.b6, 8080, 2000), 'b-app', 'IPv6 agent socket goes direct');
-  const connected = await capture.connectFromAgent(lab.path.a, lab.ip.b, 8080, 2000);
+  const connected = await capture.connectFromAgent(lab.path.a, lab.ip.b, 8080, { timeoutMs: 2000 });
   t.equal(
     await new Promise<string>((resolve, reject) => {
-      const s = new net.Socket({ fd: connected });
+      const s = connected;
       s.once('data', (d) => {
         s.destroy();
         resolve(d.toString().trim());
@@ -164,6 +165,81 @@ t.test('inbound: plaintext to an enrolled pod lands on 15006 with the original d
   await b.close();
   t.equal(await fetchLine(lab.path.c, lab.ip.bFromC, 8080), 'b-app', 'after release inbound reaches the app');
   t.same(netnsLinks(podB.netnsIno), [], 'no netns link left in B');
+});
+
+t.test('inbound: when sk_assign fails the connection is dropped (never plaintext to the app) and counted', async (t) => {
+  const lab = await makeCaptureLab(t);
+  await startPodBApps(t, lab);
+  // An IPv4-only 15006 socket (the fallback for a netns without IPv6): the kernel refuses
+  // to assign it to an IPv6 connection (EAFNOSUPPORT), a real failed bpf_sk_assign.
+  const capture = new CaptureManager({ pinRoot: lab.pinRoot, cgroupPath: lab.cgroupPath, listenAddress: '0.0.0.0' });
+  t.teardown(() => capture.uninstall());
+  await capture.start();
+  const podB = await capture.enroll({
+    uid: 'ns1/pod-b',
+    netnsPath: lab.path.b,
+    ips: [lab.ip.b, lab.ip.b6],
+    excludeOutboundPorts: [],
+    excludeInboundPorts: [],
+  });
+  await servePod(t, capture, podB, 'b');
+  t.same(capture.counters(), { skLookupAssignFailed: 0, skLookupNoSocket: 0 }, 'nothing counted yet');
+
+  t.equal(await fetchLine(lab.path.a, lab.ip.b, 8080), 'b-15006', 'IPv4 is steered to the IPv4 15006 socket');
+  // The app listens on [::]:8080: a passed packet would reach it in plaintext.
+  const v6 = await fetchLine(lab.path.a, lab.ip.b6, 8080).then(
+    (line) => `answered: ${line}`,
+    (err: NodeJS.ErrnoException) => `refused: ${err.code ?? err.message}`,
+  );
+  t.equal(v6, 'refused: ECONNREFUSED', 'IPv6 to the app port is refused, not handed to the app');
+  t.equal(capture.counters().skLookupAssignFailed, 1, 'the failed assign is counted once');
+  t.equal(capture.counters().skLookupNoSocket, 0);
+});
+
+t.test('connects from a pod netns to a SYN-dropping destination: libuv pool free, aborts at once, capped per pod', async (t) => {
+  const lab = await makeCaptureLab(t);
+  await startPodBApps(t, lab);
+  // Pod B silently drops SYNs to 9998: a connect there waits for its timeout.
+  const nft = (...args: string[]) => sh('ip', ['netns', 'exec', lab.netns.b, 'nft', ...args]);
+  nft('add', 'table', 'inet', 'skein_test');
+  nft('add', 'chain', 'inet', 'skein_test', 'in', '{ type filter hook input priority 0; }');
+  nft('add', 'rule', 'inet', 'skein_test', 'in', 'tcp', 'dport', '9998', 'drop');
+  const capture = new CaptureManager({ pinRoot: lab.pinRoot, cgroupPath: lab.cgroupPath }, { connector: { maxConnectsPerNetns: 8, maxQueuedPerNetns: 1 } });
+  t.teardown(() => capture.uninstall());
+
+  // Eight connects into the black hole (twice the libuv pool)...
+  const hanging = Array.from({ length: 8 }, () => capture.connectFromAgent(lab.path.a, lab.ip.b, 9998, { timeoutMs: 2500 }).then(
+    () => 'connected',
+    (e: { code?: string }) => e.code,
+  ));
+  await new Promise((r) => setTimeout(r, 200));
+  // ...leave the pool free: crypto/fs/dns work of every other pod goes on.
+  const poolStarted = performance.now();
+  await Promise.all(Array.from({ length: 4 }, () => new Promise((r, j) => pbkdf2('x', 'y', 1, 32, 'sha256', (e, k) => (e ? j(e) : r(k))))));
+  const poolMs = performance.now() - poolStarted;
+  t.ok(poolMs < 500, `libuv pool answered in ${poolMs.toFixed(0)} ms while 8 connects hang`);
+  // The same pod's next connects wait for a slot (one may queue here), then are refused.
+  const queued = capture.connectFromAgent(lab.path.a, lab.ip.b, 8080, { timeoutMs: 6000 });
+  await t.rejects(capture.connectFromAgent(lab.path.a, lab.ip.b, 8080), { code: 'SKEIN_CAPTURE_TOO_MANY_CONNECTS' }, 'over the cap and the queue: refused at once');
+  const fromC = await capture.connectFromAgent(lab.path.c, lab.ip.bFromC, 8080, { timeoutMs: 2000 });
+  t.equal(await new Promise<string>((r) => fromC.once('data', (d) => r(String(d).trim()))), 'b-app', 'another pod connects meanwhile');
+  fromC.destroy();
+  t.same(await Promise.all(hanging), Array(8).fill('SKEIN_CAPTURE_CONNECT_TIMEOUT'), 'the black-holed connects time out with a code');
+  const late = await queued;
+  t.equal(await new Promise<string>((r) => late.once('data', (d) => r(String(d).trim()))), 'b-app', 'the queued connect got a slot and connected');
+  late.destroy();
+
+  // Aborted while waiting for the SYN-ACK: rejects at once.
+  const ac = new AbortController();
+  const aborted = capture.connectFromAgent(lab.path.a, lab.ip.b, 9998, { signal: ac.signal, timeoutMs: 10_000 });
+  await new Promise((r) => setTimeout(r, 100));
+  const abortAt = performance.now();
+  ac.abort(new Error('client went away'));
+  await t.rejects(aborted, { message: 'client went away' });
+  t.ok(performance.now() - abortAt < 200, 'abort honoured at once');
+  const ok = await capture.connectFromAgent(lab.path.a, lab.ip.b, 8080, { timeoutMs: 2000 });
+  t.equal(await new Promise<string>((r) => ok.once('data', (d) => r(String(d).trim()))), 'b-app', 'the pod connects again once under the cap');
+  ok.destroy();
 });
 
 t.test('enrol and release a running pod while a client loop runs: switches within a second; nothing left', async (t) => {

@@ -173,9 +173,25 @@ t.test('missing objects and originalDestination lookups', async (t) => {
   t.same(m.inboundDestination({ localAddress: '::ffff:10.0.0.1', localPort: 8080 } as never), { address: '10.0.0.1', port: 8080, family: 4 });
   t.throws(() => m.inboundDestination({} as never), { code: 'SKEIN_CAPTURE_NO_ORIGINAL_DST' });
   t.type(await m.openAgentSocket(a.netnsPath, 4), 'number');
-  t.type(await m.connectFromAgent(a.netnsPath, '10.0.0.2', 80), 'number');
   await m.close();
 
   rmSync(join(bpfObjectDir, 'sk_lookup.bpf.o'));
   await t.rejects(manager().start(), { code: 'SKEIN_CAPTURE_BPF_OBJECT_MISSING' });
+});
+
+t.test('counters: the kernel\'s per-CPU counts, summed; zeros before start', async (t) => {
+  const { kernel, manager } = setup(t);
+  const m = manager();
+  t.same(m.counters(), { skLookupAssignFailed: 0, skLookupNoSocket: 0 }, 'not started');
+  await m.start();
+  t.same(m.counters(), { skLookupAssignFailed: 0, skLookupNoSocket: 0 }, 'nothing counted');
+  const perCpu = (...n: bigint[]) => {
+    const b = Buffer.alloc(8 * n.length);
+    for (const [i, v] of n.entries()) b.writeBigUInt64LE(v, 8 * i);
+    return b;
+  };
+  const counters = kernel.mapByName(MAP.counters);
+  counters?.entries.set(u32Key(0).toString('hex'), perCpu(2n, 5n));
+  counters?.entries.set(u32Key(1).toString('hex'), perCpu(0n, 1n));
+  t.same(m.counters(), { skLookupAssignFailed: 7, skLookupNoSocket: 1 });
 });

@@ -19,6 +19,7 @@ const SIZES: Record<string, [number, number]> = {
   [MAP.inboundExcluded]: [8, 1],
   [MAP.inboundSockets]: [4, 8],
   [MAP.pods]: [4, 144],
+  [MAP.counters]: [4, 8],
 };
 
 interface FakeMap {
@@ -89,7 +90,8 @@ export class FakeKernel {
     const k = this;
     const checkSizes = (m: FakeMap, key: Buffer, value?: Buffer) => {
       const [ks, vs] = SIZES[m.name] ?? [0, 0];
-      if (key.length !== ks || (value && value.length !== vs)) throw Object.assign(new TypeError(`size for ${m.name}`), { code: 'SKEIN_NATIVE_ARG' });
+      if (key.length !== ks) throw Object.assign(new RangeError(`key size for ${m.name}`), { code: 'SKEIN_NATIVE_KEY_SIZE_MISMATCH' });
+      if (value && value.length !== vs) throw Object.assign(new RangeError(`value size for ${m.name}`), { code: 'SKEIN_NATIVE_VALUE_SIZE_MISMATCH' });
     };
     return {
       async loadObject(path: string, pinDir: string): Promise<LoadedObject> {
@@ -159,7 +161,7 @@ export class FakeKernel {
       mapLookupAndDelete(fd, key, valueSize) {
         const m = k.get(fd, 'map');
         checkSizes(m, key);
-        if (valueSize !== SIZES[m.name]?.[1]) throw sysError('EINVAL', 22, 'bpf_map_lookup_and_delete_elem');
+        if (valueSize !== SIZES[m.name]?.[1]) throw Object.assign(new RangeError(`value size for ${m.name}`), { code: 'SKEIN_NATIVE_VALUE_SIZE_MISMATCH' });
         const v = m.entries.get(key.toString('hex')) ?? null;
         m.entries.delete(key.toString('hex'));
         return v;

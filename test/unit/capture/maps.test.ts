@@ -21,6 +21,7 @@ import {
   encodeSocketFd,
   encodeStamp,
   familyOfAf,
+  sumPerCpuU64,
   u32Key,
   u64Key,
 } from '../../../src/capture/maps.js';
@@ -91,4 +92,14 @@ t.test('map keys and values match bpf/skein.h byte for byte', async (t) => {
   t.equal(familyOfAf(2), 4);
   t.equal(familyOfAf(10), 6);
   t.throws(() => familyOfAf(1), { code: 'SKEIN_CAPTURE_BAD_RECORD' });
+});
+
+t.test('per-CPU counters: one 8-byte slot per CPU, summed', async (t) => {
+  const b = Buffer.alloc(24);
+  b.writeBigUInt64LE(3n, 0);
+  b.writeBigUInt64LE(0n, 8);
+  b.writeBigUInt64LE(2n ** 40n, 16);
+  t.equal(sumPerCpuU64(b), 3n + 2n ** 40n);
+  t.equal(sumPerCpuU64(Buffer.alloc(0)), 0n);
+  t.throws(() => sumPerCpuU64(Buffer.alloc(12)), { code: 'SKEIN_CAPTURE_BAD_RECORD' });
 });

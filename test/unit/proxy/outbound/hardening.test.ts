@@ -2,6 +2,7 @@ import http from 'node:http';
 import http2 from 'node:http2';
 import net from 'node:net';
 import t from 'tap';
+import { FrameType, frame, getHeaders, rawH2 } from '../tunnel/raw-h2.js';
 import { BACKEND_IPS, listenOn, snapshotFor, startProxy } from './fixtures/harness.js';
 
 /** Sends raw bytes, collects everything until the proxy closes (or `waitMs` passes). */
@@ -153,5 +154,96 @@ t.test('HTTP/2 rapid reset flood closes that session only', async (t) => {
   t.equal(code, http2.constants.NGHTTP2_ENHANCE_YOUR_CALM, `GOAWAY(ENHANCE_YOUR_CALM) after ${opened} reset streams`);
   await closed;
   t.equal(h.proxy.refusalCount('SKEIN_HTTP2_RAPID_RESET'), 1, 'refusal counted once');
+  t.equal(await goodGet(), 200, 'the other session keeps being served');
+});
+
+t.test('h2c flood of 20,000 HEADERS+RST_STREAM on one app connection: refused early, GOAWAY last-stream-id never increases', async (t) => {
+  let backendStreams = 0;
+  const backend = http2.createServer();
+  backend.on('stream', (stream) => {
+    backendStreams++;
+    stream.on('error', () => {});
+    setTimeout(() => {
+      if (!stream.closed) {
+        stream.respond({ ':status': 200 });
+        stream.end('ok');
+      }
+    }, 50);
+  });
+  const b = await listenOn(backend as unknown as net.Server, BACKEND_IPS[0] as string);
+  t.teardown(() => backend.close());
+  const budget = 200;
+  const h = await startProxy(snapshotFor([b], { appProtocol: 'http2' }), { http2: { maxClientResetsPerWindow: budget, resetWindowMs: 1000 } });
+  t.teardown(() => h.close());
+  const good = http2.connect(`http://127.0.0.1:${h.port}`);
+  good.on('error', () => {});
+  t.teardown(() => good.destroy());
+  const goodGet = (): Promise<number> =>
+    new Promise((resolve, reject) => {
+      const r = good.request({ ':path': '/good' });
+      r.on('response', (hd) => resolve(Number(hd[':status'])));
+      r.on('error', reject);
+      r.resume();
+    });
+  t.equal(await goodGet(), 200);
+  const recordsBefore = h.records.length;
+
+  const sock = net.connect(h.port, '127.0.0.1');
+  t.teardown(() => sock.destroy());
+  await new Promise<void>((resolve, reject) => {
+    sock.once('connect', resolve);
+    sock.once('error', reject);
+  });
+  const raw = rawH2(sock);
+  // The proxy runs in this process: the longest gap between 2 ms ticks is how long the flood
+  // kept the event loop (everyone else's traffic) waiting.
+  let maxGap = 0;
+  let last = performance.now();
+  const ticker = setInterval(() => {
+    const now = performance.now();
+    maxGap = Math.max(maxGap, now - last);
+    last = now;
+  }, 2);
+  t.teardown(() => clearInterval(ticker));
+
+  const N = 20_000;
+  const block = getHeaders('server.apps', '/flood');
+  const cancel = Buffer.alloc(4);
+  cancel.writeUInt32BE(http2.constants.NGHTTP2_CANCEL);
+  let sent = 0;
+  const deadline = Date.now() + 10_000;
+  for (let id = 1; sent < N && Date.now() < deadline && !raw.closed; ) {
+    const batch: Buffer[] = [];
+    for (let i = 0; i < 100 && sent < N; i++, sent++, id += 2) {
+      batch.push(frame(FrameType.HEADERS, 0x4 /* END_HEADERS */, id, block), frame(FrameType.RST_STREAM, 0, id, cancel));
+    }
+    try {
+      await raw.write(Buffer.concat(batch));
+    } catch {
+      break;
+    }
+    // Let the proxy read between batches, as a network would: one huge write hits nghttp2's
+    // own burst limit (1000 resets) before skein's budget ever counts.
+    await new Promise((r) => setImmediate(r));
+  }
+  const closeDeadline = Date.now() + 5_000;
+  while (!raw.closed && Date.now() < closeDeadline) await new Promise((r) => setTimeout(r, 10));
+  clearInterval(ticker);
+  t.comment(
+    `flood: ${sent} pairs written; GOAWAY codes ${raw.goaways.join(',')} last-stream-ids ${raw.goawayLastStreamIds.join(',')}; ` +
+      `streams routed ${h.records.length - recordsBefore}; reached the backend ${backendStreams - 1}; longest event-loop gap ${maxGap.toFixed(1)} ms`,
+  );
+  t.ok(raw.closed, 'the flooding connection was closed');
+  t.equal(raw.goaway, http2.constants.NGHTTP2_ENHANCE_YOUR_CALM, 'GOAWAY(ENHANCE_YOUR_CALM)');
+  const ids = raw.goawayLastStreamIds;
+  t.ok(
+    ids.every((id, i) => i === 0 || id <= (ids[i - 1] as number)),
+    `no GOAWAY raises the last-stream-id (${ids.join(' -> ')})`,
+  );
+  t.ok(sent < N, `refused long before the flood ended (${sent} of ${N} pairs written)`);
+  // Judged at the first reset over the budget, synchronously while nghttp2 parses it: streams
+  // still in that read buffer are refused without routing (before: ~360 routed for 200).
+  t.ok(h.records.length - recordsBefore <= budget + 2, `no routing work after the judgment (${h.records.length - recordsBefore} streams routed)`);
+  t.equal(h.proxy.refusalCount('SKEIN_HTTP2_RAPID_RESET'), 1, 'refusal counted once with its code');
   t.equal(await goodGet(), 200, 'the other session keeps being served');
 });

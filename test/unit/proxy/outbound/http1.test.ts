@@ -1,6 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import http from 'node:http';
 import type net from 'node:net';
+import { connect as netConnect } from 'node:net';
 import t, { type Test } from 'tap';
 import { WebSocket, WebSocketServer } from 'ws';
 import { BACKEND_IPS, type Backend, listenOn, snapshotFor, startProxy } from './fixtures/harness.js';
@@ -162,7 +163,15 @@ t.test('HTTP/1.1 through the outbound proxy', async (t) => {
     const gotBig = new Promise<Buffer>((r) => ws.once('message', (m) => r(m as Buffer)));
     ws.send(big);
     t.ok((await gotBig).equals(big), '3 MB binary frame round trip');
+    const closed = new Promise((r) => ws.once('close', r));
     ws.close();
+    await closed;
+    await new Promise((r) => setTimeout(r, 50));
+    t.match(
+      h.records.filter((x) => x.path === '/chat'),
+      [{ status: 101, method: 'GET' }],
+      'the WebSocket is one request in the telemetry, 101',
+    );
   });
 });
 
@@ -214,5 +223,126 @@ t.test('no ready endpoint -> 503; tunnel failure -> 503', async (t) => {
     path: '/',
     authority: 'server.apps',
     upstream: `${BACKEND_IPS[0]}:${backends[0]?.port}`,
+  });
+});
+
+/** Raw HTTP/1.1 on one client connection: writes `first`, waits for a response head, writes `second`, collects until close (bounded). */
+function rawExchange(port: number, first: string, second: string, waitMs = 1500): Promise<{ text: string; closed: boolean }> {
+  return new Promise((resolve) => {
+    const s = netConnect(port, '127.0.0.1');
+    let text = '';
+    let sentSecond = false;
+    let closed = false;
+    s.on('error', () => {});
+    s.on('data', (d: Buffer) => {
+      text += d.toString('latin1');
+      if (!sentSecond && /\r\n\r\n/.test(text)) {
+        sentSecond = true;
+        // A short pause, as a client would before reusing the connection.
+        setTimeout(() => {
+          if (!s.destroyed) s.write(second);
+        }, 50);
+      }
+    });
+    s.on('close', () => {
+      closed = true;
+    });
+    s.on('connect', () => s.write(first));
+    setTimeout(() => {
+      s.destroy();
+      resolve({ text, closed });
+    }, waitMs);
+  });
+}
+
+t.test('Upgrade: piped only after a 101 and only for allowed protocols', async (t) => {
+  // A backend that refuses upgrades with 426 and keeps the connection open (Node >= 24.9:
+  // upgrades as ordinary requests), and answers everything else naming what it saw.
+  const seen: Array<{ url: string; upgrade: string | null; connection: string | null }> = [];
+  const refusing = http.createServer({ shouldUpgradeCallback: () => false } as http.ServerOptions, (req, res) => {
+    seen.push({ url: req.url ?? '', upgrade: req.headers.upgrade ?? null, connection: req.headers.connection ?? null });
+    req.resume();
+    if (req.headers.upgrade) {
+      res.writeHead(426, { 'content-type': 'text/plain', upgrade: 'websocket' });
+      res.end('upgrade refused');
+      return;
+    }
+    res.end(`backend-saw:${req.url}`);
+  });
+  const b = await listenOn(refusing, BACKEND_IPS[0] as string);
+  t.teardown(() => {
+    refusing.closeAllConnections();
+    refusing.close();
+  });
+  const h = await startProxy(snapshotFor([b], { appProtocol: 'http' }));
+  t.teardown(() => h.close());
+
+  t.test('a refused WebSocket upgrade (426) is a normal response, never a pipe', async (t) => {
+    seen.length = 0;
+    const before = h.records.length;
+    const r = await rawExchange(
+      h.port,
+      'GET /chat HTTP/1.1\r\nHost: server.apps\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n',
+      'GET /smuggled HTTP/1.1\r\nHost: server.apps\r\n\r\n',
+    );
+    t.match(r.text, /^HTTP\/1\.1 426 /, 'the client gets the 426');
+    t.match(r.text, /upgrade refused/, 'with its body');
+    t.notMatch(r.text, /backend-saw:\/smuggled/, 'a later request on that connection never reaches the backend unrouted');
+    t.same(
+      seen.map((s) => s.url),
+      ['/chat'],
+      'the backend saw only the upgrade request',
+    );
+    t.ok(r.closed, 'the connection closed cleanly after the refusal');
+    await new Promise((r) => setImmediate(r));
+    t.match(
+      h.records.slice(before).map((x) => [x.path, x.status]),
+      [['/chat', 426]],
+      'the refused upgrade is one request in the telemetry',
+    );
+  });
+
+  t.test('Upgrade: h2c is an ordinary request: not piped, hop-by-hop fields removed, the connection stays HTTP', async (t) => {
+    seen.length = 0;
+    const before = h.records.length;
+    const r = await rawExchange(
+      h.port,
+      'GET /h2c HTTP/1.1\r\nHost: server.apps\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n\r\n',
+      'GET /second HTTP/1.1\r\nHost: server.apps\r\n\r\n',
+    );
+    t.match(r.text, /^HTTP\/1\.1 200 /, 'answered as plain HTTP/1.1');
+    t.notMatch(r.text, /HTTP\/1\.1 101/, 'no switch of protocols');
+    t.same(seen, [
+      { url: '/h2c', upgrade: null, connection: 'keep-alive' },
+      { url: '/second', upgrade: null, connection: 'keep-alive' },
+    ], 'the backend saw two plain requests');
+    await new Promise((r) => setImmediate(r));
+    t.match(
+      h.records.slice(before).map((x) => [x.path, x.status]),
+      [
+        ['/h2c', 200],
+        ['/second', 200],
+      ],
+      'both routed and recorded: the connection stayed HTTP',
+    );
+  });
+
+  t.test('the allowed list is configurable', async (t) => {
+    const h2 = await startProxy(snapshotFor([b], { appProtocol: 'http' }), { http1: { upgradeProtocols: [] } });
+    t.teardown(() => h2.close());
+    seen.length = 0;
+    const r = await rawExchange(
+      h2.port,
+      'GET /ws-off HTTP/1.1\r\nHost: server.apps\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n',
+      'GET /after HTTP/1.1\r\nHost: server.apps\r\n\r\n',
+    );
+    t.match(r.text, /^HTTP\/1\.1 200 /, 'WebSocket not allowed: an ordinary request');
+    t.same(
+      seen.map((s) => [s.url, s.upgrade]),
+      [
+        ['/ws-off', null],
+        ['/after', null],
+      ],
+    );
   });
 });

@@ -54,11 +54,16 @@ export async function makeCa(trustDomain: string, name = `skein test CA ${trustD
  * A leaf certificate signed by `ca`. `uris` are the URI SANs (normally exactly one SPIFFE ID;
  * pass [] or two to make a bad one).
  */
-export async function makeLeaf(ca: TestCa, uris: string[], identity?: SpiffeId): Promise<WorkloadCertificate> {
+export async function makeLeaf(
+  ca: TestCa,
+  uris: string[],
+  identity?: SpiffeId,
+  validity: { notBefore?: Date; notAfter?: Date } = {},
+): Promise<WorkloadCertificate> {
   const keys = (await webcrypto.subtle.generateKey(ALG, true, ['sign', 'verify'])) as webcrypto.CryptoKeyPair;
   const now = Date.now();
-  const notBefore = new Date(now - 60_000);
-  const notAfter = new Date(now + 3600_000);
+  const notBefore = validity.notBefore ?? new Date(now - 60_000);
+  const notAfter = validity.notAfter ?? new Date(now + 3600_000);
   const extensions: x509.Extension[] = [
     new x509.BasicConstraintsExtension(false, undefined, true),
     new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature | x509.KeyUsageFlags.keyAgreement, true),

@@ -44,7 +44,7 @@ async function echoThroughNewPool(t: Test, m: Mesh, identity = m.clientIdentity)
 }
 
 /** Send up to `n` HEADERS(CONNECT)+RST_STREAM(CANCEL) pairs, bounded in time; stop when the server closes. */
-async function flood(m: Mesh, raw: RawH2, n: number): Promise<number> {
+async function flood(m: Mesh, raw: RawH2, n: number, batchPairs = 50): Promise<number> {
   const deadline = Date.now() + 5_000;
   const block = connectHeaders(`127.0.0.1:${m.app.port}`);
   const cancel = Buffer.alloc(4);
@@ -53,7 +53,7 @@ async function flood(m: Mesh, raw: RawH2, n: number): Promise<number> {
   let streamId = 1;
   while (sent < n && Date.now() < deadline && !raw.closed && raw.goaway === undefined) {
     const batch: Buffer[] = [];
-    for (let i = 0; i < 50 && sent < n; i++, sent++, streamId += 2) {
+    for (let i = 0; i < batchPairs && sent < n; i++, sent++, streamId += 2) {
       batch.push(frame(FrameType.HEADERS, 0x4 /* END_HEADERS */, streamId, block), frame(FrameType.RST_STREAM, 0, streamId, cancel));
     }
     try {
@@ -96,8 +96,13 @@ t.test('rapid reset flood: the flooding session gets GOAWAY(ENHANCE_YOUR_CALM) a
   const N = 5000;
   const sent = await flood(m, raw, N);
   await waitFor(() => raw.closed, 3000);
-  t.comment(`flood: ${sent} HEADERS+RST_STREAM pairs sent; goaway codes ${raw.goaways.join(',')}; server saw ${m.server.stats.streams} streams; app connects ${m.connector.connects}`);
+  t.comment(`flood: ${sent} HEADERS+RST_STREAM pairs sent; goaway codes ${raw.goaways.join(',')} ids ${raw.goawayLastStreamIds.join(',')}; server saw ${m.server.stats.streams} streams; app connects ${m.connector.connects}`);
   t.equal(raw.goaway, h2c.NGHTTP2_ENHANCE_YOUR_CALM, 'server sent GOAWAY(ENHANCE_YOUR_CALM)');
+  const ids = raw.goawayLastStreamIds;
+  t.ok(
+    ids.every((id, i) => i === 0 || id <= (ids[i - 1] as number)),
+    `no GOAWAY raises the last-stream-id (${ids.join(' -> ')}; RFC 9113 §6.8)`,
+  );
   t.ok(raw.closed, 'and closed the connection');
   t.equal(m.server.stats.rapidResetSessionsClosed, 1, 'closed by the rapid-reset limit');
   t.ok(m.lines.some((l) => l.refused === 'rapid-reset'), 'logged');

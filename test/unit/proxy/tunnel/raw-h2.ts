@@ -4,6 +4,7 @@
  * at once by RST_STREAM, without a well-behaved client library in the way — and reports the
  * frames the server sends back (GOAWAY code, RST_STREAM, HEADERS).
  */
+import type { Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 
 const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1');
@@ -26,6 +27,11 @@ function literal(staticIndex: number, value: string): Buffer {
   return Buffer.concat([Buffer.from([staticIndex, v.length]), v]);
 }
 
+/** HEADERS block for `GET <path>` over h2c (static table: 1 :authority, 2 :method, 4 :path, 6 :scheme). */
+export function getHeaders(authority: string, path: string): Buffer {
+  return Buffer.concat([literal(2, 'GET'), literal(4, path), literal(6, 'http'), literal(1, authority)]);
+}
+
 /** HEADERS block for `CONNECT <authority>` (static table: 1 = :authority, 2 = :method). */
 export function connectHeaders(authority: string): Buffer {
   return Buffer.concat([literal(2, 'CONNECT'), literal(1, authority)]);
@@ -36,17 +42,20 @@ export interface RawH2 {
   goaway: number | undefined;
   /** Error codes of every GOAWAY received, in order. */
   goaways: number[];
+  /** Last-stream-id of every GOAWAY received, in order (RFC 9113 §6.8: may never increase). */
+  goawayLastStreamIds: number[];
   rstStreams: number;
   headers: number;
   closed: boolean;
   write(b: Buffer): Promise<void>;
 }
 
-/** Speak HTTP/2 over an established TLS socket (ALPN h2): preface, SETTINGS, ACKs. */
-export function rawH2(tls: TLSSocket): RawH2 {
+/** Speak HTTP/2 over an established TLS socket (ALPN h2) or a TCP socket (h2c): preface, SETTINGS, ACKs. */
+export function rawH2(tls: TLSSocket | Socket): RawH2 {
   const state: RawH2 = {
     goaway: undefined,
     goaways: [],
+    goawayLastStreamIds: [],
     rstStreams: 0,
     headers: 0,
     closed: false,
@@ -73,6 +82,7 @@ export function rawH2(tls: TLSSocket): RawH2 {
       else if (type === FrameType.GOAWAY) {
         const code = payload.readUInt32BE(4);
         state.goaways.push(code);
+        state.goawayLastStreamIds.push(payload.readUInt32BE(0) & 0x7fffffff);
         state.goaway ??= code;
       }
       else if (type === FrameType.RST_STREAM) state.rstStreams++;

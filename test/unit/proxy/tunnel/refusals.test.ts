@@ -60,12 +60,15 @@ t.test('no client certificate: TLS refused, logged', async (t) => {
   await waitFor(() => m.server.stats.tlsRefused === 1);
   t.equal(m.server.stats.tlsRefused, 1);
   t.ok(logged(m, 'tunnel TLS handshake refused').length === 1, 'logged');
+  t.match(logged(m, 'tunnel TLS handshake refused')[0], { code: 'SKEIN_TUNNEL_TLS_NO_CLIENT_CERT' }, 'with the reason as a stable code');
+  t.same(m.server.stats.refusals, { SKEIN_TUNNEL_TLS_NO_CLIENT_CERT: 1 }, 'counted by code');
   t.equal(m.connector.connects, 0, 'the app was never contacted');
   await stillServes(t, m);
 });
 
-t.test('client certificate from another CA / trust domain: TLS refused', async (t) => {
-  const m = await setupMesh(t);
+t.test('client certificate from another CA / trust domain: TLS refused, named and counted', async (t) => {
+  const seen: string[] = [];
+  const m = await setupMesh(t, { server: { onRefusal: (code) => seen.push(code) } });
   const other = await makeCa(OTHER_TRUST_DOMAIN);
   // The client trusts the mesh CA (so it accepts the server) but holds a cert from another CA.
   const id = new TestIdentity(TRUST_DOMAIN, [m.ca.certPem]).set(await makeLeaf(other, [m.clientId]));
@@ -75,8 +78,38 @@ t.test('client certificate from another CA / trust domain: TLS refused', async (
   t.equal(code, TunnelCode.TlsFailed, `client sees ${code}`);
   await waitFor(() => m.server.stats.tlsRefused === 1);
   t.equal(m.server.stats.tlsRefused, 1, 'server refused the handshake');
-  t.match(logged(m, 'tunnel TLS handshake refused')[0], { refused: 'tls' });
+  // Node's own error here is only "socket hang up": the reason comes from the verification.
+  t.match(logged(m, 'tunnel TLS handshake refused')[0], {
+    refused: 'tls',
+    code: 'SKEIN_TUNNEL_TLS_UNKNOWN_CA',
+    verifyError: 'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+    peer: '127.0.0.1',
+  });
+  t.same(m.server.stats.refusals, { SKEIN_TUNNEL_TLS_UNKNOWN_CA: 1 }, 'counted by code');
+  t.same(seen, ['SKEIN_TUNNEL_TLS_UNKNOWN_CA'], 'reported to the node-wide counter');
   t.equal(m.connector.connects, 0);
+  await stillServes(t, m);
+});
+
+t.test('expired client certificate (mesh CA): TLS refused, named and counted', async (t) => {
+  const m = await setupMesh(t);
+  const hourAgo = new Date(Date.now() - 3600_000);
+  const expired = await makeLeaf(m.ca, [m.clientId], m.clientId, { notBefore: new Date(Date.now() - 7200_000), notAfter: hourAgo });
+  const outcome = await rawSession(t, m, { cert: expired }).then(
+    async ({ session }) => {
+      const req = session.request({ ':method': 'CONNECT', ':authority': `127.0.0.1:${m.app.port}` });
+      return responseStatus(req).then(
+        (s) => `status ${s}`,
+        (e: Error) => e.message,
+      );
+    },
+    (e: Error) => e.message,
+  );
+  t.notMatch(String(outcome), /^status 200/, `refused: ${outcome}`);
+  await waitFor(() => m.server.stats.tlsRefused === 1);
+  t.match(logged(m, 'tunnel TLS handshake refused')[0], { code: 'SKEIN_TUNNEL_TLS_CERT_EXPIRED', verifyError: 'CERT_HAS_EXPIRED' });
+  t.same(m.server.stats.refusals, { SKEIN_TUNNEL_TLS_CERT_EXPIRED: 1 });
+  t.equal(m.connector.connects, 0, 'the app was never contacted');
   await stillServes(t, m);
 });
 
@@ -95,6 +128,9 @@ for (const [name, uris] of [
     t.equal(code, TunnelCode.SourceDenied);
     t.equal(m.server.stats.identityRefused, 1);
     t.ok(logged(m, 'tunnel peer identity refused').length === 1, 'identity refusal logged');
+    const refusal = String(logged(m, 'tunnel peer identity refused')[0]?.code);
+    t.match(refusal, /^SKEIN_IDENTITY_PEER_/, `with a stable code (${refusal})`);
+    t.same(m.server.stats.refusals, { [refusal]: 1 }, 'counted by code');
     await waitFor(() => m.records.length === 1);
     t.match(m.records[0], { status: 401, reason: /peer identity refused/ });
     t.equal(m.connector.connects, 0);

@@ -1,0 +1,154 @@
+/**
+ * H2AbuseGuard: the one place every HTTP/2 server of skein (the outbound :15001 forwarder for
+ * apps speaking h2c/gRPC, the :15008 tunnel server) judges a client session abusive and
+ * refuses it early.
+ *
+ * The judgment: streams the peer resets before they were answered (the "rapid reset" pattern,
+ * CVE-2023-44487), counted per session in a fixed window. Counting happens on the stream's
+ * 'aborted' event, which Node emits synchronously while nghttp2 parses the RST_STREAM, so the
+ * budget trips in the middle of a flood rather than after the whole socket read was turned
+ * into streams (20,000 HEADERS+RST_STREAM arrive in a few reads; counting on 'close', a tick
+ * later, let every one of them start routing work first).
+ *
+ * Once judged abusive, a session is refused at once: every stream it still opens is refused
+ * without work (`admit` answers false, RST_STREAM(REFUSED_STREAM)), and ONE GOAWAY
+ * (ENHANCE_YOUR_CALM) names the highest stream this server admitted. Submitting it also keeps
+ * nghttp2's own reset limiter from queueing a GOAWAY of its own with a higher id. Node only
+ * terminates a session after the read buffer it is parsing, so `session.destroy()` is called
+ * once our GOAWAY has left nghttp2's queue: its terminal GOAWAY is then capped by nghttp2 at
+ * the id already sent. (goaway() then a blind destroy() 50 ms later, as before, sent a
+ * second GOAWAY with nghttp2's last processed stream id, 401 -> 1115: RFC 9113 §6.8 forbids a
+ * GOAWAY's last-stream-id to increase.) If the peer does not read, so the GOAWAY cannot
+ * leave, the connection is reset instead.
+ *
+ * Streams the server itself resets (upstream failures relayed, refusals) must be closed through
+ * `closeStream` so they never count against the peer.
+ */
+import http2 from 'node:http2';
+
+const { NGHTTP2_ENHANCE_YOUR_CALM, NGHTTP2_REFUSED_STREAM } = http2.constants;
+
+/**
+ * `maxSessionRejectedStreams` for every server using the guard. Node rejects streams beyond
+ * the concurrency limit in C++ (RST_STREAM, no JS work) and, past this many, fails the session
+ * with its own GOAWAY carrying nghttp2's last processed stream id. During a flood the streams
+ * refused after the judgment linger until the read buffer is parsed, so Node's default (100)
+ * fired in that same buffer and its GOAWAY followed ours with a higher id. The guard bounds
+ * the flood instead; this only has to stay above what one read buffer can hold.
+ */
+export const H2_MAX_REJECTED_STREAMS = 10_000;
+
+export interface H2AbuseGuardOptions {
+  /** Streams the peer may reset before an answer, per window, before the session is refused. */
+  maxResetsPerWindow: number;
+  /** Window of that budget (ms). */
+  windowMs: number;
+  /**
+   * Called once per session judged abusive, before it is terminated: log and count it there
+   * with the server's own refusal code.
+   */
+  onAbusive: (session: http2.ServerHttp2Session, judgment: AbuseJudgment) => void;
+}
+
+export interface AbuseJudgment {
+  /** Streams reset by the peer in the current window when the budget tripped. */
+  resets: number;
+  windowMs: number;
+  /** Highest stream id this server had seen on the session. */
+  lastStreamId: number;
+}
+
+interface SessionAbuseState {
+  windowStart: number;
+  resets: number;
+  lastStreamId: number;
+  abusive: boolean;
+}
+
+const kLocalReset = Symbol('skein.h2LocalReset');
+type MarkedStream = http2.ServerHttp2Stream & { [kLocalReset]?: true };
+
+export class H2AbuseGuard {
+  private readonly states = new WeakMap<http2.ServerHttp2Session, SessionAbuseState>();
+
+  constructor(private readonly opts: H2AbuseGuardOptions) {}
+
+  /**
+   * Call first in the server's 'stream' handler. False: the session was judged abusive and
+   * this stream has been refused (REFUSED_STREAM); do no work for it.
+   */
+  admit(stream: http2.ServerHttp2Stream): boolean {
+    const session = stream.session as http2.ServerHttp2Session | undefined;
+    if (!session) return false;
+    const st = this.stateOf(session);
+    if (st.abusive || session.destroyed) {
+      stream.on('error', () => {});
+      if (!stream.destroyed) this.closeStream(stream, NGHTTP2_REFUSED_STREAM);
+      return false;
+    }
+    const id = stream.id ?? 0;
+    if (id > st.lastStreamId) st.lastStreamId = id;
+    stream.once('aborted', () => this.onAborted(session, st, stream as MarkedStream));
+    return true;
+  }
+
+  /** Reset a stream from this side (not the peer's doing: never counted against it). */
+  closeStream(stream: http2.ServerHttp2Stream, code: number): void {
+    (stream as MarkedStream)[kLocalReset] = true;
+    stream.close(code);
+  }
+
+  private stateOf(session: http2.ServerHttp2Session): SessionAbuseState {
+    let st = this.states.get(session);
+    if (!st) {
+      st = { windowStart: performance.now(), resets: 0, lastStreamId: 0, abusive: false };
+      this.states.set(session, st);
+    }
+    return st;
+  }
+
+  private onAborted(session: http2.ServerHttp2Session, st: SessionAbuseState, stream: MarkedStream): void {
+    // Ours, answered already, or the whole connection going away: not a peer's rapid reset.
+    if (stream[kLocalReset] || stream.headersSent || st.abusive || session.destroyed || session.closed) return;
+    if ((session.socket as { destroyed?: boolean } | undefined)?.destroyed) return;
+    const now = performance.now();
+    if (now - st.windowStart > this.opts.windowMs) {
+      st.windowStart = now;
+      st.resets = 0;
+    }
+    if (++st.resets <= this.opts.maxResetsPerWindow) return;
+    st.abusive = true;
+    try {
+      this.opts.onAbusive(session, { resets: st.resets, windowMs: this.opts.windowMs, lastStreamId: st.lastStreamId });
+    } finally {
+      session.goaway(NGHTTP2_ENHANCE_YOUR_CALM, st.lastStreamId);
+      setImmediate(() => this.terminate(session, 0));
+    }
+  }
+
+  /** Destroy the session once its GOAWAY left nghttp2 (see the header comment); bounded. */
+  private terminate(session: http2.ServerHttp2Session, tries: number): void {
+    if (session.destroyed) return;
+    let queued = 0;
+    try {
+      queued = session.state.outboundQueueSize ?? 0;
+    } catch {
+      queued = 0;
+    }
+    if (queued === 0) {
+      session.destroy(null as unknown as Error, NGHTTP2_ENHANCE_YOUR_CALM);
+      return;
+    }
+    if (tries < FLUSH_TRIES) {
+      setTimeout(() => this.terminate(session, tries + 1), FLUSH_POLL_MS).unref();
+      return;
+    }
+    // The peer does not read: no frame can reach it any more; cut the connection.
+    (session.socket as unknown as { resetAndDestroy?: () => void }).resetAndDestroy?.();
+    session.destroy(null as unknown as Error, NGHTTP2_ENHANCE_YOUR_CALM);
+  }
+}
+
+/** How long (FLUSH_TRIES x FLUSH_POLL_MS) the GOAWAY of an abusive session may take to leave. */
+const FLUSH_TRIES = 20;
+const FLUSH_POLL_MS = 5;

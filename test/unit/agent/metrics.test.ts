@@ -1,0 +1,42 @@
+import { Registry } from 'prom-client';
+import t from 'tap';
+import { registerAgentMetrics } from '../../../src/agent/metrics.js';
+import { silentLogger } from '../../../src/telemetry/log.js';
+
+t.test('BPF drop counters are read at scrape time', async (t) => {
+  const registry = new Registry();
+  let counts = { skLookupAssignFailed: 0, skLookupNoSocket: 0 };
+  registerAgentMetrics(registry, { capture: { counters: () => counts }, tunnelRefusals: new Map(), log: silentLogger() });
+  registerAgentMetrics(registry, { capture: { counters: () => counts }, tunnelRefusals: new Map(), log: silentLogger() }); // once per registry
+  counts = { skLookupAssignFailed: 3, skLookupNoSocket: 1 };
+  const text = await registry.metrics();
+  t.match(text, /skein_capture_inbound_dropped_total\{reason="sk_assign_failed"\} 3/);
+  t.match(text, /skein_capture_inbound_dropped_total\{reason="no_agent_socket"\} 1/);
+  counts = { skLookupAssignFailed: 4, skLookupNoSocket: 1 };
+  t.match(await registry.metrics(), /reason="sk_assign_failed"\} 4/, 'the kernel value, not a sum of scrapes');
+});
+
+t.test('an unreadable counter map does not break the scrape', async (t) => {
+  const registry = new Registry();
+  registerAgentMetrics(registry, {
+    capture: {
+      counters: () => {
+        throw new Error('EBADF');
+      },
+    },
+    tunnelRefusals: new Map(),
+    log: silentLogger(),
+  });
+  t.match(await registry.metrics(), /skein_capture_inbound_dropped_total/);
+});
+
+t.test('tunnel refusals by code, read at scrape time', async (t) => {
+  const registry = new Registry();
+  const refusals = new Map<string, number>([['SKEIN_TUNNEL_TLS_UNKNOWN_CA', 2]]);
+  registerAgentMetrics(registry, { capture: { counters: () => ({ skLookupAssignFailed: 0, skLookupNoSocket: 0 }) }, tunnelRefusals: refusals, log: silentLogger() });
+  t.match(await registry.metrics(), /skein_tunnel_refusals_total\{code="SKEIN_TUNNEL_TLS_UNKNOWN_CA"\} 2/);
+  refusals.set('SKEIN_TUNNEL_TLS_CERT_EXPIRED', 1);
+  const text = await registry.metrics();
+  t.match(text, /skein_tunnel_refusals_total\{code="SKEIN_TUNNEL_TLS_CERT_EXPIRED"\} 1/);
+  t.match(text, /skein_tunnel_refusals_total\{code="SKEIN_TUNNEL_TLS_UNKNOWN_CA"\} 2/);
+});
