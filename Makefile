@@ -16,9 +16,14 @@ BPF_SRC := $(wildcard bpf/*.bpf.c)
 BPF_OBJ := $(patsubst bpf/%.bpf.c,$(BPF_OUT)/%.bpf.o,$(BPF_SRC))
 ARCH := $(shell uname -m | sed -e 's/x86_64/x86/' -e 's/aarch64/arm64/')
 
-# Debian packages the build, the lab, the tests and the benchmarks use.
+# Debian packages the build, the lab, the tests and the benchmarks use. Each is here for a
+# command some target runs: clang/llvm (BPF objects), bpftool (vmlinux.h, e2e checks),
+# libbpf-dev libelf-dev zlib1g-dev pkg-config cmake g++ make (the addon), iproute2 (ip, ss),
+# nftables (Service VIPs), procps (sysctl), util-linux (nsenter), tshark (wire checks),
+# openssl (unit tests, bench certificates), haproxy wrk nghttp2-client curl (bench), jq.
 DEB_PACKAGES := clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev pkg-config cmake g++ make \
-	iproute2 nftables iptables procps psmisc curl jq tshark haproxy wrk nghttp2-client
+	iproute2 nftables iptables procps psmisc util-linux openssl curl jq tshark haproxy wrk \
+	nghttp2-client
 
 .PHONY: all deps deps-deb deps-npm build build-bpf build-native build-ts typecheck lint \
 	test test-unit test-e2e demo bench clean lab-gc
@@ -32,20 +37,34 @@ deps-deb:
 	@missing=""; for p in $(DEB_PACKAGES); do \
 	  dpkg-query -W -f='$${Status}' "$$p" 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
 	done; \
-	if [ -n "$$missing" ]; then \
+	if [ -z "$$missing" ]; then echo "deps: Debian packages present"; \
+	elif [ "$$(id -u)" != 0 ]; then \
+	  echo "deps: missing Debian packages:$$missing; run as root (sudo make ...) to install them" >&2; exit 1; \
+	else \
 	  echo "deps: installing Debian packages:$$missing"; \
 	  export DEBIAN_FRONTEND=noninteractive; \
 	  echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections; \
 	  apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
-	else echo "deps: Debian packages present"; fi
+	fi
 
-# `npm ci` installs exactly what the lock file says. npm 11 with
-# omit-lockfile-registry-resolved (set on these machines) writes lock files whose optional
-# platform packages (biome, esbuild) npm ci then calls "missing"; npm install still keeps
-# every locked version, so it is the fallback.
+# The locked npm packages, never rewriting the tracked lock file (a set-up that dirties the
+# checkout hides real changes). `npm ci` installs exactly the lock; should it refuse the lock
+# on some machine (npm's checks of optional platform packages have changed between
+# releases), `npm install --no-save` still installs the locked versions and writes nothing
+# back. A stamp of package.json + package-lock.json skips the ~20 s reinstall when nothing
+# changed, so `make demo` / `make test` can run deps every time.
+NPM_STAMP := node_modules/.skein-deps
 deps-npm:
-	@if [ -f package-lock.json ] && npm ci --no-audit --no-fund --loglevel=error 2>/dev/null; then :; \
-	else npm install --no-audit --no-fund --loglevel=error; fi
+	@want="$$(cat package.json package-lock.json | sha256sum | cut -d' ' -f1)"; \
+	if [ -x node_modules/.bin/node ] && [ "$$(cat $(NPM_STAMP) 2>/dev/null)" = "$$want" ]; then \
+	  echo "deps: npm packages present"; \
+	else \
+	  if ! npm ci --no-audit --no-fund --loglevel=error; then \
+	    echo "deps: npm ci refused package-lock.json; installing the locked versions with npm install --no-save" >&2; \
+	    npm install --no-save --no-audit --no-fund --loglevel=error; \
+	  fi; \
+	  echo "$$want" > $(NPM_STAMP); \
+	fi
 	@echo "deps: node $$(node --version) from $$(command -v node)"
 
 ## build: BPF objects (CO-RE against the kernel's BTF), the native addon, the TypeScript.
@@ -78,21 +97,21 @@ lint:
 	biome lint
 
 ## test: type-check, lint, unit tests (no root), e2e tests (root, real kernel, serial).
-test: build
+test: deps build
 	@node test/run-suites.mjs
 
 test-unit:
 	@node test/run-suites.mjs unit
 
-test-e2e: build
+test-e2e: deps build
 	@node test/run-suites.mjs e2e
 
 ## demo: the demo cluster up, traffic between its pods, a summary, then down (KEEP=1 keeps it).
-demo: build
+demo: deps build
 	node bin/skein.js lab demo deploy/local/demo.yaml $(if $(KEEP),--keep,)
 
 ## bench: benchmarks against direct traffic and peers measured in the same run (QUICK=1 shorter).
-bench: build
+bench: deps build
 	node test/bench/run.mjs $(if $(QUICK),--quick,)
 
 lab-gc:

@@ -9,17 +9,20 @@
  * Reconciles run one at a time; a pod that fails to enrol is logged and retried on the next
  * change or tick, never taking the agent down.
  */
+import { statSync } from 'node:fs';
 import type { CaptureManager } from '../capture/capture-manager.js';
 import type { MeshSnapshot, Workload } from '../config/model.js';
 import type { ConfigSource } from '../config/source.js';
 import { ConfigStore } from '../config/store.js';
-import { messageOf, type SkeinError } from '../errors.js';
+import { messageOf, SkeinError } from '../errors.js';
 import type { CertificateStore } from '../identity/workload/certificate-store.js';
 import { InboundProxy } from '../proxy/inbound/inbound-proxy.js';
 import { appConnectorOver, directConnectOver } from '../proxy/netns-sockets.js';
 import { OutboundProxy } from '../proxy/outbound/outbound-proxy.js';
 import { TunnelPool } from '../proxy/tunnel/tunnel-pool.js';
 import type { Logger } from '../telemetry/log.js';
+import { AgentCode } from './codes.js';
+import type { PodNetnsLocator } from './pod-netns.js';
 import { PodRuntime } from './pod-runtime.js';
 import { PodSockets } from './pod-sockets.js';
 
@@ -28,6 +31,8 @@ export interface NodeAgentOptions {
   source: ConfigSource;
   capture: CaptureManager;
   certificates: CertificateStore;
+  /** Finds local pods' network namespaces (from the kubelet's cgroups, never from pod objects). */
+  netns: PodNetnsLocator;
   log: Logger;
   /** Periodic reconcile, to retry failures and notice pods whose netns vanished (ms). */
   resyncMs?: number;
@@ -49,6 +54,15 @@ export interface AgentPodStatus {
   error?: string;
 }
 
+/** The inode of a netns path, or undefined when it is gone. */
+function netnsInode(path: string): bigint | undefined {
+  try {
+    return statSync(path, { bigint: true }).ino;
+  } catch {
+    return undefined;
+  }
+}
+
 export class NodeAgent {
   readonly store = new ConfigStore();
   readonly outbound: OutboundProxy;
@@ -60,6 +74,11 @@ export class NodeAgent {
   readonly listenerRefusals = new Map<string, number>();
   private readonly pods = new Map<string, PodRuntime>();
   private readonly failures = new Map<string, string>();
+  /**
+   * The netns of each local meshed pod, as found on this node (path and the namespace's
+   * inode then): what the proxies connect from.
+   */
+  private readonly netnsPaths = new Map<string, { path: string; ino: bigint | undefined }>();
   private queue: Promise<void> = Promise.resolve();
   private resyncTimer: NodeJS.Timeout | undefined;
   private stopped = false;
@@ -68,7 +87,8 @@ export class NodeAgent {
 
   constructor(readonly opts: NodeAgentOptions) {
     const { capture, certificates, log } = opts;
-    const sockets = new PodSockets(capture);
+    // Sockets from inside a pod's netns, found on this node (never the pod object's say).
+    const sockets = new PodSockets(capture, (pod) => this.netnsOf(pod));
     this.inbound = new InboundProxy({
       logger: log,
       // The app is reached from inside its own netns, on its own address, by a marked socket.
@@ -119,11 +139,59 @@ export class NodeAgent {
     return this.firstReconcileDone && this.opts.capture.started && this.store.snapshot() !== undefined;
   }
 
-  /** Local pods that belong in capture now. */
+  /**
+   * The netns of a local meshed pod; the store's copy of a pod never says (it is not the pod's
+   * to say). Checked on every use: /proc/PID/ns/net dies with its process, and the process
+   * found may have exited since the last reconcile.
+   */
+  private netnsOf(w: Workload): string {
+    const known = this.netnsPaths.get(w.uid);
+    if (!known) throw new SkeinError(AgentCode.NoNetns, `pod ${w.namespace}/${w.name} has no known netns on this node`);
+    let path: string;
+    try {
+      path = this.opts.netns.locate(w);
+    } catch {
+      return known.path; // the reconcile deals with it; this connect fails on its own if the path is dead
+    }
+    if (path === known.path) return path;
+    if (netnsInode(path) === known.ino) {
+      known.path = path; // the same namespace, through another process of the pod
+      return path;
+    }
+    void this.schedule(); // a new namespace: the pod is served afresh by the reconcile
+    throw new SkeinError(AgentCode.NoNetns, `pod ${w.namespace}/${w.name} changed network namespace; re-enrolling`);
+  }
+
+  private rememberNetns(uid: string, path: string): void {
+    if (this.netnsPaths.get(uid)?.path !== path) this.netnsPaths.set(uid, { path, ino: netnsInode(path) });
+  }
+
+  /**
+   * Local pods that belong in capture now, each with the netns found for it on this node. A
+   * pod whose netns cannot be found (yet) or trusted is a failure, retried on the next tick.
+   */
   private desired(): Map<string, Workload> {
     const out = new Map<string, Workload>();
     for (const w of this.store.localWorkloads(this.opts.node)) {
-      if (w.meshEnabled && w.netnsPath && w.ips.length > 0) out.set(w.uid, w);
+      if (!w.meshEnabled || w.ips.length === 0) continue;
+      try {
+        const netnsPath = this.opts.netns.locate(w);
+        out.set(w.uid, { ...w, netnsPath });
+        // Known from now on, not once enrolled: a local pod may be the destination of a meshed
+        // neighbour's connection before this reconcile reaches it.
+        this.rememberNetns(w.uid, netnsPath);
+        this.failures.delete(w.uid); // an enrolment that fails again below says so again
+      } catch (err) {
+        const why = messageOf(err);
+        if (this.failures.get(w.uid) !== why) {
+          this.opts.log.warn({ pod: `${w.namespace}/${w.name}`, uid: w.uid, code: (err as { code?: string }).code, err }, 'pod network namespace not found; not captured yet');
+        }
+        this.failures.set(w.uid, why);
+        // A pod already served stays captured on what was found before: releasing it would let
+        // its traffic out uncaptured. Capture itself drops it if that namespace is gone.
+        const served = this.pods.get(w.uid);
+        if (served) out.set(w.uid, { ...w, netnsPath: served.workload.netnsPath });
+      }
     }
     return out;
   }
@@ -143,13 +211,22 @@ export class NodeAgent {
       if (want.has(uid)) continue;
       await this.releasePod(uid, rt);
     }
+    for (const uid of this.netnsPaths.keys()) if (!want.has(uid) && !this.pods.has(uid)) this.netnsPaths.delete(uid);
+    for (const uid of this.failures.keys()) if (!this.store.workloadByUid(uid)) this.failures.delete(uid);
+    for (const w of this.store.localWorkloads(this.opts.node)) if (!w.meshEnabled) this.failures.delete(w.uid);
     // Pods a previous agent enrolled, or whose netns is gone, are cleaned up by capture itself.
     const gone = await capture.reconcile([...want.values()].map((w) => ({ uid: w.uid, netnsPath: w.netnsPath })));
     for (const uid of gone) log.info({ uid }, 'released pod capture left by a previous agent or a vanished netns');
     for (const [uid, w] of want) {
-      const rt = this.pods.get(uid);
+      let rt = this.pods.get(uid);
+      if (rt && rt.workload.netnsPath !== w.netnsPath && netnsInode(w.netnsPath!) !== rt.enrolled.netnsIno) {
+        // A new sandbox, so a new namespace: serve it afresh (new listeners, new capture slot).
+        await this.releasePod(uid, rt);
+        rt = undefined;
+      }
+      this.rememberNetns(uid, w.netnsPath!);
       if (rt) {
-        rt.update(w);
+        rt.update(w); // the same namespace, perhaps reached through another process
         continue;
       }
       certificates.acquire(w.identity, uid);
@@ -190,6 +267,8 @@ export class NodeAgent {
     await this.opts.capture.release(uid);
     await new Promise((r) => setTimeout(r, this.opts.releaseDrainMs ?? 500));
     await rt.close();
+    this.netnsPaths.delete(uid);
+    this.opts.netns.forget(uid);
     this.opts.certificates.release(rt.workload.identity, uid);
     this.opts.log.info({ pod: `${rt.workload.namespace}/${rt.workload.name}` }, 'pod released');
   }

@@ -8,6 +8,8 @@ export const AgentCode = {
   Usage: 'SKEIN_AGENT_USAGE',
   /** A pod to serve has no known network namespace. */
   NoNetns: 'SKEIN_AGENT_NO_NETNS',
+  /** Looking for a pod's netns in the kubelet's cgroups failed for a reason of the host's (I/O). */
+  NetnsDiscoveryFailed: 'SKEIN_AGENT_NETNS_DISCOVERY_FAILED',
   /** An outbound connection arrived without a recorded original destination; it is refused. */
   NoOriginalDst: 'SKEIN_AGENT_NO_ORIGINAL_DST',
   /** A graceful stop took longer than its grace period; the process exits anyway. */

@@ -3,6 +3,9 @@ import { readFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import { collectDefaultMetrics, Registry } from 'prom-client';
 import { CaptureManager } from '../capture/capture-manager.js';
+import { CaptureCode } from '../capture/codes.js';
+import { findCgroup2Root, readHostFacts } from '../capture/host.js';
+import { DEFAULT_KUBELET_ROOTS, PodNetnsDiscovery } from '../capture/pod-netns-discovery.js';
 import { DEFAULT_CLUSTER_DOMAIN, DEFAULT_TRUST_DOMAIN } from '../config/model.js';
 import { ControllerConfigSource } from '../config/controller-source.js';
 import { KubeFolderSource } from '../config/kube/folder-source.js';
@@ -18,6 +21,7 @@ import { DEFAULT_ADMIN_SOCKET } from '../api/agent-admin.js';
 import { DEFAULT_MAX_CONNECTIONS_PER_LISTENER } from '../proxy/connection-cap.js';
 import { NodeAgent } from './agent.js';
 import { AgentCode } from './codes.js';
+import { KubeletPodNetnsLocator } from './pod-netns.js';
 import { registerAgentMetrics } from './metrics.js';
 
 export const AGENT_USAGE = `usage: skein agent --node NAME (--controller H:P | --config-folder DIR) --ca-root-file FILE --token-file FILE [options]
@@ -31,6 +35,8 @@ export const AGENT_USAGE = `usage: skein agent --node NAME (--controller H:P | -
   --token-file FILE      this node's bootstrap credential for the CA
   --pin-root DIR         bpffs folder for skein's pins (default /sys/fs/bpf/skein)
   --bpf-dir DIR          compiled BPF objects (default build/bpf of this checkout)
+  --cgroup-root DIR      the host's cgroup v2 mount, where the kubelet's pod cgroups are (default: found in mountinfo)
+  --kubelet-cgroup-root REL  the kubelet's pod root under it, repeatable (default ${DEFAULT_KUBELET_ROOTS.join(' and ')})
   --admin-socket PATH    admin API on a unix socket only root can open (default ${DEFAULT_ADMIN_SOCKET})
   --admin H:P            also serve the admin API on TCP, e.g. 127.0.0.1:15000 (default: off; any
                          hostNetwork pod can reach the host's loopback)
@@ -59,6 +65,8 @@ export async function runAgent(argv: string[]): Promise<number> {
       'token-file': { type: 'string' },
       'pin-root': { type: 'string', default: '/sys/fs/bpf/skein' },
       'bpf-dir': { type: 'string' },
+      'cgroup-root': { type: 'string' },
+      'kubelet-cgroup-root': { type: 'string', multiple: true },
       'admin-socket': { type: 'string', default: DEFAULT_ADMIN_SOCKET },
       admin: { type: 'string' },
       metrics: { type: 'string', default: '0.0.0.0:15020' },
@@ -101,13 +109,18 @@ export async function runAgent(argv: string[]): Promise<number> {
   const source: ConfigSource = values.controller
     ? new ControllerConfigSource({ address: values.controller, node, tokenFile, rootsPem, logger: log })
     : new KubeFolderSource({ dir: values['config-folder']!, trustDomain: values['trust-domain']!, clusterDomain: values['cluster-domain']!, logger: log });
+  // Pods' network namespaces come from the kubelet's cgroups on this node, never from pod objects.
+  const cgroupRoot = values['cgroup-root'] ?? findCgroup2Root(readHostFacts().mounts);
+  if (!cgroupRoot) throw new SkeinError(CaptureCode.Cgroup2Missing, 'no cgroup v2 mount found: give --cgroup-root');
+  const kubeletRoots = values['kubelet-cgroup-root']?.length ? values['kubelet-cgroup-root'] : DEFAULT_KUBELET_ROOTS;
+  const netns = new KubeletPodNetnsLocator(new PodNetnsDiscovery({ cgroupRoot, kubeletRoots }), log);
   const upgradeProtocols = values['upgrade-protocols']!
     .split(',')
     .map((p) => p.trim())
     .filter((p) => p !== '');
   const maxConnections = Number(values['max-connections']);
   if (!Number.isInteger(maxConnections) || maxConnections < 1) throw new SkeinError(AgentCode.Usage, `--max-connections must be a whole number above 0, got "${values['max-connections']}"`);
-  const agent = new NodeAgent({ node, source, capture, certificates, log, upgradeProtocols, maxConnectionsPerListener: maxConnections });
+  const agent = new NodeAgent({ node, source, capture, certificates, netns, log, upgradeProtocols, maxConnectionsPerListener: maxConnections });
   registerAgentMetrics(registry, { capture, tunnelRefusals: agent.tunnelRefusals, listenerRefusals: agent.listenerRefusals, log });
 
   const stopAdmin = await startAdmin(

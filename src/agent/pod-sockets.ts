@@ -6,16 +6,20 @@
 import type { Duplex } from 'node:stream';
 import type { CaptureManager } from '../capture/capture-manager.js';
 import type { Workload } from '../config/model.js';
-import { SkeinError } from '../errors.js';
 import type { NetnsSocketFactory } from '../proxy/netns-sockets.js';
-import { AgentCode } from './codes.js';
 
 export class PodSockets implements NetnsSocketFactory {
-  constructor(private readonly capture: CaptureManager) {}
+  /**
+   * `netnsOf` says where a pod's netns is on this node (the agent found it; a pod object's
+   * own netnsPath, if any, is not trusted); it throws when there is none.
+   */
+  constructor(
+    private readonly capture: CaptureManager,
+    private readonly netnsOf: (pod: Workload) => string,
+  ) {}
 
   async connect(pod: Workload, host: string, port: number, signal?: AbortSignal): Promise<Duplex> {
-    if (!pod.netnsPath) throw new SkeinError(AgentCode.NoNetns, `pod ${pod.namespace}/${pod.name} has no known netns`);
-    const s = await this.capture.connectFromAgent(pod.netnsPath, host, port, signal ? { signal } : {});
+    const s = await this.capture.connectFromAgent(this.netnsOf(pod), host, port, signal ? { signal } : {});
     s.setNoDelay(true); // a proxy hop must not add Nagle's wait to small writes
     return s;
   }

@@ -46,6 +46,16 @@ export const CaptureCode = {
   ListenFailed: 'SKEIN_CAPTURE_LISTEN_FAILED',
   /** No original destination is recorded for an accepted connection. */
   NoOriginalDst: 'SKEIN_CAPTURE_NO_ORIGINAL_DST',
+  /** The kubelet has no cgroup for the pod on this node (yet): its netns cannot be found. */
+  PodCgroupNotFound: 'SKEIN_CAPTURE_POD_CGROUP_NOT_FOUND',
+  /** The pod has cgroups in more than one QoS class; skein does not guess which is its. */
+  PodCgroupAmbiguous: 'SKEIN_CAPTURE_POD_CGROUP_AMBIGUOUS',
+  /** The pod's cgroup holds no live process to find its netns by. */
+  PodNoProcess: 'SKEIN_CAPTURE_POD_NO_PROCESS',
+  /** No netns of the pod's processes holds every IP of the pod: none is trusted. */
+  NetnsIpMismatch: 'SKEIN_CAPTURE_NETNS_IP_MISMATCH',
+  /** More than one netns of the pod's processes holds the pod's IPs; none is trusted. */
+  NetnsAmbiguous: 'SKEIN_CAPTURE_NETNS_AMBIGUOUS',
   /** A pod has its cap of connects in progress and of connects waiting already; refused at once. */
   TooManyConnects: 'SKEIN_CAPTURE_TOO_MANY_CONNECTS',
   /** A connect from inside a pod's netns got no answer in time (SYNs dropped). */

@@ -66,14 +66,17 @@ export async function runDemo(opts: DemoOptions): Promise<number> {
             continue;
           }
           // A call behaves when it succeeds, or when STRICT refuses a client from outside the mesh.
-          if (refusalExpected ? s.ok > 0 : s.failed > 0) failed += 1;
+          // The client counts a request OK only when a response arrived; every echo answer names
+          // its pod, so an OK that nobody answered is a miscount, not a success.
+          const unanswered = (s.byNode.unknown ?? 0) + (s.byPod.unknown ?? 0);
+          if ((refusalExpected ? s.ok > 0 : s.failed > 0) || unanswered > 0) failed += 1;
           rows.push([
             client,
             `${svc.namespace}/${svc.name}:${port.port}`,
             protocol,
             path,
             String(s.ok),
-            s.failed ? `${s.failed} ${refusalExpected ? '(refused: STRICT)' : JSON.stringify(s.errors)}` : '0',
+            s.failed ? `${s.failed} ${refusalExpected ? `(refused: STRICT, ${errorCodes(s.errors)})` : JSON.stringify(s.errors)}` : '0',
             Object.entries(s.byNode)
               .map(([n, c]) => `${n}: ${c}`)
               .join(', '),
@@ -102,6 +105,13 @@ export async function runDemo(opts: DemoOptions): Promise<number> {
     }
   }
   return failed === 0 ? 0 : 1;
+}
+
+/** `ECONNRESET 20` or `NO_RESPONSE 12, TIMEOUT 8`: how the refusals showed up at the client. */
+function errorCodes(errors: Record<string, number>): string {
+  return Object.entries(errors)
+    .map(([code, n]) => `${code} ${n}`)
+    .join(', ');
 }
 
 /** A client outside the mesh calling a STRICT meshed namespace is refused, on purpose. */

@@ -36,12 +36,10 @@ export interface Workload {
   /** Inbound ports never captured (annotation skein.io/exclude-inbound-ports). */
   excludeInboundPorts: number[];
   /**
-   * Path of the pod's network namespace on its node, where the agent can find it
-   * (e.g. /var/run/netns/<name> in the lab, /proc/<pid>/ns/net on a kubelet node).
+   * Path of the pod's network namespace on its node (/proc/<pid>/ns/net). Never from config:
+   * only the pod's node agent sets it, from what it found in the kubelet's cgroups.
    */
   netnsPath?: string;
-  /** The pod's cgroup v2 directory, when known. */
-  cgroupPath?: string;
   ready: boolean;
 }
 

@@ -1,15 +1,12 @@
 /**
  * The lab's cluster state as Kubernetes objects: what an API server would hold for this
  * cluster. Written as YAML into the lab's state folder, which the controller (standalone
- * mode) and, until then, the agents read. Pod annotations under lab.skein.io/ carry what a
- * kubelet node would find on its own (the pod's netns and cgroup paths).
+ * mode) and, until then, the agents read. Nothing here tells an agent where a pod's netns is:
+ * the agent finds it from the pod's UID in the kubelet-layout cgroups the lab makes, as on a node.
  */
 import { stringify } from 'yaml';
 import type { Scenario } from './scenario.js';
 import type { LabPlan } from './plan.js';
-
-export const NETNS_ANNOTATION = 'lab.skein.io/netns';
-export const CGROUP_ANNOTATION = 'lab.skein.io/cgroup';
 
 type KubeObject = Record<string, unknown>;
 
@@ -18,7 +15,7 @@ export interface KubeStateFiles {
 }
 
 /** One list of objects per file name, in a stable order. */
-export function renderKubeState(plan: LabPlan, sc: Scenario, cgroupRoot: string, createdAt: string): KubeStateFiles {
+export function renderKubeState(plan: LabPlan, sc: Scenario, createdAt: string): KubeStateFiles {
   const meta = (name: string, namespace?: string, extra: Record<string, unknown> = {}) => ({
     name,
     ...(namespace ? { namespace } : {}),
@@ -52,7 +49,7 @@ export function renderKubeState(plan: LabPlan, sc: Scenario, cgroupRoot: string,
     metadata: meta(p.name, p.namespace, {
       uid: p.uid,
       labels: p.labels,
-      annotations: { ...p.annotations, [NETNS_ANNOTATION]: `/var/run/netns/${p.netns}`, [CGROUP_ANNOTATION]: `${cgroupRoot}/${p.cgroup}` },
+      annotations: { ...p.annotations },
       ownerReferences: [{ apiVersion: 'apps/v1', kind: 'Deployment', name: p.deployment }],
     }),
     spec: {

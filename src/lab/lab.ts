@@ -114,7 +114,7 @@ export async function labUp(opts: UpOptions): Promise<LabRecord> {
 
 /** (Re)writes the state folder from the record: what the controller watches. */
 export function writeKubeState(rec: LabRecord): void {
-  const files = renderKubeState(rec.plan, rec.scenario, rec.cgroupRoot, rec.createdAt);
+  const files = renderKubeState(rec.plan, rec.scenario, rec.createdAt);
   for (const [name, objects] of Object.entries(files)) {
     const file = join(rec.stateDir, name);
     // write then rename: a watcher never sees a half-written file

@@ -15,7 +15,7 @@ import { createBootstrapTokens } from '../identity/ca/bootstrap-tokens.js';
 import { adminGet } from '../api/agent-admin.js';
 import { skeinCommand } from '../paths.js';
 import { createCgroup } from './cgroups.js';
-import type { PlannedNode } from './plan.js';
+import { kubeletRootOf, type PlannedNode } from './plan.js';
 import type { LabProcess, LabRecord } from './registry.js';
 import { pidAlive, run, spawnDetached } from './sys.js';
 import { LabCode } from './codes.js';
@@ -122,6 +122,11 @@ export function startAgent(rec: LabRecord, node: PlannedNode, extraArgs: string[
     rec.plan.trustDomain,
     '--pin-root',
     pinRootOf(rec, node.name),
+    // Each lab node has its own kubelet tree; the agent finds its pods there by UID.
+    '--cgroup-root',
+    rec.cgroupRoot,
+    '--kubelet-cgroup-root',
+    kubeletRootOf(rec.id, node.name),
     '--log-file',
     join(rec.logDir, `agent.${node.name}.log`),
     '--admin-socket',

@@ -4,7 +4,7 @@
  * Kubernetes-shaped state folder that the controller watches.
  */
 import { mkdirSync, rmdirSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { MESH_LABEL } from '../config/model.js';
 import { SkeinError } from '../errors.js';
@@ -163,7 +163,7 @@ export async function scaleDeployment(rec: LabRecord, ref: string, replicas: num
     await publish(fresh); // out of the endpoints first ...
     await sleep(opts.graceMs ?? 1000); // ... then, after the grace period, gone
     for (const p of removed) {
-      await destroyCgroupTree(join(fresh.cgroupRoot, p.cgroup));
+      await destroyCgroupTree(join(fresh.cgroupRoot, dirname(p.cgroup))); // the pod's slice, its container scope inside
       await deleteNetns(p.netns);
     }
     fresh.processes = fresh.processes.filter((proc) => !removed.some((p) => proc.name === `${p.namespace}/${p.name}`));

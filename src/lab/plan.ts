@@ -3,7 +3,7 @@
  * node, pod and Service gets. Pure: computed from the scenario and the lab id, so it can be
  * unit-tested and recomputed by `lab down` from the record alone.
  */
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { SkeinError } from '../errors.js';
 import { addressAt, cidrContains, type Cidr, formatCidr, parseCidr } from './ipam.js';
 import { matchesNode, type Scenario, type ScenarioContainer, type ScenarioDeployment, type ScenarioServicePort } from './scenario.js';
@@ -35,7 +35,10 @@ export interface PlannedPod {
   netns: string;
   /** Host-side veth name, inside the node netns. */
   hostIf: string;
-  /** cgroup directory relative to the cgroup v2 root. */
+  /**
+   * cgroup directory of the pod's container, relative to the cgroup v2 root, in the kubelet's
+   * layout (see kubeletPodCgroup): the agent finds the pod by it, as on a real node.
+   */
   cgroup: string;
   serviceAccount: string;
   labels: Record<string, string>;
@@ -181,8 +184,9 @@ export function planPod(
   let k = 0;
   while (ifs.has(`vp${k}`)) k += 1;
   const name = `${d.name}-${r}`;
+  const uid = randomUUID();
   return {
-    uid: randomUUID(),
+    uid,
     namespace: d.namespace,
     name,
     deployment: d.name,
@@ -190,12 +194,27 @@ export function planPod(
     ip: addressAt(cidr, offset),
     netns: `${lab.prefix}-pod-${d.namespace}-${name}`,
     hostIf: `vp${k}`,
-    cgroup: `skein.lab/${lab.id}/${node.name}/${d.namespace}.${name}`,
+    cgroup: kubeletPodCgroup(lab.id, node.name, uid),
     serviceAccount: d.serviceAccountName,
     labels: d.podLabels,
     annotations: d.podAnnotations,
     container: d.container,
   };
+}
+
+/** A lab node's kubelet pod root (systemd driver), relative to the cgroup v2 root. */
+export function kubeletRootOf(labId: string, node: string): string {
+  return `skein.lab/${labId}/${node}/kubepods.slice`;
+}
+
+/**
+ * Where a kubelet (systemd driver) with containerd puts a BestEffort pod's container:
+ * kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod<uid_>.slice/
+ * cri-containerd-<id>.scope, under the lab node's root. The container id is made from the UID.
+ */
+export function kubeletPodCgroup(labId: string, node: string, uid: string): string {
+  const id = createHash('sha256').update(uid).digest('hex');
+  return `${kubeletRootOf(labId, node)}/kubepods-besteffort.slice/kubepods-besteffort-pod${uid.replaceAll('-', '_')}.slice/cri-containerd-${id}.scope`;
 }
 
 /** The pods a Service selects, as endpoints (a Service without selector has none). */

@@ -28,8 +28,6 @@ export const PEER_AUTHN_ANNOTATION = 'skein.io/peer-authentication';
 export const EXCLUDE_OUTBOUND_ANNOTATION = 'skein.io/exclude-outbound-ports';
 export const EXCLUDE_INBOUND_ANNOTATION = 'skein.io/exclude-inbound-ports';
 export const LOAD_BALANCER_ANNOTATION = 'skein.io/load-balancer';
-export const LAB_NETNS_ANNOTATION = 'lab.skein.io/netns';
-export const LAB_CGROUP_ANNOTATION = 'lab.skein.io/cgroup';
 export const SERVICE_NAME_LABEL = 'kubernetes.io/service-name';
 
 export interface TranslateOptions {
@@ -234,10 +232,8 @@ export function translate(objects: SourcedObject[], version: string, opts: Trans
       ),
       ready,
     };
-    const netns = annotations[LAB_NETNS_ANNOTATION];
-    if (netns) workload.netnsPath = netns;
-    const cgroup = annotations[LAB_CGROUP_ANNOTATION];
-    if (cgroup) workload.cgroupPath = cgroup;
+    // No netns or cgroup from the pod's own annotations: the pod's author writes those, and
+    // the privileged agent finds the pod on its node by UID instead (capture's discovery).
     podInfos.push({ workload, namedPorts, running: phase === 'Running' });
   }
   const podByIp = new Map<string, PodInfo>();

@@ -238,9 +238,14 @@ function http1Sender(opts: ClientOptions): Sender {
           const h = createHash('sha256');
           res.on('data', (c: Buffer) => h.update(c));
           res.on('end', () => {
-            if ((res.statusCode ?? 0) >= 400) return reject(Object.assign(new Error(`HTTP ${res.statusCode}`), { code: `HTTP_${res.statusCode}` }));
+            const bad = statusFailure(res.statusCode);
+            if (bad) return reject(bad);
             if (opts.size > 0 && h.digest('hex') !== sha(body)) return reject(Object.assign(new Error('body mismatch'), { code: 'BODY_MISMATCH' }));
             resolve(answerOf(res.headers));
+          });
+          // A response cut off mid-body never emits 'end'; without this the request would hang to its timeout.
+          res.on('close', () => {
+            if (!res.complete) reject(Object.assign(new Error('response cut off'), { code: 'RESPONSE_CUT' }));
           });
           res.on('error', reject);
         },
@@ -265,6 +270,13 @@ function roundRobin<T>(n: number, make: () => T): { next: () => T; all: () => T[
   };
 }
 
+/** A request fails unless a final status arrived and said 2xx/3xx; a missing status is a failure too. */
+export function statusFailure(status: number | undefined): Error | undefined {
+  if (status === undefined || !Number.isInteger(status) || status < 100) return Object.assign(new Error('no response status'), { code: 'NO_RESPONSE' });
+  if (status < 200 || status >= 400) return Object.assign(new Error(`HTTP ${status}`), { code: `HTTP_${status}` });
+  return undefined;
+}
+
 function h2cSender(opts: ClientOptions): Sender {
   const sessions = roundRobin(opts.connections, () => {
     const s = http2.connect(`http://${opts.host.includes(':') ? `[${opts.host}]` : opts.host}:${opts.port}`);
@@ -275,17 +287,34 @@ function h2cSender(opts: ClientOptions): Sender {
   const send = () =>
     new Promise<Answer>((resolve, reject) => {
       const req = sessions.next().request({ ':method': opts.size > 0 ? 'POST' : 'GET', ':path': opts.size > 0 ? '/echo' : opts.path });
-      let headers: http2.IncomingHttpHeaders = {};
+      let headers: http2.IncomingHttpHeaders | undefined;
+      let ended = false;
       const h = createHash('sha256');
       req.on('response', (hd) => {
         headers = hd;
       });
-      req.on('data', (c: Buffer) => h.update(c));
+      let received = 0;
+      req.on('data', (c: Buffer) => {
+        received += c.length;
+        h.update(c);
+      });
+      // A stream can end with no response at all: RST_STREAM(NO_ERROR) or the connection
+      // closing both end it cleanly in Node, so 'end' alone proves nothing.
       req.on('end', () => {
-        const status = Number(headers[':status']);
-        if (status >= 400) return reject(Object.assign(new Error(`HTTP ${status}`), { code: `HTTP_${status}` }));
+        ended = true;
+        const bad = statusFailure(headers ? Number(headers[':status']) : undefined);
+        if (bad) return reject(req.rstCode ? Object.assign(bad, { message: `${bad.message} (stream reset, code ${req.rstCode})` }) : bad);
+        // A lost connection also ends the readable side, mid-body, with rstCode CANCEL on one
+        // stream and 0 on another: a declared length is the check that always holds.
+        const declared = headers?.['content-length'];
+        if (req.rstCode || (declared !== undefined && Number(declared) !== received)) {
+          return reject(Object.assign(new Error(`response cut off (${received} bytes, stream code ${req.rstCode})`), { code: 'RESPONSE_CUT' }));
+        }
         if (opts.size > 0 && h.digest('hex') !== sha(body)) return reject(Object.assign(new Error('body mismatch'), { code: 'BODY_MISMATCH' }));
         resolve(answerOf(headers as http.IncomingHttpHeaders));
+      });
+      req.on('close', () => {
+        if (!ended) reject(Object.assign(new Error('stream closed before its response ended'), { code: headers ? 'RESPONSE_CUT' : 'NO_RESPONSE' }));
       });
       req.on('error', reject);
       req.end(opts.size > 0 ? body : undefined);

@@ -73,8 +73,10 @@ export function parseH2load(out) {
   if (c5) errors.HTTP_5XX = c5;
   if (errored - timeout > 0) errors.ERRORED = errored - timeout;
   if (timeout) errors.TIMEOUT = timeout;
+  // The rest of `failed` are streams that closed without a final status (or with a 1xx):
+  // requests nobody answered, failures like any other.
   const other = failed - c4 - c5 - errored;
-  if (other > 0) errors.OTHER = other;
+  if (other > 0) errors.NO_RESPONSE = other;
   const lat = /time for request:\s+([\d.]+)(us|ms|s)\s+([\d.]+)(us|ms|s)\s+([\d.]+)(us|ms|s)/.exec(out);
   return {
     tool: 'h2load',

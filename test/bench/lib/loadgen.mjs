@@ -9,7 +9,8 @@
  *
  * http1: GET <path> on keep-alive connections (at most N, FIFO queue when all are busy).
  * grpc:  unary skein.lab.v1.Echo/Unary with an empty message over N h2c connections
- *        (round-robin); success means HTTP 200 and grpc-status 0.
+ *        (round-robin); success means HTTP 200, a reply message and grpc-status 0. A stream
+ *        that ends without a response is a failure (NO_RESPONSE), never an answer.
  *
  * Requests scheduled during the warmup are sent but not recorded. Every request ends as ok,
  * failed (by code) or TIMEOUT; none is dropped. Prints one JSON line. Runs inside a lab pod.
@@ -237,10 +238,17 @@ function grpcSender() {
     stream.on('trailers', (t) => {
       if (t['grpc-status'] !== undefined) grpcStatus = String(t['grpc-status']);
     });
-    stream.on('data', () => {});
+    let bytes = 0;
+    stream.on('data', (c) => {
+      bytes += c.length;
+    });
     stream.on('end', () => {
+      if (status === 0) return finish('NO_RESPONSE');
       if (status !== 200) return finish(`HTTP_${status}`);
       if (grpcStatus !== '0') return finish(`GRPC_${grpcStatus ?? 'NO_STATUS'}`);
+      // A unary OK carries exactly one message (5-byte frame header at least): an OK without
+      // it is not an answer to the call.
+      if (bytes < 5) return finish('GRPC_NO_MESSAGE');
       finish(null);
     });
     stream.on('close', () => finish(stream.rstCode ? `RST_${stream.rstCode}` : 'CLOSED_EARLY'));

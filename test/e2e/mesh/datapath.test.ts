@@ -98,6 +98,11 @@ t.test('data path in the lab', opts(), async (t) => {
   await t.test('a non-mesh client: STRICT refuses it, PERMISSIVE serves it', async (t) => {
     const strict = await client(rec, 'legacy/client-0', ['--protocol', 'http1', '--target', `${echo0.ip}:8080`, '--count', '2', '--new-connection', '--timeout', '3']);
     t.equal(strict.ok, 0, 'STRICT refused');
+    // h2c too: the refusal ends streams without a :status, which once counted as "OK".
+    const strictH2 = await client(rec, 'legacy/client-0', ['--protocol', 'h2c', '--target', `${echo0.ip}:8080`, '--count', '8', '--concurrency', '4', '--timeout', '3']);
+    t.equal(strictH2.ok, 0, `STRICT refused h2c ${JSON.stringify(strictH2.errors)}`);
+    t.equal(strictH2.failed, 8, 'every refused stream counted failed');
+    t.same(strictH2.byPod, {}, 'nobody is said to have answered');
     await annotateNamespace(rec, 'shop', ['skein.io/peer-authentication=PERMISSIVE']);
     await new Promise((r) => setTimeout(r, 1500));
     const permissive = await client(rec, 'legacy/client-0', ['--protocol', 'http1', '--target', `${echo0.ip}:8080`, '--count', '5', '--new-connection']);

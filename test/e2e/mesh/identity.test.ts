@@ -46,7 +46,7 @@ t.test('identity in the lab', opts(), async (t) => {
       const { readFileSync } = await import('node:fs');
       const roots = readFileSync(${JSON.stringify(paths.rootsPem)}, 'utf8').match(/-----BEGIN CERTIFICATE-----[\\s\\S]+?-----END CERTIFICATE-----/g);
       const c = new id.CaClient({ address: '${rec.plan.underlayGateway}:${CA_PORT}', rootsPem: roots, token: readFileSync(${JSON.stringify(join(paths.tokensDir, 'node-b'))}, 'utf8').trim() });
-      const keys = await import(${JSON.stringify(join(repo, 'dist/identity/keys.js'))});
+      const keys = await import(${JSON.stringify(join(repo, 'dist/identity/x509/keys.js'))});
       const csrPem = await keys.createWorkloadCsr('spiffe://cluster.local/ns/shop/sa/client', await keys.generateP256KeyPair());
       try { await c.issue({ csrPem, ttlSeconds: 60 }); console.log('ISSUED'); } catch (e) { console.log('REFUSED', e.code, e.message); }
       c.close();`;

@@ -41,10 +41,12 @@ t.test('a realistic folder translates into the mesh model', async (t) => {
     peerAuthentication: 'STRICT',
     excludeOutboundPorts: [5432, 6379],
     excludeInboundPorts: [9090],
-    netnsPath: '/var/run/netns/skein-web-0',
-    cgroupPath: '/sys/fs/cgroup/unified/skein/web-0',
     ready: true,
   });
+  // The fixture's pod carries lab.skein.io/netns and /cgroup annotations: a pod author's words,
+  // which must never tell the privileged agent where the pod's namespace is.
+  t.equal(web0?.netnsPath, undefined, 'no netns from an annotation');
+  t.notOk('cgroupPath' in (web0 ?? {}), 'no cgroup from an annotation');
   t.equal(byName.get('apps/web-1')?.ready, false, 'Ready=False condition');
   t.equal(byName.get('apps/client-0')?.meshEnabled, false, 'pod label opts out');
   t.equal(byName.get('apps/client-0')?.identity, 'spiffe://lab.skein/ns/apps/sa/default', 'default service account');

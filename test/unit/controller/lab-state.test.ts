@@ -17,7 +17,7 @@ t.test('the lab state folder of the demo scenario', async (t) => {
   const plan = planLab(sc, `t${process.pid % 10000}`);
   const dir = join(tempDir(t, 'lab'), 'state');
   mkdirSync(dir);
-  for (const [file, objs] of Object.entries(renderKubeState(plan, sc, '/sys/fs/cgroup/skein.lab', '2026-01-01T00:00:00Z'))) {
+  for (const [file, objs] of Object.entries(renderKubeState(plan, sc, '2026-01-01T00:00:00Z'))) {
     writeFileSync(join(dir, file), toMultiDocYaml(objs));
   }
   const nodes = plan.nodes.map((n) => n.name);
@@ -32,7 +32,9 @@ t.test('the lab state folder of the demo scenario', async (t) => {
     await agent.start();
     const mine = plan.pods.filter((p) => p.node === n).map((p) => `${p.namespace}/${p.name}`).sort();
     t.same(agent.workloadNames(), mine, `${n} holds its ${mine.length} pods`);
-    t.ok(agent.snapshot().workloads.filter((w) => w.namespace === 'shop').every((w) => w.meshEnabled && w.netnsPath), 'shop pods meshed, with netns');
+    const shop = agent.snapshot().workloads.filter((w) => w.namespace === 'shop');
+    t.ok(shop.length > 0 && shop.every((w) => w.meshEnabled), 'shop pods meshed');
+    t.ok(agent.snapshot().workloads.every((w) => w.netnsPath === undefined), 'no netns in config: each agent finds its pods itself');
     t.equal(agent.snapshot().services.length, plan.services.length);
   }
 });

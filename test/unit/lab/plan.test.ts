@@ -98,14 +98,23 @@ t.test('service rules: DNAT to every endpoint, reset without endpoints', async (
 
 t.test('kube state: Kubernetes-shaped objects', async (t) => {
   const plan = planLab(demo, 'abc123');
-  const files = renderKubeState(plan, demo, '/sys/fs/cgroup', '2026-01-01T00:00:00Z');
+  const files = renderKubeState(plan, demo, '2026-01-01T00:00:00Z');
   const pods = files['pods.yaml']!;
   t.equal(pods.length, plan.pods.length);
   const p = pods[0] as { metadata: { uid: string; annotations: Record<string, string> }; spec: { nodeName: string }; status: { podIP: string } };
   t.equal(p.metadata.uid, plan.pods[0]!.uid);
   t.equal(p.spec.nodeName, plan.pods[0]!.node);
   t.equal(p.status.podIP, plan.pods[0]!.ip);
-  t.equal(p.metadata.annotations['lab.skein.io/netns'], `/var/run/netns/${plan.pods[0]!.netns}`);
+  t.notOk(
+    Object.keys(p.metadata.annotations ?? {}).some((k) => k.startsWith('lab.skein.io/')),
+    'no lab.skein.io/ annotation tells the agent where a pod is: it finds pods by UID',
+  );
+  // Pods' cgroups in the kubelet's layout (systemd driver, containerd, BestEffort).
+  const u = plan.pods[0]!.uid;
+  t.match(
+    plan.pods[0]!.cgroup,
+    new RegExp(`^skein\\.lab/abc123/${plan.pods[0]!.node}/kubepods\\.slice/kubepods-besteffort\\.slice/kubepods-besteffort-pod${u.replaceAll('-', '_')}\\.slice/cri-containerd-[0-9a-f]{64}\\.scope$`),
+  );
   const slices = files['endpointslices.yaml'] as { metadata: { labels: Record<string, string> }; endpoints: { addresses: string[]; nodeName: string }[]; ports: { name: string; port: number }[] }[];
   const shop = slices.find((s) => s.metadata.labels['kubernetes.io/service-name'] === 'echo')!;
   t.equal(shop.endpoints.length, 2);
