@@ -14,8 +14,14 @@ export interface SniffResult {
   protocol: DetectedProtocol;
   /** Why: 'preface', 'request-line', 'timeout', 'mismatch', 'eof', 'limit'. */
   reason: 'preface' | 'request-line' | 'timeout' | 'mismatch' | 'eof' | 'limit';
-  /** Bytes seen (already unshifted back onto the socket). */
+  /** Bytes seen (already unshifted back onto the socket, unless `leftover` holds them). */
   bytes: number;
+  /**
+   * Bytes read before the client's end of stream: a stream that has emitted 'end' cannot
+   * take them back (Node refuses an unshift after 'end'), so the caller must send them on
+   * before anything else. Set only with reason 'eof'.
+   */
+  leftover?: Buffer;
 }
 
 export interface SniffOptions {
@@ -62,7 +68,7 @@ export function sniffProtocol(socket: Socket, opts: SniffOptions): Promise<Sniff
   return new Promise((resolve) => {
     let buf: Buffer | undefined;
     let done = false;
-    const finish = (protocol: DetectedProtocol, reason: SniffResult['reason']): void => {
+    const finish = (protocol: DetectedProtocol, reason: SniffResult['reason'], ended = false): void => {
       if (done) return;
       done = true;
       clearTimeout(timer);
@@ -70,8 +76,12 @@ export function sniffProtocol(socket: Socket, opts: SniffOptions): Promise<Sniff
       socket.off('end', onEnd);
       socket.off('error', onEnd);
       socket.off('close', onEnd);
-      if (buf && buf.length > 0) socket.unshift(buf);
-      resolve({ protocol, reason, bytes: buf?.length ?? 0 });
+      const result: SniffResult = { protocol, reason, bytes: buf?.length ?? 0 };
+      if (buf && buf.length > 0) {
+        if (ended) result.leftover = buf;
+        else socket.unshift(buf);
+      }
+      resolve(result);
     };
     const onReadable = (): void => {
       let chunk: Buffer | null;
@@ -87,7 +97,8 @@ export function sniffProtocol(socket: Socket, opts: SniffOptions): Promise<Sniff
     };
     const onEnd = (): void => {
       const c = buf ? classify(buf, maxLine) : undefined;
-      finish(c?.protocol ?? 'tcp', c?.reason ?? 'eof');
+      // Decided only now: the stream has ended, so what was read cannot go back on it.
+      finish(c?.protocol ?? 'tcp', c?.reason ?? 'eof', true);
     };
     const timer = setTimeout(() => finish('tcp', 'timeout'), opts.timeoutMs);
     socket.on('readable', onReadable);

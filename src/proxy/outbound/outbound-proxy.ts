@@ -215,9 +215,11 @@ export class OutboundProxy {
     const upstream: HttpVersion | undefined = declared === 'http' ? 'http1' : declared ? 'http2' : undefined;
     sniffProtocol(socket, { timeoutMs: this.opts.detectTimeoutMs ?? 100 }).then((r) => {
       if (socket.destroyed) return;
+      // A declared HTTP port whose client sent only part of a method and then ended: not a
+      // request; the HTTP side sees the end and closes.
       if (r.protocol !== 'tcp') this.l7(socket, ctx, r.protocol, upstream ?? r.protocol);
       else if (upstream) this.l7(socket, ctx, upstream, upstream);
-      else this.l4(socket, ctx, dest);
+      else this.l4(socket, ctx, dest, r.leftover);
     });
   }
 
@@ -238,7 +240,8 @@ export class OutboundProxy {
     else this.h2.accept(socket, conn);
   }
 
-  private l4(socket: Socket, ctx: OutboundConnectionContext, dest: Destination): void {
+  /** `leftover`: bytes detection read before the client's end of stream, sent first. */
+  private l4(socket: Socket, ctx: OutboundConnectionContext, dest: Destination, leftover?: Buffer): void {
     this.counts.tcp++;
     const choice = this.choose(ctx.source, dest);
     if (!choice) {
@@ -250,7 +253,7 @@ export class OutboundProxy {
       resetStream(socket);
       return;
     }
-    this.connectAndPipe(socket, ctx, 'tcp', () => choice.connect(), () => choice.done(), choice.authority);
+    this.connectAndPipe(socket, ctx, 'tcp', () => choice.connect(), () => choice.done(), choice.authority, leftover);
   }
 
   private passthrough(socket: Socket, ctx: OutboundConnectionContext): void {
@@ -278,6 +281,7 @@ export class OutboundProxy {
     open: () => Promise<Duplex>,
     done: () => void,
     upstream: string,
+    leftover?: Buffer,
   ): void {
     socket.pause();
     const started = performance.now();
@@ -307,8 +311,11 @@ export class OutboundProxy {
         const idle = this.opts.tcpIdleTimeoutMs ?? 0;
         const onDone = (r: PipeResult): void => {
           done();
-          record(200, { bytesSent: r.bytesAtoB, bytesReceived: r.bytesBtoA, end: r.reason });
+          record(200, { bytesSent: r.bytesAtoB + (leftover?.length ?? 0), bytesReceived: r.bytesBtoA, end: r.reason });
         };
+        // Bytes the client sent before its end of stream, read while detecting the protocol:
+        // first on the wire, before the pipe passes the end on.
+        if (leftover && leftover.length > 0) up.write(leftover);
         pipeBidirectional(socket, up, idle > 0 ? { onDone, idleTimeoutMs: idle } : { onDone });
         socket.resume();
       },

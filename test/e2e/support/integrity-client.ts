@@ -28,13 +28,27 @@ export function matrixSizes(): number[] {
 /** How many requests (TCP: connections) a run of `protocol` makes. */
 export function matrixCount(protocol: 'http1' | 'h2c' | 'grpc' | 'tcp'): number {
   if (protocol === 'http1') return matrixSizes().length * BODY_SHAPES.length + BODYLESS.length;
-  if (protocol === 'tcp') return tcpSizes().length;
+  if (protocol === 'tcp') return tcpSizes().length + tcpShortPayloads().length;
   return matrixSizes().length;
 }
 
 /** TCP gets fewer sizes (one connection each): the powers of two ± 1 and a handful of small ones. */
 function tcpSizes(): number[] {
   return matrixSizes().filter((n) => n > 300 || n % 37 === 1);
+}
+
+/**
+ * Short TCP payloads that protocol detection must not swallow on a port with no declared
+ * appProtocol: every single byte, and every prefix of every HTTP method, each followed at once
+ * by the client's FIN (a partial method then end of stream once lost its bytes).
+ */
+export function tcpShortPayloads(): Buffer[] {
+  const out: Buffer[] = [];
+  for (let b = 0; b < 256; b++) out.push(Buffer.from([b]));
+  for (const m of ['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'OPTIONS', 'PATCH', 'CONNECT', 'TRACE', 'PRI * HTTP/2.0']) {
+    for (let n = 2; n <= m.length; n++) out.push(Buffer.from(m.slice(0, n), 'latin1'));
+  }
+  return out;
 }
 
 interface Summary {
@@ -165,8 +179,9 @@ async function grpcMatrix(host: string, port: number): Promise<Summary> {
 
 async function tcpMatrix(host: string, port: number): Promise<Summary> {
   const out: Summary = { protocol: 'tcp', target: `${host}:${port}`, checked: 0, failures: [] };
-  for (const size of tcpSizes()) {
-    const payload = randomBytes(size);
+  const payloads = [...tcpSizes().map((size) => randomBytes(size)), ...tcpShortPayloads()];
+  for (const payload of payloads) {
+    const size = payload.length;
     try {
       const back = await new Promise<Buffer>((resolve, reject) => {
         const s = net.connect({ host, port, allowHalfOpen: true });
@@ -192,7 +207,7 @@ async function tcpMatrix(host: string, port: number): Promise<Summary> {
       out.checked++;
       if (sha(back) !== sha(payload)) throw new Error(`sent ${size} B ${sha(payload).slice(0, 12)}, got back ${back.length} B ${sha(back).slice(0, 12)}`);
     } catch (err) {
-      out.failures.push(`tcp ${size} B: ${(err as Error).message}`);
+      out.failures.push(`tcp ${size} B${size <= 16 ? ` (${payload.toString('hex')})` : ''}: ${(err as Error).message}`);
     }
   }
   return out;

@@ -59,3 +59,29 @@ t.test('sniffProtocol on real sockets: bytes are put back, silence means tcp', a
   t.same(results[2], { protocol: 'tcp', reason: 'timeout', rest: '' }, 'silent client: tcp after the wait');
   t.same(results[3], { protocol: 'tcp', reason: 'mismatch', rest: 'SSH-2.0-OpenSSH\r\n' });
 });
+
+t.test('a client that sends part of a method and ends: the bytes come back as leftover, never lost', async (t) => {
+  // An ended stream cannot take bytes back (unshift after 'end'), so detection hands them to
+  // the caller. Before: a 1-byte TCP payload "G" (or "PO", "DEL"...) followed by FIN vanished.
+  const results: { protocol: string; reason: string; leftover: string | undefined }[] = [];
+  const server = net.createServer({ allowHalfOpen: true }, async (s) => {
+    const r = await sniffProtocol(s, { timeoutMs: 500 });
+    results.push({ protocol: r.protocol, reason: r.reason, leftover: r.leftover?.toString('latin1') });
+    s.destroy();
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  t.teardown(() => server.close());
+  const port = (server.address() as net.AddressInfo).port;
+  for (const payload of ['G', 'PO', 'DELE', 'x']) {
+    const s = net.connect({ port, host: '127.0.0.1', allowHalfOpen: true });
+    await new Promise((r) => s.once('connect', r));
+    s.end(payload);
+    await new Promise((r) => s.once('close', r));
+  }
+  t.same(results, [
+    { protocol: 'tcp', reason: 'eof', leftover: 'G' },
+    { protocol: 'tcp', reason: 'eof', leftover: 'PO' },
+    { protocol: 'tcp', reason: 'eof', leftover: 'DELE' },
+    { protocol: 'tcp', reason: 'mismatch', leftover: undefined },
+  ]);
+});

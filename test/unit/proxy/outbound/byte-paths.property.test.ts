@@ -138,6 +138,32 @@ t.test('TCP: random payloads cut at random points, echoed byte for byte', async 
   t.pass('every payload came back intact');
 });
 
+t.test('TCP on a port with no declared protocol: short payloads that look like a method, then FIN', async (t) => {
+  // Detection reads the first bytes; a client that ends while detection still waits (a
+  // partial method) must get every byte through all the same.
+  const { port } = await meshWithApp(t, (s) => s.pipe(s));
+  await fc.assert(
+    fc.asyncProperty(fc.oneof(fc.constantFrom('G', 'GE', 'PO', 'PU', 'DELET', 'OPTIO', 'PRI * HTTP/2'), fc.string({ maxLength: 8 })), async (text) => {
+      const payload = Buffer.from(text, 'latin1');
+      const s = net.connect({ port, host: '127.0.0.1', allowHalfOpen: true });
+      const got: Buffer[] = [];
+      s.on('data', (c: Buffer) => got.push(c));
+      const ended = new Promise<void>((resolve, reject) => {
+        s.once('end', () => resolve());
+        s.once('error', reject);
+      });
+      await new Promise((r) => s.once('connect', r));
+      s.end(payload);
+      await ended;
+      s.destroy();
+      const back = Buffer.concat(got);
+      if (!back.equals(payload)) throw new Error(`sent ${JSON.stringify(text)}, got back ${JSON.stringify(back.toString('latin1'))}`);
+    }),
+    { numRuns: 40, seed: Number(process.env.FC_SEED ?? Date.now() % 2 ** 31) },
+  );
+  t.pass('every short payload came back intact');
+});
+
 t.test('h2c: random bodies in random DATA frame cuts arrive byte for byte', async (t) => {
   const app = http2.createServer();
   app.on('stream', (stream) => {
