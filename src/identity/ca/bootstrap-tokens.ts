@@ -68,9 +68,9 @@ export class BootstrapTokenAuthenticator implements Authenticator {
     for (const name of await readdir(this.dir)) {
       if (!NODE_NAME.test(name)) continue;
       const path = join(this.dir, name);
-      const st = await stat(path);
-      if (!st.isFile()) continue;
-      if ((st.mode & 0o077) !== 0) {
+      const info = await stat(path);
+      if (!info.isFile()) continue;
+      if ((info.mode & 0o077) !== 0) {
         skipped.push(name);
         continue;
       }

@@ -35,11 +35,11 @@ export class FileRootStore implements RootStore {
   async load(): Promise<PersistedCaState | undefined> {
     let text: string;
     try {
-      const st = await stat(this.path);
-      if ((st.mode & 0o077) !== 0) {
+      const info = await stat(this.path);
+      if ((info.mode & 0o077) !== 0) {
         throw new SkeinError(IdentityCode.RootFilePermissions, `CA state file ${this.path} is readable by group/others; chmod 600 it`, {
           path: this.path,
-          mode: (st.mode & 0o777).toString(8),
+          mode: (info.mode & 0o777).toString(8),
         });
       }
       text = await readFile(this.path, 'utf8');

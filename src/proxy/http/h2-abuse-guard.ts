@@ -80,15 +80,15 @@ export class H2AbuseGuard {
   admit(stream: http2.ServerHttp2Stream): boolean {
     const session = stream.session as http2.ServerHttp2Session | undefined;
     if (!session) return false;
-    const st = this.stateOf(session);
-    if (st.abusive || session.destroyed) {
+    const state = this.stateOf(session);
+    if (state.abusive || session.destroyed) {
       stream.on('error', () => {});
       if (!stream.destroyed) this.closeStream(stream, NGHTTP2_REFUSED_STREAM);
       return false;
     }
     const id = stream.id ?? 0;
-    if (id > st.lastStreamId) st.lastStreamId = id;
-    stream.once('aborted', () => this.onAborted(session, st, stream as MarkedStream));
+    if (id > state.lastStreamId) state.lastStreamId = id;
+    stream.once('aborted', () => this.onAborted(session, state, stream as MarkedStream));
     return true;
   }
 
@@ -99,29 +99,29 @@ export class H2AbuseGuard {
   }
 
   private stateOf(session: http2.ServerHttp2Session): SessionAbuseState {
-    let st = this.states.get(session);
-    if (!st) {
-      st = { windowStart: performance.now(), resets: 0, lastStreamId: 0, abusive: false };
-      this.states.set(session, st);
+    let state = this.states.get(session);
+    if (!state) {
+      state = { windowStart: performance.now(), resets: 0, lastStreamId: 0, abusive: false };
+      this.states.set(session, state);
     }
-    return st;
+    return state;
   }
 
-  private onAborted(session: http2.ServerHttp2Session, st: SessionAbuseState, stream: MarkedStream): void {
+  private onAborted(session: http2.ServerHttp2Session, state: SessionAbuseState, stream: MarkedStream): void {
     // Ours, answered already, or the whole connection going away: not a peer's rapid reset.
-    if (stream[kLocalReset] || stream.headersSent || st.abusive || session.destroyed || session.closed) return;
+    if (stream[kLocalReset] || stream.headersSent || state.abusive || session.destroyed || session.closed) return;
     if ((session.socket as { destroyed?: boolean } | undefined)?.destroyed) return;
     const now = performance.now();
-    if (now - st.windowStart > this.opts.windowMs) {
-      st.windowStart = now;
-      st.resets = 0;
+    if (now - state.windowStart > this.opts.windowMs) {
+      state.windowStart = now;
+      state.resets = 0;
     }
-    if (++st.resets <= this.opts.maxResetsPerWindow) return;
-    st.abusive = true;
+    if (++state.resets <= this.opts.maxResetsPerWindow) return;
+    state.abusive = true;
     try {
-      this.opts.onAbusive(session, { resets: st.resets, windowMs: this.opts.windowMs, lastStreamId: st.lastStreamId });
+      this.opts.onAbusive(session, { resets: state.resets, windowMs: this.opts.windowMs, lastStreamId: state.lastStreamId });
     } finally {
-      session.goaway(NGHTTP2_ENHANCE_YOUR_CALM, st.lastStreamId);
+      session.goaway(NGHTTP2_ENHANCE_YOUR_CALM, state.lastStreamId);
       setImmediate(() => this.terminate(session, 0));
     }
   }

@@ -154,19 +154,19 @@ export class Http2Forwarder {
     // First: a session judged abusive gets no work done for any stream it still opens.
     if (!this.guard.admit(stream)) return;
     const session = stream.session as StatefulSession | undefined;
-    const st = session?.[kState];
+    const state = session?.[kState];
     const grpc = isGrpc(headers);
     stream.on('error', () => {}); // reported through 'close' / rstCode
-    if (!st) {
+    if (!state) {
       this.guard.closeStream(stream, NGHTTP2_REFUSED_STREAM);
       return;
     }
-    const choice = st.conn.choose();
+    const choice = state.conn.choose();
     const started = performance.now();
     stream.once('close', () => {
       const sent = stream.headersSent ? stream.sentHeaders : undefined;
       const grpcStatus = stream.sentTrailers?.['grpc-status'] ?? sent?.['grpc-status'];
-      st.conn.recordRequest({
+      state.conn.recordRequest({
         protocol: 'http2',
         method: String(headers[':method'] ?? ''),
         path: String(headers[':path'] ?? ''),
@@ -178,7 +178,7 @@ export class Http2Forwarder {
       });
     });
     if (!choice) {
-      this.refusals.refuse(OutboundCode.NoHealthyUpstream, { ...st.conn.logFields(), path: headers[':path'] }, 'no healthy upstream');
+      this.refusals.refuse(OutboundCode.NoHealthyUpstream, { ...state.conn.logFields(), path: headers[':path'] }, 'no healthy upstream');
       stream.resume();
       this.respondError(stream, 503, grpc, 'no healthy upstream');
       return;
@@ -191,16 +191,16 @@ export class Http2Forwarder {
       choice.done();
     };
     stream.once('close', release);
-    if (st.conn.upstreamProtocol === 'http1') {
-      this.toHttp1(stream, headers, endStream, choice, st);
+    if (state.conn.upstreamProtocol === 'http1') {
+      this.toHttp1(stream, headers, endStream, choice, state);
       return;
     }
     this.pool.h2SessionFor(choice).then(
-      (upSession) => this.forward(stream, headers, endStream, grpc, upSession, choice, st),
+      (upSession) => this.forward(stream, headers, endStream, grpc, upSession, choice, state),
       (err: NodeJS.ErrnoException) => {
         release();
         this.log.info(
-          { ...st.conn.logFields(), upstream: choice.authority, code: err.code, err: messageOf(err) },
+          { ...state.conn.logFields(), upstream: choice.authority, code: err.code, err: messageOf(err) },
           'upstream connect failed',
         );
         stream.resume();
@@ -219,7 +219,7 @@ export class Http2Forwarder {
     headers: http2.IncomingHttpHeaders,
     endStream: boolean,
     choice: UpstreamChoice,
-    st: SessionState,
+    state: SessionState,
   ): void {
     const out: string[] = [];
     for (const [k, v] of Object.entries(headers)) {
@@ -274,7 +274,7 @@ export class Http2Forwarder {
         return;
       }
       const f = upstreamFailure(err.code);
-      this.log.info({ ...st.conn.logFields(), upstream: choice.authority, code: err.code, err: messageOf(err) }, 'upstream failed');
+      this.log.info({ ...state.conn.logFields(), upstream: choice.authority, code: err.code, err: messageOf(err) }, 'upstream failed');
       stream.resume();
       this.respondError(stream, f.status, isGrpc(headers), f.text, f.grpcStatus);
     });
@@ -297,14 +297,14 @@ export class Http2Forwarder {
     grpc: boolean,
     upSession: http2.ClientHttp2Session,
     choice: UpstreamChoice,
-    st: SessionState,
+    state: SessionState,
   ): void {
     if (stream.destroyed || stream.closed) return;
     let up: http2.ClientHttp2Stream;
     try {
       up = upSession.request(endToEndH2Headers(headers), { endStream, waitForTrailers: !endStream });
     } catch (err) {
-      this.log.info({ ...st.conn.logFields(), upstream: choice.authority, err: messageOf(err) }, 'upstream request failed');
+      this.log.info({ ...state.conn.logFields(), upstream: choice.authority, err: messageOf(err) }, 'upstream request failed');
       this.respondError(stream, 503, grpc, 'upstream unavailable');
       return;
     }
