@@ -4,7 +4,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { SkeinError } from '../errors.js';
 import { skeinCommand } from '../paths.js';
@@ -161,7 +161,11 @@ export async function waitReady(rec: LabRecord, timeoutMs: number, pods = rec.pl
 }
 
 /** Removes everything a lab made: processes (by cgroup), netns, /etc/netns, cgroups, its folder. */
-export async function labDown(rec: LabRecord): Promise<void> {
+export async function labDown(given: LabRecord): Promise<void> {
+  // The record on disk is the truth: `lab scale` and other mutations write it, and a caller
+  // may hold the record as it was at `up` (a test that scaled a Deployment would otherwise
+  // leave the new pods' netns behind). A lab still being made is undone from what `up` holds.
+  const rec = given.status === 'creating' ? given : (readRecord(dirname(given.dir), given.id) ?? given);
   if (rec.status !== 'creating') {
     rec.status = 'deleting';
     if (existsSync(rec.dir)) writeRecord(rec);

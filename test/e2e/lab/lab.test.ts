@@ -105,6 +105,14 @@ t.test('lab down leaves nothing; a bad scenario creates nothing', opts(), async 
   t.ok(pids.every((p) => !pidAlive(p)), 'every pod process is gone');
   t.notOk(readRecord(join(rec.dir, '..'), rec.id), 'record removed');
 
+  // Down with the record as it was at up, after a scale added a pod: the pod made later goes
+  // too (the stray netns the e2e suite's closing gc found).
+  const { scaleDeployment } = await import('../../../src/lab/mutate.js');
+  const scaled = await labUp({ scenarioFile: demoScenario, ownerPid: process.pid, mesh: false });
+  await scaleDeployment(scaled, 'shop/echo', 3);
+  await labDown(scaled);
+  t.same(await leftovers(scaled.id), [], 'no netns, /etc/netns or cgroups left after a scale-up');
+
   const before = (await listNetns()).length;
   const bad = scenarioFile('apiVersion: v1\nkind: Node\nmetadata: {name: a}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: s, namespace: missing}\nspec: {ports: [{port: 80}]}\n');
   await t.rejects(labUp({ scenarioFile: bad, ownerPid: process.pid, mesh: false }), { code: 'SKEIN_LAB_SCENARIO_INVALID' });
