@@ -35,11 +35,10 @@ function json(res: http.ServerResponse, status: number, body: unknown): void {
   res.end(`${JSON.stringify(body, (_k, v) => (typeof v === 'bigint' ? v.toString() : v), 2)}\n`);
 }
 
-function listen(server: http.Server, at: HostPort | string): Promise<void> {
+function listen(server: http.Server, at: HostPort): Promise<void> {
   return new Promise((resolve, reject) => {
     server.once('error', reject);
-    if (typeof at === 'string') server.listen(at, () => resolve());
-    else server.listen(at.port, at.host, () => resolve());
+    server.listen(at.port, at.host, () => resolve());
   });
 }
 
@@ -54,12 +53,19 @@ async function listenUnix(server: http.Server, path: string): Promise<void> {
     if (!lstatSync(path).isSocket()) throw new SkeinError(AgentCode.AdminSocketPath, `--admin-socket ${path} exists and is not a socket`, { path });
     unlinkSync(path);
   }
+  // The umask is process-wide: narrow it only around listen(), which binds the socket before
+  // it returns, so no other file the agent creates meanwhile is affected.
+  const listening = new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.once('listening', () => resolve());
+  });
   const mask = process.umask(0o177);
   try {
-    await listen(server, path);
+    server.listen(path);
   } finally {
     process.umask(mask);
   }
+  await listening;
   chmodSync(path, 0o600);
 }
 

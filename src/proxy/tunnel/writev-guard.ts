@@ -27,25 +27,33 @@ type WritevChunks = WritevChunk[] & { allBuffers?: boolean };
 
 type WritevFn = (chunks: WritevChunks, cb: (err?: Error | null) => void) => void;
 
-const kGuarded = Symbol('skein.writevGuarded');
+/** The stream's own `_writev` (Node's), which the guard calls with the empties dropped. */
+const kNodeWritev = Symbol('skein.nodeWritev');
+
+type Guarded = Duplex & { _writev?: WritevFn; [kNodeWritev]?: WritevFn };
+
+/**
+ * One function for every guarded stream (no closure per stream: tunnel streams are per
+ * connection). Nothing to drop, or nothing but empties (no string bytes to lose): as Node would.
+ */
+function guardedWritev(this: Guarded, chunks: WritevChunks, cb: (err?: Error | null) => void): void {
+  const nodeWritev = this[kNodeWritev] as WritevFn;
+  let empty = 0;
+  for (const c of chunks) if (c.chunk.length === 0) empty++;
+  if (empty === 0 || empty === chunks.length) {
+    nodeWritev.call(this, chunks, cb);
+    return;
+  }
+  const kept: WritevChunks = chunks.filter((c) => c.chunk.length > 0);
+  kept.allBuffers = chunks.allBuffers === true || kept.every((c) => typeof c.chunk !== 'string');
+  nodeWritev.call(this, kept, cb);
+}
 
 /** Drops empty chunks from every writev on `stream` (an Http2Stream); returns the stream. */
 export function guardWritev<T extends Duplex>(stream: T): T {
-  const s = stream as T & { _writev?: WritevFn; [kGuarded]?: true };
-  const original = s._writev;
-  if (typeof original !== 'function' || s[kGuarded]) return stream;
-  s[kGuarded] = true;
-  s._writev = function guardedWritev(this: Duplex, chunks: WritevChunks, cb: (err?: Error | null) => void): void {
-    let empty = 0;
-    for (const c of chunks) if (c.chunk.length === 0) empty++;
-    if (empty === 0 || empty === chunks.length) {
-      // Nothing to drop, or nothing but empties (no string bytes to lose): as Node would.
-      original.call(this, chunks, cb);
-      return;
-    }
-    const kept: WritevChunks = chunks.filter((c) => c.chunk.length > 0);
-    kept.allBuffers = chunks.allBuffers === true || kept.every((c) => typeof c.chunk !== 'string');
-    original.call(this, kept, cb);
-  };
+  const s = stream as T & Guarded;
+  if (typeof s._writev !== 'function' || s._writev === guardedWritev) return stream;
+  s[kNodeWritev] = s._writev;
+  s._writev = guardedWritev;
   return stream;
 }
