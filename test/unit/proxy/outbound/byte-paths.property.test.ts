@@ -44,6 +44,23 @@ const request = fc.record({
   token: fc.stringMatching(/^[A-Za-z0-9._~-]{1,40}$/),
 });
 
+/** Sends `payload` on a new TCP connection (cut at `cuts`), half-closes, returns what came back. */
+async function tcpRoundTrip(port: number, payload: Buffer, cuts: number[] = []): Promise<Buffer> {
+  const s = net.connect({ port, host: '127.0.0.1', allowHalfOpen: true });
+  const got: Buffer[] = [];
+  s.on('data', (c: Buffer) => got.push(c));
+  const ended = new Promise<void>((resolve, reject) => {
+    s.once('end', () => resolve());
+    s.once('error', reject);
+  });
+  await new Promise((r) => s.once('connect', r));
+  await writeSplit(s, payload, cuts);
+  s.end();
+  await ended;
+  s.destroy();
+  return Buffer.concat(got);
+}
+
 t.test('HTTP/1: random request shapes and write cuts arrive byte for byte, both ways', async (t) => {
   const app = http.createServer((req, res) => {
     const h = createHash('sha256');
@@ -114,23 +131,11 @@ t.test('TCP: random payloads cut at random points, echoed byte for byte', async 
   await fc.assert(
     fc.asyncProperty(bodySize, fc.nat(), fc.array(fc.double({ min: 0, max: 1, noNaN: true }), { maxLength: 6 }), async (size, seed, cuts) => {
       const payload = bodyOf(size, seed);
-      const s = net.connect({ port, host: '127.0.0.1', allowHalfOpen: true });
-      const got: Buffer[] = [];
-      s.on('data', (c: Buffer) => got.push(c));
-      const ended = new Promise<void>((resolve, reject) => {
-        s.once('end', () => resolve());
-        s.once('error', reject);
-      });
-      await new Promise((r) => s.once('connect', r));
-      await writeSplit(
-        s,
+      const back = await tcpRoundTrip(
+        port,
         payload,
         cuts.map((c) => Math.floor(c * payload.length)),
       );
-      s.end();
-      await ended;
-      s.destroy();
-      const back = Buffer.concat(got);
       if (!back.equals(payload)) throw new Error(`sent ${payload.length} B, got back ${back.length} B, different`);
     }),
     { numRuns: 40, seed: Number(process.env.FC_SEED ?? Date.now() % 2 ** 31) },
@@ -145,18 +150,7 @@ t.test('TCP on a port with no declared protocol: short payloads that look like a
   await fc.assert(
     fc.asyncProperty(fc.oneof(fc.constantFrom('G', 'GE', 'PO', 'PU', 'DELET', 'OPTIO', 'PRI * HTTP/2'), fc.string({ maxLength: 8 })), async (text) => {
       const payload = Buffer.from(text, 'latin1');
-      const s = net.connect({ port, host: '127.0.0.1', allowHalfOpen: true });
-      const got: Buffer[] = [];
-      s.on('data', (c: Buffer) => got.push(c));
-      const ended = new Promise<void>((resolve, reject) => {
-        s.once('end', () => resolve());
-        s.once('error', reject);
-      });
-      await new Promise((r) => s.once('connect', r));
-      s.end(payload);
-      await ended;
-      s.destroy();
-      const back = Buffer.concat(got);
+      const back = await tcpRoundTrip(port, payload);
       if (!back.equals(payload)) throw new Error(`sent ${JSON.stringify(text)}, got back ${JSON.stringify(back.toString('latin1'))}`);
     }),
     { numRuns: 40, seed: Number(process.env.FC_SEED ?? Date.now() % 2 ** 31) },

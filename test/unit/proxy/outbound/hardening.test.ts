@@ -1,7 +1,8 @@
 import http from 'node:http';
 import http2 from 'node:http2';
 import net from 'node:net';
-import t from 'tap';
+import t, { type Test } from 'tap';
+import type { Http2Options } from '../../../../src/proxy/http/http2-forwarder.js';
 import { FrameType, frame, getHeaders, rawH2 } from '../tunnel/raw-h2.js';
 import { BACKEND_IPS, listenOn, snapshotFor, startProxy } from './fixtures/harness.js';
 
@@ -104,11 +105,17 @@ t.test('client-facing hardening (HTTP/1 and HTTP/2), the proxy keeps serving a g
   });
 });
 
-t.test('HTTP/2 rapid reset flood closes that session only', async (t) => {
+/**
+ * An h2c backend that answers each stream after 50 ms (so every flooding stream is still in
+ * flight when the client resets it) behind a proxy with these HTTP/2 options. `streams()`:
+ * how many streams reached the backend; `goodGet()`: one request on a well-behaved session.
+ */
+async function slowH2BehindProxy(t: Test, http2Opts: Http2Options) {
+  let streams = 0;
   const backend = http2.createServer();
   backend.on('stream', (stream) => {
+    streams++;
     stream.on('error', () => {});
-    // Slow on purpose, so every flooding stream is still in flight when the client resets it.
     setTimeout(() => {
       if (!stream.closed) {
         stream.respond({ ':status': 200 });
@@ -118,20 +125,23 @@ t.test('HTTP/2 rapid reset flood closes that session only', async (t) => {
   });
   const b = await listenOn(backend as unknown as net.Server, BACKEND_IPS[0] as string);
   t.teardown(() => backend.close());
-  const h = await startProxy(snapshotFor([b], { appProtocol: 'http2' }), {
-    http2: { maxClientResetsPerWindow: 50, resetWindowMs: 1000, maxConcurrentStreams: 100 },
-  });
+  const h = await startProxy(snapshotFor([b], { appProtocol: 'http2' }), { http2: http2Opts });
   t.teardown(() => h.close());
-
   const good = http2.connect(`http://127.0.0.1:${h.port}`);
-  t.teardown(() => good.close());
+  good.on('error', () => {});
+  t.teardown(() => good.destroy());
   const goodGet = (): Promise<number> =>
     new Promise((resolve, reject) => {
-      const r = good.request({ ':path': '/' });
+      const r = good.request({ ':path': '/good' });
       r.on('response', (hd) => resolve(Number(hd[':status'])));
       r.on('error', reject);
       r.resume();
     });
+  return { h, streams: () => streams, goodGet };
+}
+
+t.test('HTTP/2 rapid reset flood closes that session only', async (t) => {
+  const { h, goodGet } = await slowH2BehindProxy(t, { maxClientResetsPerWindow: 50, resetWindowMs: 1000, maxConcurrentStreams: 100 });
   t.equal(await goodGet(), 200);
 
   const attacker = http2.connect(`http://127.0.0.1:${h.port}`);
@@ -158,33 +168,8 @@ t.test('HTTP/2 rapid reset flood closes that session only', async (t) => {
 });
 
 t.test('h2c flood of 20,000 HEADERS+RST_STREAM on one app connection: refused early, GOAWAY last-stream-id never increases', async (t) => {
-  let backendStreams = 0;
-  const backend = http2.createServer();
-  backend.on('stream', (stream) => {
-    backendStreams++;
-    stream.on('error', () => {});
-    setTimeout(() => {
-      if (!stream.closed) {
-        stream.respond({ ':status': 200 });
-        stream.end('ok');
-      }
-    }, 50);
-  });
-  const b = await listenOn(backend as unknown as net.Server, BACKEND_IPS[0] as string);
-  t.teardown(() => backend.close());
   const budget = 200;
-  const h = await startProxy(snapshotFor([b], { appProtocol: 'http2' }), { http2: { maxClientResetsPerWindow: budget, resetWindowMs: 1000 } });
-  t.teardown(() => h.close());
-  const good = http2.connect(`http://127.0.0.1:${h.port}`);
-  good.on('error', () => {});
-  t.teardown(() => good.destroy());
-  const goodGet = (): Promise<number> =>
-    new Promise((resolve, reject) => {
-      const r = good.request({ ':path': '/good' });
-      r.on('response', (hd) => resolve(Number(hd[':status'])));
-      r.on('error', reject);
-      r.resume();
-    });
+  const { h, streams, goodGet } = await slowH2BehindProxy(t, { maxClientResetsPerWindow: budget, resetWindowMs: 1000 });
   t.equal(await goodGet(), 200);
   const recordsBefore = h.records.length;
 
@@ -231,7 +216,7 @@ t.test('h2c flood of 20,000 HEADERS+RST_STREAM on one app connection: refused ea
   clearInterval(ticker);
   t.comment(
     `flood: ${sent} pairs written; GOAWAY codes ${raw.goaways.join(',')} last-stream-ids ${raw.goawayLastStreamIds.join(',')}; ` +
-      `streams routed ${h.records.length - recordsBefore}; reached the backend ${backendStreams - 1}; longest event-loop gap ${maxGap.toFixed(1)} ms`,
+      `streams routed ${h.records.length - recordsBefore}; reached the backend ${streams() - 1}; longest event-loop gap ${maxGap.toFixed(1)} ms`,
   );
   t.ok(raw.closed, 'the flooding connection was closed');
   t.equal(raw.goaway, http2.constants.NGHTTP2_ENHANCE_YOUR_CALM, 'GOAWAY(ENHANCE_YOUR_CALM)');

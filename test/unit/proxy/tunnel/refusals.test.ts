@@ -43,19 +43,25 @@ function logged(m: Mesh, msg: string): Record<string, unknown>[] {
   return m.lines.filter((l) => l.msg === msg);
 }
 
-t.test('no client certificate: TLS refused, logged', async (t) => {
-  const m = await setupMesh(t);
-  const err = await rawSession(t, m).then(
-    async ({ session }) => {
-      // TLS 1.3: the client finishes first; the server's certificate_required alert follows.
-      const req = session.request({ ':method': 'CONNECT', ':authority': `127.0.0.1:${m.app.port}` });
-      return responseStatus(req).then(
+/**
+ * A raw session to the tunnel server (optionally with a client certificate) and one CONNECT to
+ * the app: "status N" when it was answered, else why the session or stream failed.
+ */
+function connectOutcome(t: Test, m: Mesh, opts?: Parameters<typeof rawSession>[2]): Promise<string> {
+  return rawSession(t, m, opts).then(
+    ({ session }) =>
+      responseStatus(session.request({ ':method': 'CONNECT', ':authority': `127.0.0.1:${m.app.port}` })).then(
         (s) => `status ${s}`,
         (e: Error) => e.message,
-      );
-    },
+      ),
     (e: Error) => e.message,
   );
+}
+
+t.test('no client certificate: TLS refused, logged', async (t) => {
+  const m = await setupMesh(t);
+  // TLS 1.3: the client finishes first; the server's certificate_required alert follows.
+  const err = await connectOutcome(t, m);
   t.notMatch(String(err), /^status 200/, `refused: ${err}`);
   await waitFor(() => m.server.stats.tlsRefused === 1);
   t.equal(m.server.stats.tlsRefused, 1);
@@ -95,16 +101,7 @@ t.test('expired client certificate (mesh CA): TLS refused, named and counted', a
   const m = await setupMesh(t);
   const hourAgo = new Date(Date.now() - 3600_000);
   const expired = await makeLeaf(m.ca, [m.clientId], m.clientId, { notBefore: new Date(Date.now() - 7200_000), notAfter: hourAgo });
-  const outcome = await rawSession(t, m, { cert: expired }).then(
-    async ({ session }) => {
-      const req = session.request({ ':method': 'CONNECT', ':authority': `127.0.0.1:${m.app.port}` });
-      return responseStatus(req).then(
-        (s) => `status ${s}`,
-        (e: Error) => e.message,
-      );
-    },
-    (e: Error) => e.message,
-  );
+  const outcome = await connectOutcome(t, m, { cert: expired });
   t.notMatch(String(outcome), /^status 200/, `refused: ${outcome}`);
   await waitFor(() => m.server.stats.tlsRefused === 1);
   t.match(logged(m, 'tunnel TLS handshake refused')[0], { code: 'SKEIN_TUNNEL_TLS_CERT_EXPIRED', verifyError: 'CERT_HAS_EXPIRED' });
