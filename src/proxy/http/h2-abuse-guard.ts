@@ -70,8 +70,17 @@ type MarkedStream = http2.ServerHttp2Stream & { [kLocalReset]?: true };
 
 export class H2AbuseGuard {
   private readonly states = new WeakMap<http2.ServerHttp2Session, SessionAbuseState>();
+  /** One 'aborted' listener for every stream (called with the stream as `this`): no closure per request. */
+  private readonly onStreamAborted: (this: MarkedStream) => void;
 
-  constructor(private readonly opts: H2AbuseGuardOptions) {}
+  constructor(private readonly opts: H2AbuseGuardOptions) {
+    const guard = this;
+    this.onStreamAborted = function (this: MarkedStream): void {
+      const session = this.session as http2.ServerHttp2Session | undefined;
+      const state = session ? guard.states.get(session) : undefined;
+      if (session && state) guard.onAborted(session, state, this);
+    };
+  }
 
   /**
    * Call first in the server's 'stream' handler. False: the session was judged abusive and
@@ -88,7 +97,7 @@ export class H2AbuseGuard {
     }
     const id = stream.id ?? 0;
     if (id > state.lastStreamId) state.lastStreamId = id;
-    stream.once('aborted', () => this.onAborted(session, state, stream as MarkedStream));
+    stream.once('aborted', this.onStreamAborted);
     return true;
   }
 
