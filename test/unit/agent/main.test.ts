@@ -14,6 +14,12 @@ t.test('the agent refuses an incomplete command line before touching anything', 
     code: 'SKEIN_AGENT_USAGE',
     message: /exactly one of/,
   });
+  for (const bad of ['0', '-5', '1.5', 'lots']) {
+    await t.rejects(runAgent(['--node', 'n1', '--config-folder', '/tmp', `--max-connections=${bad}`]), {
+      code: 'SKEIN_AGENT_USAGE',
+      message: /--max-connections must be a whole number above 0/,
+    });
+  }
 });
 
 t.test('admin, metrics and readiness addresses', async (t) => {
