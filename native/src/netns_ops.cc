@@ -236,6 +236,20 @@ Napi::Value CloseFd(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// socketPair() -> [fd, fd]: a connected AF_UNIX stream pair in this process, non-blocking and
+// close-on-exec. The agent carries same-node HTTP/2 sessions on it: kernel sockets, so Node
+// serves both ends natively, and no address anyone else could connect to.
+Napi::Value SocketPair(const Napi::CallbackInfo& info) {
+  int fds[2];
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, fds) < 0) {
+    throw ToJsError(info.Env(), NativeFailure{errno, "socketpair", "AF_UNIX"});
+  }
+  Napi::Array out = Napi::Array::New(info.Env(), 2);
+  out.Set(0u, Napi::Number::New(info.Env(), fds[0]));
+  out.Set(1u, Napi::Number::New(info.Env(), fds[1]));
+  return out;
+}
+
 }  // namespace
 
 void RegisterNetnsOps(Napi::Env env, Napi::Object exports) {
@@ -246,6 +260,7 @@ void RegisterNetnsOps(Napi::Env env, Napi::Object exports) {
   exports.Set("socketNetnsCookie", Napi::Function::New(env, SocketNetnsCookie, "socketNetnsCookie"));
   exports.Set("mountBpffs", Napi::Function::New(env, MountBpffs, "mountBpffs"));
   exports.Set("closeFd", Napi::Function::New(env, CloseFd, "closeFd"));
+  exports.Set("socketPair", Napi::Function::New(env, SocketPair, "socketPair"));
 }
 
 }  // namespace skein

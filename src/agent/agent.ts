@@ -93,6 +93,8 @@ export class NodeAgent {
       logger: log,
       // The app is reached from inside its own netns, on its own address, by a marked socket.
       app: appConnectorOver(sockets),
+      // Same-node HTTP/2 sessions (outbound -> inbound) on kernel socket pairs.
+      socketPair: () => capture.socketPair(),
     });
     // One agent carries every local pod's connections: a source/destination pair may need
     // thousands of concurrent streams (100 per session), so sessions per key are not the limit.
@@ -299,6 +301,7 @@ export class NodeAgent {
     this.pods.clear();
     await this.outbound.close();
     await this.tunnels.close();
+    this.inbound.close();
     this.opts.certificates.close();
     await this.opts.capture.close();
   }

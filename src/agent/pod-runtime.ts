@@ -109,5 +109,7 @@ export class PodRuntime {
       this.tunnel?.close(),
       this.plaintext?.close(),
     ]);
+    // Pooled connections to the pod's app ports (L7 requests served here) go with it.
+    this.deps.inbound.forgetWorkload(this.workload.uid);
   }
 }

@@ -21,7 +21,7 @@
  * Closing the 15006 socket also drops it from the SOCKMAP.
  */
 import { existsSync, statSync } from 'node:fs';
-import type { Socket } from 'node:net';
+import { Socket } from 'node:net';
 import { SkeinError } from '../errors.js';
 import { type Logger, silentLogger } from '../telemetry/log.js';
 import { captureError, errnoName } from './errors.js';
@@ -282,6 +282,15 @@ export class CaptureManager {
    * A TCP connection made from inside the netns with the agent's mark: the socket is made in
    * the netns, the connect runs on the event loop (NetnsConnector), capped per netns.
    */
+  /**
+   * A connected pair of kernel stream sockets inside the agent (AF_UNIX socketpair): what
+   * same-node HTTP/2 sessions between the outbound and inbound sides run on.
+   */
+  socketPair(): [Socket, Socket] {
+    const [a, b] = this.native.socketPair();
+    return [new Socket({ fd: a, readable: true, writable: true }), new Socket({ fd: b, readable: true, writable: true })];
+  }
+
   connectFromAgent(netnsPath: string, host: string, port: number, opts: NetnsConnectOptions = {}): Promise<Socket> {
     this.connector ??= new NetnsConnector((path, family) => this.openAgentSocket(path, family), this.deps.connector);
     return this.connector.connect(netnsPath, host, port, opts);

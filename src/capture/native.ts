@@ -106,6 +106,8 @@ export interface SkeinNative {
   socketNetnsCookie(fd: number): bigint;
   mountBpffs(path: string): void;
   closeFd(fd: number): void;
+  /** A connected AF_UNIX stream socket pair (non-blocking, close-on-exec). */
+  socketPair(): [number, number];
 }
 
 /** Where the addon is looked for: $SKEIN_NATIVE_ADDON, else build/native/Release/ of this checkout. */

@@ -40,6 +40,10 @@ export const OutboundCode = {
 export const InboundCode = {
   /** The pod's plaintext inbound listener (15006) holds its maximum of connections; a new one was closed. */
   ConnectionLimit: 'SKEIN_INBOUND_CONNECTION_LIMIT',
+  /** An HTTP request from another agent was denied by the destination's authorization (403). */
+  RequestDenied: 'SKEIN_INBOUND_REQUEST_DENIED',
+  /** A request stream between agents lacked a valid skein-dst or skein-proto field (400). */
+  MeshRequestMalformed: 'SKEIN_INBOUND_MESH_REQUEST_MALFORMED',
 } as const;
 
 export const TunnelCode = {

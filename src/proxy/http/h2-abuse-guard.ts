@@ -68,6 +68,16 @@ interface SessionAbuseState {
 const kLocalReset = Symbol('skein.h2LocalReset');
 type MarkedStream = http2.ServerHttp2Stream & { [kLocalReset]?: true };
 
+/**
+ * Reset a server stream from this side (an upstream failure relayed, a refusal): marked so no
+ * guard ever counts it against the peer. Needs no guard instance, so code that only relays
+ * streams (h2-relay.ts) uses it directly.
+ */
+export function closeStreamLocally(stream: http2.ServerHttp2Stream, code: number): void {
+  (stream as MarkedStream)[kLocalReset] = true;
+  stream.close(code);
+}
+
 export class H2AbuseGuard {
   private readonly states = new WeakMap<http2.ServerHttp2Session, SessionAbuseState>();
   /** One 'aborted' listener for every stream (called with the stream as `this`): no closure per request. */
@@ -103,8 +113,7 @@ export class H2AbuseGuard {
 
   /** Reset a stream from this side (not the peer's doing: never counted against it). */
   closeStream(stream: http2.ServerHttp2Stream, code: number): void {
-    (stream as MarkedStream)[kLocalReset] = true;
-    stream.close(code);
+    closeStreamLocally(stream, code);
   }
 
   private stateOf(session: http2.ServerHttp2Session): SessionAbuseState {

@@ -6,6 +6,10 @@
  * X-Forwarded-* of its own: the app called a Service over plaintext HTTP and the server should
  * see exactly that. Who the caller is travels on the tunnel (the source certificate), where
  * it cannot be forged by a header, and the inbound side attaches it.
+ *
+ * `skein-*` fields are reserved for the hop between two agents (mesh-headers.ts): an app may
+ * not send them (they are removed from every request and response the proxy relays, like
+ * hop-by-hop fields), so only an agent can set them and none ever reaches an app.
  */
 
 const HOP_BY_HOP = new Set([
@@ -17,6 +21,14 @@ const HOP_BY_HOP = new Set([
   'upgrade',
   'http2-settings',
 ]);
+
+/** Prefix of the fields reserved for the agent-to-agent hop. */
+export const RESERVED_PREFIX = 'skein-';
+
+/** A field the proxy never relays: hop-by-hop, or reserved for the agents. */
+function isReserved(lower: string): boolean {
+  return lower.charCodeAt(0) === 115 /* s */ && lower.startsWith(RESERVED_PREFIX);
+}
 
 /** Tokens listed in Connection headers (those fields are hop-by-hop too). */
 function connectionTokens(raw: readonly string[]): Set<string> | undefined {
@@ -51,7 +63,7 @@ export function endToEndRawHeaders(raw: readonly string[], opts: FilterOptions =
     const name = raw[i] as string;
     const value = raw[i + 1] as string;
     const lower = name.toLowerCase();
-    if (HOP_BY_HOP.has(lower) || named?.has(lower)) {
+    if (HOP_BY_HOP.has(lower) || named?.has(lower) || isReserved(lower)) {
       if (opts.keepChunked && lower === 'transfer-encoding' && /(^|,)\s*chunked\s*$/i.test(value)) {
         out.push(name, 'chunked');
       } else if (opts.keepTeTrailers && lower === 'te' && /(^|,)\s*trailers\s*(,|$)/i.test(value)) {
@@ -68,7 +80,7 @@ export function endToEndRawHeaders(raw: readonly string[], opts: FilterOptions =
 export function endToEndH2Headers(headers: Record<string, string | string[] | undefined>): Record<string, string | string[]> {
   const out: Record<string, string | string[]> = {};
   for (const [k, v] of Object.entries(headers)) {
-    if (v === undefined) continue;
+    if (v === undefined || isReserved(k)) continue;
     if (HOP_BY_HOP.has(k)) {
       if (k === 'te' && typeof v === 'string' && /(^|,)\s*trailers\s*(,|$)/i.test(v)) out[k] = 'trailers';
       continue;

@@ -27,7 +27,8 @@ import type { Logger } from '../../telemetry/log.js';
 import { pipeBidirectional } from '../tcp/l4-pipe.js';
 import { endToEndRawHeaders, rawPairs } from './headers.js';
 import type { RefusalLog } from './refusals.js';
-import { type RoutedConnection, type UpstreamChoice, upstreamFailure } from './types.js';
+import { MeshHeader } from './mesh-headers.js';
+import { type MeshRequestOpener, type RoutedConnection, type UpstreamChoice, upstreamFailure } from './types.js';
 import { OPENER_OPTION, type UpstreamPool } from './upstream-pool.js';
 import { HttpCode, OutboundCode } from '../codes.js';
 
@@ -166,8 +167,13 @@ export class Http1Forwarder {
       this.respondError(res, 503, 'no healthy upstream');
       return;
     }
+    // Between agents every request is its own HTTP/2 stream, whatever the app speaks.
+    if (choice.request) {
+      this.toHttp2(req, res, conn, choice, choice.request, true);
+      return;
+    }
     if (conn.upstreamProtocol === 'http2') {
-      this.toHttp2(req, res, conn, choice);
+      this.toHttp2(req, res, conn, choice, (h, o) => this.pool.h2SessionFor(choice).then((s) => s.request(h, o)), false);
       return;
     }
     let released = false;
@@ -228,11 +234,20 @@ export class Http1Forwarder {
   }
 
   /**
-   * An HTTP/1.1 client calling a port declared HTTP/2 (h2c, gRPC): the request becomes an
-   * HTTP/2 stream on the pooled upstream session (Host -> :authority), and the response comes
-   * back as HTTP/1.1, trailers included when the response is chunked.
+   * The request as an HTTP/2 stream: to a skein agent (`mesh`: with the mesh-headers.ts
+   * fields; the agent talks to the app in `conn.upstreamProtocol`), or to an app that speaks
+   * HTTP/2 (h2c, gRPC) on a port the client calls with HTTP/1.1. Host -> :authority, an
+   * absolute-form target becomes origin-form; the response comes back as HTTP/1.x, trailers
+   * included when the response is chunked.
    */
-  private toHttp2(req: http.IncomingMessage, res: http.ServerResponse, conn: RoutedConnection, choice: UpstreamChoice): void {
+  private toHttp2(
+    req: http.IncomingMessage,
+    res: http.ServerResponse,
+    conn: RoutedConnection,
+    choice: UpstreamChoice,
+    open: MeshRequestOpener,
+    mesh: boolean,
+  ): void {
     let released = false;
     const release = (): void => {
       if (released) return;
@@ -240,88 +255,102 @@ export class Http1Forwarder {
       choice.done();
     };
     res.once('close', release);
+    const target = originForm(req.url ?? '/');
+    const headers: http2.OutgoingHttpHeaders = {
+      ':method': req.method ?? 'GET',
+      ':path': target.path,
+      ':scheme': 'http',
+    };
+    const raw = endToEndRawHeaders(req.rawHeaders, { keepTeTrailers: true });
+    for (let i = 0; i < raw.length; i += 2) {
+      const name = (raw[i] as string).toLowerCase();
+      const value = raw[i + 1] as string;
+      if (name === 'host') headers[':authority'] = value;
+      // Node's server answered 100 Continue already (a proxy's job, as Envoy does by default).
+      else if (name === 'expect') continue;
+      else {
+        const prev = headers[name];
+        headers[name] = prev === undefined ? value : Array.isArray(prev) ? [...prev, value] : [String(prev), value];
+      }
+    }
+    if (target.authority) headers[':authority'] = target.authority;
+    if (mesh) {
+      headers[MeshHeader.Destination] = choice.authority;
+      headers[MeshHeader.Protocol] = conn.upstreamProtocol;
+    }
+    const hasBody = req.headers['content-length'] !== undefined ? req.headers['content-length'] !== '0' : req.headers['transfer-encoding'] !== undefined;
     req.pause();
-    this.pool.h2SessionFor(choice).then(
-      (session) => {
-        if (res.destroyed) return;
-        const headers: http2.OutgoingHttpHeaders = {
-          ':method': req.method ?? 'GET',
-          ':path': req.url ?? '/',
-          ':scheme': 'http',
-        };
-        const raw = endToEndRawHeaders(req.rawHeaders, { keepTeTrailers: true });
-        for (let i = 0; i < raw.length; i += 2) {
-          const name = (raw[i] as string).toLowerCase();
-          const value = raw[i + 1] as string;
-          if (name === 'host') headers[':authority'] = value;
-          else {
-            const prev = headers[name];
-            headers[name] = prev === undefined ? value : Array.isArray(prev) ? [...prev, value] : [String(prev), value];
-          }
-        }
-        const hasBody = req.headers['content-length'] !== undefined ? req.headers['content-length'] !== '0' : req.headers['transfer-encoding'] !== undefined;
-        let up: http2.ClientHttp2Stream;
-        try {
-          up = session.request(headers, { endStream: !hasBody, waitForTrailers: hasBody });
-        } catch (err) {
-          this.log.info({ ...conn.logFields(), upstream: choice.authority, err: messageOf(err) }, 'upstream request failed');
-          this.respondError(res, 503, 'upstream unavailable');
+    let opened: Promise<http2.ClientHttp2Stream>;
+    try {
+      opened = open(headers, { endStream: !hasBody, waitForTrailers: hasBody });
+    } catch (err) {
+      opened = Promise.reject(err);
+    }
+    opened.then(
+      (up) => {
+        up.on('error', () => {});
+        if (res.destroyed) {
+          if (!up.closed) up.close(http2.constants.NGHTTP2_CANCEL);
           return;
         }
-        up.on('error', () => {});
-        if (hasBody) {
-          up.once('wantTrailers', () => {
-            const t: http2.OutgoingHttpHeaders = {};
-            for (const [k, v] of rawPairs(req.rawTrailers)) t[k.toLowerCase()] = v;
-            up.sendTrailers(t);
-          });
-          req.pipe(up);
-        } else req.resume();
-        let trailers: http2.IncomingHttpHeaders | undefined;
-        up.once('trailers', (t) => {
-          trailers = t;
-        });
-        up.once('response', (h) => {
-          const out: string[] = [];
-          for (const [k, v] of Object.entries(h)) {
-            if (k.startsWith(':') || v === undefined) continue;
-            for (const one of Array.isArray(v) ? v : [String(v)]) out.push(k, one);
-          }
-          res.writeHead(Number(h[':status']) || 502, endToEndRawHeaders(out) as unknown as http.OutgoingHttpHeaders);
-          up.pipe(res, { end: false });
-          up.once('end', () => {
-            if (up.rstCode !== undefined && up.rstCode !== http2.constants.NGHTTP2_NO_ERROR) {
-              res.destroy();
-              return;
-            }
-            if (trailers) {
-              const pairs: [string, string][] = [];
-              for (const [k, v] of Object.entries(trailers)) {
-                if (v === undefined || k.startsWith(':')) continue;
-                for (const one of Array.isArray(v) ? v : [String(v)]) pairs.push([k, one]);
-              }
-              if (pairs.length > 0) res.addTrailers(pairs);
-            }
-            res.end();
-          });
-        });
-        up.once('close', () => {
-          if (res.writableEnded) return;
-          if (!res.headersSent) this.respondError(res, 502, 'upstream reset');
-          else res.destroy();
-        });
-        res.once('close', () => {
-          if (!up.closed && !res.writableFinished) up.close(http2.constants.NGHTTP2_CANCEL);
-        });
+        this.exchangeHttp2(req, res, up, hasBody);
       },
       (err: NodeJS.ErrnoException) => {
         release();
-        this.log.info({ ...conn.logFields(), upstream: choice.authority, code: err.code, err: messageOf(err) }, 'upstream connect failed');
-        req.resume();
         const f = upstreamFailure(err.code);
+        this.log.info({ ...conn.logFields(), upstream: choice.authority, code: err.code, status: f.status, err: messageOf(err) }, 'upstream failed before response');
+        req.resume();
         this.respondError(res, f.status, f.text);
       },
     );
+  }
+
+  private exchangeHttp2(req: http.IncomingMessage, res: http.ServerResponse, up: http2.ClientHttp2Stream, hasBody: boolean): void {
+    if (hasBody) {
+      up.once('wantTrailers', () => {
+        const t: http2.OutgoingHttpHeaders = {};
+        for (const [k, v] of rawPairs(endToEndRawHeaders(req.rawTrailers))) t[k.toLowerCase()] = v;
+        up.sendTrailers(t);
+      });
+      req.pipe(up);
+    } else req.resume();
+    let trailers: http2.IncomingHttpHeaders | undefined;
+    up.once('trailers', (t) => {
+      trailers = t;
+    });
+    up.once('response', (h) => {
+      const out: string[] = [];
+      for (const [k, v] of Object.entries(h)) {
+        if (k.startsWith(':') || v === undefined) continue;
+        for (const one of Array.isArray(v) ? v : [String(v)]) out.push(k, one);
+      }
+      res.writeHead(Number(h[':status']) || 502, endToEndRawHeaders(out) as unknown as http.OutgoingHttpHeaders);
+      up.pipe(res, { end: false });
+      up.once('end', () => {
+        if (up.rstCode !== undefined && up.rstCode !== http2.constants.NGHTTP2_NO_ERROR) {
+          res.destroy();
+          return;
+        }
+        if (trailers) {
+          const pairs: [string, string][] = [];
+          for (const [k, v] of Object.entries(trailers)) {
+            if (v === undefined || k.startsWith(':')) continue;
+            for (const one of Array.isArray(v) ? v : [String(v)]) pairs.push([k, one]);
+          }
+          const kept = endToEndRawHeaders(pairs.flat());
+          if (kept.length > 0) res.addTrailers(rawPairs(kept));
+        }
+        res.end();
+      });
+    });
+    up.once('close', () => {
+      if (res.writableEnded) return;
+      if (!res.headersSent) this.respondError(res, 502, 'upstream reset');
+      else res.destroy();
+    });
+    res.once('close', () => {
+      if (!up.closed && !res.writableFinished) up.close(http2.constants.NGHTTP2_CANCEL);
+    });
   }
 
   private respondError(res: http.ServerResponse, status: number, text: string): void {
@@ -495,4 +524,16 @@ function closingResponse(status: number, text: string): string {
 /** The socket of a client connection held by the forwarder carries its routing context. */
 export function routedConnectionOf(socket: Socket): RoutedConnection | undefined {
   return (socket as SocketWithConn)[kConn];
+}
+
+/**
+ * The request target in origin-form: an absolute-form target (`GET http://host/p`, which a
+ * server must accept) is split into its authority and path, as an HTTP/2 request carries them.
+ */
+function originForm(target: string): { path: string; authority?: string } {
+  if (target.charCodeAt(0) === 47 /* / */ || target === '*') return { path: target };
+  const m = /^[a-z][a-z0-9+.-]*:\/\/([^/?#]*)([^#]*)/i.exec(target);
+  if (!m) return { path: target };
+  const path = m[2] === '' ? '/' : (m[2] as string);
+  return { path: path.startsWith('?') ? `/${path}` : path, authority: m[1] as string };
 }

@@ -3,8 +3,15 @@
  * knows nothing about services, load balancers or tunnels: per client connection, a way to
  * choose an upstream for each request and to open a stream to it.
  */
+import type { ClientHttp2Stream, ClientSessionRequestOptions, OutgoingHttpHeaders } from 'node:http2';
 import type { Duplex } from 'node:stream';
-import { OutboundCode } from '../codes.js';
+import { OutboundCode, TunnelCode } from '../codes.js';
+
+/** Opens one HTTP/2 request stream (headers as given, `skein-*` included) to an agent. */
+export type MeshRequestOpener = (
+  headers: OutgoingHttpHeaders,
+  opts: ClientSessionRequestOptions & { signal?: AbortSignal },
+) => Promise<ClientHttp2Stream>;
 
 /** One request's upstream: the chosen endpoint and how to reach it. */
 export interface UpstreamChoice {
@@ -12,8 +19,14 @@ export interface UpstreamChoice {
   readonly key: string;
   /** `ip:port` ([v6]:port) of the endpoint, for logs and the HTTP/2 session URL. */
   readonly authority: string;
-  /** Opens a new byte stream to the endpoint (tunnel, same-node inbound, or direct). */
+  /** Opens a new byte stream to the endpoint (tunnel, same-node inbound, or direct): L4 and upgrades. */
   connect(signal?: AbortSignal): Promise<Duplex>;
+  /**
+   * Present when a skein agent serves the endpoint (another node's over the tunnel, or this
+   * one's inbound side): each HTTP request then travels as its own HTTP/2 request stream to
+   * that agent, carrying the mesh-headers.ts fields, instead of over a byte stream.
+   */
+  readonly request?: MeshRequestOpener;
   /** The request finished (any outcome): releases the load balancer's in-flight count. */
   done(): void;
 }
@@ -53,7 +66,7 @@ export interface HttpRequestRecord {
 
 /** How a failed upstream request is answered: status, gRPC status, text. */
 export function upstreamFailure(code: string | undefined): { status: number; grpcStatus: number; text: string } {
-  if (code === OutboundCode.UpstreamDenied) return { status: 403, grpcStatus: 7, text: 'access denied by destination policy' };
-  if (code === OutboundCode.UpstreamConnectFailed) return { status: 503, grpcStatus: 14, text: 'upstream connect error' };
+  if (code === OutboundCode.UpstreamDenied || code === TunnelCode.SourceDenied) return { status: 403, grpcStatus: 7, text: 'access denied by destination policy' };
+  if (code === OutboundCode.UpstreamConnectFailed || code === TunnelCode.AppUnreachable) return { status: 503, grpcStatus: 14, text: 'upstream connect error' };
   return { status: 502, grpcStatus: 14, text: 'upstream reset' };
 }

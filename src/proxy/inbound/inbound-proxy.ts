@@ -11,6 +11,7 @@
  * Keeping the three transports on this one path is what makes same-node traffic get the same
  * policy and telemetry as cross-node traffic.
  */
+import type { ClientHttp2Stream, ClientSessionRequestOptions, OutgoingHttpHeaders } from 'node:http2';
 import { type Duplex, duplexPair } from 'node:stream';
 import type { SpiffeId, Workload } from '../../config/model.js';
 import { SkeinError, hasCode, messageOf } from '../../errors.js';
@@ -19,6 +20,7 @@ import { type PipeResult, pipeBidirectional } from '../tcp/l4-pipe.js';
 import type { AppConnector, LocalInbound } from './types.js';
 import { TunnelCode } from '../codes.js';
 import { deadline } from '../deadline.js';
+import { InboundHttp, type InboundHttpRequest, type InboundHttpStats, type InboundRequestRecord } from './inbound-http.js';
 
 export type InboundTransport = 'hbone' | 'local' | 'plaintext';
 
@@ -46,6 +48,8 @@ export interface InboundRequest {
   port: number;
   /** Request headers of the CONNECT (traceparent, forwarded-for...), when any. */
   headers?: Record<string, string>;
+  /** Set for one HTTP request (L7, authorized per request); absent for a connection (L4). */
+  http?: InboundHttpRequest;
 }
 
 export interface InboundDecision {
@@ -87,13 +91,24 @@ export interface InboundProxyOptions {
   appConnectTimeoutMs?: number;
   /** Telemetry hook (metrics): called once per connection, served or refused. */
   onConnection?: (rec: InboundConnectionRecord) => void;
+  /**
+   * A connected pair of kernel stream sockets (the agent: an AF_UNIX socketpair). With it,
+   * same-node HTTP requests travel as request streams on in-memory HTTP/2 sessions over such
+   * pairs; without it, they go over `openLocal` byte streams (no per-request hooks).
+   */
+  socketPair?: () => [Duplex, Duplex];
+  /** Telemetry hook: called once per HTTP request served (or refused) here, reporter destination. */
+  onRequest?: (rec: InboundRequestRecord) => void;
 }
 
 export interface InboundStats {
+  /** Connections (L4, upgrades) piped now, served, refused, app unreachable. */
   active: number;
   served: number;
   refused: number;
   unavailable: number;
+  /** HTTP requests from other agents and same-node pods (L7). */
+  http: InboundHttpStats;
 }
 
 const allowAll: InboundAuthorizer = () => ({ allow: true });
@@ -105,7 +120,10 @@ export class InboundProxy implements LocalInbound {
   private readonly idleTimeoutMs: number;
   private readonly appConnectTimeoutMs: number;
   private readonly onConnection: ((rec: InboundConnectionRecord) => void) | undefined;
-  readonly stats: InboundStats = { active: 0, served: 0, refused: 0, unavailable: 0 };
+  private readonly onRequest: ((rec: InboundRequestRecord) => void) | undefined;
+  readonly stats: InboundStats;
+  /** The L7 side: request streams from other agents and from this agent's outbound side. */
+  readonly http: InboundHttp;
 
   constructor(opts: InboundProxyOptions) {
     this.app = opts.app;
@@ -114,6 +132,51 @@ export class InboundProxy implements LocalInbound {
     this.idleTimeoutMs = opts.idleTimeoutMs ?? 0;
     this.appConnectTimeoutMs = opts.appConnectTimeoutMs ?? 5_000;
     this.onConnection = opts.onConnection;
+    this.onRequest = opts.onRequest;
+    this.http = new InboundHttp({
+      app: this.app,
+      log: this.log,
+      appConnectTimeoutMs: this.appConnectTimeoutMs,
+      authorize: (ctx, port, http) => {
+        const req: InboundRequest = { transport: ctx.transport, source: ctx.source, workload: ctx.workload, port, http };
+        if (ctx.sourceAddress !== undefined) req.sourceAddress = ctx.sourceAddress;
+        return this.authorize(req);
+      },
+      onRequest: (rec) => this.emitRequest(rec),
+      ...(opts.socketPair ? { socketPair: opts.socketPair } : {}),
+    });
+    if (!opts.socketPair) this.requestLocal = undefined;
+    this.stats = { active: 0, served: 0, refused: 0, unavailable: 0, http: this.http.stats };
+  }
+
+  /**
+   * Same-node L7: one request stream to local pod `workload`, served by `http` with the same
+   * hooks. Undefined when no socket pairs were given (see `socketPair`).
+   */
+  requestLocal?: (source: SpiffeId, workload: Workload, headers: OutgoingHttpHeaders, opts: ClientSessionRequestOptions) => Promise<ClientHttp2Stream> = (
+    source,
+    workload,
+    headers,
+    opts,
+  ) => Promise.resolve(this.http.requestLocal(source, workload, headers, opts));
+
+  /** A local pod is no longer served: close its pooled app connections and sessions. */
+  forgetWorkload(uid: string): void {
+    this.http.forget(uid);
+  }
+
+  close(): void {
+    this.http.close();
+  }
+
+  private emitRequest(rec: InboundRequestRecord): void {
+    const failed = rec.status === 0 || rec.status >= 500 || rec.reason !== undefined;
+    this.log[failed ? 'warn' : 'info']({ access: rec }, 'inbound request');
+    try {
+      this.onRequest?.(rec);
+    } catch (err) {
+      this.log.error({ err: messageOf(err) }, 'inbound telemetry hook threw');
+    }
   }
 
   /**

@@ -3,6 +3,7 @@
  * agent implements) and the same-node entry the outbound side calls (LocalInbound, which
  * InboundProxy implements). Tunnel, same-node and plaintext paths all end in InboundProxy.
  */
+import type { ClientHttp2Stream, ClientSessionRequestOptions, OutgoingHttpHeaders } from 'node:http2';
 import type { Duplex } from 'node:stream';
 import type { SpiffeId, Workload } from '../../config/model.js';
 
@@ -25,4 +26,9 @@ export interface LocalInbound {
     port: number,
     opts?: { signal?: AbortSignal; headers?: Record<string, string> },
   ): Promise<Duplex>;
+  /**
+   * Same-node L7: one HTTP request as a request stream served by the inbound side (skein-*
+   * fields included). Optional: without it, same-node HTTP goes over `openLocal` streams.
+   */
+  requestLocal?(source: SpiffeId, workload: Workload, headers: OutgoingHttpHeaders, opts: ClientSessionRequestOptions): Promise<ClientHttp2Stream>;
 }

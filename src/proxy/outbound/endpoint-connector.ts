@@ -7,6 +7,7 @@
  * Every failure becomes OutboundCode.UpstreamConnectFailed (with the cause), which the HTTP side maps to
  * 503 and the L4 side to a reset.
  */
+import type { ClientHttp2Stream, ClientSessionRequestOptions, OutgoingHttpHeaders } from 'node:http2';
 import type { Duplex } from 'node:stream';
 import type { Endpoint, Workload } from '../../config/model.js';
 import type { ConfigStore } from '../../config/store.js';
@@ -73,18 +74,67 @@ export class EndpointConnector {
         d.done();
       }
     } catch (err) {
-      if (hasCode(err, OutboundCode.UpstreamConnectFailed) || hasCode(err, OutboundCode.UpstreamDenied)) throw err;
-      // The destination's agent refused this source (authentication or authorization): not an
-      // outage, and the app should be told so (403), not invited to retry (503).
-      const denied = hasCode(err, TunnelCode.SourceDenied) || hasCode(err, TunnelCode.WrongDestination);
-      throw new SkeinError(
-        denied ? OutboundCode.UpstreamDenied : OutboundCode.UpstreamConnectFailed,
-        `cannot reach ${ep.ip}:${port} (${path}): ${messageOf(err)}`,
-        { endpoint: `${ep.ip}:${port}`, path, cause: (err as { code?: string }).code },
-        { cause: err },
-      );
+      throw failure(err, ep, port, path);
     }
   }
+
+  /**
+   * Whether HTTP requests to `ep` travel as request streams to a skein agent (L7 between
+   * agents): meshed, and the tunnel (or, on this node, the inbound side) can carry them.
+   */
+  servesRequests(ep: Endpoint): boolean {
+    const path = this.pathTo(ep);
+    if (path === 'local') return this.opts.inbound?.requestLocal !== undefined;
+    return path === 'tunnel' && this.opts.tunnel.request !== undefined;
+  }
+
+  /** One HTTP request stream to the agent serving `ep` (see servesRequests). */
+  async request(
+    source: Workload,
+    ep: Endpoint,
+    port: number,
+    headers: OutgoingHttpHeaders,
+    o: ClientSessionRequestOptions & { signal?: AbortSignal },
+  ): Promise<ClientHttp2Stream> {
+    const path = this.pathTo(ep);
+    try {
+      if (path === 'local') {
+        const workload = this.opts.store.workloadByUid(ep.workloadUid as string);
+        const local = this.opts.inbound?.requestLocal;
+        if (workload && local) return await local.call(this.opts.inbound, source.identity, workload, headers, o);
+      }
+      const tunnel = this.opts.tunnel;
+      if (!tunnel.request) throw new SkeinError(OutboundCode.UpstreamConnectFailed, 'the tunnel carries no request streams');
+      return await tunnel.request(
+        source.identity,
+        {
+          address: ep.ip,
+          port,
+          identity: ep.identity as string,
+          node: ep.node ?? '',
+          ...(this.opts.tunnelPort ? { tunnelPort: this.opts.tunnelPort } : {}),
+        },
+        headers,
+        o,
+      );
+    } catch (err) {
+      throw failure(err, ep, port, path);
+    }
+  }
+}
+
+/** Every failure to open becomes UpstreamConnectFailed, or UpstreamDenied when the destination refused the source. */
+function failure(err: unknown, ep: Endpoint, port: number, path: string): unknown {
+  if (hasCode(err, OutboundCode.UpstreamConnectFailed) || hasCode(err, OutboundCode.UpstreamDenied)) return err;
+  // The destination's agent refused this source (authentication or authorization): not an
+  // outage, and the app should be told so (403), not invited to retry (503).
+  const denied = hasCode(err, TunnelCode.SourceDenied) || hasCode(err, TunnelCode.WrongDestination);
+  return new SkeinError(
+    denied ? OutboundCode.UpstreamDenied : OutboundCode.UpstreamConnectFailed,
+    `cannot reach ${ep.ip}:${port} (${path}): ${messageOf(err)}`,
+    { endpoint: `${ep.ip}:${port}`, path, cause: (err as { code?: string }).code },
+    { cause: err },
+  );
 }
 
 function opts(signal: AbortSignal | undefined): { signal?: AbortSignal } {

@@ -24,7 +24,7 @@ import { sniffProtocol } from '../detect/sniff.js';
 import { type Http1Options, Http1Forwarder } from '../http/http1-forwarder.js';
 import { type Http2Options, Http2Forwarder } from '../http/http2-forwarder.js';
 import { RefusalLog } from '../http/refusals.js';
-import type { HttpRequestRecord, HttpVersion, RoutedConnection, UpstreamChoice } from '../http/types.js';
+import type { HttpRequestRecord, HttpVersion, MeshRequestOpener, RoutedConnection, UpstreamChoice } from '../http/types.js';
 import { UpstreamPool, type UpstreamPoolOptions } from '../http/upstream-pool.js';
 import { type PipeResult, pipeBidirectional, resetStream } from '../tcp/l4-pipe.js';
 import { type Destination, resolveDestination } from './destination.js';
@@ -115,6 +115,16 @@ class Choice implements UpstreamChoice {
     if (this.released) return;
     this.released = true;
     this.lb?.end(this.endpoint);
+  }
+}
+
+/** An upstream served by a skein agent: each HTTP request is its own request stream to it. */
+class MeshChoice extends Choice {
+  readonly request: MeshRequestOpener;
+
+  constructor(proxy: OutboundProxy, source: Workload, endpoint: Endpoint, port: number, lb: LoadBalancer | undefined) {
+    super(proxy, source, endpoint, port, lb);
+    this.request = (headers, o) => proxy.connector.request(source, endpoint, port, headers, o);
   }
 }
 
@@ -227,10 +237,14 @@ export class OutboundProxy {
   choose(source: Workload, dest: Destination): UpstreamChoice | undefined {
     if (dest.kind === 'service') {
       const sel = this.selector.select(dest.service, dest.servicePort);
-      return sel ? new Choice(this, source, sel.endpoint, sel.port, sel.lb) : undefined;
+      return sel ? this.choiceOf(source, sel.endpoint, sel.port, sel.lb) : undefined;
     }
-    if (dest.kind === 'workload') return new Choice(this, source, dest.endpoint, dest.port, undefined);
+    if (dest.kind === 'workload') return this.choiceOf(source, dest.endpoint, dest.port, undefined);
     return undefined;
+  }
+
+  private choiceOf(source: Workload, ep: Endpoint, port: number, lb: LoadBalancer | undefined): Choice {
+    return this.connector.servesRequests(ep) ? new MeshChoice(this, source, ep, port, lb) : new Choice(this, source, ep, port, lb);
   }
 
   private l7(socket: Socket, ctx: OutboundConnectionContext, protocol: HttpVersion, upstream: HttpVersion): void {

@@ -18,7 +18,13 @@
  * changes, the next connect opens a session with the new credentials and the old sessions
  * drain: no new streams, closed when their last stream ends.
  */
-import { connect as h2connect, type ClientHttp2Session } from 'node:http2';
+import {
+  connect as h2connect,
+  type ClientHttp2Session,
+  type ClientHttp2Stream,
+  type ClientSessionRequestOptions,
+  type OutgoingHttpHeaders,
+} from 'node:http2';
 import type { Duplex } from 'node:stream';
 import { connect as tlsConnect, type PeerCertificate, type TLSSocket } from 'node:tls';
 import type { SpiffeId } from '../../config/model.js';
@@ -29,6 +35,7 @@ import { type Logger, silentLogger } from '../../telemetry/log.js';
 import { formatAuthority } from '../../config/address.js';
 import { checkPeerIdentity } from './spiffe-peer.js';
 import { openConnectStream } from './connect-stream.js';
+import { guardWritev } from './writev-guard.js';
 import { throwIfAborted, toTunnelError, withDeadline } from './tunnel-errors.js';
 import type { TunnelDialer, TunnelTarget } from './types.js';
 import { MeshPort } from '../../config/ports.js';
@@ -76,6 +83,8 @@ interface PooledSession {
   bundle: string;
   ready: Promise<ClientHttp2Session>;
   session?: ClientHttp2Session;
+  /** The session once `ready` resolved (SETTINGS received): used without awaiting. */
+  up?: ClientHttp2Session;
   /** Streams open plus streams reserved while the session is still handshaking. */
   active: number;
   draining: boolean;
@@ -119,8 +128,48 @@ export class TunnelPool implements TunnelDialer {
     target: TunnelTarget,
     opts: { signal?: AbortSignal; headers?: Record<string, string> } = {},
   ): Promise<Duplex> {
-    if (this.closed) throw new SkeinError(TunnelCode.Closed, 'tunnel pool is closed');
     const { signal } = opts;
+    const { pooled, session, release } = await this.sessionFor(source, target, signal);
+    try {
+      return await openConnectStream(session, pooled.tunnelAuthority, target, opts.headers, signal, this.connectTimeoutMs, release);
+    } catch (err) {
+      release();
+      throw err;
+    }
+  }
+
+  /**
+   * One HTTP request as its own stream on the pooled session to `target`'s agent (the L7 path
+   * between agents): `headers` as given (the caller adds the skein-* fields). Resolves once
+   * the stream is submitted; its response is the caller's to read.
+   */
+  async request(
+    source: SpiffeId,
+    target: TunnelTarget,
+    headers: OutgoingHttpHeaders,
+    opts: ClientSessionRequestOptions & { signal?: AbortSignal },
+  ): Promise<ClientHttp2Stream> {
+    const { pooled, session, release } = await this.sessionFor(source, target, opts.signal);
+    let stream: ClientHttp2Stream;
+    try {
+      // Writers of this stream include Node's HTTP/1 server piping a body: see writev-guard.ts.
+      stream = guardWritev(session.request(headers, { endStream: opts.endStream ?? false, waitForTrailers: opts.waitForTrailers ?? false }));
+    } catch (err) {
+      // e.g. the session received GOAWAY between pick and request.
+      release();
+      throw toTunnelError(err, pooled.tunnelAuthority, target.identity);
+    }
+    stream.once('close', release);
+    return stream;
+  }
+
+  /** A ready session of the pool key for (source, target), with one stream reserved on it. */
+  private async sessionFor(
+    source: SpiffeId,
+    target: TunnelTarget,
+    signal: AbortSignal | undefined,
+  ): Promise<{ pooled: PooledSession; session: ClientHttp2Session; release: () => void }> {
+    if (this.closed) throw new SkeinError(TunnelCode.Closed, 'tunnel pool is closed');
     throwIfAborted(signal);
     const cert = await this.identity.certificateFor(source, signal);
     throwIfAborted(signal);
@@ -138,8 +187,9 @@ export class TunnelPool implements TunnelDialer {
       this.release(pooled);
     };
     try {
-      const session = await withDeadline(pooled.ready, this.connectTimeoutMs, signal, 'TLS session');
-      return await openConnectStream(session, pooled.tunnelAuthority, target, opts.headers, signal, this.connectTimeoutMs, release);
+      // A ready session needs no deadline (and no timer per request).
+      const session = pooled.up ?? await withDeadline(pooled.ready, this.connectTimeoutMs, signal, 'TLS session');
+      return { pooled, session, release };
     } catch (err) {
       release();
       throw err;
@@ -309,6 +359,7 @@ export class TunnelPool implements TunnelDialer {
           }
           this.startKeepalive(s, session);
           log.debug('tunnel session up');
+          s.up = session;
           resolve(session);
         });
         session.on('error', (err) => {

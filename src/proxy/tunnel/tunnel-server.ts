@@ -33,7 +33,14 @@
  * that when the workload certificate or the trust bundle changed; it also runs every
  * `credentialRefreshMs`.
  */
-import { constants as h2c, createSecureServer, type Http2SecureServer, type ServerHttp2Session, type ServerHttp2Stream } from 'node:http2';
+import {
+  constants as h2c,
+  createSecureServer,
+  type Http2SecureServer,
+  type IncomingHttpHeaders,
+  type ServerHttp2Session,
+  type ServerHttp2Stream,
+} from 'node:http2';
 import type { AddressInfo } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import type { Workload } from '../../config/model.js';
@@ -43,6 +50,8 @@ import type { IdentitySource, WorkloadCertificate } from '../../identity/workloa
 import { type Logger, silentLogger } from '../../telemetry/log.js';
 import { H2_MAX_REJECTED_STREAMS, H2AbuseGuard } from '../http/h2-abuse-guard.js';
 import type { InboundProxy, InboundRequest } from '../inbound/inbound-proxy.js';
+import { type InboundHttpContext, podAddresses } from '../inbound/inbound-http.js';
+import { MeshHeader } from '../http/mesh-headers.js';
 import { canonicalIp } from '../../config/address.js';
 import { parseAuthority } from './authority.js';
 import { classifyTlsRefusal } from './tls-refusal.js';
@@ -160,7 +169,7 @@ export class TunnelServer {
 
   private constructor(opts: TunnelServerOptions, cert: WorkloadCertificate) {
     this.workload = opts.workload;
-    this.addresses = addressSet(opts.workload);
+    this.addresses = podAddresses(opts.workload);
     this.identity = opts.identity;
     this.inbound = opts.inbound;
     this.log = (opts.logger ?? silentLogger()).child({ component: 'tunnel-server', workload: `${opts.workload.namespace}/${opts.workload.name}` });
@@ -244,7 +253,7 @@ export class TunnelServer {
       this.log.debug({ err: messageOf(err) }, 'tunnel session error');
     });
     this.server.on('session', (session) => this.onSession(session));
-    this.server.on('stream', (stream, headers) => this.onStream(stream, headers));
+    this.server.on('stream', (stream, headers, flags) => this.onStream(stream, headers, flags));
 
     const every = opts.credentialRefreshMs ?? 30_000;
     if (every > 0) {
@@ -275,7 +284,7 @@ export class TunnelServer {
   /** The pod's record changed (IPs, labels, identity is the same service account). */
   updateWorkload(workload: Workload): void {
     this.workload = workload;
-    this.addresses = addressSet(workload);
+    this.addresses = podAddresses(workload);
   }
 
   /**
@@ -385,7 +394,7 @@ export class TunnelServer {
     state.idleTimer.unref();
   }
 
-  private onStream(stream: ServerHttp2Stream, headers: Record<string, string | string[] | undefined>): void {
+  private onStream(stream: ServerHttp2Stream, headers: IncomingHttpHeaders, flags: number): void {
     this.stats.streams++;
     // First: a session judged abusive gets no work done for any stream it still opens.
     if (!this.guard.admit(stream)) return;
@@ -418,6 +427,13 @@ export class TunnelServer {
     base.source = state.peer.identity;
 
     const method = headers[':method'];
+    // Any other method is one HTTP request between agents (L7): served by the inbound side.
+    if (method !== 'CONNECT' && headers[MeshHeader.Destination] !== undefined) {
+      const ctx: InboundHttpContext = { transport: 'hbone', source: state.peer.identity, workload: this.workload };
+      if (state.remoteAddress !== undefined) ctx.sourceAddress = state.remoteAddress;
+      this.inbound.http.serve(stream, headers, flags, ctx, this.addresses);
+      return;
+    }
     if (method !== 'CONNECT') {
       this.stats.badRequest++;
       this.countRefusal(TunnelCode.RequestMalformed);
@@ -462,15 +478,6 @@ const sessionStates = new WeakMap<ServerHttp2Session, SessionState>();
 function respond(stream: ServerHttp2Stream, status: number): void {
   if (stream.destroyed || stream.closed || stream.headersSent) return;
   stream.respond({ ':status': status }, { endStream: true });
-}
-
-function addressSet(w: Workload): Set<string> {
-  const out = new Set<string>();
-  for (const ip of w.ips) {
-    const c = canonicalIp(ip);
-    if (c) out.add(c);
-  }
-  return out;
 }
 
 function forwardedHeaders(headers: Record<string, string | string[] | undefined>): Record<string, string> | undefined {

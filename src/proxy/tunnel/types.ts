@@ -3,6 +3,7 @@
  * h2, an HTTP/2 CONNECT stream per proxied connection, `:authority` = `podIP:port`. (What the
  * receiving end delivers to is the inbound side's contract, in ../inbound/types.ts.)
  */
+import type { ClientHttp2Stream, ClientSessionRequestOptions, OutgoingHttpHeaders } from 'node:http2';
 import type { Duplex } from 'node:stream';
 import type { SpiffeId } from '../../config/model.js';
 
@@ -22,5 +23,15 @@ export interface TunnelDialer {
     target: TunnelTarget,
     opts?: { signal?: AbortSignal; headers?: Record<string, string> },
   ): Promise<Duplex>;
+  /**
+   * One HTTP request as an HTTP/2 request stream to the target's agent (L7 between agents).
+   * Optional: a dialer without it carries HTTP over CONNECT streams.
+   */
+  request?(
+    source: SpiffeId,
+    target: TunnelTarget,
+    headers: OutgoingHttpHeaders,
+    opts: ClientSessionRequestOptions & { signal?: AbortSignal },
+  ): Promise<ClientHttp2Stream>;
   close(): Promise<void>;
 }

@@ -207,6 +207,9 @@ export class FakeKernel {
         return s.netnsCookie;
       },
       mountBpffs() {},
+      socketPair(): [number, number] {
+        throw new Error('the fake kernel makes no socket pairs');
+      },
       closeFd(fd) {
         k.fds.delete(fd);
       },
