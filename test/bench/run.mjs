@@ -19,6 +19,7 @@
  * Environment knobs (for development; defaults are what `make bench` measures):
  *   BENCH_MODES=direct-http,skein-l4,...  run only these modes (bulk runs when its modes are chosen)
  *   BENCH_RATES=1000,5000   BENCH_OPEN_S=8   BENCH_CLOSED_S=6   BENCH_BULK_S=4   BENCH_NO_MESH=1
+ *   BENCH_AGENT_NODE_OPTIONS='--cpu-prof --cpu-prof-dir=DIR'   NODE_OPTIONS of the agents (profiles)
  *   BENCH_NICE=-10   run the bench and everything it starts at this nice level (on a machine
  *                    shared with other work; off by default: it takes CPU from that work)
  *
@@ -167,7 +168,15 @@ async function main() {
   let rec;
   let meshDown = null;
   const up = async (mesh) => {
-    const r = await lab.labUp({ scenarioFile, ownerPid: process.pid, mesh, progress: (l) => log(l) });
+    // Profiling: BENCH_AGENT_NODE_OPTIONS='--cpu-prof --cpu-prof-dir=/tmp/prof' (written when the agents stop).
+    const agentOptions = env('BENCH_AGENT_NODE_OPTIONS', '');
+    const r = await lab.labUp({
+      scenarioFile,
+      ownerPid: process.pid,
+      mesh,
+      progress: (l) => log(l),
+      ...(agentOptions ? { agentEnv: { NODE_OPTIONS: agentOptions } } : {}),
+    });
     onCleanup(async () => {
       log(`lab ${r.id}: down`);
       await lab.labDown(r);
@@ -532,7 +541,8 @@ function verifyPath(mode, before, after, requests) {
     const sum = (s) => {
       const out = s.outbound.connections;
       const inb = s.inbound;
-      return Object.values(out).reduce((a, b) => a + b, 0) + (inb.served ?? 0) + (inb.refused ?? 0) + (inb.unavailable ?? 0);
+      const http = Object.values(inb.http?.requests ?? {}).reduce((a, b) => a + b, 0);
+      return Object.values(out).reduce((a, b) => a + b, 0) + (inb.served ?? 0) + (inb.refused ?? 0) + (inb.unavailable ?? 0) + http;
     };
     return { 'node-a': sum(after.skein['node-a']) - sum(before.skein['node-a']), 'node-b': sum(after.skein['node-b']) - sum(before.skein['node-b']) };
   };
@@ -569,11 +579,17 @@ function verifyPath(mode, before, after, requests) {
       if (agents === null) return { ok: false, reason: 'agent stats unreadable', evidence };
       const proto = mode.agentProtocol;
       const d = after.skein['node-a'].outbound.connections[proto] - before.skein['node-a'].outbound.connections[proto];
-      const served = after.skein['node-b'].inbound.served - before.skein['node-b'].inbound.served;
+      // L4: agent B pipes connections (inbound.served); L7: agent B serves each request
+      // (inbound.http.requests by what the app speaks, gRPC apart).
+      const l7Key = mode.proto === 'grpc' ? 'grpc' : 'http1';
+      const served =
+        mode.agentProtocol === 'tcp'
+          ? after.skein['node-b'].inbound.served - before.skein['node-b'].inbound.served
+          : (after.skein['node-b'].inbound.http?.requests?.[l7Key] ?? 0) - (before.skein['node-b'].inbound.http?.requests?.[l7Key] ?? 0);
       evidence.agentAOutbound = { [proto]: d };
-      evidence.agentBInboundServed = served;
+      evidence[mode.agentProtocol === 'tcp' ? 'agentBInboundServed' : 'agentBInboundRequests'] = served;
       if (!(d > 0)) return { ok: false, reason: `agent A's outbound ${proto} counter did not move`, evidence };
-      if (!(served > 0)) return { ok: false, reason: "agent B's inbound served counter did not move", evidence };
+      if (!(served > 0)) return { ok: false, reason: `agent B's inbound ${mode.agentProtocol === 'tcp' ? 'served' : `${l7Key} request`} counter did not move`, evidence };
       if (haTotal !== 0) return { ok: false, reason: `HAProxy carried ${haTotal} sessions`, evidence };
       return { ok: true, evidence };
     }

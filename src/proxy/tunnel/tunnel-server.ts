@@ -12,7 +12,10 @@
  * acceptable identity gets every stream answered 401. Every refusal is counted by code in
  * `stats.refusals` and reported through `onRefusal` (the agent's /stats and metrics).
  *
- * Each HTTP/2 stream must be `CONNECT` with `:authority` = `<this pod's IP>:<port>`. Answers:
+ * A stream that is not CONNECT but carries `skein-dst` is one HTTP request from another agent
+ * (L7 between agents): the inbound side serves it (inbound-http.ts), with the same peer
+ * identity and the same check that the destination is this pod. Every other stream must be
+ * `CONNECT` with `:authority` = `<this pod's IP>:<port>` (L4, HBONE). Answers:
  *   400  not CONNECT, or an authority that is not `ip:port`
  *   401  peer identity refused (bad SAN) or denied by the authorization hook
  *   403  the authority names an address that is not this pod's — the peer reached the wrong
@@ -52,7 +55,6 @@ import { H2_MAX_REJECTED_STREAMS, H2AbuseGuard } from '../http/h2-abuse-guard.js
 import type { InboundProxy, InboundRequest } from '../inbound/inbound-proxy.js';
 import { type InboundHttpContext, podAddresses } from '../inbound/inbound-http.js';
 import { MeshHeader } from '../http/mesh-headers.js';
-import { canonicalIp } from '../../config/address.js';
 import { parseAuthority } from './authority.js';
 import { classifyTlsRefusal } from './tls-refusal.js';
 import { checkPeerIdentity, type PeerIdentityCheck } from './spiffe-peer.js';
@@ -155,7 +157,10 @@ export class TunnelServer {
   private readonly sessionIdleTimeoutMs: number;
   private readonly sessionWindowBytes: number;
   private readonly guard: H2AbuseGuard;
-  private readonly refreshTimer: NodeJS.Timeout | undefined;
+  private refreshTimer: NodeJS.Timeout | undefined;
+  private readonly refreshEveryMs: number;
+  /** notAfter (ms) of the certificate installed now. */
+  private notAfter: number;
   private credentials: { certChainPem: string; bundle: string };
   /** Roots the installed TLS context trusts; the SPIFFE check uses the same snapshot. */
   private bundlePems: string[];
@@ -255,13 +260,25 @@ export class TunnelServer {
     this.server.on('session', (session) => this.onSession(session));
     this.server.on('stream', (stream, headers, flags) => this.onStream(stream, headers, flags));
 
-    const every = opts.credentialRefreshMs ?? 30_000;
-    if (every > 0) {
-      this.refreshTimer = setInterval(() => {
-        this.refreshCredentials().catch((err) => this.log.warn({ err: messageOf(err) }, 'tunnel credential refresh failed'));
-      }, every);
-      this.refreshTimer.unref();
-    }
+    this.refreshEveryMs = opts.credentialRefreshMs ?? 30_000;
+    this.notAfter = cert.notAfter.getTime();
+    this.scheduleRefresh();
+  }
+
+  /**
+   * Next credential check: every `credentialRefreshMs`, and sooner when the certificate has
+   * less life left (half of what remains, at least 250 ms): new TLS sessions must never be
+   * offered an expired certificate, whatever the certificate TTL (short in tests and labs).
+   */
+  private scheduleRefresh(): void {
+    if (this.closed || this.refreshEveryMs <= 0) return;
+    const halfLife = Math.max(250, (this.notAfter - Date.now()) / 2);
+    this.refreshTimer = setTimeout(() => {
+      this.refreshCredentials()
+        .catch((err) => this.log.warn({ err: messageOf(err) }, 'tunnel credential refresh failed'))
+        .finally(() => this.scheduleRefresh());
+    }, Math.min(this.refreshEveryMs, halfLife));
+    this.refreshTimer.unref();
   }
 
   /** Listen on a socket fd handed over by the capture layer (in the pod's netns), or a port. */
@@ -300,6 +317,7 @@ export class TunnelServer {
     this.bundlePems = bundle;
     this.credentials = { certChainPem: cert.certChainPem, bundle: joined };
     this.stats.credentialRotations++;
+    this.notAfter = cert.notAfter.getTime();
     this.log.info({ notAfter: cert.notAfter.toISOString(), roots: bundle.length }, 'tunnel server credentials rotated');
     return true;
   }
@@ -308,7 +326,7 @@ export class TunnelServer {
   async close(graceMs = 2_000): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    if (this.refreshTimer) clearInterval(this.refreshTimer);
+    if (this.refreshTimer) clearTimeout(this.refreshTimer);
     const closing = new Promise<void>((resolve) => this.server.close(() => resolve()));
     for (const s of this.sessions) s.close();
     const t = setTimeout(() => {
