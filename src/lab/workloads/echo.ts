@@ -178,6 +178,7 @@ const held = new Map<string, 'holding' | 'aborted' | 'finished'>();
  * - `/sem/slow?pieces=P&ms=M`: P pieces, M ms apart;
  * - `/sem/hold/<id>`: one piece, then nothing until the client goes away (recorded) or 30 s;
  * - `/sem/aborted/<id>`: whether the client abandoned `/sem/hold/<id>`;
+ * - `/sem/hints`: 103 Early Hints (a Link field), then 200;
  * - `/sem/reset`: 16 KiB of a body without a length, then the response is destroyed.
  * Returns false for an unknown `/sem/` path (the default JSON answers it).
  */
@@ -283,6 +284,16 @@ function handleSemantics(req: Req, res: Res, who: ReturnType<typeof podIdentity>
     res.statusCode = 200;
     res.setHeader('content-type', 'application/json');
     res.end(`${JSON.stringify({ id: arg, state: held.get(arg) ?? 'unknown' })}\n`);
+    return true;
+  }
+  if (route === 'hints') {
+    req.resume();
+    (res as ServerResponse).writeEarlyHints({ link: '</style.css>; rel=preload' });
+    setTimeout(() => {
+      res.statusCode = 200;
+      res.setHeader('content-type', 'text/plain');
+      res.end('after the hints\n');
+    }, 100);
     return true;
   }
   if (route === 'reset') {

@@ -389,6 +389,34 @@ async function semantics(host: string, port: number, grpcPort: number, expectedP
     return '100, then 200';
   });
 
+  // --- other 1xx: 103 Early Hints (a proxy forwards 1xx it did not ask for, RFC 9110 §15.2) ---
+  await check('http1: a 103 Early Hints from the app reaches the client before the 200', async () => {
+    const hints: number[] = [];
+    const { res } = await new Promise<{ res: http.IncomingMessage }>((resolve, reject) => {
+      const req = http.request({ host, port, path: `/sem/hints?tag=${tag}`, agent: false });
+      req.on('information', (i) => hints.push(i.statusCode));
+      req.on('error', reject);
+      req.on('response', (r) => {
+        r.resume();
+        r.on('end', () => resolve({ res: r }));
+      });
+      req.end();
+    });
+    assert(res.statusCode === 200, `status ${res.statusCode}`);
+    assert(hints.includes(103), `informational responses seen: ${JSON.stringify(hints)}`);
+    return '103, then 200';
+  });
+  await check('h2c: a 103 Early Hints from the app reaches the client before the 200', async () => {
+    const hints: number[] = [];
+    const r = await h2({ ':path': `/sem/hints?tag=${tag}` }, (req) => {
+      req.on('headers', (h) => hints.push(Number(h[':status'])));
+      req.end();
+    });
+    assert(Number(r.headers[':status']) === 200, `status ${r.headers[':status']}`);
+    assert(hints.includes(103), `informational responses seen: ${JSON.stringify(hints)}`);
+    return '103, then 200';
+  });
+
   // --- HEAD, 204, 304 on a keep-alive connection ---
   for (const [what, line, head, status] of [
     ['HEAD', `HEAD /sem/len/1000?tag=${tag} HTTP/1.1`, true, 200],
