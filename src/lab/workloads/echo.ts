@@ -3,8 +3,9 @@
  * Every answer names the pod that gave it, so tests and the demo see where traffic went.
  *
  * HTTP routes: GET /bytes/<n> streams n bytes; POST|PUT /echo streams the body back;
- * GET /status/<code> answers that status; GET /ws upgrades to a WebSocket echo; anything
- * else answers JSON describing the request (pod, protocol, headers, body size and sha256).
+ * GET /status/<code> answers that status; GET /ws upgrades to a WebSocket echo; `/sem/...`
+ * routes serve the HTTP-semantics tests (see `handleSemantics`); anything else answers JSON
+ * describing the request (pod, protocol, headers, body size and sha256).
  * TCP: echoes bytes; a connection whose first line is `WHOAMI` gets a JSON line first.
  */
 import { createHash } from 'node:crypto';
@@ -130,6 +131,7 @@ function handleHttp(req: Req, res: Res, who: ReturnType<typeof podIdentity>): vo
   res.setHeader('x-skein-pod', `${who.namespace}/${who.pod}`);
   res.setHeader('x-skein-node', who.node);
   const url = req.url ?? '/';
+  if (url.startsWith('/sem/') && handleSemantics(req, res, who, protocol)) return;
   const bytes = /^\/bytes\/(\d+)$/.exec(url);
   if (bytes && req.method === 'GET') {
     streamBytes(res, Number(bytes[1]));
@@ -161,6 +163,148 @@ function handleHttp(req: Req, res: Res, who: ReturnType<typeof podIdentity>): vo
     res.setHeader('content-type', 'application/json');
     res.end(`${body}\n`);
   });
+}
+
+/** Request ids whose response the client abandoned (`/sem/hold/<id>`), and those that finished. */
+const held = new Map<string, 'holding' | 'aborted' | 'finished'>();
+
+/**
+ * Server behaviour the HTTP-semantics tests need (test/e2e/mesh/l7-semantics.test.ts):
+ * - `/sem/info[?trailers]`: JSON of what arrived (raw headers, trailers, body size and sha256);
+ *   answers with two Set-Cookie fields and a reserved `skein-x` field (which no client may
+ *   see); `?trailers` sends the answer chunked with response trailers;
+ * - `/sem/len/<n>`: n bytes with a Content-Length (HEAD: the length, no body);
+ * - `/sem/status/<code>`: that status without a body (204, 304...);
+ * - `/sem/slow?pieces=P&ms=M`: P pieces, M ms apart;
+ * - `/sem/hold/<id>`: one piece, then nothing until the client goes away (recorded) or 30 s;
+ * - `/sem/aborted/<id>`: whether the client abandoned `/sem/hold/<id>`;
+ * - `/sem/hints`: 103 Early Hints (a Link field), then 200;
+ * - `/sem/reset`: 16 KiB of a body without a length, then the response is destroyed.
+ * Returns false for an unknown `/sem/` path (the default JSON answers it).
+ */
+function handleSemantics(req: Req, res: Res, who: ReturnType<typeof podIdentity>, protocol: string): boolean {
+  const url = new URL(req.url ?? '/', 'http://x');
+  const parts = url.pathname.split('/');
+  const route = parts[2] ?? '';
+  const arg = parts[3] ?? '';
+  const h1 = res as ServerResponse;
+  if (route === 'info') {
+    const hash = createHash('sha256');
+    let size = 0;
+    req.on('data', (c: Buffer) => {
+      size += c.length;
+      hash.update(c);
+    });
+    req.on('end', () => {
+      const body = `${JSON.stringify({
+        ...who,
+        protocol,
+        method: req.method,
+        path: req.url,
+        host: req.headers.host ?? req.headers[':authority'],
+        headers: req.headers,
+        rawHeaders: req.rawHeaders,
+        trailers: req.trailers,
+        body: { bytes: size, sha256: hash.digest('hex') },
+      })}\n`;
+      res.statusCode = 200;
+      res.setHeader('content-type', 'application/json');
+      res.setHeader('set-cookie', ['a=1; Path=/', 'b=2; Path=/']);
+      res.setHeader('skein-x', 'from-the-app');
+      if (url.searchParams.has('trailers')) {
+        if (protocol !== 'h2c') res.setHeader('trailer', 'x-res-trailer');
+        h1.write(body);
+        res.addTrailers({ 'x-res-trailer': 'done', 'x-res-trailer-2': 'also' });
+        res.end();
+      } else {
+        res.setHeader('content-length', String(Buffer.byteLength(body)));
+        res.end(body);
+      }
+    });
+    return true;
+  }
+  if (route === 'len') {
+    const n = Number(arg);
+    req.resume();
+    res.statusCode = 200;
+    res.setHeader('content-type', 'application/octet-stream');
+    res.setHeader('content-length', String(n));
+    if (req.method === 'HEAD') res.end();
+    else res.end(PATTERN.subarray(0, Math.min(n, PATTERN.length)));
+    return true;
+  }
+  if (route === 'status') {
+    req.resume();
+    res.statusCode = Number(arg);
+    if (res.statusCode === 304) res.setHeader('etag', '"v1"');
+    res.end();
+    return true;
+  }
+  if (route === 'slow') {
+    const pieces = Math.min(100, Number(url.searchParams.get('pieces') ?? 10));
+    const ms = Math.min(1000, Number(url.searchParams.get('ms') ?? 100));
+    req.resume();
+    res.statusCode = 200;
+    res.setHeader('content-type', 'text/plain');
+    let i = 0;
+    let gone = false;
+    res.once('close', () => {
+      gone = true;
+    });
+    const next = (): void => {
+      if (gone) return;
+      h1.write(`piece ${i} at ${Date.now()}\n`);
+      i += 1;
+      if (i < pieces) setTimeout(next, ms);
+      else res.end();
+    };
+    next();
+    return true;
+  }
+  if (route === 'hold') {
+    req.resume();
+    held.set(arg, 'holding');
+    res.statusCode = 200;
+    res.setHeader('content-type', 'text/plain');
+    h1.write('held until you go away\n');
+    // Our own flag: Http2ServerResponse reports writableFinished once its stream closed, reset or not.
+    let ended = false;
+    const timer = setTimeout(() => {
+      ended = true;
+      res.end();
+    }, 30_000);
+    res.once('close', () => {
+      clearTimeout(timer);
+      held.set(arg, ended ? 'finished' : 'aborted');
+    });
+    return true;
+  }
+  if (route === 'aborted') {
+    req.resume();
+    res.statusCode = 200;
+    res.setHeader('content-type', 'application/json');
+    res.end(`${JSON.stringify({ id: arg, state: held.get(arg) ?? 'unknown' })}\n`);
+    return true;
+  }
+  if (route === 'hints') {
+    req.resume();
+    (res as ServerResponse).writeEarlyHints({ link: '</style.css>; rel=preload' });
+    setTimeout(() => {
+      res.statusCode = 200;
+      res.setHeader('content-type', 'text/plain');
+      res.end('after the hints\n');
+    }, 100);
+    return true;
+  }
+  if (route === 'reset') {
+    req.resume();
+    res.statusCode = 200;
+    res.setHeader('content-type', 'application/octet-stream');
+    h1.write(PATTERN.subarray(0, 16 * 1024));
+    setTimeout(() => res.destroy(new Error('the app resets this response')), 200);
+    return true;
+  }
+  return false;
 }
 
 function streamBytes(res: Res, total: number): void {
