@@ -15,7 +15,7 @@ import type { ClientHttp2Stream, ClientSessionRequestOptions, OutgoingHttpHeader
 import { type Duplex, duplexPair } from 'node:stream';
 import type { SpiffeId, Workload } from '../../config/model.js';
 import { SkeinError, hasCode, messageOf } from '../../errors.js';
-import { type Logger, silentLogger } from '../../telemetry/log.js';
+import { type Logger, silentLogger, writeAccessLine } from '../../telemetry/log.js';
 import { type PipeResult, pipeBidirectional } from '../tcp/l4-pipe.js';
 import type { AppConnector, LocalInbound } from './types.js';
 import { TunnelCode } from '../codes.js';
@@ -171,7 +171,7 @@ export class InboundProxy implements LocalInbound {
 
   private emitRequest(rec: InboundRequestRecord): void {
     const failed = rec.status === 0 || rec.status >= 500 || rec.reason !== undefined;
-    this.log[failed ? 'warn' : 'info']({ access: rec }, 'inbound request');
+    writeAccessLine(this.log, failed ? 'warn' : 'info', 'inbound request', rec);
     try {
       this.onRequest?.(rec);
     } catch (err) {
@@ -327,7 +327,7 @@ export class InboundProxy implements LocalInbound {
   private emit(rec: InboundConnectionRecord): void {
     // One access-log line per connection.
     const level = rec.status === 200 ? 'info' : 'warn';
-    this.log[level]({ access: rec }, 'inbound connection');
+    writeAccessLine(this.log, level, 'inbound connection', rec);
     try {
       this.onConnection?.(rec);
     } catch (err) {

@@ -17,7 +17,7 @@ import type { Endpoint, SpiffeId, Workload } from '../../config/model.js';
 import type { ConfigStore } from '../../config/store.js';
 import { messageOf } from '../../errors.js';
 import type { Logger } from '../../telemetry/log.js';
-import { silentLogger } from '../../telemetry/log.js';
+import { silentLogger, writeAccessLine } from '../../telemetry/log.js';
 import { EndpointSelector } from '../../routing/endpoint-selector.js';
 import type { LoadBalancer } from '../../routing/load-balancer.js';
 import { sniffProtocol } from '../detect/sniff.js';
@@ -346,7 +346,7 @@ export class OutboundProxy {
   /** One access-log line and the telemetry hook, per finished request or connection. */
   emitRecord(rec: OutboundRecord): void {
     const failed = rec.status === 0 || (rec.status !== undefined && rec.status >= 500);
-    this.log[failed ? 'warn' : 'info']({ access: rec }, 'outbound');
+    writeAccessLine(this.log, failed ? 'warn' : 'info', 'outbound', rec);
     try {
       this.opts.onRecord?.(rec);
     } catch (err) {
