@@ -170,6 +170,14 @@ export class H2Relay {
       port: 1,
       [OPENER_OPTION]: () => choice.connect(),
     } as http.RequestOptions);
+    // 1xx the app sends on its own (103 Early Hints, 102) go on to the client (RFC 9110 §15.2).
+    up.on('information', (info: http.InformationEvent) => {
+      if (info.statusCode === 101 || stream.destroyed || stream.closed || stream.headersSent) return;
+      const h: http2.OutgoingHttpHeaders = { [HTTP2_HEADER_STATUS]: info.statusCode };
+      const raw = endToEndRawHeaders(info.rawHeaders);
+      for (let i = 0; i < raw.length; i += 2) h[(raw[i] as string).toLowerCase()] = raw[i + 1] as string;
+      stream.additionalHeaders(h);
+    });
     up.on('response', (upRes) => {
       if (stream.destroyed || stream.closed) {
         upRes.destroy();
@@ -271,6 +279,13 @@ export class H2Relay {
     let resTrailers: http2.IncomingHttpHeaders | undefined;
     up.once('trailers', (t: http2.IncomingHttpHeaders) => {
       resTrailers = t;
+    });
+    // Informational responses (103 Early Hints...) before the final one go on as they came.
+    up.on('headers', (info: http2.IncomingHttpHeaders) => {
+      const status = Number(info[HTTP2_HEADER_STATUS]);
+      if (status >= 100 && status < 200 && status !== 101 && !stream.destroyed && !stream.closed && !stream.headersSent) {
+        stream.additionalHeaders(endToEndH2Headers(info));
+      }
     });
     up.once('response', (resHeaders, resFlags) => {
       if (stream.destroyed || stream.closed) return;

@@ -193,6 +193,7 @@ export class Http1Forwarder {
       port: 1,
       [OPENER_OPTION]: () => choice.connect(),
     } as http.RequestOptions);
+    up.on('information', (info: http.InformationEvent) => relayInformational(res, info.statusCode, info.headers));
     up.on('response', (upRes) => {
       const headers = endToEndRawHeaders(upRes.rawHeaders);
       res.writeHead(upRes.statusCode ?? 502, upRes.statusMessage, headers as unknown as http.OutgoingHttpHeaders);
@@ -318,6 +319,9 @@ export class Http1Forwarder {
     up.once('trailers', (t) => {
       trailers = t;
     });
+    // Informational responses the app sent on its own: 103 Early Hints and 102 are what an
+    // HTTP/1.1 response can relay (Node writes no other 1xx); 100 was answered here already.
+    up.on('headers', (info: http2.IncomingHttpHeaders) => relayInformational(res, Number(info[':status']), info));
     up.once('response', (h) => {
       const out: string[] = [];
       for (const [k, v] of Object.entries(h)) {
@@ -536,4 +540,19 @@ function originForm(target: string): { path: string; authority?: string } {
   if (!m) return { path: target };
   const path = m[2] === '' ? '/' : (m[2] as string);
   return { path: path.startsWith('?') ? `/${path}` : path, authority: m[1] as string };
+}
+
+/** Relays a 102 or 103 (with its Link fields) to an HTTP/1.1 client before the final response. */
+function relayInformational(res: http.ServerResponse, status: number, headers: Record<string, string | string[] | undefined>): void {
+  if (res.headersSent || res.destroyed) return;
+  if (status === 103) {
+    const link = headers.link;
+    if (link === undefined) return;
+    const hints: Record<string, string | string[]> = { link };
+    for (const [k, v] of Object.entries(headers)) {
+      if (k.startsWith(':') || k === 'link' || v === undefined) continue;
+      hints[k] = v;
+    }
+    res.writeEarlyHints(hints);
+  } else if (status === 102) res.writeProcessing();
 }

@@ -26,15 +26,8 @@ const runner = join(repo, 'test', 'e2e', 'support', 'l7-semantics-client.ts');
 const from = 'shop/client-0'; // node-a
 const CLIENT_ID = 'spiffe://cluster.local/ns/shop/sa/client';
 
-/** Checks known to fail, by name: the bug they show (a `todo` instead of a failure). */
-const NO_1XX =
-  'bug: 1xx other than 100 are dropped (RFC 9110 §15.2: a proxy forwards them): H2Relay ignores informational ' +
-  "HEADERS ('headers' on the upstream stream) and the HTTP/1 app's 'information', and Http1Forwarder.exchangeHttp2 " +
-  'never writes one back to the HTTP/1.1 client';
-const KNOWN: Record<string, string> = {
-  'http1: a 103 Early Hints from the app reaches the client before the 200': NO_1XX,
-  'h2c: a 103 Early Hints from the app reaches the client before the 200': NO_1XX,
-};
+/** Checks known to fail, by name: the bug they show (a `todo` instead of a failure). None now. */
+const KNOWN: Record<string, string> = {};
 
 async function runChecks(rec: LabRecord, args: string[], timeoutMs: number): Promise<CheckResult[]> {
   const r = await labExecCaptured(rec, from, [process.execPath, '--import', 'tsx', runner, ...args], timeoutMs);
