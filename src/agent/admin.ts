@@ -100,6 +100,9 @@ export async function startAdmin(deps: AdminDeps, at: AdminAddresses): Promise<(
           tunnel: { refusals: Object.fromEntries(agent.tunnelRefusals) },
           listeners: { refusals: Object.fromEntries(agent.listenerRefusals) },
           capture: capture.counters(),
+          // Where the agent's memory is: V8 heap (total reserved, used), memory outside it
+          // held by JS objects (external, of which ArrayBuffers), and the process' RSS.
+          memory: process.memoryUsage(),
         });
       if (req.method === 'GET' && url.pathname === '/capture')
         return json(res, 200, {

@@ -162,6 +162,11 @@ export class CertificateStore extends EventEmitter implements IdentitySource {
    * (bounded by `waitTimeoutMs` and `signal`). Rejects with SKEIN_IDENTITY_NOT_HELD when no
    * local pod has this identity, and at once on a permanent CA refusal.
    */
+  currentCertificate(identity: SpiffeId): WorkloadCertificate | undefined {
+    const c = this.closed ? undefined : this.entries.get(identity)?.current;
+    return c && c.notAfter.getTime() > this.clock.now() ? c : undefined;
+  }
+
   certificateFor(identity: SpiffeId, signal?: AbortSignal): Promise<WorkloadCertificate> {
     if (this.closed) return Promise.reject(new SkeinError(IdentityCode.StoreClosed, 'certificate store is closed'));
     const e = this.entries.get(identity);

@@ -13,6 +13,8 @@ import { isSelfSigned, pemBlocks } from '../x509/pem.js';
 export class TrustBundle {
   private byFingerprint = new Map<string, { cert: X509Certificate; pem: string }>();
   private _version = 0;
+  /** rootsPem() of the current version: the data path asks for it on every new stream. */
+  private pemCache: { version: number; pems: string[] } | undefined;
 
   constructor(rootsPem: string[] = []) {
     if (rootsPem.length > 0) this.replace(rootsPem);
@@ -26,8 +28,12 @@ export class TrustBundle {
     return this.byFingerprint.size;
   }
 
+  /** The roots' PEMs: the same (frozen) array until the bundle changes, so callers can compare it by reference. */
   rootsPem(): string[] {
-    return [...this.byFingerprint.values()].map((r) => r.pem);
+    if (this.pemCache?.version !== this._version) {
+      this.pemCache = { version: this._version, pems: Object.freeze([...this.byFingerprint.values()].map((r) => r.pem)) as string[] };
+    }
+    return this.pemCache.pems;
   }
 
   roots(): X509Certificate[] {

@@ -18,6 +18,11 @@ export interface WorkloadCertificate {
  */
 export interface IdentitySource {
   certificateFor(identity: SpiffeId, signal?: AbortSignal): Promise<WorkloadCertificate>;
+  /**
+   * The current certificate of a held identity when there is a valid one, without waiting
+   * (the per-request fast path); undefined otherwise (then use certificateFor).
+   */
+  currentCertificate?(identity: SpiffeId): WorkloadCertificate | undefined;
   /** PEM roots currently trusted (several during a root rotation). */
   trustBundlePem(): string[];
   /** Trust domain this mesh's identities live in. */

@@ -88,8 +88,8 @@ export class EndpointConnector {
     return path === 'tunnel' && this.opts.tunnel.request !== undefined;
   }
 
-  /** One HTTP request stream to the agent serving `ep` (see servesRequests). */
-  async request(
+  /** One HTTP request stream to the agent serving `ep` (see servesRequests). Not async: one promise per request. */
+  request(
     source: Workload,
     ep: Endpoint,
     port: number,
@@ -97,29 +97,18 @@ export class EndpointConnector {
     o: ClientSessionRequestOptions & { signal?: AbortSignal },
   ): Promise<ClientHttp2Stream> {
     const path = this.pathTo(ep);
-    try {
-      if (path === 'local') {
-        const workload = this.opts.store.workloadByUid(ep.workloadUid as string);
-        const local = this.opts.inbound?.requestLocal;
-        if (workload && local) return await local.call(this.opts.inbound, source.identity, workload, headers, o);
-      }
-      const tunnel = this.opts.tunnel;
-      if (!tunnel.request) throw new SkeinError(OutboundCode.UpstreamConnectFailed, 'the tunnel carries no request streams');
-      return await tunnel.request(
-        source.identity,
-        {
-          address: ep.ip,
-          port,
-          identity: ep.identity as string,
-          node: ep.node ?? '',
-          ...(this.opts.tunnelPort ? { tunnelPort: this.opts.tunnelPort } : {}),
-        },
-        headers,
-        o,
-      );
-    } catch (err) {
+    const fail = (err: unknown): never => {
       throw failure(err, ep, port, path);
+    };
+    if (path === 'local') {
+      const workload = this.opts.store.workloadByUid(ep.workloadUid as string);
+      const local = this.opts.inbound?.requestLocal;
+      if (workload && local) return local.call(this.opts.inbound, source.identity, workload, headers, o).catch(fail);
     }
+    const tunnel = this.opts.tunnel;
+    if (!tunnel.request) return Promise.reject(failure(new Error('the tunnel carries no request streams'), ep, port, path));
+    const target = { address: ep.ip, port, identity: ep.identity as string, node: ep.node ?? '' };
+    return tunnel.request(source.identity, this.opts.tunnelPort ? { ...target, tunnelPort: this.opts.tunnelPort } : target, headers, o).catch(fail);
   }
 }
 

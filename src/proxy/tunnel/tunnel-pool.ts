@@ -106,6 +106,7 @@ export class TunnelPool implements TunnelDialer {
   private readonly sessionWindowBytes: number;
   private readonly maxSessionMemoryMb: number;
   private readonly pools = new Map<string, PooledSession[]>();
+  private bundleCache: { pems: string[]; joined: string } | undefined;
   private nextId = 1;
   private closed = false;
 
@@ -143,17 +144,36 @@ export class TunnelPool implements TunnelDialer {
    * between agents): `headers` as given (the caller adds the skein-* fields). Resolves once
    * the stream is submitted; its response is the caller's to read.
    */
-  async request(
+  request(
     source: SpiffeId,
     target: TunnelTarget,
     headers: OutgoingHttpHeaders,
     opts: ClientSessionRequestOptions & { signal?: AbortSignal },
   ): Promise<ClientHttp2Stream> {
-    const { pooled, session, release } = await this.sessionFor(source, target, opts.signal);
+    // Fast path, taken by every request once a session is up: no promise chain, no waiting.
+    const ready = this.readySession(source, target);
+    if (ready) {
+      try {
+        return Promise.resolve(this.submit(ready, target, headers, opts, () => this.release(ready)));
+      } catch (err) {
+        return Promise.reject(err);
+      }
+    }
+    return this.sessionFor(source, target, opts.signal).then(({ pooled, release }) => this.submit(pooled, target, headers, opts, release));
+  }
+
+  /** Submits one request stream on `pooled` (one stream already reserved on it); `release` frees it when the stream closes. */
+  private submit(
+    pooled: PooledSession,
+    target: TunnelTarget,
+    headers: OutgoingHttpHeaders,
+    opts: ClientSessionRequestOptions,
+    release: () => void,
+  ): ClientHttp2Stream {
     let stream: ClientHttp2Stream;
     try {
       // Writers of this stream include Node's HTTP/1 server piping a body: see writev-guard.ts.
-      stream = guardWritev(session.request(headers, { endStream: opts.endStream ?? false, waitForTrailers: opts.waitForTrailers ?? false }));
+      stream = guardWritev((pooled.up as ClientHttp2Session).request(headers, { endStream: opts.endStream ?? false, waitForTrailers: opts.waitForTrailers ?? false }));
     } catch (err) {
       // e.g. the session received GOAWAY between pick and request.
       release();
@@ -161,6 +181,44 @@ export class TunnelPool implements TunnelDialer {
     }
     stream.once('close', release);
     return stream;
+  }
+
+  /**
+   * A session of the pool key for (source, target) that is up, has room, and was opened with
+   * the current certificate and bundle (one stream reserved on it); undefined when a new one
+   * must be opened, a rotation handled, or a certificate waited for (the slow path does that).
+   */
+  private readySession(source: SpiffeId, target: TunnelTarget): PooledSession | undefined {
+    const list = this.pools.get(this.keyOf(source, target));
+    if (!list || list.length === 0) return undefined;
+    const cert = this.identity.currentCertificate?.(source);
+    if (!cert) return undefined;
+    const bundle = this.joinedBundle();
+    let chosen: PooledSession | undefined;
+    for (const s of list) {
+      if (!s.up || s.draining || s.closed) continue;
+      if (s.certChainPem !== cert.certChainPem || s.bundle !== bundle) return undefined; // rotation: the slow path drains
+      if (s.active < this.streamLimit(s) && (!chosen || s.active < chosen.active)) chosen = s;
+    }
+    if (!chosen) return undefined;
+    chosen.active++;
+    if (chosen.idleTimer) {
+      clearTimeout(chosen.idleTimer);
+      chosen.idleTimer = undefined;
+    }
+    return chosen;
+  }
+
+  private keyOf(source: SpiffeId, target: TunnelTarget): string {
+    // See the file comment: the dialled address is part of the key (one :15008 per pod netns).
+    return `${source}|${target.identity}|${target.node}|${formatAuthority(target.tunnelAddress ?? target.address, target.tunnelPort ?? MeshPort.Tunnel)}`;
+  }
+
+  /** The trust bundle as one string, computed once per bundle version (the array is cached by identity). */
+  private joinedBundle(): string {
+    const pems = this.identity.trustBundlePem();
+    if (pems !== this.bundleCache?.pems) this.bundleCache = { pems, joined: pems.join('\n') };
+    return this.bundleCache.joined;
   }
 
   /** A ready session of the pool key for (source, target), with one stream reserved on it. */
@@ -173,11 +231,10 @@ export class TunnelPool implements TunnelDialer {
     throwIfAborted(signal);
     const cert = await this.identity.certificateFor(source, signal);
     throwIfAborted(signal);
-    const bundle = this.identity.trustBundlePem().join('\n');
+    const bundle = this.joinedBundle();
     const tunnelAddress = target.tunnelAddress ?? target.address;
     const tunnelPort = target.tunnelPort ?? MeshPort.Tunnel;
-    // See the file comment: the dialled address is part of the key (one :15008 per pod netns).
-    const key = `${source}|${target.identity}|${target.node}|${formatAuthority(tunnelAddress, tunnelPort)}`;
+    const key = this.keyOf(source, target);
 
     const pooled = this.acquire({ key, target, cert, bundle, tunnelAddress, tunnelPort });
     let released = false;
