@@ -28,7 +28,7 @@ import { pipeBidirectional } from '../tcp/l4-pipe.js';
 import { endToEndRawHeaders, rawPairs } from './headers.js';
 import type { RefusalLog } from './refusals.js';
 import { MeshHeader } from './mesh-headers.js';
-import { type MeshRequestOpener, type RoutedConnection, type UpstreamChoice, upstreamFailure } from './types.js';
+import { type MeshRequestOpener, type RequestInfo, type RoutedConnection, type UpstreamChoice, upstreamFailure, upstreamFields } from './types.js';
 import { OPENER_OPTION, type UpstreamPool } from './upstream-pool.js';
 import { HttpCode, OutboundCode } from '../codes.js';
 
@@ -146,7 +146,7 @@ export class Http1Forwarder {
 
   private onRequest(req: http.IncomingMessage, res: http.ServerResponse): void {
     const conn = (req.socket as SocketWithConn)[kConn];
-    const choice = conn?.choose();
+    const choice = conn?.choose(requestInfoOf(req));
     if (conn) {
       const started = performance.now();
       res.once('close', () => {
@@ -156,7 +156,7 @@ export class Http1Forwarder {
           path: req.url ?? '',
           authority: req.headers.host ?? '',
           status: res.headersSent ? res.statusCode : 0,
-          ...(choice ? { upstream: choice.authority } : {}),
+          ...(choice ? upstreamFields(choice) : {}),
           durationMs: Math.round(performance.now() - started),
         });
       });
@@ -381,7 +381,7 @@ export class Http1Forwarder {
    */
   private onUpgrade(req: http.IncomingMessage, socket: Socket, head: Buffer): void {
     const conn = (socket as SocketWithConn)[kConn];
-    const choice = conn?.choose();
+    const choice = conn?.choose(requestInfoOf(req));
     const started = performance.now();
     let recorded = false;
     const record = (status: number): void => {
@@ -393,7 +393,7 @@ export class Http1Forwarder {
         path: req.url ?? '',
         authority: req.headers.host ?? '',
         status,
-        ...(choice ? { upstream: choice.authority } : {}),
+        ...(choice ? upstreamFields(choice) : {}),
         durationMs: Math.round(performance.now() - started),
       });
     };
@@ -555,4 +555,9 @@ function relayInformational(res: http.ServerResponse, status: number, headers: R
     }
     res.writeEarlyHints(hints);
   } else if (status === 102) res.writeProcessing();
+}
+
+/** The request as routing sees it. */
+function requestInfoOf(req: http.IncomingMessage): RequestInfo {
+  return { method: req.method ?? '', path: req.url ?? '', authority: req.headers.host ?? '', headers: req.headers };
 }

@@ -18,7 +18,7 @@ import type { Logger } from '../../telemetry/log.js';
 import { H2_MAX_REJECTED_STREAMS, H2AbuseGuard } from './h2-abuse-guard.js';
 import { H2Relay, isGrpc, streamOutcome } from './h2-relay.js';
 import type { RefusalLog } from './refusals.js';
-import type { RoutedConnection } from './types.js';
+import { type RoutedConnection, upstreamFields } from './types.js';
 import type { UpstreamPool } from './upstream-pool.js';
 import { HttpCode, OutboundCode } from '../codes.js';
 
@@ -122,7 +122,12 @@ export class Http2Forwarder {
       return;
     }
     const conn = state.conn;
-    const choice = conn.choose();
+    const choice = conn.choose({
+      method: String(headers[':method'] ?? ''),
+      path: String(headers[':path'] ?? ''),
+      authority: String(headers[':authority'] ?? headers.host ?? ''),
+      headers,
+    });
     const started = performance.now();
     stream.once('close', () => {
       conn.recordRequest({
@@ -131,7 +136,7 @@ export class Http2Forwarder {
         path: String(headers[':path'] ?? ''),
         authority: String(headers[':authority'] ?? headers.host ?? ''),
         ...streamOutcome(stream),
-        ...(choice ? { upstream: choice.authority } : {}),
+        ...(choice ? upstreamFields(choice) : {}),
         durationMs: Math.round(performance.now() - started),
       });
     });

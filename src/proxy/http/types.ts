@@ -3,6 +3,7 @@
  * knows nothing about services, load balancers or tunnels: per client connection, a way to
  * choose an upstream for each request and to open a stream to it.
  */
+import type { IncomingHttpHeaders } from 'node:http';
 import type { ClientHttp2Stream, ClientSessionRequestOptions, OutgoingHttpHeaders } from 'node:http2';
 import type { Duplex } from 'node:stream';
 import { OutboundCode, TunnelCode } from '../codes.js';
@@ -19,6 +20,8 @@ export interface UpstreamChoice {
   readonly key: string;
   /** `ip:port` ([v6]:port) of the endpoint, for logs and the HTTP/2 session URL. */
   readonly authority: string;
+  /** SPIFFE identity the endpoint must present (meshed endpoints); undefined outside the mesh. */
+  readonly identity?: string | undefined;
   /** Opens a new byte stream to the endpoint (tunnel, same-node inbound, or direct): L4 and upgrades. */
   connect(signal?: AbortSignal): Promise<Duplex>;
   /**
@@ -40,12 +43,21 @@ export interface RoutedConnection {
    * what the client speaks. When it differs from the client's, requests are translated.
    */
   readonly upstreamProtocol: HttpVersion;
-  /** Chooses an endpoint for one request; undefined when no endpoint is ready. */
-  choose(): UpstreamChoice | undefined;
+  /** Chooses an endpoint for one request (routing may look at it); undefined when no endpoint is ready. */
+  choose(req?: RequestInfo): UpstreamChoice | undefined;
   /** Fields identifying the connection in logs. */
   logFields(): Record<string, unknown>;
   /** One request finished (served, refused or failed): access log and telemetry. */
   recordRequest(rec: HttpRequestRecord): void;
+}
+
+/** What the source knows of one request when choosing where it goes (absent for L4). */
+export interface RequestInfo {
+  method: string;
+  path: string;
+  /** Host / :authority as the client sent it. */
+  authority: string;
+  headers: IncomingHttpHeaders;
 }
 
 /** What the HTTP side knows about one finished request. */
@@ -61,6 +73,8 @@ export interface HttpRequestRecord {
   grpcStatus?: number;
   /** Endpoint the request went to (`ip:port`), when one was chosen. */
   upstream?: string;
+  /** Its SPIFFE identity, when it is meshed. */
+  upstreamIdentity?: string;
   durationMs: number;
 }
 
@@ -69,4 +83,9 @@ export function upstreamFailure(code: string | undefined): { status: number; grp
   if (code === OutboundCode.UpstreamDenied || code === TunnelCode.SourceDenied) return { status: 403, grpcStatus: 7, text: 'access denied by destination policy' };
   if (code === OutboundCode.UpstreamConnectFailed || code === TunnelCode.AppUnreachable) return { status: 503, grpcStatus: 14, text: 'upstream connect error' };
   return { status: 502, grpcStatus: 14, text: 'upstream reset' };
+}
+
+/** The record fields naming the upstream a request went to. */
+export function upstreamFields(choice: UpstreamChoice): { upstream: string; upstreamIdentity?: string } {
+  return choice.identity ? { upstream: choice.authority, upstreamIdentity: choice.identity } : { upstream: choice.authority };
 }

@@ -61,6 +61,9 @@ export type InboundHttpAuthorizer = (
 
 /** One finished (or refused) inbound request: access log and telemetry, reporter destination. */
 export interface InboundRequestRecord extends HttpRequestRecord {
+  reporter: 'destination';
+  /** Istio's connection_security_policy: requests between agents are always mutual TLS (or same node). */
+  connectionSecurityPolicy: 'mutual_tls';
   transport: 'hbone' | 'local';
   source: SpiffeId;
   sourceAddress?: string;
@@ -390,6 +393,8 @@ export class InboundHttp {
   ): void {
     const w = ctx.workload;
     const rec: InboundRequestRecord = {
+      reporter: 'destination',
+      connectionSecurityPolicy: 'mutual_tls',
       protocol: 'http2',
       method: String(headers[':method'] ?? ''),
       path: String(headers[':path'] ?? ''),

@@ -63,6 +63,9 @@ export type InboundAuthorizer = (req: InboundRequest) => InboundDecision | Promi
 
 /** What is known about one inbound connection once it ended (or was refused). */
 export interface InboundConnectionRecord {
+  reporter: 'destination';
+  /** Istio's connection_security_policy: mutual_tls for tunnel and same-node, none for plaintext. */
+  connectionSecurityPolicy: 'mutual_tls' | 'none';
   transport: InboundTransport;
   source?: SpiffeId;
   sourceAddress?: string;
@@ -310,6 +313,8 @@ export class InboundProxy implements LocalInbound {
 
   private record(req: InboundRequest, status: number, received: number, sent: number, durationMs: number): InboundConnectionRecord {
     const rec: InboundConnectionRecord = {
+      reporter: 'destination',
+      connectionSecurityPolicy: req.transport === 'plaintext' ? 'none' : 'mutual_tls',
       transport: req.transport,
       workload: `${req.workload.namespace}/${req.workload.name}`,
       destinationIdentity: req.workload.identity,

@@ -18,7 +18,6 @@ import type { ConfigStore } from '../../config/store.js';
 import { messageOf } from '../../errors.js';
 import type { Logger } from '../../telemetry/log.js';
 import { silentLogger, writeAccessLine } from '../../telemetry/log.js';
-import { EndpointSelector } from '../../routing/endpoint-selector.js';
 import type { LoadBalancer } from '../../routing/load-balancer.js';
 import { sniffProtocol } from '../detect/sniff.js';
 import { type Http1Options, Http1Forwarder } from '../http/http1-forwarder.js';
@@ -29,6 +28,7 @@ import { UpstreamPool, type UpstreamPoolOptions } from '../http/upstream-pool.js
 import { type PipeResult, pipeBidirectional, resetStream } from '../tcp/l4-pipe.js';
 import { type Destination, resolveDestination } from './destination.js';
 import { EndpointConnector, type EndpointConnectorOptions } from './endpoint-connector.js';
+import { type RequestInfo, type RequestRouter, ServiceRouter } from './router.js';
 import { OutboundCode } from '../codes.js';
 import { noop } from '../noop.js';
 
@@ -54,12 +54,15 @@ export interface OutboundProxyOptions extends EndpointConnectorOptions {
   http2?: Http2Options;
   upstream?: Omit<UpstreamPoolOptions, 'logger'>;
   logger?: Logger;
-  /** Telemetry hook (metrics): once per finished request (L7) or connection (L4). */
+  /** Telemetry hook (metrics): once per finished request (L7) or connection (L4), reporter source. */
   onRecord?: (rec: OutboundRecord) => void;
+  /** Routing hook: where each request or connection goes. Default: ServiceRouter. */
+  router?: RequestRouter;
 }
 
 /** One finished outbound request (L7) or connection (L4): access log line and telemetry hook. */
 export interface OutboundRecord {
+  reporter: 'source';
   kind: 'http' | 'tcp' | 'passthrough';
   protocol?: HttpVersion;
   source: SpiffeId;
@@ -71,6 +74,10 @@ export interface OutboundRecord {
   destinationService?: string;
   /** Endpoint chosen (`ip:port`), when one was. */
   upstream?: string;
+  /** SPIFFE identity the chosen endpoint must present (meshed endpoints). */
+  destinationPrincipal?: SpiffeId;
+  /** Istio's connection_security_policy: mutual_tls towards a meshed endpoint, none otherwise. */
+  connectionSecurityPolicy: 'mutual_tls' | 'none';
   method?: string;
   path?: string;
   authority?: string;
@@ -94,6 +101,7 @@ export interface OutboundStats {
 class Choice implements UpstreamChoice {
   readonly key: string;
   readonly authority: string;
+  readonly identity: SpiffeId | undefined;
   private released = false;
 
   constructor(
@@ -105,6 +113,7 @@ class Choice implements UpstreamChoice {
   ) {
     this.key = `${source.identity}|${endpoint.ip}|${port}`;
     this.authority = formatAuthority(endpoint.ip, port);
+    this.identity = endpoint.meshEnabled ? endpoint.identity : undefined;
   }
 
   connect(signal?: AbortSignal): Promise<Duplex> {
@@ -137,8 +146,8 @@ class Routed implements RoutedConnection {
     readonly upstreamProtocol: HttpVersion,
   ) {}
 
-  choose(): UpstreamChoice | undefined {
-    return this.proxy.choose(this.source, resolveDestination(this.proxy.store, this.dst.address, this.dst.port));
+  choose(req?: RequestInfo): UpstreamChoice | undefined {
+    return this.proxy.choose(this.source, resolveDestination(this.proxy.store, this.dst.address, this.dst.port), req);
   }
 
   logFields(): Record<string, unknown> {
@@ -148,6 +157,7 @@ class Routed implements RoutedConnection {
   recordRequest(r: HttpRequestRecord): void {
     const svc = this.proxy.store.serviceByVip(this.dst.address, this.dst.port);
     const rec: OutboundRecord = {
+      reporter: 'source',
       kind: 'http',
       protocol: r.protocol,
       source: this.source.identity,
@@ -158,9 +168,12 @@ class Routed implements RoutedConnection {
       authority: r.authority,
       status: r.status,
       durationMs: r.durationMs,
+      connectionSecurityPolicy: 'none',
     };
     if (svc) rec.destinationService = svc.service.hostname;
     if (r.upstream) rec.upstream = r.upstream;
+    if (r.upstreamIdentity) rec.destinationPrincipal = r.upstreamIdentity;
+    rec.connectionSecurityPolicy = r.upstreamIdentity ? 'mutual_tls' : 'none';
     if (r.grpcStatus !== undefined) rec.grpcStatus = r.grpcStatus;
     this.proxy.emitRecord(rec);
   }
@@ -169,7 +182,7 @@ class Routed implements RoutedConnection {
 export class OutboundProxy {
   readonly store: ConfigStore;
   readonly connector: EndpointConnector;
-  private readonly selector = new EndpointSelector();
+  private readonly router: RequestRouter;
   private readonly pool: UpstreamPool;
   private readonly refusals: RefusalLog;
   private readonly h1: Http1Forwarder;
@@ -184,12 +197,13 @@ export class OutboundProxy {
     this.store = opts.store;
     this.log = opts.logger ?? silentLogger();
     this.connector = new EndpointConnector(opts);
+    this.router = opts.router ?? new ServiceRouter();
     this.refusals = new RefusalLog(this.log);
     this.pool = new UpstreamPool({ ...opts.upstream, logger: this.log });
     this.h1 = new Http1Forwarder(this.pool, this.refusals, this.log, opts.http1);
     this.h2 = new Http2Forwarder(this.pool, this.refusals, this.log, opts.http2);
     this.unsubscribe = this.store.subscribe((_diff, snapshot) => {
-      this.selector.retain(snapshot.services);
+      this.router.retain(snapshot.services);
       // Upstreams to endpoints that left the config are closed (gracefully for HTTP/2)...
       const live = new Set<string>();
       for (const s of snapshot.services) for (const e of s.endpoints) live.add(e.ip);
@@ -234,13 +248,9 @@ export class OutboundProxy {
   }
 
   /** Picks an endpoint for `dest` (and counts it in-flight); undefined when none is ready. */
-  choose(source: Workload, dest: Destination): UpstreamChoice | undefined {
-    if (dest.kind === 'service') {
-      const sel = this.selector.select(dest.service, dest.servicePort);
-      return sel ? this.choiceOf(source, sel.endpoint, sel.port, sel.lb) : undefined;
-    }
-    if (dest.kind === 'workload') return this.choiceOf(source, dest.endpoint, dest.port, undefined);
-    return undefined;
+  choose(source: Workload, dest: Destination, req?: RequestInfo): UpstreamChoice | undefined {
+    const r = this.router.route(source, dest, req);
+    return r ? this.choiceOf(source, r.endpoint, r.port, r.lb) : undefined;
   }
 
   private choiceOf(source: Workload, ep: Endpoint, port: number, lb: LoadBalancer | undefined): Choice {
@@ -267,7 +277,7 @@ export class OutboundProxy {
       resetStream(socket);
       return;
     }
-    this.connectAndPipe(socket, ctx, 'tcp', () => choice.connect(), () => choice.done(), choice.authority, leftover);
+    this.connectAndPipe(socket, ctx, 'tcp', () => choice.connect(), () => choice.done(), choice.authority, leftover, choice.identity);
   }
 
   private passthrough(socket: Socket, ctx: OutboundConnectionContext): void {
@@ -296,12 +306,16 @@ export class OutboundProxy {
     done: () => void,
     upstream: string,
     leftover?: Buffer,
+    identity?: SpiffeId,
   ): void {
     socket.pause();
     const started = performance.now();
     const record = (status: number, extra: Partial<OutboundRecord>): void => {
       const { address, port } = ctx.originalDst;
       const rec: OutboundRecord = {
+        reporter: 'source',
+        connectionSecurityPolicy: identity ? 'mutual_tls' : 'none',
+        ...(identity ? { destinationPrincipal: identity } : {}),
         kind,
         source: ctx.source.identity,
         sourceWorkload: `${ctx.source.namespace}/${ctx.source.name}`,
@@ -361,7 +375,7 @@ export class OutboundProxy {
   /** Requests/connections in flight to endpoint `ip` of a service (admin, tests). */
   inFlight(namespace: string, name: string, ip: string): number {
     const svc = this.store.service(namespace, name);
-    return svc ? this.selector.balancerFor(svc).inFlight(ip) : 0;
+    return svc ? this.router.inFlight(svc, ip) : 0;
   }
 
   /** Count of refusals with `code` (tests, metrics). */

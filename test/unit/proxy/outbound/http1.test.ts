@@ -5,6 +5,7 @@ import { connect as netConnect } from 'node:net';
 import t, { type Test } from 'tap';
 import { WebSocket, WebSocketServer } from 'ws';
 import { BACKEND_IPS, type Backend, listenOn, snapshotFor, startProxy } from './fixtures/harness.js';
+import type { RequestRouter } from '../../../../src/proxy/outbound/router.js';
 
 interface Reply {
   status: number;
@@ -345,4 +346,35 @@ t.test('Upgrade: piped only after a 101 and only for allowed protocols', async (
       ],
     );
   });
+});
+
+t.test('the routing hook sees every request (method, path, Host) and chooses its endpoint', async (t) => {
+  const backends = await startBackends(t);
+  const seen: string[] = [];
+  // A router that sends /b/* to the second backend and everything else to the first.
+  const router: RequestRouter = {
+    route(_source, dest, req) {
+      if (dest.kind !== 'service' || !req) return undefined;
+      seen.push(`${req.method} ${req.path} ${req.authority}`);
+      const ep = dest.service.endpoints[req.path.startsWith('/b/') ? 1 : 0];
+      return ep ? { endpoint: ep, port: ep.ports.web as number } : undefined;
+    },
+    retain() {},
+    inFlight: () => 0,
+  };
+  const h = await startProxy(snapshotFor(backends, { appProtocol: 'http' }), { router });
+  t.teardown(() => h.close());
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+  t.teardown(() => agent.destroy());
+  const get = (path: string) =>
+    new Promise<string>((resolve, reject) => {
+      const req = http.request({ host: '127.0.0.1', port: h.port, path, agent, headers: { host: 'server.apps' } }, (res) => {
+        res.resume();
+        res.on('end', () => resolve(String(res.headers['x-backend'])));
+      });
+      req.on('error', reject);
+      req.end();
+    });
+  t.same([await get('/a'), await get('/b/1'), await get('/a/2'), await get('/b/')], ['0', '1', '0', '1'], 'one connection, each request routed on its own');
+  t.same(seen, ['GET /a server.apps', 'GET /b/1 server.apps', 'GET /a/2 server.apps', 'GET /b/ server.apps']);
 });

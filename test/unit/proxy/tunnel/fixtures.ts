@@ -118,6 +118,9 @@ export class TestIdentity implements IdentitySource {
     if (!c) throw new Error(`no certificate for ${identity}`);
     return c;
   }
+  currentCertificate(identity: SpiffeId): WorkloadCertificate | undefined {
+    return this.certs.get(identity);
+  }
   trustBundlePem(): string[] {
     return this.bundle;
   }
