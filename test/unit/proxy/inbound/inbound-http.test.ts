@@ -208,3 +208,26 @@ t.test('same node: requestLocal serves requests on a local session with the same
   const plain = new InboundProxy({ app: new LoopbackAppConnector(), logger });
   t.equal(plain.requestLocal, undefined, 'no socket pairs: same-node HTTP keeps the openLocal byte path');
 });
+
+t.test('graceful drain: the destination closing (GOAWAY) lets an in-flight request finish; the pool then stops using that session', async (t) => {
+  const server = http.createServer((req, res) => {
+    req.resume();
+    setTimeout(() => res.end('late but whole'), 300);
+  });
+  t.teardown(() => server.close());
+  const m = await setupMesh(t, { appHandler: (s) => server.emit('connection', s) });
+  const inFlight = answer(await m.pool.request(m.clientId, m.target(), mesh(`127.0.0.1:${m.app.port}`, 'http1'), { endStream: false }), 'x');
+  await new Promise((r) => setTimeout(r, 50));
+  const closing = m.server.close(5_000);
+  const a = await inFlight;
+  t.equal(a.status, 200);
+  t.equal(a.body, 'late but whole', 'the request in flight when GOAWAY went out completed');
+  await closing;
+  await waitFor(() => m.pool.stats().every((k) => k.sessions.length === 0));
+  t.same(
+    m.pool.stats().flatMap((k) => k.sessions),
+    [],
+    'the session that got GOAWAY left the pool',
+  );
+  await t.rejects(m.pool.request(m.clientId, m.target(), mesh(`127.0.0.1:${m.app.port}`, 'http1'), { endStream: true }), 'a new request needs a new session, and the server is gone');
+});
