@@ -178,6 +178,17 @@ async function main() {
       ...(agentOptions ? { agentEnv: { NODE_OPTIONS: agentOptions } } : {}),
     });
     onCleanup(async () => {
+      if (agentOptions.includes('--cpu-prof')) {
+        // Node writes a CPU profile on a clean exit only: stop the agents before the lab kills them.
+        const agents = (r.processes ?? []).filter((p) => p.kind === 'agent');
+        for (const p of agents) {
+          try {
+            process.kill(p.pid, 'SIGTERM');
+          } catch {}
+        }
+        await sleep(4000);
+        log(`agents stopped for their CPU profiles (${agents.length})`);
+      }
       log(`lab ${r.id}: down`);
       await lab.labDown(r);
     });

@@ -76,10 +76,15 @@ export function endToEndRawHeaders(raw: readonly string[], opts: FilterOptions =
   return out;
 }
 
-/** HTTP/2 fields that must never be forwarded on an HTTP/2 hop (RFC 9113 §8.2.2). */
+/**
+ * HTTP/2 fields that must never be forwarded on an HTTP/2 hop (RFC 9113 §8.2.2), and skein-*.
+ * Runs for every HTTP/2 request and response on both agents: a plain for-in over the (already
+ * lower-case) names, no intermediate arrays.
+ */
 export function endToEndH2Headers(headers: Record<string, string | string[] | undefined>): Record<string, string | string[]> {
   const out: Record<string, string | string[]> = {};
-  for (const [k, v] of Object.entries(headers)) {
+  for (const k in headers) {
+    const v = headers[k];
     if (v === undefined || isReserved(k)) continue;
     if (HOP_BY_HOP.has(k)) {
       if (k === 'te' && typeof v === 'string' && /(^|,)\s*trailers\s*(,|$)/i.test(v)) out[k] = 'trailers';
