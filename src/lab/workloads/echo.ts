@@ -143,13 +143,7 @@ function handleHttp(req: Req, res: Res, who: ReturnType<typeof podIdentity>): vo
     return;
   }
   const status = /^\/status\/(\d{3})$/.exec(url);
-  const hash = createHash('sha256');
-  let size = 0;
-  req.on('data', (c: Buffer) => {
-    size += c.length;
-    hash.update(c);
-  });
-  req.on('end', () => {
+  digestBody(req, (digest) => {
     const body = JSON.stringify({
       ...who,
       protocol,
@@ -157,12 +151,23 @@ function handleHttp(req: Req, res: Res, who: ReturnType<typeof podIdentity>): vo
       path: url,
       host: req.headers.host ?? req.headers[':authority'],
       headers: req.headers,
-      body: { bytes: size, sha256: hash.digest('hex') },
+      body: digest,
     });
     res.statusCode = status ? Number(status[1]) : 200;
     res.setHeader('content-type', 'application/json');
     res.end(`${body}\n`);
   });
+}
+
+/** Reads the request body to its end: its size and sha256. */
+function digestBody(req: Req, done: (digest: { bytes: number; sha256: string }) => void): void {
+  const hash = createHash('sha256');
+  let bytes = 0;
+  req.on('data', (c: Buffer) => {
+    bytes += c.length;
+    hash.update(c);
+  });
+  req.on('end', () => done({ bytes, sha256: hash.digest('hex') }));
 }
 
 /** Request ids whose response the client abandoned (`/sem/hold/<id>`), and those that finished. */
@@ -189,13 +194,7 @@ function handleSemantics(req: Req, res: Res, who: ReturnType<typeof podIdentity>
   const arg = parts[3] ?? '';
   const h1 = res as ServerResponse;
   if (route === 'info') {
-    const hash = createHash('sha256');
-    let size = 0;
-    req.on('data', (c: Buffer) => {
-      size += c.length;
-      hash.update(c);
-    });
-    req.on('end', () => {
+    digestBody(req, (digest) => {
       const body = `${JSON.stringify({
         ...who,
         protocol,
@@ -205,7 +204,7 @@ function handleSemantics(req: Req, res: Res, who: ReturnType<typeof podIdentity>
         headers: req.headers,
         rawHeaders: req.rawHeaders,
         trailers: req.trailers,
-        body: { bytes: size, sha256: hash.digest('hex') },
+        body: digest,
       })}\n`;
       res.statusCode = 200;
       res.setHeader('content-type', 'application/json');
