@@ -97,6 +97,7 @@ export async function startAdmin(deps: AdminDeps, at: AdminAddresses): Promise<(
       if (req.method === 'GET' && url.pathname === '/stats') return json(res, 200, {
           outbound: agent.outbound.stats(),
           inbound: agent.inbound.stats,
+          authorization: agent.authorizer.stats,
           tunnel: { refusals: Object.fromEntries(agent.tunnelRefusals) },
           listeners: { refusals: Object.fromEntries(agent.listenerRefusals) },
           capture: capture.counters(),

@@ -17,6 +17,7 @@ import { ConfigStore } from '../config/store.js';
 import { messageOf, SkeinError } from '../errors.js';
 import type { CertificateStore } from '../identity/workload/certificate-store.js';
 import { InboundProxy } from '../proxy/inbound/inbound-proxy.js';
+import { AgentAuthorizer } from './authorization.js';
 import { appConnectorOver, directConnectOver } from '../proxy/netns-sockets.js';
 import { OutboundProxy } from '../proxy/outbound/outbound-proxy.js';
 import { TunnelPool } from '../proxy/tunnel/tunnel-pool.js';
@@ -67,6 +68,7 @@ export class NodeAgent {
   readonly store = new ConfigStore();
   readonly outbound: OutboundProxy;
   readonly inbound: InboundProxy;
+  readonly authorizer: AgentAuthorizer;
   readonly tunnels: TunnelPool;
   /** Refusals at every local pod's tunnel port (:15008), by stable code, since the agent started. */
   readonly tunnelRefusals = new Map<string, number>();
@@ -89,8 +91,11 @@ export class NodeAgent {
     const { capture, certificates, log } = opts;
     // Sockets from inside a pod's netns, found on this node (never the pod object's say).
     const sockets = new PodSockets(capture, (pod) => this.netnsOf(pod));
+    this.authorizer = new AgentAuthorizer(this.store, log);
     this.inbound = new InboundProxy({
       logger: log,
+      // AuthorizationPolicy, per connection (L4) and per request (L7), at the destination.
+      authorize: (req) => this.authorizer.authorize(req),
       // The app is reached from inside its own netns, on its own address, by a marked socket.
       app: appConnectorOver(sockets),
       // Same-node HTTP/2 sessions (outbound -> inbound) on kernel socket pairs.

@@ -27,7 +27,11 @@ import { ConfigCode } from './codes.js';
 export interface ControllerBackoff {
   /** First retry delay (ms). Default 250. */
   initialMs?: number;
-  /** Ceiling (ms). Default 30000. */
+  /**
+   * Ceiling (ms). Default 10000: an agent is back on a returned controller within ~10 s. (At
+   * 30 s, an outage of about 30 s left agents up to 36 s more on their last config; the
+   * controller e2e caught it once in CI.)
+   */
   maxMs?: number;
   /** Growth factor. Default 2. */
   multiplier?: number;
@@ -267,7 +271,7 @@ export class ControllerConfigSource implements ConfigSource {
   private nextDelay(): number {
     const b = this.opts.backoff ?? {};
     const initial = b.initialMs ?? 250;
-    const max = b.maxMs ?? 30_000;
+    const max = b.maxMs ?? 10_000;
     const mult = b.multiplier ?? 2;
     const jitter = b.jitter ?? 0.2;
     const base = Math.min(max, initial * mult ** this.attempt++);

@@ -22,23 +22,32 @@ export interface AuthorizationSource {
   notIpBlocks?: string[];
 }
 
+/** Istio's `to[].operation`; ports as numbers (the YAML has them as strings). */
 export interface AuthorizationOperation {
   ports?: number[];
+  notPorts?: number[];
   methods?: string[];
+  notMethods?: string[];
   paths?: string[];
   notPaths?: string[];
   hosts?: string[];
+  notHosts?: string[];
 }
 
-export interface HeaderCondition {
-  name: string;
-  values: string[];
+/** Istio's `when[]`: a key (`request.headers[x-id]`, `source.namespace`...) and values. */
+export interface AuthorizationCondition {
+  key: string;
+  values?: string[];
+  notValues?: string[];
 }
 
 export interface AuthorizationRule {
+  /** The rule's `from[].source` entries (any may match). */
   from: AuthorizationSource[];
+  /** The rule's `to[].operation` entries (any may match). */
   to: AuthorizationOperation[];
-  when: HeaderCondition[];
+  /** Every condition must hold. */
+  when: AuthorizationCondition[];
 }
 
 export interface AuthorizationPolicy {
@@ -48,6 +57,10 @@ export interface AuthorizationPolicy {
   selector?: WorkloadSelector;
   action: PolicyAction;
   rules: AuthorizationRule[];
+  /** In the controller's root namespace: applies to workloads of every namespace. */
+  meshWide?: boolean;
+  /** `skein.io/dry-run: "true"`: evaluated and reported, never enforced. */
+  dryRun?: boolean;
 }
 
 export interface PeerAuthenticationPolicy {

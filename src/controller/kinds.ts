@@ -42,6 +42,9 @@ const selector: Schema = {
   required: ['matchLabels'],
 };
 
+const cidrList: Schema = { type: 'array', items: { type: 'string', format: 'cidr' } };
+
+/** Istio's security.istio.io/v1 AuthorizationPolicy spec (CUSTOM, targetRefs and JWT fields are not supported: refused as unknown). */
 const authorizationSpec: Schema = {
   type: 'object',
   fields: {
@@ -56,13 +59,19 @@ const authorizationSpec: Schema = {
             type: 'array',
             items: {
               type: 'object',
+              required: ['source'],
               fields: {
-                principals: strList,
-                notPrincipals: strList,
-                namespaces: strList,
-                notNamespaces: strList,
-                ipBlocks: { type: 'array', items: { type: 'string', format: 'cidr' } },
-                notIpBlocks: { type: 'array', items: { type: 'string', format: 'cidr' } },
+                source: {
+                  type: 'object',
+                  fields: {
+                    principals: strList,
+                    notPrincipals: strList,
+                    namespaces: strList,
+                    notNamespaces: strList,
+                    ipBlocks: cidrList,
+                    notIpBlocks: cidrList,
+                  },
+                },
               },
             },
           },
@@ -70,12 +79,27 @@ const authorizationSpec: Schema = {
             type: 'array',
             items: {
               type: 'object',
-              fields: { ports: { type: 'array', items: port }, methods: strList, paths: strList, notPaths: strList, hosts: strList },
+              required: ['operation'],
+              fields: {
+                operation: {
+                  type: 'object',
+                  fields: {
+                    ports: { ...strList, description: 'Ports as strings, as Istio writes them.' },
+                    notPorts: strList,
+                    methods: strList,
+                    notMethods: strList,
+                    paths: strList,
+                    notPaths: strList,
+                    hosts: strList,
+                    notHosts: strList,
+                  },
+                },
+              },
             },
           },
           when: {
             type: 'array',
-            items: { type: 'object', required: ['header', 'values'], fields: { header: str, values: strList } },
+            items: { type: 'object', required: ['key'], fields: { key: str, values: strList, notValues: strList } },
           },
         },
       },
@@ -260,7 +284,7 @@ export const KINDS: KindInfo[] = [
     schema: topLevel({ spec: authorizationSpec, status: anySpec }),
     crd: {
       shortNames: ['skap'],
-      description: 'Allows, denies or audits requests to the selected workloads by source identity, namespace, IP block, port and HTTP attributes.',
+      description: "Allows, denies or audits requests to the selected workloads by source identity, namespace, IP block, port and HTTP attributes; Istio's security.istio.io/v1 AuthorizationPolicy shape.",
     },
   },
   {

@@ -435,7 +435,9 @@ export class MeshIndex {
           refuse(objKey, 'spec.selector', `matches no pod in ${ns === this.rootNamespace ? 'the mesh' : `namespace ${ns}`}`, ControllerCode.Refused);
           continue;
         }
-        put(p.type, `${ns}/${p.value.name}`, p.value, { namespace: ns, ...(sel ? { selector: sel } : {}), policy: true });
+        // The agent evaluates scope per workload: a root-namespace policy says it is mesh-wide.
+        const value = ns === this.rootNamespace && p.type === 'authorization' ? { ...p.value, meshWide: true } : p.value;
+        put(p.type, `${ns}/${p.value.name}`, value, { namespace: ns, ...(sel ? { selector: sel } : {}), policy: true });
       }
     }
     routes.sort((a, b) => {

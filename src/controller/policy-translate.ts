@@ -14,6 +14,7 @@ import type {
   RouteRule,
   WorkloadSelector,
 } from '../config/policy-model.js';
+import { WHEN_KEYS, whenKey } from '../policy/authorization.js';
 import { durationMs } from './schema.js';
 
 /** A refusal raised while translating one object. */
@@ -57,14 +58,34 @@ export function translatePolicy(obj: Obj, namespace: string): PolicyResource | u
   const spec: Any = o.spec ?? {};
   switch (o.kind) {
     case 'AuthorizationPolicy': {
-      const rules = ((spec.rules ?? []) as Any[]).map((r) => ({
-        from: ((r.from ?? []) as Any[]).map((f) => strip({ ...f })),
-        to: ((r.to ?? []) as Any[]).map((x) => strip({ ...x })),
-        when: ((r.when ?? []) as Any[]).map((w) => ({ name: String(w.header).toLowerCase(), values: [...w.values] })),
+      // Istio's shape: rules[].from[].source, rules[].to[].operation (ports as strings),
+      // rules[].when[].key/values/notValues.
+      const rules = ((spec.rules ?? []) as Any[]).map((r, i) => ({
+        from: ((r.from ?? []) as Any[]).map((f) => strip({ ...f.source })),
+        to: ((r.to ?? []) as Any[]).map((x, j) => {
+          const op: Any = { ...x.operation };
+          for (const f of ['ports', 'notPorts']) {
+            if (op[f] === undefined) continue;
+            op[f] = (op[f] as string[]).map((v, k) => {
+              const n = /^[0-9]{1,5}$/.test(v) ? Number(v) : Number.NaN;
+              if (!(n >= 1 && n <= 65535)) throw new ObjectProblem(`spec.rules[${i}].to[${j}].operation.${f}[${k}]`, `not a port number: ${JSON.stringify(v)}`);
+              return n;
+            });
+          }
+          return strip(op);
+        }),
+        when: ((r.when ?? []) as Any[]).map((w, j) => {
+          if (!whenKey(String(w.key))) {
+            throw new ObjectProblem(`spec.rules[${i}].when[${j}].key`, `unsupported key ${JSON.stringify(w.key)} (supported: ${WHEN_KEYS.join(', ')})`);
+          }
+          if (!w.values?.length && !w.notValues?.length) throw new ObjectProblem(`spec.rules[${i}].when[${j}]`, 'needs values or notValues');
+          return strip({ key: String(w.key), values: w.values ? [...w.values] : undefined, notValues: w.notValues ? [...w.notValues] : undefined });
+        }),
       }));
+      const dryRun = o.metadata.annotations?.['skein.io/dry-run'] === 'true' ? true : undefined;
       return {
         type: 'authorization',
-        value: strip({ namespace, name, selector: selectorOf(spec), action: spec.action ?? 'ALLOW', rules }),
+        value: strip({ namespace, name, selector: selectorOf(spec), action: spec.action ?? 'ALLOW', rules, dryRun }),
       };
     }
     case 'PeerAuthentication':

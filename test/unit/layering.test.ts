@@ -16,10 +16,11 @@ const MAY_IMPORT: Record<string, string[]> = {
   identity: ['api', 'telemetry'],
   capture: ['config', 'telemetry'],
   proxy: ['config', 'routing', 'identity', 'telemetry'],
-  controller: ['config', 'identity', 'api', 'telemetry'],
-  agent: ['capture', 'proxy', 'identity', 'config', 'api', 'routing', 'telemetry'],
+  policy: ['config', 'telemetry'],
+  controller: ['config', 'identity', 'api', 'policy', 'telemetry'],
+  agent: ['capture', 'proxy', 'identity', 'config', 'api', 'routing', 'policy', 'telemetry'],
   lab: ['capture', 'config', 'identity', 'api', 'telemetry'],
-  cli: ['agent', 'controller', 'lab', 'capture', 'proxy', 'identity', 'config', 'api', 'routing', 'telemetry'],
+  cli: ['agent', 'controller', 'lab', 'capture', 'proxy', 'identity', 'config', 'api', 'routing', 'policy', 'telemetry'],
 };
 
 const src = repoPath('src');

@@ -163,7 +163,12 @@ export function translate(objects: SourcedObject[], version: string, opts: Trans
         readerFor(o); // validated; identity comes from the pod's serviceAccountName
         break;
       default:
-        // Other kinds (Deployments, ConfigMaps, CRDs for later issues) are not the data path's.
+        // Policies and routes are translated and validated by the controller only: read here
+        // they would be ignored, and a policy that is ignored must not look applied.
+        if (/^(security\.skein\.io|networking\.skein\.io|gateway\.networking\.k8s\.io)\//.test(kind)) {
+          readerFor(o).fail('kind', `${kind.split('/').pop()} is enforced only with a controller (--controller); the agent's folder mode does not read policies or routes`);
+        }
+        // Other kinds (Deployments, ConfigMaps...) are not the data path's.
         break;
     }
   }

@@ -8,6 +8,8 @@
  *                the destination agent serves it only if that address is one of the pod's.
  *   skein-proto  what the app at the destination speaks: `http1` (HTTP/1.1 keep-alive) or
  *                `http2` (h2c, gRPC). The destination agent talks to the app in it.
+ *   skein-src    the source pod's IP (known from the listener that accepted the app's
+ *                connection), for the destination's policy (`ipBlocks`, `source.ip`).
  *
  * Who sent the request is not a field: it is the TLS peer's certificate (or the local source
  * pod's listener), which a header cannot forge. Every `skein-*` field an app sends is removed
@@ -19,6 +21,7 @@ import type { HttpVersion } from './types.js';
 export const MeshHeader = {
   Destination: 'skein-dst',
   Protocol: 'skein-proto',
+  Source: 'skein-src',
 } as const;
 
 /** The app protocol named by a `skein-proto` value; undefined for anything else. */

@@ -40,6 +40,8 @@ export interface InboundHttpContext {
   source: SpiffeId;
   /** Peer socket address (the remote node's agent); absent on the same node. */
   sourceAddress?: string;
+  /** The source pod's IP, as the source agent says (`skein-src`). */
+  sourceIp?: string;
   workload: Workload;
 }
 
@@ -261,6 +263,8 @@ export class InboundHttp {
       this.relay.respondError(stream, 403, grpc, 'destination is not this pod', 7);
       return;
     }
+    const src = headers[MeshHeader.Source];
+    if (typeof src === 'string') ctx.sourceIp = src;
     const req: InboundHttpRequest = {
       method: String(headers[':method'] ?? ''),
       path: String(headers[':path'] ?? ''),

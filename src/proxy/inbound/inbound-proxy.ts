@@ -43,6 +43,11 @@ export interface InboundRequest {
   /** Peer socket address (the remote node's agent, or the plaintext client). */
   sourceAddress?: string;
   sourcePort?: number;
+  /**
+   * The source pod's IP: the client's address for plaintext; for mesh traffic what the source
+   * agent says (`Forwarded: for=` on a CONNECT, `skein-src` on a request). See sourceIpOf.
+   */
+  sourceIp?: string;
   workload: Workload;
   /** Destination (app) port inside the pod. */
   port: number;
@@ -143,6 +148,7 @@ export class InboundProxy implements LocalInbound {
       authorize: (ctx, port, http) => {
         const req: InboundRequest = { transport: ctx.transport, source: ctx.source, workload: ctx.workload, port, http };
         if (ctx.sourceAddress !== undefined) req.sourceAddress = ctx.sourceAddress;
+        if (ctx.sourceIp !== undefined) req.sourceIp = ctx.sourceIp;
         return this.authorize(req);
       },
       onRequest: (rec) => this.emitRequest(rec),
@@ -189,6 +195,7 @@ export class InboundProxy implements LocalInbound {
    */
   async admit(req: InboundRequest, signal?: AbortSignal): Promise<Duplex> {
     const started = performance.now();
+    req.sourceIp ??= sourceIpOf(req);
     let decision: InboundDecision;
     try {
       decision = await this.authorize(req);
@@ -339,4 +346,12 @@ export class InboundProxy implements LocalInbound {
       this.log.error({ err: messageOf(err) }, 'inbound telemetry hook threw');
     }
   }
+}
+
+/** The source pod's IP of a connection: the client itself for plaintext, `Forwarded: for=` for mesh traffic. */
+export function sourceIpOf(req: InboundRequest): string | undefined {
+  if (req.transport === 'plaintext') return req.sourceAddress;
+  const fwd = req.headers?.forwarded;
+  const m = fwd ? /(?:^|[;,\s])for="?\[?([0-9a-fA-F:.]+)\]?"?/i.exec(fwd) : null;
+  return m?.[1];
 }

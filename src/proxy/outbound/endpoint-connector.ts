@@ -15,6 +15,7 @@ import { hasCode, messageOf, SkeinError } from '../../errors.js';
 import type { LocalInbound } from '../inbound/types.js';
 import type { TunnelDialer } from '../tunnel/types.js';
 import { OutboundCode, TunnelCode } from '../codes.js';
+import { MeshHeader } from '../http/mesh-headers.js';
 import { deadline, untilAborted } from '../deadline.js';
 
 /** Plain connection from (the netns of) `source` to address:port; the agent provides it. */
@@ -49,7 +50,7 @@ export class EndpointConnector {
     try {
       if (path === 'local') {
         const workload = this.opts.store.workloadByUid(ep.workloadUid as string);
-        if (workload) return await this.opts.inbound?.openLocal(source.identity, workload, port, opts(signal)) as Duplex;
+        if (workload) return await this.opts.inbound?.openLocal(source.identity, workload, port, opts(signal, source)) as Duplex;
       }
       if (path !== 'direct') {
         return await this.opts.tunnel.connect(
@@ -61,7 +62,7 @@ export class EndpointConnector {
             node: ep.node ?? '',
             ...(this.opts.tunnelPort ? { tunnelPort: this.opts.tunnelPort } : {}),
           },
-          opts(signal),
+          opts(signal, source),
         );
       }
       // The tunnel and inbound enforce their own connect timeouts; a direct connect gets ours.
@@ -97,6 +98,9 @@ export class EndpointConnector {
     o: ClientSessionRequestOptions & { signal?: AbortSignal },
   ): Promise<ClientHttp2Stream> {
     const path = this.pathTo(ep);
+    // The source pod's IP, for the destination's policy (skein-* fields are the agents' own).
+    const ip = source.ips[0];
+    if (ip) headers[MeshHeader.Source] = ip;
     const fail = (err: unknown): never => {
       throw failure(err, ep, port, path);
     };
@@ -126,7 +130,14 @@ function failure(err: unknown, ep: Endpoint, port: number, path: string): unknow
   );
 }
 
-function opts(signal: AbortSignal | undefined): { signal?: AbortSignal } {
-  return signal ? { signal } : {};
+/**
+ * The CONNECT's options: the abort signal, and `Forwarded: for=<source pod IP>` (RFC 7239) so
+ * the destination's policy can match the source's IP blocks. The source pod is known from
+ * the listener that accepted the app's connection, never from what the app sent.
+ */
+function opts(signal: AbortSignal | undefined, source: Workload): { signal?: AbortSignal; headers?: Record<string, string> } {
+  const ip = source.ips[0];
+  const headers = ip ? { forwarded: `for=${ip.includes(':') ? `"[${ip}]"` : ip}` } : undefined;
+  return { ...(signal ? { signal } : {}), ...(headers ? { headers } : {}) };
 }
 

@@ -19,6 +19,7 @@ function deps(): AdminDeps {
     ready: true,
     outbound: { stats: () => ({ connections: {} }) },
     inbound: { stats: { served: 7 } },
+    authorizer: { stats: { decisions: { 'deny|shop/deny-admin': 3 }, audits: {} } },
     tunnelRefusals: new Map([['SKEIN_TUNNEL_TLS_UNKNOWN_CA', 2]]),
     listenerRefusals: new Map([['SKEIN_OUTBOUND_CONNECTION_LIMIT', 1]]),
   };
@@ -61,6 +62,7 @@ t.test('served on a 0600 unix socket; no TCP admin unless asked', async (t) => {
   t.same(stats, {
     outbound: { connections: {} },
     inbound: { served: 7 },
+    authorization: { decisions: { 'deny|shop/deny-admin': 3 }, audits: {} },
     tunnel: { refusals: { SKEIN_TUNNEL_TLS_UNKNOWN_CA: 2 } },
     listeners: { refusals: { SKEIN_OUTBOUND_CONNECTION_LIMIT: 1 } },
     capture: { skAssignFailed: 0 },

@@ -242,3 +242,18 @@ t.test('store validation and diffs', async (t) => {
   }
   t.equal(store.lastRejection(), undefined, 'cleared by a good apply');
 });
+
+t.test("folder mode refuses policies and routes: it cannot enforce them, and ignoring one would look applied", async (t) => {
+  const dir = await copyFixtures(t);
+  await writeFile(
+    join(dir, 'zz-policy.yaml'),
+    'apiVersion: security.skein.io/v1alpha1\nkind: AuthorizationPolicy\nmetadata: {name: deny-all, namespace: apps}\nspec: {action: DENY, rules: [{}]}\n',
+  );
+  const err = await new KubeFolderSource({ dir, watch: false }).load().then(
+    () => undefined,
+    (e: SkeinError) => e,
+  );
+  t.equal(err?.code, 'SKEIN_CONFIG_INVALID');
+  t.same({ file: err?.details?.file, field: err?.details?.field, object: err?.details?.object }, { file: 'zz-policy.yaml', field: 'kind', object: 'AuthorizationPolicy/apps/deny-all' });
+  t.match(String(err?.details?.reason), /only with a controller/);
+});

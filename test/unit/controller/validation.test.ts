@@ -23,10 +23,14 @@ function route(name: string, created: string, rules: Obj[]): Obj {
 }
 
 const policies: Obj[] = [
-  authz('front-only', { selector: { matchLabels: { tier: 'front' } }, action: 'ALLOW', rules: [{ from: [{ principals: ['spiffe://cluster.local/ns/shop/sa/web'] }] }] }),
+  authz('front-only', { selector: { matchLabels: { tier: 'front' } }, action: 'ALLOW', rules: [{ from: [{ source: { principals: ['spiffe://cluster.local/ns/shop/sa/web'] } }] }] }),
   authz('typo', { selector: { matchLabels: { app: 'web' } }, actoin: 'DENY' }),
-  authz('bad-cidr', { rules: [{ from: [{ ipBlocks: ['10.0.0.0/33'] }] }] }),
+  authz('bad-cidr', { rules: [{ from: [{ source: { ipBlocks: ['10.0.0.0/33'] } }] }] }),
   authz('nobody', { selector: { matchLabels: { app: 'ghost' } }, action: 'DENY' }),
+  // Istio's shape only: the old flattened one, an unknown when key and a port that is no port are refused.
+  authz('flat', { rules: [{ from: [{ principals: ['cluster.local/ns/shop/sa/web'] }] }] }),
+  authz('jwt', { rules: [{ when: [{ key: 'request.auth.claims[iss]', values: ['x'] }] }] }),
+  authz('bad-port', { action: 'DENY', rules: [{ to: [{ operation: { ports: ['http'] } }] }] }),
   {
     apiVersion: 'security.skein.io/v1alpha1',
     kind: 'PeerAuthentication',
@@ -56,7 +60,7 @@ const policies: Obj[] = [
     apiVersion: 'security.skein.io/v1alpha1',
     kind: 'AuthorizationPolicy',
     metadata: { name: 'mesh-deny-web', namespace: 'skein-system' },
-    spec: { selector: { matchLabels: { app: 'web' } }, action: 'DENY', rules: [{ to: [{ paths: ['/admin'] }] }] },
+    spec: { selector: { matchLabels: { app: 'web' } }, action: 'DENY', rules: [{ to: [{ operation: { paths: ['/admin'] } }] }] },
   },
 ];
 
@@ -90,15 +94,18 @@ t.test('bad resources are refused with resource, field and reason; the rest flow
   t.match(find('(file) broken.yaml'), { origin: 'broken.yaml', code: 'SKEIN_CONFIG_PARSE' }, 'unparseable file reported with its name');
   t.match(find('Pod/shop/broken'), { origin: 'pods.yaml', field: 'status.podIP', reason: /not an IP/ });
   t.match(find('AuthorizationPolicy/shop/typo'), { origin: 'policies.yaml', field: 'spec.actoin', reason: 'unknown field' });
-  t.match(find('AuthorizationPolicy/shop/bad-cidr'), { field: 'spec.rules[0].from[0].ipBlocks[0]', reason: /not a valid CIDR/ });
+  t.match(find('AuthorizationPolicy/shop/bad-cidr'), { field: 'spec.rules[0].from[0].source.ipBlocks[0]', reason: /not a valid CIDR/ });
   t.match(find('AuthorizationPolicy/shop/nobody'), { field: 'spec.selector', reason: /matches no pod/ });
+  t.match(find('AuthorizationPolicy/shop/flat'), { field: 'spec.rules[0].from[0].source', reason: /missing/ }, 'the flattened shape is refused');
+  t.match(find('AuthorizationPolicy/shop/jwt'), { field: 'spec.rules[0].when[0].key', reason: /unsupported key "request.auth.claims\[iss\]"/ });
+  t.match(find('AuthorizationPolicy/shop/bad-port'), { field: 'spec.rules[0].to[0].operation.ports[0]', reason: /not a port number/ });
   t.match(find('HTTPRoute/shop/canary-copy'), { field: 'spec.rules[0].matches[0]', reason: /conflicts with HTTPRoute shop\/canary/ });
   t.match(find('HTTPRoute/shop/zero'), { field: 'spec.rules[0].backendRefs', reason: /weights sum to 0/ });
   t.match(find('BackendTrafficPolicy/shop/orphan'), { field: 'spec.targetRefs[0]', reason: /does not exist/ });
   t.match(find('MagicPolicy/shop/x'), { field: 'kind', reason: /unknown skein kind/ });
   t.match(find('Service/legacy/thief'), { field: 'spec.clusterIPs', reason: /10\.96\.0\.10:80 already belongs to Service shop\/web/ });
   t.match(find('Service/shop/web'), { origin: 'zz-dup.yaml', code: 'SKEIN_CONTROLLER_RESOURCE_DUPLICATE' });
-  t.equal(refusals.length, 11, 'exactly the bad ones');
+  t.equal(refusals.length, 14, 'exactly the bad ones');
 
   // Everything else flows.
   const sa = a.snapshot();
@@ -111,12 +118,17 @@ t.test('bad resources are refused with resource, field and reason; the rest flow
   t.match(sa.backendTrafficPolicies[0], { retry: { attempts: 3, perTryTimeoutMs: 250 }, timeout: { requestMs: 2000 } });
   t.same(sa.authorizationPolicies.map((p) => p.name).sort(), ['front-only', 'mesh-deny-web'], 'node-a runs a tier=front pod');
   t.same(b.snapshot().authorizationPolicies.map((p) => p.name), ['mesh-deny-web'], 'node-b runs no tier=front pod: front-only is not sent there');
+  t.match(
+    sa.authorizationPolicies.find((p) => p.name === 'mesh-deny-web'),
+    { meshWide: true, action: 'DENY', rules: [{ to: [{ paths: ['/admin'] }] }] },
+    "Istio's shape translated; a root-namespace policy says it is mesh-wide",
+  );
   t.same(sa.peerAuthentications.map((p) => p.name), ['permissive-web']);
   t.same(b.snapshot().peerAuthentications.map((p) => p.name), ['permissive-web']);
 
   // The same refusals over gRPC (what `skein status` reads).
   const status = await fetchControllerStatus({ address: `127.0.0.1:${configPort}`, token: TOKENS['node-a'] });
-  t.equal(status.refusals.length, 11);
+  t.equal(status.refusals.length, 14);
   t.ok(status.refusals.some((r) => r.object === 'AuthorizationPolicy/shop/typo' && r.field === 'spec.actoin'));
   t.equal(status.agents.length, 2);
 
