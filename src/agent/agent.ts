@@ -18,6 +18,7 @@ import { messageOf, SkeinError } from '../errors.js';
 import type { CertificateStore } from '../identity/workload/certificate-store.js';
 import { InboundProxy } from '../proxy/inbound/inbound-proxy.js';
 import { AgentAuthorizer } from './authorization.js';
+import type { AuditLog } from '../policy/audit-log.js';
 import { appConnectorOver, directConnectOver } from '../proxy/netns-sockets.js';
 import { OutboundProxy } from '../proxy/outbound/outbound-proxy.js';
 import { TunnelPool } from '../proxy/tunnel/tunnel-pool.js';
@@ -43,6 +44,8 @@ export interface NodeAgentOptions {
   upgradeProtocols?: readonly string[];
   /** Connections each pod's listener (15001, 15006, 15008) holds at once; beyond it new ones are closed. */
   maxConnectionsPerListener?: number;
+  /** The hash-chained audit trail of authorization (DENY, AUDIT, dry run); absent: none. */
+  auditLog?: AuditLog;
 }
 
 export interface AgentPodStatus {
@@ -91,7 +94,7 @@ export class NodeAgent {
     const { capture, certificates, log } = opts;
     // Sockets from inside a pod's netns, found on this node (never the pod object's say).
     const sockets = new PodSockets(capture, (pod) => this.netnsOf(pod));
-    this.authorizer = new AgentAuthorizer(this.store, log);
+    this.authorizer = new AgentAuthorizer(this.store, log, opts.auditLog);
     this.inbound = new InboundProxy({
       logger: log,
       // AuthorizationPolicy, per connection (L4) and per request (L7), at the destination.
@@ -254,6 +257,7 @@ export class NodeAgent {
           onTunnelRefusal: (code) => this.tunnelRefusals.set(code, (this.tunnelRefusals.get(code) ?? 0) + 1),
           onListenerRefusal: (code) => this.listenerRefusals.set(code, (this.listenerRefusals.get(code) ?? 0) + 1),
           ...(this.opts.maxConnectionsPerListener ? { maxConnections: this.opts.maxConnectionsPerListener } : {}),
+          peerAuthentication: (pod, port) => this.authorizer.mtlsMode(pod, port),
         });
         this.pods.set(uid, started);
         this.failures.delete(uid);
@@ -308,6 +312,7 @@ export class NodeAgent {
     await this.tunnels.close();
     this.inbound.close();
     this.opts.certificates.close();
+    this.opts.auditLog?.close();
     await this.opts.capture.close();
   }
 }

@@ -1,5 +1,5 @@
 /**
- * The agent's authorization: the destination side of AuthorizationPolicy. For each local pod,
+ * The agent's authorization: the destination side of AuthorizationPolicy and PeerAuthentication. For each local pod,
  * the policies that apply to it (its namespace's and the mesh-wide ones whose selector matches
  * its labels) are compiled once per applied config (policy/authorization.ts) and evaluated by
  * the inbound hook: per connection for L4, per request for L7. Decisions are counted by policy
@@ -8,7 +8,10 @@
 import type { ConfigStore } from '../config/store.js';
 import type { ControlledMeshSnapshot } from '../config/policy-model.js';
 import type { Workload } from '../config/model.js';
-import { policiesFor, WorkloadAuthorizer } from '../policy/authorization.js';
+import type { AuditLog, AuditRecord } from '../policy/audit-log.js';
+import { type AuthzDecision, policiesFor, WorkloadAuthorizer } from '../policy/authorization.js';
+import { type MtlsMode, mtlsModeFor } from '../policy/peer-authentication.js';
+import { messageOf } from '../errors.js';
 import type { InboundDecision, InboundRequest } from '../proxy/inbound/inbound-proxy.js';
 import type { Logger } from '../telemetry/log.js';
 
@@ -26,6 +29,7 @@ export class AgentAuthorizer {
   constructor(
     private readonly store: ConfigStore,
     private readonly log: Logger,
+    private readonly audit?: AuditLog,
   ) {
     // A new config: every pod's policies are compiled afresh on first use.
     store.subscribe(() => this.compiled.clear());
@@ -42,6 +46,12 @@ export class AgentAuthorizer {
     return authz;
   }
 
+  /** PeerAuthentication: STRICT or PERMISSIVE for plaintext to `port` of local pod `w`. */
+  mtlsMode(w: Workload, port: number): MtlsMode {
+    const all = (this.store.snapshot() as ControlledMeshSnapshot | undefined)?.peerAuthentications ?? [];
+    return mtlsModeFor(w, port, all);
+  }
+
   /** The inbound hook: one decision per connection (L4) or request (L7). */
   authorize(req: InboundRequest): InboundDecision {
     const authz = this.authorizerFor(req.workload);
@@ -54,6 +64,7 @@ export class AgentAuthorizer {
     });
     const key = `${d.allow ? 'allow' : 'deny'}|${d.decidedBy?.policy ?? '-'}`;
     this.stats.decisions[key] = (this.stats.decisions[key] ?? 0) + 1;
+    if (this.audit && (!d.allow || d.audits.length > 0)) this.writeAudit(req, d);
     for (const a of d.audits) {
       this.stats.audits[a.policy] = (this.stats.audits[a.policy] ?? 0) + 1;
       this.log.info(
@@ -72,5 +83,38 @@ export class AgentAuthorizer {
       );
     }
     return { allow: d.allow, reason: d.reason };
+  }
+
+  /** One audit line per DENY, AUDIT match and dry-run match (the hash-chained trail). */
+  private writeAudit(req: InboundRequest, d: AuthzDecision): void {
+    const base: Omit<AuditRecord, 'decision'> = {
+      time: new Date().toISOString(),
+      workload: `${req.workload.namespace}/${req.workload.name}`,
+      port: req.port,
+    };
+    if (req.source) base.source = req.source;
+    if (req.sourceIp) base.sourceIp = req.sourceIp;
+    const h = req.http;
+    if (h) {
+      base.method = h.method;
+      base.host = h.authority;
+      base.path = h.path;
+      const rid = h.headers['x-request-id'];
+      if (typeof rid === 'string') base.requestId = rid;
+      const tp = h.headers.traceparent;
+      if (typeof tp === 'string') {
+        const trace = tp.split('-')[1];
+        if (trace) base.traceId = trace;
+      }
+    }
+    try {
+      if (!d.allow) {
+        this.audit?.write({ ...base, decision: 'deny', reason: d.reason, ...(d.decidedBy ? { policy: d.decidedBy.policy, rule: d.decidedBy.rule } : {}) });
+      }
+      for (const a of d.audits) this.audit?.write({ ...base, decision: a.dryRun ? 'dry-run' : 'audit', policy: a.policy, rule: a.rule });
+    } catch (err) {
+      // The decision stands (enforcement never waits on the trail); the gap is logged loudly.
+      this.log.error({ err: messageOf(err) }, 'audit log write failed');
+    }
   }
 }

@@ -16,6 +16,7 @@ import { CertificateStore } from '../identity/workload/certificate-store.js';
 import { readBootstrapToken } from '../identity/ca/bootstrap-tokens.js';
 import { pemBlocks } from '../identity/x509/pem.js';
 import { createLogger } from '../telemetry/log.js';
+import { AuditLog } from '../policy/audit-log.js';
 import { parseHostPort, startAdmin } from './admin.js';
 import { DEFAULT_ADMIN_SOCKET } from '../api/agent-admin.js';
 import { DEFAULT_MAX_CONNECTIONS_PER_LISTENER } from '../proxy/connection-cap.js';
@@ -47,7 +48,10 @@ export const AGENT_USAGE = `usage: skein agent --node NAME (--controller H:P | -
                          beyond it new ones are closed and counted (default ${DEFAULT_MAX_CONNECTIONS_PER_LISTENER})
   --upgrade-protocols L  HTTP/1 Upgrade protocols piped after a 101, comma list (default websocket;
                          others, h2c included, are served as plain HTTP/1.1 requests)
-  --log-file FILE        JSON log lines go here (default stderr)`;
+  --log-file FILE        JSON log lines go here (default stderr)
+  --audit-log FILE       hash-chained audit trail of authorization: every DENY, AUDIT and dry-run
+                         match (default /var/log/skein/audit.log; "off" for none); check it with
+                         skein audit verify FILE...`;
 
 const STOP_GRACE_MS = 5000;
 
@@ -76,6 +80,7 @@ export async function runAgent(argv: string[]): Promise<number> {
       'upgrade-protocols': { type: 'string', default: 'websocket' },
       'log-file': { type: 'string' },
       'log-level': { type: 'string' },
+      'audit-log': { type: 'string', default: '/var/log/skein/audit.log' },
       help: { type: 'boolean', default: false },
     },
   });
@@ -120,7 +125,18 @@ export async function runAgent(argv: string[]): Promise<number> {
     .split(',')
     .map((p) => p.trim())
     .filter((p) => p !== '');
-  const agent = new NodeAgent({ node, source, capture, certificates, netns, log, upgradeProtocols, maxConnectionsPerListener: maxConnections });
+  const auditLog = values['audit-log'] === 'off' ? undefined : new AuditLog(values['audit-log']!);
+  const agent = new NodeAgent({
+    node,
+    source,
+    capture,
+    certificates,
+    netns,
+    log,
+    upgradeProtocols,
+    maxConnectionsPerListener: maxConnections,
+    ...(auditLog ? { auditLog } : {}),
+  });
   registerAgentMetrics(registry, { capture, tunnelRefusals: agent.tunnelRefusals, listenerRefusals: agent.listenerRefusals, log });
 
   const stopAdmin = await startAdmin(

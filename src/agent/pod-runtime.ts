@@ -29,6 +29,8 @@ export interface PodRuntimeDeps {
   onListenerRefusal?: (code: string) => void;
   /** Connections each of the pod's listeners holds at once (default: the proxy's). */
   maxConnections?: number;
+  /** STRICT or PERMISSIVE for plaintext to a port of the pod (PeerAuthentication). */
+  peerAuthentication?: (workload: Workload, port: number) => 'STRICT' | 'PERMISSIVE';
 }
 
 export class PodRuntime {
@@ -78,6 +80,7 @@ export class PodRuntime {
       workload: this.workload,
       inbound,
       logger: log,
+      ...(this.deps.peerAuthentication ? { peerAuthentication: this.deps.peerAuthentication } : {}),
       originalDestination: (s) => {
         const d = capture.inboundDestination(s);
         return { address: d.address, port: d.port };

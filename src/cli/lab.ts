@@ -1,8 +1,9 @@
 /** `skein lab ...`: a Linux machine as a small cluster. */
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { labDown, labExec, labGc, labStatus, labUp } from '../lab/lab.js';
-import { annotateNamespace, labelNamespace, scaleDeployment } from '../lab/mutate.js';
+import { annotateNamespace, applyObjects, deleteObjects, labelNamespace, scaleDeployment } from '../lab/mutate.js';
 import { resolveLab } from '../lab/registry.js';
 import { repoRoot } from '../paths.js';
 import { createLogger } from '../telemetry/log.js';
@@ -28,6 +29,7 @@ export async function labCommand(argv: string[]): Promise<number> {
       'owner-pid': { type: 'string' },
       'no-mesh': { type: 'boolean', default: false },
       grace: { type: 'string' },
+      filename: { type: 'string', short: 'f' },
     },
   });
   const log = createLogger({ base: { component: 'lab' }, level: process.env.SKEIN_LOG_LEVEL ?? 'warn' });
@@ -83,6 +85,19 @@ export async function labCommand(argv: string[]): Promise<number> {
       const change = sub === 'label' ? labelNamespace : annotateNamespace;
       const result = await change(resolveLab(values.lab), positionals[1]!, positionals.slice(2));
       process.stdout.write(`namespace/${positionals[1]} ${sub === 'label' ? 'labels' : 'annotations'}: ${JSON.stringify(result)}\n`);
+      return 0;
+    }
+    case 'apply':
+    case 'delete': {
+      // skein lab apply|delete -f FILE (as kubectl): objects into / out of the controller's folder
+      if (!values.filename) {
+        process.stderr.write(`usage: skein lab ${sub} -f FILE\n`);
+        return 2;
+      }
+      const text = readFileSync(values.filename, 'utf8');
+      const rec = resolveLab(values.lab);
+      const names = sub === 'apply' ? applyObjects(rec, values.filename, text) : deleteObjects(rec, values.filename, text);
+      for (const n of names) process.stdout.write(`${n} ${sub === 'apply' ? 'applied' : 'deleted'}\n`);
       return 0;
     }
     case 'scale': {

@@ -5,6 +5,7 @@ import { repoRoot } from '../paths.js';
 import { runAgent } from '../agent/main.js';
 import { runController } from '../controller/main.js';
 import { adminCommand } from './admin.js';
+import { auditCommand } from './audit.js';
 import { labCommand } from './lab.js';
 import { statusCommand } from './status.js';
 import { workloadCommand } from './workload.js';
@@ -22,11 +23,13 @@ usage: skein <command> [...]
   lab label namespace NAME key=value|key-   change a namespace's labels (as kubectl)
   lab annotate namespace NAME key=value|key- change a namespace's annotations
   lab scale NS/DEPLOYMENT N [--grace MS]    scale a Deployment (pods, endpoints, DNAT)
+  lab apply|delete -f FILE put objects (policies, routes...) into the lab's controller, or take them out
   agent --node NAME ...    the node agent (see skein agent --help)
   controller ...           the controller: config stream and mesh CA (see skein controller --help)
   status [--lab ID]        what the controller accepted and refused, connected agents
   admin [GET|POST] PATH    a node agent's admin API over its root-only unix socket
                            (--socket PATH, or --lab ID --node NAME; see skein admin --help)
+  audit verify FILE...     check an agent's hash-chained authorization audit trail
   workload echo|client     the lab's built-in programs (see skein workload --help)
   version                  print the version
 
@@ -48,6 +51,8 @@ export async function main(argv: string[]): Promise<number> {
       return statusCommand(rest);
     case 'admin':
       return adminCommand(rest);
+    case 'audit':
+      return auditCommand(rest);
     case 'version':
     case '--version': {
       const pkg = JSON.parse(readFileSync(join(repoRoot(), 'package.json'), 'utf8')) as { version: string };

@@ -70,6 +70,8 @@ export interface PeerAuthenticationPolicy {
   mode: 'STRICT' | 'PERMISSIVE';
   /** Per-port overrides (port -> mode). */
   portLevelMtls: Record<string, 'STRICT' | 'PERMISSIVE'>;
+  /** In the controller's root namespace: the mesh-wide default. */
+  meshWide?: boolean;
 }
 
 export interface BackendTrafficPolicy {

@@ -108,10 +108,12 @@ const authorizationSpec: Schema = {
 };
 
 const mtlsMode: Schema = { type: 'string', enum: ['STRICT', 'PERMISSIVE'] };
+const mtls: Schema = { type: 'object', required: ['mode'], fields: { mode: mtlsMode } };
+/** Istio's security.istio.io/v1 PeerAuthentication spec (mode UNSET/DISABLE are not supported: refused). */
 const peerAuthenticationSpec: Schema = {
   type: 'object',
-  required: ['mode'],
-  fields: { selector, mode: mtlsMode, portLevelMtls: { type: 'map', values: mtlsMode } },
+  required: ['mtls'],
+  fields: { selector, mtls, portLevelMtls: { type: 'map', values: mtls, description: 'Port (as a string) -> {mode}.' } },
 };
 
 const backendTrafficSpec: Schema = {

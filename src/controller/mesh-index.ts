@@ -436,7 +436,7 @@ export class MeshIndex {
           continue;
         }
         // The agent evaluates scope per workload: a root-namespace policy says it is mesh-wide.
-        const value = ns === this.rootNamespace && p.type === 'authorization' ? { ...p.value, meshWide: true } : p.value;
+        const value = ns === this.rootNamespace && (p.type === 'authorization' || p.type === 'peer-authentication') ? { ...p.value, meshWide: true } : p.value;
         put(p.type, `${ns}/${p.value.name}`, value, { namespace: ns, ...(sel ? { selector: sel } : {}), policy: true });
       }
     }

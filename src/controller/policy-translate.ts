@@ -88,11 +88,20 @@ export function translatePolicy(obj: Obj, namespace: string): PolicyResource | u
         value: strip({ namespace, name, selector: selectorOf(spec), action: spec.action ?? 'ALLOW', rules, dryRun }),
       };
     }
-    case 'PeerAuthentication':
+    case 'PeerAuthentication': {
+      // Istio's shape: mtls.mode, portLevelMtls: {"8080": {mode}}.
+      const portLevelMtls: Record<string, 'STRICT' | 'PERMISSIVE'> = {};
+      for (const [port, v] of Object.entries((spec.portLevelMtls ?? {}) as Record<string, Any>)) {
+        const n = /^[0-9]{1,5}$/.test(port) ? Number(port) : Number.NaN;
+        if (!(n >= 1 && n <= 65535)) throw new ObjectProblem(`spec.portLevelMtls.${port}`, `not a port number: ${JSON.stringify(port)}`);
+        if (!spec.selector) throw new ObjectProblem('spec.portLevelMtls', 'needs a selector (as in Istio: port-level modes are per workload)');
+        portLevelMtls[String(n)] = v.mode;
+      }
       return {
         type: 'peer-authentication',
-        value: strip({ namespace, name, selector: selectorOf(spec), mode: spec.mode, portLevelMtls: { ...(spec.portLevelMtls ?? {}) } }),
+        value: strip({ namespace, name, selector: selectorOf(spec), mode: spec.mtls.mode, portLevelMtls }),
       };
+    }
     case 'BackendTrafficPolicy': {
       const p: BackendTrafficPolicy = {
         namespace,

@@ -129,6 +129,8 @@ export function startAgent(rec: LabRecord, node: PlannedNode, extraArgs: string[
     kubeletRootOf(rec.id, node.name),
     '--log-file',
     join(rec.logDir, `agent.${node.name}.log`),
+    '--audit-log',
+    auditLogOf(rec, node.name),
     '--admin-socket',
     adminSocketOf(rec, node.name),
     ...extraArgs,
@@ -157,4 +159,9 @@ async function waitFor(cond: () => boolean | Promise<boolean>, proc: LabProcess,
 /** Pins outlive processes by design (an agent restart adopts them): the lab removes them. */
 export function removePins(rec: LabRecord): void {
   for (const n of rec.plan.nodes) rmSync(pinRootOf(rec, n.name), { recursive: true, force: true });
+}
+
+/** The audit trail of a lab agent (hash-chained; `skein audit verify` checks it). */
+export function auditLogOf(rec: LabRecord, node: string): string {
+  return join(rec.logDir, `audit.${node}.log`);
 }

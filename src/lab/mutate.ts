@@ -3,9 +3,11 @@
  * Deployment. Each change updates the record, the network (pods, Service DNAT) and the
  * Kubernetes-shaped state folder that the controller watches.
  */
-import { mkdirSync, rmdirSync } from 'node:fs';
+import { existsSync, mkdirSync, renameSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { stringify } from 'yaml';
+import { parseYamlObjects } from '../config/kube/folder-source.js';
 import { MESH_LABEL } from '../config/model.js';
 import { SkeinError } from '../errors.js';
 import { destroyCgroupTree } from './cgroups.js';
@@ -170,4 +172,49 @@ export async function scaleDeployment(rec: LabRecord, ref: string, replicas: num
     writeRecord(fresh);
     return { added: [], removed };
   });
+}
+
+/** The file in the lab's state folder that holds one applied object (kubectl apply's unit). */
+function appliedFile(rec: LabRecord, obj: Record<string, unknown>, where: string): string {
+  const meta = (obj.metadata ?? {}) as { name?: unknown; namespace?: unknown };
+  if (typeof obj.kind !== 'string' || typeof obj.apiVersion !== 'string' || typeof meta.name !== 'string') {
+    throw new SkeinError(LabCode.NotFound, `${where}: an object needs apiVersion, kind and metadata.name`);
+  }
+  const ns = typeof meta.namespace === 'string' ? meta.namespace : '_';
+  const safe = (s: string) => s.replace(/[^A-Za-z0-9_.-]/g, '_');
+  return join(rec.stateDir, `zz-applied.${safe(obj.kind)}.${safe(ns)}.${safe(meta.name)}.yaml`);
+}
+
+/**
+ * `skein lab apply -f FILE`: each object of the YAML file goes into the folder the lab's
+ * controller watches, one file per object (applying it again replaces it), as `kubectl apply`
+ * would put it into a cluster. The controller validates it; `skein status` shows a refusal.
+ */
+export function applyObjects(rec: LabRecord, file: string, text: string): string[] {
+  const objs = parseYamlObjects(file, text);
+  const done: string[] = [];
+  for (const o of objs) {
+    const target = appliedFile(rec, o.obj, `${file} document ${o.doc + 1}`);
+    writeFileSync(`${target}.tmp`, stringify(o.obj));
+    renameSync(`${target}.tmp`, target); // the controller never reads half a file
+    done.push(objectName(o.obj));
+  }
+  return done;
+}
+
+/** `skein lab delete -f FILE`: removes the objects the file names (what apply put there). */
+export function deleteObjects(rec: LabRecord, file: string, text: string): string[] {
+  const done: string[] = [];
+  for (const o of parseYamlObjects(file, text)) {
+    const target = appliedFile(rec, o.obj, `${file} document ${o.doc + 1}`);
+    if (!existsSync(target)) continue;
+    rmSync(target);
+    done.push(objectName(o.obj));
+  }
+  return done;
+}
+
+function objectName(obj: Record<string, unknown>): string {
+  const meta = obj.metadata as { name: string; namespace?: string };
+  return `${obj.kind}/${meta.namespace ? `${meta.namespace}/` : ''}${meta.name}`;
 }

@@ -32,6 +32,8 @@ export interface PlaintextListenerOptions {
   maxConnections?: number;
   /** Called with the stable code of every connection refused at this listener. */
   onRefusal?: (code: string) => void;
+  /** STRICT or PERMISSIVE for plaintext to a port of the pod (PeerAuthentication). Default: the workload's annotation-derived mode. */
+  peerAuthentication?: (workload: Workload, port: number) => 'STRICT' | 'PERMISSIVE';
 }
 
 const localEndpoint = (s: Socket): { address: string | undefined; port: number | undefined } => ({ address: s.localAddress, port: s.localPort });
@@ -50,8 +52,10 @@ export class PlaintextListener {
   private readonly server: Server;
   private readonly sockets = new Set<Socket>();
   private readonly originalDestination: NonNullable<PlaintextListenerOptions['originalDestination']>;
+  private readonly opts: PlaintextListenerOptions;
 
   constructor(opts: PlaintextListenerOptions) {
+    this.opts = opts;
     this.workload = opts.workload;
     this.inbound = opts.inbound;
     this.originalDestination = opts.originalDestination ?? localEndpoint;
@@ -98,9 +102,10 @@ export class PlaintextListener {
     if (socket.remoteAddress !== undefined) req.sourceAddress = socket.remoteAddress;
     if (socket.remotePort !== undefined) req.sourcePort = socket.remotePort;
 
-    if (workload.peerAuthentication !== 'PERMISSIVE') {
+    const mode = this.opts.peerAuthentication ? this.opts.peerAuthentication(workload, req.port) : workload.peerAuthentication;
+    if (mode !== 'PERMISSIVE') {
       this.stats.refusedStrict++;
-      this.inbound.recordRefusal(req, 401, 'plaintext refused: peer authentication STRICT');
+      this.inbound.recordRefusal(req, 401, `plaintext refused: peer authentication STRICT on port ${req.port}`);
       resetStream(socket);
       return;
     }

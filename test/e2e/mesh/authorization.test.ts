@@ -4,22 +4,39 @@
  * the agents, compiled per pod and evaluated per request (L7) and per connection (L4), across
  * nodes and on one node. Removing a policy lifts it.
  */
-import { renameSync, rmSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { execFile } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { promisify } from 'node:util';
 import t from 'tap';
 import type { LabRecord } from '../../../src/lab/registry.js';
-import { client, isRoot, startLab } from '../support/lab.js';
+import { auditLogOf } from '../../../src/lab/mesh.js';
+import { client, isRoot, repo, startLab } from '../support/lab.js';
 import { agentGet, waitUntil } from '../support/mesh.js';
 
+const execFileP = promisify(execFile);
 const opts = () => ({ skip: isRoot() ? false : 'needs root (real BPF, netns, cgroups)' });
 const from = 'shop/client-0'; // node-a
 
-/** Writes policies as a YAML file in the controller's folder (JSON is YAML). */
-function apply(rec: LabRecord, file: string, objects: object[]): void {
-  const path = join(rec.stateDir, file);
-  writeFileSync(`${path}.tmp`, objects.map((o) => JSON.stringify(o)).join('\n---\n'));
-  // rename: the controller never reads a half-written file
-  renameSync(`${path}.tmp`, path);
+/**
+ * The policies in force, replaced as an operator would: `skein lab delete -f` what was applied
+ * before, `skein lab apply -f` the new file (the CLI, in the lab's controller folder).
+ */
+let appliedFile: string | undefined;
+async function apply(rec: LabRecord, objects: object[]): Promise<void> {
+  const skein = (args: string[]) => execFileP(process.execPath, [join(repo, 'bin', 'skein.js'), 'lab', ...args, '--lab', rec.id]);
+  if (appliedFile) {
+    await skein(['delete', '-f', appliedFile]);
+    rmSync(dirname(appliedFile), { recursive: true, force: true });
+  }
+  appliedFile = undefined;
+  if (objects.length === 0) return;
+  const dir = mkdtempSync(join(tmpdir(), 'skein-authz-'));
+  appliedFile = join(dir, 'policies.yaml');
+  writeFileSync(appliedFile, objects.map((o) => JSON.stringify(o)).join('\n---\n'));
+  const out = await skein(['apply', '-f', appliedFile]);
+  if (!out.stdout.includes('applied')) throw new Error(`lab apply printed ${out.stdout}`);
 }
 
 function policy(name: string, spec: object, annotations?: Record<string, string>): object {
@@ -32,12 +49,12 @@ function policy(name: string, spec: object, annotations?: Record<string, string>
 }
 
 /** Waits until both agents serve exactly these policies. */
-async function served(rec: LabRecord, names: string[]): Promise<void> {
+async function served(rec: LabRecord, names: string[], kind: 'authorizationPolicies' | 'peerAuthentications' = 'authorizationPolicies'): Promise<void> {
   const want = [...names].sort().join(',');
   await waitUntil(async () => {
     for (const node of ['node-a', 'node-b']) {
-      const d = await agentGet<{ snapshot: { authorizationPolicies?: { name: string }[] } | null }>(rec, node, '/config_dump');
-      const have = (d.snapshot?.authorizationPolicies ?? []).map((p) => p.name).sort().join(',');
+      const d = await agentGet<{ snapshot: Record<string, { name: string }[] | undefined> | null }>(rec, node, '/config_dump');
+      const have = (d.snapshot?.[kind] ?? []).map((p) => p.name).sort().join(',');
       if (have !== want) return false;
     }
     return true;
@@ -54,7 +71,7 @@ t.test('AuthorizationPolicy in the lab', opts(), async (t) => {
   const run = (args: string[]) => client(rec, from, [...args, '--count', '3', '--timeout', '5']);
 
   await t.test('L7 DENY by path, method and header; gRPC gets PERMISSION_DENIED', async (t) => {
-    apply(rec, 'zz-authz.yaml', [
+    await apply(rec, [
       policy('deny-admin', {
         selector: { matchLabels: { app: 'echo' } },
         action: 'DENY',
@@ -92,7 +109,7 @@ t.test('AuthorizationPolicy in the lab', opts(), async (t) => {
   });
 
   await t.test('L4 DENY by namespace on a TCP port; an L7 rule on a TCP port denies it (fail safe)', async (t) => {
-    apply(rec, 'zz-authz.yaml', [
+    await apply(rec, [
       policy('deny-shop-tcp', { selector: { matchLabels: { app: 'echo' } }, action: 'DENY', rules: [{ from: [{ source: { namespaces: ['shop'] } }], to: [{ operation: { ports: ['7070'] } }] }] }),
     ]);
     await served(rec, ['deny-shop-tcp']);
@@ -102,7 +119,7 @@ t.test('AuthorizationPolicy in the lab', opts(), async (t) => {
       const http = await run(['--protocol', 'http1', '--target', `${ip}:8080`]);
       t.equal(http.ok, 3, `${where}: HTTP on 8080 untouched`);
     }
-    apply(rec, 'zz-authz.yaml', [
+    await apply(rec, [
       policy('deny-post-tcp', { selector: { matchLabels: { app: 'echo' } }, action: 'DENY', rules: [{ to: [{ operation: { ports: ['7070'], methods: ['POST'] } }] }] }),
     ]);
     await served(rec, ['deny-post-tcp']);
@@ -111,7 +128,7 @@ t.test('AuthorizationPolicy in the lab', opts(), async (t) => {
   });
 
   await t.test('an ALLOW-only allow-list: only what it names is served; removing it lifts it', async (t) => {
-    apply(rec, 'zz-authz.yaml', [
+    await apply(rec, [
       policy('allow-list', {
         selector: { matchLabels: { app: 'echo' } },
         action: 'ALLOW',
@@ -126,7 +143,7 @@ t.test('AuthorizationPolicy in the lab', opts(), async (t) => {
     }
     const legacy = await client(rec, 'legacy/client-0', ['--protocol', 'http1', '--target', `${pod('echo-1').ip}:8080`, '--path', '/allowed', '--count', '2', '--timeout', '5']);
     t.equal(legacy.ok, 0, 'a client outside the mesh is not on the list');
-    rmSync(join(rec.stateDir, 'zz-authz.yaml'));
+    await apply(rec, []);
     await served(rec, []);
     for (const [where, ip] of targets) {
       t.equal((await run(['--protocol', 'http1', '--target', `${ip}:8080`, '--path', '/other'])).ok, 3, `${where}: policy removed, /other served again`);
@@ -134,7 +151,7 @@ t.test('AuthorizationPolicy in the lab', opts(), async (t) => {
   });
 
   await t.test('AUDIT and dry run never change a decision; they are logged', async (t) => {
-    apply(rec, 'zz-authz.yaml', [
+    await apply(rec, [
       policy('audit-all', { selector: { matchLabels: { app: 'echo' } }, action: 'AUDIT', rules: [{}] }),
       policy('would-deny', { selector: { matchLabels: { app: 'echo' } }, action: 'DENY', rules: [{}] }, { 'skein.io/dry-run': 'true' }),
     ]);
@@ -143,7 +160,66 @@ t.test('AuthorizationPolicy in the lab', opts(), async (t) => {
     t.equal(r.ok, 3, 'served');
     const stats = await agentGet<{ authorization: { audits: Record<string, number> } }>(rec, 'node-b', '/stats');
     t.ok((stats.authorization.audits['shop/audit-all'] ?? 0) >= 3 && (stats.authorization.audits['shop/would-deny'] ?? 0) >= 3, `audits counted ${JSON.stringify(stats.authorization.audits)}`);
-    rmSync(join(rec.stateDir, 'zz-authz.yaml'));
+    await apply(rec, []);
     await served(rec, []);
+  });
+
+  await t.test('a policy applied and removed under 200 req/s: no allowed request fails', async (t) => {
+    const load = client(rec, from, ['--protocol', 'http1', '--target', 'echo.shop:80', '--path', '/steady', '--rate', '200', '--count', '1600', '--duration', '8', '--timeout', '5'], 60_000);
+    await new Promise((r) => setTimeout(r, 1500));
+    await apply(rec, [policy('deny-other', { selector: { matchLabels: { app: 'echo' } }, action: 'DENY', rules: [{ to: [{ operation: { paths: ['/other*'] } }] }] })]);
+    await served(rec, ['deny-other']);
+    t.same((await run(['--protocol', 'http1', '--target', `${pod('echo-1').ip}:8080`, '--path', '/other'])).errors, { HTTP_403: 3 }, 'in force under load');
+    await apply(rec, []);
+    await served(rec, []);
+    const r = await load;
+    t.equal(r.failed, 0, `no allowed request failed while the policy came and went ${JSON.stringify(r.errors)}`);
+    t.equal(r.ok, 1600, 'every request answered');
+  });
+
+  await t.test('PeerAuthentication: namespace PERMISSIVE serves plaintext; a workload STRICT with portLevelMtls opens one port', async (t) => {
+    const peer = (name: string, spec: object) => ({ apiVersion: 'security.skein.io/v1alpha1', kind: 'PeerAuthentication', metadata: { name, namespace: 'shop' }, spec });
+    const plain = (port: number, protocol: 'http1' | 'tcp') =>
+      client(rec, 'legacy/client-0', ['--protocol', protocol, '--target', `${pod('echo-1').ip}:${port}`, '--count', '2', '--new-connection', '--timeout', '3']);
+    t.equal((await plain(8080, 'http1')).ok, 0, 'no PeerAuthentication, no annotation: STRICT refuses plaintext');
+    await apply(rec, [peer('shop-permissive', { mtls: { mode: 'PERMISSIVE' } })]);
+    await served(rec, ['shop-permissive'], 'peerAuthentications');
+    t.equal((await plain(8080, 'http1')).ok, 2, 'namespace PERMISSIVE: plaintext served');
+    await apply(rec, [
+      peer('shop-permissive', { mtls: { mode: 'PERMISSIVE' } }),
+      peer('echo-strict', { selector: { matchLabels: { app: 'echo' } }, mtls: { mode: 'STRICT' }, portLevelMtls: { '8080': { mode: 'PERMISSIVE' } } }),
+    ]);
+    await served(rec, ['shop-permissive', 'echo-strict'], 'peerAuthentications');
+    t.equal((await plain(8080, 'http1')).ok, 2, 'workload STRICT, port 8080 PERMISSIVE: served');
+    t.equal((await plain(7070, 'tcp')).ok, 0, 'workload STRICT on 7070: refused');
+    t.equal((await run(['--protocol', 'tcp', '--target', `${pod('echo-1').ip}:7070`])).ok, 3, 'mesh traffic to 7070 unaffected');
+    await apply(rec, []);
+    await served(rec, [], 'peerAuthentications');
+    t.equal((await plain(8080, 'http1')).ok, 0, 'objects removed: STRICT again');
+  });
+
+  await t.test('the audit trail: every DENY, AUDIT and dry-run match, hash-chained; skein audit verify names a tampered line', async (t) => {
+    const file = auditLogOf(rec, 'node-b');
+    const records = readFileSync(file, 'utf8').trimEnd().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+    const denyAdmin = records.find((r) => r.decision === 'deny' && r.policy === 'shop/deny-admin' && r.path === '/admin/users');
+    t.match(denyAdmin, { source: 'spiffe://cluster.local/ns/shop/sa/client', workload: 'shop/echo-1', port: 8080, method: 'GET', rule: 0 }, 'a DENY line with who, what and which rule');
+    t.ok(records.some((r) => r.decision === 'deny' && r.policy === 'shop/deny-shop-tcp' && r.port === 7070), 'an L4 DENY line');
+    t.ok(records.some((r) => r.decision === 'deny' && r.policy === undefined && String(r.reason).includes('allow-list')), 'a denial by an ALLOW list that did not match');
+    t.ok(records.some((r) => r.decision === 'audit' && r.policy === 'shop/audit-all'), 'AUDIT lines');
+    t.ok(records.some((r) => r.decision === 'dry-run' && r.policy === 'shop/would-deny'), 'dry-run lines');
+    const verify = async (f: string) => execFileP(process.execPath, [join(repo, 'bin', 'skein.js'), 'audit', 'verify', f]).then((r) => ({ code: 0, out: r.stdout }), (e: { code: number; stdout: string }) => ({ code: e.code, out: e.stdout }));
+    const ok = await verify(file);
+    t.equal(ok.code, 0, ok.out.trim());
+    const tmp = mkdtempSync(join(tmpdir(), 'skein-audit-e2e-'));
+    t.teardown(() => rmSync(tmp, { recursive: true, force: true }));
+    const lines = readFileSync(file, 'utf8').trimEnd().split('\n');
+    const edited = join(tmp, 'edited.log');
+    writeFileSync(edited, `${lines.map((l, i) => (i === 2 ? l.replace('"time":"2', '"time":"1') : l)).join('\n')}\n`);
+    const e = await verify(edited);
+    t.equal(e.code, 1);
+    t.match(e.out, `SKEIN_POLICY_AUDIT_CHAIN_BROKEN ${edited}:3: altered`, 'an edited line is named');
+    const cut = join(tmp, 'cut.log');
+    writeFileSync(cut, `${lines.filter((_, i) => i !== 4).join('\n')}\n`);
+    t.match((await verify(cut)).out, `${cut}:5: broken link`, 'a removed line: the next one is named');
   });
 });

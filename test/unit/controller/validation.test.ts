@@ -35,7 +35,7 @@ const policies: Obj[] = [
     apiVersion: 'security.skein.io/v1alpha1',
     kind: 'PeerAuthentication',
     metadata: { name: 'permissive-web', namespace: 'shop' },
-    spec: { selector: { matchLabels: { app: 'web' } }, mode: 'PERMISSIVE' },
+    spec: { selector: { matchLabels: { app: 'web' } }, mtls: { mode: 'PERMISSIVE' } },
   },
   route('canary', '2026-01-01T00:00:00Z', [
     { matches: [{ path: { type: 'PathPrefix', value: '/v2' } }], backendRefs: [{ name: 'web', port: 80, weight: 90 }, { name: 'web-canary', port: 80, weight: 10 }] },
