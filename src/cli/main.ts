@@ -6,6 +6,7 @@ import { runAgent } from '../agent/main.js';
 import { runController } from '../controller/main.js';
 import { adminCommand } from './admin.js';
 import { auditCommand } from './audit.js';
+import { authzCommand } from './authz.js';
 import { labCommand } from './lab.js';
 import { statusCommand } from './status.js';
 import { workloadCommand } from './workload.js';
@@ -30,6 +31,8 @@ usage: skein <command> [...]
   admin [GET|POST] PATH    a node agent's admin API over its root-only unix socket
                            (--socket PATH, or --lab ID --node NAME; see skein admin --help)
   audit verify FILE...     check an agent's hash-chained authorization audit trail
+  authz check --from NS/POD --to NS/POD:PORT [--method M --path P --header K=V]
+                           which policies apply, which rule decides, the decision
   workload echo|client     the lab's built-in programs (see skein workload --help)
   version                  print the version
 
@@ -53,6 +56,8 @@ export async function main(argv: string[]): Promise<number> {
       return adminCommand(rest);
     case 'audit':
       return auditCommand(rest);
+    case 'authz':
+      return authzCommand(rest);
     case 'version':
     case '--version': {
       const pkg = JSON.parse(readFileSync(join(repoRoot(), 'package.json'), 'utf8')) as { version: string };
