@@ -71,6 +71,15 @@ export interface AgentStatus {
   bytes_sent: number;
 }
 
+/** Whether the agents that must apply an accepted policy have ACKed its version. */
+export interface PolicyStatus {
+  object: string;
+  version: string;
+  needed_on: string[];
+  enforced_on: string[];
+  enforced: boolean;
+}
+
 export interface StatusResponse {
   controller_id: string;
   version: string;
@@ -79,6 +88,8 @@ export interface StatusResponse {
   refusals: Refusal[];
   agents: AgentStatus[];
   leader: boolean;
+  /** Absent from controllers older than this field. */
+  policies?: PolicyStatus[];
 }
 
 export type StatusRequest = Record<string, never>;

@@ -62,6 +62,22 @@ export async function statusCommand(argv: string[]): Promise<number> {
       ? table([['AGENT', 'PEER', 'ACKED VERSION', 'ACKS', 'NACKS', 'LAST NACK'], ...status.agents.map((a) => [a.node, a.peer, a.acked_version, String(a.acks), String(a.nacks), a.last_nack || '-'])])
       : 'no agent connected',
   );
+  // Accepted is "valid"; Enforced is "every agent that must apply it ACKed this version".
+  const policies = status.policies ?? [];
+  if (policies.length > 0) {
+    out.push(
+      '',
+      table([
+        ['POLICY', 'ACCEPTED', 'ENFORCED', 'ON'],
+        ...policies.map((p) => [
+          p.object,
+          'True',
+          p.needed_on.length === 0 ? 'n/a (no pod)' : p.enforced ? 'True' : 'False',
+          p.needed_on.length === 0 ? '-' : p.needed_on.map((n) => `${n}${p.enforced_on.includes(n) ? '' : ' (pending)'}`).join(', '),
+        ]),
+      ]),
+    );
+  }
   process.stdout.write(`${out.join('\n')}\n`);
   return 0;
 }

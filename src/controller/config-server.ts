@@ -13,7 +13,15 @@ import * as grpc from '@grpc/grpc-js';
 import { messageOf } from '../errors.js';
 import type { Authenticator, CallerIdentity } from '../identity/ca/authn.js';
 import { bearerTokenOf } from '../identity/ca/authn.js';
-import { type ConfigDiscoveryHandlers, type ConfigRequest, type ConfigResponse, configDiscoveryService, type Resource, type StatusResponse } from '../api/config-wire.js';
+import {
+  type ConfigDiscoveryHandlers,
+  type ConfigRequest,
+  type ConfigResponse,
+  configDiscoveryService,
+  type PolicyStatus,
+  type Resource,
+  type StatusResponse,
+} from '../api/config-wire.js';
 import { type Logger, silentLogger } from '../telemetry/log.js';
 import type { MeshIndex } from './mesh-index.js';
 import type { IndexUpdate, Refusal, ResourceEntry } from './resources.js';
@@ -149,6 +157,30 @@ export class ConfigServer {
     }));
   }
 
+  /**
+   * Per accepted policy (authorization, peer authentication): the connected agents whose node
+   * runs a pod it applies to, and which of them ACKed its current version. A policy is
+   * Enforced once every one of them has; Accepted alone only says it is valid.
+   */
+  policyStatus(): PolicyStatus[] {
+    const out: PolicyStatus[] = [];
+    for (const [key, e] of this.opts.index.entries()) {
+      if (e.type !== 'authorization' && e.type !== 'peer-authentication') continue;
+      const needed: string[] = [];
+      const enforced: string[] = [];
+      for (const s of this.streams) {
+        if (!this.applies(e, s.node)) continue;
+        needed.push(s.node);
+        if (s.acked.get(key) === e.version) enforced.push(s.node);
+      }
+      needed.sort();
+      enforced.sort();
+      const kind = e.type === 'authorization' ? 'AuthorizationPolicy' : 'PeerAuthentication';
+      out.push({ object: `${kind}/${e.key}`, version: e.version, needed_on: needed, enforced_on: enforced, enforced: enforced.length === needed.length });
+    }
+    return out.sort((a, b) => (a.object < b.object ? -1 : 1));
+  }
+
   private wireStatus(): StatusResponse {
     const idx = this.opts.index;
     return {
@@ -169,6 +201,7 @@ export class ConfigServer {
         bytes_sent: a.bytesSent,
       })),
       leader: this.opts.isLeader?.() ?? true,
+      policies: this.policyStatus(),
     };
   }
 

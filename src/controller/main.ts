@@ -296,7 +296,13 @@ export async function runController(argv: string[]): Promise<number> {
     if (client && !flags['no-status-writes']) {
       reporter = new StatusReporter(controller.index, controller.store, new KubeStatusWriter(client), log);
       reporter.start();
-      cleanups.push(() => reporter?.stop());
+      // Enforced follows the agents' ACKs, which arrive on their own schedule: look every 2 s.
+      const enforcement = setInterval(() => reporter?.reportEnforcement(controller.configServer.policyStatus()), 2000);
+      enforcement.unref();
+      cleanups.push(() => {
+        clearInterval(enforcement);
+        return reporter?.stop();
+      });
     }
     // Report refusals as they change (progress lines; the log has every field).
     let lastRefused = st.refusals.length;

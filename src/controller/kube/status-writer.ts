@@ -26,7 +26,7 @@ export interface ObjectRef {
 }
 
 export interface Condition {
-  type: 'Accepted';
+  type: 'Accepted' | 'Enforced';
   status: 'True' | 'False';
   reason: string;
   message: string;
@@ -60,6 +60,8 @@ function ownsStatus(ref: ObjectRef): boolean {
 
 export class StatusReporter {
   private last = new Map<string, string>();
+  /** Enforced condition last written per policy object key. */
+  private lastEnforced = new Map<string, string>();
   private readonly log: Logger;
   private unsubscribe: (() => void) | undefined;
   private chain: Promise<void> = Promise.resolve();
@@ -82,6 +84,37 @@ export class StatusReporter {
   stop(): Promise<void> {
     this.unsubscribe?.();
     return this.chain;
+  }
+
+  /**
+   * The `Enforced` condition of each accepted policy: True once every agent that must apply it
+   * ACKed its version, False (Pending, naming the nodes) until then. Called periodically with
+   * the config server's view; only changes are written.
+   */
+  reportEnforcement(policies: readonly { object: string; needed_on: string[]; enforced_on: string[]; enforced: boolean }[]): void {
+    for (const p of policies) {
+      const key = `security.skein.io/${p.object}`;
+      const pending = p.needed_on.filter((n) => !p.enforced_on.includes(n));
+      const cond: Condition =
+        p.needed_on.length === 0
+          ? { type: 'Enforced', status: 'False', reason: 'NoWorkload', message: 'no connected agent runs a pod it applies to' }
+          : p.enforced
+            ? { type: 'Enforced', status: 'True', reason: 'Enforced', message: `applied by the agents of ${p.needed_on.join(', ')}` }
+            : { type: 'Enforced', status: 'False', reason: 'Pending', message: `not yet applied on ${pending.join(', ')}` };
+      const text = `${cond.status}|${cond.message}`;
+      if (this.lastEnforced.get(key) === text) continue;
+      const ref = refOf(this.store, key);
+      if (!ref || !ownsStatus(ref)) continue;
+      this.lastEnforced.set(key, text);
+      this.chain = this.chain.then(async () => {
+        try {
+          await this.writer.setCondition(ref, cond);
+          this.writes++;
+        } catch (err) {
+          this.log.warn({ err: messageOf(err) }, 'status write failed');
+        }
+      });
+    }
   }
 
   /** Waits for the writes queued so far. */
@@ -140,12 +173,23 @@ export class KubeStatusWriter implements StatusWriter {
       lastTransitionTime: this.now().toISOString().replace(/\.\d+Z$/, 'Z'),
       ...(ref.generation !== undefined ? { observedGeneration: ref.generation } : {}),
     };
-    // Gateway API routes report per parent; skein's kinds carry plain conditions.
-    const status = ref.apiVersion.startsWith('gateway.networking.k8s.io/')
-      ? { parents: [{ controllerName: SKEIN_CONTROLLER_NAME, parentRef: { name: ref.name }, conditions: [condition] }] }
-      : { conditions: [condition] };
-    const path = `${KubeClient.collectionPath(ref.apiVersion, info.plural, ref.namespace)}/${ref.name}/status`;
-    await this.client.request('PATCH', path, { status }, 'application/merge-patch+json');
+    const object = `${KubeClient.collectionPath(ref.apiVersion, info.plural, ref.namespace)}/${ref.name}`;
+    // Gateway API routes report per parent; skein's kinds carry plain conditions. A merge
+    // patch replaces a list whole: keep the conditions of other types (Accepted, Enforced).
+    let status: Record<string, unknown>;
+    if (ref.apiVersion.startsWith('gateway.networking.k8s.io/')) {
+      status = { parents: [{ controllerName: SKEIN_CONTROLLER_NAME, parentRef: { name: ref.name }, conditions: [condition] }] };
+    } else {
+      let others: { type?: string }[] = [];
+      try {
+        const cur = await this.client.request<{ status?: { conditions?: { type?: string }[] } }>('GET', object);
+        others = (cur.status?.conditions ?? []).filter((c) => c.type !== cond.type);
+      } catch {
+        // not readable now: write ours alone; the next report restores the rest
+      }
+      status = { conditions: [...others, condition] };
+    }
+    await this.client.request('PATCH', `${object}/status`, { status }, 'application/merge-patch+json');
   }
 
   async event(ref: ObjectRef, ev: { type: 'Warning' | 'Normal'; reason: string; message: string }): Promise<void> {

@@ -172,6 +172,18 @@ t.test('refusals become Events and status conditions', async (t) => {
   const writes = reporter.writes;
   await new Promise((r) => setTimeout(r, 200));
   t.equal(reporter.writes, writes, 'no status write loop');
+
+  // Enforced follows the agents' ACKs (the controller calls this every 2 s).
+  const conditionsOf = () => ((api.get('security.skein.io/v1alpha1', 'AuthorizationPolicy', 'shop', 'typo')?.status as Obj | undefined)?.conditions ?? []) as Obj[];
+  await until('ACKed by node-a', () => c.configServer.policyStatus().find((p) => p.object === 'AuthorizationPolicy/shop/typo')?.enforced === true);
+  reporter.reportEnforcement(c.configServer.policyStatus());
+  await reporter.idle();
+  t.match(
+    conditionsOf().find((x) => x.type === 'Enforced'),
+    { status: 'True', reason: 'Enforced', message: /node-a/ },
+    'Enforced=True once every agent that must apply it ACKed it',
+  );
+  t.match(conditionsOf().find((x) => x.type === 'Accepted'), { status: 'True' }, 'Accepted stays alongside');
 });
 
 t.test('controller restart over the Kubernetes source: agents resync', async (t) => {
