@@ -15,7 +15,7 @@ import { CaClient } from '../identity/workload/ca-client.js';
 import { CertificateStore } from '../identity/workload/certificate-store.js';
 import { readBootstrapToken } from '../identity/ca/bootstrap-tokens.js';
 import { pemBlocks } from '../identity/x509/pem.js';
-import { createLogger } from '../telemetry/log.js';
+import { createLogger, type Logger } from '../telemetry/log.js';
 import { AuditLog } from '../policy/audit-log.js';
 import { parseHostPort, startAdmin } from './admin.js';
 import { DEFAULT_ADMIN_SOCKET } from '../api/agent-admin.js';
@@ -55,7 +55,17 @@ export const AGENT_USAGE = `usage: skein agent --node NAME (--controller H:P | -
 
 const STOP_GRACE_MS = 5000;
 
-export async function runAgent(argv: string[]): Promise<number> {
+/** What the command line wires in from rooms the agent does not import. */
+export interface AgentMainDeps {
+  /**
+   * The source for `--config-folder`: the CLI passes the controller's translation run in this
+   * process (controller/local-source.ts), so a folder gives what a controller would stream,
+   * policies included. Without it, the agent's own reader (which refuses policies).
+   */
+  folderSource?: (o: { dir: string; node: string; trustDomain: string; clusterDomain: string; logger: Logger }) => ConfigSource;
+}
+
+export async function runAgent(argv: string[], deps: AgentMainDeps = {}): Promise<number> {
   const { values } = parseArgs({
     args: argv,
     options: {
@@ -115,7 +125,9 @@ export async function runAgent(argv: string[]): Promise<number> {
   // The controller's stream in a cluster; a folder of Kubernetes YAML on one machine.
   const source: ConfigSource = values.controller
     ? new ControllerConfigSource({ address: values.controller, node, tokenFile, rootsPem, logger: log })
-    : new KubeFolderSource({ dir: values['config-folder']!, trustDomain: values['trust-domain']!, clusterDomain: values['cluster-domain']!, logger: log });
+    : deps.folderSource
+      ? deps.folderSource({ dir: values['config-folder']!, node, trustDomain: values['trust-domain']!, clusterDomain: values['cluster-domain']!, logger: log })
+      : new KubeFolderSource({ dir: values['config-folder']!, trustDomain: values['trust-domain']!, clusterDomain: values['cluster-domain']!, logger: log });
   // Pods' network namespaces come from the kubelet's cgroups on this node, never from pod objects.
   const cgroupRoot = values['cgroup-root'] ?? findCgroup2Root(readHostFacts().mounts);
   if (!cgroupRoot) throw new SkeinError(CaptureCode.Cgroup2Missing, 'no cgroup v2 mount found: give --cgroup-root');

@@ -3,6 +3,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { repoRoot } from '../paths.js';
 import { runAgent } from '../agent/main.js';
+import { LocalControllerSource } from '../controller/local-source.js';
 import { runController } from '../controller/main.js';
 import { adminCommand } from './admin.js';
 import { auditCommand } from './audit.js';
@@ -47,7 +48,8 @@ export async function main(argv: string[]): Promise<number> {
     case 'workload':
       return workloadCommand(rest);
     case 'agent':
-      return runAgent(rest);
+      // Folder mode runs the controller's translation in the agent: policies included.
+      return runAgent(rest, { folderSource: (o) => new LocalControllerSource(o) });
     case 'controller':
       return runController(rest);
     case 'status':

@@ -306,15 +306,7 @@ export class ConfigServer {
 
   /** Does `e` belong in `node`'s view? */
   private applies(e: ResourceEntry, node: string): boolean {
-    if (e.type === 'workload') return e.node === node;
-    if (!e.policy) return true;
-    const root = e.namespace === this.opts.index.rootNamespace;
-    for (const w of this.opts.index.workloadsOn(node)) {
-      if (!w.meshEnabled) continue;
-      if (!root && w.namespace !== e.namespace) continue;
-      if (selectorMatches(e.selector, w.labels)) return true;
-    }
-    return false;
+    return entryAppliesTo(this.opts.index, e, node);
   }
 
   private send(s: AgentStream): void {
@@ -374,4 +366,21 @@ export class ConfigServer {
     this.log.debug({ node: s.node, version, nonce, full, added: resources.length, removed: removed.length, bytes }, 'config sent');
     s.call.write(res);
   }
+}
+
+/**
+ * Does `e` belong in `node`'s view: its own workloads, every Service and node, and the
+ * policies that apply to a meshed pod the node runs (in the policy's namespace, or any
+ * namespace from the root namespace)?
+ */
+export function entryAppliesTo(index: MeshIndex, e: ResourceEntry, node: string): boolean {
+  if (e.type === 'workload') return e.node === node;
+  if (!e.policy) return true;
+  const root = e.namespace === index.rootNamespace;
+  for (const w of index.workloadsOn(node)) {
+    if (!w.meshEnabled) continue;
+    if (!root && w.namespace !== e.namespace) continue;
+    if (selectorMatches(e.selector, w.labels)) return true;
+  }
+  return false;
 }
