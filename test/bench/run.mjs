@@ -70,6 +70,9 @@ const MODES = [
   { id: 'direct-http', kind: 'direct', proto: 'http1', baseline: 'direct-http' },
   { id: 'skein-l4', kind: 'skein', proto: 'http1', baseline: 'direct-http', peer: 'haproxy-l4', agentProtocol: 'tcp' },
   { id: 'skein-l7-http', kind: 'skein', proto: 'http1', baseline: 'direct-http', peer: 'haproxy-l7-http', agentProtocol: 'http1' },
+  // The same with 20 AuthorizationPolicies / 200 rules on the destination (none denies the
+  // bench's requests; every DENY rule is evaluated, the ALLOW list matches on its last rule).
+  { id: 'skein-l7-http-authz', kind: 'skein', proto: 'http1', baseline: 'direct-http', peer: 'haproxy-l7-http', agentProtocol: 'http1', policies: 20 },
   { id: 'haproxy-l4', kind: 'haproxy', proto: 'http1', baseline: 'direct-http', frontend: 'l4_http', backendB: 'in_l4', httpMode: false },
   { id: 'haproxy-l7-http', kind: 'haproxy', proto: 'http1', baseline: 'direct-http', frontend: 'l7_http', backendB: 'in_http', httpMode: true },
   { id: 'direct-grpc', kind: 'direct', proto: 'grpc', baseline: 'direct-grpc' },
@@ -352,7 +355,55 @@ async function main() {
     if (rate >= 0.05) log(`${mode.id}: proxies still busy (${rate.toFixed(2)} CPU-s/s) after ${mode.settle.seconds}s; starting anyway`);
   }
 
+  /** 20 policies / 200 rules in bench-mesh for the echo pods: 10 DENY that match nothing, 10 ALLOW matching on the last rule. */
+  function benchPolicies(n) {
+    const objs = [];
+    for (let i = 0; i < n; i++) {
+      const deny = i % 2 === 0;
+      const rules = [];
+      for (let j = 0; j < 10; j++) {
+        if (!deny && j === 9) rules.push({ from: [{ source: { principals: ['cluster.local/ns/bench-mesh/sa/*'] } }] });
+        else if (j % 3 === 0) rules.push({ to: [{ operation: { paths: [`/blocked-${i}-${j}*`], methods: ['POST'] } }] });
+        else if (j % 3 === 1) rules.push({ when: [{ key: `request.headers[x-block-${i}-${j}]`, values: ['1'] }] });
+        else rules.push({ from: [{ source: { namespaces: [`other-${i}-${j}`] } }], to: [{ operation: { ports: ['8080'] } }] });
+      }
+      objs.push({ apiVersion: 'security.skein.io/v1alpha1', kind: 'AuthorizationPolicy', metadata: { name: `bench-${i}`, namespace: 'bench-mesh' }, spec: { selector: { matchLabels: { app: 'echo' } }, action: deny ? 'DENY' : 'ALLOW', rules } });
+    }
+    return objs;
+  }
+
+  /** Applies (or, with an empty list, removes) the bench's policies and waits until node B serves them. */
+  async function setPolicies(objs, previous) {
+    const mutate = await import(join(ROOT, 'dist', 'lab', 'mutate.js'));
+    const text = (list) => list.map((o) => JSON.stringify(o)).join('\n---\n');
+    if (previous.length) mutate.deleteObjects(rec, 'bench-policies.yaml', text(previous));
+    if (objs.length) mutate.applyObjects(rec, 'bench-policies.yaml', text(objs));
+    const t0 = Date.now();
+    for (;;) {
+      const { stdout } = await execFileP('curl', ['-sf', '--max-time', '3', '--unix-socket', join(rec.dir, 'agents', 'node-b.sock'), 'http://agent/config_dump']);
+      const have = (JSON.parse(stdout).snapshot?.authorizationPolicies ?? []).length;
+      if (have === objs.length) return (Date.now() - t0) / 1000;
+      if (Date.now() - t0 > 20_000) throw new Error(`node-b serves ${have} policies, not ${objs.length}`);
+      await sleep(100);
+    }
+  }
+
   async function runMode(mode) {
+    if (mode.policies) {
+      const objs = benchPolicies(mode.policies);
+      const s = await setPolicies(objs, []);
+      log(`${mode.id}: ${objs.length} policies with ${objs.reduce((a, o) => a + o.spec.rules.length, 0)} rules served by node B after ${s.toFixed(1)}s`);
+      try {
+        await runModeWith(mode);
+      } finally {
+        await setPolicies([], objs);
+      }
+      return;
+    }
+    await runModeWith(mode);
+  }
+
+  async function runModeWith(mode) {
     await settle(mode);
     const { pod, hostPort } = targetOf(mode);
     mode.target = hostPort;
@@ -497,6 +548,16 @@ async function main() {
     m.label = m.id;
   }
   if (meshDown) notes.push(`skein modes not run: ${meshDown}`);
+  const plainL7 = results.find((m) => m.id === 'skein-l7-http');
+  const authzL7 = results.find((m) => m.id === 'skein-l7-http-authz');
+  if (plainL7?.closed?.rps && authzL7?.closed?.rps) {
+    const cpu = (m) => m.open?.[P.rates[0]]?.proxyCpuPer1k;
+    notes.push(
+      `authorization cost: 20 policies / 200 rules on the destination gave ${(authzL7.closed.rps / plainL7.closed.rps).toFixed(2)}x the max req/s of skein-l7-http` +
+        (cpu(plainL7) && cpu(authzL7) ? ` and ${(cpu(authzL7) / cpu(plainL7)).toFixed(2)}x its CPU per 1k requests at ${P.rates[0]}/s` : '') +
+        ' (target: within 10%)',
+    );
+  }
   notes.push(
     `idle (no traffic): ${Object.entries(idle)
       .map(([k, v]) => `${k} ${v.cpuSecondsPerSecond.toFixed(3)} CPU-s/s, RSS ${(v.rssBytes / 2 ** 20).toFixed(0)} MiB`)

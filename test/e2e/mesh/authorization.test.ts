@@ -49,9 +49,9 @@ function policy(name: string, spec: object, annotations?: Record<string, string>
 }
 
 /** Waits until both agents serve exactly these policies. */
-async function served(rec: LabRecord, names: string[], kind: 'authorizationPolicies' | 'peerAuthentications' = 'authorizationPolicies'): Promise<void> {
+async function served(rec: LabRecord, names: string[], kind: 'authorizationPolicies' | 'peerAuthentications' = 'authorizationPolicies'): Promise<number> {
   const want = [...names].sort().join(',');
-  await waitUntil(async () => {
+  return waitUntil(async () => {
     for (const node of ['node-a', 'node-b']) {
       const d = await agentGet<{ snapshot: Record<string, { name: string }[] | undefined> | null }>(rec, node, '/config_dump');
       const have = (d.snapshot?.[kind] ?? []).map((p) => p.name).sort().join(',');
@@ -168,10 +168,10 @@ t.test('AuthorizationPolicy in the lab', opts(), async (t) => {
     const load = client(rec, from, ['--protocol', 'http1', '--target', 'echo.shop:80', '--path', '/steady', '--rate', '200', '--count', '1600', '--duration', '8', '--timeout', '5'], 60_000);
     await new Promise((r) => setTimeout(r, 1500));
     await apply(rec, [policy('deny-other', { selector: { matchLabels: { app: 'echo' } }, action: 'DENY', rules: [{ to: [{ operation: { paths: ['/other*'] } }] }] })]);
-    await served(rec, ['deny-other']);
+    t.comment(`applied under load: both agents served it ${await served(rec, ['deny-other'])} ms after skein lab apply returned`);
     t.same((await run(['--protocol', 'http1', '--target', `${pod('echo-1').ip}:8080`, '--path', '/other'])).errors, { HTTP_403: 3 }, 'in force under load');
     await apply(rec, []);
-    await served(rec, []);
+    t.comment(`removed under load: both agents dropped it ${await served(rec, [])} ms after skein lab delete returned`);
     const r = await load;
     t.equal(r.failed, 0, `no allowed request failed while the policy came and went ${JSON.stringify(r.errors)}`);
     t.equal(r.ok, 1600, 'every request answered');
