@@ -78,6 +78,8 @@ export interface PolicyStatus {
   needed_on: string[];
   enforced_on: string[];
   enforced: boolean;
+  /** What the operator should know about how it is enforced (HTTP rules on TCP), or ''. */
+  note?: string;
 }
 
 export interface StatusResponse {

@@ -68,12 +68,13 @@ export async function statusCommand(argv: string[]): Promise<number> {
     out.push(
       '',
       table([
-        ['POLICY', 'ACCEPTED', 'ENFORCED', 'ON'],
+        ['POLICY', 'ACCEPTED', 'ENFORCED', 'ON', 'NOTE'],
         ...policies.map((p) => [
           p.object,
           'True',
           p.needed_on.length === 0 ? 'n/a (no pod)' : p.enforced ? 'True' : 'False',
           p.needed_on.length === 0 ? '-' : p.needed_on.map((n) => `${n}${p.enforced_on.includes(n) ? '' : ' (pending)'}`).join(', '),
+          p.note || '-',
         ]),
       ]),
     );

@@ -24,6 +24,8 @@ import {
 } from '../api/config-wire.js';
 import { type Logger, silentLogger } from '../telemetry/log.js';
 import type { MeshIndex } from './mesh-index.js';
+import type { AuthorizationPolicy } from '../config/policy-model.js';
+import { tcpNote } from '../policy/authorization.js';
 import type { IndexUpdate, Refusal, ResourceEntry } from './resources.js';
 import { selectorMatches } from '../config/policy-model.js';
 import { shutdownGrpcServer } from '../api/grpc-shutdown.js';
@@ -176,7 +178,8 @@ export class ConfigServer {
       needed.sort();
       enforced.sort();
       const kind = e.type === 'authorization' ? 'AuthorizationPolicy' : 'PeerAuthentication';
-      out.push({ object: `${kind}/${e.key}`, version: e.version, needed_on: needed, enforced_on: enforced, enforced: enforced.length === needed.length });
+      const note = e.type === 'authorization' ? tcpNote(JSON.parse(e.json) as AuthorizationPolicy) : '';
+      out.push({ object: `${kind}/${e.key}`, version: e.version, needed_on: needed, enforced_on: enforced, enforced: enforced.length === needed.length, note });
     }
     return out.sort((a, b) => (a.object < b.object ? -1 : 1));
   }

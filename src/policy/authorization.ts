@@ -295,3 +295,24 @@ function firstMatch(p: CompiledPolicy, req: AuthzRequest, httpMatches: boolean):
 export function policiesFor(w: Workload, all: readonly AuthorizationPolicy[]): AuthorizationPolicy[] {
   return all.filter((p) => (p.meshWide || p.namespace === w.namespace) && selectorMatches(p.selector, w.labels));
 }
+
+/** Indexes of the rules that need HTTP (methods, paths, hosts, request headers): on a TCP connection they fail safe. */
+export function httpOnlyRules(p: AuthorizationPolicy): number[] {
+  const out: number[] = [];
+  p.rules.forEach((r, i) => {
+    const op = r.to.some((o) => o.methods?.length || o.notMethods?.length || o.paths?.length || o.notPaths?.length || o.hosts?.length || o.notHosts?.length);
+    const when = r.when.some((w) => whenKey(w.key)?.http);
+    if (op || when) out.push(i);
+  });
+  return out;
+}
+
+/** What a policy's status says about its HTTP rules on TCP connections (empty when none). */
+export function tcpNote(p: AuthorizationPolicy): string {
+  const rules = httpOnlyRules(p);
+  if (rules.length === 0 || p.action === 'AUDIT') return '';
+  const which = `rule${rules.length > 1 ? 's' : ''} ${rules.join(', ')}`;
+  return p.action === 'DENY'
+    ? `${which} check HTTP fields: on a TCP connection (or a WebSocket) they cannot be checked and deny it, on the ports they cover`
+    : `${which} check HTTP fields: they never allow a TCP connection (or a WebSocket)`;
+}

@@ -91,7 +91,7 @@ export class StatusReporter {
    * ACKed its version, False (Pending, naming the nodes) until then. Called periodically with
    * the config server's view; only changes are written.
    */
-  reportEnforcement(policies: readonly { object: string; needed_on: string[]; enforced_on: string[]; enforced: boolean }[]): void {
+  reportEnforcement(policies: readonly { object: string; needed_on: string[]; enforced_on: string[]; enforced: boolean; note?: string }[]): void {
     for (const p of policies) {
       const key = `security.skein.io/${p.object}`;
       const pending = p.needed_on.filter((n) => !p.enforced_on.includes(n));
@@ -99,7 +99,7 @@ export class StatusReporter {
         p.needed_on.length === 0
           ? { type: 'Enforced', status: 'False', reason: 'NoWorkload', message: 'no connected agent runs a pod it applies to' }
           : p.enforced
-            ? { type: 'Enforced', status: 'True', reason: 'Enforced', message: `applied by the agents of ${p.needed_on.join(', ')}` }
+            ? { type: 'Enforced', status: 'True', reason: 'Enforced', message: `applied by the agents of ${p.needed_on.join(', ')}${p.note ? `; ${p.note}` : ''}` }
             : { type: 'Enforced', status: 'False', reason: 'Pending', message: `not yet applied on ${pending.join(', ')}` };
       const text = `${cond.status}|${cond.message}`;
       if (this.lastEnforced.get(key) === text) continue;

@@ -132,7 +132,8 @@ t.test('bad resources are refused with resource, field and reason; the rest flow
   // Accepted is not Enforced: a policy is enforced once every agent that must apply it ACKed it.
   const pol = (name: string) => status.policies?.find((p) => p.object === name);
   t.match(pol('AuthorizationPolicy/shop/front-only'), { needed_on: ['node-a'], enforced_on: ['node-a'], enforced: true }, 'front-only: needed and ACKed on node-a only');
-  t.match(pol('AuthorizationPolicy/skein-system/mesh-deny-web'), { needed_on: ['node-a', 'node-b'], enforced: true });
+  t.match(pol('AuthorizationPolicy/skein-system/mesh-deny-web'), { needed_on: ['node-a', 'node-b'], enforced: true, note: /rule 0 check HTTP fields: on a TCP connection .* deny it/ }, 'a DENY path rule says it fails safe on TCP');
+  t.equal(pol('AuthorizationPolicy/shop/front-only')?.note, '', 'a principals-only rule needs no note');
   t.match(pol('PeerAuthentication/shop/permissive-web'), { enforced: true });
   t.ok(status.refusals.some((r) => r.object === 'AuthorizationPolicy/shop/typo' && r.field === 'spec.actoin'));
   t.equal(status.agents.length, 2);
