@@ -79,7 +79,7 @@ export interface PolicyStatus {
   enforced_on: string[];
   enforced: boolean;
   /** What the operator should know about how it is enforced (HTTP rules on TCP), or ''. */
-  note?: string;
+  note: string;
 }
 
 export interface StatusResponse {
@@ -90,8 +90,8 @@ export interface StatusResponse {
   refusals: Refusal[];
   agents: AgentStatus[];
   leader: boolean;
-  /** Absent from controllers older than this field. */
-  policies?: PolicyStatus[];
+  /** Accepted policies and whether they are enforced (empty from a controller older than the field). */
+  policies: PolicyStatus[];
 }
 
 export type StatusRequest = Record<string, never>;
