@@ -23,7 +23,7 @@ export interface AuthorizationStats {
 }
 
 export class AgentAuthorizer {
-  private readonly compiled = new Map<string, { snapshot: unknown; workload: Workload; authz: WorkloadAuthorizer }>();
+  private readonly compiled = new Map<string, { snapshot: unknown; authz: WorkloadAuthorizer }>();
   readonly stats: AuthorizationStats = { decisions: {}, audits: {} };
 
   constructor(
@@ -38,11 +38,13 @@ export class AgentAuthorizer {
   /** The compiled policies of local pod `w` under the current config. */
   authorizerFor(w: Workload): WorkloadAuthorizer {
     const snapshot = this.store.snapshot();
+    // Per pod and config: the pod's labels only change with a new config (its record may be
+    // copied by whoever hands it in, so the object itself is not the key).
     const hit = this.compiled.get(w.uid);
-    if (hit && hit.snapshot === snapshot && hit.workload === w) return hit.authz;
+    if (hit && hit.snapshot === snapshot) return hit.authz;
     const all = (snapshot as ControlledMeshSnapshot | undefined)?.authorizationPolicies ?? [];
     const authz = new WorkloadAuthorizer(policiesFor(w, all));
-    this.compiled.set(w.uid, { snapshot, workload: w, authz });
+    this.compiled.set(w.uid, { snapshot, authz });
     return authz;
   }
 

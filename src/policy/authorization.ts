@@ -61,9 +61,33 @@ export interface AuthzDecision {
   audits: AuthzMatch[];
 }
 
-type Pred = (req: AuthzRequest) => boolean;
+/**
+ * What the predicates read, derived once per evaluation (not once per rule): the principal
+ * without its scheme, the source namespace, the path without its query, the host in lower case.
+ */
+interface ReqView {
+  req: AuthzRequest;
+  principal: string | undefined;
+  namespace: string | undefined;
+  path: string | undefined;
+  host: string | undefined;
+}
+
+function viewOf(req: AuthzRequest): ReqView {
+  const path = req.http?.path;
+  const q = path === undefined ? -1 : path.indexOf('?');
+  return {
+    req,
+    principal: principalOf(req.source),
+    namespace: namespaceOf(req.source),
+    path: path === undefined || q < 0 ? path : path.slice(0, q),
+    host: req.http?.host.toLowerCase(),
+  };
+}
+
+type Pred = (v: ReqView) => boolean;
 /** A compiled condition: true/false, or 'http' when it needs HTTP and the request has none. */
-type Cond = (req: AuthzRequest) => boolean | 'http';
+type Cond = (v: ReqView) => boolean | 'http';
 
 const always: Pred = () => true;
 
@@ -121,7 +145,7 @@ function cidrMatcher(blocks: readonly string[] | undefined): ((ip: string | unde
 }
 
 /** A positive list (must match one) and a negative list (must match none), as one predicate. */
-function both<T>(pos: ((v: T) => boolean) | undefined, neg: ((v: T) => boolean) | undefined, get: (r: AuthzRequest) => T): Pred | undefined {
+function both<T>(pos: ((v: T) => boolean) | undefined, neg: ((v: T) => boolean) | undefined, get: (r: ReqView) => T): Pred | undefined {
   if (!pos && !neg) return undefined;
   return (r) => {
     const v = get(r);
@@ -141,23 +165,23 @@ function header(r: AuthzRequest, name: string): string | undefined {
 }
 
 /** The value a `when` key names, and whether it needs HTTP. */
-export function whenKey(key: string): { get: (r: AuthzRequest) => string | undefined; http: boolean } | undefined {
+export function whenKey(key: string): { get: (v: ReqView) => string | undefined; http: boolean } | undefined {
   const h = /^request\.headers\[([^\]]+)\]$/.exec(key);
   if (h) {
     const name = (h[1] as string).toLowerCase();
-    return { get: (r) => header(r, name), http: true };
+    return { get: (v) => header(v.req, name), http: true };
   }
   switch (key) {
     case 'source.principal':
-      return { get: (r) => principalOf(r.source), http: false };
+      return { get: (v) => v.principal, http: false };
     case 'source.namespace':
-      return { get: (r) => namespaceOf(r.source), http: false };
+      return { get: (v) => v.namespace, http: false };
     case 'source.ip':
-      return { get: (r) => r.sourceIp, http: false };
+      return { get: (v) => v.req.sourceIp, http: false };
     case 'destination.port':
-      return { get: (r) => String(r.port), http: false };
+      return { get: (v) => String(v.req.port), http: false };
     case 'connection.sni':
-      return { get: (r) => r.sni, http: false };
+      return { get: (v) => v.req.sni, http: false };
     default:
       return undefined;
   }
@@ -171,25 +195,26 @@ function compileRule(rule: AuthorizationRule): Cond {
     const principals = normalizePrincipals(s.principals);
     const notPrincipals = normalizePrincipals(s.notPrincipals);
     return allOf([
-      both(anyOf(principals), anyOf(notPrincipals), (r) => principalOf(r.source)),
-      both(anyOf(s.namespaces), anyOf(s.notNamespaces), (r) => namespaceOf(r.source)),
-      both(cidrMatcher(s.ipBlocks), cidrMatcher(s.notIpBlocks), (r) => r.sourceIp),
+      both(anyOf(principals), anyOf(notPrincipals), (v) => v.principal),
+      both(anyOf(s.namespaces), anyOf(s.notNamespaces), (v) => v.namespace),
+      both(cidrMatcher(s.ipBlocks), cidrMatcher(s.notIpBlocks), (v) => v.req.sourceIp),
     ]);
   });
   const operations = rule.to.map((o) => {
     const l4 = allOf([
-      o.ports?.length ? (r) => (o.ports as number[]).includes(r.port) : undefined,
-      o.notPorts?.length ? (r) => !(o.notPorts as number[]).includes(r.port) : undefined,
+      o.ports?.length ? (v) => (o.ports as number[]).includes(v.req.port) : undefined,
+      o.notPorts?.length ? (v) => !(o.notPorts as number[]).includes(v.req.port) : undefined,
     ]);
-    const methods = both(anyOf(o.methods), anyOf(o.notMethods), (r) => r.http?.method);
-    const paths = both(anyOf(o.paths), anyOf(o.notPaths), (r) => r.http?.path.split('?')[0]);
-    const hosts = both(anyOf(o.hosts, true), anyOf(o.notHosts, true), (r) => r.http?.host);
+    const methods = both(anyOf(o.methods), anyOf(o.notMethods), (v) => v.req.http?.method);
+    const paths = both(anyOf(o.paths), anyOf(o.notPaths), (v) => v.path);
+    // The host is lower-cased once per request (viewOf); the patterns were at compile time.
+    const hosts = both(anyOf(o.hosts?.map((h) => h.toLowerCase())), anyOf(o.notHosts?.map((h) => h.toLowerCase())), (v) => v.host);
     const l7 = [methods, paths, hosts].filter((p): p is Pred => p !== undefined);
-    return (r: AuthzRequest): boolean | 'http' => {
-      if (!l4(r)) return false;
+    return (v: ReqView): boolean | 'http' => {
+      if (!l4(v)) return false;
       if (l7.length === 0) return true;
-      if (!r.http) return 'http';
-      return l7.every((p) => p(r));
+      if (!v.req.http) return 'http';
+      return l7.every((p) => p(v));
     };
   });
   const conditions = rule.when.map((w) => {
@@ -197,8 +222,8 @@ function compileRule(rule: AuthorizationRule): Cond {
     if (!k) return (): boolean => false; // the controller refuses unknown keys; never match one
     const pos = anyOf(w.values);
     const neg = anyOf(w.notValues);
-    return (r: AuthzRequest): boolean | 'http' => {
-      if (k.http && !r.http) return 'http';
+    return (r: ReqView): boolean | 'http' => {
+      if (k.http && !r.req.http) return 'http';
       const v = k.get(r);
       return (!pos || pos(v)) && !neg?.(v);
     };
@@ -258,13 +283,14 @@ export class WorkloadAuthorizer {
   }
 
   evaluate(req: AuthzRequest): AuthzDecision {
+    const view = viewOf(req);
     const audits: AuthzMatch[] = [];
     for (const p of this.audit) {
-      const i = firstMatch(p, req, p.action === 'DENY');
+      const i = firstMatch(p, view, p.action === 'DENY');
       if (i >= 0) audits.push({ policy: p.name, rule: i, action: p.action, dryRun: p.dryRun });
     }
     for (const p of this.deny) {
-      const i = firstMatch(p, req, true);
+      const i = firstMatch(p, view, true);
       if (i >= 0) {
         const decidedBy: AuthzMatch = { policy: p.name, rule: i, action: 'DENY', dryRun: false };
         return { allow: false, reason: `denied by ${p.name} rule ${i}`, decidedBy, audits };
@@ -272,7 +298,7 @@ export class WorkloadAuthorizer {
     }
     if (this.allow.length === 0) return { allow: true, reason: 'no ALLOW policy applies', audits };
     for (const p of this.allow) {
-      const i = firstMatch(p, req, false);
+      const i = firstMatch(p, view, false);
       if (i >= 0) return { allow: true, reason: `allowed by ${p.name} rule ${i}`, decidedBy: { policy: p.name, rule: i, action: 'ALLOW', dryRun: false }, audits };
     }
     return { allow: false, reason: `no rule of the ALLOW policies (${this.allow.map((p) => p.name).join(', ')}) matched`, audits };
@@ -280,9 +306,9 @@ export class WorkloadAuthorizer {
 }
 
 /** Index of the first rule that matches; an HTTP-only rule on a connection matches only if `httpMatches`. */
-function firstMatch(p: CompiledPolicy, req: AuthzRequest, httpMatches: boolean): number {
+function firstMatch(p: CompiledPolicy, view: ReqView, httpMatches: boolean): number {
   for (let i = 0; i < p.rules.length; i++) {
-    const m = (p.rules[i] as Cond)(req);
+    const m = (p.rules[i] as Cond)(view);
     if (m === true || (m === 'http' && httpMatches)) return i;
   }
   return -1;
