@@ -54,7 +54,8 @@ export interface AgentPodStatus {
   identity: string;
   ips: string[];
   netns: string | undefined;
-  state: 'serving' | 'failed';
+  /** serving; pending: captured, mesh traffic refused until its certificate arrives; failed: not captured. */
+  state: 'serving' | 'pending' | 'failed';
   error?: string;
 }
 
@@ -261,7 +262,7 @@ export class NodeAgent {
         });
         this.pods.set(uid, started);
         this.failures.delete(uid);
-        log.info({ pod: `${w.namespace}/${w.name}`, identity: w.identity, ips: w.ips }, 'pod enrolled');
+        log.info({ pod: `${w.namespace}/${w.name}`, identity: w.identity, ips: w.ips, ...(started.pending ? { pending: started.pending } : {}) }, 'pod enrolled');
       } catch (err) {
         this.failures.set(uid, messageOf(err));
         certificates.release(w.identity, uid);
@@ -288,7 +289,8 @@ export class NodeAgent {
     const pods: AgentPodStatus[] = [];
     for (const [uid, rt] of this.pods) {
       const w = rt.workload;
-      pods.push({ uid, pod: `${w.namespace}/${w.name}`, identity: w.identity, ips: w.ips, netns: w.netnsPath, state: 'serving' });
+      const pending = rt.pending;
+      pods.push({ uid, pod: `${w.namespace}/${w.name}`, identity: w.identity, ips: w.ips, netns: w.netnsPath, state: pending ? 'pending' : 'serving', ...(pending ? { error: pending } : {}) });
     }
     for (const [uid, error] of this.failures) {
       const w = this.store.workloadByUid(uid);

@@ -6,6 +6,8 @@
 export const AgentCode = {
   /** The command line is missing a flag or combines flags that exclude each other. */
   Usage: 'SKEIN_AGENT_USAGE',
+  /** A pod is captured but its certificate is not there yet (CA away): its mesh traffic is refused until it is. */
+  IdentityPending: 'SKEIN_AGENT_IDENTITY_PENDING',
   /** A pod to serve has no known network namespace. */
   NoNetns: 'SKEIN_AGENT_NO_NETNS',
   /** Looking for a pod's netns in the kubelet's cgroups failed for a reason of the host's (I/O). */

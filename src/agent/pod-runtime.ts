@@ -6,6 +6,7 @@
  *   15006 plaintext -> PlaintextListener (STRICT refuses, PERMISSIVE serves)
  *   15008 tunnel    -> TunnelServer (mTLS + HTTP/2 CONNECT, HBONE)
  */
+import { closeSync } from 'node:fs';
 import type { CaptureManager, EnrolledPod } from '../capture/capture-manager.js';
 import type { Workload } from '../config/model.js';
 import type { IdentitySource } from '../identity/workload/types.js';
@@ -15,6 +16,7 @@ import { OutboundListener } from '../proxy/outbound/outbound-listener.js';
 import type { OutboundProxy } from '../proxy/outbound/outbound-proxy.js';
 import { TunnelServer } from '../proxy/tunnel/tunnel-server.js';
 import type { Logger } from '../telemetry/log.js';
+import { messageOf } from '../errors.js';
 import { AgentCode } from './codes.js';
 
 export interface PodRuntimeDeps {
@@ -37,6 +39,9 @@ export class PodRuntime {
   private outboundListener: OutboundListener | undefined;
   private tunnel: TunnelServer | undefined;
   private plaintext: PlaintextListener | undefined;
+  private identityPending: string | undefined;
+  private retryTimer: NodeJS.Timeout | undefined;
+  private closed = false;
 
   private constructor(
     public workload: Workload,
@@ -68,14 +73,6 @@ export class PodRuntime {
       ...this.caps(this.deps.onListenerRefusal),
     });
     await this.outboundListener.listen({ fd: fds.outbound });
-    this.tunnel = await TunnelServer.create({
-      workload: this.workload,
-      identity,
-      inbound,
-      logger: log,
-      ...this.caps(this.deps.onTunnelRefusal),
-    });
-    await this.tunnel.listen({ fd: fds.tunnel });
     this.plaintext = new PlaintextListener({
       workload: this.workload,
       inbound,
@@ -88,6 +85,60 @@ export class PodRuntime {
       ...this.caps(this.deps.onListenerRefusal),
     });
     await this.plaintext.listen({ fd: fds.inboundPlaintext });
+    // Last, and allowed to wait: the tunnel needs the pod's certificate. Without it (the CA
+    // away, issuance timing out) the pod stays captured and fails closed rather than being
+    // released to plaintext: its :15008 is not accepted from (peers' connects wait in the
+    // kernel's backlog and time out), its outbound calls into the mesh fail for want of a
+    // certificate, STRICT plaintext is refused. Retried until it works.
+    try {
+      await this.startTunnel();
+    } catch (err) {
+      this.identityPending = messageOf(err);
+      log.warn({ pod: `${this.workload.namespace}/${this.workload.name}`, code: AgentCode.IdentityPending, err: messageOf(err) }, 'pod captured but its certificate is not there yet: refusing its mesh traffic until it is');
+      this.retryTunnel(1000);
+    }
+  }
+
+  private async startTunnel(): Promise<void> {
+    const { identity, inbound, log } = this.deps;
+    const tunnel = await TunnelServer.create({
+      workload: this.workload,
+      identity,
+      inbound,
+      logger: log,
+      ...this.caps(this.deps.onTunnelRefusal),
+    });
+    if (this.closed) {
+      await tunnel.close(0);
+      return;
+    }
+    await tunnel.listen({ fd: this.enrolled.listeners.tunnel });
+    this.tunnel = tunnel;
+  }
+
+  private retryTunnel(delayMs: number): void {
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = undefined;
+      if (this.closed) return;
+      this.startTunnel().then(
+        () => {
+          this.identityPending = undefined;
+          this.deps.log.info({ pod: `${this.workload.namespace}/${this.workload.name}` }, 'pod certificate ready: serving its mesh traffic');
+        },
+        (err: unknown) => {
+          this.identityPending = messageOf(err);
+          // Each attempt already waits (bounded) for the certificate store, which retries
+          // issuance on its own schedule and answers the moment it has one: no growing delay.
+          this.retryTunnel(delayMs);
+        },
+      );
+    }, delayMs);
+    this.retryTimer.unref();
+  }
+
+  /** Why the pod is captured but not served yet (its certificate), or undefined when it is served. */
+  get pending(): string | undefined {
+    return this.identityPending;
   }
 
   /** A listener's connection cap and where its refusals are counted. */
@@ -107,6 +158,16 @@ export class PodRuntime {
   }
 
   async close(): Promise<void> {
+    this.closed = true;
+    if (this.retryTimer) clearTimeout(this.retryTimer);
+    // A tunnel listener never handed to a server is still ours to close.
+    if (!this.tunnel) {
+      try {
+        closeSync(this.enrolled.listeners.tunnel);
+      } catch {
+        // already closed
+      }
+    }
     await Promise.allSettled([
       this.outboundListener?.close(),
       this.tunnel?.close(),
