@@ -62,7 +62,7 @@ export class PodRuntime {
   }
 
   private async serve(): Promise<void> {
-    const { capture, outbound, inbound, identity, log } = this.deps;
+    const { capture, outbound, inbound, log } = this.deps;
     const fds = this.enrolled.listeners;
     this.outboundListener = new OutboundListener({
       workload: this.workload,
