@@ -149,7 +149,7 @@ export async function runAgent(argv: string[], deps: AgentMainDeps = {}): Promis
     maxConnectionsPerListener: maxConnections,
     ...(auditLog ? { auditLog } : {}),
   });
-  registerAgentMetrics(registry, { capture, tunnelRefusals: agent.tunnelRefusals, listenerRefusals: agent.listenerRefusals, log });
+  registerAgentMetrics(registry, { capture, tunnelRefusals: agent.tunnelRefusals, listenerRefusals: agent.listenerRefusals, podStates: () => agent.status().pods, log });
 
   const stopAdmin = await startAdmin(
     { agent, capture, certificates, registry, log },

@@ -2,7 +2,7 @@
  * Agent-level metrics read at scrape time from where the numbers live (the kernel's
  * counters, the proxy's refusal tallies), so nothing has to push them.
  */
-import { Counter, type Registry } from 'prom-client';
+import { Counter, Gauge, type Registry } from 'prom-client';
 import type { CaptureManager } from '../capture/capture-manager.js';
 import { messageOf } from '../errors.js';
 import type { Logger } from '../telemetry/log.js';
@@ -14,6 +14,8 @@ export interface AgentMetricsSources {
   tunnelRefusals: ReadonlyMap<string, number>;
   /** Connections refused at the local pods' 15001 and 15006 listeners by code (NodeAgent.listenerRefusals). */
   listenerRefusals?: ReadonlyMap<string, number>;
+  /** Local meshed pods by state: serving, pending (captured, certificate not there yet: refused), failed (not captured). */
+  podStates?: () => Iterable<{ state: string }>;
   log: Logger;
 }
 
@@ -47,6 +49,18 @@ export function registerAgentMetrics(registry: Registry, src: AgentMetricsSource
     collect() {
       this.reset();
       for (const [code, n] of src.tunnelRefusals) this.inc({ code }, n);
+    },
+  });
+  new Gauge({
+    name: 'skein_pods',
+    help: 'Local meshed pods by state: serving; pending (captured, its mesh traffic refused until its certificate arrives); failed (not captured, retried)',
+    labelNames: ['state'] as const,
+    registers: [registry],
+    collect() {
+      if (!src.podStates) return;
+      const n: Record<string, number> = { serving: 0, pending: 0, failed: 0 };
+      for (const p of src.podStates()) n[p.state] = (n[p.state] ?? 0) + 1;
+      for (const [state, v] of Object.entries(n)) this.set({ state }, v);
     },
   });
   new Counter({

@@ -38,6 +38,9 @@ t.test('a pod whose certificate cannot be issued stays captured and refuses, the
   const ms = await waitUntil(async () => (await state('legacy/echo-1'))?.state === 'pending', 40_000, 250);
   t.comment(`legacy/echo-1 reported pending ${ms} ms after the namespace joined`);
   t.match(await state('legacy/echo-1'), { state: 'pending', error: /certificate|issu|CA|timed out/i }, '/workloads says why');
+  const nodeB = rec.plan.nodes.find((n) => n.name === 'node-b')!;
+  const metrics = (await exec('ip', ['netns', 'exec', nodeB.netns, 'curl', '-s', '--max-time', '5', 'http://127.0.0.1:15020/metrics'])).stdout;
+  t.match(metrics, /skein_pods\{state="pending"\} [1-9]/, 'the metric counts the pending pods');
   const capture = await agentGet<{ enrolled: { uid: string }[] }>(rec, 'node-b', '/capture');
   t.ok(capture.enrolled.length >= 2, `node-b keeps the pending pods captured (${capture.enrolled.length} enrolled)`);
 

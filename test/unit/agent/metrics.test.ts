@@ -48,3 +48,16 @@ t.test('listener (15001/15006) refusals by code, read at scrape time', async (t)
   listenerRefusals.set('SKEIN_OUTBOUND_CONNECTION_LIMIT', 5);
   t.match(await registry.metrics(), /skein_listener_refusals_total\{code="SKEIN_OUTBOUND_CONNECTION_LIMIT"\} 5/);
 });
+
+t.test('pods by state, read at scrape time (pending: captured, refused until the certificate arrives)', async (t) => {
+  const registry = new Registry();
+  let pods = [{ state: 'serving' }, { state: 'pending' }, { state: 'serving' }];
+  registerAgentMetrics(registry, { capture: { counters: () => ({ skLookupAssignFailed: 0, skLookupNoSocket: 0 }) }, tunnelRefusals: new Map(), podStates: () => pods, log: silentLogger() });
+  let text = await registry.metrics();
+  t.match(text, /skein_pods\{state="serving"\} 2/);
+  t.match(text, /skein_pods\{state="pending"\} 1/);
+  t.match(text, /skein_pods\{state="failed"\} 0/);
+  pods = [{ state: 'serving' }];
+  text = await registry.metrics();
+  t.match(text, /skein_pods\{state="pending"\} 0/, 'the current count, not a high-water mark');
+});
