@@ -21,7 +21,7 @@ import http2 from 'node:http2';
 import { messageOf } from '../../errors.js';
 import type { Logger } from '../../telemetry/log.js';
 import { closeStreamLocally } from './h2-abuse-guard.js';
-import { endToEndH2Headers, endToEndRawHeaders, rawPairs } from './headers.js';
+import { endToEndH2Headers, endToEndRawHeaders, h2ToRaw, rawPairs, rawToH2 } from './headers.js';
 import { MeshHeader } from './mesh-headers.js';
 import { type MeshRequestOpener, type RoutedConnection, type UpstreamChoice, upstreamFailure } from './types.js';
 import { OPENER_OPTION, type UpstreamPool } from './upstream-pool.js';
@@ -37,19 +37,6 @@ export function isGrpc(headers: http2.IncomingHttpHeaders): boolean {
 /** A stream that has not been reset (an 'end' from it means a real END_STREAM). */
 function cleanSoFar(s: http2.Http2Stream): boolean {
   return s.rstCode === undefined || s.rstCode === NGHTTP2_NO_ERROR;
-}
-
-/** HTTP/2 headers as a flat raw list (no pseudo-headers), for an HTTP/1 hop. */
-function flatten(headers: http2.IncomingHttpHeaders): string[] {
-  const out: string[] = [];
-  for (const k in headers) {
-    if (k.charCodeAt(0) === 58 /* : */) continue;
-    const v = headers[k];
-    if (v === undefined) continue;
-    if (Array.isArray(v)) for (const one of v) out.push(k, one);
-    else out.push(k, String(v));
-  }
-  return out;
 }
 
 /** Trailers as HTTP/2 headers, without what may not be relayed. */
@@ -154,7 +141,7 @@ export class H2Relay {
     conn: RoutedConnection,
     choice: UpstreamChoice,
   ): void {
-    const raw = flatten(headers);
+    const raw = h2ToRaw(headers);
     const authority = headers[':authority'];
     if (authority) raw.unshift('host', String(authority));
     const filtered = endToEndRawHeaders(raw);
@@ -173,30 +160,15 @@ export class H2Relay {
     // 1xx the app sends on its own (103 Early Hints, 102) go on to the client (RFC 9110 §15.2).
     up.on('information', (info: http.InformationEvent) => {
       if (info.statusCode === 101 || stream.destroyed || stream.closed || stream.headersSent) return;
-      const h: http2.OutgoingHttpHeaders = { [HTTP2_HEADER_STATUS]: info.statusCode };
-      const raw = endToEndRawHeaders(info.rawHeaders);
-      for (let i = 0; i < raw.length; i += 2) h[(raw[i] as string).toLowerCase()] = raw[i + 1] as string;
-      stream.additionalHeaders(h);
+      stream.additionalHeaders(rawToH2(endToEndRawHeaders(info.rawHeaders), { [HTTP2_HEADER_STATUS]: info.statusCode }));
     });
     up.on('response', (upRes) => {
       if (stream.destroyed || stream.closed) {
         upRes.destroy();
         return;
       }
-      const h: http2.OutgoingHttpHeaders = { [HTTP2_HEADER_STATUS]: upRes.statusCode ?? 502 };
-      const rawRes = endToEndRawHeaders(upRes.rawHeaders);
-      for (let i = 0; i < rawRes.length; i += 2) {
-        const name = (rawRes[i] as string).toLowerCase();
-        const prev = h[name];
-        const value = rawRes[i + 1] as string;
-        h[name] = prev === undefined ? value : Array.isArray(prev) ? [...prev, value] : [String(prev), value];
-      }
-      stream.respond(h, { waitForTrailers: true });
-      stream.once('wantTrailers', () => {
-        const t: http2.OutgoingHttpHeaders = {};
-        for (const [k, v] of rawPairs(upRes.rawTrailers)) t[k.toLowerCase()] = v;
-        stream.sendTrailers(endToEndH2Headers(t as http2.IncomingHttpHeaders));
-      });
+      stream.respond(rawToH2(endToEndRawHeaders(upRes.rawHeaders), { [HTTP2_HEADER_STATUS]: upRes.statusCode ?? 502 }), { waitForTrailers: true });
+      stream.once('wantTrailers', () => stream.sendTrailers(rawToH2(endToEndRawHeaders(upRes.rawTrailers))));
       upRes.pipe(stream, { end: false });
       upRes.once('end', () => {
         if (!stream.destroyed) stream.end();
@@ -212,7 +184,7 @@ export class H2Relay {
     const endUp = (): void => {
       if (!cleanSoFar(stream)) return;
       const t = trailers();
-      if (t) up.addTrailers(rawPairs(endToEndRawHeaders(flatten(t))));
+      if (t) up.addTrailers(rawPairs(endToEndRawHeaders(h2ToRaw(t))));
       up.end();
     };
     if (endStream || stream.readableEnded) endUp();

@@ -101,3 +101,30 @@ export function rawPairs(raw: readonly string[]): [string, string][] {
   for (let i = 0; i < raw.length; i += 2) out.push([raw[i] as string, raw[i + 1] as string]);
   return out;
 }
+
+/** HTTP/2 headers as a flat raw list (no pseudo-headers, repeated values expanded), for an HTTP/1 hop. */
+export function h2ToRaw(headers: Record<string, string | string[] | number | undefined>): string[] {
+  const out: string[] = [];
+  for (const k in headers) {
+    if (k.charCodeAt(0) === 58 /* : */) continue;
+    const v = headers[k];
+    if (v === undefined) continue;
+    if (Array.isArray(v)) for (const one of v) out.push(k, one);
+    else out.push(k, String(v));
+  }
+  return out;
+}
+
+/**
+ * A flat raw list folded into HTTP/2 headers (lower-case names, a repeated field as an
+ * array), added to `into` (pseudo-headers such as :status go there first).
+ */
+export function rawToH2(raw: readonly string[], into: Record<string, string | string[] | number> = {}): Record<string, string | string[] | number> {
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = (raw[i] as string).toLowerCase();
+    const value = raw[i + 1] as string;
+    const prev = into[name];
+    into[name] = prev === undefined ? value : Array.isArray(prev) ? [...prev, value] : [String(prev), value];
+  }
+  return into;
+}

@@ -25,7 +25,7 @@ import type { Duplex } from 'node:stream';
 import { messageOf } from '../../errors.js';
 import type { Logger } from '../../telemetry/log.js';
 import { pipeBidirectional } from '../tcp/l4-pipe.js';
-import { endToEndRawHeaders, rawPairs } from './headers.js';
+import { endToEndRawHeaders, h2ToRaw, rawPairs, rawToH2 } from './headers.js';
 import type { RefusalLog } from './refusals.js';
 import { MeshHeader } from './mesh-headers.js';
 import { type MeshRequestOpener, type RequestInfo, type RoutedConnection, type UpstreamChoice, upstreamFailure, upstreamFields } from './types.js';
@@ -257,24 +257,18 @@ export class Http1Forwarder {
     };
     res.once('close', release);
     const target = originForm(req.url ?? '/');
-    const headers: http2.OutgoingHttpHeaders = {
+    const headers: http2.OutgoingHttpHeaders = rawToH2(endToEndRawHeaders(req.rawHeaders, { keepTeTrailers: true }), {
       ':method': req.method ?? 'GET',
       ':path': target.path,
       ':scheme': 'http',
-    };
-    const raw = endToEndRawHeaders(req.rawHeaders, { keepTeTrailers: true });
-    for (let i = 0; i < raw.length; i += 2) {
-      const name = (raw[i] as string).toLowerCase();
-      const value = raw[i + 1] as string;
-      if (name === 'host') headers[':authority'] = value;
-      // Node's server answered 100 Continue already (a proxy's job, as Envoy does by default).
-      else if (name === 'expect') continue;
-      else {
-        const prev = headers[name];
-        headers[name] = prev === undefined ? value : Array.isArray(prev) ? [...prev, value] : [String(prev), value];
-      }
-    }
-    if (target.authority) headers[':authority'] = target.authority;
+    });
+    // Host -> :authority (an absolute-form target's authority wins, as RFC 9112 says).
+    const host = headers.host;
+    delete headers.host;
+    const authority = target.authority ?? (Array.isArray(host) ? host[0] : host);
+    if (authority !== undefined) headers[':authority'] = String(authority);
+    // Node's server answered 100 Continue already (a proxy's job, as Envoy does by default).
+    delete headers.expect;
     if (mesh) {
       headers[MeshHeader.Destination] = choice.authority;
       headers[MeshHeader.Protocol] = conn.upstreamProtocol;
@@ -308,11 +302,7 @@ export class Http1Forwarder {
 
   private exchangeHttp2(req: http.IncomingMessage, res: http.ServerResponse, up: http2.ClientHttp2Stream, hasBody: boolean): void {
     if (hasBody) {
-      up.once('wantTrailers', () => {
-        const t: http2.OutgoingHttpHeaders = {};
-        for (const [k, v] of rawPairs(endToEndRawHeaders(req.rawTrailers))) t[k.toLowerCase()] = v;
-        up.sendTrailers(t);
-      });
+      up.once('wantTrailers', () => up.sendTrailers(rawToH2(endToEndRawHeaders(req.rawTrailers))));
       req.pipe(up);
     } else req.resume();
     let trailers: http2.IncomingHttpHeaders | undefined;
@@ -323,12 +313,7 @@ export class Http1Forwarder {
     // HTTP/1.1 response can relay (Node writes no other 1xx); 100 was answered here already.
     up.on('headers', (info: http2.IncomingHttpHeaders) => relayInformational(res, Number(info[':status']), info));
     up.once('response', (h) => {
-      const out: string[] = [];
-      for (const [k, v] of Object.entries(h)) {
-        if (k.startsWith(':') || v === undefined) continue;
-        for (const one of Array.isArray(v) ? v : [String(v)]) out.push(k, one);
-      }
-      res.writeHead(Number(h[':status']) || 502, endToEndRawHeaders(out) as unknown as http.OutgoingHttpHeaders);
+      res.writeHead(Number(h[':status']) || 502, endToEndRawHeaders(h2ToRaw(h)) as unknown as http.OutgoingHttpHeaders);
       up.pipe(res, { end: false });
       up.once('end', () => {
         if (up.rstCode !== undefined && up.rstCode !== http2.constants.NGHTTP2_NO_ERROR) {
@@ -336,12 +321,7 @@ export class Http1Forwarder {
           return;
         }
         if (trailers) {
-          const pairs: [string, string][] = [];
-          for (const [k, v] of Object.entries(trailers)) {
-            if (v === undefined || k.startsWith(':')) continue;
-            for (const one of Array.isArray(v) ? v : [String(v)]) pairs.push([k, one]);
-          }
-          const kept = endToEndRawHeaders(pairs.flat());
+          const kept = endToEndRawHeaders(h2ToRaw(trailers));
           if (kept.length > 0) res.addTrailers(rawPairs(kept));
         }
         res.end();
