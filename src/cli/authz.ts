@@ -93,11 +93,7 @@ async function modelOf(dir: string, rootNamespace: string | undefined): Promise<
   const index = new MeshIndex(store, rootNamespace ? { rootNamespace } : {});
   const folder = new FolderSource(store, { dir, rescanMs: 0 });
   await folder.scan();
-  // The index rebuilds on the tick after each change the scan made: wait until it is quiet.
-  for (let last = '', i = 0; i < 100 && index.version !== last; i++) {
-    last = index.version;
-    await new Promise((r) => setTimeout(r, 20));
-  }
+  await index.settled();
   index.close();
   const workloads: Workload[] = [];
   const policies: AuthorizationPolicy[] = [];

@@ -49,11 +49,7 @@ export class LocalControllerSource implements ConfigSource {
     this.folder = new FolderSource(store, { dir: this.opts.dir, rescanMs: this.opts.rescanMs ?? 10_000, logger: this.log });
     index.onUpdate(() => onSnapshot(this.snapshot(index)));
     await this.folder.start();
-    // The index rebuilds on the tick after the scan's changes: the first snapshot follows it.
-    for (let last = '', i = 0; i < 100 && index.version !== last; i++) {
-      last = index.version;
-      await new Promise((r) => setTimeout(r, 20));
-    }
+    await index.settled();
     onSnapshot(this.snapshot(index));
   }
 

@@ -126,6 +126,17 @@ export class MeshIndex {
     if (this.immediate) clearImmediate(this.immediate);
   }
 
+  /**
+   * Resolves once the index has taken in what its store holds: a rebuild runs on the tick
+   * after each change, so this waits until the version stops moving (bounded, ~2 s).
+   */
+  async settled(): Promise<void> {
+    for (let last = '', i = 0; i < 100 && this.version !== last; i++) {
+      last = this.version;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
+
   /** Current version (changes on every rebuild that changed something). */
   get version(): string {
     return `${this.epoch}-${this.seq}`;
