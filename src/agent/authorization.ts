@@ -6,11 +6,11 @@
  * for /stats; AUDIT matches and dry-run policies are logged and never change a decision.
  */
 import type { ConfigStore } from '../config/store.js';
-import type { ControlledMeshSnapshot } from '../config/policy-model.js';
+import type { ControlledMeshSnapshot, PeerAuthenticationPolicy } from '../config/policy-model.js';
 import type { Workload } from '../config/model.js';
 import type { AuditLog, AuditRecord } from '../policy/audit-log.js';
 import { type AuthzDecision, policiesFor, WorkloadAuthorizer } from '../policy/authorization.js';
-import { type MtlsMode, mtlsModeFor } from '../policy/peer-authentication.js';
+import { type MtlsMode, modeOf, peerAuthenticationFor } from '../policy/peer-authentication.js';
 import { messageOf } from '../errors.js';
 import type { InboundDecision, InboundRequest } from '../proxy/inbound/inbound-proxy.js';
 import type { Logger } from '../telemetry/log.js';
@@ -23,7 +23,8 @@ export interface AuthorizationStats {
 }
 
 export class AgentAuthorizer {
-  private readonly compiled = new Map<string, { snapshot: unknown; authz: WorkloadAuthorizer }>();
+  /** Per local pod, under one config: its compiled policies and the PeerAuthentication that decides for it. */
+  private readonly compiled = new Map<string, { snapshot: unknown; authz: WorkloadAuthorizer; peer: PeerAuthenticationPolicy | undefined }>();
   readonly stats: AuthorizationStats = { decisions: {}, audits: {} };
 
   constructor(
@@ -35,35 +36,41 @@ export class AgentAuthorizer {
     store.subscribe(() => this.compiled.clear());
   }
 
-  /** The compiled policies of local pod `w` under the current config. */
-  authorizerFor(w: Workload): WorkloadAuthorizer {
+  /**
+   * What applies to local pod `w` under the current config, worked out once per pod and
+   * config: the pod's labels only change with a new config (its record may be copied by
+   * whoever hands it in, so the object itself is not the key).
+   */
+  private compiledFor(w: Workload): { authz: WorkloadAuthorizer; peer: PeerAuthenticationPolicy | undefined } {
     const snapshot = this.store.snapshot();
-    // Per pod and config: the pod's labels only change with a new config (its record may be
-    // copied by whoever hands it in, so the object itself is not the key).
     const hit = this.compiled.get(w.uid);
-    if (hit && hit.snapshot === snapshot) return hit.authz;
-    const all = (snapshot as ControlledMeshSnapshot | undefined)?.authorizationPolicies ?? [];
-    const authz = new WorkloadAuthorizer(policiesFor(w, all));
-    this.compiled.set(w.uid, { snapshot, authz });
-    return authz;
+    if (hit && hit.snapshot === snapshot) return hit;
+    const s = snapshot as ControlledMeshSnapshot | undefined;
+    const entry = {
+      snapshot,
+      authz: new WorkloadAuthorizer(policiesFor(w, s?.authorizationPolicies ?? [])),
+      peer: peerAuthenticationFor(w, s?.peerAuthentications ?? [])?.policy,
+    };
+    this.compiled.set(w.uid, entry);
+    return entry;
   }
 
-  /** PeerAuthentication: STRICT or PERMISSIVE for plaintext to `port` of local pod `w`. */
+  /** The compiled policies of local pod `w` under the current config. */
+  authorizerFor(w: Workload): WorkloadAuthorizer {
+    return this.compiledFor(w).authz;
+  }
+
+  /** PeerAuthentication: STRICT or PERMISSIVE for plaintext to `port` of local pod `w` (per connection). */
   mtlsMode(w: Workload, port: number): MtlsMode {
-    const all = (this.store.snapshot() as ControlledMeshSnapshot | undefined)?.peerAuthentications ?? [];
-    return mtlsModeFor(w, port, all);
+    return modeOf(this.compiledFor(w).peer, w, port);
   }
 
   /** The inbound hook: one decision per connection (L4) or request (L7). */
   authorize(req: InboundRequest): InboundDecision {
     const authz = this.authorizerFor(req.workload);
     if (authz.empty) return { allow: true };
-    const d = authz.evaluate({
-      ...(req.source ? { source: req.source } : {}),
-      ...(req.sourceIp ? { sourceIp: req.sourceIp } : {}),
-      port: req.port,
-      ...(req.http ? { http: { method: req.http.method, path: req.http.path, host: req.http.authority, headers: req.http.headers } } : {}),
-    });
+    // An inbound request is what the engine reads (source, sourceIp, port, http): no copy.
+    const d = authz.evaluate(req);
     const key = `${d.allow ? 'allow' : 'deny'}|${d.decidedBy?.policy ?? '-'}`;
     this.stats.decisions[key] = (this.stats.decisions[key] ?? 0) + 1;
     if (this.audit && (!d.allow || d.audits.length > 0)) this.writeAudit(req, d);

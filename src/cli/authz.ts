@@ -63,7 +63,7 @@ export async function authzCommand(argv: string[]): Promise<number> {
   const http = values.method !== undefined || values.path !== undefined || values.header !== undefined;
   const req: AuthzRequest = { source: src.identity, port };
   if (src.ips[0]) req.sourceIp = src.ips[0];
-  if (http) req.http = { method: values.method ?? 'GET', path: values.path ?? '/', host: headers.host ?? `${dst.name}.${dst.namespace}`, headers };
+  if (http) req.http = { method: values.method ?? 'GET', path: values.path ?? '/', authority: headers.host ?? `${dst.name}.${dst.namespace}`, headers };
   const applying = policiesFor(dst, model.policies);
   const d = new WorkloadAuthorizer(applying).evaluate(req);
   const out = {

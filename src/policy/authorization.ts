@@ -37,7 +37,8 @@ export interface AuthzRequest {
   http?: {
     method: string;
     path: string;
-    host: string;
+    /** :authority (Host) as the client sent it; `hosts` match it. */
+    authority: string;
     headers: Record<string, string | string[] | undefined>;
   };
 }
@@ -81,7 +82,7 @@ function viewOf(req: AuthzRequest): ReqView {
     principal: principalOf(req.source),
     namespace: namespaceOf(req.source),
     path: path === undefined || q < 0 ? path : path.slice(0, q),
-    host: req.http?.host.toLowerCase(),
+    host: req.http?.authority.toLowerCase(),
   };
 }
 

@@ -28,7 +28,11 @@ export function peerAuthenticationFor(w: Workload, all: readonly PeerAuthenticat
 
 /** The mode for plaintext to `port` of `w`. */
 export function mtlsModeFor(w: Workload, port: number, all: readonly PeerAuthenticationPolicy[]): MtlsMode {
-  const found = peerAuthenticationFor(w, all);
-  if (!found) return w.peerAuthentication === 'PERMISSIVE' ? 'PERMISSIVE' : 'STRICT';
-  return found.policy.portLevelMtls[String(port)] ?? found.policy.mode;
+  return modeOf(peerAuthenticationFor(w, all)?.policy, w, port);
+}
+
+/** The mode `policy` (the one that decides for `w`, if any) gives plaintext to `port`. */
+export function modeOf(policy: PeerAuthenticationPolicy | undefined, w: Workload, port: number): MtlsMode {
+  if (!policy) return w.peerAuthentication === 'PERMISSIVE' ? 'PERMISSIVE' : 'STRICT';
+  return policy.portLevelMtls[String(port)] ?? policy.mode;
 }

@@ -17,7 +17,7 @@ const exec = promisify(execFile);
 const opts = () => ({ skip: isRoot() ? false : 'needs root (real BPF, netns, cgroups)' });
 
 interface Workloads {
-  pods: { pod: string; state: string; error?: string }[];
+  pods: { uid: string; pod: string; state: string; error?: string }[];
 }
 
 t.test('a pod whose certificate cannot be issued stays captured and refuses, then is served', opts(), async (t) => {
@@ -42,7 +42,9 @@ t.test('a pod whose certificate cannot be issued stays captured and refuses, the
   const metrics = (await exec('ip', ['netns', 'exec', nodeB.netns, 'curl', '-s', '--max-time', '5', 'http://127.0.0.1:15020/metrics'])).stdout;
   t.match(metrics, /skein_pods\{state="pending"\} [1-9]/, 'the metric counts the pending pods');
   const capture = await agentGet<{ enrolled: { uid: string }[] }>(rec, 'node-b', '/capture');
-  t.ok(capture.enrolled.length >= 2, `node-b keeps the pending pods captured (${capture.enrolled.length} enrolled)`);
+  const pendingUids = (await agentGet<Workloads>(rec, 'node-b', '/workloads')).pods.filter((p) => p.state === 'pending').map((p) => p.uid);
+  const enrolled = new Set(capture.enrolled.map((e) => e.uid));
+  t.ok(pendingUids.length >= 2 && pendingUids.every((u) => enrolled.has(u)), `node-b keeps every pending pod captured (${pendingUids.length} pending, all enrolled)`);
 
   // Across nodes the pending client would need its own certificate: its call fails, and
   // never leaves in plaintext. (On its own node it is served through the agent, with the

@@ -19,7 +19,7 @@ const get = (path: string, extra: Partial<AuthzRequest> = {}, headers: Record<st
   source: web,
   sourceIp: '10.244.1.11',
   port: 8080,
-  http: { method: 'GET', path, host: 'echo.shop:80', headers },
+  http: { method: 'GET', path, authority: 'echo.shop:80', headers },
   ...extra,
 });
 const tcp = (extra: Partial<AuthzRequest> = {}): AuthzRequest => ({ source: web, sourceIp: '10.244.1.11', port: 7070, ...extra });
