@@ -31,8 +31,6 @@ export interface AuthzRequest {
   sourceIp?: string;
   /** Destination (app) port. */
   port: number;
-  /** TLS SNI of the connection, when known. */
-  sni?: string;
   /** Set for an HTTP request (L7); absent for a connection (L4). */
   http?: {
     method: string;
@@ -181,15 +179,13 @@ export function whenKey(key: string): { get: (v: ReqView) => string | undefined;
       return { get: (v) => v.req.sourceIp, http: false };
     case 'destination.port':
       return { get: (v) => String(v.req.port), http: false };
-    case 'connection.sni':
-      return { get: (v) => v.req.sni, http: false };
     default:
       return undefined;
   }
 }
 
 /** The `when` keys skein evaluates (anything else is refused by the controller). */
-export const WHEN_KEYS = ['request.headers[<name>]', 'source.principal', 'source.namespace', 'source.ip', 'destination.port', 'connection.sni'];
+export const WHEN_KEYS = ['request.headers[<name>]', 'source.principal', 'source.namespace', 'source.ip', 'destination.port'];
 
 function compileRule(rule: AuthorizationRule): Cond {
   const sources = rule.from.map((s) => {

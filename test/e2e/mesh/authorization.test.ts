@@ -127,6 +127,26 @@ t.test('AuthorizationPolicy in the lab', opts(), async (t) => {
     t.equal(tcp.ok, 0, 'a DENY with an HTTP field on a TCP port denies the port (it cannot be checked)');
   });
 
+  await t.test("ipBlocks match the source pod's IP, which the source agent carries (Forwarded on CONNECT, skein-src on requests)", async (t) => {
+    const src = rec.plan.pods.find((p) => p.namespace === 'shop' && p.name === 'client-0')!;
+    await apply(rec, [
+      policy('deny-client-ip', { selector: { matchLabels: { app: 'echo' } }, action: 'DENY', rules: [{ from: [{ source: { ipBlocks: [`${src.ip}/32`] } }] }] }),
+    ]);
+    await served(rec, ['deny-client-ip']);
+    for (const [where, ip] of targets) {
+      t.same((await run(['--protocol', 'http1', '--target', `${ip}:8080`])).errors, { HTTP_403: 3 }, `${where}: HTTP from ${src.ip} denied`);
+      t.equal((await run(['--protocol', 'tcp', '--target', `${ip}:7070`])).ok, 0, `${where}: TCP from ${src.ip} refused`);
+    }
+    await apply(rec, [
+      policy('deny-other-ip', { selector: { matchLabels: { app: 'echo' } }, action: 'DENY', rules: [{ from: [{ source: { ipBlocks: ['192.0.2.0/24'] } }] }] }),
+    ]);
+    await served(rec, ['deny-other-ip']);
+    for (const [where, ip] of targets) {
+      t.equal((await run(['--protocol', 'http1', '--target', `${ip}:8080`])).ok, 3, `${where}: another block does not match`);
+      t.equal((await run(['--protocol', 'tcp', '--target', `${ip}:7070`])).ok, 3, `${where}: TCP too`);
+    }
+  });
+
   await t.test('an ALLOW-only allow-list: only what it names is served; removing it lifts it', async (t) => {
     await apply(rec, [
       policy('allow-list', {

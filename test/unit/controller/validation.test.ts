@@ -30,6 +30,7 @@ const policies: Obj[] = [
   // Istio's shape only: the old flattened one, an unknown when key and a port that is no port are refused.
   authz('flat', { rules: [{ from: [{ principals: ['cluster.local/ns/shop/sa/web'] }] }] }),
   authz('jwt', { rules: [{ when: [{ key: 'request.auth.claims[iss]', values: ['x'] }] }] }),
+  authz('sni', { action: 'DENY', rules: [{ when: [{ key: 'connection.sni', values: ['x'] }] }] }),
   authz('bad-port', { action: 'DENY', rules: [{ to: [{ operation: { ports: ['http'] } }] }] }),
   {
     apiVersion: 'security.skein.io/v1alpha1',
@@ -98,6 +99,7 @@ t.test('bad resources are refused with resource, field and reason; the rest flow
   t.match(find('AuthorizationPolicy/shop/nobody'), { field: 'spec.selector', reason: /matches no pod/ });
   t.match(find('AuthorizationPolicy/shop/flat'), { field: 'spec.rules[0].from[0].source', reason: /missing/ }, 'the flattened shape is refused');
   t.match(find('AuthorizationPolicy/shop/jwt'), { field: 'spec.rules[0].when[0].key', reason: /unsupported key "request.auth.claims\[iss\]"/ });
+  t.match(find('AuthorizationPolicy/shop/sni'), { field: 'spec.rules[0].when[0].key', reason: /unsupported key "connection.sni"/ }, 'a key no agent could check is refused, not ignored');
   t.match(find('AuthorizationPolicy/shop/bad-port'), { field: 'spec.rules[0].to[0].operation.ports[0]', reason: /not a port number/ });
   t.match(find('HTTPRoute/shop/canary-copy'), { field: 'spec.rules[0].matches[0]', reason: /conflicts with HTTPRoute shop\/canary/ });
   t.match(find('HTTPRoute/shop/zero'), { field: 'spec.rules[0].backendRefs', reason: /weights sum to 0/ });
@@ -105,7 +107,7 @@ t.test('bad resources are refused with resource, field and reason; the rest flow
   t.match(find('MagicPolicy/shop/x'), { field: 'kind', reason: /unknown skein kind/ });
   t.match(find('Service/legacy/thief'), { field: 'spec.clusterIPs', reason: /10\.96\.0\.10:80 already belongs to Service shop\/web/ });
   t.match(find('Service/shop/web'), { origin: 'zz-dup.yaml', code: 'SKEIN_CONTROLLER_RESOURCE_DUPLICATE' });
-  t.equal(refusals.length, 14, 'exactly the bad ones');
+  t.equal(refusals.length, 15, 'exactly the bad ones');
 
   // Everything else flows.
   const sa = a.snapshot();
@@ -128,7 +130,7 @@ t.test('bad resources are refused with resource, field and reason; the rest flow
 
   // The same refusals over gRPC (what `skein status` reads).
   const status = await fetchControllerStatus({ address: `127.0.0.1:${configPort}`, token: TOKENS['node-a'] });
-  t.equal(status.refusals.length, 14);
+  t.equal(status.refusals.length, 15);
   // Accepted is not Enforced: a policy is enforced once every agent that must apply it ACKed it.
   const pol = (name: string) => status.policies?.find((p) => p.object === name);
   t.match(pol('AuthorizationPolicy/shop/front-only'), { needed_on: ['node-a'], enforced_on: ['node-a'], enforced: true }, 'front-only: needed and ACKed on node-a only');
