@@ -82,6 +82,8 @@ export interface NodeInfo {
   /** Underlay address of the node (InternalIP). */
   address?: string;
   podCIDRs: string[];
+  /** The Node's topology.kubernetes.io/zone label, when it has one (locality-aware balancing). */
+  zone?: string;
 }
 
 /** Everything an agent needs, at one version. */

@@ -74,30 +74,128 @@ export interface PeerAuthenticationPolicy {
   meshWide?: boolean;
 }
 
+/** Which requests a BackendTrafficPolicy's fault injection applies to: a route (optionally one named rule). */
+export interface RouteTargetRef {
+  kind: 'HTTPRoute' | 'GRPCRoute';
+  namespace: string;
+  name: string;
+  /** The rule's `name` (Gateway API sectionName); absent = every rule of the route. */
+  sectionName?: string;
+}
+
+/** Retry-on conditions (Envoy/Istio names) a BackendTrafficPolicy may list. */
+export const RETRY_ON = ['5xx', 'gateway-error', 'reset', 'connect-failure', 'retriable-4xx', 'refused-stream', 'unavailable', 'cancelled', 'deadline-exceeded', 'resource-exhausted', 'internal'] as const;
+export type RetryOn = (typeof RETRY_ON)[number];
+
+export interface RetryPolicy {
+  /** Retries after the first try (0 = none). */
+  attempts: number;
+  perTryTimeoutMs?: number;
+  /** Conditions that make an attempt retriable (HTTP and gRPC names as Envoy's retry_on). */
+  retryOn: RetryOn[];
+  /** Extra HTTP status codes that are retriable (Gateway API GEP-1731 `codes`). */
+  codes?: number[];
+  /** Exponential backoff with full jitter: base doubles per retry up to max. */
+  backoff: { baseMs: number; maxMs: number };
+  /** Retries in flight/recent ≤ percent% of requests, but always at least minRetriesPerSecond. */
+  budget: { percent: number; minRetriesPerSecond: number };
+  /** Requests with larger bodies are never retried (the replay buffer is bounded). Default 65536. */
+  maxReplayBytes?: number;
+  /** Retry non-idempotent methods (POST, PATCH) too. Default false. */
+  nonIdempotent?: boolean;
+}
+
+export type LoadBalancingAlgorithm = 'ROUND_ROBIN' | 'LEAST_REQUEST' | 'PEAK_EWMA' | 'CONSISTENT_HASH';
+
+export interface LoadBalancingPolicy {
+  algorithm: LoadBalancingAlgorithm;
+  /** CONSISTENT_HASH: what the key is (exactly one). */
+  hash?: { header?: string; cookie?: { name: string; ttlMs?: number }; sourceIdentity?: boolean };
+  /** PreferClose: same node first, then same zone, then the rest (when the close ones are ejected or missing). */
+  locality?: 'PreferClose';
+}
+
+export interface CircuitBreakerPolicy {
+  maxConnections?: number;
+  maxPendingRequests?: number;
+  maxRequests?: number;
+  maxRetries?: number;
+}
+
+export interface OutlierDetectionPolicy {
+  consecutive5xx?: number;
+  consecutiveGatewayErrors?: number;
+  consecutiveConnectFailures?: number;
+  intervalMs: number;
+  baseEjectionTimeMs: number;
+  maxEjectionTimeMs: number;
+  maxEjectionPercent: number;
+}
+
+export interface RateLimitPolicy {
+  requestsPerSecond: number;
+  burst: number;
+  /** Per source identity (SPIFFE principals): their own bucket with their own rate. */
+  overrides: { principals: string[]; requestsPerSecond: number; burst: number }[];
+}
+
+export interface FaultInjectionPolicy {
+  delay?: { delayMs: number; percent: number };
+  abort?: { httpStatus?: number; grpcStatus?: number; percent: number };
+}
+
+/** skein's networking.skein.io BackendTrafficPolicy (Envoy Gateway's shape where it has one). */
 export interface BackendTrafficPolicy {
   namespace: string;
   name: string;
   /** Services (`namespace/name`) it applies to. */
   targets: string[];
-  loadBalancer?: 'ROUND_ROBIN' | 'LEAST_REQUEST';
-  retry?: {
-    attempts: number;
-    perTryTimeoutMs?: number;
-    retryOn: string[];
-    budget?: { percent: number; minRetriesPerSecond: number };
-  };
-  timeout?: { requestMs?: number; idleMs?: number };
-  circuitBreaker?: { maxConnections?: number; maxPendingRequests?: number; maxRequests?: number };
-  outlierDetection?: { consecutive5xx: number; intervalMs: number; baseEjectionTimeMs: number; maxEjectionPercent: number };
-  rateLimit?: { requestsPerSecond: number; burst: number };
+  /** Routes it applies to (fault injection only). */
+  routeTargets?: RouteTargetRef[];
+  loadBalancer?: LoadBalancingPolicy;
+  retry?: RetryPolicy;
+  timeout?: { requestMs?: number; idleMs?: number; connectMs?: number };
+  circuitBreaker?: CircuitBreakerPolicy;
+  outlierDetection?: OutlierDetectionPolicy;
+  /** Enforced by the destination agent, per destination workload and port. */
+  rateLimit?: RateLimitPolicy;
+  faultInjection?: FaultInjectionPolicy;
+  /** creationTimestamp, for "oldest wins" between policies on one target. */
+  createdAt?: string;
 }
+
+export type StringMatchType = 'Exact' | 'RegularExpression';
 
 export interface RouteMatch {
   path?: { type: 'Exact' | 'PathPrefix' | 'RegularExpression'; value: string };
   method?: string;
-  headers?: { name: string; value: string; type: 'Exact' | 'RegularExpression' }[];
+  /** Names lower-case. */
+  headers?: { name: string; value: string; type: StringMatchType }[];
+  queryParams?: { name: string; value: string; type: StringMatchType }[];
   /** GRPCRoute: service and/or method. */
-  grpc?: { service?: string; method?: string };
+  grpc?: { type: StringMatchType; service?: string; method?: string };
+}
+
+export interface HeaderModifier {
+  set?: { name: string; value: string }[];
+  add?: { name: string; value: string }[];
+  /** Names lower-case. */
+  remove?: string[];
+}
+
+export type PathModifier = { type: 'ReplaceFullPath'; value: string } | { type: 'ReplacePrefixMatch'; value: string };
+
+/**
+ * A rule's (or a backend's) filters, one field per Gateway API filter type (the spec allows
+ * each type at most once, RequestMirror excepted; RequestRedirect and URLRewrite exclude each other).
+ */
+export interface RouteFilters {
+  requestHeaders?: HeaderModifier;
+  responseHeaders?: HeaderModifier;
+  redirect?: { scheme?: 'http' | 'https'; hostname?: string; path?: PathModifier; port?: number; statusCode: 301 | 302 | 303 | 307 | 308 };
+  rewrite?: { hostname?: string; path?: PathModifier };
+  /** Each mirror gets `percent` (0-100, fractions allowed) of the requests; answers are dropped. */
+  mirrors?: { namespace: string; name: string; port?: number; percent: number }[];
 }
 
 export interface RouteBackend {
@@ -105,12 +203,21 @@ export interface RouteBackend {
   name: string;
   port?: number;
   weight: number;
+  filters?: RouteFilters;
 }
 
 export interface RouteRule {
+  /** The rule's `name` (Gateway API v1.2+): what a policy's sectionName refers to. */
+  name?: string;
   matches: RouteMatch[];
   backends: RouteBackend[];
+  filters?: RouteFilters;
+  /** timeouts.request: the whole exchange, retries included. */
   timeoutMs?: number;
+  /** timeouts.backendRequest: each try. */
+  backendTimeoutMs?: number;
+  /** GEP-1731 retry: codes, attempts, backoff. */
+  retry?: { codes: number[]; attempts: number; backoffMs?: number };
 }
 
 /** A Gateway API HTTPRoute/GRPCRoute attached to Services (the GAMMA mesh profile). */

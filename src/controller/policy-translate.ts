@@ -108,15 +108,14 @@ export function translatePolicy(obj: Obj, namespace: string): PolicyResource | u
         name,
         targets: (spec.targetRefs as Any[]).map((t) => `${namespace}/${t.name}`),
       };
-      if (spec.loadBalancer?.algorithm) p.loadBalancer = spec.loadBalancer.algorithm;
+      if (spec.loadBalancer?.algorithm) p.loadBalancer = { algorithm: spec.loadBalancer.algorithm };
       if (spec.retry) {
         p.retry = strip({
           attempts: spec.retry.attempts,
           perTryTimeoutMs: ms(spec.retry.perTryTimeout),
           retryOn: [...(spec.retry.retryOn ?? ['connect-failure', 'refused-stream', 'unavailable'])],
-          budget: spec.retry.budget
-            ? { percent: spec.retry.budget.percent ?? 20, minRetriesPerSecond: spec.retry.budget.minRetriesPerSecond ?? 3 }
-            : undefined,
+          backoff: { baseMs: 25, maxMs: 250 },
+          budget: { percent: spec.retry.budget?.percent ?? 20, minRetriesPerSecond: spec.retry.budget?.minRetriesPerSecond ?? 3 },
         });
       }
       if (spec.timeout) p.timeout = strip({ requestMs: ms(spec.timeout.request), idleMs: ms(spec.timeout.idle) });
@@ -128,9 +127,10 @@ export function translatePolicy(obj: Obj, namespace: string): PolicyResource | u
           intervalMs: ms(od.interval) ?? 10_000,
           baseEjectionTimeMs: ms(od.baseEjectionTime) ?? 30_000,
           maxEjectionPercent: od.maxEjectionPercent ?? 10,
+          maxEjectionTimeMs: 300_000,
         };
       }
-      if (spec.rateLimit) p.rateLimit = { requestsPerSecond: spec.rateLimit.requestsPerSecond, burst: spec.rateLimit.burst ?? spec.rateLimit.requestsPerSecond };
+      if (spec.rateLimit) p.rateLimit = { requestsPerSecond: spec.rateLimit.requestsPerSecond, burst: spec.rateLimit.burst ?? spec.rateLimit.requestsPerSecond, overrides: [] };
       return { type: 'backend-policy', value: p };
     }
     case 'HTTPRoute':
@@ -164,7 +164,7 @@ function translateRoute(o: Any, namespace: string, name: string, spec: Any): Mes
     const matches: RouteMatch[] = ((r.matches ?? []) as Any[]).map((m) => {
       const out: RouteMatch = {};
       if (o.kind === 'GRPCRoute') {
-        if (m.method) out.grpc = strip({ service: m.method.service, method: m.method.method });
+        if (m.method) out.grpc = strip({ type: m.method.type ?? 'Exact', service: m.method.service, method: m.method.method });
       } else {
         if (m.path) out.path = { type: m.path.type ?? 'PathPrefix', value: m.path.value ?? '/' };
         if (m.method) out.method = m.method;
