@@ -37,6 +37,8 @@ export interface ClientOptions {
   timeoutMs: number;
   /** h2c and gRPC: requests round-robin over this many connections (sessions, channels). */
   connections: number;
+  /** Extra request header fields (HTTP) or metadata (gRPC), lower-case names. */
+  headers?: Record<string, string>;
 }
 
 export interface ClientSummary {
@@ -76,6 +78,7 @@ export async function runClient(argv: string[]): Promise<number> {
       'grpc-call': { type: 'string', default: 'unary' },
       timeout: { type: 'string', default: '5' },
       connections: { type: 'string', default: '1' },
+      header: { type: 'string', multiple: true, default: [] },
     },
   });
   if (values.idle || !values.target) {
@@ -104,11 +107,23 @@ export async function runClient(argv: string[]): Promise<number> {
     grpcCall: values['grpc-call'] as ClientOptions['grpcCall'],
     timeoutMs: Number(values.timeout) * 1000,
     connections: Math.max(1, Number(values.connections)),
+    headers: headerArgs(values.header ?? []),
   };
   if (!['http1', 'h2c', 'grpc', 'tcp', 'ws'].includes(opts.protocol)) throw new Error(`--protocol must be http1, h2c, grpc, tcp or ws, not ${opts.protocol}`);
   const summary = await runLoad(opts);
   process.stdout.write(`${JSON.stringify(summary)}\n`);
   return summary.failed > 0 ? 1 : 0;
+}
+
+/** `--header 'name: value'` (repeatable) as request fields. */
+function headerArgs(list: string[]): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const h of list) {
+    const i = h.indexOf(':');
+    if (i <= 0) throw new Error(`--header must be 'name: value', got ${h}`);
+    out[h.slice(0, i).trim().toLowerCase()] = h.slice(i + 1).trim();
+  }
+  return out;
 }
 
 function splitHostPort(target: string): [string, string] {
@@ -232,7 +247,7 @@ function http1Sender(opts: ClientOptions): Sender {
           path: opts.size > 0 ? '/echo' : opts.path,
           method: opts.size > 0 ? 'POST' : 'GET',
           agent,
-          headers: opts.newConnection ? { connection: 'close' } : {},
+          headers: { ...opts.headers, ...(opts.newConnection ? { connection: 'close' } : {}) },
         },
         (res) => {
           const h = createHash('sha256');
@@ -286,7 +301,7 @@ function h2cSender(opts: ClientOptions): Sender {
   const body = payload(opts.size);
   const send = () =>
     new Promise<Answer>((resolve, reject) => {
-      const req = sessions.next().request({ ':method': opts.size > 0 ? 'POST' : 'GET', ':path': opts.size > 0 ? '/echo' : opts.path });
+      const req = sessions.next().request({ ...opts.headers, ':method': opts.size > 0 ? 'POST' : 'GET', ':path': opts.size > 0 ? '/echo' : opts.path });
       let headers: http2.IncomingHttpHeaders | undefined;
       let ended = false;
       const h = createHash('sha256');
@@ -337,15 +352,20 @@ function grpcSender(opts: ClientOptions): Sender {
   const body = payload(opts.size);
   const toAnswer = (r: EchoReply): Answer => ({ pod: `${r.namespace}/${r.pod}`, node: r.node });
   const fail = (err: grpc.ServiceError) => Object.assign(new Error(err.details), { code: `GRPC_${err.code}` });
+  const metadata = (): grpc.Metadata => {
+    const md = new grpc.Metadata();
+    for (const [k, v] of Object.entries(opts.headers ?? {})) md.set(k, v);
+    return md;
+  };
   const send = (): Promise<Answer> =>
     new Promise((resolve, reject) => {
       const client = clients.next();
       switch (opts.grpcCall) {
         case 'unary':
-          client.Unary!({ payload: body }, (err: grpc.ServiceError | null, r: EchoReply) => (err ? reject(fail(err)) : resolve(toAnswer(r))));
+          client.Unary!({ payload: body }, metadata(), (err: grpc.ServiceError | null, r: EchoReply) => (err ? reject(fail(err)) : resolve(toAnswer(r))));
           return;
         case 'server-stream': {
-          const call = client.ServerStream!({ count: 3, size: Math.max(1, opts.size) }) as grpc.ClientReadableStream<EchoReply>;
+          const call = client.ServerStream!({ count: 3, size: Math.max(1, opts.size) }, metadata()) as grpc.ClientReadableStream<EchoReply>;
           let last: EchoReply | undefined;
           let n = 0;
           call.on('data', (r: EchoReply) => {
