@@ -91,13 +91,14 @@ export async function startAdmin(deps: AdminDeps, at: AdminAddresses): Promise<(
   const admin = http.createServer((req, res) => {
     const url = new URL(req.url ?? '/', 'http://admin');
     try {
-      if (req.method === 'GET' && url.pathname === '/config_dump') return json(res, 200, { snapshot: agent.store.snapshot() ?? null, lastRejection: agent.store.lastRejection()?.message ?? null });
+      if (req.method === 'GET' && url.pathname === '/config_dump') return json(res, 200, { snapshot: agent.store.snapshot() ?? null, lastRejection: agent.store.lastRejection()?.message ?? null, traffic: agent.outbound.describeRouting() });
       if (req.method === 'GET' && url.pathname === '/workloads') return json(res, 200, agent.status());
       if (req.method === 'GET' && url.pathname === '/certs') return json(res, 200, { trustBundle: certificates.trustBundlePem(), certificates: certificates.status() });
       if (req.method === 'GET' && url.pathname === '/stats') return json(res, 200, {
           outbound: agent.outbound.stats(),
           inbound: agent.inbound.stats,
           authorization: agent.authorizer.stats,
+          rateLimits: agent.rateLimits.stats,
           tunnel: { refusals: Object.fromEntries(agent.tunnelRefusals) },
           listeners: { refusals: Object.fromEntries(agent.listenerRefusals) },
           capture: capture.counters(),

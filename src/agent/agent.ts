@@ -18,6 +18,7 @@ import { messageOf, SkeinError } from '../errors.js';
 import type { CertificateStore } from '../identity/workload/certificate-store.js';
 import { InboundProxy } from '../proxy/inbound/inbound-proxy.js';
 import { AgentAuthorizer } from './authorization.js';
+import { AgentRateLimits } from './rate-limits.js';
 import type { AuditLog } from '../policy/audit-log.js';
 import { appConnectorOver, directConnectOver } from '../proxy/netns-sockets.js';
 import { OutboundProxy } from '../proxy/outbound/outbound-proxy.js';
@@ -73,6 +74,7 @@ export class NodeAgent {
   readonly outbound: OutboundProxy;
   readonly inbound: InboundProxy;
   readonly authorizer: AgentAuthorizer;
+  readonly rateLimits: AgentRateLimits;
   readonly tunnels: TunnelPool;
   /** Refusals at every local pod's tunnel port (:15008), by stable code, since the agent started. */
   readonly tunnelRefusals = new Map<string, number>();
@@ -96,10 +98,13 @@ export class NodeAgent {
     // Sockets from inside a pod's netns, found on this node (never the pod object's say).
     const sockets = new PodSockets(capture, (pod) => this.netnsOf(pod));
     this.authorizer = new AgentAuthorizer(this.store, log, opts.auditLog);
+    this.rateLimits = new AgentRateLimits(this.store, opts.node);
     this.inbound = new InboundProxy({
       logger: log,
       // AuthorizationPolicy, per connection (L4) and per request (L7), at the destination.
       authorize: (req) => this.authorizer.authorize(req),
+      // BackendTrafficPolicy rateLimit, per request, once the source identity is known.
+      rateLimit: (ctx, port) => this.rateLimits.admit(ctx, port),
       // The app is reached from inside its own netns, on its own address, by a marked socket.
       app: appConnectorOver(sockets),
       // Same-node HTTP/2 sessions (outbound -> inbound) on kernel socket pairs.

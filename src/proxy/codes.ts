@@ -44,6 +44,8 @@ export const InboundCode = {
   RequestDenied: 'SKEIN_INBOUND_REQUEST_DENIED',
   /** A request stream between agents lacked a valid skein-dst or skein-proto field (400). */
   MeshRequestMalformed: 'SKEIN_INBOUND_MESH_REQUEST_MALFORMED',
+  /** A request was over the destination's local rate limit (429, gRPC RESOURCE_EXHAUSTED). */
+  RateLimited: 'SKEIN_INBOUND_RATE_LIMITED',
 } as const;
 
 export const TunnelCode = {

@@ -53,6 +53,9 @@ export function streamOutcome(stream: http2.ServerHttp2Stream): { status: number
 }
 
 export class H2Relay {
+  /** Streams answered 503 because their endpoint could not be reached (outlier detection tells them apart). */
+  private readonly connectFailed = new WeakSet<http2.ServerHttp2Stream>();
+
   constructor(
     private readonly pool: UpstreamPool,
     private readonly log: Logger,
@@ -70,7 +73,10 @@ export class H2Relay {
     choice: UpstreamChoice,
   ): void {
     const endStream = (flags & NGHTTP2_FLAG_END_STREAM) !== 0;
-    stream.once('close', () => choice.done());
+    stream.once('close', () => {
+      const o = streamOutcome(stream);
+      choice.done(o.status === 503 && this.connectFailed.has(stream) ? { ...o, connectFailed: true } : o);
+    });
     // Trailers may arrive before the upstream is open: keep them from the start.
     let reqTrailers: http2.IncomingHttpHeaders | undefined;
     if (!endStream) {
@@ -124,6 +130,7 @@ export class H2Relay {
       return;
     }
     const f = upstreamFailure(err.code);
+    if (f.status === 503) this.connectFailed.add(stream);
     this.log.info({ ...conn.logFields(), upstream: choice.authority, code: err.code, status: f.status, err: messageOf(err) }, 'upstream failed');
     stream.resume();
     this.respondError(stream, f.status, grpc, f.text, f.grpcStatus);

@@ -26,6 +26,8 @@ import { messageOf } from '../../errors.js';
 import type { Logger } from '../../telemetry/log.js';
 import { pipeBidirectional } from '../tcp/l4-pipe.js';
 import { endToEndRawHeaders, h2ToRaw, rawPairs, rawToH2 } from './headers.js';
+import { h1ClientSide } from './client-side.js';
+import { ManagedExchange } from './managed-exchange.js';
 import type { RefusalLog } from './refusals.js';
 import { MeshHeader } from './mesh-headers.js';
 import { type MeshRequestOpener, type RequestInfo, type RoutedConnection, type UpstreamChoice, upstreamFailure, upstreamFields } from './types.js';
@@ -57,6 +59,7 @@ const STATUS_TEXT: Record<number, string> = { 400: 'Bad Request', 408: 'Request 
 export class Http1Forwarder {
   private readonly server: http.Server;
   private readonly upgradeProtocols: ReadonlySet<string>;
+  private readonly managed: ManagedExchange;
 
   constructor(
     private readonly pool: UpstreamPool,
@@ -64,6 +67,7 @@ export class Http1Forwarder {
     private readonly log: Logger,
     opts: Http1Options = {},
   ) {
+    this.managed = new ManagedExchange(pool, log);
     this.upgradeProtocols = new Set((opts.upgradeProtocols ?? ['websocket']).map((p) => p.toLowerCase()));
     const headersTimeout = opts.headersTimeoutMs ?? 30_000;
     const requestTimeout = opts.requestTimeoutMs ?? 0;
@@ -147,17 +151,23 @@ export class Http1Forwarder {
   private onRequest(req: http.IncomingMessage, res: http.ServerResponse): void {
     const conn = (req.socket as SocketWithConn)[kConn];
     const choice = conn?.choose(requestInfoOf(req));
+    let tries = 0;
     if (conn) {
       const started = performance.now();
       res.once('close', () => {
+        const plan = choice?.plan;
+        const flags = !choice ? 'UH' : plan && plan.flags.length > 0 ? plan.flags.join(',') : res.headersSent ? '' : 'DC';
         conn.recordRequest({
           protocol: 'http1',
           method: req.method ?? '',
           path: req.url ?? '',
           authority: req.headers.host ?? '',
           status: res.headersSent ? res.statusCode : 0,
-          ...(choice ? upstreamFields(choice) : {}),
+          ...(choice && !plan?.direct ? upstreamFields(choice) : {}),
           durationMs: Math.round(performance.now() - started),
+          ...(flags ? { responseFlags: flags } : {}),
+          ...(plan?.route ? { route: plan.route } : {}),
+          ...(tries > 1 ? { attempts: tries } : {}),
         });
       });
     }
@@ -165,6 +175,13 @@ export class Http1Forwarder {
       this.refusals.refuse(OutboundCode.NoHealthyUpstream, { ...this.fields(req.socket), path: req.url }, 'no healthy upstream');
       req.resume();
       this.respondError(res, 503, 'no healthy upstream');
+      return;
+    }
+    // Routes or traffic policy shape this request: filters, timeouts, retries, mirrors, faults.
+    if (choice.plan) {
+      this.managed.run(h1ClientSide(req, res, false), choice, conn.upstreamProtocol, conn.logFields(), (n) => {
+        tries = n;
+      });
       return;
     }
     // Between agents every request is its own HTTP/2 stream, whatever the app speaks.
@@ -177,10 +194,11 @@ export class Http1Forwarder {
       return;
     }
     let released = false;
+    let connectFailed = false;
     const release = (): void => {
       if (released) return;
       released = true;
-      choice.done();
+      choice.done({ status: res.headersSent ? res.statusCode : connectFailed ? 503 : 0, connectFailed });
     };
     const up = http.request({
       agent: this.pool.agentFor(choice),
@@ -208,6 +226,7 @@ export class Http1Forwarder {
       });
     });
     up.on('error', (err: NodeJS.ErrnoException) => {
+      connectFailed = !res.headersSent && upstreamFailure(err.code).status === 503;
       release();
       if (res.headersSent) {
         res.destroy();
@@ -250,10 +269,11 @@ export class Http1Forwarder {
     mesh: boolean,
   ): void {
     let released = false;
+    let connectFailed = false;
     const release = (): void => {
       if (released) return;
       released = true;
-      choice.done();
+      choice.done({ status: res.headersSent ? res.statusCode : connectFailed ? 503 : 0, connectFailed });
     };
     res.once('close', release);
     const target = originForm(req.url ?? '/');
@@ -291,8 +311,9 @@ export class Http1Forwarder {
         this.exchangeHttp2(req, res, up, hasBody);
       },
       (err: NodeJS.ErrnoException) => {
-        release();
         const f = upstreamFailure(err.code);
+        connectFailed = f.status === 503;
+        release();
         this.log.info({ ...conn.logFields(), upstream: choice.authority, code: err.code, status: f.status, err: messageOf(err) }, 'upstream failed before response');
         req.resume();
         this.respondError(res, f.status, f.text);
@@ -383,6 +404,20 @@ export class Http1Forwarder {
       socket.end('HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
       return;
     }
+    // A route's answer without an upstream (no rule matched, redirect, fault abort, overflow).
+    const direct = choice.plan?.direct;
+    if (direct) {
+      choice.done();
+      choice.plan?.finish();
+      record(direct.status);
+      let text = `HTTP/1.1 ${direct.status} ${http.STATUS_CODES[direct.status] ?? ''}\r\n`;
+      for (const [k, v] of Object.entries(direct.headers ?? {})) text += `${k}: ${v}\r\n`;
+      socket.end(`${text}Content-Length: 0\r\nConnection: close\r\n\r\n`);
+      return;
+    }
+    // A WebSocket becomes a byte pipe to the chosen endpoint: filters, retries and timeouts of a
+    // route do not apply to it (as in Envoy, where a timeout on an upgraded stream is disabled).
+    socket.once('close', () => choice.plan?.finish());
     let released = false;
     const release = (): void => {
       if (released) return;

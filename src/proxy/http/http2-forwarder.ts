@@ -17,6 +17,8 @@ import { messageOf } from '../../errors.js';
 import type { Logger } from '../../telemetry/log.js';
 import { H2_MAX_REJECTED_STREAMS, H2AbuseGuard } from './h2-abuse-guard.js';
 import { H2Relay, isGrpc, streamOutcome } from './h2-relay.js';
+import { h2ClientSide } from './client-side.js';
+import { ManagedExchange } from './managed-exchange.js';
 import type { RefusalLog } from './refusals.js';
 import { type RoutedConnection, upstreamFields } from './types.js';
 import type { UpstreamPool } from './upstream-pool.js';
@@ -50,6 +52,7 @@ export class Http2Forwarder {
   private pendingConn: RoutedConnection | undefined;
   private readonly guard: H2AbuseGuard;
   private readonly relay: H2Relay;
+  private readonly managed: ManagedExchange;
 
   constructor(
     pool: UpstreamPool,
@@ -58,6 +61,7 @@ export class Http2Forwarder {
     opts: Http2Options = {},
   ) {
     this.relay = new H2Relay(pool, log);
+    this.managed = new ManagedExchange(pool, log);
     this.guard = new H2AbuseGuard({
       maxResetsPerWindow: opts.maxClientResetsPerWindow ?? 200,
       windowMs: opts.resetWindowMs ?? 1000,
@@ -129,15 +133,22 @@ export class Http2Forwarder {
       headers,
     });
     const started = performance.now();
+    let tries = 0;
     stream.once('close', () => {
+      const plan = choice?.plan;
+      const outcome = streamOutcome(stream);
+      const flags = !choice ? 'UH' : plan && plan.flags.length > 0 ? plan.flags.join(',') : outcome.status === 0 ? 'DC' : '';
       conn.recordRequest({
         protocol: 'http2',
         method: String(headers[':method'] ?? ''),
         path: String(headers[':path'] ?? ''),
         authority: String(headers[':authority'] ?? headers.host ?? ''),
-        ...streamOutcome(stream),
-        ...(choice ? upstreamFields(choice) : {}),
+        ...outcome,
+        ...(choice && !plan?.direct ? upstreamFields(choice) : {}),
         durationMs: Math.round(performance.now() - started),
+        ...(flags ? { responseFlags: flags } : {}),
+        ...(plan?.route ? { route: plan.route } : {}),
+        ...(tries > 1 ? { attempts: tries } : {}),
       });
     });
     if (!choice) {
@@ -151,6 +162,12 @@ export class Http2Forwarder {
     if (headers.expect !== undefined) {
       if (String(headers.expect).toLowerCase() === '100-continue') stream.additionalHeaders({ [HTTP2_HEADER_STATUS]: 100 });
       delete headers.expect;
+    }
+    if (choice.plan) {
+      this.managed.run(h2ClientSide(stream, headers, flags), choice, conn.upstreamProtocol, conn.logFields(), (n) => {
+        tries = n;
+      });
+      return;
     }
     this.relay.relay(stream, headers, flags, conn, choice);
   }

@@ -30,8 +30,83 @@ export interface UpstreamChoice {
    * that agent, carrying the mesh-headers.ts fields, instead of over a byte stream.
    */
   readonly request?: MeshRequestOpener;
-  /** The request finished (any outcome): releases the load balancer's in-flight count. */
-  done(): void;
+  /**
+   * The request (or one try of it) finished: releases the load balancer's in-flight count and
+   * tells outlier detection and latency-aware balancing how it went (absent: unknown).
+   */
+  done(result?: AttemptResult): void;
+  /**
+   * Present when routes or traffic policy shape this request beyond one endpoint choice
+   * (filters, timeouts, retries, mirrors, faults, circuit breaking): the forwarders then run
+   * it through ManagedExchange. Absent on the plain path, which stays as lean as before.
+   */
+  readonly plan?: RequestPlan;
+}
+
+/** How one try ended, as outlier detection and load balancing need it. */
+export interface AttemptResult {
+  /** Status the upstream answered (0: no response). */
+  status: number;
+  /** The endpoint could not be reached at all (nothing was sent). */
+  connectFailed?: boolean;
+  /** grpc-status in the response head (trailers-only answers), when there was one. */
+  grpcStatus?: number;
+}
+
+/** An answer the proxy gives itself, with no upstream: redirect, fault abort, no matching route, overflow. */
+export interface DirectAnswer {
+  status: number;
+  /** gRPC clients get this status as a trailers-only answer instead (HTTP 200). */
+  grpcStatus: number;
+  headers?: Record<string, string>;
+  text: string;
+  /** Envoy response flag (NR no route, FI fault injected, UO overflow, ...); '' for a redirect. */
+  flag: string;
+}
+
+/** Retries of one request: how many, on what, and the budget/breaker that must allow each. */
+export interface RetryPlan {
+  /** Retries after the first try. */
+  attempts: number;
+  /** Whether a try that ended so may be retried (status 0 = no response). */
+  retriable(r: AttemptResult, reset: boolean): boolean;
+  /** Wait before retry `n` (1-based). */
+  backoffMs(n: number): number;
+  /** Larger request bodies make the request non-replayable (no retry). */
+  maxReplayBytes: number;
+  /** Takes a retry from the budget and the circuit breaker; false: no retry allowed now. */
+  acquire(): boolean;
+  /** A retry acquired above finished. */
+  release(): void;
+}
+
+/** What routing and traffic policy decided for one request beyond its first endpoint. */
+export interface RequestPlan {
+  /** Answer at once; nothing reaches an upstream. */
+  direct?: DirectAnswer;
+  /** Fault injection: hold the request this long first. */
+  delayMs?: number;
+  /** Request head edits (header modifiers, URL rewrite) on the HTTP/2-form head, pseudo-headers included. */
+  editRequest?(head: Record<string, string | string[] | number | undefined>): void;
+  /** Response head edits (ResponseHeaderModifier). */
+  editResponse?(head: Record<string, string | string[] | number | undefined>): void;
+  /** The whole exchange, retries included (ms). */
+  timeoutMs?: number;
+  /** Each try (ms). */
+  tryTimeoutMs?: number;
+  retry?: RetryPlan;
+  /** Endpoints this request is also sent to, answers dropped (RequestMirror). */
+  mirrors?: UpstreamChoice[];
+  /** Another endpoint for a retry: preferably none of the `tried` ones (IPs). */
+  next(tried: ReadonlySet<string>): UpstreamChoice | undefined;
+  /** The request is over (any outcome): circuit-breaker counts are released. */
+  finish(): void;
+  /** The request got its response head (or failed): it is no longer pending. */
+  answered(): void;
+  /** Response flags gathered while serving it (Envoy's names), for the access log and metrics. */
+  readonly flags: string[];
+  /** `<kind>/<namespace>/<name>#<rule>` of the route that matched, for the access log. */
+  readonly route?: string;
 }
 
 export type HttpVersion = 'http1' | 'http2';
@@ -76,6 +151,12 @@ export interface HttpRequestRecord {
   /** Its SPIFFE identity, when it is meshed. */
   upstreamIdentity?: string;
   durationMs: number;
+  /** Envoy-style response flags ('' or e.g. 'UT', 'URX,UF'). */
+  responseFlags?: string;
+  /** Route that matched (`HTTPRoute/ns/name#rule`). */
+  route?: string;
+  /** Tries sent upstream (retries + 1), when more than one. */
+  attempts?: number;
 }
 
 /** How a failed upstream request is answered: status, gRPC status, text. */

@@ -61,6 +61,9 @@ export type InboundHttpAuthorizer = (
   req: InboundHttpRequest,
 ) => { allow: boolean; reason?: string } | Promise<{ allow: boolean; reason?: string }>;
 
+/** Local rate limiting of one request (per destination workload and port, per source identity). */
+export type InboundRateLimiter = (ctx: InboundHttpContext, port: number) => { allowed: boolean; retryAfterS: number } | undefined;
+
 /** One finished (or refused) inbound request: access log and telemetry, reporter destination. */
 export interface InboundRequestRecord extends HttpRequestRecord {
   reporter: 'destination';
@@ -78,6 +81,8 @@ export interface InboundRequestRecord extends HttpRequestRecord {
   grpc: boolean;
   /** Why it was refused, when it was. */
   reason?: string;
+  /** Envoy-style response flag of a refusal made here (RL: rate limited). */
+  responseFlags?: string;
 }
 
 export interface InboundHttpStats {
@@ -87,11 +92,15 @@ export interface InboundHttpStats {
   malformed: number;
   wrongDestination: number;
   appUnreachable: number;
+  /** Refused with 429 by a local rate limit. */
+  rateLimited: number;
 }
 
 export interface InboundHttpOptions {
   app: AppConnector;
   authorize: InboundHttpAuthorizer;
+  /** Local rate limits (BackendTrafficPolicy rateLimit); absent: none. */
+  rateLimit?: InboundRateLimiter;
   log: Logger;
   /** Give up connecting to the app port after this long (answers 503). */
   appConnectTimeoutMs: number;
@@ -182,6 +191,7 @@ export class InboundHttp {
     malformed: 0,
     wrongDestination: 0,
     appUnreachable: 0,
+    rateLimited: 0,
   };
   private readonly pool: UpstreamPool;
   private readonly relay: H2Relay;
@@ -284,6 +294,23 @@ export class InboundHttp {
         refusedFor = `${InboundCode.RequestDenied}: ${d.reason ?? 'denied by policy'}`;
         stream.resume();
         this.relay.respondError(stream, 403, grpc, 'access denied by destination policy', 7);
+        return;
+      }
+      const limited = this.opts.rateLimit?.(ctx, port);
+      if (limited && !limited.allowed) {
+        this.stats.rateLimited++;
+        refusedFor = `${InboundCode.RateLimited}: over the local rate limit of ${ctx.workload.namespace}/${ctx.workload.name}:${port}`;
+        stream.resume();
+        if (!stream.destroyed && !stream.closed && !stream.headersSent) {
+          const retryAfter = String(Math.max(1, Math.ceil(limited.retryAfterS)));
+          stream.respond(
+            grpc
+              ? { ':status': 200, 'content-type': 'application/grpc', 'grpc-status': '8', 'grpc-message': 'rate%20limited', 'retry-after': retryAfter }
+              : { ':status': 429, 'content-type': 'text/plain', 'retry-after': retryAfter },
+            { endStream: grpc },
+          );
+          if (!grpc) stream.end('rate limited\n');
+        }
         return;
       }
       const upstream = this.upstreamFor(ctx.workload, port);
@@ -414,7 +441,10 @@ export class InboundHttp {
     };
     if (appProtocol) rec.appProtocol = appProtocol;
     if (ctx.sourceAddress !== undefined) rec.sourceAddress = ctx.sourceAddress;
-    if (reason !== undefined) rec.reason = reason;
+    if (reason !== undefined) {
+      rec.reason = reason;
+      if (reason.startsWith(InboundCode.RateLimited)) rec.responseFlags = 'RL';
+    }
     this.opts.onRequest(rec);
   }
 }

@@ -20,7 +20,7 @@ import { type PipeResult, pipeBidirectional } from '../tcp/l4-pipe.js';
 import type { AppConnector, LocalInbound } from './types.js';
 import { TunnelCode } from '../codes.js';
 import { deadline } from '../deadline.js';
-import { InboundHttp, type InboundHttpRequest, type InboundHttpStats, type InboundRequestRecord } from './inbound-http.js';
+import { InboundHttp, type InboundHttpRequest, type InboundRateLimiter, type InboundHttpStats, type InboundRequestRecord } from './inbound-http.js';
 
 export type InboundTransport = 'hbone' | 'local' | 'plaintext';
 
@@ -92,6 +92,8 @@ export interface InboundConnectionRecord {
 export interface InboundProxyOptions {
   app: AppConnector;
   authorize?: InboundAuthorizer;
+  /** Local rate limits of HTTP requests (per destination workload and port); absent: none. */
+  rateLimit?: InboundRateLimiter;
   logger?: Logger;
   /** Close a piped connection after this long without a byte either way; 0 = never (default). */
   idleTimeoutMs?: number;
@@ -152,6 +154,7 @@ export class InboundProxy implements LocalInbound {
         return this.authorize(req);
       },
       onRequest: (rec) => this.emitRequest(rec),
+      ...(opts.rateLimit ? { rateLimit: opts.rateLimit } : {}),
       ...(opts.socketPair ? { socketPair: opts.socketPair } : {}),
     });
     if (!opts.socketPair) this.requestLocal = undefined;

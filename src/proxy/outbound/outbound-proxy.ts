@@ -18,17 +18,17 @@ import type { ConfigStore } from '../../config/store.js';
 import { messageOf } from '../../errors.js';
 import type { Logger } from '../../telemetry/log.js';
 import { silentLogger, writeAccessLine } from '../../telemetry/log.js';
-import type { LoadBalancer } from '../../routing/load-balancer.js';
 import { sniffProtocol } from '../detect/sniff.js';
 import { type Http1Options, Http1Forwarder } from '../http/http1-forwarder.js';
 import { type Http2Options, Http2Forwarder } from '../http/http2-forwarder.js';
 import { RefusalLog } from '../http/refusals.js';
-import type { HttpRequestRecord, HttpVersion, MeshRequestOpener, RoutedConnection, UpstreamChoice } from '../http/types.js';
+import type { AttemptResult, HttpRequestRecord, HttpVersion, MeshRequestOpener, RequestPlan, RoutedConnection, UpstreamChoice } from '../http/types.js';
 import { UpstreamPool, type UpstreamPoolOptions } from '../http/upstream-pool.js';
 import { type PipeResult, pipeBidirectional, resetStream } from '../tcp/l4-pipe.js';
 import { type Destination, resolveDestination } from './destination.js';
 import { EndpointConnector, type EndpointConnectorOptions } from './endpoint-connector.js';
-import { type RequestInfo, type RequestRouter, ServiceRouter } from './router.js';
+import type { ChoiceFactory, RequestInfo, RequestRouter, Route } from './router.js';
+import { TrafficRouter } from './traffic-router.js';
 import { OutboundCode } from '../codes.js';
 import { noop } from '../noop.js';
 
@@ -56,7 +56,7 @@ export interface OutboundProxyOptions extends EndpointConnectorOptions {
   logger?: Logger;
   /** Telemetry hook (metrics): once per finished request (L7) or connection (L4), reporter source. */
   onRecord?: (rec: OutboundRecord) => void;
-  /** Routing hook: where each request or connection goes. Default: ServiceRouter. */
+  /** Routing hook: where each request or connection goes. Default: a TrafficRouter on `store`. */
   router?: RequestRouter;
 }
 
@@ -89,6 +89,12 @@ export interface OutboundRecord {
   bytesReceived?: number;
   end?: string;
   durationMs: number;
+  /** Envoy-style response flags (UH, UF, UT, URX, UO, NR, FI, DI, DC, ...), comma-separated. */
+  responseFlags?: string;
+  /** Route rule that matched (`HTTPRoute/ns/name#rule`). */
+  route?: string;
+  /** Tries sent upstream, when retried. */
+  attempts?: number;
 }
 
 export interface OutboundStats {
@@ -105,25 +111,25 @@ class Choice implements UpstreamChoice {
   private released = false;
 
   constructor(
-    private readonly proxy: OutboundProxy,
-    private readonly source: Workload,
-    private readonly endpoint: Endpoint,
-    private readonly port: number,
-    private readonly lb: LoadBalancer | undefined,
+    protected readonly proxy: OutboundProxy,
+    protected readonly source: Workload,
+    protected readonly route: Route,
+    readonly plan: RequestPlan | undefined,
   ) {
+    const { endpoint, port } = route;
     this.key = `${source.identity}|${endpoint.ip}|${port}`;
     this.authority = formatAuthority(endpoint.ip, port);
     this.identity = endpoint.meshEnabled ? endpoint.identity : undefined;
   }
 
   connect(signal?: AbortSignal): Promise<Duplex> {
-    return this.proxy.connector.connect(this.source, this.endpoint, this.port, signal);
+    return this.proxy.connector.connect(this.source, this.route.endpoint, this.route.port, signal);
   }
 
-  done(): void {
+  done(result?: AttemptResult): void {
     if (this.released) return;
     this.released = true;
-    this.lb?.end(this.endpoint);
+    this.route.done?.(result);
   }
 }
 
@@ -131,9 +137,9 @@ class Choice implements UpstreamChoice {
 class MeshChoice extends Choice {
   readonly request: MeshRequestOpener;
 
-  constructor(proxy: OutboundProxy, source: Workload, endpoint: Endpoint, port: number, lb: LoadBalancer | undefined) {
-    super(proxy, source, endpoint, port, lb);
-    this.request = (headers, o) => proxy.connector.request(source, endpoint, port, headers, o);
+  constructor(proxy: OutboundProxy, source: Workload, route: Route, plan: RequestPlan | undefined) {
+    super(proxy, source, route, plan);
+    this.request = (headers, o) => proxy.connector.request(source, route.endpoint, route.port, headers, o);
   }
 }
 
@@ -175,6 +181,9 @@ class Routed implements RoutedConnection {
     if (r.upstreamIdentity) rec.destinationPrincipal = r.upstreamIdentity;
     rec.connectionSecurityPolicy = r.upstreamIdentity ? 'mutual_tls' : 'none';
     if (r.grpcStatus !== undefined) rec.grpcStatus = r.grpcStatus;
+    if (r.responseFlags) rec.responseFlags = r.responseFlags;
+    if (r.route) rec.route = r.route;
+    if (r.attempts !== undefined) rec.attempts = r.attempts;
     this.proxy.emitRecord(rec);
   }
 }
@@ -183,6 +192,8 @@ export class OutboundProxy {
   readonly store: ConfigStore;
   readonly connector: EndpointConnector;
   private readonly router: RequestRouter;
+  private readonly ownRouter: TrafficRouter | undefined;
+  private readonly make: ChoiceFactory;
   private readonly pool: UpstreamPool;
   private readonly refusals: RefusalLog;
   private readonly h1: Http1Forwarder;
@@ -197,13 +208,14 @@ export class OutboundProxy {
     this.store = opts.store;
     this.log = opts.logger ?? silentLogger();
     this.connector = new EndpointConnector(opts);
-    this.router = opts.router ?? new ServiceRouter();
+    this.ownRouter = opts.router ? undefined : new TrafficRouter(opts.store, opts.localNode);
+    this.router = opts.router ?? (this.ownRouter as TrafficRouter);
+    this.make = (source, route, plan) => (this.connector.servesRequests(route.endpoint) ? new MeshChoice(this, source, route, plan) : new Choice(this, source, route, plan));
     this.refusals = new RefusalLog(this.log);
     this.pool = new UpstreamPool({ ...opts.upstream, logger: this.log });
     this.h1 = new Http1Forwarder(this.pool, this.refusals, this.log, opts.http1);
     this.h2 = new Http2Forwarder(this.pool, this.refusals, this.log, opts.http2);
     this.unsubscribe = this.store.subscribe((_diff, snapshot) => {
-      this.router.retain(snapshot.services);
       // Upstreams to endpoints that left the config are closed (gracefully for HTTP/2)...
       const live = new Set<string>();
       for (const s of snapshot.services) for (const e of s.endpoints) live.add(e.ip);
@@ -249,12 +261,12 @@ export class OutboundProxy {
 
   /** Picks an endpoint for `dest` (and counts it in-flight); undefined when none is ready. */
   choose(source: Workload, dest: Destination, req?: RequestInfo): UpstreamChoice | undefined {
-    const r = this.router.route(source, dest, req);
-    return r ? this.choiceOf(source, r.endpoint, r.port, r.lb) : undefined;
+    return this.router.choose(source, dest, req, this.make);
   }
 
-  private choiceOf(source: Workload, ep: Endpoint, port: number, lb: LoadBalancer | undefined): Choice {
-    return this.connector.servesRequests(ep) ? new MeshChoice(this, source, ep, port, lb) : new Choice(this, source, ep, port, lb);
+  /** Routes, policies in effect and ejections (admin /config_dump). */
+  describeRouting(): object {
+    return this.router.describe();
   }
 
   private l7(socket: Socket, ctx: OutboundConnectionContext, protocol: HttpVersion, upstream: HttpVersion): void {
@@ -277,7 +289,7 @@ export class OutboundProxy {
       resetStream(socket);
       return;
     }
-    this.connectAndPipe(socket, ctx, 'tcp', () => choice.connect(), () => choice.done(), choice.authority, leftover, choice.identity);
+    this.connectAndPipe(socket, ctx, 'tcp', () => choice.connect(), (r) => choice.done(r), choice.authority, leftover, choice.identity);
   }
 
   private passthrough(socket: Socket, ctx: OutboundConnectionContext): void {
@@ -303,7 +315,7 @@ export class OutboundProxy {
     ctx: OutboundConnectionContext,
     kind: 'tcp' | 'passthrough',
     open: () => Promise<Duplex>,
-    done: () => void,
+    done: (r?: AttemptResult) => void,
     upstream: string,
     leftover?: Buffer,
     identity?: SpiffeId,
@@ -332,13 +344,13 @@ export class OutboundProxy {
     open().then(
       (up) => {
         if (socket.destroyed) {
-          done();
+          done({ status: 200 });
           up.destroy();
           return;
         }
         const idle = this.opts.tcpIdleTimeoutMs ?? 0;
         const onDone = (r: PipeResult): void => {
-          done();
+          done({ status: 200 });
           record(200, { bytesSent: r.bytesAtoB + (leftover?.length ?? 0), bytesReceived: r.bytesBtoA, end: r.reason });
         };
         // Bytes the client sent before its end of stream, read while detecting the protocol:
@@ -348,8 +360,8 @@ export class OutboundProxy {
         socket.resume();
       },
       (err: unknown) => {
-        done();
-        record(503, { end: 'connect-failed' });
+        done({ status: 503, connectFailed: true });
+        record(503, { end: 'connect-failed', responseFlags: 'UF' });
         this.log.info({ source: ctx.source.identity, upstream, err: messageOf(err) }, 'TCP upstream connect failed');
         // A reset is what the app would have seen from a refused connection.
         resetStream(socket);
@@ -385,6 +397,7 @@ export class OutboundProxy {
 
   async close(): Promise<void> {
     this.unsubscribe();
+    this.ownRouter?.close();
     this.h1.close();
     this.h2.close();
     this.pool.close();

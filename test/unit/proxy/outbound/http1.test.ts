@@ -353,14 +353,14 @@ t.test('the routing hook sees every request (method, path, Host) and chooses its
   const seen: string[] = [];
   // A router that sends /b/* to the second backend and everything else to the first.
   const router: RequestRouter = {
-    route(_source, dest, req) {
+    choose(source, dest, req, make) {
       if (dest.kind !== 'service' || !req) return undefined;
       seen.push(`${req.method} ${req.path} ${req.authority}`);
       const ep = dest.service.endpoints[req.path.startsWith('/b/') ? 1 : 0];
-      return ep ? { endpoint: ep, port: ep.ports.web as number } : undefined;
+      return ep ? make(source, { endpoint: ep, port: ep.ports.web as number }) : undefined;
     },
-    retain() {},
     inFlight: () => 0,
+    describe: () => ({}),
   };
   const h = await startProxy(snapshotFor(backends, { appProtocol: 'http' }), { router });
   t.teardown(() => h.close());
