@@ -151,7 +151,6 @@ export class Http1Forwarder {
   private onRequest(req: http.IncomingMessage, res: http.ServerResponse): void {
     const conn = (req.socket as SocketWithConn)[kConn];
     const choice = conn?.choose(requestInfoOf(req));
-    let tries = 0;
     if (conn) {
       const started = performance.now();
       res.once('close', () => {
@@ -167,7 +166,7 @@ export class Http1Forwarder {
           durationMs: Math.round(performance.now() - started),
           ...(flags ? { responseFlags: flags } : {}),
           ...(plan?.route ? { route: plan.route } : {}),
-          ...(tries > 1 ? { attempts: tries } : {}),
+          ...(plan?.tries && plan.tries > 1 ? { attempts: plan.tries } : {}),
         });
       });
     }
@@ -179,9 +178,7 @@ export class Http1Forwarder {
     }
     // Routes or traffic policy shape this request: filters, timeouts, retries, mirrors, faults.
     if (choice.plan) {
-      this.managed.run(h1ClientSide(req, res, false), choice, conn.upstreamProtocol, conn.logFields(), (n) => {
-        tries = n;
-      });
+      this.managed.run(h1ClientSide(req, res, false), choice, conn.upstreamProtocol, conn.logFields());
       return;
     }
     // Between agents every request is its own HTTP/2 stream, whatever the app speaks.

@@ -133,7 +133,6 @@ export class Http2Forwarder {
       headers,
     });
     const started = performance.now();
-    let tries = 0;
     stream.once('close', () => {
       const plan = choice?.plan;
       const outcome = streamOutcome(stream);
@@ -148,7 +147,7 @@ export class Http2Forwarder {
         durationMs: Math.round(performance.now() - started),
         ...(flags ? { responseFlags: flags } : {}),
         ...(plan?.route ? { route: plan.route } : {}),
-        ...(tries > 1 ? { attempts: tries } : {}),
+        ...(plan?.tries && plan.tries > 1 ? { attempts: plan.tries } : {}),
       });
     });
     if (!choice) {
@@ -164,9 +163,7 @@ export class Http2Forwarder {
       delete headers.expect;
     }
     if (choice.plan) {
-      this.managed.run(h2ClientSide(stream, headers, flags), choice, conn.upstreamProtocol, conn.logFields(), (n) => {
-        tries = n;
-      });
+      this.managed.run(h2ClientSide(stream, headers, flags), choice, conn.upstreamProtocol, conn.logFields());
       return;
     }
     this.relay.relay(stream, headers, flags, conn, choice);

@@ -270,17 +270,15 @@ export class ManagedExchange {
 
   /**
    * Serves one request under `first.plan`. `upstreamProtocol` is what the app behind the
-   * endpoints speaks; `logFields` names the connection in logs. `onDone` runs once, at the end.
+   * endpoints speaks; `logFields` names the connection in logs.
    */
-  run(client: ClientSide, first: UpstreamChoice, upstreamProtocol: HttpVersion, logFields: Record<string, unknown>, onDone: (tries: number) => void): void {
+  run(client: ClientSide, first: UpstreamChoice, upstreamProtocol: HttpVersion, logFields: Record<string, unknown>): void {
     const plan = first.plan as RequestPlan;
     let finished = false;
-    let tries = 0;
     const finish = (): void => {
       if (finished) return;
       finished = true;
       plan.finish();
-      onDone(tries);
     };
     client.onGone(finish);
     if (plan.direct) {
@@ -349,7 +347,7 @@ export class ManagedExchange {
         choice.done();
         return;
       }
-      tries = n + 1;
+      plan.tries = n + 1;
       tried.add(choice.authority);
       currentChoice = choice;
       const a = this.open(choice, { ...client.head }, body, client.trailers, hasBody, upstreamProtocol);

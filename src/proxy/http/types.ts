@@ -105,6 +105,8 @@ export interface RequestPlan {
   answered(): void;
   /** Response flags gathered while serving it (Envoy's names), for the access log and metrics. */
   readonly flags: string[];
+  /** Tries sent upstream so far (set while it is served). */
+  tries?: number;
   /** `<kind>/<namespace>/<name>#<rule>` of the route that matched, for the access log. */
   readonly route?: string;
 }

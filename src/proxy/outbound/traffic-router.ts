@@ -17,7 +17,7 @@ import type { BackendTrafficPolicy, ControlledMeshSnapshot, FaultInjectionPolicy
 import type { ConfigStore } from '../../config/store.js';
 import { type BackendState, BackendStates } from '../../routing/backend-state.js';
 import { applyHeaderModifier, redirectLocation, rewritePath, RouteTable } from '../../routing/route-table.js';
-import { backoffMs } from '../../routing/retry-budget.js';
+import { backoffMs, RetryBudget } from '../../routing/retry-budget.js';
 import type { AttemptResult, DirectAnswer, RequestInfo, RequestPlan, RetryPlan, UpstreamChoice } from '../http/types.js';
 import type { Destination } from './destination.js';
 import type { ChoiceFactory, RequestRouter, Route } from './router.js';
@@ -65,6 +65,9 @@ interface Compiled {
 export class TrafficRouter implements RequestRouter {
   private readonly states: BackendStates;
   private compiled: Compiled = { table: RouteTable.compile([]), routeFaults: new Map() };
+  /** Budgets of Services retried by a route's rule without a policy retry of their own. */
+  private defaultBudgets = new Map<string, RetryBudget>();
+  private readonly now: () => number;
   private readonly unsubscribe: () => void;
 
   constructor(
@@ -74,6 +77,7 @@ export class TrafficRouter implements RequestRouter {
     private readonly random: () => number = opts.random ?? Math.random,
   ) {
     this.states = new BackendStates(opts);
+    this.now = opts.now ?? Date.now;
     const snap = store.snapshot();
     if (snap) this.update(snap);
     this.unsubscribe = store.subscribe((_diff, s) => this.update(s));
@@ -98,6 +102,8 @@ export class TrafficRouter implements RequestRouter {
       }
     }
     this.compiled = { table: RouteTable.compile(s.routes ?? []), routeFaults };
+    const live = new Set(s.services.map((x) => `${x.namespace}/${x.name}`));
+    for (const k of this.defaultBudgets.keys()) if (!live.has(k)) this.defaultBudgets.delete(k);
   }
 
   inFlight(svc: Service, ip: string): number {
@@ -133,7 +139,7 @@ export class TrafficRouter implements RequestRouter {
     const rule = found.rule;
     const filters = rule.filters;
     if (filters?.redirect) {
-      const location = redirectLocation(req, found.matchedPrefix, filters.redirect);
+      const location = redirectLocation({ scheme: 'http', host: req.authority, port: dest.servicePort.port, target: req.path }, found.matchedPrefix, filters.redirect);
       return this.direct(source, make, { status: filters.redirect.statusCode, grpcStatus: 2, text: '', headers: { location }, flag: '' }, routeName);
     }
     const backend = found.backend;
@@ -201,7 +207,7 @@ export class TrafficRouter implements RequestRouter {
     let pending = true;
     let over = false;
     const rule = matched?.rule;
-    const retry = this.retryPlan(st, rule, policy?.retry, req.method, grpc);
+    const retry = this.retryPlan(st, svc, rule, policy?.retry, req.method, grpc);
     const plan: RequestPlan = {
       flags,
       ...(matched ? { route: matched.routeName } : {}),
@@ -237,13 +243,17 @@ export class TrafficRouter implements RequestRouter {
     if (reqMods.length > 0 || rewrite) {
       const prefix = matched?.matchedPrefix;
       plan.editRequest = (head: Head) => {
-        for (const m of reqMods) applyHeaderModifier(head, m);
+        for (const m of reqMods) applyHeaderModifier(head as Record<string, string | string[] | undefined>, m);
         if (rewrite?.hostname) head[':authority'] = rewrite.hostname;
         if (rewrite?.path) head[':path'] = rewritePath(String(head[':path'] ?? '/'), prefix, rewrite.path);
       };
     }
     if (hashCtx?.setCookie) resMods.push({ add: [{ name: 'set-cookie', value: hashCtx.setCookie }] });
-    if (resMods.length > 0) plan.editResponse = (head: Head) => resMods.forEach((m) => applyHeaderModifier(head, m));
+    if (resMods.length > 0) {
+      plan.editResponse = (head: Head) => {
+        for (const m of resMods) applyHeaderModifier(head as Record<string, string | string[] | undefined>, m);
+      };
+    }
     const mirrors = [...(rule?.filters?.mirrors ?? []), ...(matched?.backendFilters?.mirrors ?? [])];
     if (mirrors.length > 0) {
       const chosen: UpstreamChoice[] = [];
@@ -280,6 +290,17 @@ export class TrafficRouter implements RequestRouter {
     };
   }
 
+  /** The budget of a Service whose policy has no retry (a route's rule retries it): the default one. */
+  private defaultBudget(svc: Service): RetryBudget {
+    const k = `${svc.namespace}/${svc.name}`;
+    let b = this.defaultBudgets.get(k);
+    if (!b) {
+      b = new RetryBudget(DEFAULT_BUDGET, this.now);
+      this.defaultBudgets.set(k, b);
+    }
+    return b;
+  }
+
   /** The consistent-hash key of a request, and a cookie to set when the affinity cookie is new. */
   private hashKey(policy: BackendTrafficPolicy | undefined, source: Workload, req: RequestInfo): { key: string; setCookie?: string } | undefined {
     const h = policy?.loadBalancer?.algorithm === 'CONSISTENT_HASH' ? policy.loadBalancer.hash : undefined;
@@ -301,7 +322,7 @@ export class TrafficRouter implements RequestRouter {
   }
 
   /** The retry plan of a request: the route's GEP-1731 retry, else the Service policy's. */
-  private retryPlan(st: BackendState, rule: RouteRule | undefined, policy: RetryPolicy | undefined, method: string, grpc: boolean): RetryPlan | undefined {
+  private retryPlan(st: BackendState, svc: Service, rule: RouteRule | undefined, policy: RetryPolicy | undefined, method: string, grpc: boolean): RetryPlan | undefined {
     const routeRetry = rule?.retry;
     if (!routeRetry && !policy) return undefined;
     const attempts = routeRetry?.attempts ?? policy?.attempts ?? 0;
@@ -318,7 +339,8 @@ export class TrafficRouter implements RequestRouter {
     }
     const base = routeRetry?.backoffMs ?? policy?.backoff.baseMs ?? 25;
     const max = policy?.backoff.maxMs ?? Math.max(base * 10, 250);
-    const budget = st.budget;
+    const budget = st.budget ?? this.defaultBudget(svc);
+    budget.requestStarted();
     const breaker = st.breaker;
     return {
       attempts,
@@ -335,7 +357,7 @@ export class TrafficRouter implements RequestRouter {
       backoffMs: (n) => backoffMs(n, base, max, Math.random),
       acquire() {
         if (!breaker.tryAcquire('retries')) return false;
-        if (!(budget ?? defaultBudget(st)).canRetry()) {
+        if (!budget.canRetry()) {
           breaker.release('retries');
           return false;
         }
@@ -348,10 +370,6 @@ export class TrafficRouter implements RequestRouter {
   }
 }
 
-/** The budget of a Service whose policy has none (route retries): the default one, kept on its state. */
-function defaultBudget(st: BackendState): { canRetry(): boolean } {
-  return st.defaultBudget(DEFAULT_BUDGET);
-}
 
 function outcomeOf(r: AttemptResult | undefined): 'success' | '5xx' | 'gateway-error' | 'connect-failure' | 'other' {
   if (!r) return 'other';

@@ -17,9 +17,10 @@ function deps(): AdminDeps {
     store: { snapshot: () => null, lastRejection: () => undefined },
     status: () => ({ pods: [] }),
     ready: true,
-    outbound: { stats: () => ({ connections: {} }) },
+    outbound: { stats: () => ({ connections: {} }), describeRouting: () => ({ services: {} }) },
     inbound: { stats: { served: 7 } },
     authorizer: { stats: { decisions: { 'deny|shop/deny-admin': 3 }, audits: {} } },
+    rateLimits: { stats: { limited: {} } },
     tunnelRefusals: new Map([['SKEIN_TUNNEL_TLS_UNKNOWN_CA', 2]]),
     listenerRefusals: new Map([['SKEIN_OUTBOUND_CONNECTION_LIMIT', 1]]),
   };
