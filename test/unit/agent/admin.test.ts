@@ -64,6 +64,7 @@ t.test('served on a 0600 unix socket; no TCP admin unless asked', async (t) => {
     outbound: { connections: {} },
     inbound: { served: 7 },
     authorization: { decisions: { 'deny|shop/deny-admin': 3 }, audits: {} },
+    rateLimits: { limited: {} },
     tunnel: { refusals: { SKEIN_TUNNEL_TLS_UNKNOWN_CA: 2 } },
     listeners: { refusals: { SKEIN_OUTBOUND_CONNECTION_LIMIT: 1 } },
     capture: { skAssignFailed: 0 },
