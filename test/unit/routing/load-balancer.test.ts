@@ -1,6 +1,5 @@
 import t from 'tap';
-import type { Endpoint, Service } from '../../../src/config/model.js';
-import { EndpointSelector } from '../../../src/routing/endpoint-selector.js';
+import type { Endpoint } from '../../../src/config/model.js';
 import { endpointPort, LeastRequest, RoundRobin } from '../../../src/routing/load-balancer.js';
 
 const ep = (ip: string, ready = true): Endpoint => ({ ip, ready, ports: { http: 8080 }, meshEnabled: true, identity: 'spiffe://td/ns/a/sa/b' });
@@ -43,34 +42,6 @@ t.test('least request: power of two choices prefers fewer in-flight', async (t) 
   t.equal(lr.inFlight(a.ip), 0, 'counts return to zero (and the entry is dropped)');
   t.equal(lr.pick([b]), b, 'single candidate');
   t.equal(lr.pick([]), undefined);
-});
-
-t.test('selector: only ready endpoints with a port, LB state kept across config updates', async (t) => {
-  const svc = (eps: Endpoint[], lb: Service['loadBalancer'] = 'ROUND_ROBIN'): Service => ({
-    namespace: 'a',
-    name: 's',
-    hostname: 's.a.svc.cluster.local',
-    vips: ['10.96.0.1'],
-    ports: [{ name: 'http', port: 80, targetPort: 0 }],
-    endpoints: eps,
-    loadBalancer: lb,
-  });
-  const sel = new EndpointSelector();
-  const s1 = svc([ep('10.0.0.1'), ep('10.0.0.2', false), { ...ep('10.0.0.3'), ports: {} }]);
-  const sp = s1.ports[0] as Service['ports'][number];
-  for (let i = 0; i < 5; i++) {
-    const got = sel.select(s1, sp);
-    t.equal(got?.endpoint.ip, '10.0.0.1', 'not-ready and portless endpoints are never picked');
-    t.equal(got?.port, 8080);
-    got?.lb.end(got.endpoint);
-  }
-  const lb1 = sel.balancerFor(s1);
-  const s2 = svc([ep('10.0.0.1'), ep('10.0.0.2')]);
-  t.equal(sel.balancerFor(s2), lb1, 'same balancer after an endpoint update');
-  t.not(sel.balancerFor(svc([ep('10.0.0.1')], 'LEAST_REQUEST')), lb1, 'a new one when the algorithm changes');
-  t.equal(sel.select(svc([ep('10.0.0.1', false)]), sp), undefined, 'none ready');
-  sel.retain([]);
-  t.not(sel.balancerFor(s2), lb1, 'dropped when the service went away');
 });
 
 t.test('endpointPort resolves named and numeric target ports', async (t) => {
