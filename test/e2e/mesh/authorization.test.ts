@@ -7,36 +7,22 @@
 import { execFile } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { promisify } from 'node:util';
 import t from 'tap';
 import type { LabRecord } from '../../../src/lab/registry.js';
 import { auditLogOf } from '../../../src/lab/mesh.js';
 import { client, isRoot, repo, startLab } from '../support/lab.js';
-import { agentGet, waitUntil } from '../support/mesh.js';
+import { labApply, servedBy } from '../support/apply.js';
+import { agentGet } from '../support/mesh.js';
 
 const execFileP = promisify(execFile);
 const opts = () => ({ skip: isRoot() ? false : 'needs root (real BPF, netns, cgroups)' });
 const from = 'shop/client-0'; // node-a
 
-/**
- * The policies in force, replaced as an operator would: `skein lab delete -f` what was applied
- * before, `skein lab apply -f` the new file (the CLI, in the lab's controller folder).
- */
-let appliedFile: string | undefined;
+/** The policies in force, replaced as an operator would (lab delete -f, lab apply -f). */
 async function apply(rec: LabRecord, objects: object[]): Promise<void> {
-  const skein = (args: string[]) => execFileP(process.execPath, [join(repo, 'bin', 'skein.js'), 'lab', ...args, '--lab', rec.id]);
-  if (appliedFile) {
-    await skein(['delete', '-f', appliedFile]);
-    rmSync(dirname(appliedFile), { recursive: true, force: true });
-  }
-  appliedFile = undefined;
-  if (objects.length === 0) return;
-  const dir = mkdtempSync(join(tmpdir(), 'skein-authz-'));
-  appliedFile = join(dir, 'policies.yaml');
-  writeFileSync(appliedFile, objects.map((o) => JSON.stringify(o)).join('\n---\n'));
-  const out = await skein(['apply', '-f', appliedFile]);
-  if (!out.stdout.includes('applied')) throw new Error(`lab apply printed ${out.stdout}`);
+  await labApply(rec, objects);
 }
 
 function policy(name: string, spec: object, annotations?: Record<string, string>): object {
@@ -49,16 +35,8 @@ function policy(name: string, spec: object, annotations?: Record<string, string>
 }
 
 /** Waits until both agents serve exactly these policies. */
-async function served(rec: LabRecord, names: string[], kind: 'authorizationPolicies' | 'peerAuthentications' = 'authorizationPolicies'): Promise<number> {
-  const want = [...names].sort().join(',');
-  return waitUntil(async () => {
-    for (const node of ['node-a', 'node-b']) {
-      const d = await agentGet<{ snapshot: Record<string, { name: string }[] | undefined> | null }>(rec, node, '/config_dump');
-      const have = (d.snapshot?.[kind] ?? []).map((p) => p.name).sort().join(',');
-      if (have !== want) return false;
-    }
-    return true;
-  }, 15_000);
+function served(rec: LabRecord, names: string[], kind: 'authorizationPolicies' | 'peerAuthentications' = 'authorizationPolicies'): Promise<number> {
+  return servedBy(rec, ['node-a', 'node-b'], kind, names);
 }
 
 t.test('AuthorizationPolicy in the lab', opts(), async (t) => {
