@@ -41,7 +41,8 @@ export interface EchoOptions {
 type Req = IncomingMessage | Http2ServerRequest;
 type Res = ServerResponse | Http2ServerResponse;
 
-export async function runEcho(argv: string[]): Promise<number> {
+/** The echo's command line (a scenario's container `args`) as options; throws on a bad flag. */
+export function echoOptionsFromArgs(argv: string[]): EchoOptions {
   const { values } = parseArgs({
     args: argv,
     options: {
@@ -55,7 +56,11 @@ export async function runEcho(argv: string[]): Promise<number> {
     },
   });
   const faults = faultsFromFlags({ failStatus: values['fail-status'], failRatio: values['fail-ratio'], delayMs: values['delay-ms'] });
-  const opts: EchoOptions = { http: Number(values.http), grpc: Number(values.grpc), tcp: Number(values.tcp), host: values.host!, faults };
+  return { http: Number(values.http), grpc: Number(values.grpc), tcp: Number(values.tcp), host: values.host!, faults };
+}
+
+export async function runEcho(argv: string[]): Promise<number> {
+  const opts = echoOptionsFromArgs(argv);
   const stop = await startEcho(opts);
   if (process.env.SKEIN_READY_FILE) writeFileSync(process.env.SKEIN_READY_FILE, `${process.pid}\n`);
   await new Promise<void>((resolve) => {
