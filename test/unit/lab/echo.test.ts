@@ -7,6 +7,7 @@ import * as grpc from '@grpc/grpc-js';
 import t, { type Test } from 'tap';
 import { EchoFaults, type FaultSettings, faultsFromFlags } from '../../../src/lab/workloads/echo-faults.js';
 import { echoService } from '../../../src/lab/workloads/echo-proto.js';
+import { runLoad } from '../../../src/lab/workloads/client.js';
 import { type EchoServers, startEchoServers } from '../../../src/lab/workloads/echo.js';
 
 const WHO = { pod: 'echo-0', namespace: 'shop', node: 'node-a', ip: '127.0.0.1' };
@@ -271,5 +272,21 @@ t.test('the spread: every window of 100 has exactly 100*R failures', async (t) =
       const n = fails.slice(start, start + 100).filter(Boolean).length;
       t.equal(n, Math.round(ratio * 100), `ratio ${ratio}, requests ${start + 1}..${start + 100}`);
     }
+  }
+});
+
+t.test('the lab client counts failures by the echo pod that answered them (HTTP/1.1, h2c, gRPC)', async (t) => {
+  const s = await echo(t, { failStatus: 503, failRatio: 0.5, delayMs: 0 }, true);
+  const base = { host: '127.0.0.1', path: '/', count: 10, concurrency: 1, rate: 0, durationMs: 10_000, size: 0, newConnection: false, grpcCall: 'unary', timeoutMs: 3000, connections: 1 } as const;
+  for (const [protocol, port, code] of [
+    ['http1', s.ports.http!, 'HTTP_503'],
+    ['h2c', s.ports.http!, 'HTTP_503'],
+    ['grpc', s.ports.grpc!, 'GRPC_14'],
+  ] as const) {
+    const sum = await runLoad({ ...base, protocol, port });
+    t.equal(sum.ok, 5, protocol);
+    t.same(sum.errors, { [code]: 5 }, protocol);
+    t.same(sum.byPod, { 'shop/echo-0': 5 }, protocol);
+    t.same(sum.failedByPod, { 'shop/echo-0': 5 }, protocol);
   }
 });
