@@ -77,6 +77,8 @@ export function renderKubeState(plan: LabPlan, sc: Scenario, createdAt: string):
       ports: s.ports.map((p) => ({ ...(p.name ? { name: p.name } : {}), port: p.port, targetPort: p.targetPort, protocol: p.protocol, ...(p.appProtocol ? { appProtocol: p.appProtocol } : {}) })),
     },
   }));
+  // As Kubernetes' EndpointSlice controller: an endpoint carries its node's zone label.
+  const zoneOf = new Map(plan.nodes.map((n) => [n.name, n.labels['topology.kubernetes.io/zone']]));
   const endpointSlices = plan.services.map((s) => {
     // An EndpointSlice carries one port list for all its endpoints; the lab's pods of one
     // Service share their container ports, so the first endpoint's resolution holds for all.
@@ -90,6 +92,7 @@ export function renderKubeState(plan: LabPlan, sc: Scenario, createdAt: string):
         addresses: [e.ip],
         conditions: { ready: e.ready, serving: e.ready, terminating: false },
         nodeName: e.node,
+        ...(zoneOf.get(e.node) ? { zone: zoneOf.get(e.node) } : {}),
         targetRef: { kind: 'Pod', namespace: e.namespace, name: e.pod, uid: e.uid },
       })),
       ports: s.ports

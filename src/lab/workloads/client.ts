@@ -49,6 +49,8 @@ export interface ClientSummary {
   failed: number;
   errors: Record<string, number>;
   byPod: Record<string, number>;
+  /** Failed requests by the pod that answered them (its `x-skein-pod`, in trailers for gRPC). */
+  failedByPod: Record<string, number>;
   byNode: Record<string, number>;
   latencyMs: { p50: number; p90: number; p99: number; max: number };
   durationMs: number;
@@ -143,6 +145,7 @@ export async function runLoad(opts: ClientOptions): Promise<ClientSummary> {
     failed: 0,
     errors: {},
     byPod: {},
+    failedByPod: {},
     byNode: {},
     latencyMs: { p50: 0, p90: 0, p99: 0, max: 0 },
     durationMs: 0,
@@ -163,6 +166,8 @@ export async function runLoad(opts: ClientOptions): Promise<ClientSummary> {
       summary.failed += 1;
       const code = (err as { code?: string | number }).code ?? (err as Error).message;
       summary.errors[String(code)] = (summary.errors[String(code)] ?? 0) + 1;
+      const pod = (err as { pod?: string }).pod;
+      if (pod) summary.failedByPod[pod] = (summary.failedByPod[pod] ?? 0) + 1;
     }
     latencies.push(performance.now() - intended);
   };
@@ -254,7 +259,7 @@ function http1Sender(opts: ClientOptions): Sender {
           res.on('data', (c: Buffer) => h.update(c));
           res.on('end', () => {
             const bad = statusFailure(res.statusCode);
-            if (bad) return reject(bad);
+            if (bad) return reject(Object.assign(bad, { pod: answerOf(res.headers).pod }));
             if (opts.size > 0 && h.digest('hex') !== sha(body)) return reject(Object.assign(new Error('body mismatch'), { code: 'BODY_MISMATCH' }));
             resolve(answerOf(res.headers));
           });
@@ -318,6 +323,7 @@ function h2cSender(opts: ClientOptions): Sender {
       req.on('end', () => {
         ended = true;
         const bad = statusFailure(headers ? Number(headers[':status']) : undefined);
+        if (bad && headers) Object.assign(bad, { pod: answerOf(headers).pod });
         if (bad) return reject(req.rstCode ? Object.assign(bad, { message: `${bad.message} (stream reset, code ${req.rstCode})` }) : bad);
         // A lost connection also ends the readable side, mid-body, with rstCode CANCEL on one
         // stream and 0 on another: a declared length is the check that always holds.
@@ -351,7 +357,10 @@ function grpcSender(opts: ClientOptions): Sender {
   );
   const body = payload(opts.size);
   const toAnswer = (r: EchoReply): Answer => ({ pod: `${r.namespace}/${r.pod}`, node: r.node });
-  const fail = (err: grpc.ServiceError) => Object.assign(new Error(err.details), { code: `GRPC_${err.code}` });
+  const fail = (err: grpc.ServiceError) => {
+    const pod = err.metadata?.get('x-skein-pod')[0];
+    return Object.assign(new Error(err.details), { code: `GRPC_${err.code}`, ...(pod ? { pod: String(pod) } : {}) });
+  };
   const metadata = (): grpc.Metadata => {
     const md = new grpc.Metadata();
     for (const [k, v] of Object.entries(opts.headers ?? {})) md.set(k, v);

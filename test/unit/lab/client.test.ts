@@ -88,7 +88,7 @@ t.test('h2c: answers are counted OK with who answered; error statuses are failur
   const port = await h2Server(t, (s) => {
     n += 1;
     if (n % 2 === 0) {
-      s.respond({ ':status': 503 });
+      s.respond({ ':status': 503, 'x-skein-pod': 'shop/echo-1' });
       s.end();
       return;
     }
@@ -99,6 +99,7 @@ t.test('h2c: answers are counted OK with who answered; error statuses are failur
   t.equal(s.ok, 2);
   t.same(s.errors, { HTTP_503: 2 });
   t.same(s.byPod, { 'shop/echo-0': 2 });
+  t.same(s.failedByPod, { 'shop/echo-1': 2 }, 'failures counted by the pod that answered them');
   t.same(s.byNode, { 'node-a': 2 });
 });
 
