@@ -14,7 +14,7 @@ const path = join(import.meta.dirname, '../../../deploy/local/canary.yaml');
 const sc = parseScenario(readFileSync(path, 'utf8'), path);
 const ZONE = 'topology.kubernetes.io/zone';
 
-t.test('canary parses: zones, a meshed namespace, three Services, two versions and a client', async (t) => {
+t.test('canary parses: zones, two meshed namespaces, three Services, two versions and a client in each namespace', async (t) => {
   t.same(
     sc.nodes.map((n) => [n.name, n.labels[ZONE]]),
     [
@@ -23,6 +23,7 @@ t.test('canary parses: zones, a meshed namespace, three Services, two versions a
     ],
   );
   t.equal(sc.namespaces.find((n) => n.name === 'shop')?.labels['skein.io/mesh'], 'enabled');
+  t.equal(sc.namespaces.find((n) => n.name === 'front')?.labels['skein.io/mesh'], 'enabled', 'front: the consumer-route and second-source namespace');
   t.same(
     sc.services.map((s) => [s.name, s.selector]),
     [
@@ -37,6 +38,7 @@ t.test('canary parses: zones, a meshed namespace, three Services, two versions a
       ['echo-v1', 2, { app: 'echo', version: 'v1' }],
       ['echo-v2', 1, { app: 'echo', version: 'v2' }],
       ['client', 1, { app: 'client' }],
+      ['client', 1, { app: 'client' }],
     ],
   );
 });
@@ -44,12 +46,13 @@ t.test('canary parses: zones, a meshed namespace, three Services, two versions a
 t.test('canary plan: placement across zones, endpoints per Service', async (t) => {
   const plan = planLab(sc, 'abc123');
   t.same(
-    plan.pods.map((p) => [p.name, p.node]),
+    plan.pods.map((p) => [`${p.namespace}/${p.name}`, p.node]),
     [
-      ['echo-v1-0', 'node-a'],
-      ['echo-v1-1', 'node-b'],
-      ['echo-v2-0', 'node-b'],
-      ['client-0', 'node-a'],
+      ['shop/echo-v1-0', 'node-a'],
+      ['shop/echo-v1-1', 'node-b'],
+      ['shop/echo-v2-0', 'node-b'],
+      ['shop/client-0', 'node-a'],
+      ['front/client-0', 'node-a'],
     ],
   );
   const eps = (name: string) =>
