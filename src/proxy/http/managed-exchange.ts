@@ -29,6 +29,12 @@ import type { HttpVersion } from './types.js';
 
 const { NGHTTP2_CANCEL, NGHTTP2_NO_ERROR, NGHTTP2_FLAG_END_STREAM } = http2.constants;
 
+/**
+ * On answers skein makes itself (timeouts, overflow, faults, no route), the response flag, as
+ * Envoy marks its own 503s (x-envoy-overloaded): a client can tell the mesh's answer from the app's.
+ */
+export const FLAGS_HEADER = 'x-skein-response-flags';
+
 /** Requests with larger bodies are not mirrored (the copy is held in memory until sent). */
 export const MIRROR_MAX_BODY = 64 * 1024;
 
@@ -319,7 +325,7 @@ export class ManagedExchange {
       clearTimers();
       plan.answered();
       if (flag && !plan.flags.includes(flag)) plan.flags.push(flag);
-      client.answer(status, grpcStatus, text);
+      client.answer(status, grpcStatus, text, flag ? { [FLAGS_HEADER]: flag } : undefined);
       finish();
     };
     if (plan.timeoutMs !== undefined && plan.timeoutMs > 0) {
@@ -483,7 +489,7 @@ export class ManagedExchange {
   }
 
   private answerDirect(client: ClientSide, d: DirectAnswer): void {
-    client.answer(d.status, d.grpcStatus, d.text, d.headers);
+    client.answer(d.status, d.grpcStatus, d.text, d.flag ? { ...d.headers, [FLAGS_HEADER]: d.flag } : d.headers);
   }
 
   /** A copy of the request to `choice`; its answer is read and dropped, its failures ignored. */

@@ -34,6 +34,22 @@ export async function labApply(rec: LabRecord, objects: object[]): Promise<strin
   return out.stdout;
 }
 
+/**
+ * Applies `objects` over what is applied (same kind, namespace and name: a new version of
+ * that object), as `kubectl apply` of an edited file; what labApply applied stays listed.
+ */
+export async function labApplyOver(rec: LabRecord, objects: object[]): Promise<string> {
+  const dir = mkdtempSync(join(tmpdir(), 'skein-apply-'));
+  const file = join(dir, 'objects.yaml');
+  writeFileSync(file, objects.map((o) => JSON.stringify(o)).join('\n---\n'));
+  try {
+    const out = await execFileP(process.execPath, [join(repo, 'bin', 'skein.js'), 'lab', 'apply', '-f', file, '--lab', rec.id]);
+    return out.stdout;
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 /** Waits until every listed node's agent serves exactly these names in snapshot field `kind`. */
 export async function servedBy(rec: LabRecord, nodes: string[], kind: string, names: string[], timeoutMs = 15_000): Promise<number> {
   const want = [...names].sort().join(',');
