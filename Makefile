@@ -106,9 +106,11 @@ test-unit:
 test-e2e: deps build
 	@node test/run-suites.mjs e2e
 
-## demo: the demo cluster up, traffic between its pods, a summary, then down (KEEP=1 keeps it).
+## demo: the demo cluster up, traffic between its pods, a summary, then down (KEEP=1 keeps it);
+## then the canary cluster: the same, and a route shifting v1 -> v2 under load.
 demo: deps build
 	node bin/skein.js lab demo deploy/local/demo.yaml $(if $(KEEP),--keep,)
+	node bin/skein.js lab demo deploy/local/canary.yaml $(if $(KEEP),--keep,)
 
 ## bench: benchmarks against direct traffic and peers measured in the same run (QUICK=1 shorter).
 bench: deps build

@@ -7,6 +7,7 @@ import { agentAdminGet } from '../lab/mesh.js';
 import type { LabRecord } from '../lab/registry.js';
 import type { ClientSummary } from '../lab/workloads/client.js';
 import type { Logger } from '../telemetry/log.js';
+import { runCanaryPart } from './demo-canary.js';
 import { formatStatus, table } from './lab-format.js';
 import { labStatus } from '../lab/lab.js';
 
@@ -91,6 +92,7 @@ export async function runDemo(opts: DemoOptions): Promise<number> {
       'PATH skein: through the client node\'s agent (mTLS tunnel across nodes); direct: the namespace is not in the mesh.\n' +
         'Calls from outside the mesh into a meshed namespace are refused (STRICT): legacy -> shop fails on purpose.\n\n',
     );
+    if (!stopping) failed += await runCanaryPart(rec, opts.progress, (text) => process.stdout.write(text));
     for (const n of rec.plan.nodes) {
       const certs = await agentJson<{ certificates: { identity: string; notAfter?: string }[] }>(rec, n.name, '/certs');
       if (certs) process.stdout.write(`agent ${n.name}: certificates ${certs.certificates.map((c) => c.identity).join(', ') || 'none'}\n`);
