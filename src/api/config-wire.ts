@@ -82,6 +82,14 @@ export interface PolicyStatus {
   note: string;
 }
 
+/** An accepted route or BackendTrafficPolicy and the connected agents that ACKed its version. */
+export interface TrafficStatus {
+  object: string;
+  version: string;
+  acked_on: string[];
+  agents: number;
+}
+
 export interface StatusResponse {
   controller_id: string;
   version: string;
@@ -92,6 +100,8 @@ export interface StatusResponse {
   leader: boolean;
   /** Accepted policies and whether they are enforced (empty from a controller older than the field). */
   policies: PolicyStatus[];
+  /** Accepted routes and backend traffic policies (empty from a controller older than the field). */
+  traffic?: TrafficStatus[];
 }
 
 export type StatusRequest = Record<string, never>;

@@ -11,6 +11,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { pemBlocks } from '../identity/x509/pem.js';
+import type { StatusResponse } from '../api/config-wire.js';
 import { fetchControllerStatus } from '../controller/status-client.js';
 import { CONFIG_PORT, meshPaths } from '../lab/mesh.js';
 import { resolveLab } from '../lab/registry.js';
@@ -50,6 +51,14 @@ export async function statusCommand(argv: string[]): Promise<number> {
     process.stdout.write(`${JSON.stringify(status, null, 2)}\n`);
     return 0;
   }
+  process.stdout.write(renderStatus(status));
+  return 0;
+}
+
+const TRAFFIC_KINDS = ['HTTPRoute/', 'GRPCRoute/', 'BackendTrafficPolicy/'];
+
+/** The text `skein status` prints. */
+export function renderStatus(status: StatusResponse): string {
   const out = [`controller ${status.controller_id} (${status.leader ? 'leader' : 'follower'}), config version ${status.version}: ${status.objects} objects, ${status.resources} resources, ${status.refusals.length} refused`, ''];
   out.push(
     status.refusals.length
@@ -79,6 +88,16 @@ export async function statusCommand(argv: string[]): Promise<number> {
       ]),
     );
   }
-  process.stdout.write(`${out.join('\n')}\n`);
-  return 0;
+  // Routes and backend traffic policies, accepted or refused: one table, so an operator sees
+  // every traffic object's state at once. ACKED BY says the agents took the config in.
+  const traffic = status.traffic ?? [];
+  const refusedTraffic = status.refusals.filter((r) => TRAFFIC_KINDS.some((k) => r.object.startsWith(k)));
+  if (traffic.length + refusedTraffic.length > 0) {
+    const rows = [
+      ...traffic.map((x) => [x.object, 'accepted', x.agents === 0 ? 'no agent connected' : `acked by ${x.acked_on.length}/${x.agents} agents${x.acked_on.length ? ` (${x.acked_on.join(', ')})` : ''}`]),
+      ...refusedTraffic.map((r) => [r.object, 'refused', `${r.field}: ${r.reason}`]),
+    ].sort((a, b) => (a[0]! < b[0]! ? -1 : 1));
+    out.push('', table([['ROUTE / TRAFFIC POLICY', 'STATE', 'DETAIL'], ...rows]));
+  }
+  return `${out.join('\n')}\n`;
 }

@@ -19,6 +19,7 @@ import {
   type ConfigResponse,
   configDiscoveryService,
   type PolicyStatus,
+  type TrafficStatus,
   type Resource,
   type StatusResponse,
 } from '../api/config-wire.js';
@@ -184,6 +185,19 @@ export class ConfigServer {
     return out.sort((a, b) => (a.object < b.object ? -1 : 1));
   }
 
+  /** Accepted routes and backend traffic policies, and which connected agents ACKed their version. */
+  trafficStatus(): TrafficStatus[] {
+    const out: TrafficStatus[] = [];
+    for (const [key, e] of this.opts.index.entries()) {
+      if (e.type !== 'route' && e.type !== 'backend-policy') continue;
+      const acked: string[] = [];
+      for (const s of this.streams) if (s.acked.get(key) === e.version) acked.push(s.node);
+      acked.sort();
+      out.push({ object: e.type === 'route' ? e.key : `BackendTrafficPolicy/${e.key}`, version: e.version, acked_on: acked, agents: this.streams.size });
+    }
+    return out.sort((a, b) => (a.object < b.object ? -1 : 1));
+  }
+
   private wireStatus(): StatusResponse {
     const idx = this.opts.index;
     return {
@@ -205,6 +219,7 @@ export class ConfigServer {
       })),
       leader: this.opts.isLeader?.() ?? true,
       policies: this.policyStatus(),
+      traffic: this.trafficStatus(),
     };
   }
 

@@ -3,6 +3,7 @@
  * whether they are namespaced, and their schema (for validation and, for skein's own kinds,
  * the CRD manifests).
  */
+import { RETRY_ON } from '../config/policy-model.js';
 import type { Schema } from './schema.js';
 
 export interface KindInfo {
@@ -116,70 +117,230 @@ const peerAuthenticationSpec: Schema = {
   fields: { selector, mtls, portLevelMtls: { type: 'map', values: mtls, description: 'Port (as a string) -> {mode}.' } },
 };
 
+const percentage: Schema = { type: 'number', minimum: 0, maximum: 100, description: 'Percent of requests (0-100, fractions allowed). Default 100.' };
+const positiveDuration: Schema = { ...duration, description: 'Go-style duration (250ms, 1.5s, 1m); must be > 0.' };
+
+/** A target: a Service, or an HTTPRoute/GRPCRoute (optionally one rule, by name) for fault injection. */
+const policyTargetRef: Schema = {
+  type: 'object',
+  required: ['kind', 'name'],
+  fields: {
+    group: { ...str, description: "'' (core) for a Service; gateway.networking.k8s.io for a route." },
+    kind: { type: 'string', enum: ['Service', 'HTTPRoute', 'GRPCRoute'] },
+    name: str,
+    sectionName: { ...str, description: 'Routes only: the name of one rule (rules[].name).' },
+  },
+};
+
+/**
+ * skein's networking.skein.io/v1alpha1 BackendTrafficPolicy spec: Envoy Gateway's field
+ * names where it has them (loadBalancer, consistentHash, faultInjection), skein's own for the
+ * rest (retry budgets, rate-limit overrides by principal).
+ */
 const backendTrafficSpec: Schema = {
   type: 'object',
   required: ['targetRefs'],
   fields: {
-    targetRefs: {
-      type: 'array',
-      minItems: 1,
-      items: { type: 'object', required: ['kind', 'name'], fields: { group: str, kind: { type: 'string', enum: ['Service'] }, name: str } },
+    targetRefs: { type: 'array', minItems: 1, items: policyTargetRef },
+    loadBalancer: {
+      type: 'object',
+      fields: {
+        type: { type: 'string', enum: ['RoundRobin', 'LeastRequest', 'PeakEWMA', 'ConsistentHash'] },
+        algorithm: { type: 'string', enum: ['ROUND_ROBIN', 'LEAST_REQUEST'], description: 'Older spelling of type (RoundRobin, LeastRequest).' },
+        consistentHash: {
+          type: 'object',
+          required: ['type'],
+          fields: {
+            type: { type: 'string', enum: ['Header', 'Cookie', 'SourceIdentity'] },
+            header: { type: 'object', required: ['name'], fields: { name: str } },
+            cookie: { type: 'object', required: ['name'], fields: { name: str, ttl: positiveDuration } },
+          },
+        },
+        locality: { type: 'string', enum: ['PreferClose'], description: 'Same node first, then same zone, then the rest.' },
+      },
     },
-    loadBalancer: { type: 'object', fields: { algorithm: { type: 'string', enum: ['ROUND_ROBIN', 'LEAST_REQUEST'] } } },
     retry: {
       type: 'object',
       required: ['attempts'],
       fields: {
-        attempts: { type: 'integer', minimum: 0, maximum: 10 },
-        perTryTimeout: duration,
-        retryOn: strList,
+        attempts: { type: 'integer', minimum: 0, maximum: 10, description: 'Retries after the first try.' },
+        perTryTimeout: positiveDuration,
+        retryOn: {
+          type: 'array',
+          items: { type: 'string', enum: [...RETRY_ON] },
+          description: 'Default connect-failure, refused-stream, unavailable.',
+        },
+        codes: { type: 'array', items: { type: 'integer', minimum: 400, maximum: 599 }, description: 'Extra retriable HTTP status codes.' },
+        backoff: { type: 'object', fields: { baseInterval: positiveDuration, maxInterval: positiveDuration }, description: 'Default 25ms doubling up to 250ms.' },
         budget: {
           type: 'object',
-          fields: { percent: { type: 'integer', minimum: 0, maximum: 100 }, minRetriesPerSecond: { type: 'integer', minimum: 0 } },
+          fields: { percent: { type: 'number', minimum: 0, maximum: 100 }, minRetriesPerSecond: { type: 'integer', minimum: 0 } },
+          description: 'Default 20 percent of requests, at least 10 retries per second.',
         },
+        maxReplayBytes: { type: 'integer', minimum: 0, description: 'Larger request bodies are not retried.' },
+        retryNonIdempotent: { type: 'boolean', description: 'Retry POST/PATCH too. Default false.' },
       },
     },
-    timeout: { type: 'object', fields: { request: duration, idle: duration } },
+    timeout: { type: 'object', fields: { request: positiveDuration, idle: positiveDuration, connect: positiveDuration } },
     circuitBreaker: {
       type: 'object',
       fields: {
         maxConnections: { type: 'integer', minimum: 1 },
-        maxPendingRequests: { type: 'integer', minimum: 1 },
+        maxPendingRequests: { type: 'integer', minimum: 0 },
         maxRequests: { type: 'integer', minimum: 1 },
+        maxRetries: { type: 'integer', minimum: 0 },
       },
     },
     outlierDetection: {
       type: 'object',
       fields: {
-        consecutive5xx: { type: 'integer', minimum: 1 },
-        interval: duration,
-        baseEjectionTime: duration,
-        maxEjectionPercent: { type: 'integer', minimum: 0, maximum: 100 },
+        consecutive5xx: { type: 'integer', minimum: 1, description: 'Default 5.' },
+        consecutiveGatewayErrors: { type: 'integer', minimum: 1 },
+        consecutiveConnectFailures: { type: 'integer', minimum: 1 },
+        interval: { ...positiveDuration, description: 'Default 10s.' },
+        baseEjectionTime: { ...positiveDuration, description: 'Default 30s.' },
+        maxEjectionTime: { ...positiveDuration, description: 'Default 300s.' },
+        maxEjectionPercent: { type: 'integer', minimum: 0, maximum: 100, description: 'Default 10.' },
       },
     },
     rateLimit: {
       type: 'object',
       required: ['requestsPerSecond'],
-      fields: { requestsPerSecond: { type: 'integer', minimum: 1 }, burst: { type: 'integer', minimum: 0 } },
+      fields: {
+        requestsPerSecond: { type: 'integer', minimum: 1 },
+        burst: { type: 'integer', minimum: 0, description: 'Default requestsPerSecond.' },
+        overrides: {
+          type: 'array',
+          items: {
+            type: 'object',
+            required: ['principals', 'requestsPerSecond'],
+            fields: {
+              principals: { type: 'array', minItems: 1, items: str, description: 'spiffe:// identities with their own bucket.' },
+              requestsPerSecond: { type: 'integer', minimum: 1 },
+              burst: { type: 'integer', minimum: 0 },
+            },
+          },
+        },
+      },
+    },
+    faultInjection: {
+      type: 'object',
+      fields: {
+        delay: { type: 'object', required: ['fixedDelay'], fields: { fixedDelay: positiveDuration, percentage } },
+        abort: {
+          type: 'object',
+          fields: { httpStatus: { type: 'integer', minimum: 200, maximum: 599 }, grpcStatus: { type: 'integer', minimum: 0, maximum: 16 }, percentage },
+        },
+      },
     },
   },
 };
 
+// Gateway API v1 HTTPRoute/GRPCRoute, the fields of the GAMMA mesh profile skein serves.
+const gwDuration: Schema = { type: 'string', format: 'gateway-duration' };
 const parentRef: Schema = {
   type: 'object',
   required: ['name'],
   fields: { group: str, kind: str, namespace: str, name: str, port, sectionName: str },
 };
-const backendRef: Schema = {
+const backendObjectRef: Schema = {
   type: 'object',
   required: ['name'],
-  fields: { group: str, kind: str, namespace: str, name: str, port, weight: { type: 'integer', minimum: 0, maximum: 1_000_000 } },
+  fields: { group: str, kind: str, namespace: str, name: str, port },
 };
+const headerName: Schema = { type: 'string', description: 'An HTTP header name (case-insensitive).' };
+const matchType: Schema = { type: 'string', enum: ['Exact', 'RegularExpression'] };
 const headerMatch: Schema = {
   type: 'object',
   required: ['name', 'value'],
-  fields: { type: { type: 'string', enum: ['Exact', 'RegularExpression'] }, name: str, value: str },
+  fields: { type: matchType, name: headerName, value: str },
 };
+const headerValues: Schema = { type: 'array', maxItems: 16, items: { type: 'object', required: ['name', 'value'], fields: { name: headerName, value: str } } };
+const headerModifier: Schema = {
+  type: 'object',
+  fields: { set: headerValues, add: headerValues, remove: { type: 'array', maxItems: 16, items: headerName } },
+};
+const pathModifier: Schema = {
+  type: 'object',
+  required: ['type'],
+  fields: { type: { type: 'string', enum: ['ReplaceFullPath', 'ReplacePrefixMatch'] }, replaceFullPath: str, replacePrefixMatch: str },
+};
+const requestMirror: Schema = {
+  type: 'object',
+  required: ['backendRef'],
+  fields: {
+    backendRef: backendObjectRef,
+    percent: { type: 'integer', minimum: 0, maximum: 100 },
+    fraction: {
+      type: 'object',
+      required: ['numerator'],
+      fields: { numerator: { type: 'integer', minimum: 0 }, denominator: { type: 'integer', minimum: 1, description: 'Default 100.' } },
+    },
+  },
+};
+const UNSUPPORTED_FILTERS: Record<string, string> = {
+  ExtensionRef: 'skein has no filter extensions',
+  CORS: 'skein does not implement CORS',
+  ExternalAuth: 'skein does not call external authorization services',
+};
+const UNSUPPORTED_FILTER_FIELDS: Record<string, string> = {
+  extensionRef: 'skein has no filter extensions (ExtensionRef)',
+  cors: 'skein does not implement CORS',
+  externalAuth: 'skein does not call external authorization services (ExternalAuth)',
+};
+const httpFilter: Schema = {
+  type: 'object',
+  required: ['type'],
+  fields: {
+    type: { type: 'string', enum: ['RequestHeaderModifier', 'ResponseHeaderModifier', 'RequestRedirect', 'URLRewrite', 'RequestMirror'], unsupportedValues: UNSUPPORTED_FILTERS },
+    requestHeaderModifier: headerModifier,
+    responseHeaderModifier: headerModifier,
+    requestRedirect: {
+      type: 'object',
+      fields: {
+        scheme: { type: 'string', enum: ['http', 'https'] },
+        hostname: str,
+        path: pathModifier,
+        port,
+        statusCode: { type: 'integer', enum: [301, 302, 303, 307, 308], description: 'Default 302.' },
+      },
+    },
+    urlRewrite: { type: 'object', fields: { hostname: str, path: pathModifier } },
+    requestMirror,
+  },
+  unsupported: UNSUPPORTED_FILTER_FIELDS,
+};
+const grpcFilter: Schema = {
+  type: 'object',
+  required: ['type'],
+  fields: {
+    type: {
+      type: 'string',
+      enum: ['RequestHeaderModifier', 'ResponseHeaderModifier', 'RequestMirror'],
+      unsupportedValues: { ExtensionRef: UNSUPPORTED_FILTERS.ExtensionRef! },
+    },
+    requestHeaderModifier: headerModifier,
+    responseHeaderModifier: headerModifier,
+    requestMirror,
+  },
+  unsupported: { extensionRef: UNSUPPORTED_FILTER_FIELDS.extensionRef! },
+};
+function backendRef(filter: Schema): Schema {
+  return {
+    type: 'object',
+    required: ['name'],
+    fields: {
+      group: str,
+      kind: str,
+      namespace: str,
+      name: str,
+      port,
+      weight: { type: 'integer', minimum: 0, maximum: 1_000_000 },
+      filters: { type: 'array', maxItems: 16, items: filter },
+    },
+  };
+}
+const UNSUPPORTED_RULE_FIELDS: Record<string, string> = { sessionPersistence: 'skein does not pin sessions to endpoints (sessionPersistence)' };
 const httpRouteSpec: Schema = {
   type: 'object',
   fields: {
@@ -193,6 +354,7 @@ const httpRouteSpec: Schema = {
           name: str,
           matches: {
             type: 'array',
+            maxItems: 64,
             items: {
               type: 'object',
               fields: {
@@ -201,13 +363,24 @@ const httpRouteSpec: Schema = {
                   fields: { type: { type: 'string', enum: ['Exact', 'PathPrefix', 'RegularExpression'] }, value: str },
                 },
                 method: { type: 'string', enum: ['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'CONNECT', 'OPTIONS', 'TRACE', 'PATCH'] },
-                headers: { type: 'array', items: headerMatch },
+                headers: { type: 'array', maxItems: 16, items: headerMatch },
+                queryParams: { type: 'array', maxItems: 16, items: { type: 'object', required: ['name', 'value'], fields: { type: matchType, name: str, value: str } } },
               },
             },
           },
-          backendRefs: { type: 'array', items: backendRef },
-          timeouts: { type: 'object', fields: { request: duration, backendRequest: duration } },
+          filters: { type: 'array', maxItems: 16, items: httpFilter },
+          backendRefs: { type: 'array', items: backendRef(httpFilter) },
+          timeouts: { type: 'object', fields: { request: gwDuration, backendRequest: gwDuration } },
+          retry: {
+            type: 'object',
+            fields: {
+              codes: { type: 'array', items: { type: 'integer' } },
+              attempts: { type: 'integer', minimum: 0 },
+              backoff: gwDuration,
+            },
+          },
         },
+        unsupported: UNSUPPORTED_RULE_FIELDS,
       },
     },
   },
@@ -225,19 +398,22 @@ const grpcRouteSpec: Schema = {
           name: str,
           matches: {
             type: 'array',
+            maxItems: 64,
             items: {
               type: 'object',
               fields: {
                 method: {
                   type: 'object',
-                  fields: { type: { type: 'string', enum: ['Exact', 'RegularExpression'] }, service: str, method: str },
+                  fields: { type: matchType, service: str, method: str },
                 },
-                headers: { type: 'array', items: headerMatch },
+                headers: { type: 'array', maxItems: 16, items: headerMatch },
               },
             },
           },
-          backendRefs: { type: 'array', items: backendRef },
+          filters: { type: 'array', maxItems: 16, items: grpcFilter },
+          backendRefs: { type: 'array', items: backendRef(grpcFilter) },
         },
+        unsupported: UNSUPPORTED_RULE_FIELDS,
       },
     },
   },
@@ -305,7 +481,7 @@ export const KINDS: KindInfo[] = [
     schema: topLevel({ spec: backendTrafficSpec, status: anySpec }),
     crd: {
       shortNames: ['skbtp'],
-      description: 'Retries (with budgets), timeouts, circuit breaking, outlier detection, load balancing and rate limits toward Services.',
+      description: 'Load balancing, retries (with budgets), timeouts, circuit breaking, outlier detection and rate limits toward Services; fault injection on Services or routes.',
     },
   },
 ];

@@ -7,7 +7,8 @@
  * config room's `translate` (the same translation the agent's folder source uses), so a
  * change in a 10,000-pod cluster costs the size of one namespace. A global pass then
  * settles what needs the whole picture: VIP:port and pod IP conflicts, routes attached
- * across namespaces, "oldest wins" between conflicting routes.
+ * across namespaces, "oldest wins" between conflicting routes and between backend traffic
+ * policies on one target.
  *
  * Refusal is per object: a bad object is left out (with its reason in `refusals()`) and the
  * rest of the config keeps flowing.
@@ -15,7 +16,7 @@
 import { SkeinError } from '../errors.js';
 import { type TranslateOptions, translate } from '../config/kube/translate.js';
 import { DEFAULT_CLUSTER_DOMAIN, DEFAULT_TRUST_DOMAIN, type NodeInfo, type Service, type Workload } from '../config/model.js';
-import { type MeshRoute, selectorMatches } from '../config/policy-model.js';
+import { type BackendTrafficPolicy, type MeshRoute, selectorMatches } from '../config/policy-model.js';
 import { Claims } from './address-claims.js';
 import { ControllerCode } from './codes.js';
 import { kindInfo } from './kinds.js';
@@ -23,7 +24,7 @@ import { ObjectVerdicts } from './object-verdict.js';
 import type { ObjectStore, StoredObject } from './object-store.js';
 import type { PolicyResource } from './policy-translate.js';
 import { entryOf, type IndexUpdate, type Refusal, type ResourceEntry, type ResourceType, resKey } from './resources.js';
-import { policyObjectKey, routeProblem } from './route-checks.js';
+import { backendPolicyProblem, policyObjectKey, routeProblem } from './route-checks.js';
 
 interface PartWorkload {
   w: Workload;
@@ -421,22 +422,18 @@ export class MeshIndex {
       small.set(k, e);
     };
     for (const n of this.nodes) put('node', n.name, n);
-    const routes: { r: MeshRoute; key: string }[] = [];
+    const routes: { r: MeshRoute; key: string; mirrorFields: ReadonlyMap<string, string> }[] = [];
+    const backendPolicies: { p: BackendTrafficPolicy; key: string; refs: string[] }[] = [];
     for (const [ns, part] of this.partitions) {
       refusals.push(...part.refusals);
       for (const p of part.policies) {
         const objKey = policyObjectKey(p);
         if (p.type === 'route') {
-          routes.push({ r: p.value, key: objKey });
+          routes.push({ r: p.value, key: objKey, mirrorFields: p.mirrorFields });
           continue;
         }
         if (p.type === 'backend-policy') {
-          const missing = p.value.targets.findIndex((t) => !services.has(t));
-          if (missing >= 0) {
-            refuse(objKey, `spec.targetRefs[${missing}]`, `Service ${p.value.targets[missing]} does not exist`, ControllerCode.Refused);
-            continue;
-          }
-          put(p.type, `${ns}/${p.value.name}`, p.value);
+          backendPolicies.push({ p: p.value, key: objKey, refs: p.refs });
           continue;
         }
         const sel = p.value.selector;
@@ -451,19 +448,34 @@ export class MeshIndex {
         put(p.type, `${ns}/${p.value.name}`, value, { namespace: ns, ...(sel ? { selector: sel } : {}), policy: true });
       }
     }
-    routes.sort((a, b) => {
-      const ca = a.r.createdAt ?? '';
-      const cb = b.r.createdAt ?? '';
-      return ca < cb ? -1 : ca > cb ? 1 : a.key < b.key ? -1 : 1;
-    });
+    // Oldest first (creationTimestamp, then identity): the older of two conflicting objects wins.
+    const byAge = (a: { createdAt?: string }, ak: string, b: { createdAt?: string }, bk: string) => {
+      const ca = a.createdAt ?? '';
+      const cb = b.createdAt ?? '';
+      return ca < cb ? -1 : ca > cb ? 1 : ak < bk ? -1 : 1;
+    };
+    routes.sort((a, b) => byAge(a.r, a.key, b.r, b.key));
     const claims = new Map<string, string>();
-    for (const { r, key } of routes) {
-      const problem = routeProblem(r, services, claims);
+    const served = new Map<string, MeshRoute>();
+    for (const { r, key, mirrorFields } of routes) {
+      const problem = routeProblem(r, services, claims, mirrorFields);
       if (problem) {
         refuse(key, problem.field, problem.reason, problem.code);
         continue;
       }
-      put('route', `${r.kind}/${r.namespace}/${r.name}`, r);
+      const k = `${r.kind}/${r.namespace}/${r.name}`;
+      served.set(k, r);
+      put('route', k, r);
+    }
+    backendPolicies.sort((a, b) => byAge(a.p, a.key, b.p, b.key));
+    const targetClaims = new Map<string, string>();
+    for (const { p, key, refs } of backendPolicies) {
+      const problem = backendPolicyProblem(p, refs, services, served, targetClaims);
+      if (problem) {
+        refuse(key, problem.field, problem.reason, problem.code);
+        continue;
+      }
+      put('backend-policy', `${p.namespace}/${p.name}`, p);
     }
     for (const [k, e] of this.published) {
       if (e.type === 'workload' || e.type === 'service' || small.has(k)) continue;

@@ -1,8 +1,14 @@
 /** Cross-checks of routes and policies against the rest of the mesh, run by the index's global pass. */
 import type { Service } from '../config/model.js';
-import type { MeshRoute } from '../config/policy-model.js';
+import type { BackendTrafficPolicy, MeshRoute } from '../config/policy-model.js';
 import { ControllerCode } from './codes.js';
 import { matchKey, type PolicyResource } from './policy-translate.js';
+
+export interface CrossProblem {
+  field: string;
+  reason: string;
+  code: string;
+}
 
 export function policyObjectKey(p: PolicyResource): string {
   const v = p.value;
@@ -23,7 +29,8 @@ export function routeProblem(
   r: MeshRoute,
   services: Map<string, Service>,
   claims: Map<string, string>,
-): { field: string; reason: string; code: string } | undefined {
+  mirrorFields: ReadonlyMap<string, string> = new Map(),
+): CrossProblem | undefined {
   for (const [i, p] of r.parents.entries()) {
     if (!services.has(`${p.namespace}/${p.name}`)) {
       return { field: `spec.parentRefs[${i}]`, reason: `Service ${p.namespace}/${p.name} does not exist`, code: ControllerCode.Refused };
@@ -38,6 +45,12 @@ export function routeProblem(
           code: ControllerCode.Refused,
         };
       }
+    }
+    const mirror = mirrorProblem(rule.filters, `spec.rules[${i}].filters`, services, mirrorFields);
+    if (mirror) return mirror;
+    for (const [j, b] of rule.backends.entries()) {
+      const p = mirrorProblem(b.filters, `spec.rules[${i}].backendRefs[${j}].filters`, services, mirrorFields);
+      if (p) return p;
     }
   }
   const mine: string[] = [];
@@ -58,5 +71,57 @@ export function routeProblem(
     }
   }
   for (const c of mine) claims.set(c, `${r.kind} ${r.namespace}/${r.name}`);
+  return undefined;
+}
+
+function mirrorProblem(
+  filters: MeshRoute['rules'][number]['filters'],
+  at: string,
+  services: Map<string, Service>,
+  mirrorFields: ReadonlyMap<string, string>,
+): CrossProblem | undefined {
+  for (const [k, m] of (filters?.mirrors ?? []).entries()) {
+    if (!services.has(`${m.namespace}/${m.name}`)) {
+      return { field: mirrorFields.get(`${at}#${k}`) ?? at, reason: `mirror Service ${m.namespace}/${m.name} does not exist`, code: ControllerCode.Refused };
+    }
+  }
+  return undefined;
+}
+
+/**
+ * A BackendTrafficPolicy's targets must exist (a Service; a served route, and its rule when
+ * sectionName names one), and each target has one policy: the oldest (creationTimestamp,
+ * then name) wins, later ones are refused naming it. Call in age order; `claims` collects
+ * the winners.
+ */
+export function backendPolicyProblem(
+  p: BackendTrafficPolicy,
+  refs: string[],
+  services: Map<string, Service>,
+  routes: Map<string, MeshRoute>,
+  claims: Map<string, string>,
+): CrossProblem | undefined {
+  for (const [i, ref] of refs.entries()) {
+    const field = `spec.targetRefs[${i}]`;
+    const [kind, rest] = [ref.slice(0, ref.indexOf('/')), ref.slice(ref.indexOf('/') + 1)];
+    if (kind === 'Service') {
+      if (!services.has(rest)) return { field, reason: `Service ${rest} does not exist`, code: ControllerCode.Refused };
+      continue;
+    }
+    const [routeName, section] = rest.split('#') as [string, string | undefined];
+    const route = routes.get(`${kind}/${routeName}`);
+    if (!route) return { field, reason: `${kind} ${routeName} does not exist or is refused`, code: ControllerCode.Refused };
+    if (section !== undefined && !route.rules.some((r) => r.name === section)) {
+      return { field: `${field}.sectionName`, reason: `${kind} ${routeName} has no rule named ${JSON.stringify(section)}`, code: ControllerCode.Refused };
+    }
+  }
+  for (const [i, ref] of refs.entries()) {
+    const owner = claims.get(ref);
+    if (owner) {
+      const what = ref.startsWith('Service/') ? `Service ${ref.slice(8)}` : ref.replace('/', ' ').replace('#', ' rule ');
+      return { field: `spec.targetRefs[${i}]`, reason: `conflicts with ${owner} (older), which already applies to ${what}`, code: ControllerCode.Conflict };
+    }
+  }
+  for (const ref of refs) claims.set(ref, `BackendTrafficPolicy ${p.namespace}/${p.name}`);
   return undefined;
 }

@@ -7,11 +7,29 @@
 import { isIP } from 'node:net';
 
 export type Schema =
-  | { type: 'object'; fields: Record<string, Schema>; required?: string[]; open?: boolean; description?: string }
+  | {
+      type: 'object';
+      fields: Record<string, Schema>;
+      required?: string[];
+      open?: boolean;
+      description?: string;
+      /** Fields of the upstream API that skein refuses, with why (named in the refusal). */
+      unsupported?: Record<string, string>;
+    }
   | { type: 'map'; values: Schema; description?: string }
-  | { type: 'array'; items: Schema; minItems?: number; description?: string }
-  | { type: 'string'; enum?: string[]; format?: 'cidr' | 'duration'; description?: string }
-  | { type: 'integer'; minimum?: number; maximum?: number; description?: string }
+  | { type: 'array'; items: Schema; minItems?: number; maxItems?: number; description?: string }
+  | {
+      type: 'string';
+      enum?: string[];
+      /** Enum values of the upstream API that skein refuses, with why. */
+      unsupportedValues?: Record<string, string>;
+      /** `duration`: Go-style ("1.5s"); `gateway-duration`: Gateway API's `^([0-9]{1,5}(h|m|s|ms)){1,4}$`. */
+      format?: 'cidr' | 'duration' | 'gateway-duration';
+      description?: string;
+    }
+  | { type: 'integer'; minimum?: number; maximum?: number; enum?: number[]; description?: string }
+  /** A JSON number (fractions allowed), e.g. a percentage. */
+  | { type: 'number'; minimum?: number; maximum?: number; description?: string }
   | { type: 'boolean'; description?: string }
   /** Anything (fields skein does not read, e.g. Pod container details). */
   | { type: 'any' };
@@ -22,6 +40,8 @@ export interface SchemaProblem {
 }
 
 const DURATION_RE = /^(\d+(\.\d+)?(ms|s|m|h))+$/;
+/** Gateway API's Duration (GEP-2257): 1-4 parts of up to 5 digits, no fractions, no sign. */
+const GATEWAY_DURATION_RE = /^([0-9]{1,5}(h|m|s|ms)){1,4}$/;
 
 /** Milliseconds of a Go-style duration ("1.5s", "250ms", "1m30s"). */
 export function durationMs(value: string): number {
@@ -68,7 +88,9 @@ export function checkSchema(value: unknown, schema: Schema, path = ''): SchemaPr
       for (const [k, v] of Object.entries(o)) {
         const sub = schema.fields[k];
         if (!sub) {
-          if (!schema.open) out.push({ field: join(path, k), reason: 'unknown field' });
+          const why = schema.unsupported?.[k];
+          if (why) out.push({ field: join(path, k), reason: `unknown field: ${why}` });
+          else if (!schema.open) out.push({ field: join(path, k), reason: 'unknown field' });
           continue;
         }
         if (v === null || v === undefined) continue;
@@ -92,6 +114,9 @@ export function checkSchema(value: unknown, schema: Schema, path = ''): SchemaPr
       if (schema.minItems !== undefined && value.length < schema.minItems) {
         out.push({ field: here, reason: `expected at least ${schema.minItems} item(s)` });
       }
+      if (schema.maxItems !== undefined && value.length > schema.maxItems) {
+        out.push({ field: here, reason: `expected at most ${schema.maxItems} item(s)` });
+      }
       for (const [i, v] of value.entries()) out.push(...checkSchema(v, schema.items, `${path}[${i}]`));
       return out;
     }
@@ -100,18 +125,33 @@ export function checkSchema(value: unknown, schema: Schema, path = ''): SchemaPr
         out.push({ field: here, reason: `expected a string, got ${typeof value}` });
         return out;
       }
-      if (schema.enum && !schema.enum.includes(value)) {
+      const why = schema.unsupportedValues?.[value];
+      if (why) out.push({ field: here, reason: `unsupported value ${JSON.stringify(value)}: ${why}` });
+      else if (schema.enum && !schema.enum.includes(value)) {
         out.push({ field: here, reason: `expected one of ${schema.enum.join(', ')}, got ${JSON.stringify(value)}` });
       }
       if (schema.format === 'cidr' && !isCidr(value)) out.push({ field: here, reason: `not a valid CIDR: ${JSON.stringify(value)}` });
       if (schema.format === 'duration' && !DURATION_RE.test(value)) {
         out.push({ field: here, reason: `not a duration (e.g. 250ms, 1.5s, 1m): ${JSON.stringify(value)}` });
       }
+      if (schema.format === 'gateway-duration' && !GATEWAY_DURATION_RE.test(value)) {
+        out.push({ field: here, reason: `not a Gateway API duration (1-4 of <up to 5 digits><h|m|s|ms>, e.g. 500ms, 1m30s): ${JSON.stringify(value)}` });
+      }
       return out;
     }
     case 'integer': {
       if (typeof value !== 'number' || !Number.isInteger(value)) {
         out.push({ field: here, reason: `expected an integer, got ${JSON.stringify(value)}` });
+        return out;
+      }
+      if (schema.enum && !schema.enum.includes(value)) out.push({ field: here, reason: `expected one of ${schema.enum.join(', ')}, got ${value}` });
+      if (schema.minimum !== undefined && value < schema.minimum) out.push({ field: here, reason: `must be >= ${schema.minimum}` });
+      if (schema.maximum !== undefined && value > schema.maximum) out.push({ field: here, reason: `must be <= ${schema.maximum}` });
+      return out;
+    }
+    case 'number': {
+      if (typeof value !== 'number' || !Number.isFinite(value)) {
+        out.push({ field: here, reason: `expected a number, got ${JSON.stringify(value)}` });
         return out;
       }
       if (schema.minimum !== undefined && value < schema.minimum) out.push({ field: here, reason: `must be >= ${schema.minimum}` });
@@ -144,13 +184,21 @@ export function toOpenApi(schema: Schema): Record<string, unknown> {
     case 'map':
       return { type: 'object', ...desc, additionalProperties: toOpenApi(schema.values) };
     case 'array':
-      return { type: 'array', ...desc, items: toOpenApi(schema.items), ...(schema.minItems ? { minItems: schema.minItems } : {}) };
+      return {
+        type: 'array',
+        ...desc,
+        items: toOpenApi(schema.items),
+        ...(schema.minItems ? { minItems: schema.minItems } : {}),
+        ...(schema.maxItems !== undefined ? { maxItems: schema.maxItems } : {}),
+      };
     case 'string':
       return { type: 'string', ...desc, ...(schema.enum ? { enum: schema.enum } : {}) };
     case 'integer':
+    case 'number':
       return {
-        type: 'integer',
+        type: schema.type,
         ...desc,
+        ...(schema.type === 'integer' && schema.enum ? { enum: schema.enum } : {}),
         ...(schema.minimum !== undefined ? { minimum: schema.minimum } : {}),
         ...(schema.maximum !== undefined ? { maximum: schema.maximum } : {}),
       };

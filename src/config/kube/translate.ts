@@ -29,6 +29,8 @@ export const EXCLUDE_OUTBOUND_ANNOTATION = 'skein.io/exclude-outbound-ports';
 export const EXCLUDE_INBOUND_ANNOTATION = 'skein.io/exclude-inbound-ports';
 export const LOAD_BALANCER_ANNOTATION = 'skein.io/load-balancer';
 export const SERVICE_NAME_LABEL = 'kubernetes.io/service-name';
+/** The well-known label of a Node's zone (NodeInfo.zone). */
+export const ZONE_LABEL = 'topology.kubernetes.io/zone';
 
 export interface TranslateOptions {
   trustDomain?: string;
@@ -145,7 +147,9 @@ export function translate(objects: SourcedObject[], version: string, opts: Trans
             break;
           }
         }
-        nodes.push({ name: r.str(o.obj, 'metadata.name', true) as string, podCIDRs: cidrs, ...(address ? { address } : {}) });
+        // Locality-aware balancing reads the well-known zone label (the lab's scenario sets it as any label).
+        const zone = r.strMap(o.obj, 'metadata.labels')[ZONE_LABEL];
+        nodes.push({ name: r.str(o.obj, 'metadata.name', true) as string, podCIDRs: cidrs, ...(address ? { address } : {}), ...(zone ? { zone } : {}) });
         break;
       }
       case 'v1/Pod':

@@ -1,19 +1,25 @@
 /**
- * Makes refusals visible where Kubernetes operators look: a status condition on skein's
- * own objects and on routes (Accepted=False with the field and reason; Accepted=True once
- * fixed), and a Warning Event for built-in kinds (Pods, Services...) whose status skein
- * does not own. The reporter diffs the index's refusals after each rebuild so each change
- * is written once.
+ * Makes refusals visible where Kubernetes operators look: status conditions on skein's own
+ * objects (Accepted=True, or False with the field and reason) and, the Gateway API way, on
+ * routes: one `status.parents[]` entry per parentRef, written by controllerName
+ * `skein.io/mesh-controller`, with Accepted (True/Accepted; False/NoMatchingParent or
+ * UnsupportedValue) and ResolvedRefs (True/ResolvedRefs; False/BackendNotFound or
+ * InvalidKind). Built-in kinds (Pods, Services...), whose status skein does not own, get a
+ * Warning Event. The reporter diffs each object's state (and generation) after each rebuild
+ * so each change is written once.
  */
 import { messageOf } from '../../errors.js';
 import { type Logger, silentLogger } from '../../telemetry/log.js';
-import { kindInfo } from '../kinds.js';
+import { ControllerCode } from '../codes.js';
+import { groupOf, kindInfo } from '../kinds.js';
 import type { MeshIndex } from '../mesh-index.js';
 import type { Refusal } from '../resources.js';
 import type { ObjectStore } from '../object-store.js';
 import { KubeClient } from './client.js';
 
-export const SKEIN_CONTROLLER_NAME = 'skein.io/controller';
+/** Route status `controllerName`: which controller wrote a `status.parents[]` entry. */
+export const SKEIN_CONTROLLER_NAME = 'skein.io/mesh-controller';
+const GATEWAY_GROUP = 'gateway.networking.k8s.io';
 
 /** A reference to the object a status is about. */
 export interface ObjectRef {
@@ -26,7 +32,7 @@ export interface ObjectRef {
 }
 
 export interface Condition {
-  type: 'Accepted' | 'Enforced';
+  type: 'Accepted' | 'Enforced' | 'ResolvedRefs';
   status: 'True' | 'False';
   reason: string;
   message: string;
@@ -34,7 +40,8 @@ export interface Condition {
 
 /** Where conditions and events are written (Kubernetes; a fake in tests). */
 export interface StatusWriter {
-  setCondition(ref: ObjectRef, cond: Condition): Promise<void>;
+  /** Sets these conditions (others of other types are kept); on a route, in each of its parents' entries. */
+  setConditions(ref: ObjectRef, conds: Condition[]): Promise<void>;
   event(ref: ObjectRef, ev: { type: 'Warning' | 'Normal'; reason: string; message: string }): Promise<void>;
 }
 
@@ -53,9 +60,30 @@ function refOf(store: ObjectStore, key: string): ObjectRef | undefined {
 }
 
 /** Status conditions are ours to write on skein CRDs and Gateway API routes only. */
-function ownsStatus(ref: ObjectRef): boolean {
+function ownsStatus(ref: { apiVersion: string; kind: string }): boolean {
   const info = kindInfo(ref.apiVersion, ref.kind);
-  return Boolean(info?.crd) || ref.apiVersion.startsWith('gateway.networking.k8s.io/');
+  return Boolean(info?.crd) || groupOf(ref.apiVersion) === GATEWAY_GROUP;
+}
+
+/**
+ * The conditions an object's state calls for. Routes get Gateway API reasons: a parent that
+ * is missing or no Service is NoMatchingParent; a backend or mirror that is missing is
+ * BackendNotFound, one that is no Service InvalidKind (the route is refused whole, so
+ * Accepted is False too: skein never serves part of a route); anything else
+ * UnsupportedValue, with ResolvedRefs left out (the references were not checked).
+ */
+export function conditionsFor(ref: { apiVersion: string }, r: Refusal | undefined): Condition[] {
+  const route = groupOf(ref.apiVersion) === GATEWAY_GROUP;
+  if (!r) {
+    const accepted: Condition = { type: 'Accepted', status: 'True', reason: 'Accepted', message: 'served to agents' };
+    return route ? [accepted, { type: 'ResolvedRefs', status: 'True', reason: 'ResolvedRefs', message: 'every backend exists' }] : [accepted];
+  }
+  const message = `${r.field}: ${r.reason}`;
+  if (!route) return [{ type: 'Accepted', status: 'False', reason: r.code === ControllerCode.Conflict ? 'Conflicted' : 'Invalid', message }];
+  if (/^spec\.parentRefs\[\d+\]$/.test(r.field)) return [{ type: 'Accepted', status: 'False', reason: 'NoMatchingParent', message }];
+  const refs = /backendRef/.test(r.field) ? (/does not exist$/.test(r.reason) ? 'BackendNotFound' : /only Service backends/.test(r.reason) ? 'InvalidKind' : undefined) : undefined;
+  const accepted: Condition = { type: 'Accepted', status: 'False', reason: 'UnsupportedValue', message };
+  return refs ? [accepted, { type: 'ResolvedRefs', status: 'False', reason: refs, message }] : [accepted];
 }
 
 export class StatusReporter {
@@ -108,7 +136,7 @@ export class StatusReporter {
       this.lastEnforced.set(key, text);
       this.chain = this.chain.then(async () => {
         try {
-          await this.writer.setCondition(ref, cond);
+          await this.writer.setConditions(ref, [cond]);
           this.writes++;
         } catch (err) {
           this.log.warn({ err: messageOf(err) }, 'status write failed');
@@ -123,28 +151,25 @@ export class StatusReporter {
   }
 
   report(): void {
-    const now = new Map<string, Refusal>();
-    for (const r of this.index.refusals()) if (!now.has(r.key)) now.set(r.key, r);
+    const refused = new Map<string, Refusal>();
+    for (const r of this.index.refusals()) if (!refused.has(r.key)) refused.set(r.key, r);
+    // Each object's state: refused (field: reason), or accepted for the kinds whose status is
+    // ours; with the generation, so a new generation is reported (observedGeneration) too.
+    const now = new Map<string, { text: string; refusal?: Refusal }>();
+    for (const [key, r] of refused) now.set(key, { text: `${generationOf(this.store, key)}|${r.field}: ${r.reason}`, refusal: r });
+    for (const o of this.store.objects()) {
+      if (refused.has(o.key) || !ownsStatus({ apiVersion: String(o.obj.apiVersion), kind: String(o.obj.kind) })) continue;
+      now.set(o.key, { text: `${generationOf(this.store, o.key)}|accepted` });
+    }
     const tasks: (() => Promise<void>)[] = [];
-    for (const [key, r] of now) {
-      const text = `${r.field}: ${r.reason}`;
+    for (const [key, { text, refusal }] of now) {
       if (this.last.get(key) === text) continue;
       const ref = refOf(this.store, key);
       if (!ref) continue;
-      tasks.push(() =>
-        ownsStatus(ref)
-          ? this.writer.setCondition(ref, { type: 'Accepted', status: 'False', reason: 'Invalid', message: text })
-          : this.writer.event(ref, { type: 'Warning', reason: 'SkeinRefused', message: text }),
-      );
+      if (ownsStatus(ref)) tasks.push(() => this.writer.setConditions(ref, conditionsFor(ref, refusal)));
+      else if (refusal) tasks.push(() => this.writer.event(ref, { type: 'Warning', reason: 'SkeinRefused', message: `${refusal.field}: ${refusal.reason}` }));
     }
-    for (const key of this.last.keys()) {
-      if (now.has(key)) continue;
-      const ref = refOf(this.store, key);
-      if (ref && ownsStatus(ref)) {
-        tasks.push(() => this.writer.setCondition(ref, { type: 'Accepted', status: 'True', reason: 'Accepted', message: 'served to agents' }));
-      }
-    }
-    this.last = new Map([...now].map(([k, r]) => [k, `${r.field}: ${r.reason}`]));
+    this.last = new Map([...now].map(([k, v]) => [k, v.text]));
     for (const task of tasks) {
       this.chain = this.chain.then(async () => {
         try {
@@ -158,6 +183,22 @@ export class StatusReporter {
   }
 }
 
+function generationOf(store: ObjectStore, key: string): string {
+  const g = (store.get(key)?.obj.metadata as { generation?: number } | undefined)?.generation;
+  return g === undefined ? '' : String(g);
+}
+
+interface StoredCondition extends Condition {
+  lastTransitionTime?: string;
+  observedGeneration?: number;
+}
+
+interface ParentStatus {
+  parentRef: Record<string, unknown>;
+  controllerName: string;
+  conditions: StoredCondition[];
+}
+
 /** StatusWriter over the Kubernetes API: merge-patches `/status`, creates core/v1 Events. */
 export class KubeStatusWriter implements StatusWriter {
   constructor(
@@ -165,29 +206,47 @@ export class KubeStatusWriter implements StatusWriter {
     private readonly now: () => Date = () => new Date(),
   ) {}
 
-  async setCondition(ref: ObjectRef, cond: Condition): Promise<void> {
+  async setConditions(ref: ObjectRef, conds: Condition[]): Promise<void> {
     const info = kindInfo(ref.apiVersion, ref.kind);
     if (!info) return;
-    const condition = {
-      ...cond,
-      lastTransitionTime: this.now().toISOString().replace(/\.\d+Z$/, 'Z'),
-      ...(ref.generation !== undefined ? { observedGeneration: ref.generation } : {}),
-    };
     const object = `${KubeClient.collectionPath(ref.apiVersion, info.plural, ref.namespace)}/${ref.name}`;
-    // Gateway API routes report per parent; skein's kinds carry plain conditions. A merge
-    // patch replaces a list whole: keep the conditions of other types (Accepted, Enforced).
-    let status: Record<string, unknown>;
-    if (ref.apiVersion.startsWith('gateway.networking.k8s.io/')) {
-      status = { parents: [{ controllerName: SKEIN_CONTROLLER_NAME, parentRef: { name: ref.name }, conditions: [condition] }] };
-    } else {
-      let others: { type?: string }[] = [];
-      try {
-        const cur = await this.client.request<{ status?: { conditions?: { type?: string }[] } }>('GET', object);
-        others = (cur.status?.conditions ?? []).filter((c) => c.type !== cond.type);
-      } catch {
-        // not readable now: write ours alone; the next report restores the rest
+    // A merge patch replaces a list whole: read what is there to keep the conditions of other
+    // types (Accepted next to Enforced), other controllers' route parents, and each
+    // condition's lastTransitionTime while its status stays.
+    let cur: { spec?: { parentRefs?: Record<string, unknown>[] }; status?: { conditions?: StoredCondition[]; parents?: ParentStatus[] } } = {};
+    try {
+      cur = await this.client.request<typeof cur>('GET', object);
+    } catch {
+      // not readable now: write ours alone; the next report restores the rest
+    }
+    const now = this.now().toISOString().replace(/\.\d+Z$/, 'Z');
+    // keepOthers: skein's kinds keep conditions of other types (Accepted next to Enforced); a
+    // route's parent entry is skein's alone, so a claim not made now (ResolvedRefs) goes.
+    const merge = (before: StoredCondition[], keepOthers: boolean): StoredCondition[] => {
+      const out = keepOthers ? before.filter((c) => !conds.some((n) => n.type === c.type)) : [];
+      for (const c of conds) {
+        const prev = before.find((p) => p.type === c.type);
+        out.push({
+          ...c,
+          lastTransitionTime: prev && prev.status === c.status && prev.lastTransitionTime ? prev.lastTransitionTime : now,
+          ...(ref.generation !== undefined ? { observedGeneration: ref.generation } : {}),
+        });
       }
-      status = { conditions: [...others, condition] };
+      return out;
+    };
+    let status: Record<string, unknown>;
+    if (groupOf(ref.apiVersion) === GATEWAY_GROUP) {
+      // One entry per parentRef, as the spec writes it; other controllers' entries are kept.
+      const mine = (cur.status?.parents ?? []).filter((p) => p.controllerName === SKEIN_CONTROLLER_NAME);
+      const others = (cur.status?.parents ?? []).filter((p) => p.controllerName !== SKEIN_CONTROLLER_NAME);
+      const parentRefs = cur.spec?.parentRefs?.length ? cur.spec.parentRefs : [{ name: ref.name }];
+      const parents = parentRefs.map((parentRef) => {
+        const prev = mine.find((p) => JSON.stringify(p.parentRef) === JSON.stringify(parentRef));
+        return { parentRef, controllerName: SKEIN_CONTROLLER_NAME, conditions: merge(prev?.conditions ?? [], false) };
+      });
+      status = { parents: [...others, ...parents] };
+    } else {
+      status = { conditions: merge(cur.status?.conditions ?? [], true) };
     }
     await this.client.request('PATCH', `${object}/status`, { status }, 'application/merge-patch+json');
   }

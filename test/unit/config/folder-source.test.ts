@@ -22,11 +22,12 @@ t.test('a realistic folder translates into the mesh model', async (t) => {
   const s = await src.load();
   t.equal(s.trustDomain, 'lab.skein');
   t.same(
-    s.nodes.map((n) => [n.name, n.address, n.podCIDRs]),
+    s.nodes.map((n) => [n.name, n.address, n.podCIDRs, n.zone]),
     [
-      ['node-a', '192.168.50.10', ['10.244.0.0/24']],
-      ['node-b', '192.168.50.11', ['10.244.1.0/24', 'fd00:10:244:1::/64']],
+      ['node-a', '192.168.50.10', ['10.244.0.0/24'], 'zone-1'],
+      ['node-b', '192.168.50.11', ['10.244.1.0/24', 'fd00:10:244:1::/64'], undefined],
     ],
+    'zone from the topology.kubernetes.io/zone label; absent without it',
   );
   const byName = new Map(s.workloads.map((w) => [`${w.namespace}/${w.name}`, w]));
   t.same([...byName.keys()].sort(), ['apps/client-0', 'apps/web-0', 'apps/web-1', 'legacy/db-0', 'shop/cart-0', 'shop/catalog-0'], 'pending, finished and hostNetwork pods left out');
