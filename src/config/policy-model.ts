@@ -115,8 +115,8 @@ export interface LoadBalancingPolicy {
   locality?: 'PreferClose';
 }
 
+/** Per destination Service, per source agent. Pending: sent, no response head yet. */
 export interface CircuitBreakerPolicy {
-  maxConnections?: number;
   maxPendingRequests?: number;
   maxRequests?: number;
   maxRetries?: number;
@@ -154,7 +154,8 @@ export interface BackendTrafficPolicy {
   routeTargets?: RouteTargetRef[];
   loadBalancer?: LoadBalancingPolicy;
   retry?: RetryPolicy;
-  timeout?: { requestMs?: number; idleMs?: number; connectMs?: number };
+  /** The whole exchange, retries included, where a route sets none. */
+  timeout?: { requestMs?: number };
   circuitBreaker?: CircuitBreakerPolicy;
   outlierDetection?: OutlierDetectionPolicy;
   /** Enforced by the destination agent, per destination workload and port. */

@@ -98,8 +98,6 @@ export function translateBackendPolicy(o: Any, namespace: string, name: string, 
   if (spec.timeout) {
     const t = strip({
       requestMs: ms(spec.timeout.request, 'spec.timeout.request'),
-      idleMs: ms(spec.timeout.idle, 'spec.timeout.idle'),
-      connectMs: ms(spec.timeout.connect, 'spec.timeout.connect'),
     });
     if (p.retry?.perTryTimeoutMs !== undefined && t.requestMs !== undefined && p.retry.perTryTimeoutMs > t.requestMs) {
       throw new ObjectProblem('spec.retry.perTryTimeout', `${spec.retry.perTryTimeout} is longer than timeout.request ${spec.timeout.request}`);

@@ -181,11 +181,20 @@ const backendTrafficSpec: Schema = {
         retryNonIdempotent: { type: 'boolean', description: 'Retry POST/PATCH too. Default false.' },
       },
     },
-    timeout: { type: 'object', fields: { request: positiveDuration, idle: positiveDuration, connect: positiveDuration } },
+    timeout: {
+      type: 'object',
+      fields: { request: positiveDuration },
+      unsupported: {
+        idle: 'not enforced by the agents yet (requests share pooled, multiplexed sessions; idle time is per agent: --tcp-idle-timeout)',
+        connect: 'not enforced by the agents yet (connects share the tunnel pool; its connect timeout is per agent)',
+      },
+    },
     circuitBreaker: {
       type: 'object',
+      unsupported: {
+        maxConnections: 'not enforced by the agents yet (requests to a Service are multiplexed on shared sessions: limit maxRequests or maxPendingRequests)',
+      },
       fields: {
-        maxConnections: { type: 'integer', minimum: 1 },
         maxPendingRequests: { type: 'integer', minimum: 0 },
         maxRequests: { type: 'integer', minimum: 1 },
         maxRetries: { type: 'integer', minimum: 0 },

@@ -1,26 +1,26 @@
 /**
- * Circuit breaking for one Service, as Envoy's thresholds: counters of connections, pending
- * requests, requests and retries against limits; what would exceed a limit is refused (and
+ * Circuit breaking for one Service, as Envoy's thresholds: counters of pending requests,
+ * requests and retries against limits (connections are not limited: requests to a Service
+ * share multiplexed sessions, so the controller refuses maxConnections); what would exceed a limit is refused (and
  * counted as an overflow) instead of queued. An absent limit is unlimited: Envoy's implicit
  * default of 1024 per kind is deliberately not applied, because a mesh that silently caps
  * every Service at 1024 concurrent requests surprises operators who never asked for a breaker.
  */
 import type { CircuitBreakerPolicy } from '../config/policy-model.js';
 
-export type BreakerKind = 'connections' | 'pending' | 'requests' | 'retries';
+export type BreakerKind = 'pending' | 'requests' | 'retries';
 
-const KINDS: readonly BreakerKind[] = ['connections', 'pending', 'requests', 'retries'];
+const KINDS: readonly BreakerKind[] = ['pending', 'requests', 'retries'];
 
 export class CircuitBreaker {
   private readonly limits: Record<BreakerKind, number>;
-  private readonly active: Record<BreakerKind, number> = { connections: 0, pending: 0, requests: 0, retries: 0 };
+  private readonly active: Record<BreakerKind, number> = { pending: 0, requests: 0, retries: 0 };
   /** Acquisitions refused per kind, since this breaker was created. */
-  readonly overflows: Record<BreakerKind, number> = { connections: 0, pending: 0, requests: 0, retries: 0 };
+  readonly overflows: Record<BreakerKind, number> = { pending: 0, requests: 0, retries: 0 };
 
   constructor(readonly policy: CircuitBreakerPolicy = {}) {
     const lim = (n: number | undefined): number => (n === undefined ? Number.POSITIVE_INFINITY : Math.max(0, n));
     this.limits = {
-      connections: lim(policy.maxConnections),
       pending: lim(policy.maxPendingRequests),
       requests: lim(policy.maxRequests),
       retries: lim(policy.maxRetries),

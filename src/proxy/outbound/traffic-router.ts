@@ -144,6 +144,11 @@ export class TrafficRouter implements RequestRouter {
     }
     const backend = found.backend;
     if (!backend) return this.direct(source, make, { status: 500, grpcStatus: 13, text: 'route rule has no backend', flag: 'NR' }, routeName);
+    const backendRedirect = backend.filters?.redirect;
+    if (backendRedirect) {
+      const location = redirectLocation({ scheme: 'http', host: req.authority, port: dest.servicePort.port, target: req.path }, found.matchedPrefix, backendRedirect);
+      return this.direct(source, make, { status: backendRedirect.statusCode, grpcStatus: 2, text: '', headers: { location }, flag: '' }, routeName);
+    }
     const target = this.store.service(backend.namespace, backend.name);
     const port = backend.port ?? dest.servicePort.port;
     const sp = target?.ports.find((p) => p.port === port);

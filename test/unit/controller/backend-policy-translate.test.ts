@@ -62,8 +62,8 @@ const accepted: [string, Obj, Partial<BackendTrafficPolicy>][] = [
     },
   ],
   ['retry: a base above 25ms raises the default max to 10x', { targetRefs: svc, retry: { attempts: 1, backoff: { baseInterval: '100ms' } } }, { retry: { attempts: 1, retryOn: ['connect-failure', 'refused-stream', 'unavailable'], backoff: { baseMs: 100, maxMs: 1000 }, budget: { percent: 20, minRetriesPerSecond: 10 } } }],
-  ['timeouts', { targetRefs: svc, timeout: { request: '2s', idle: '1m', connect: '250ms' } }, { timeout: { requestMs: 2000, idleMs: 60_000, connectMs: 250 } }],
-  ['circuit breaker', { targetRefs: svc, circuitBreaker: { maxConnections: 100, maxPendingRequests: 0, maxRequests: 50, maxRetries: 3 } }, { circuitBreaker: { maxConnections: 100, maxPendingRequests: 0, maxRequests: 50, maxRetries: 3 } }],
+  ['timeouts', { targetRefs: svc, timeout: { request: '2s' } }, { timeout: { requestMs: 2000 } }],
+  ['circuit breaker', { targetRefs: svc, circuitBreaker: { maxPendingRequests: 0, maxRequests: 50, maxRetries: 3 } }, { circuitBreaker: { maxPendingRequests: 0, maxRequests: 50, maxRetries: 3 } }],
   ['outlier detection: Envoy defaults', { targetRefs: svc, outlierDetection: {} }, { outlierDetection: { consecutive5xx: 5, intervalMs: 10_000, baseEjectionTimeMs: 30_000, maxEjectionTimeMs: 300_000, maxEjectionPercent: 10 } }],
   [
     'outlier detection: every field',
@@ -121,7 +121,10 @@ const refused: [string, Obj, string, RegExp][] = [
   ['an unknown retryOn', { targetRefs: svc, retry: { attempts: 1, retryOn: ['5xx', 'sometimes'] } }, 'spec.retry.retryOn[1]', /expected one of 5xx/],
   ['retry codes outside 400-599', { targetRefs: svc, retry: { attempts: 1, codes: [200] } }, 'spec.retry.codes[0]', /must be >= 400/],
   ['negative duration', { targetRefs: svc, retry: { attempts: 1, perTryTimeout: '-1s' } }, 'spec.retry.perTryTimeout', /not a duration/],
-  ['zero duration', { targetRefs: svc, timeout: { connect: '0s' } }, 'spec.timeout.connect', /must be greater than 0/],
+  ['zero duration', { targetRefs: svc, timeout: { request: '0s' } }, 'spec.timeout.request', /must be greater than 0/],
+  ['idle timeout (not enforced)', { targetRefs: svc, timeout: { idle: '1m' } }, 'spec.timeout.idle', /not enforced by the agents/],
+  ['connect timeout (not enforced)', { targetRefs: svc, timeout: { connect: '1s' } }, 'spec.timeout.connect', /not enforced by the agents/],
+  ['maxConnections (not enforced)', { targetRefs: svc, circuitBreaker: { maxConnections: 10 } }, 'spec.circuitBreaker.maxConnections', /not enforced by the agents/],
   ['malformed duration', { targetRefs: svc, timeout: { request: 'soon' } }, 'spec.timeout.request', /not a duration/],
   ['backoff base > max', { targetRefs: svc, retry: { attempts: 1, backoff: { baseInterval: '1s', maxInterval: '100ms' } } }, 'spec.retry.backoff.maxInterval', /shorter than baseInterval/],
   ['perTryTimeout > request timeout', { targetRefs: svc, retry: { attempts: 1, perTryTimeout: '5s' }, timeout: { request: '1s' } }, 'spec.retry.perTryTimeout', /longer than timeout.request/],
@@ -188,8 +191,8 @@ t.test('property: random policies are accepted or refused, never crash', async (
   const num = fc.oneof(fc.integer({ min: -5, max: 700 }), fc.constantFrom(0, 1, 10, 100, 503), fc.double({ noNaN: true }));
   const key = fc.constantFrom(
     'targetRefs', 'kind', 'name', 'group', 'sectionName', 'loadBalancer', 'type', 'algorithm', 'consistentHash', 'header', 'cookie', 'ttl', 'locality',
-    'retry', 'attempts', 'perTryTimeout', 'retryOn', 'codes', 'backoff', 'baseInterval', 'maxInterval', 'budget', 'percent', 'timeout', 'request', 'idle',
-    'circuitBreaker', 'maxConnections', 'outlierDetection', 'interval', 'baseEjectionTime', 'rateLimit', 'requestsPerSecond', 'burst', 'overrides',
+    'retry', 'attempts', 'perTryTimeout', 'retryOn', 'codes', 'backoff', 'baseInterval', 'maxInterval', 'budget', 'percent', 'timeout', 'request',
+    'circuitBreaker', 'outlierDetection', 'interval', 'baseEjectionTime', 'rateLimit', 'requestsPerSecond', 'burst', 'overrides',
     'principals', 'faultInjection', 'delay', 'fixedDelay', 'percentage', 'abort', 'httpStatus', 'grpcStatus',
   );
   const { value } = fc.letrec((tie) => ({
