@@ -212,7 +212,11 @@ export class MeshIndex {
       if (!o) continue;
       const v = this.verdicts.of(o);
       if (v.refusal) {
-        part.refusals.push({ ...v.refusal, object: labelOf(o), key: o.key, origin: o.origin });
+        const kept = v.lastGood;
+        const reason = kept ? `${v.refusal.reason}; the last accepted version keeps serving` : v.refusal.reason;
+        part.refusals.push({ ...v.refusal, reason, object: labelOf(o), key: o.key, origin: o.origin });
+        if (kept?.policy) part.policies.push(kept.policy);
+        else if (kept) core.push({ ...o, obj: kept.obj });
         continue;
       }
       if (v.policy) part.policies.push(v.policy);

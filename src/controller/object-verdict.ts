@@ -17,6 +17,13 @@ export interface ObjectVerdict {
   json: string;
   refusal?: Omit<Refusal, 'origin' | 'key' | 'object'>;
   policy?: PolicyResource;
+  /** The object as it was accepted (what a later refused version falls back to). */
+  accepted?: Record<string, unknown>;
+  /**
+   * Refused, but an earlier version of the same object was accepted: that version keeps
+   * serving (bad input loses nothing), until the object is fixed or deleted.
+   */
+  lastGood?: { obj: Record<string, unknown>; policy?: PolicyResource };
 }
 
 export class ObjectVerdicts {
@@ -52,6 +59,12 @@ export class ObjectVerdicts {
       } else {
         v.refusal = this.translateAlone(o);
       }
+    }
+    if (!v.refusal) v.accepted = o.obj;
+    else if (cached) {
+      // A new version refused: the last accepted one (or what an earlier refused version kept) stays.
+      const kept = cached.lastGood ?? (cached.accepted ? { obj: cached.accepted, ...(cached.policy ? { policy: cached.policy } : {}) } : undefined);
+      if (kept) v.lastGood = kept;
     }
     this.cache.set(o.key, v);
     return v;

@@ -57,7 +57,10 @@ export function routeProblem(
   for (const p of r.parents) {
     for (const [i, rule] of r.rules.entries()) {
       for (const [j, m] of rule.matches.entries()) {
-        const claim = `${r.kind}|${p.namespace}/${p.name}:${p.port ?? '*'}|${(r.hostnames.length ? r.hostnames : ['*']).sort().join(',')}|${matchKey(m)}`;
+        // Producer routes (in the Service's namespace) and each namespace's consumer routes are
+        // separate route sets (GAMMA): a consumer route never conflicts with the producer's.
+        const scope = r.namespace === p.namespace ? 'producer' : `consumer:${r.namespace}`;
+        const claim = `${r.kind}|${scope}|${p.namespace}/${p.name}:${p.port ?? '*'}|${(r.hostnames.length ? r.hostnames : ['*']).sort().join(',')}|${matchKey(m)}`;
         const owner = claims.get(claim);
         if (owner) {
           return {

@@ -129,16 +129,19 @@ t.test('traffic management in the lab', opts(), async (t) => {
   await t.test('matches: header, path, query and method; no match is 404', async (t) => {
     await use(rec, [
       httpRoute('matches', [
-        { matches: [{ headers: [{ name: 'x-user', value: 'beta' }] }], backendRefs: [backend('echo-v2')] },
+        { matches: [{ path: { type: 'PathPrefix', value: '/h' }, headers: [{ name: 'x-user', value: 'beta' }] }], backendRefs: [backend('echo-v2')] },
         { matches: [{ path: { type: 'PathPrefix', value: '/v2' } }], backendRefs: [backend('echo-v2')] },
         { matches: [{ path: { type: 'PathPrefix', value: '/q' }, queryParams: [{ name: 'canary', value: 'yes' }] }], backendRefs: [backend('echo-v2')] },
         { matches: [{ path: { type: 'PathPrefix', value: '/m' }, method: 'DELETE' }], backendRefs: [backend('echo-v2')] },
-        { matches: [{ path: { type: 'PathPrefix', value: '/m' } }, { path: { type: 'PathPrefix', value: '/q' } }, { path: { type: 'Exact', value: '/' } }], backendRefs: [backend('echo-v1')] },
+        {
+          matches: [{ path: { type: 'PathPrefix', value: '/m' } }, { path: { type: 'PathPrefix', value: '/q' } }, { path: { type: 'PathPrefix', value: '/h' } }],
+          backendRefs: [backend('echo-v1')],
+        },
       ]),
     ]);
     const pod = async (path: string, args: string[] = []) => (await curl(rec, SHOP, `http://${ECHO}${path}`, args)).headers['x-skein-pod'] ?? '';
-    t.match(await pod('/', ['-H', 'x-user: beta']), /echo-v2/, 'header x-user: beta -> v2');
-    t.match(await pod('/'), /echo-v1/, 'no header -> v1');
+    t.match(await pod('/h', ['-H', 'x-user: beta']), /echo-v2/, 'header x-user: beta -> v2');
+    t.match(await pod('/h'), /echo-v1/, 'no header -> v1 (same path prefix, fewer header matches)');
     t.match(await pod('/v2/anything'), /echo-v2/, 'path prefix /v2 -> v2');
     t.match(await pod('/q?canary=yes'), /echo-v2/, 'query canary=yes -> v2');
     t.match(await pod('/q?canary=no'), /echo-v1/, 'query canary=no -> v1');

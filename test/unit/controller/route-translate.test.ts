@@ -257,6 +257,32 @@ t.test('the index: backends and mirrors must exist; the oldest route wins a matc
   index.close();
 });
 
+t.test('the index: a consumer route (another namespace) never conflicts with the producer route', async (t) => {
+  const consumer: Obj = { ...httpRoute({ rules: [{ backendRefs: [be('web-v2', { namespace: 'shop' })] }] }, 'consumer'), metadata: { name: 'consumer', namespace: 'front', creationTimestamp: '2026-01-02T00:00:00Z' } };
+  (consumer.spec as Obj).parentRefs = [{ group: '', kind: 'Service', name: 'web', namespace: 'shop', port: 80 }];
+  const { index, refusal } = indexOver([...SERVICES, httpRoute({ rules: [{ backendRefs: [be()] }] }, 'producer'), consumer]);
+  t.notOk(refusal('HTTPRoute/front/consumer'), `accepted beside the producer route ${JSON.stringify(refusal('HTTPRoute/front/consumer'))}`);
+  t.ok(entryValue(index, 'route|HTTPRoute/shop/producer'));
+  t.ok(entryValue(index, 'route|HTTPRoute/front/consumer'));
+  index.close();
+});
+
+t.test('the index: a refused new version of a route leaves the last accepted version serving', async (t) => {
+  const good = httpRoute({ rules: [{ backendRefs: [be('web-v2')] }] }, 'guarded');
+  const { index, store, refusal } = indexOver([...SERVICES, good]);
+  t.ok(entryValue(index, 'route|HTTPRoute/shop/guarded'), 'served');
+  const bad = httpRoute({ rules: [{ matches: [{ path: { type: 'RegularExpression', value: '/(' } }], backendRefs: [be()] }] }, 'guarded');
+  store.replaceOrigin('test.yaml', [...SERVICES, bad].map((obj, doc) => ({ obj, doc })));
+  index.flush();
+  t.match(refusal('HTTPRoute/shop/guarded'), { field: 'spec.rules[0].matches[0].path.value', reason: /the last accepted version keeps serving/ });
+  const served = entryValue<MeshRoute>(index, 'route|HTTPRoute/shop/guarded');
+  t.equal(served?.rules[0]?.backends[0]?.name, 'web-v2', 'the accepted version is still the one served');
+  store.replaceOrigin('test.yaml', SERVICES.map((obj, doc) => ({ obj, doc })));
+  index.flush();
+  t.notOk(entryValue(index, 'route|HTTPRoute/shop/guarded'), 'deleting the object removes it');
+  index.close();
+});
+
 t.test('property: random routes are accepted or refused, never crash', async () => {
   const str = fc.oneof(fc.constantFrom('/', '/a', 'a', '(', '^/x$', '(?<=a)', '\\1', '', 'X-Y', 'web', 'mirror', '1s', '0s', '-1s', '10ms', '1h2m'), fc.string({ maxLength: 6 }));
   const num = fc.oneof(fc.integer({ min: -5, max: 700 }), fc.constantFrom(0, 1, 100, 302, 503), fc.double({ noNaN: true }));
