@@ -20,6 +20,12 @@ export interface Workload {
   uid: string;
   namespace: string;
   name: string;
+  /**
+   * The workload the pod belongs to, as Istio names it (source_workload / destination_workload):
+   * its controller's name (a Deployment, not its ReplicaSet; a CronJob, not its Job), else the
+   * pod's own name. Absent in configs from before it existed: readers fall back to `name`.
+   */
+  workloadName?: string;
   serviceAccount: string;
   /** Node the pod runs on (spec.nodeName). */
   node: string;

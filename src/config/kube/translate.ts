@@ -217,6 +217,7 @@ export function translate(objects: SourcedObject[], version: string, opts: Trans
       uid: r.str(obj, 'metadata.uid') ?? `${namespace}/${name}`,
       namespace,
       name,
+      workloadName: workloadNameOf(name, labels, get(obj, 'metadata.ownerReferences')),
       serviceAccount: sa,
       node: r.str(obj, 'spec.nodeName') ?? '',
       ips,
@@ -389,4 +390,27 @@ export function translate(objects: SourcedObject[], version: string, opts: Trans
   out.sort((a, b) => (`${a.namespace}/${a.name}` < `${b.namespace}/${b.name}` ? -1 : 1));
   nodes.sort((a, b) => (a.name < b.name ? -1 : 1));
   return { version, trustDomain, clusterDomain, nodes, workloads, services: out };
+}
+
+/** A CronJob's Jobs are named `<cronjob>-<scheduled time in minutes>`. */
+const CRONJOB_JOB = /^(.+)-\d{8,10}$/;
+
+/**
+ * The workload a pod belongs to, named as Istio names it: its controlling owner's name, with a
+ * Deployment's ReplicaSet (`<deployment>-<pod-template-hash>`, the pod labelled with that hash) taken back to the Deployment and
+ * a CronJob's Job to the CronJob; a pod without an owner is its own workload.
+ */
+export function workloadNameOf(pod: string, labels: Record<string, string>, ownerReferences: unknown): string {
+  if (!Array.isArray(ownerReferences)) return pod;
+  const refs = ownerReferences.filter((o): o is { kind?: unknown; name?: unknown; controller?: unknown } => typeof o === 'object' && o !== null);
+  const owner = refs.find((o) => o.controller === true) ?? refs[0];
+  if (!owner || typeof owner.name !== 'string' || owner.name === '') return pod;
+  const { name } = owner;
+  if (owner.kind === 'ReplicaSet') {
+    const hash = labels['pod-template-hash'];
+    // Without the hash label it is a ReplicaSet of its own (as Istio reads it).
+    return hash && name.endsWith(`-${hash}`) ? name.slice(0, -hash.length - 1) : name;
+  }
+  if (owner.kind === 'Job') return CRONJOB_JOB.exec(name)?.[1] ?? name;
+  return name;
 }

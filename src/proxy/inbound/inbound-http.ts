@@ -22,6 +22,7 @@ import { canonicalIp, formatAuthority } from '../../config/address.js';
 import type { SpiffeId, Workload } from '../../config/model.js';
 import { SkeinError, messageOf } from '../../errors.js';
 import type { Logger } from '../../telemetry/log.js';
+import { ResponseFlag } from '../../telemetry/istio-metrics.js';
 import { H2Relay, isGrpc, streamOutcome } from '../http/h2-relay.js';
 import { appProtocolOf, MeshHeader } from '../http/mesh-headers.js';
 import type { HttpRequestRecord, HttpVersion, RoutedConnection, UpstreamChoice } from '../http/types.js';
@@ -31,6 +32,7 @@ import { InboundCode, TunnelCode } from '../codes.js';
 import { deadline } from '../deadline.js';
 import { noop } from '../noop.js';
 import type { AppConnector } from './types.js';
+import { countBodyBytes } from './body-bytes.js';
 
 const { NGHTTP2_REFUSED_STREAM } = http2.constants;
 
@@ -78,6 +80,17 @@ export interface InboundRequestRecord extends HttpRequestRecord {
   grpc: boolean;
   /** Why it was refused, when it was. */
   reason?: string;
+  /** The source pod's IP as the source agent says (`skein-src`); metrics check it against the peer identity. */
+  sourceIp?: string;
+  /** Request and response body bytes (the DATA frames' payload), as Istio's request/response sizes. */
+  requestBytes: number;
+  responseBytes: number;
+  /**
+   * Envoy-style response flags (telemetry/istio-metrics.ts ResponseFlag), comma-separated,
+   * when this side refused or lost the request: RBAC denied, NR not this pod, DPE malformed,
+   * DC the stream closed before a response.
+   */
+  responseFlags?: string;
 }
 
 export interface InboundHttpStats {
@@ -243,14 +256,24 @@ export class InboundHttp {
     addresses: ReadonlySet<string>,
   ): void {
     const started = performance.now();
+    const bytes = countBodyBytes(stream);
     const grpc = isGrpc(headers);
     const appProtocol = appProtocolOf(headers[MeshHeader.Protocol]);
     if (appProtocol) this.stats.requests[grpc ? 'grpc' : appProtocol]++;
     const port = meshDestinationPort(headers, addresses);
     let refusedFor: string | undefined;
-    stream.once('close', () => this.record(ctx, headers, stream, typeof port === 'number' ? port : 0, appProtocol, grpc, started, refusedFor));
+    let flag: string | undefined;
+    stream.once('close', () => {
+      const rec = this.record(ctx, headers, stream, typeof port === 'number' ? port : 0, appProtocol, grpc, started, refusedFor);
+      rec.requestBytes = bytes.request;
+      rec.responseBytes = bytes.response;
+      flag ??= rec.status === 0 ? ResponseFlag.DownstreamConnectionTermination : undefined;
+      if (flag) rec.responseFlags = flag;
+      this.opts.onRequest(rec);
+    });
     if (port === 'malformed' || !appProtocol) {
       this.stats.malformed++;
+      flag = ResponseFlag.DownstreamProtocolError;
       refusedFor = `${InboundCode.MeshRequestMalformed}: ${port === 'malformed' ? `bad ${MeshHeader.Destination}` : `bad ${MeshHeader.Protocol}`}`;
       stream.resume();
       this.relay.respondError(stream, 400, grpc, 'malformed mesh request', 13);
@@ -258,6 +281,7 @@ export class InboundHttp {
     }
     if (port === 'elsewhere') {
       this.stats.wrongDestination++;
+      flag = ResponseFlag.NoRouteFound;
       refusedFor = `${TunnelCode.WrongDestination}: ${String(headers[MeshHeader.Destination])} is not this pod`;
       stream.resume();
       this.relay.respondError(stream, 403, grpc, 'destination is not this pod', 7);
@@ -281,6 +305,7 @@ export class InboundHttp {
       if (stream.destroyed || stream.closed) return;
       if (!d.allow) {
         this.stats.denied++;
+        flag = ResponseFlag.RbacAccessDenied;
         refusedFor = `${InboundCode.RequestDenied}: ${d.reason ?? 'denied by policy'}`;
         stream.resume();
         this.relay.respondError(stream, 403, grpc, 'access denied by destination policy', 7);
@@ -394,7 +419,7 @@ export class InboundHttp {
     grpc: boolean,
     started: number,
     reason: string | undefined,
-  ): void {
+  ): InboundRequestRecord {
     const w = ctx.workload;
     const rec: InboundRequestRecord = {
       reporter: 'destination',
@@ -411,10 +436,13 @@ export class InboundHttp {
       destinationIdentity: w.identity,
       port,
       grpc,
+      requestBytes: 0,
+      responseBytes: 0,
     };
     if (appProtocol) rec.appProtocol = appProtocol;
     if (ctx.sourceAddress !== undefined) rec.sourceAddress = ctx.sourceAddress;
+    if (ctx.sourceIp !== undefined) rec.sourceIp = ctx.sourceIp;
     if (reason !== undefined) rec.reason = reason;
-    this.opts.onRequest(rec);
+    return rec;
   }
 }
