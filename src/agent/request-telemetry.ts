@@ -200,11 +200,27 @@ export class RequestTelemetry {
     return serviceLabels(matches[0]!);
   }
 
+  /**
+   * The pod at `ip`, if it has identity `principal` (any, for plaintext): this node's own
+   * workloads are in the store; another node's are known by the Service endpoints they are.
+   */
+  private peerAt(ip: string | undefined, principal: SpiffeId | undefined, plaintext: boolean): Peer {
+    if (!ip) return peerOf(undefined, principal);
+    const w = this.store.workloadByIp(ip);
+    if (w) return plaintext || w.identity === principal ? peerOf(w, principal) : peerOf(undefined, principal);
+    for (const s of this.store.snapshot()?.services ?? []) {
+      for (const e of s.endpoints) {
+        if (e.ip !== ip || !e.peer || (!plaintext && e.identity !== principal)) continue;
+        const m = e.peer;
+        return { workload: m.workloadName, namespace: m.namespace, principal: principal ?? UNKNOWN, app: m.app ?? UNKNOWN, version: m.version ?? UNKNOWN };
+      }
+    }
+    return peerOf(undefined, principal);
+  }
+
   /** The source pod at the destination: the one at the IP its agent names, if it has the peer's identity. */
   private sourceAtDestination(source: SpiffeId | undefined, sourceIp: string | undefined, plaintext: boolean): Peer {
-    const w = sourceIp ? this.store.workloadByIp(sourceIp) : undefined;
-    if (plaintext) return peerOf(w, undefined);
-    return peerOf(w && w.identity === source ? w : undefined, source);
+    return this.peerAt(sourceIp, plaintext ? undefined : source, plaintext);
   }
 
   private outboundLabels(rec: SourceRecord, flags: string): RequestLabels {
@@ -225,8 +241,7 @@ export class RequestTelemetry {
   private outboundCommon(rec: SourceRecord, flags: string): Omit<TcpLabels, 'request_protocol' | 'response_flags'> & { response_flags: string } {
     const src = peerOf(this.workloadByName(rec.sourceWorkload), rec.source);
     const upstreamIp = ipOf(rec.upstream);
-    const dstPod = upstreamIp ? this.store.workloadByIp(upstreamIp) : undefined;
-    const dst = peerOf(dstPod, rec.destinationPrincipal);
+    const dst = this.peerAt(upstreamIp, rec.destinationPrincipal, rec.destinationPrincipal === undefined);
     let svc = rec.kind === 'passthrough' ? undefined : this.serviceOfDestination(rec.destination, rec.destinationService);
     if (!svc) {
       // Istio's name for traffic to destinations outside the mesh's services.
@@ -241,7 +256,7 @@ export class RequestTelemetry {
       source_app: src.app,
       source_version: src.version,
       destination_workload: dst.workload,
-      destination_workload_namespace: dstPod ? dst.namespace : (namespaceOf(rec.destinationPrincipal) ?? UNKNOWN),
+      destination_workload_namespace: dst.namespace,
       destination_principal: dst.principal,
       destination_app: dst.app,
       destination_version: dst.version,

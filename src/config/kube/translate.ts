@@ -20,6 +20,7 @@ import {
   type Service,
   type ServicePort,
   spiffeIdOf,
+  type PeerMetadata,
   type Workload,
 } from '../model.js';
 import { get, type Obj, ObjectReader, type SourcedObject } from './objects.js';
@@ -316,6 +317,7 @@ export function translate(objects: SourcedObject[], version: string, opts: Trans
       if (pod) {
         e.workloadUid = pod.workload.uid;
         e.identity = pod.workload.identity;
+        e.peer = peerMetadataOf(pod.workload);
         // A pod's readiness is the endpoint's readiness when the slice does not say.
         e.ready = ready && pod.workload.ready;
       }
@@ -413,4 +415,12 @@ export function workloadNameOf(pod: string, labels: Record<string, string>, owne
   }
   if (owner.kind === 'Job') return CRONJOB_JOB.exec(name)?.[1] ?? name;
   return name;
+}
+
+/** What telemetry names an endpoint's pod by (agents hold only their own node's workloads). */
+export function peerMetadataOf(w: Workload): PeerMetadata {
+  const l = w.labels;
+  const app = l.app ?? l['app.kubernetes.io/name'];
+  const version = l.version ?? l['app.kubernetes.io/version'];
+  return { namespace: w.namespace, workloadName: w.workloadName ?? w.name, ...(app ? { app } : {}), ...(version ? { version } : {}) };
 }

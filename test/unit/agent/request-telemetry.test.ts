@@ -154,3 +154,19 @@ t.test('a new config relabels the same records', async (t) => {
   t.match(text, /istio_requests_total\{[^}]*destination_version="v2"[^}]*\} 1/);
   t.match(text, /istio_requests_total\{[^}]*destination_version="v3"[^}]*\} 1/);
 });
+
+t.test('a peer on another node: named by the Service endpoint it is, when its identity agrees', async (t) => {
+  const store = new ConfigStore();
+  const snap = snapshotFor([{ ip: '10.0.2.7', port: 8080 }]);
+  // This agent holds only its own node's pods: the server pod is not among its workloads.
+  snap.workloads = snap.workloads.filter((w) => w.name !== 'server-0');
+  snap.services[0]!.endpoints[0]!.peer = { namespace: 'apps', workloadName: 'server', app: 'srv', version: 'v9' };
+  t.ok(store.apply(snap).ok);
+  const registry = new Registry();
+  const telemetry = new RequestTelemetry(store, new IstioMetrics({ registry }));
+  telemetry.outbound(httpRecord());
+  telemetry.outbound(httpRecord({ destinationPrincipal: 'spiffe://cluster.local/ns/apps/sa/other', upstream: '10.0.2.7:8080' }));
+  const text = await registry.metrics();
+  t.match(text, /istio_requests_total\{[^}]*destination_workload="server",destination_workload_namespace="apps",[^}]*destination_app="srv",destination_version="v9"[^}]*\} 1/);
+  t.match(text, /istio_requests_total\{[^}]*destination_workload="unknown",destination_workload_namespace="apps",destination_principal="spiffe:\/\/cluster.local\/ns\/apps\/sa\/other"[^}]*\} 1/, 'another identity at that IP is not that pod');
+});
