@@ -20,10 +20,11 @@ ARCH := $(shell uname -m | sed -e 's/x86_64/x86/' -e 's/aarch64/arm64/')
 # command some target runs: clang/llvm (BPF objects), bpftool (vmlinux.h, e2e checks),
 # libbpf-dev libelf-dev zlib1g-dev pkg-config cmake g++ make (the addon), iproute2 (ip, ss),
 # nftables (Service VIPs), procps (sysctl), util-linux (nsenter), tshark (wire checks),
-# openssl (unit tests, bench certificates), haproxy wrk nghttp2-client curl (bench), jq.
+# openssl (unit tests, bench certificates), haproxy wrk nghttp2-client curl (bench), jq,
+# prometheus (skein lab up --prometheus and the metrics e2e; the binary, never its service).
 DEB_PACKAGES := clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev pkg-config cmake g++ make \
 	iproute2 nftables iptables procps psmisc util-linux openssl curl jq tshark haproxy wrk \
-	nghttp2-client
+	nghttp2-client prometheus
 
 .PHONY: all deps deps-deb deps-npm build build-bpf build-native build-ts typecheck lint \
 	test test-unit test-e2e demo bench clean lab-gc
@@ -45,6 +46,10 @@ deps-deb:
 	  export DEBIAN_FRONTEND=noninteractive; \
 	  echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections; \
 	  apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	  case "$$missing" in *prometheus*) \
+	    echo "deps: Prometheus runs per lab (skein lab up --prometheus), not as a service: disabling Debian's unit"; \
+	    systemctl disable --now prometheus >/dev/null 2>&1 || { [ -x /etc/init.d/prometheus ] && /etc/init.d/prometheus stop >/dev/null 2>&1; } || true;; \
+	  esac; \
 	fi
 
 # The locked npm packages, never rewriting the tracked lock file (a set-up that dirties the

@@ -24,6 +24,8 @@ import { appConnectorOver, directConnectOver } from '../proxy/netns-sockets.js';
 import { OutboundProxy } from '../proxy/outbound/outbound-proxy.js';
 import { TunnelPool } from '../proxy/tunnel/tunnel-pool.js';
 import type { Logger } from '../telemetry/log.js';
+import type { IstioMetrics } from '../telemetry/istio-metrics.js';
+import { RequestTelemetry } from './request-telemetry.js';
 import { AgentCode } from './codes.js';
 import type { PodNetnsLocator } from './pod-netns.js';
 import { PodRuntime } from './pod-runtime.js';
@@ -47,6 +49,8 @@ export interface NodeAgentOptions {
   maxConnectionsPerListener?: number;
   /** The hash-chained audit trail of authorization (DENY, AUDIT, dry run); absent: none. */
   auditLog?: AuditLog;
+  /** Istio's standard request and TCP metrics, fed by both proxies' records; absent: none. */
+  istioMetrics?: IstioMetrics;
 }
 
 export interface AgentPodStatus {
@@ -91,6 +95,10 @@ export class NodeAgent {
   private resyncTimer: NodeJS.Timeout | undefined;
   private stopped = false;
   private configErrors = 0;
+  /** Configs applied (ACK) and refused whole (NACK) since the agent started. */
+  readonly configUpdates = { ack: 0, nack: 0 };
+  /** The proxies' records as Istio's metrics, when asked for. */
+  readonly telemetry: RequestTelemetry | undefined;
   private firstReconcileDone = false;
 
   constructor(readonly opts: NodeAgentOptions) {
@@ -99,7 +107,10 @@ export class NodeAgent {
     const sockets = new PodSockets(capture, (pod) => this.netnsOf(pod));
     this.authorizer = new AgentAuthorizer(this.store, log, opts.auditLog);
     this.rateLimits = new AgentRateLimits(this.store, opts.node);
+    const telemetry = opts.istioMetrics ? new RequestTelemetry(this.store, opts.istioMetrics) : undefined;
+    this.telemetry = telemetry;
     this.inbound = new InboundProxy({
+      ...(telemetry ? { onRequest: (rec) => telemetry.inboundRequest(rec), onConnection: (rec) => telemetry.inboundConnection(rec) } : {}),
       logger: log,
       // AuthorizationPolicy, per connection (L4) and per request (L7), at the destination.
       authorize: (req) => this.authorizer.authorize(req),
@@ -123,6 +134,7 @@ export class NodeAgent {
       // Traffic that leaves the mesh (unknown destinations, endpoints outside the mesh) starts
       // from the source pod's netns, so it carries the pod's address as before capture.
       connectDirect: directConnectOver(sockets),
+      ...(telemetry ? { onRecord: (rec) => telemetry.outbound(rec) } : {}),
     });
     this.store.subscribe(() => this.schedule());
   }
@@ -133,6 +145,7 @@ export class NodeAgent {
     await source.start(
       (snapshot: MeshSnapshot) => {
         const r = this.store.apply(snapshot);
+        this.configUpdates[r.ok ? 'ack' : 'nack']++;
         if (r.ok) log.info({ version: snapshot.version, workloads: snapshot.workloads.length, services: snapshot.services.length }, 'config applied');
         else {
           this.configErrors += 1;
@@ -290,6 +303,19 @@ export class NodeAgent {
     this.opts.log.info({ pod: `${rt.workload.namespace}/${rt.workload.name}` }, 'pod released');
   }
 
+  /** Every served local pod's tunnel port, summed: sessions open now, streams received. */
+  tunnelServerStats(): { sessions: number; streams: number } {
+    const sum = { sessions: 0, streams: 0 };
+    for (const rt of this.pods.values()) {
+      const s = rt.tunnelStats();
+      if (s) {
+        sum.sessions += s.sessions;
+        sum.streams += s.streams;
+      }
+    }
+    return sum;
+  }
+
   status(): { node: string; configVersion: string | undefined; configErrors: number; pods: AgentPodStatus[] } {
     const pods: AgentPodStatus[] = [];
     for (const [uid, rt] of this.pods) {
@@ -318,6 +344,7 @@ export class NodeAgent {
     await this.outbound.close();
     await this.tunnels.close();
     this.inbound.close();
+    this.telemetry?.close();
     this.opts.certificates.close();
     this.opts.auditLog?.close();
     await this.opts.capture.close();

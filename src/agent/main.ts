@@ -24,6 +24,7 @@ import { NodeAgent } from './agent.js';
 import { AgentCode } from './codes.js';
 import { KubeletPodNetnsLocator } from './pod-netns.js';
 import { registerAgentMetrics } from './metrics.js';
+import { DEFAULT_MAX_SERIES, IstioMetrics } from '../telemetry/istio-metrics.js';
 
 export const AGENT_USAGE = `usage: skein agent --node NAME (--controller H:P | --config-folder DIR) --ca-root-file FILE --token-file FILE [options]
 
@@ -43,6 +44,8 @@ export const AGENT_USAGE = `usage: skein agent --node NAME (--controller H:P | -
                          hostNetwork pod can reach the host's loopback)
   --metrics H:P          Prometheus metrics (default 0.0.0.0:15020)
   --ready H:P            readiness (default 0.0.0.0:15021)
+  --metrics-max-series N label sets per Istio metric family; records beyond are counted in
+                         skein_metrics_series_dropped_total (default ${DEFAULT_MAX_SERIES})
   --cert-ttl SECONDS     requested workload certificate TTL (default 86400)
   --max-connections N    connections each pod's listener (15001, 15006, 15008) holds at once;
                          beyond it new ones are closed and counted (default ${DEFAULT_MAX_CONNECTIONS_PER_LISTENER})
@@ -85,6 +88,7 @@ export async function runAgent(argv: string[], deps: AgentMainDeps = {}): Promis
       admin: { type: 'string' },
       metrics: { type: 'string', default: '0.0.0.0:15020' },
       ready: { type: 'string', default: '0.0.0.0:15021' },
+      'metrics-max-series': { type: 'string', default: String(DEFAULT_MAX_SERIES) },
       'cert-ttl': { type: 'string', default: '86400' },
       'max-connections': { type: 'string', default: String(DEFAULT_MAX_CONNECTIONS_PER_LISTENER) },
       'upgrade-protocols': { type: 'string', default: 'websocket' },
@@ -106,6 +110,8 @@ export async function runAgent(argv: string[], deps: AgentMainDeps = {}): Promis
   if (!values['config-folder'] === !values.controller) throw new SkeinError(AgentCode.Usage, `give exactly one of --controller and --config-folder\n${AGENT_USAGE}`);
   const maxConnections = Number(values['max-connections']);
   if (!Number.isInteger(maxConnections) || maxConnections < 1) throw new SkeinError(AgentCode.Usage, `--max-connections must be a whole number above 0, got "${values['max-connections']}"`);
+  const maxSeries = Number(values['metrics-max-series']);
+  if (!Number.isInteger(maxSeries) || maxSeries < 1) throw new SkeinError(AgentCode.Usage, `--metrics-max-series must be a whole number above 0, got "${values['metrics-max-series']}"`);
   const log = createLogger({ base: { component: 'agent', node }, ...(values['log-file'] ? { file: values['log-file'] } : {}), ...(values['log-level'] ? { level: values['log-level'] } : {}) });
   const rootsPem = pemBlocks(await readFile(need(values['ca-root-file'], '--ca-root-file'), 'utf8'));
   const tokenFile = need(values['token-file'], '--token-file');
@@ -148,8 +154,20 @@ export async function runAgent(argv: string[], deps: AgentMainDeps = {}): Promis
     upgradeProtocols,
     maxConnectionsPerListener: maxConnections,
     ...(auditLog ? { auditLog } : {}),
+    istioMetrics: new IstioMetrics({ registry, maxSeries }),
   });
-  registerAgentMetrics(registry, { capture, tunnelRefusals: agent.tunnelRefusals, listenerRefusals: agent.listenerRefusals, podStates: () => agent.status().pods, log });
+  registerAgentMetrics(registry, {
+    capture,
+    tunnelRefusals: agent.tunnelRefusals,
+    listenerRefusals: agent.listenerRefusals,
+    podStates: () => agent.status().pods,
+    config: { version: () => agent.store.snapshot()?.version, updates: agent.configUpdates },
+    certificates: () => certificates.status(),
+    authorizationDecisions: agent.authorizer.stats.decisions,
+    outboundRefusals: () => agent.outbound.stats().refusals,
+    tunnels: { client: () => agent.tunnels.stats(), server: () => agent.tunnelServerStats() },
+    log,
+  });
 
   const stopAdmin = await startAdmin(
     { agent, capture, certificates, registry, log },

@@ -16,6 +16,19 @@ export interface AgentMetricsSources {
   listenerRefusals?: ReadonlyMap<string, number>;
   /** Local meshed pods by state: serving, pending (captured, certificate not there yet: refused), failed (not captured). */
   podStates?: () => Iterable<{ state: string }>;
+  /** The config version serving now, and configs applied (ACK) / refused whole (NACK). */
+  config?: { version: () => string | undefined; updates: Readonly<{ ack: number; nack: number }> };
+  /** The certificates held for local identities (notAfter absent while pending). */
+  certificates?: () => Iterable<{ identity: string; notAfter?: Date | undefined }>;
+  /** Authorization decisions by `allow|deny` and policy (AgentAuthorizer.stats.decisions). */
+  authorizationDecisions?: Readonly<Record<string, number>>;
+  /** Refusals on the outbound (client-facing) side by stable code (OutboundProxy.stats().refusals). */
+  outboundRefusals?: () => Record<string, number>;
+  /** Tunnel sessions and streams: the client pool's (per destination) and the local pods' servers'. */
+  tunnels?: {
+    client: () => Iterable<{ sessions: Iterable<{ active: number }> }>;
+    server: () => { sessions: number; streams: number };
+  };
   log: Logger;
 }
 
@@ -63,6 +76,7 @@ export function registerAgentMetrics(registry: Registry, src: AgentMetricsSource
       for (const [state, v] of Object.entries(n)) this.set({ state }, v);
     },
   });
+  registerHealthMetrics(registry, src);
   new Counter({
     name: 'skein_listener_refusals_total',
     help: 'Connections refused at the local pods\' outbound (15001) and plaintext inbound (15006) listeners, by stable code (connection limit)',
@@ -73,4 +87,106 @@ export function registerAgentMetrics(registry: Registry, src: AgentMetricsSource
       for (const [code, n] of src.listenerRefusals ?? []) this.inc({ code }, n);
     },
   });
+}
+
+/** Config, certificates, authorization, refusals and tunnels: read from their owners' stats at scrape. */
+function registerHealthMetrics(registry: Registry, src: AgentMetricsSources): void {
+  const { config, certificates, authorizationDecisions, outboundRefusals, tunnels } = src;
+  if (config) {
+    new Gauge({
+      name: 'skein_config_version_info',
+      help: 'The mesh config version the agent serves (value 1, the version as a label)',
+      labelNames: ['version'] as const,
+      registers: [registry],
+      collect() {
+        this.reset();
+        const v = config.version();
+        if (v !== undefined) this.set({ version: v }, 1);
+      },
+    });
+    new Counter({
+      name: 'skein_config_updates_total',
+      help: 'Configs from the source, by result: ack (applied) or nack (refused whole; the last good config keeps serving)',
+      labelNames: ['result'] as const,
+      registers: [registry],
+      collect() {
+        this.reset();
+        this.inc({ result: 'ack' }, config.updates.ack);
+        this.inc({ result: 'nack' }, config.updates.nack);
+      },
+    });
+  }
+  if (certificates) {
+    new Gauge({
+      name: 'skein_identity_certificate_expiry_seconds',
+      help: 'Seconds until the certificate held for each local identity expires (negative: expired)',
+      labelNames: ['identity'] as const,
+      registers: [registry],
+      collect() {
+        this.reset();
+        const now = Date.now();
+        for (const c of certificates()) if (c.notAfter) this.set({ identity: c.identity }, Math.round((c.notAfter.getTime() - now) / 1000));
+      },
+    });
+  }
+  if (authorizationDecisions) {
+    new Counter({
+      name: 'skein_authorization_decisions_total',
+      help: 'Authorization decisions at the destination, by action (allow, deny) and the deciding policy (`-` when none decided)',
+      labelNames: ['action', 'policy'] as const,
+      registers: [registry],
+      collect() {
+        this.reset();
+        for (const [key, n] of Object.entries(authorizationDecisions)) {
+          const bar = key.indexOf('|');
+          this.inc({ action: key.slice(0, bar), policy: key.slice(bar + 1) }, n);
+        }
+      },
+    });
+  }
+  if (outboundRefusals) {
+    new Counter({
+      name: 'skein_outbound_refusals_total',
+      help: 'Requests and connections the outbound side refused, by stable code (no healthy upstream, smuggling, oversized headers, slow clients, reset floods)',
+      labelNames: ['code'] as const,
+      registers: [registry],
+      collect() {
+        this.reset();
+        for (const [code, n] of Object.entries(outboundRefusals())) this.inc({ code }, n);
+      },
+    });
+  }
+  if (tunnels) {
+    new Gauge({
+      name: 'skein_tunnel_sessions',
+      help: 'mTLS tunnel sessions open now: client (this agent towards other agents) and server (other agents to the local pods)',
+      labelNames: ['side'] as const,
+      registers: [registry],
+      collect() {
+        let client = 0;
+        for (const k of tunnels.client()) for (const _ of k.sessions) client++;
+        this.set({ side: 'client' }, client);
+        this.set({ side: 'server' }, tunnels.server().sessions);
+      },
+    });
+    new Gauge({
+      name: 'skein_tunnel_client_streams',
+      help: 'Streams open now on the tunnel sessions towards other agents',
+      registers: [registry],
+      collect() {
+        let n = 0;
+        for (const k of tunnels.client()) for (const s of k.sessions) n += s.active;
+        this.set(n);
+      },
+    });
+    new Counter({
+      name: 'skein_tunnel_server_streams_total',
+      help: 'Streams received on the local pods\' tunnel ports (all outcomes), since each pod was served',
+      registers: [registry],
+      collect() {
+        this.reset();
+        this.inc(tunnels.server().streams);
+      },
+    });
+  }
 }

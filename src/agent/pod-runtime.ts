@@ -136,6 +136,11 @@ export class PodRuntime {
     this.retryTimer.unref();
   }
 
+  /** The pod's tunnel port: sessions open now and streams received (undefined until it is served). */
+  tunnelStats(): { sessions: number; streams: number } | undefined {
+    return this.tunnel ? { sessions: this.tunnel.stats.sessions, streams: this.tunnel.stats.streams } : undefined;
+  }
+
   /** Why the pod is captured but not served yet (its certificate), or undefined when it is served. */
   get pending(): string | undefined {
     return this.identityPending;

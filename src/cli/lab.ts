@@ -5,6 +5,7 @@ import { parseArgs } from 'node:util';
 import { labDown, labExec, labGc, labStatus, labUp } from '../lab/lab.js';
 import { annotateNamespace, applyObjects, deleteObjects, labelNamespace, scaleDeployment } from '../lab/mutate.js';
 import { resolveLab } from '../lab/registry.js';
+import { runForwardFd } from '../lab/prometheus.js';
 import { repoRoot } from '../paths.js';
 import { createLogger } from '../telemetry/log.js';
 import { runDemo } from './demo.js';
@@ -28,6 +29,9 @@ export async function labCommand(argv: string[]): Promise<number> {
       keep: { type: 'boolean', default: false },
       'owner-pid': { type: 'string' },
       'no-mesh': { type: 'boolean', default: false },
+      prometheus: { type: 'boolean', default: false },
+      'prometheus-port': { type: 'string' },
+      to: { type: 'string' },
       grace: { type: 'string' },
       filename: { type: 'string', short: 'f' },
     },
@@ -40,6 +44,7 @@ export async function labCommand(argv: string[]): Promise<number> {
         scenarioFile: positionals[0] ?? defaultScenario(),
         ...(values['owner-pid'] ? { ownerPid: Number(values['owner-pid']) } : {}),
         mesh: !values['no-mesh'],
+        ...(values.prometheus ? { prometheus: { port: Number(values['prometheus-port'] ?? 0) } } : {}),
         log,
         progress,
       });
@@ -112,6 +117,9 @@ export async function labCommand(argv: string[]): Promise<number> {
       process.stdout.write(`deployment/${positionals[0]} scaled to ${n} (added: ${names(added)}; removed: ${names(removed)})\n`);
       return 0;
     }
+    case 'forward-fd':
+      // Internal: the lab's host port forward (see lab/prometheus.ts), started by `lab up`.
+      return runForwardFd(values.to ?? '');
     case 'demo':
       return runDemo({ scenarioFile: positionals[0] ?? defaultScenario(), keep: values.keep, log, progress });
     default:

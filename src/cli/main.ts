@@ -17,6 +17,8 @@ const USAGE = `skein — a sidecarless service mesh
 usage: skein <command> [...]
 
   lab up [FILE] [--no-mesh] bring up a lab cluster with the mesh (default deploy/local/demo.yaml)
+  lab up ... --prometheus [--prometheus-port N]  also run Prometheus scraping every agent and
+                           the controller, on the host's 127.0.0.1:N (default a free port; lab status shows it)
   lab down                 remove the lab
   lab status [--json]      nodes, pods, IPs, services, logs
   lab exec NS/POD -- CMD   run a command inside a pod (\`skein\` as CMD is this CLI)

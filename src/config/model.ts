@@ -20,6 +20,12 @@ export interface Workload {
   uid: string;
   namespace: string;
   name: string;
+  /**
+   * The workload the pod belongs to, as Istio names it (source_workload / destination_workload):
+   * its controller's name (a Deployment, not its ReplicaSet; a CronJob, not its Job), else the
+   * pod's own name. Absent in configs from before it existed: readers fall back to `name`.
+   */
+  workloadName?: string;
   serviceAccount: string;
   /** Node the pod runs on (spec.nodeName). */
   node: string;
@@ -63,6 +69,19 @@ export interface Endpoint {
   ports: Record<string, number>;
   /** The endpoint is in the mesh (reachable through its node's agent on 15008). */
   meshEnabled: boolean;
+  /**
+   * Its pod, as telemetry names it (an agent holds only its own node's workloads, so a remote
+   * endpoint's workload, app and version come from here).
+   */
+  peer?: PeerMetadata;
+}
+
+/** A pod's names for telemetry: Istio's *_workload, *_workload_namespace, *_app, *_version. */
+export interface PeerMetadata {
+  namespace: string;
+  workloadName: string;
+  app?: string;
+  version?: string;
 }
 
 export interface Service {

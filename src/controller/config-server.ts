@@ -31,6 +31,7 @@ import type { IndexUpdate, Refusal, ResourceEntry } from './resources.js';
 import { selectorMatches } from '../config/policy-model.js';
 import { shutdownGrpcServer } from '../api/grpc-shutdown.js';
 import { ControllerCode } from './codes.js';
+import type { ConfigServerMetrics } from './metrics.js';
 
 export const DEFAULT_CONFIG_PORT = 15010;
 
@@ -61,6 +62,8 @@ export interface ConfigServerOptions {
   refusals?: () => readonly Refusal[];
   /** Number of declared objects, for status. */
   objects?: () => number;
+  /** Pushes and the agents' answers, as they happen (the controller's metrics). */
+  metrics?: ConfigServerMetrics;
   logger?: Logger;
 }
 
@@ -73,7 +76,7 @@ interface AgentStream {
   /** resource key (`type|key`) -> version the agent ACKed. */
   acked: Map<string, string>;
   ackedVersion: string;
-  inflight: { nonce: string; next: Map<string, string>; version: string; keys: string[] } | undefined;
+  inflight: { nonce: string; next: Map<string, string>; version: string; keys: string[]; sentAt: number } | undefined;
   /** Changed since the last response (candidates for the next delta). */
   pending: Set<string>;
   /** Policy keys among `acked` (their reach can end without the policy changing). */
@@ -296,7 +299,9 @@ export class ConfigServer {
     const inflight = s.inflight;
     if (!inflight || req.response_nonce !== inflight.nonce) return; // stale: an older response
     s.inflight = undefined;
+    const seconds = (performance.now() - inflight.sentAt) / 1000;
     if (req.error_detail && (req.error_detail.message || req.error_detail.code)) {
+      this.opts.metrics?.answered({ result: 'nack', seconds });
       s.nacks++;
       s.lastNack = `${req.error_detail.code ?? ''}: ${req.error_detail.message ?? ''}`;
       for (const k of inflight.keys) s.refused.add(k);
@@ -304,6 +309,7 @@ export class ConfigServer {
       // A NACKed full state stays owed: the next change sends a full state again.
       return;
     }
+    this.opts.metrics?.answered({ result: 'ack', seconds });
     s.acks++;
     s.acked = inflight.next;
     s.ackedPolicies = new Set([...s.ackedPolicies, ...inflight.keys].filter((k) => isPolicyKey(k) && s.acked.has(k)));
@@ -376,11 +382,12 @@ export class ConfigServer {
       cluster_domain: this.opts.index.clusterDomain,
       controller_id: this.controllerId,
     };
-    s.inflight = { nonce, next, version, keys: [...resources.map((r) => `${r.type}|${r.key}`), ...removed.map((r) => `${r.type}|${r.key}`)] };
+    s.inflight = { nonce, next, version, keys: [...resources.map((r) => `${r.type}|${r.key}`), ...removed.map((r) => `${r.type}|${r.key}`)], sentAt: performance.now() };
     let bytes = 64 + version.length + nonce.length;
     for (const r of resources) bytes += r.type.length + r.key.length + r.version.length + r.json.length + 8;
     for (const r of removed) bytes += r.type.length + r.key.length + 4;
     s.bytesSent += bytes;
+    this.opts.metrics?.pushed({ full, resources: resources.length, removed: removed.length, bytes });
     this.log.debug({ node: s.node, version, nonce, full, added: resources.length, removed: removed.length, bytes }, 'config sent');
     s.call.write(res);
   }

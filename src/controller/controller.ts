@@ -4,6 +4,8 @@
  * authorizing each node by the index's pods. One object a process; `runController` (main.ts)
  * builds it from flags.
  */
+import type { Registry } from 'prom-client';
+import { controllerMetrics } from './metrics.js';
 import type * as grpc from '@grpc/grpc-js';
 import { messageOf } from '../errors.js';
 import type { Authenticator } from '../identity/ca/authn.js';
@@ -38,6 +40,8 @@ export interface ControllerOptions extends MeshIndexOptions {
   controllerId?: string;
   /** Reports whether this replica holds the CA lease (status only). */
   isLeader?: () => boolean;
+  /** Where the controller's metrics go (config pushes, agents, push latency); absent: none. */
+  registry?: Registry;
   logger?: Logger;
 }
 
@@ -77,6 +81,16 @@ export class Controller {
       isLeader: opts.isLeader,
       refusals: () => this.refusals(),
       objects: () => this.store.size,
+      ...(opts.registry
+        ? {
+            metrics: controllerMetrics(opts.registry, {
+              agents: () => this.configServer.agents().length,
+              version: () => this.index.version,
+              resources: () => this.index.entries().size,
+              refusals: () => this.refusals().length,
+            }),
+          }
+        : {}),
       logger: this.log,
     });
   }

@@ -10,6 +10,8 @@ import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { parseArgs } from 'node:util';
+import { collectDefaultMetrics, Registry } from 'prom-client';
+import { DEFAULT_CONTROLLER_METRICS_PORT, serveMetrics } from './metrics.js';
 import type * as grpc from '@grpc/grpc-js';
 import { messageOf } from '../errors.js';
 import type { Authenticator } from '../identity/ca/authn.js';
@@ -49,6 +51,8 @@ serving:
   --root-file FILE         CA state file in folder mode (default ${DEFAULT_ROOT_FILE})
   --ca-secret NAME         CA state Secret in kube mode (default skein-ca)
   --roots-out FILE         write the CA's trust bundle (PEM) here, and again on every root change
+  --metrics ADDR           Prometheus metrics at http://ADDR/metrics: config pushes, agents, push
+                           latency, the CA (default 0.0.0.0:${DEFAULT_CONTROLLER_METRICS_PORT}; "off" for none)
 
 agents:
   --tokens-dir DIR         per-node bootstrap token files (lab; alias --bootstrap-tokens)
@@ -94,6 +98,7 @@ interface Flags {
   identity?: string;
   'lease-name'?: string;
   'no-status-writes'?: boolean;
+  metrics?: string;
   'log-file'?: string;
   'log-level'?: string;
   help?: boolean;
@@ -130,6 +135,7 @@ function parse(argv: string[]): Flags {
       identity: { type: 'string' },
       'lease-name': { type: 'string' },
       'no-status-writes': { type: 'boolean' },
+      metrics: { type: 'string' },
       'log-file': { type: 'string' },
       'log-level': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
@@ -144,10 +150,10 @@ function progress(line: string): void {
 }
 
 /** Waits for the CA state: the leader creates it, followers load what the leader wrote. */
-async function createCa(trustDomain: string, store: RootStore, log: Logger, signal: { stopped: boolean }): Promise<CertificateAuthority> {
+async function createCa(trustDomain: string, store: RootStore, log: Logger, signal: { stopped: boolean }, registry: Registry): Promise<CertificateAuthority> {
   for (let attempt = 0; ; attempt++) {
     try {
-      return await CertificateAuthority.create({ trustDomain, store, logger: log });
+      return await CertificateAuthority.create({ trustDomain, store, logger: log, registry });
     } catch (err) {
       if ((err as { code?: string }).code !== ControllerCode.NotLeader || signal.stopped) throw err;
       if (attempt === 0) progress('waiting for the CA leader to create the root');
@@ -198,6 +204,19 @@ export async function runController(argv: string[]): Promise<number> {
       cleanups.push(() => client?.close());
     }
     const namespace = client?.namespace ?? flags.namespace ?? 'skein-system';
+    const registry = new Registry();
+    collectDefaultMetrics({ register: registry });
+    const metricsAt = flags.metrics ?? `0.0.0.0:${DEFAULT_CONTROLLER_METRICS_PORT}`;
+    if (metricsAt !== 'off') {
+      const m = /^\[?([^\]]*?)\]?:(\d+)$/.exec(metricsAt);
+      if (!m || Number(m[2]) > 65535) {
+        process.stderr.write(`skein controller: --metrics must be HOST:PORT or off, got "${metricsAt}"\n`);
+        return 2;
+      }
+      const served = await serveMetrics(registry, m[1] || '0.0.0.0', Number(m[2]), log);
+      cleanups.push(() => served.stop());
+      progress(`metrics on ${metricsAt} (port ${served.port}) at /metrics`);
+    }
 
     // Who may stream config / ask the CA.
     const tokensDir = flags['tokens-dir'] ?? flags['bootstrap-tokens'];
@@ -244,7 +263,7 @@ export async function runController(argv: string[]): Promise<number> {
       const store: RootStore = client
         ? new LeaderGatedRootStore(new SecretRootStore(client, namespace, flags['ca-secret'] ?? 'skein-ca'), () => elector?.isLeader() ?? false)
         : new FileRootStore(flags['root-file'] ?? DEFAULT_ROOT_FILE);
-      ca = await createCa(trustDomain, store, log, stopped);
+      ca = await createCa(trustDomain, store, log, stopped, registry);
       const rootsOut = flags['roots-out'];
       if (rootsOut) {
         const write = () => saveTrustBundleFile(rootsOut, ca!.trustBundlePem()).catch((err) => log.error({ err: messageOf(err) }, 'cannot write roots'));
@@ -277,6 +296,7 @@ export async function runController(argv: string[]): Promise<number> {
       configCredentials,
       ...(ca ? { ca: { ca, address: flags['ca-listen'] ?? `0.0.0.0:${DEFAULT_CA_PORT}`, servingSans: sans } } : {}),
       isLeader: () => elector?.isLeader() ?? true,
+      registry,
       logger: log,
       ...(flags.folder ? { folder: flags.folder } : {}),
       ...(client ? { sources: [(store) => new KubeSource(store, { client: client as KubeClient, logger: log })] } : {}),

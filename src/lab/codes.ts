@@ -42,4 +42,8 @@ export const LabCode = {
   ComponentExited: 'SKEIN_LAB_COMPONENT_EXITED',
   /** An agent or the controller did not become ready in time. */
   ComponentTimeout: 'SKEIN_LAB_COMPONENT_TIMEOUT',
+  /** `lab up --prometheus` without Debian's prometheus package installed. */
+  PrometheusMissing: 'SKEIN_LAB_PROMETHEUS_MISSING',
+  /** The lab's Prometheus or its host port forward could not be set up. */
+  PrometheusFailed: 'SKEIN_LAB_PROMETHEUS_FAILED',
 } as const;

@@ -4,6 +4,7 @@
  * mode) and, until then, the agents read. Nothing here tells an agent where a pod's netns is:
  * the agent finds it from the pod's UID in the kubelet-layout cgroups the lab makes, as on a node.
  */
+import { createHash } from 'node:crypto';
 import { stringify } from 'yaml';
 import type { Scenario } from './scenario.js';
 import type { LabPlan } from './plan.js';
@@ -48,9 +49,10 @@ export function renderKubeState(plan: LabPlan, sc: Scenario, createdAt: string):
     kind: 'Pod',
     metadata: meta(p.name, p.namespace, {
       uid: p.uid,
-      labels: p.labels,
+      // As a Deployment's pods are: owned by its ReplicaSet, labelled with the template's hash.
+      labels: { ...p.labels, 'pod-template-hash': podTemplateHash(p.namespace, p.deployment) },
       annotations: { ...p.annotations },
-      ownerReferences: [{ apiVersion: 'apps/v1', kind: 'Deployment', name: p.deployment }],
+      ownerReferences: [{ apiVersion: 'apps/v1', kind: 'ReplicaSet', name: `${p.deployment}-${podTemplateHash(p.namespace, p.deployment)}`, controller: true, blockOwnerDeletion: true }],
     }),
     spec: {
       nodeName: p.node,
@@ -123,6 +125,20 @@ export function renderKubeState(plan: LabPlan, sc: Scenario, createdAt: string):
     'deployments.yaml': deployments,
     'policies.yaml': sc.passthrough,
   };
+}
+
+/** Kubernetes' alphabet for generated name suffixes (no vowels, no look-alikes). */
+const SAFE_ALPHABET = 'bcdfghjklmnpqrstvwxz2456789';
+
+/**
+ * A stable stand-in for a Deployment's pod-template-hash (10 characters of Kubernetes' safe
+ * alphabet): the lab keeps no ReplicaSets, only the names its pods would carry.
+ */
+export function podTemplateHash(namespace: string, deployment: string): string {
+  const digest = createHash('sha256').update(`${namespace}/${deployment}`).digest();
+  let out = '';
+  for (let i = 0; i < 10; i++) out += SAFE_ALPHABET[digest[i]! % SAFE_ALPHABET.length];
+  return out;
 }
 
 export function toMultiDocYaml(objects: KubeObject[]): string {

@@ -18,6 +18,7 @@ import { LAB_PREFIX, planLab, type PlannedPod } from './plan.js';
 import { containerCommand, execAttached, execCaptured, podEnv, startDetached } from './processes.js';
 import { labBaseDir, type LabProcess, type LabRecord, listLabIds, readRecord, writeRecord } from './registry.js';
 import { loadScenario } from './scenario.js';
+import { startPrometheus } from './prometheus.js';
 import { cgroup2Root, listNetns, pidAlive, run } from './sys.js';
 import { LabCode } from './codes.js';
 
@@ -38,6 +39,8 @@ export interface UpOptions {
   agentArgs?: string[];
   /** Extra environment for every agent (e.g. NODE_OPTIONS=--tls-keylog=FILE to decrypt captures). */
   agentEnv?: Record<string, string>;
+  /** Run a Prometheus scraping every agent and the controller (needs the mesh); `port`: its host loopback port (default: a free one). */
+  prometheus?: boolean | { port?: number };
   log?: Logger;
   /** Progress lines for people (the CLI prints them). */
   progress?: (line: string) => void;
@@ -56,6 +59,7 @@ export async function labUp(opts: UpOptions): Promise<LabRecord> {
   const progress = opts.progress ?? (() => {});
   const t0 = Date.now();
   const scenario = loadScenario(opts.scenarioFile); // refuses a bad file before anything exists
+  if (opts.prometheus && opts.mesh === false) throw new SkeinError(LabCode.PrometheusFailed, 'Prometheus scrapes the mesh: --prometheus needs the mesh (drop --no-mesh)');
   await preflight();
   const base = opts.baseDir ?? labBaseDir();
   let id = randomBytes(3).toString('hex');
@@ -99,6 +103,14 @@ export async function labUp(opts: UpOptions): Promise<LabRecord> {
       rec.processes.push(...agents.map((a) => a.proc));
       writeRecord(rec);
       await Promise.all(agents.map((a) => waitAgentReady(rec, a.node, a.proc)));
+      if (opts.prometheus) {
+        progress(`lab ${id}: starting Prometheus`);
+        const { info, processes } = await startPrometheus(rec, typeof opts.prometheus === 'object' ? opts.prometheus : {});
+        rec.processes.push(...processes);
+        rec.prometheus = info;
+        writeRecord(rec);
+        progress(`lab ${id}: Prometheus at ${info.url}`);
+      }
     }
     rec.status = 'up';
     writeRecord(rec);
@@ -288,6 +300,8 @@ export function labExecCaptured(rec: LabRecord, podRef: string, cmd: string[], t
 
 export interface LabStatus {
   id: string;
+  /** The lab's Prometheus on the host's loopback, when it runs one. */
+  prometheus: string | null;
   status: LabRecord['status'];
   scenario: string;
   stateDir: string;
@@ -331,5 +345,6 @@ export function labStatus(rec: LabRecord): LabStatus {
       };
     }),
     processes: rec.processes.map((p) => ({ ...p, running: pidAlive(p.pid) })),
+    prometheus: rec.prometheus?.url ?? null,
   };
 }

@@ -54,13 +54,23 @@ export function pinRootOf(rec: LabRecord, node: string): string {
   return `/sys/fs/bpf/skein-lab-${rec.id}-${node}`;
 }
 
-function startInNetns(rec: LabRecord, kind: LabProcess['kind'], name: string, netns: string, cgroupRel: string, args: string[], env: NodeJS.ProcessEnv = {}): LabProcess {
+/** Starts a lab component in `netns`, inside the lab's cgroup `cgroupRel` (so `lab down` stops it). */
+export function startInNetns(
+  rec: LabRecord,
+  kind: LabProcess['kind'],
+  name: string,
+  netns: string,
+  cgroupRel: string,
+  args: string[],
+  env: NodeJS.ProcessEnv = {},
+  extraFds: number[] = [],
+): LabProcess {
   const cgroup = createCgroup(rec.cgroupRoot, cgroupRel);
   const log = join(rec.logDir, `${kind}.${name}.out`);
   const fd = openSync(log, 'a');
   try {
     const script = 'cg="$1"; ns="$2"; shift 2; echo $$ > "$cg/cgroup.procs" && exec nsenter --net="$ns" "$@"';
-    const pid = spawnDetached('/bin/sh', ['-c', script, 'skein-enter', cgroup, `/var/run/netns/${netns}`, ...args], { PATH: process.env.PATH, HOME: '/root', ...env }, fd);
+    const pid = spawnDetached('/bin/sh', ['-c', script, 'skein-enter', cgroup, `/var/run/netns/${netns}`, ...args], { PATH: process.env.PATH, HOME: '/root', ...env }, fd, extraFds);
     return { kind, name, pid, log, cgroup, netns };
   } finally {
     closeSync(fd);

@@ -12,8 +12,8 @@ import type { Scenario } from './scenario.js';
 import { LabCode } from './codes.js';
 
 export interface LabProcess {
-  /** pod: a pod's program; agent / controller: skein components the lab runs. */
-  kind: 'pod' | 'agent' | 'controller';
+  /** pod: a pod's program; agent / controller: skein components; prometheus and its host port forward. */
+  kind: 'pod' | 'agent' | 'controller' | 'prometheus' | 'forward';
   /** `namespace/pod`, or the node name for an agent. */
   name: string;
   pid: number;
@@ -39,6 +39,8 @@ export interface LabRecord {
   scenario: Scenario;
   plan: LabPlan;
   processes: LabProcess[];
+  /** The lab's Prometheus (`lab up --prometheus`): where the host reaches it. */
+  prometheus?: { url: string; port: number; dir: string };
 }
 
 export function labBaseDir(): string {

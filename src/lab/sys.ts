@@ -81,8 +81,9 @@ export function cgroup2Root(mountinfo = '/proc/self/mountinfo'): string {
 }
 
 /** Spawns a detached command whose output goes to `logFd`; returns its pid. */
-export function spawnDetached(cmd: string, args: string[], env: NodeJS.ProcessEnv, logFd: number): number {
-  const child = spawn(cmd, args, { detached: true, stdio: ['ignore', logFd, logFd], env });
+/** `extraFds` become the child's fds 3, 4, ... (a listening socket handed over, say). */
+export function spawnDetached(cmd: string, args: string[], env: NodeJS.ProcessEnv, logFd: number, extraFds: number[] = []): number {
+  const child = spawn(cmd, args, { detached: true, stdio: ['ignore', logFd, logFd, ...extraFds], env });
   child.unref();
   if (child.pid === undefined) throw new SkeinError(LabCode.SpawnFailed, `could not start ${cmd}`);
   return child.pid;

@@ -20,6 +20,7 @@ import {
   type Service,
   type ServicePort,
   spiffeIdOf,
+  type PeerMetadata,
   type Workload,
 } from '../model.js';
 import { get, type Obj, ObjectReader, type SourcedObject } from './objects.js';
@@ -221,6 +222,7 @@ export function translate(objects: SourcedObject[], version: string, opts: Trans
       uid: r.str(obj, 'metadata.uid') ?? `${namespace}/${name}`,
       namespace,
       name,
+      workloadName: workloadNameOf(name, labels, get(obj, 'metadata.ownerReferences')),
       serviceAccount: sa,
       node: r.str(obj, 'spec.nodeName') ?? '',
       ips,
@@ -319,6 +321,7 @@ export function translate(objects: SourcedObject[], version: string, opts: Trans
       if (pod) {
         e.workloadUid = pod.workload.uid;
         e.identity = pod.workload.identity;
+        e.peer = peerMetadataOf(pod.workload);
         // A pod's readiness is the endpoint's readiness when the slice does not say.
         e.ready = ready && pod.workload.ready;
       }
@@ -393,4 +396,35 @@ export function translate(objects: SourcedObject[], version: string, opts: Trans
   out.sort((a, b) => (`${a.namespace}/${a.name}` < `${b.namespace}/${b.name}` ? -1 : 1));
   nodes.sort((a, b) => (a.name < b.name ? -1 : 1));
   return { version, trustDomain, clusterDomain, nodes, workloads, services: out };
+}
+
+/** A CronJob's Jobs are named `<cronjob>-<scheduled time in minutes>`. */
+const CRONJOB_JOB = /^(.+)-\d{8,10}$/;
+
+/**
+ * The workload a pod belongs to, named as Istio names it: its controlling owner's name, with a
+ * Deployment's ReplicaSet (`<deployment>-<pod-template-hash>`, the pod labelled with that hash) taken back to the Deployment and
+ * a CronJob's Job to the CronJob; a pod without an owner is its own workload.
+ */
+export function workloadNameOf(pod: string, labels: Record<string, string>, ownerReferences: unknown): string {
+  if (!Array.isArray(ownerReferences)) return pod;
+  const refs = ownerReferences.filter((o): o is { kind?: unknown; name?: unknown; controller?: unknown } => typeof o === 'object' && o !== null);
+  const owner = refs.find((o) => o.controller === true) ?? refs[0];
+  if (!owner || typeof owner.name !== 'string' || owner.name === '') return pod;
+  const { name } = owner;
+  if (owner.kind === 'ReplicaSet') {
+    const hash = labels['pod-template-hash'];
+    // Without the hash label it is a ReplicaSet of its own (as Istio reads it).
+    return hash && name.endsWith(`-${hash}`) ? name.slice(0, -hash.length - 1) : name;
+  }
+  if (owner.kind === 'Job') return CRONJOB_JOB.exec(name)?.[1] ?? name;
+  return name;
+}
+
+/** What telemetry names an endpoint's pod by (agents hold only their own node's workloads). */
+export function peerMetadataOf(w: Workload): PeerMetadata {
+  const l = w.labels;
+  const app = l.app ?? l['app.kubernetes.io/name'];
+  const version = l.version ?? l['app.kubernetes.io/version'];
+  return { namespace: w.namespace, workloadName: w.workloadName ?? w.name, ...(app ? { app } : {}), ...(version ? { version } : {}) };
 }

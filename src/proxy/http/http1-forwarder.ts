@@ -26,6 +26,7 @@ import { messageOf } from '../../errors.js';
 import type { Logger } from '../../telemetry/log.js';
 import { pipeBidirectional } from '../tcp/l4-pipe.js';
 import { endToEndRawHeaders, h2ToRaw, rawPairs, rawToH2 } from './headers.js';
+import { countHttp1BodyBytes } from './body-bytes.js';
 import { h1ClientSide } from './client-side.js';
 import { ManagedExchange } from './managed-exchange.js';
 import type { RefusalLog } from './refusals.js';
@@ -153,6 +154,7 @@ export class Http1Forwarder {
     const choice = conn?.choose(requestInfoOf(req));
     if (conn) {
       const started = performance.now();
+      const bytes = countHttp1BodyBytes(req, res);
       res.once('close', () => {
         const plan = choice?.plan;
         const flags = !choice ? 'UH' : plan && plan.flags.length > 0 ? plan.flags.join(',') : res.headersSent ? '' : 'DC';
@@ -167,6 +169,8 @@ export class Http1Forwarder {
           ...(flags ? { responseFlags: flags } : {}),
           ...(plan?.route ? { route: plan.route } : {}),
           ...(plan?.tries && plan.tries > 1 ? { attempts: plan.tries } : {}),
+          requestBytes: bytes.request,
+          responseBytes: bytes.response,
         });
       });
     }

@@ -17,6 +17,7 @@ import { messageOf } from '../../errors.js';
 import type { Logger } from '../../telemetry/log.js';
 import { H2_MAX_REJECTED_STREAMS, H2AbuseGuard } from './h2-abuse-guard.js';
 import { H2Relay, isGrpc, streamOutcome } from './h2-relay.js';
+import { countBodyBytes } from './body-bytes.js';
 import { h2ClientSide } from './client-side.js';
 import { ManagedExchange } from './managed-exchange.js';
 import type { RefusalLog } from './refusals.js';
@@ -133,6 +134,7 @@ export class Http2Forwarder {
       headers,
     });
     const started = performance.now();
+    const bytes = countBodyBytes(stream);
     stream.once('close', () => {
       const plan = choice?.plan;
       const outcome = streamOutcome(stream);
@@ -148,6 +150,8 @@ export class Http2Forwarder {
         ...(flags ? { responseFlags: flags } : {}),
         ...(plan?.route ? { route: plan.route } : {}),
         ...(plan?.tries && plan.tries > 1 ? { attempts: plan.tries } : {}),
+        requestBytes: bytes.request,
+        responseBytes: bytes.response,
       });
     });
     if (!choice) {

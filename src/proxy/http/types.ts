@@ -159,6 +159,9 @@ export interface HttpRequestRecord {
   route?: string;
   /** Tries sent upstream (retries + 1), when more than one. */
   attempts?: number;
+  /** Request body bytes the client sent, and response body bytes sent back to it. */
+  requestBytes?: number;
+  responseBytes?: number;
 }
 
 /** How a failed upstream request is answered: status, gRPC status, text. */

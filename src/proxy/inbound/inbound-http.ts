@@ -22,6 +22,7 @@ import { canonicalIp, formatAuthority } from '../../config/address.js';
 import type { SpiffeId, Workload } from '../../config/model.js';
 import { SkeinError, messageOf } from '../../errors.js';
 import type { Logger } from '../../telemetry/log.js';
+import { ResponseFlag } from '../../telemetry/istio-metrics.js';
 import { H2Relay, isGrpc, streamOutcome } from '../http/h2-relay.js';
 import { appProtocolOf, MeshHeader } from '../http/mesh-headers.js';
 import type { HttpRequestRecord, HttpVersion, RoutedConnection, UpstreamChoice } from '../http/types.js';
@@ -31,6 +32,7 @@ import { InboundCode, TunnelCode } from '../codes.js';
 import { deadline } from '../deadline.js';
 import { noop } from '../noop.js';
 import type { AppConnector } from './types.js';
+import { countBodyBytes } from '../http/body-bytes.js';
 
 const { NGHTTP2_REFUSED_STREAM } = http2.constants;
 
@@ -81,7 +83,16 @@ export interface InboundRequestRecord extends HttpRequestRecord {
   grpc: boolean;
   /** Why it was refused, when it was. */
   reason?: string;
-  /** Envoy-style response flag of a refusal made here (RL: rate limited). */
+  /** The source pod's IP as the source agent says (`skein-src`); metrics check it against the peer identity. */
+  sourceIp?: string;
+  /** Request and response body bytes (the DATA frames' payload), as Istio's request/response sizes. */
+  requestBytes: number;
+  responseBytes: number;
+  /**
+   * Envoy-style response flags (telemetry/istio-metrics.ts ResponseFlag), comma-separated,
+   * when this side refused or lost the request: RBAC denied, NR not this pod, DPE malformed,
+   * DC the stream closed before a response, RL over the local rate limit.
+   */
   responseFlags?: string;
 }
 
@@ -253,14 +264,24 @@ export class InboundHttp {
     addresses: ReadonlySet<string>,
   ): void {
     const started = performance.now();
+    const bytes = countBodyBytes(stream);
     const grpc = isGrpc(headers);
     const appProtocol = appProtocolOf(headers[MeshHeader.Protocol]);
     if (appProtocol) this.stats.requests[grpc ? 'grpc' : appProtocol]++;
     const port = meshDestinationPort(headers, addresses);
     let refusedFor: string | undefined;
-    stream.once('close', () => this.record(ctx, headers, stream, typeof port === 'number' ? port : 0, appProtocol, grpc, started, refusedFor));
+    let flag: string | undefined;
+    stream.once('close', () => {
+      const rec = this.record(ctx, headers, stream, typeof port === 'number' ? port : 0, appProtocol, grpc, started, refusedFor);
+      rec.requestBytes = bytes.request;
+      rec.responseBytes = bytes.response;
+      flag ??= rec.status === 0 ? ResponseFlag.DownstreamConnectionTermination : undefined;
+      if (flag) rec.responseFlags = flag;
+      this.opts.onRequest(rec);
+    });
     if (port === 'malformed' || !appProtocol) {
       this.stats.malformed++;
+      flag = ResponseFlag.DownstreamProtocolError;
       refusedFor = `${InboundCode.MeshRequestMalformed}: ${port === 'malformed' ? `bad ${MeshHeader.Destination}` : `bad ${MeshHeader.Protocol}`}`;
       stream.resume();
       this.relay.respondError(stream, 400, grpc, 'malformed mesh request', 13);
@@ -268,6 +289,7 @@ export class InboundHttp {
     }
     if (port === 'elsewhere') {
       this.stats.wrongDestination++;
+      flag = ResponseFlag.NoRouteFound;
       refusedFor = `${TunnelCode.WrongDestination}: ${String(headers[MeshHeader.Destination])} is not this pod`;
       stream.resume();
       this.relay.respondError(stream, 403, grpc, 'destination is not this pod', 7);
@@ -291,6 +313,7 @@ export class InboundHttp {
       if (stream.destroyed || stream.closed) return;
       if (!d.allow) {
         this.stats.denied++;
+        flag = ResponseFlag.RbacAccessDenied;
         refusedFor = `${InboundCode.RequestDenied}: ${d.reason ?? 'denied by policy'}`;
         stream.resume();
         this.relay.respondError(stream, 403, grpc, 'access denied by destination policy', 7);
@@ -299,6 +322,7 @@ export class InboundHttp {
       const limited = this.opts.rateLimit?.(ctx, port);
       if (limited && !limited.allowed) {
         this.stats.rateLimited++;
+        flag = ResponseFlag.RateLimited;
         refusedFor = `${InboundCode.RateLimited}: over the local rate limit of ${ctx.workload.namespace}/${ctx.workload.name}:${port}`;
         stream.resume();
         if (!stream.destroyed && !stream.closed && !stream.headersSent) {
@@ -421,7 +445,7 @@ export class InboundHttp {
     grpc: boolean,
     started: number,
     reason: string | undefined,
-  ): void {
+  ): InboundRequestRecord {
     const w = ctx.workload;
     const rec: InboundRequestRecord = {
       reporter: 'destination',
@@ -438,13 +462,13 @@ export class InboundHttp {
       destinationIdentity: w.identity,
       port,
       grpc,
+      requestBytes: 0,
+      responseBytes: 0,
     };
     if (appProtocol) rec.appProtocol = appProtocol;
     if (ctx.sourceAddress !== undefined) rec.sourceAddress = ctx.sourceAddress;
-    if (reason !== undefined) {
-      rec.reason = reason;
-      if (reason.startsWith(InboundCode.RateLimited)) rec.responseFlags = 'RL';
-    }
-    this.opts.onRequest(rec);
+    if (ctx.sourceIp !== undefined) rec.sourceIp = ctx.sourceIp;
+    if (reason !== undefined) rec.reason = reason;
+    return rec;
   }
 }

@@ -15,6 +15,7 @@ import type { ClientHttp2Stream, ClientSessionRequestOptions, OutgoingHttpHeader
 import { type Duplex, duplexPair } from 'node:stream';
 import type { SpiffeId, Workload } from '../../config/model.js';
 import { SkeinError, hasCode, messageOf } from '../../errors.js';
+import { ResponseFlag } from '../../telemetry/istio-metrics.js';
 import { type Logger, silentLogger, writeAccessLine } from '../../telemetry/log.js';
 import { type PipeResult, pipeBidirectional } from '../tcp/l4-pipe.js';
 import type { AppConnector, LocalInbound } from './types.js';
@@ -74,9 +75,17 @@ export interface InboundConnectionRecord {
   transport: InboundTransport;
   source?: SpiffeId;
   sourceAddress?: string;
+  /** The source pod's IP (see sourceIpOf); metrics check it against the peer identity. */
+  sourceIp?: string;
   workload: string;
   destinationIdentity: SpiffeId;
   port: number;
+  /**
+   * Envoy-style response flags (telemetry/istio-metrics.ts ResponseFlag) of a refused or
+   * broken connection: RBAC refused by policy or STRICT, UF app unreachable, NR not this pod,
+   * DPE malformed, SI idle timeout.
+   */
+  responseFlags?: string;
   /** HBONE-style status: 200 served, 401 refused by policy, 503 app unreachable. */
   status: number;
   reason?: string;
@@ -274,6 +283,7 @@ export class InboundProxy implements LocalInbound {
         this.stats.active--;
         const rec = this.record(req, 200, r.bytesAtoB, r.bytesBtoA, r.durationMs);
         rec.end = r.reason;
+        if (r.reason === 'idle-timeout') rec.responseFlags = ResponseFlag.StreamIdleTimeout;
         if (r.reason === 'reset' && r.resetBy) rec.reason = `reset by ${r.resetBy === 'a' ? 'downstream' : 'app'}`;
         this.emit(rec);
       },
@@ -318,6 +328,7 @@ export class InboundProxy implements LocalInbound {
   private finishRefused(req: InboundRequest, status: number, reason: string, started: number): void {
     const rec = this.record(req, status, 0, 0, Math.round(performance.now() - started));
     rec.reason = reason;
+    rec.responseFlags = refusalFlag(status);
     this.emit(rec);
   }
 
@@ -336,6 +347,8 @@ export class InboundProxy implements LocalInbound {
     };
     if (req.source !== undefined) rec.source = req.source;
     if (req.sourceAddress !== undefined) rec.sourceAddress = req.sourceAddress;
+    const sourceIp = req.sourceIp ?? sourceIpOf(req);
+    if (sourceIp !== undefined) rec.sourceIp = sourceIp;
     return rec;
   }
 
@@ -349,6 +362,14 @@ export class InboundProxy implements LocalInbound {
       this.log.error({ err: messageOf(err) }, 'inbound telemetry hook threw');
     }
   }
+}
+
+/** The flag of a refused connection, by its HBONE-style status. */
+function refusalFlag(status: number): string {
+  if (status === 401) return ResponseFlag.RbacAccessDenied; // policy, STRICT, peer identity
+  if (status === 503) return ResponseFlag.UpstreamConnectFailure;
+  if (status === 403) return ResponseFlag.NoRouteFound;
+  return ResponseFlag.DownstreamProtocolError;
 }
 
 /** The source pod's IP of a connection: the client itself for plaintext, `Forwarded: for=` for mesh traffic. */

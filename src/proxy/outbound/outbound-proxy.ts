@@ -95,6 +95,9 @@ export interface OutboundRecord {
   route?: string;
   /** Tries sent upstream, when retried. */
   attempts?: number;
+  /** HTTP: request and response body bytes (Istio's request/response sizes). */
+  requestBytes?: number;
+  responseBytes?: number;
 }
 
 export interface OutboundStats {
@@ -184,6 +187,8 @@ class Routed implements RoutedConnection {
     if (r.responseFlags) rec.responseFlags = r.responseFlags;
     if (r.route) rec.route = r.route;
     if (r.attempts !== undefined) rec.attempts = r.attempts;
+    if (r.requestBytes !== undefined) rec.requestBytes = r.requestBytes;
+    if (r.responseBytes !== undefined) rec.responseBytes = r.responseBytes;
     this.proxy.emitRecord(rec);
   }
 }

@@ -26,8 +26,19 @@ export function scenarioFile(text: string): string {
   return file;
 }
 
-export async function startLab(t: Test, file = demoScenario, opts: { mesh?: boolean; agentArgs?: string[]; agentEnv?: Record<string, string> } = {}): Promise<LabRecord> {
-  const rec = await labUp({ scenarioFile: file, ownerPid: process.pid, mesh: opts.mesh ?? false, agentArgs: opts.agentArgs ?? [], agentEnv: opts.agentEnv ?? {} });
+export async function startLab(
+  t: Test,
+  file = demoScenario,
+  opts: { mesh?: boolean; agentArgs?: string[]; agentEnv?: Record<string, string>; prometheus?: boolean } = {},
+): Promise<LabRecord> {
+  const rec = await labUp({
+    scenarioFile: file,
+    ownerPid: process.pid,
+    mesh: opts.mesh ?? false,
+    agentArgs: opts.agentArgs ?? [],
+    agentEnv: opts.agentEnv ?? {},
+    ...(opts.prometheus ? { prometheus: true } : {}),
+  });
   t.teardown(async () => {
     // A failed test keeps the lab's logs (agents, controller, pods) for whoever debugs it.
     if (!t.passing()) {

@@ -116,9 +116,9 @@ export function writeCluster(dir: string, files: Record<string, Obj[]>): void {
   for (const [f, objs] of Object.entries(files)) writeYaml(dir, f, objs);
 }
 
-export async function until(what: string, cond: () => boolean, timeoutMs = 5000): Promise<void> {
+export async function until(what: string, cond: () => boolean | Promise<boolean>, timeoutMs = 5000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
-  while (!cond()) {
+  while (!(await cond())) {
     if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for: ${what}`);
     await new Promise((r) => setTimeout(r, 10));
   }

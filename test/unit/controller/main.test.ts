@@ -32,6 +32,7 @@ t.test('skein controller --folder: TLS config stream, hosted CA, SIGTERM', async
     '--tokens-dir', join(dir, 'tokens'),
     '--trust-domain', 'cluster.local',
     '--log-file', join(dir, 'controller.log'),
+    '--metrics', '127.0.0.1:0',
   ];
   const child: ChildProcess = spawn(process.execPath, [...process.execArgv, CHILD, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: CHILD_ENV });
   let out = '';
@@ -73,6 +74,21 @@ t.test('skein controller --folder: TLS config stream, hosted CA, SIGTERM', async
   const caB = new CaClient({ address: `127.0.0.1:${caPort}`, rootsPem: [rootsPem], token: await readBootstrapToken(tokens['node-b']!) });
   t.teardown(() => caB.close());
   await t.rejects(caB.issue({ csrPem: await createWorkloadCsr('spiffe://cluster.local/ns/legacy/sa/default', keys), ttlSeconds: 3600 }), 'legacy is not meshed: refused');
+
+  // The controller's metrics: the CA's, config pushes answered, agents connected.
+  const metricsPort = Number(/metrics on .* \(port (\d+)\)/.exec(out)?.[1]);
+  t.ok(metricsPort > 0, `metrics port ${metricsPort}`);
+  let text = '';
+  await until('the ACK counted', async () => {
+    text = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+    return /skein_controller_config_answers_total\{result="ack"\} [1-9]/.test(text);
+  }, 10_000);
+  t.match(text, /skein_controller_agents_connected 1/);
+  t.match(text, /skein_controller_config_pushes_total\{kind="full"\} 1/);
+  t.match(text, /skein_controller_config_push_duration_seconds_count\{result="ack"\} [1-9]/);
+  t.match(text, /skein_ca_certificates_issued_total [1-9]/, 'the CA\'s metrics are served');
+  t.match(text, /skein_controller_config_version_info\{version="[^"]+"\} 1/);
+  t.equal((await fetch(`http://127.0.0.1:${metricsPort}/other`)).status, 404);
 
   child.kill('SIGTERM');
   t.equal(await exited, 0, 'clean exit on SIGTERM');

@@ -330,3 +330,26 @@ t.test('fault injection: aborts and delays the configured share', async (t) => {
   t.equal(d.status, 200);
   t.ok(d.ms >= 145, `delayed ${d.ms.toFixed(0)} ms`);
 });
+
+t.test('records count request and response body bytes (HTTP/1.1 and h2c clients)', async (t) => {
+  const { backends } = await startBackends(t, 1);
+  const h = await startProxy(snapshot(backends));
+  t.teardown(() => h.close());
+  const body = Buffer.alloc(1234, 1);
+  await new Promise<void>((resolve, reject) => {
+    const req = http.request({ host: '127.0.0.1', port: h.port, path: '/bytes', method: 'POST', headers: { host: 'server.apps', 'content-length': body.length }, agent: false }, (res) => {
+      res.resume();
+      res.on('end', resolve);
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
+  await h2get(h.port, '/h2bytes');
+  await new Promise((r) => setTimeout(r, 20));
+  const h1 = h.records.find((r) => r.path === '/bytes');
+  t.equal(h1?.requestBytes, 1234, 'HTTP/1.1 request body');
+  t.equal(h1?.responseBytes, Buffer.byteLength('0 /bytes'), 'HTTP/1.1 response body');
+  const h2 = h.records.find((r) => r.path === '/h2bytes');
+  t.equal(h2?.requestBytes, 0, 'h2c: no request body');
+  t.equal(h2?.responseBytes, Buffer.byteLength('0 /h2bytes'), 'h2c response body');
+});
