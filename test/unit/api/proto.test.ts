@@ -54,6 +54,7 @@ t.test('the config wire types match config.proto field for field', async (t) => 
     agents: [{ node: 'n', peer: 'p', connected_at: 't', acked_version: 'v', acks: 1, nacks: 2, last_nack: 'l', resources: 5, bytes_sent: 6 }],
     leader: true,
     policies: [{ object: 'AuthorizationPolicy/shop/p', version: 'h1', needed_on: ['a', 'b'], enforced_on: ['a'], enforced: false, note: 'n' }],
+    traffic: [{ object: 'HTTPRoute/shop/r', version: 'h2', acked_on: ['a'], agents: 2 }],
   };
   t.same(status.deserialize(svc.GetStatus!.responseSerialize(sent)), sent);
 });
