@@ -66,19 +66,37 @@ function summaryOf(stdout: string): ClientSummary | undefined {
   }
 }
 
-/** Runs the canary shift; returns the number of problems (0: every step behaved). */
-export async function runCanaryPart(rec: LabRecord, progress: (line: string) => void, out: (text: string) => void): Promise<number> {
+export interface CanaryStep {
+  weights: [number, number];
+  /** Requests of the step's own run, failed ones, and the v1/v2 split measured (percent). */
+  requests: number;
+  failed: number;
+  measured: [number, number];
+  /** From writing the route to the client's agent serving it. */
+  appliedMs: number;
+}
+
+export interface CanaryResult {
+  /** 0: every step behaved (split within 4 points, nothing failed, applied). */
+  problems: number;
+  steps: CanaryStep[];
+  background?: { ok: number; failed: number; errors: Record<string, number> };
+}
+
+/** Runs the canary shift (nothing when the scenario has no canary triple). */
+export async function runCanaryPart(rec: LabRecord, progress: (line: string) => void, out: (text: string) => void): Promise<CanaryResult> {
   const c = canaryOf(rec);
   const clientPod = rec.plan.pods.find((p) => p.container.image === 'skein/client' && p.namespace === c?.namespace);
-  if (!c || !clientPod || !rec.processes.some((p) => p.kind === 'agent')) return 0;
+  const steps: CanaryStep[] = [];
+  if (!c || !clientPod || !rec.processes.some((p) => p.kind === 'agent')) return { problems: 0, steps };
   const host = `${c.name}.${c.namespace}.svc.${rec.plan.clusterDomain}:${c.port}`;
   const who = `${clientPod.namespace}/${clientPod.name}`;
   const file = `demo-canary-${c.namespace}-${c.name}.yaml`;
   let problems = 0;
   const rows = [['STEP', 'WEIGHTS v1/v2', 'REQUESTS', 'FAILED', 'MEASURED v1/v2 (%)', 'APPLIED IN (ms)']];
-  // Background load over the whole shift: 50 req/s, bounded in count and time.
+  // Background load over the whole shift (about 6 s): 50 req/s, bounded in count and time.
   progress(`demo: canary: ${who} calls ${host} at 50 req/s while the route shifts`);
-  const background = labExecCaptured(rec, who, ['skein', 'workload', 'client', '--protocol', 'http1', '--target', host, '--rate', '50', '--count', '1500', '--duration', '30', '--concurrency', '8'], 60_000);
+  const background = labExecCaptured(rec, who, ['skein', 'workload', 'client', '--protocol', 'http1', '--target', host, '--rate', '50', '--count', '300', '--duration', '30', '--concurrency', '8'], 60_000);
   try {
     for (const [i, w] of STEPS.entries()) {
       const started = Date.now();
@@ -101,8 +119,9 @@ export async function runCanaryPart(rec: LabRecord, progress: (line: string) => 
         else if (pod.includes(`/${c.name}-v2-`)) v2 += n;
       }
       const total = v1 + v2 || 1;
-      const measured = [(100 * v1) / total, (100 * v2) / total];
-      if (s.failed > 0 || Math.abs((measured[1] as number) - w[1]) > 4) problems++;
+      const measured: [number, number] = [(100 * v1) / total, (100 * v2) / total];
+      if (s.failed > 0 || Math.abs(measured[1] - w[1]) > 4) problems++;
+      steps.push({ weights: w, requests: s.requests, failed: s.failed, measured, appliedMs });
       rows.push([String(i + 1), w.join('/'), String(s.requests), String(s.failed), measured.map((x) => x.toFixed(1)).join(' / '), String(appliedMs)]);
     }
   } finally {
@@ -116,5 +135,5 @@ export async function runCanaryPart(rec: LabRecord, progress: (line: string) => 
       ? `canary: background load during the shifts: ${bg.ok} served, ${bg.failed} failed${bg.failed ? ` ${JSON.stringify(bg.errors)}` : ''}\n`
       : 'canary: background load printed no summary\n',
   );
-  return problems;
+  return { problems, steps, ...(bg ? { background: { ok: bg.ok, failed: bg.failed, errors: bg.errors } } : {}) };
 }

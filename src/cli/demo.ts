@@ -92,7 +92,7 @@ export async function runDemo(opts: DemoOptions): Promise<number> {
       'PATH skein: through the client node\'s agent (mTLS tunnel across nodes); direct: the namespace is not in the mesh.\n' +
         'Calls from outside the mesh into a meshed namespace are refused (STRICT): legacy -> shop fails on purpose.\n\n',
     );
-    if (!stopping) failed += await runCanaryPart(rec, opts.progress, (text) => process.stdout.write(text));
+    if (!stopping) failed += (await runCanaryPart(rec, opts.progress, (text) => process.stdout.write(text))).problems;
     for (const n of rec.plan.nodes) {
       const certs = await agentJson<{ certificates: { identity: string; notAfter?: string }[] }>(rec, n.name, '/certs');
       if (certs) process.stdout.write(`agent ${n.name}: certificates ${certs.certificates.map((c) => c.identity).join(', ') || 'none'}\n`);

@@ -12,8 +12,10 @@ import { join } from 'node:path';
 import t from 'tap';
 import { labExecCaptured } from '../../../src/lab/lab.js';
 import type { LabRecord } from '../../../src/lab/registry.js';
+import { runCanaryPart } from '../../../src/cli/demo-canary.js';
 import { labApply, labApplyOver, servedBy } from '../support/apply.js';
 import { client, isRoot, repo, startLab } from '../support/lab.js';
+import { agentGet, waitUntil } from '../support/mesh.js';
 
 const opts = () => ({ skip: isRoot() ? false : 'needs root (real BPF, netns, cgroups)' });
 const scenario = join(repo, 'deploy', 'local', 'canary.yaml');
@@ -334,6 +336,73 @@ t.test('traffic management in the lab', opts(), async (t) => {
     const aborted = r.errors.HTTP_500 ?? 0;
     t.ok(aborted >= 450 && aborted <= 550, `${aborted} of 1000 aborted with 500`);
     t.equal(r.ok + aborted, 1000, `nothing else failed ${JSON.stringify(r.errors)}`);
+  });
+
+  await t.test('locality PreferClose keeps traffic on the node, falls over when it is ejected; peak-EWMA avoids a slow pod', async (t) => {
+    const near = ipOf('echo-v1-0'); // node-a, like the client
+    await use(rec, [
+      trafficPolicy('close', 'echo', {
+        loadBalancer: { type: 'RoundRobin', locality: 'PreferClose' },
+        outlierDetection: { consecutive5xx: 1, interval: '1s', baseEjectionTime: '30s', maxEjectionPercent: 50 },
+      }),
+    ]);
+    const local = await run(SHOP, ['--protocol', 'http1', '--target', `${ECHO}:80`, '--count', '40', '--concurrency', '4']);
+    t.same(local.byPod, { 'shop/echo-v1-0': 40 }, 'every request stays on the client node');
+    await setFail(rec, near, 1);
+    const over = await run(SHOP, ['--protocol', 'http1', '--target', `${ECHO}:80`, '--count', '40', '--concurrency', '1']);
+    await setFail(rec, near, 0);
+    t.ok(over.failed <= 1, `at most one request failed before the ejection (${over.failed})`);
+    t.ok((over.byPod['shop/echo-v1-1'] ?? 0) + (over.byPod['shop/echo-v2-0'] ?? 0) >= 39, `then the other zone served ${JSON.stringify(over.byPod)}`);
+
+    const slow = ipOf('echo-v1-1');
+    await use(rec, [trafficPolicy('ewma', 'echo', { loadBalancer: { type: 'PeakEWMA' } })]);
+    const r = await curl(rec, SHOP, `http://${slow}:8080/_echo/delay?ms=100`, ['-X', 'PUT']);
+    t.equal(r.status, 200, 'echo-v1-1 answers 100 ms late');
+    const e = await run(SHOP, ['--protocol', 'http1', '--target', `${ECHO}:80`, '--count', '300', '--concurrency', '4']);
+    await curl(rec, SHOP, `http://${slow}:8080/_echo/delay`, ['-X', 'DELETE']);
+    t.equal(e.ok, 300, 'all served');
+    const share = (e.byPod['shop/echo-v1-1'] ?? 0) / 300;
+    t.ok(share < 0.15, `the slow pod got ${(share * 100).toFixed(1)}% (round robin: 33%) ${JSON.stringify(e.byPod)}`);
+  });
+
+  await t.test('consistent hashing: growing 3 -> 4 endpoints remaps at most 40% of keys', async (t) => {
+    await use(rec, [trafficPolicy('affinity', 'echo', { loadBalancer: { type: 'ConsistentHash', consistentHash: { type: 'Header', header: { name: 'x-user' } } } })]);
+    const users = Array.from({ length: 60 }, (_, i) => `user-${i}`);
+    const owners = async (): Promise<Map<string, string>> => {
+      const script = users.map((u) => `curl -s -o /dev/null --max-time 5 -w '${u} %header{x-skein-pod}\\n' -H 'x-user: ${u}' http://${ECHO}/`).join('; ');
+      const out = await labExecCaptured(rec, SHOP, ['sh', '-c', script], 60_000);
+      return new Map(out.stdout.trim().split('\n').map((l) => l.split(' ') as [string, string]));
+    };
+    const before = await owners();
+    t.equal(new Set(before.values()).size, 3, `keys spread over the 3 endpoints (${[...new Set(before.values())].join(', ')})`);
+    const { scaleDeployment } = await import('../../../src/lab/mutate.js');
+    await scaleDeployment(rec, 'shop/echo-v1', 3);
+    t.teardown(() => scaleDeployment(rec, 'shop/echo-v1', 2).then(() => undefined));
+    await waitUntil(async () => {
+      const d = await agentGet<{ snapshot: { services: { name: string; endpoints: unknown[] }[] } | null }>(rec, 'node-a', '/config_dump');
+      return d.snapshot?.services.find((x) => x.name === 'echo')?.endpoints.length === 4;
+    }, 20_000);
+    const after = await owners();
+    const moved = users.filter((u) => before.get(u) !== after.get(u));
+    t.ok(moved.length / users.length <= 0.4, `${moved.length} of ${users.length} keys moved (${((100 * moved.length) / users.length).toFixed(0)}%)`);
+    // Maglev is near-minimal, not minimal: a few keys may move between old endpoints too.
+    const toNew = moved.filter((u) => after.get(u) === 'shop/echo-v1-2').length;
+    t.ok(toNew >= moved.length * 0.75, `${toNew} of the ${moved.length} moved keys went to the new endpoint`);
+  });
+
+  await t.test('a route change applies within 1 s under load with 0 failed requests (the demo canary: 90/10 -> 50/50 -> 0/100)', async (t) => {
+    await use(rec, []);
+    const lines: string[] = [];
+    const r = await runCanaryPart(rec, () => {}, (text) => lines.push(text));
+    t.comment(lines.join(''));
+    t.equal(r.steps.length, 3, 'three steps');
+    for (const s of r.steps) {
+      t.ok(s.appliedMs <= 1000, `${s.weights.join('/')}: applied by the agent in ${s.appliedMs} ms`);
+      t.equal(s.failed, 0, `${s.weights.join('/')}: 0 failed of ${s.requests}`);
+      t.ok(Math.abs(s.measured[1] - s.weights[1]) <= 4, `${s.weights.join('/')}: measured ${s.measured.map((x) => x.toFixed(1)).join('/')}`);
+    }
+    t.equal(r.background?.failed, 0, `background load across the shifts: ${r.background?.ok} served, 0 failed ${JSON.stringify(r.background?.errors)}`);
+    t.equal(r.problems, 0);
   });
 
   await t.test('bad config is refused with object, field and reason; the last good config keeps serving', async (t) => {
