@@ -46,6 +46,7 @@ export const AGENT_USAGE = `usage: skein agent --node NAME (--controller H:P | -
   --ready H:P            readiness (default 0.0.0.0:15021)
   --metrics-max-series N label sets per Istio metric family; records beyond are counted in
                          skein_metrics_series_dropped_total (default ${DEFAULT_MAX_SERIES})
+  --request-metrics on|off  Istio's request and TCP metrics (default on; off: only skein_* health)
   --cert-ttl SECONDS     requested workload certificate TTL (default 86400)
   --max-connections N    connections each pod's listener (15001, 15006, 15008) holds at once;
                          beyond it new ones are closed and counted (default ${DEFAULT_MAX_CONNECTIONS_PER_LISTENER})
@@ -89,6 +90,7 @@ export async function runAgent(argv: string[], deps: AgentMainDeps = {}): Promis
       metrics: { type: 'string', default: '0.0.0.0:15020' },
       ready: { type: 'string', default: '0.0.0.0:15021' },
       'metrics-max-series': { type: 'string', default: String(DEFAULT_MAX_SERIES) },
+      'request-metrics': { type: 'string', default: 'on' },
       'cert-ttl': { type: 'string', default: '86400' },
       'max-connections': { type: 'string', default: String(DEFAULT_MAX_CONNECTIONS_PER_LISTENER) },
       'upgrade-protocols': { type: 'string', default: 'websocket' },
@@ -112,6 +114,8 @@ export async function runAgent(argv: string[], deps: AgentMainDeps = {}): Promis
   if (!Number.isInteger(maxConnections) || maxConnections < 1) throw new SkeinError(AgentCode.Usage, `--max-connections must be a whole number above 0, got "${values['max-connections']}"`);
   const maxSeries = Number(values['metrics-max-series']);
   if (!Number.isInteger(maxSeries) || maxSeries < 1) throw new SkeinError(AgentCode.Usage, `--metrics-max-series must be a whole number above 0, got "${values['metrics-max-series']}"`);
+  const requestMetrics = values['request-metrics'];
+  if (requestMetrics !== 'on' && requestMetrics !== 'off') throw new SkeinError(AgentCode.Usage, `--request-metrics must be on or off, got "${requestMetrics}"`);
   const log = createLogger({ base: { component: 'agent', node }, ...(values['log-file'] ? { file: values['log-file'] } : {}), ...(values['log-level'] ? { level: values['log-level'] } : {}) });
   const rootsPem = pemBlocks(await readFile(need(values['ca-root-file'], '--ca-root-file'), 'utf8'));
   const tokenFile = need(values['token-file'], '--token-file');
@@ -154,7 +158,7 @@ export async function runAgent(argv: string[], deps: AgentMainDeps = {}): Promis
     upgradeProtocols,
     maxConnectionsPerListener: maxConnections,
     ...(auditLog ? { auditLog } : {}),
-    istioMetrics: new IstioMetrics({ registry, maxSeries }),
+    ...(requestMetrics === 'on' ? { istioMetrics: new IstioMetrics({ registry, maxSeries }) } : {}),
   });
   registerAgentMetrics(registry, {
     capture,

@@ -20,6 +20,7 @@
  *   BENCH_MODES=direct-http,skein-l4,...  run only these modes (bulk runs when its modes are chosen)
  *   BENCH_RATES=1000,5000   BENCH_OPEN_S=8   BENCH_CLOSED_S=6   BENCH_BULK_S=4   BENCH_NO_MESH=1
  *   BENCH_AGENT_NODE_OPTIONS='--cpu-prof --cpu-prof-dir=DIR'   NODE_OPTIONS of the agents (profiles)
+ *   BENCH_AGENT_ARGS='--request-metrics off'   extra agent arguments (e.g. the cost of metrics: run twice)
  *   BENCH_NICE=-10   run the bench and everything it starts at this nice level (on a machine
  *                    shared with other work; off by default: it takes CPU from that work)
  *
@@ -173,12 +174,14 @@ async function main() {
   const up = async (mesh) => {
     // Profiling: BENCH_AGENT_NODE_OPTIONS='--cpu-prof --cpu-prof-dir=/tmp/prof' (written when the agents stop).
     const agentOptions = env('BENCH_AGENT_NODE_OPTIONS', '');
+    const agentArgs = env('BENCH_AGENT_ARGS', '').split(/\s+/).filter(Boolean);
     const r = await lab.labUp({
       scenarioFile,
       ownerPid: process.pid,
       mesh,
       progress: (l) => log(l),
       ...(agentOptions ? { agentEnv: { NODE_OPTIONS: agentOptions } } : {}),
+      ...(agentArgs.length ? { agentArgs } : {}),
     });
     onCleanup(async () => {
       if (agentOptions.includes('--cpu-prof')) {

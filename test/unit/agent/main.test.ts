@@ -20,6 +20,7 @@ t.test('the agent refuses an incomplete command line before touching anything', 
       message: /--max-connections must be a whole number above 0/,
     });
   }
+  await t.rejects(runAgent(['--node', 'n1', '--config-folder', '/tmp', '--request-metrics', 'maybe']), { code: 'SKEIN_AGENT_USAGE', message: /--request-metrics must be on or off/ });
 });
 
 t.test('admin, metrics and readiness addresses', async (t) => {
