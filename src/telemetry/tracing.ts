@@ -8,7 +8,7 @@
  * sampled flag is obeyed; a request without context starts a trace with probability `sampling`.
  *
  * Context out (sampled requests only): the request sent on carries the new span as its parent
- * — `traceparent` always, and `b3` / `x-b3-*` rewritten too when the request came with them;
+ * — `traceparent` always, and `b3` / `x-b3-*` rewritten too when the request carries them;
  * `tracestate` passes unchanged. So the destination's server span is the client span's child,
  * and the app at the destination sees the SERVER span as its parent (Envoy's behaviour).
  *
@@ -56,7 +56,7 @@ export interface ParentContext {
   spanId: string;
   sampled: boolean;
   tracestate?: string;
-  /** The B3 form it came in, when it was B3 (rewritten in the same form). */
+  /** The B3 form it came in, when it was B3. */
   b3?: 'single' | 'multi';
 }
 
@@ -244,11 +244,12 @@ export class Tracing {
     const span = this.tracer.startSpan('HTTP', { kind }, ctx);
     const sc = span.spanContext();
     setHeader(h, raw, 'traceparent', `00-${sc.traceId}-${sc.spanId}-01`);
-    if (parent?.b3 === 'single') setHeader(h, raw, 'b3', `${sc.traceId}-${sc.spanId}-1`);
-    else if (parent?.b3 === 'multi') {
+    // B3 forms the request carries are kept in step (an app reading B3 sees the same parent).
+    if (h.b3 !== undefined) setHeader(h, raw, 'b3', `${sc.traceId}-${sc.spanId}-1`);
+    if (h['x-b3-traceid'] !== undefined) {
       setHeader(h, raw, 'x-b3-traceid', sc.traceId);
       setHeader(h, raw, 'x-b3-spanid', sc.spanId);
-      setHeader(h, raw, 'x-b3-parentspanid', parent.spanId);
+      if (parent) setHeader(h, raw, 'x-b3-parentspanid', parent.spanId);
       setHeader(h, raw, 'x-b3-sampled', '1');
     }
     const ct = one(h['content-type']);
