@@ -23,7 +23,8 @@ import type { AuditLog } from '../policy/audit-log.js';
 import { appConnectorOver, directConnectOver } from '../proxy/netns-sockets.js';
 import { OutboundProxy } from '../proxy/outbound/outbound-proxy.js';
 import { TunnelPool } from '../proxy/tunnel/tunnel-pool.js';
-import type { Logger } from '../telemetry/log.js';
+import type { AccessLogPolicy, Logger } from '../telemetry/log.js';
+import type { Tracing } from '../telemetry/tracing.js';
 import type { IstioMetrics } from '../telemetry/istio-metrics.js';
 import { RequestTelemetry } from './request-telemetry.js';
 import { AgentCode } from './codes.js';
@@ -51,6 +52,12 @@ export interface NodeAgentOptions {
   auditLog?: AuditLog;
   /** Istio's standard request and TCP metrics, fed by both proxies' records; absent: none. */
   istioMetrics?: IstioMetrics;
+  /** Client and server spans of sampled requests, exported over OTLP; absent: no tracing. */
+  tracing?: Tracing;
+  /** Generate `x-request-id` on requests whose app sent none (Envoy's behaviour). */
+  requestIds?: boolean;
+  /** Which access-log lines both proxies write (default: all). */
+  accessLog?: AccessLogPolicy;
 }
 
 export interface AgentPodStatus {
@@ -120,6 +127,8 @@ export class NodeAgent {
       app: appConnectorOver(sockets),
       // Same-node HTTP/2 sessions (outbound -> inbound) on kernel socket pairs.
       socketPair: () => capture.socketPair(),
+      ...(opts.tracing ? { tracing: opts.tracing } : {}),
+      ...(opts.accessLog ? { accessLog: opts.accessLog } : {}),
     });
     // One agent carries every local pod's connections: a source/destination pair may need
     // thousands of concurrent streams (100 per session), so sessions per key are not the limit.
@@ -135,6 +144,9 @@ export class NodeAgent {
       // from the source pod's netns, so it carries the pod's address as before capture.
       connectDirect: directConnectOver(sockets),
       ...(telemetry ? { onRecord: (rec) => telemetry.outbound(rec) } : {}),
+      ...(opts.tracing ? { tracing: opts.tracing } : {}),
+      ...(opts.requestIds ? { requestIds: true } : {}),
+      ...(opts.accessLog ? { accessLog: opts.accessLog } : {}),
     });
     this.store.subscribe(() => this.schedule());
   }

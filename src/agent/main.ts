@@ -25,6 +25,7 @@ import { AgentCode } from './codes.js';
 import { KubeletPodNetnsLocator } from './pod-netns.js';
 import { registerAgentMetrics } from './metrics.js';
 import { DEFAULT_MAX_SERIES, IstioMetrics } from '../telemetry/istio-metrics.js';
+import { type OtlpProtocol, otlpExporter, Tracing } from '../telemetry/tracing.js';
 
 export const AGENT_USAGE = `usage: skein agent --node NAME (--controller H:P | --config-folder DIR) --ca-root-file FILE --token-file FILE [options]
 
@@ -53,11 +54,29 @@ export const AGENT_USAGE = `usage: skein agent --node NAME (--controller H:P | -
   --upgrade-protocols L  HTTP/1 Upgrade protocols piped after a 101, comma list (default websocket;
                          others, h2c included, are served as plain HTTP/1.1 requests)
   --log-file FILE        JSON log lines go here (default stderr)
+  --access-log on|off    one JSON line per request and connection (default on)
+  --access-log-sampling P  write this fraction (0..1) of successful requests' lines; failures
+                         always (default 1)
+  --request-id generate|passthrough  add x-request-id to requests whose app sent none, as
+                         Envoy does (default generate)
+  --otlp-endpoint URL    trace: export spans over OTLP to URL (default $SKEIN_OTLP_ENDPOINT; none:
+                         no tracing), e.g. http://collector:4317 (grpc) or
+                         http://collector:4318/v1/traces (http/protobuf)
+  --otlp-protocol P      grpc or http/protobuf (default grpc)
+  --trace-sampling P     probability (0..1) that a request without a sampled trace context starts
+                         a trace (default 0: only requests whose app sent a sampled context)
   --audit-log FILE       hash-chained audit trail of authorization: every DENY, AUDIT and dry-run
                          match (default /var/log/skein/audit.log; "off" for none); check it with
                          skein audit verify FILE...`;
 
 const STOP_GRACE_MS = 5000;
+
+/** A 0..1 flag value. */
+function fraction(v: string, flag: string): number {
+  const n = Number(v);
+  if (v.trim() === '' || !(n >= 0 && n <= 1)) throw new SkeinError(AgentCode.Usage, `${flag} must be a number within 0..1, got "${v}"`);
+  return n;
+}
 
 /** What the command line wires in from rooms the agent does not import. */
 export interface AgentMainDeps {
@@ -96,6 +115,12 @@ export async function runAgent(argv: string[], deps: AgentMainDeps = {}): Promis
       'upgrade-protocols': { type: 'string', default: 'websocket' },
       'log-file': { type: 'string' },
       'log-level': { type: 'string' },
+      'access-log': { type: 'string', default: 'on' },
+      'access-log-sampling': { type: 'string', default: '1' },
+      'request-id': { type: 'string', default: 'generate' },
+      'otlp-endpoint': { type: 'string', default: process.env.SKEIN_OTLP_ENDPOINT },
+      'otlp-protocol': { type: 'string', default: 'grpc' },
+      'trace-sampling': { type: 'string', default: '0' },
       'audit-log': { type: 'string', default: '/var/log/skein/audit.log' },
       help: { type: 'boolean', default: false },
     },
@@ -116,6 +141,12 @@ export async function runAgent(argv: string[], deps: AgentMainDeps = {}): Promis
   if (!Number.isInteger(maxSeries) || maxSeries < 1) throw new SkeinError(AgentCode.Usage, `--metrics-max-series must be a whole number above 0, got "${values['metrics-max-series']}"`);
   const requestMetrics = values['request-metrics'];
   if (requestMetrics !== 'on' && requestMetrics !== 'off') throw new SkeinError(AgentCode.Usage, `--request-metrics must be on or off, got "${requestMetrics}"`);
+  const accessLog = values['access-log'];
+  if (accessLog !== 'on' && accessLog !== 'off') throw new SkeinError(AgentCode.Usage, `--access-log must be on or off, got "${accessLog}"`);
+  const accessLogSampling = fraction(values['access-log-sampling']!, '--access-log-sampling');
+  const requestId = values['request-id'];
+  if (requestId !== 'generate' && requestId !== 'passthrough') throw new SkeinError(AgentCode.Usage, `--request-id must be generate or passthrough, got "${requestId}"`);
+  const traceSampling = fraction(values['trace-sampling']!, '--trace-sampling');
   const log = createLogger({ base: { component: 'agent', node }, ...(values['log-file'] ? { file: values['log-file'] } : {}), ...(values['log-level'] ? { level: values['log-level'] } : {}) });
   const rootsPem = pemBlocks(await readFile(need(values['ca-root-file'], '--ca-root-file'), 'utf8'));
   const tokenFile = need(values['token-file'], '--token-file');
@@ -147,6 +178,15 @@ export async function runAgent(argv: string[], deps: AgentMainDeps = {}): Promis
     .split(',')
     .map((p) => p.trim())
     .filter((p) => p !== '');
+  // Tracing: only with an OTLP endpoint; nothing about requests changes without one.
+  const tracing = values['otlp-endpoint']
+    ? new Tracing({
+        sampling: traceSampling,
+        exporter: otlpExporter(values['otlp-endpoint'], values['otlp-protocol'] as OtlpProtocol, log),
+        resource: { 'k8s.node.name': node },
+      })
+    : undefined;
+  if (tracing) log.info({ endpoint: values['otlp-endpoint'], protocol: values['otlp-protocol'], sampling: traceSampling }, 'tracing on');
   const auditLog = values['audit-log'] === 'off' ? undefined : new AuditLog(values['audit-log']!);
   const agent = new NodeAgent({
     node,
@@ -159,6 +199,9 @@ export async function runAgent(argv: string[], deps: AgentMainDeps = {}): Promis
     maxConnectionsPerListener: maxConnections,
     ...(auditLog ? { auditLog } : {}),
     ...(requestMetrics === 'on' ? { istioMetrics: new IstioMetrics({ registry, maxSeries }) } : {}),
+    ...(tracing ? { tracing } : {}),
+    requestIds: requestId === 'generate',
+    ...(accessLog === 'off' || accessLogSampling < 1 ? { accessLog: { enabled: accessLog === 'on', sampling: accessLogSampling } } : {}),
   });
   registerAgentMetrics(registry, {
     capture,
@@ -208,6 +251,7 @@ export async function runAgent(argv: string[], deps: AgentMainDeps = {}): Promis
     process.exit(0);
   }, STOP_GRACE_MS);
   await agent.stop();
+  await tracing?.shutdown().catch(() => {});
   await stopAdmin();
   issuer.close();
   clearTimeout(deadline);

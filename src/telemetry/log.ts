@@ -70,3 +70,17 @@ export function writeAccessLine(log: Logger, level: 'info' | 'warn', msg: string
   }
   stream.write(`{"level":${LEVEL_VALUE[level]},"time":"${new Date().toISOString()}"${bindings},"access":${JSON.stringify(rec)},"msg":${JSON.stringify(msg)}}\n`);
 }
+
+/** Which access-log lines an agent writes: none when off; a fraction of successful ones when sampled (failures always). */
+export interface AccessLogPolicy {
+  enabled: boolean;
+  /** Probability that a successful request's line is written (0..1); failed ones always are. */
+  sampling: number;
+}
+
+/** Whether this line is written under `policy` (absent: every line). */
+export function accessLogAdmits(policy: AccessLogPolicy | undefined, failed: boolean): boolean {
+  if (!policy) return true;
+  if (!policy.enabled) return false;
+  return failed || policy.sampling >= 1 || Math.random() < policy.sampling;
+}

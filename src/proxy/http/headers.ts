@@ -5,7 +5,10 @@
  * outside an upgrade), keeps Host / :authority exactly as the client wrote them, and adds no
  * X-Forwarded-* of its own: the app called a Service over plaintext HTTP and the server should
  * see exactly that. Who the caller is travels on the tunnel (the source certificate), where
- * it cannot be forged by a header, and the inbound side attaches it.
+ * it cannot be forged by a header, and the inbound side attaches it. Two fields are the
+ * exception, as in Envoy/Istio and only when the agent is told to: `x-request-id` (generated
+ * when the app sent none; `--request-id passthrough` turns that off) and, for sampled traces,
+ * `traceparent`/B3 rewritten to the mesh's spans (trace-hook.ts).
  *
  * `skein-*` fields are reserved for the hop between two agents (mesh-headers.ts): an app may
  * not send them (they are removed from every request and response the proxy relays, like

@@ -31,7 +31,8 @@ import { h1ClientSide } from './client-side.js';
 import { ManagedExchange } from './managed-exchange.js';
 import type { RefusalLog } from './refusals.js';
 import { MeshHeader } from './mesh-headers.js';
-import { type MeshRequestOpener, type RequestInfo, type RoutedConnection, type UpstreamChoice, upstreamFailure, upstreamFields } from './types.js';
+import { type TraceHook, traceFields } from './trace-hook.js';
+import { type HttpRequestRecord, type MeshRequestOpener, type RequestInfo, type RoutedConnection, type UpstreamChoice, upstreamFailure, upstreamFields } from './types.js';
 import { OPENER_OPTION, type UpstreamPool } from './upstream-pool.js';
 import { HttpCode, OutboundCode } from '../codes.js';
 
@@ -48,6 +49,8 @@ export interface Http1Options {
   checkIntervalMs?: number;
   /** `Upgrade` protocols that may become a byte pipe after a 101 (case-insensitive). Default ['websocket']. */
   upgradeProtocols?: readonly string[];
+  /** Request ids and client spans (trace-hook.ts); absent: requests pass as they are. */
+  traceHook?: TraceHook;
 }
 
 const kConn = Symbol('skein.routedConnection');
@@ -61,6 +64,7 @@ export class Http1Forwarder {
   private readonly server: http.Server;
   private readonly upgradeProtocols: ReadonlySet<string>;
   private readonly managed: ManagedExchange;
+  private readonly traceHook: TraceHook | undefined;
 
   constructor(
     private readonly pool: UpstreamPool,
@@ -69,6 +73,7 @@ export class Http1Forwarder {
     opts: Http1Options = {},
   ) {
     this.managed = new ManagedExchange(pool, log);
+    this.traceHook = opts.traceHook;
     this.upgradeProtocols = new Set((opts.upgradeProtocols ?? ['websocket']).map((p) => p.toLowerCase()));
     const headersTimeout = opts.headersTimeoutMs ?? 30_000;
     const requestTimeout = opts.requestTimeoutMs ?? 0;
@@ -151,6 +156,7 @@ export class Http1Forwarder {
 
   private onRequest(req: http.IncomingMessage, res: http.ServerResponse): void {
     const conn = (req.socket as SocketWithConn)[kConn];
+    const span = conn ? this.traceHook?.start(req.headers, req.rawHeaders) : undefined;
     const choice = conn?.choose(requestInfoOf(req));
     if (conn) {
       const started = performance.now();
@@ -158,7 +164,7 @@ export class Http1Forwarder {
       res.once('close', () => {
         const plan = choice?.plan;
         const flags = !choice ? 'UH' : plan && plan.flags.length > 0 ? plan.flags.join(',') : res.headersSent ? '' : 'DC';
-        conn.recordRequest({
+        const rec: HttpRequestRecord = {
           protocol: 'http1',
           method: req.method ?? '',
           path: req.url ?? '',
@@ -171,7 +177,10 @@ export class Http1Forwarder {
           ...(plan?.tries && plan.tries > 1 ? { attempts: plan.tries } : {}),
           requestBytes: bytes.request,
           responseBytes: bytes.response,
-        });
+        };
+        if (this.traceHook) traceFields(rec, req.headers, span);
+        if (span) rec.span = span;
+        conn.recordRequest(rec);
       });
     }
     if (!conn || !choice) {
@@ -383,13 +392,14 @@ export class Http1Forwarder {
    */
   private onUpgrade(req: http.IncomingMessage, socket: Socket, head: Buffer): void {
     const conn = (socket as SocketWithConn)[kConn];
+    const span = conn ? this.traceHook?.start(req.headers, req.rawHeaders) : undefined;
     const choice = conn?.choose(requestInfoOf(req));
     const started = performance.now();
     let recorded = false;
     const record = (status: number): void => {
       if (recorded || !conn) return;
       recorded = true;
-      conn.recordRequest({
+      const rec: HttpRequestRecord = {
         protocol: 'http1',
         method: req.method ?? '',
         path: req.url ?? '',
@@ -397,7 +407,10 @@ export class Http1Forwarder {
         status,
         ...(choice ? upstreamFields(choice) : {}),
         durationMs: Math.round(performance.now() - started),
-      });
+      };
+      if (this.traceHook) traceFields(rec, req.headers, span);
+      if (span) rec.span = span;
+      conn.recordRequest(rec);
     };
     if (!conn || !choice) {
       this.refusals.refuse(OutboundCode.NoHealthyUpstream, { ...this.fields(socket), path: req.url }, 'no healthy upstream');

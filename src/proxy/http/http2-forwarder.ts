@@ -21,7 +21,8 @@ import { countBodyBytes } from './body-bytes.js';
 import { h2ClientSide } from './client-side.js';
 import { ManagedExchange } from './managed-exchange.js';
 import type { RefusalLog } from './refusals.js';
-import { type RoutedConnection, upstreamFields } from './types.js';
+import { type TraceHook, traceFields } from './trace-hook.js';
+import { type HttpRequestRecord, type RoutedConnection, upstreamFields } from './types.js';
 import type { UpstreamPool } from './upstream-pool.js';
 import { HttpCode, OutboundCode } from '../codes.js';
 
@@ -38,6 +39,8 @@ export interface Http2Options {
   resetWindowMs?: number;
   /** Close client sessions idle this long (ms); 0 = never. Default 0. */
   idleTimeoutMs?: number;
+  /** Request ids and client spans (trace-hook.ts); absent: requests pass as they are. */
+  traceHook?: TraceHook;
 }
 
 /** Per-session state, allocated with the session, small on purpose. */
@@ -54,6 +57,7 @@ export class Http2Forwarder {
   private readonly guard: H2AbuseGuard;
   private readonly relay: H2Relay;
   private readonly managed: ManagedExchange;
+  private readonly traceHook: TraceHook | undefined;
 
   constructor(
     pool: UpstreamPool,
@@ -63,6 +67,7 @@ export class Http2Forwarder {
   ) {
     this.relay = new H2Relay(pool, log);
     this.managed = new ManagedExchange(pool, log);
+    this.traceHook = opts.traceHook;
     this.guard = new H2AbuseGuard({
       maxResetsPerWindow: opts.maxClientResetsPerWindow ?? 200,
       windowMs: opts.resetWindowMs ?? 1000,
@@ -127,6 +132,7 @@ export class Http2Forwarder {
       return;
     }
     const conn = state.conn;
+    const span = this.traceHook?.start(headers);
     const choice = conn.choose({
       method: String(headers[':method'] ?? ''),
       path: String(headers[':path'] ?? ''),
@@ -139,7 +145,7 @@ export class Http2Forwarder {
       const plan = choice?.plan;
       const outcome = streamOutcome(stream);
       const flags = !choice ? 'UH' : plan && plan.flags.length > 0 ? plan.flags.join(',') : outcome.status === 0 ? 'DC' : '';
-      conn.recordRequest({
+      const rec: HttpRequestRecord = {
         protocol: 'http2',
         method: String(headers[':method'] ?? ''),
         path: String(headers[':path'] ?? ''),
@@ -152,7 +158,10 @@ export class Http2Forwarder {
         ...(plan?.tries && plan.tries > 1 ? { attempts: plan.tries } : {}),
         requestBytes: bytes.request,
         responseBytes: bytes.response,
-      });
+      };
+      if (this.traceHook) traceFields(rec, headers, span);
+      if (span) rec.span = span;
+      conn.recordRequest(rec);
     });
     if (!choice) {
       this.refusals.refuse(OutboundCode.NoHealthyUpstream, { ...conn.logFields(), path: headers[':path'] }, 'no healthy upstream');

@@ -6,7 +6,9 @@
 import type { IncomingHttpHeaders } from 'node:http';
 import type { ClientHttp2Stream, ClientSessionRequestOptions, OutgoingHttpHeaders } from 'node:http2';
 import type { Duplex } from 'node:stream';
+import type { RequestSpan } from '../../telemetry/tracing.js';
 import { OutboundCode, TunnelCode } from '../codes.js';
+import type { TraceFields } from './trace-hook.js';
 
 /** Opens one HTTP/2 request stream (headers as given, `skein-*` included) to an agent. */
 export type MeshRequestOpener = (
@@ -138,7 +140,7 @@ export interface RequestInfo {
 }
 
 /** What the HTTP side knows about one finished request. */
-export interface HttpRequestRecord {
+export interface HttpRequestRecord extends TraceFields {
   protocol: HttpVersion;
   method: string;
   path: string;
@@ -162,6 +164,8 @@ export interface HttpRequestRecord {
   /** Request body bytes the client sent, and response body bytes sent back to it. */
   requestBytes?: number;
   responseBytes?: number;
+  /** The source agent's client span, to be ended with the full record (never logged as such). */
+  span?: RequestSpan;
 }
 
 /** How a failed upstream request is answered: status, gRPC status, text. */

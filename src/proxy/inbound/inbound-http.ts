@@ -33,6 +33,8 @@ import { deadline } from '../deadline.js';
 import { noop } from '../noop.js';
 import type { AppConnector } from './types.js';
 import { countBodyBytes } from '../http/body-bytes.js';
+import { traceFields } from '../http/trace-hook.js';
+import type { Tracing } from '../../telemetry/tracing.js';
 
 const { NGHTTP2_REFUSED_STREAM } = http2.constants;
 
@@ -126,6 +128,8 @@ export interface InboundHttpOptions {
    * `requestLocal` cannot be used.
    */
   socketPair?: () => [Duplex, Duplex];
+  /** Server spans of sampled requests (telemetry/tracing.ts); absent: none. */
+  tracing?: Tracing;
 }
 
 /** The app port of a local pod as an upstream: one per (pod, port), reused by every request. */
@@ -264,6 +268,8 @@ export class InboundHttp {
     addresses: ReadonlySet<string>,
   ): void {
     const started = performance.now();
+    // First, so that a refused request has its span too, and the app sees the server span as its parent.
+    const span = this.opts.tracing?.startServer(headers);
     const bytes = countBodyBytes(stream);
     const grpc = isGrpc(headers);
     const appProtocol = appProtocolOf(headers[MeshHeader.Protocol]);
@@ -277,7 +283,9 @@ export class InboundHttp {
       rec.responseBytes = bytes.response;
       flag ??= rec.status === 0 ? ResponseFlag.DownstreamConnectionTermination : undefined;
       if (flag) rec.responseFlags = flag;
+      traceFields(rec, headers, span);
       this.opts.onRequest(rec);
+      if (span) this.opts.tracing?.endServer(span, rec);
     });
     if (port === 'malformed' || !appProtocol) {
       this.stats.malformed++;

@@ -16,7 +16,8 @@ import { type Duplex, duplexPair } from 'node:stream';
 import type { SpiffeId, Workload } from '../../config/model.js';
 import { SkeinError, hasCode, messageOf } from '../../errors.js';
 import { ResponseFlag } from '../../telemetry/istio-metrics.js';
-import { type Logger, silentLogger, writeAccessLine } from '../../telemetry/log.js';
+import { type AccessLogPolicy, accessLogAdmits, type Logger, silentLogger, writeAccessLine } from '../../telemetry/log.js';
+import type { Tracing } from '../../telemetry/tracing.js';
 import { type PipeResult, pipeBidirectional } from '../tcp/l4-pipe.js';
 import type { AppConnector, LocalInbound } from './types.js';
 import { TunnelCode } from '../codes.js';
@@ -118,6 +119,10 @@ export interface InboundProxyOptions {
   socketPair?: () => [Duplex, Duplex];
   /** Telemetry hook: called once per HTTP request served (or refused) here, reporter destination. */
   onRequest?: (rec: InboundRequestRecord) => void;
+  /** Server spans of sampled HTTP requests (telemetry/tracing.ts); absent: none. */
+  tracing?: Tracing;
+  /** Which access-log lines are written (default: all). */
+  accessLog?: AccessLogPolicy;
 }
 
 export interface InboundStats {
@@ -143,6 +148,7 @@ export class InboundProxy implements LocalInbound {
   readonly stats: InboundStats;
   /** The L7 side: request streams from other agents and from this agent's outbound side. */
   readonly http: InboundHttp;
+  private readonly accessLog: AccessLogPolicy | undefined;
 
   constructor(opts: InboundProxyOptions) {
     this.app = opts.app;
@@ -165,7 +171,9 @@ export class InboundProxy implements LocalInbound {
       onRequest: (rec) => this.emitRequest(rec),
       ...(opts.rateLimit ? { rateLimit: opts.rateLimit } : {}),
       ...(opts.socketPair ? { socketPair: opts.socketPair } : {}),
+      ...(opts.tracing ? { tracing: opts.tracing } : {}),
     });
+    this.accessLog = opts.accessLog;
     if (!opts.socketPair) this.requestLocal = undefined;
     this.stats = { active: 0, served: 0, refused: 0, unavailable: 0, http: this.http.stats };
   }
@@ -192,7 +200,7 @@ export class InboundProxy implements LocalInbound {
 
   private emitRequest(rec: InboundRequestRecord): void {
     const failed = rec.status === 0 || rec.status >= 500 || rec.reason !== undefined;
-    writeAccessLine(this.log, failed ? 'warn' : 'info', 'inbound request', rec);
+    if (accessLogAdmits(this.accessLog, failed)) writeAccessLine(this.log, failed ? 'warn' : 'info', 'inbound request', rec);
     try {
       this.onRequest?.(rec);
     } catch (err) {
@@ -355,7 +363,7 @@ export class InboundProxy implements LocalInbound {
   private emit(rec: InboundConnectionRecord): void {
     // One access-log line per connection.
     const level = rec.status === 200 ? 'info' : 'warn';
-    writeAccessLine(this.log, level, 'inbound connection', rec);
+    if (accessLogAdmits(this.accessLog, level === 'warn')) writeAccessLine(this.log, level, 'inbound connection', rec);
     try {
       this.onConnection?.(rec);
     } catch (err) {

@@ -17,7 +17,9 @@ import type { Endpoint, SpiffeId, Workload } from '../../config/model.js';
 import type { ConfigStore } from '../../config/store.js';
 import { messageOf } from '../../errors.js';
 import type { Logger } from '../../telemetry/log.js';
-import { silentLogger, writeAccessLine } from '../../telemetry/log.js';
+import { type AccessLogPolicy, accessLogAdmits, silentLogger, writeAccessLine } from '../../telemetry/log.js';
+import type { Tracing } from '../../telemetry/tracing.js';
+import { TraceHook } from '../http/trace-hook.js';
 import { sniffProtocol } from '../detect/sniff.js';
 import { type Http1Options, Http1Forwarder } from '../http/http1-forwarder.js';
 import { type Http2Options, Http2Forwarder } from '../http/http2-forwarder.js';
@@ -58,6 +60,12 @@ export interface OutboundProxyOptions extends EndpointConnectorOptions {
   onRecord?: (rec: OutboundRecord) => void;
   /** Routing hook: where each request or connection goes. Default: a TrafficRouter on `store`. */
   router?: RequestRouter;
+  /** Client spans of sampled requests (telemetry/tracing.ts); absent: none. */
+  tracing?: Tracing;
+  /** Generate `x-request-id` on requests that carry none (Envoy's behaviour). Default false (the agent turns it on). */
+  requestIds?: boolean;
+  /** Which access-log lines are written (default: all). */
+  accessLog?: AccessLogPolicy;
 }
 
 /** One finished outbound request (L7) or connection (L4): access log line and telemetry hook. */
@@ -98,6 +106,10 @@ export interface OutboundRecord {
   /** HTTP: request and response body bytes (Istio's request/response sizes). */
   requestBytes?: number;
   responseBytes?: number;
+  /** HTTP: trace id (this request's span's, or the app's on an unsampled request), this agent's span id, x-request-id. */
+  traceId?: string;
+  spanId?: string;
+  requestId?: string;
 }
 
 export interface OutboundStats {
@@ -189,7 +201,11 @@ class Routed implements RoutedConnection {
     if (r.attempts !== undefined) rec.attempts = r.attempts;
     if (r.requestBytes !== undefined) rec.requestBytes = r.requestBytes;
     if (r.responseBytes !== undefined) rec.responseBytes = r.responseBytes;
+    if (r.traceId !== undefined) rec.traceId = r.traceId;
+    if (r.spanId !== undefined) rec.spanId = r.spanId;
+    if (r.requestId !== undefined) rec.requestId = r.requestId;
     this.proxy.emitRecord(rec);
+    if (r.span) this.proxy.tracing?.endClient(r.span, rec);
   }
 }
 
@@ -207,6 +223,7 @@ export class OutboundProxy {
   private readonly opts: OutboundProxyOptions;
   private readonly unsubscribe: () => void;
   private readonly counts = { http1: 0, http2: 0, tcp: 0, passthrough: 0, refused: 0 };
+  readonly tracing: Tracing | undefined;
 
   constructor(opts: OutboundProxyOptions) {
     this.opts = opts;
@@ -218,8 +235,10 @@ export class OutboundProxy {
     this.make = (source, route, plan) => (this.connector.servesRequests(route.endpoint) ? new MeshChoice(this, source, route, plan) : new Choice(this, source, route, plan));
     this.refusals = new RefusalLog(this.log);
     this.pool = new UpstreamPool({ ...opts.upstream, logger: this.log });
-    this.h1 = new Http1Forwarder(this.pool, this.refusals, this.log, opts.http1);
-    this.h2 = new Http2Forwarder(this.pool, this.refusals, this.log, opts.http2);
+    this.tracing = opts.tracing;
+    const traceHook = opts.tracing || opts.requestIds ? new TraceHook(opts.tracing, opts.requestIds === true) : undefined;
+    this.h1 = new Http1Forwarder(this.pool, this.refusals, this.log, traceHook ? { ...opts.http1, traceHook } : opts.http1);
+    this.h2 = new Http2Forwarder(this.pool, this.refusals, this.log, traceHook ? { ...opts.http2, traceHook } : opts.http2);
     this.unsubscribe = this.store.subscribe((_diff, snapshot) => {
       // Upstreams to endpoints that left the config are closed (gracefully for HTTP/2)...
       const live = new Set<string>();
@@ -377,7 +396,7 @@ export class OutboundProxy {
   /** One access-log line and the telemetry hook, per finished request or connection. */
   emitRecord(rec: OutboundRecord): void {
     const failed = rec.status === 0 || (rec.status !== undefined && rec.status >= 500);
-    writeAccessLine(this.log, failed ? 'warn' : 'info', 'outbound', rec);
+    if (accessLogAdmits(this.opts.accessLog, failed)) writeAccessLine(this.log, failed ? 'warn' : 'info', 'outbound', rec);
     try {
       this.opts.onRecord?.(rec);
     } catch (err) {
