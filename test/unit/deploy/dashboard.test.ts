@@ -167,3 +167,40 @@ t.test('the health dashboard uses only metrics, labels and flags the code regist
   );
   t.ok(checked.ok, `promtool parses all ${exprs.length} expressions`, { diagnostic: true, output: checked.out });
 });
+
+t.test('Istio\'s request metrics carry the labels the README lists for Istio\'s dashboards, and not the ones it says are missing', async (t) => {
+  const agent = agentRegistry();
+  t.teardown(agent.close);
+  const fams = families(await agent.registry.metrics(), agent.registry);
+  const filled = [
+    'reporter',
+    'source_workload',
+    'source_workload_namespace',
+    'source_principal',
+    'source_app',
+    'source_version',
+    'destination_workload',
+    'destination_workload_namespace',
+    'destination_principal',
+    'destination_app',
+    'destination_version',
+    'destination_service',
+    'destination_service_name',
+    'destination_service_namespace',
+    'request_protocol',
+    'response_code',
+    'grpc_response_status',
+    'response_flags',
+    'connection_security_policy',
+  ];
+  const missing = ['source_canonical_service', 'source_canonical_revision', 'destination_canonical_service', 'destination_canonical_revision', 'source_cluster', 'destination_cluster'];
+  for (const name of ['istio_requests_total', 'istio_request_duration_milliseconds', 'istio_request_bytes', 'istio_response_bytes']) {
+    const labels = [...(fams.get(name)?.labels ?? [])].filter((l) => l !== 'le').sort();
+    t.same(labels, [...filled].sort(), `${name}: Istio's standard labels`);
+    for (const l of missing) t.notOk(labels.includes(l), `${name}: no ${l}`);
+  }
+  const tcp = filled.filter((l) => l !== 'response_code' && l !== 'grpc_response_status').sort();
+  for (const name of ['istio_tcp_sent_bytes_total', 'istio_tcp_received_bytes_total', 'istio_tcp_connections_opened_total', 'istio_tcp_connections_closed_total']) {
+    t.same([...(fams.get(name)?.labels ?? [])].sort(), tcp, `${name}: the standard labels without response_code and grpc_response_status`);
+  }
+});
