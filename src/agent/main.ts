@@ -7,6 +7,7 @@ import { CaptureCode } from '../capture/codes.js';
 import { findCgroup2Root, readHostFacts } from '../capture/host.js';
 import { DEFAULT_KUBELET_ROOTS, PodNetnsDiscovery } from '../capture/pod-netns-discovery.js';
 import { DEFAULT_CLUSTER_DOMAIN, DEFAULT_TRUST_DOMAIN } from '../config/model.js';
+import { ComponentPort } from '../config/ports.js';
 import { ControllerConfigSource } from '../config/controller-source.js';
 import { KubeFolderSource } from '../config/kube/folder-source.js';
 import type { ConfigSource } from '../config/source.js';
@@ -43,8 +44,8 @@ export const AGENT_USAGE = `usage: skein agent --node NAME (--controller H:P | -
   --admin-socket PATH    admin API on a unix socket only root can open (default ${DEFAULT_ADMIN_SOCKET})
   --admin H:P            also serve the admin API on TCP, e.g. 127.0.0.1:15000 (default: off; any
                          hostNetwork pod can reach the host's loopback)
-  --metrics H:P          Prometheus metrics (default 0.0.0.0:15020)
-  --ready H:P            readiness (default 0.0.0.0:15021)
+  --metrics H:P          Prometheus metrics at /metrics (default 0.0.0.0:${ComponentPort.AgentMetrics})
+  --ready H:P            readiness at /healthz/ready (default 0.0.0.0:${ComponentPort.AgentReady})
   --metrics-max-series N label sets per Istio metric family; records beyond are counted in
                          skein_metrics_series_dropped_total (default ${DEFAULT_MAX_SERIES})
   --request-metrics on|off  Istio's request and TCP metrics (default on; off: only skein_* health)
@@ -106,8 +107,8 @@ export async function runAgent(argv: string[], deps: AgentMainDeps = {}): Promis
       'kubelet-cgroup-root': { type: 'string', multiple: true },
       'admin-socket': { type: 'string', default: DEFAULT_ADMIN_SOCKET },
       admin: { type: 'string' },
-      metrics: { type: 'string', default: '0.0.0.0:15020' },
-      ready: { type: 'string', default: '0.0.0.0:15021' },
+      metrics: { type: 'string', default: `0.0.0.0:${ComponentPort.AgentMetrics}` },
+      ready: { type: 'string', default: `0.0.0.0:${ComponentPort.AgentReady}` },
       'metrics-max-series': { type: 'string', default: String(DEFAULT_MAX_SERIES) },
       'request-metrics': { type: 'string', default: 'on' },
       'cert-ttl': { type: 'string', default: '86400' },
