@@ -25,6 +25,7 @@ import { OutboundProxy } from '../proxy/outbound/outbound-proxy.js';
 import { TunnelPool } from '../proxy/tunnel/tunnel-pool.js';
 import type { Logger } from '../telemetry/log.js';
 import type { IstioMetrics } from '../telemetry/istio-metrics.js';
+import type { MeshTraffic } from '../telemetry/mesh-traffic.js';
 import { RequestTelemetry } from './request-telemetry.js';
 import { AgentCode } from './codes.js';
 import type { PodNetnsLocator } from './pod-netns.js';
@@ -51,6 +52,8 @@ export interface NodeAgentOptions {
   auditLog?: AuditLog;
   /** Istio's standard request and TCP metrics, fed by both proxies' records; absent: none. */
   istioMetrics?: IstioMetrics;
+  /** Per-edge summaries and tap for the controller, fed with the metrics' labels (needs istioMetrics). */
+  traffic?: MeshTraffic;
 }
 
 export interface AgentPodStatus {
@@ -107,7 +110,7 @@ export class NodeAgent {
     const sockets = new PodSockets(capture, (pod) => this.netnsOf(pod));
     this.authorizer = new AgentAuthorizer(this.store, log, opts.auditLog);
     this.rateLimits = new AgentRateLimits(this.store, opts.node);
-    const telemetry = opts.istioMetrics ? new RequestTelemetry(this.store, opts.istioMetrics) : undefined;
+    const telemetry = opts.istioMetrics ? new RequestTelemetry(this.store, opts.istioMetrics, opts.traffic) : undefined;
     this.telemetry = telemetry;
     this.inbound = new InboundProxy({
       ...(telemetry ? { onRequest: (rec) => telemetry.inboundRequest(rec), onConnection: (rec) => telemetry.inboundConnection(rec) } : {}),
@@ -345,6 +348,7 @@ export class NodeAgent {
     await this.tunnels.close();
     this.inbound.close();
     this.telemetry?.close();
+    this.opts.traffic?.close();
     this.opts.certificates.close();
     this.opts.auditLog?.close();
     await this.opts.capture.close();
