@@ -130,6 +130,7 @@ t.test('reports, GetTraffic, the graph page and tap over the config stream', asy
       () => {},
     );
     await until('the new stream runs it', () => late.tapSessions().length === 1);
+    t.equal(c.configServer.taps.size, 1, 'one session, asked of every agent');
     await source.stop();
     session.stop();
     await session.done;
