@@ -113,7 +113,7 @@ function layout(data) {
     (columns[d] = columns[d] || []).push(n);
   }
   const pos = new Map();
-  const W = 190, H = 56, DX = 330, DY = 110;
+  const W = 190, H = 56, DX = 580, DY = 130;
   columns.forEach((col, i) => col.forEach((n, j) => pos.set(n, { x: 30 + i * DX, y: 40 + j * DY, w: W, h: H })));
   const width = 60 + Math.max(1, columns.length) * DX - (DX - W);
   const height = 80 + Math.max(1, ...columns.map((c) => c.length)) * DY;
@@ -145,6 +145,16 @@ function render(data) {
     marker.appendChild(el("path", { d: "M0 0 L10 5 L0 10 z", fill: "#57606a" }));
     defs.appendChild(marker);
     svg.appendChild(defs);
+    // Nodes first: the edges' labels stay readable on top.
+    for (const [name, p] of pos) {
+      const w = data.workloads.find((x) => x.name === name);
+      const g = el("g", { class: "node", "data-name": name, transform: "translate(" + p.x + "," + p.y + ")" });
+      g.appendChild(el("rect", { width: p.w, height: p.h }));
+      g.appendChild(el("text", { x: 10, y: 22 }, name));
+      const sub = w && w.requests ? "in " + rps(w.rps) + " · " + pct(w.success_rate) + " ok" : w && w.outbound_rps ? "out " + rps(w.outbound_rps) : "";
+      g.appendChild(el("text", { class: "sub", x: 10, y: 40 }, sub));
+      svg.appendChild(g);
+    }
     // Edges of the same pair (several protocols) fan out.
     const pairs = new Map();
     for (const e of data.edges) { const k = e.source + ">" + e.destination; pairs.set(k, (pairs.get(k) || []).concat([e])); }
@@ -186,15 +196,6 @@ function render(data) {
       g.addEventListener("click", () => select(id));
       svg.appendChild(g);
     });
-    for (const [name, p] of pos) {
-      const w = data.workloads.find((x) => x.name === name);
-      const g = el("g", { class: "node", "data-name": name, transform: "translate(" + p.x + "," + p.y + ")" });
-      g.appendChild(el("rect", { width: p.w, height: p.h }));
-      g.appendChild(el("text", { x: 10, y: 22 }, name));
-      const sub = w && w.requests ? "in " + rps(w.rps) + " · " + pct(w.success_rate) + " ok" : w && w.outbound_rps ? "out " + rps(w.outbound_rps) : "";
-      g.appendChild(el("text", { class: "sub", x: 10, y: 40 }, sub));
-      svg.appendChild(g);
-    }
     box.replaceChildren(svg);
   }
   renderWorkloads(data);
