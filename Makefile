@@ -21,10 +21,11 @@ ARCH := $(shell uname -m | sed -e 's/x86_64/x86/' -e 's/aarch64/arm64/')
 # libbpf-dev libelf-dev zlib1g-dev pkg-config cmake g++ make (the addon), iproute2 (ip, ss),
 # nftables (Service VIPs), procps (sysctl), util-linux (nsenter), tshark (wire checks),
 # openssl (unit tests, bench certificates), haproxy wrk nghttp2-client curl (bench), jq,
-# prometheus (skein lab up --prometheus and the metrics e2e; the binary, never its service).
+# prometheus (skein lab up --prometheus and the metrics e2e; the binary, never its service),
+# chromium (the graph page e2e renders the controller's service graph in headless Chromium).
 DEB_PACKAGES := clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev pkg-config cmake g++ make \
 	iproute2 nftables iptables procps psmisc util-linux openssl curl jq tshark haproxy wrk \
-	nghttp2-client prometheus
+	nghttp2-client prometheus chromium
 
 .PHONY: all deps deps-deb deps-npm build build-bpf build-native build-ts typecheck lint \
 	test test-unit test-e2e demo bench clean lab-gc

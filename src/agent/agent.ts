@@ -26,6 +26,7 @@ import { TunnelPool } from '../proxy/tunnel/tunnel-pool.js';
 import type { AccessLogPolicy, Logger } from '../telemetry/log.js';
 import type { Tracing } from '../telemetry/tracing.js';
 import type { IstioMetrics } from '../telemetry/istio-metrics.js';
+import type { MeshTraffic } from '../telemetry/mesh-traffic.js';
 import { RequestTelemetry } from './request-telemetry.js';
 import { AgentCode } from './codes.js';
 import type { PodNetnsLocator } from './pod-netns.js';
@@ -58,6 +59,8 @@ export interface NodeAgentOptions {
   requestIds?: boolean;
   /** Which access-log lines both proxies write (default: all). */
   accessLog?: AccessLogPolicy;
+  /** Per-edge summaries and tap for the controller, fed with the metrics' labels (needs istioMetrics). */
+  traffic?: MeshTraffic;
 }
 
 export interface AgentPodStatus {
@@ -114,7 +117,7 @@ export class NodeAgent {
     const sockets = new PodSockets(capture, (pod) => this.netnsOf(pod));
     this.authorizer = new AgentAuthorizer(this.store, log, opts.auditLog);
     this.rateLimits = new AgentRateLimits(this.store, opts.node);
-    const telemetry = opts.istioMetrics ? new RequestTelemetry(this.store, opts.istioMetrics) : undefined;
+    const telemetry = opts.istioMetrics ? new RequestTelemetry(this.store, opts.istioMetrics, opts.traffic) : undefined;
     this.telemetry = telemetry;
     this.inbound = new InboundProxy({
       ...(telemetry ? { onRequest: (rec) => telemetry.inboundRequest(rec), onConnection: (rec) => telemetry.inboundConnection(rec) } : {}),
@@ -357,6 +360,7 @@ export class NodeAgent {
     await this.tunnels.close();
     this.inbound.close();
     this.telemetry?.close();
+    this.opts.traffic?.close();
     this.opts.certificates.close();
     this.opts.auditLog?.close();
     await this.opts.capture.close();

@@ -27,6 +27,7 @@ import { KubeletPodNetnsLocator } from './pod-netns.js';
 import { registerAgentMetrics } from './metrics.js';
 import { DEFAULT_MAX_SERIES, IstioMetrics } from '../telemetry/istio-metrics.js';
 import { type OtlpProtocol, otlpExporter, Tracing } from '../telemetry/tracing.js';
+import { DEFAULT_MAX_EDGES, MeshTraffic } from '../telemetry/mesh-traffic.js';
 
 export const AGENT_USAGE = `usage: skein agent --node NAME (--controller H:P | --config-folder DIR) --ca-root-file FILE --token-file FILE [options]
 
@@ -49,6 +50,12 @@ export const AGENT_USAGE = `usage: skein agent --node NAME (--controller H:P | -
   --metrics-max-series N label sets per Istio metric family; records beyond are counted in
                          skein_metrics_series_dropped_total (default ${DEFAULT_MAX_SERIES})
   --request-metrics on|off  Istio's request and TCP metrics (default on; off: only skein_* health)
+  --traffic-report S     per-edge summaries (requests, errors, latency, bytes, mTLS, denials) to
+                         the controller every S seconds, for skein top and the graph page; tap is
+                         served with them (default 5; 0: neither; needs --controller and
+                         --request-metrics on, whose labels they use)
+  --traffic-max-edges N  edges summarised per report; records of more are counted as dropped
+                         (default ${DEFAULT_MAX_EDGES})
   --cert-ttl SECONDS     requested workload certificate TTL (default 86400)
   --max-connections N    connections each pod's listener (15001, 15006, 15008) holds at once;
                          beyond it new ones are closed and counted (default ${DEFAULT_MAX_CONNECTIONS_PER_LISTENER})
@@ -112,6 +119,8 @@ export async function runAgent(argv: string[], deps: AgentMainDeps = {}): Promis
       'metrics-max-series': { type: 'string', default: String(DEFAULT_MAX_SERIES) },
       'request-metrics': { type: 'string', default: 'on' },
       'cert-ttl': { type: 'string', default: '86400' },
+      'traffic-report': { type: 'string', default: '5' },
+      'traffic-max-edges': { type: 'string', default: String(DEFAULT_MAX_EDGES) },
       'max-connections': { type: 'string', default: String(DEFAULT_MAX_CONNECTIONS_PER_LISTENER) },
       'upgrade-protocols': { type: 'string', default: 'websocket' },
       'log-file': { type: 'string' },
@@ -148,6 +157,10 @@ export async function runAgent(argv: string[], deps: AgentMainDeps = {}): Promis
   const requestId = values['request-id'];
   if (requestId !== 'generate' && requestId !== 'passthrough') throw new SkeinError(AgentCode.Usage, `--request-id must be generate or passthrough, got "${requestId}"`);
   const traceSampling = fraction(values['trace-sampling']!, '--trace-sampling');
+  const trafficReport = Number(values['traffic-report']);
+  if (!Number.isFinite(trafficReport) || trafficReport < 0) throw new SkeinError(AgentCode.Usage, `--traffic-report must be seconds (0: off), got "${values['traffic-report']}"`);
+  const maxEdges = Number(values['traffic-max-edges']);
+  if (!Number.isInteger(maxEdges) || maxEdges < 1) throw new SkeinError(AgentCode.Usage, `--traffic-max-edges must be a whole number above 0, got "${values['traffic-max-edges']}"`);
   const log = createLogger({ base: { component: 'agent', node }, ...(values['log-file'] ? { file: values['log-file'] } : {}), ...(values['log-level'] ? { level: values['log-level'] } : {}) });
   const rootsPem = pemBlocks(await readFile(need(values['ca-root-file'], '--ca-root-file'), 'utf8'));
   const tokenFile = need(values['token-file'], '--token-file');
@@ -165,8 +178,10 @@ export async function runAgent(argv: string[], deps: AgentMainDeps = {}): Promis
   });
   const capture = new CaptureManager({ pinRoot: values['pin-root'], ...(values['bpf-dir'] ? { bpfObjectDir: values['bpf-dir'] } : {}) }, { logger: log });
   // The controller's stream in a cluster; a folder of Kubernetes YAML on one machine.
+  // What this agent sees per edge, for the controller (on the config stream: a controller only).
+  const traffic = values.controller && trafficReport > 0 && requestMetrics === 'on' ? new MeshTraffic({ node, maxEdges }) : undefined;
   const source: ConfigSource = values.controller
-    ? new ControllerConfigSource({ address: values.controller, node, tokenFile, rootsPem, logger: log })
+    ? new ControllerConfigSource({ address: values.controller, node, tokenFile, rootsPem, logger: log, ...(traffic ? { traffic, trafficReportMs: trafficReport * 1000 } : {}) })
     : deps.folderSource
       ? deps.folderSource({ dir: values['config-folder']!, node, trustDomain: values['trust-domain']!, clusterDomain: values['cluster-domain']!, logger: log })
       : new KubeFolderSource({ dir: values['config-folder']!, trustDomain: values['trust-domain']!, clusterDomain: values['cluster-domain']!, logger: log });
@@ -203,6 +218,7 @@ export async function runAgent(argv: string[], deps: AgentMainDeps = {}): Promis
     ...(tracing ? { tracing } : {}),
     requestIds: requestId === 'generate',
     ...(accessLog === 'off' || accessLogSampling < 1 ? { accessLog: { enabled: accessLog === 'on', sampling: accessLogSampling } } : {}),
+    ...(traffic ? { traffic } : {}),
   });
   registerAgentMetrics(registry, {
     capture,

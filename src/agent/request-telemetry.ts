@@ -15,6 +15,7 @@ import type { ConfigStore } from '../config/store.js';
 import type { OutboundRecord } from '../proxy/outbound/outbound-proxy.js';
 import type { InboundConnectionRecord } from '../proxy/inbound/inbound-proxy.js';
 import type { InboundRequestRecord } from '../proxy/inbound/inbound-http.js';
+import type { MeshTraffic } from '../telemetry/mesh-traffic.js';
 import { type IstioMetrics, NO_FLAGS, ResponseFlag, flagsLabel, type RequestLabels, type TcpLabels, UNKNOWN } from '../telemetry/istio-metrics.js';
 
 /**
@@ -102,6 +103,8 @@ export class RequestTelemetry {
   constructor(
     private readonly store: ConfigStore,
     private readonly metrics: IstioMetrics,
+    /** Per-edge summaries and tap for the controller (skein top, tap, the graph); absent: none. */
+    private readonly traffic?: MeshTraffic,
   ) {
     // A new config may relabel the same records (a pod's labels, a Service's endpoints).
     this.unsubscribe = store.subscribe(() => metrics.invalidate());
@@ -118,12 +121,14 @@ export class RequestTelemetry {
       const key = `${rec.sourceWorkload}|${rec.destination}|${rec.upstream ?? ''}|${rec.destinationPrincipal ?? ''}|${rec.status ?? 0}|${rec.grpcStatus ?? ''}|${flags}`;
       const s = this.metrics.lookupRequest(key) ?? this.metrics.bindRequest(key, this.outboundLabels(rec, flags));
       this.metrics.request(s, rec.durationMs, rec.requestBytes, rec.responseBytes);
+      this.traffic?.request(s.labels, { method: rec.method, path: rec.path, status: rec.status ?? 0, grpcStatus: rec.grpcStatus, durationMs: rec.durationMs, requestBytes: rec.requestBytes, responseBytes: rec.responseBytes, flags });
       return;
     }
     const key = `${rec.kind}|${rec.sourceWorkload}|${rec.destination}|${rec.upstream ?? ''}|${rec.destinationPrincipal ?? ''}|${flags}`;
     const s = this.metrics.lookupTcp(key) ?? this.metrics.bindTcp(key, this.outboundTcpLabels(rec, flags));
     // Istio's TCP metrics count at the proxy towards the client: sent = to the client.
     this.metrics.connection(s, rec.bytesSent ?? 0, rec.bytesReceived ?? 0);
+    this.traffic?.connection(s.labels, { durationMs: rec.durationMs, towardsDestination: rec.bytesSent ?? 0, towardsSource: rec.bytesReceived ?? 0, flags });
   }
 
   /** The inbound side's hook for HTTP requests (reporter destination). */
@@ -132,6 +137,7 @@ export class RequestTelemetry {
     const key = `${rec.workload}|${rec.port}|${rec.source}|${rec.sourceIp ?? ''}|${rec.authority}|${rec.grpc ? 1 : 0}|${rec.status}|${rec.grpcStatus ?? ''}|${flags}`;
     const s = this.metrics.lookupRequest(key) ?? this.metrics.bindRequest(key, this.inboundLabels(rec, flags));
     this.metrics.request(s, rec.durationMs, rec.requestBytes, rec.responseBytes);
+    this.traffic?.request(s.labels, { method: rec.method, path: rec.path, status: rec.status, grpcStatus: rec.grpcStatus, durationMs: rec.durationMs, requestBytes: rec.requestBytes, responseBytes: rec.responseBytes, flags });
   }
 
   /** The inbound side's hook for connections: L4, upgrades, refusals (reporter destination). */
@@ -141,6 +147,7 @@ export class RequestTelemetry {
     const s = this.metrics.lookupTcp(key) ?? this.metrics.bindTcp(key, this.inboundTcpLabels(rec, flags));
     // bytesReceived: from the client towards the app.
     this.metrics.connection(s, rec.bytesReceived, rec.bytesSent);
+    this.traffic?.connection(s.labels, { durationMs: rec.durationMs, towardsDestination: rec.bytesReceived, towardsSource: rec.bytesSent, flags });
   }
 
   // --- label resolution (once per record key and config) ---

@@ -24,6 +24,126 @@ export interface ConfigRequest {
   error_detail?: ErrorDetail | null;
   applied_version?: string;
   agent_version?: string;
+  /** A traffic report (no response_nonce): per-edge summaries since the previous one. */
+  traffic?: TrafficReport | null;
+  /** Sampled requests for tap sessions (no response_nonce). */
+  tap_events?: TapEvent[];
+}
+
+/** What one agent saw of one edge since its previous report (config.proto EdgeSummary). */
+export interface EdgeSummary {
+  reporter: string;
+  source_workload: string;
+  source_namespace: string;
+  source_principal: string;
+  destination_workload: string;
+  destination_namespace: string;
+  destination_service: string;
+  destination_principal: string;
+  protocol: string;
+  mtls: boolean;
+  requests: number;
+  errors: number;
+  denials: number;
+  /** Counts per bucket of the report's latency_bounds_ms, then the overflow bucket. */
+  latency_counts: number[];
+  latency_sum_ms: number;
+  bytes_sent: number;
+  bytes_received: number;
+}
+
+export interface TrafficReport {
+  interval_ms: number;
+  latency_bounds_ms: number[];
+  edges: EdgeSummary[];
+  dropped: number;
+}
+
+export interface TapFilter {
+  namespace: string;
+  from: string;
+  to: string;
+  path: string;
+}
+
+/** Controller -> agent: start (or renew) or stop a tap session. */
+export interface TapControl {
+  session: string;
+  stop: boolean;
+  filter: TapFilter | null;
+  max_per_second: number;
+  ttl_seconds: number;
+}
+
+/** One sampled request (metadata only). */
+export interface TapEvent {
+  session: string;
+  node: string;
+  reporter: string;
+  at: string;
+  source_workload: string;
+  source_namespace: string;
+  source_principal: string;
+  destination_workload: string;
+  destination_namespace: string;
+  destination_service: string;
+  destination_principal: string;
+  protocol: string;
+  method: string;
+  path: string;
+  status: number;
+  grpc_status: string;
+  duration_ms: number;
+  response_flags: string;
+  mtls: boolean;
+}
+
+export type TrafficRequest = Record<string, never>;
+
+export interface TrafficEdge {
+  source: string;
+  destination: string;
+  destination_service: string;
+  protocol: string;
+  mtls: boolean;
+  requests: number;
+  errors: number;
+  denials: number;
+  rps: number;
+  success_rate: number;
+  p50_ms: number;
+  p99_ms: number;
+  bytes_sent: number;
+  bytes_received: number;
+  reporters: string[];
+}
+
+export interface TrafficWorkload {
+  name: string;
+  requests: number;
+  errors: number;
+  denials: number;
+  rps: number;
+  success_rate: number;
+  p50_ms: number;
+  p99_ms: number;
+  outbound_rps: number;
+  mtls: boolean;
+}
+
+export interface TrafficResponse {
+  window_seconds: number;
+  edges: TrafficEdge[];
+  workloads: TrafficWorkload[];
+  dropped: number;
+  nodes: string[];
+}
+
+export interface TapRequest {
+  filter: TapFilter | null;
+  max_per_second: number;
+  max_events: number;
+  duration_seconds: number;
 }
 
 /** One resource: `json` is skein's mesh model (src/config/model.ts, src/config/policy-model.ts). */
@@ -49,6 +169,8 @@ export interface ConfigResponse {
   trust_domain: string;
   cluster_domain: string;
   controller_id: string;
+  /** A tap session to start or stop: only on a response with no nonce, which carries no config. */
+  tap?: TapControl | null;
 }
 
 export interface Refusal {
@@ -122,12 +244,16 @@ export function configDiscoveryService(): grpc.ServiceDefinition {
 export interface ConfigDiscoveryHandlers extends grpc.UntypedServiceImplementation {
   StreamConfig: grpc.handleBidiStreamingCall<ConfigRequest, ConfigResponse>;
   GetStatus: grpc.handleUnaryCall<StatusRequest, StatusResponse>;
+  GetTraffic: grpc.handleUnaryCall<TrafficRequest, TrafficResponse>;
+  Tap: grpc.handleServerStreamingCall<TapRequest, TapEvent>;
 }
 
 /** A typed client of ConfigDiscovery. */
 export class ConfigDiscoveryClient extends grpc.Client {
   private readonly streamMethod: WireMethod<ConfigRequest, ConfigResponse> = wireMethod(configDiscovery(), 'StreamConfig');
   private readonly statusMethod: WireMethod<StatusRequest, StatusResponse> = wireMethod(configDiscovery(), 'GetStatus');
+  private readonly trafficMethod: WireMethod<TrafficRequest, TrafficResponse> = wireMethod(configDiscovery(), 'GetTraffic');
+  private readonly tapMethod: WireMethod<TapRequest, TapEvent> = wireMethod(configDiscovery(), 'Tap');
 
   streamConfig(metadata: grpc.Metadata): grpc.ClientDuplexStream<ConfigRequest, ConfigResponse> {
     const m = this.streamMethod;
@@ -139,5 +265,17 @@ export class ConfigDiscoveryClient extends grpc.Client {
     return new Promise((resolve, reject) => {
       this.makeUnaryRequest(m.path, m.serialize, m.deserialize, {}, metadata, options, (err, res) => (err || !res ? reject(err) : resolve(res)));
     });
+  }
+
+  getTraffic(metadata: grpc.Metadata, options: grpc.CallOptions): Promise<TrafficResponse> {
+    const m = this.trafficMethod;
+    return new Promise((resolve, reject) => {
+      this.makeUnaryRequest(m.path, m.serialize, m.deserialize, {}, metadata, options, (err, res) => (err || !res ? reject(err) : resolve(res)));
+    });
+  }
+
+  tap(request: TapRequest, metadata: grpc.Metadata, options: grpc.CallOptions = {}): grpc.ClientReadableStream<TapEvent> {
+    const m = this.tapMethod;
+    return this.makeServerStreamRequest(m.path, m.serialize, m.deserialize, request, metadata, options);
   }
 }

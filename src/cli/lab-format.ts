@@ -8,6 +8,7 @@ export function table(rows: string[][]): string {
 
 export function formatStatus(s: LabStatus): string {
   const out: string[] = [`lab ${s.id} (${s.status}) from ${s.scenario}`, `state: ${s.stateDir}`, `logs:  ${s.logDir}`];
+  if (s.graph) out.push(`graph: ${s.graph}`);
   if (s.prometheus) out.push(`prometheus: ${s.prometheus}`);
   out.push('');
   out.push(table([['NODE', 'NETNS', 'ADDRESS', 'POD CIDR'], ...s.nodes.map((n) => [n.name, n.netns, n.address, n.podCIDR])]), '');

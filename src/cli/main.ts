@@ -10,6 +10,8 @@ import { auditCommand } from './audit.js';
 import { authzCommand } from './authz.js';
 import { labCommand } from './lab.js';
 import { statusCommand } from './status.js';
+import { tapCommand } from './tap.js';
+import { topCommand } from './top.js';
 import { workloadCommand } from './workload.js';
 
 const USAGE = `skein — a sidecarless service mesh
@@ -31,6 +33,10 @@ usage: skein <command> [...]
   agent --node NAME ...    the node agent (see skein agent --help)
   controller ...           the controller: config stream and mesh CA (see skein controller --help)
   status [--lab ID]        what the controller accepted and refused, connected agents
+  top [--lab ID] [--once] [--json]  the mesh's traffic per workload and per edge (rps, success,
+                           p50/p99), refreshed live (see skein top --help)
+  tap [--lab ID] [--namespace NS --from W --to W --path P]  live sampled requests (method, path,
+                           status, latency, identities) (see skein tap --help)
   admin [GET|POST] PATH    a node agent's admin API over its root-only unix socket
                            (--socket PATH, or --lab ID --node NAME; see skein admin --help)
   audit verify FILE...     check an agent's hash-chained authorization audit trail
@@ -56,6 +62,10 @@ export async function main(argv: string[]): Promise<number> {
       return runController(rest);
     case 'status':
       return statusCommand(rest);
+    case 'top':
+      return topCommand(rest);
+    case 'tap':
+      return tapCommand(rest);
     case 'admin':
       return adminCommand(rest);
     case 'audit':

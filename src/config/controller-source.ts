@@ -20,6 +20,7 @@ import { messageOf, SkeinError } from '../errors.js';
 import type { AuthorizationPolicy, BackendTrafficPolicy, ControlledMeshSnapshot, MeshRoute, PeerAuthenticationPolicy } from './policy-model.js';
 import { ConfigDiscoveryClient, type ConfigRequest, type ConfigResponse } from '../api/config-wire.js';
 import { type Logger, silentLogger } from '../telemetry/log.js';
+import type { MeshTraffic } from '../telemetry/mesh-traffic.js';
 import type { ConfigSource } from './source.js';
 import { findSnapshotProblem } from './validate.js';
 import { ConfigCode } from './codes.js';
@@ -59,6 +60,10 @@ export interface ControllerConfigSourceOptions {
   agentVersion?: string;
   /** Called for every response received, before it is applied (admin view, tests). */
   observe?: (r: ObservedResponse) => void;
+  /** What the agent saw per edge, reported every `trafficReportMs` on the stream, and tap sessions served; absent: none. */
+  traffic?: MeshTraffic;
+  /** How often the per-edge summaries go to the controller (ms). Default 5000. */
+  trafficReportMs?: number;
   logger?: Logger;
 }
 
@@ -148,6 +153,7 @@ export class ControllerConfigSource implements ConfigSource {
   private held = new Map<string, Held>();
   private running = false;
   private retryTimer: NodeJS.Timeout | undefined;
+  private reportTimer: NodeJS.Timeout | undefined;
   private attempt = 0;
   private firstReported: (() => void) | undefined;
   private onSnapshot: ((s: ControlledMeshSnapshot) => void) | undefined;
@@ -176,6 +182,15 @@ export class ControllerConfigSource implements ConfigSource {
     this.running = true;
     this.onSnapshot = onSnapshot;
     this.onError = onError;
+    const traffic = this.opts.traffic;
+    if (traffic) {
+      // Reports ride the stream held now; while there is none the summaries keep adding up.
+      this.reportTimer = setInterval(() => {
+        if (this.call && this.status.connected) this.call.write({ traffic: traffic.drain() });
+      }, this.opts.trafficReportMs ?? 5000);
+      this.reportTimer.unref();
+      traffic.setTapSink((events) => this.call?.write({ tap_events: events }));
+    }
     await new Promise<void>((resolve) => {
       this.firstReported = resolve;
       this.connect();
@@ -185,6 +200,8 @@ export class ControllerConfigSource implements ConfigSource {
   async stop(): Promise<void> {
     this.running = false;
     if (this.retryTimer) clearTimeout(this.retryTimer);
+    if (this.reportTimer) clearInterval(this.reportTimer);
+    this.opts.traffic?.setTapSink(undefined);
     this.call?.cancel();
     this.call = undefined;
     this.client?.close();
@@ -240,6 +257,7 @@ export class ControllerConfigSource implements ConfigSource {
       ended = true;
       if (this.call === call) this.call = undefined;
       this.status.connected = false;
+      this.opts.traffic?.stopTaps(); // the controller that asked is gone; a new one asks again
       if (!this.running) return;
       const e = err as grpc.ServiceError | undefined;
       this.fail(
@@ -285,6 +303,8 @@ export class ControllerConfigSource implements ConfigSource {
   }
 
   private onResponse(call: grpc.ClientDuplexStream<ConfigRequest, ConfigResponse>, res: ConfigResponse): void {
+    if (res.tap) this.opts.traffic?.tapControl(res.tap);
+    if (!res.nonce) return; // a control message (tap), no config: nothing to apply or ACK
     this.status.connected = true;
     this.attempt = 0; // the controller answered: the next outage starts the backoff afresh
     this.status.controllerId = res.controller_id;

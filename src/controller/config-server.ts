@@ -22,7 +22,10 @@ import {
   type TrafficStatus,
   type Resource,
   type StatusResponse,
+  type TapControl,
 } from '../api/config-wire.js';
+import { TapError, TapHub } from './tap-hub.js';
+import { TrafficWindow } from './traffic-window.js';
 import { type Logger, silentLogger } from '../telemetry/log.js';
 import type { MeshIndex } from './mesh-index.js';
 import type { AuthorizationPolicy } from '../config/policy-model.js';
@@ -64,6 +67,8 @@ export interface ConfigServerOptions {
   objects?: () => number;
   /** Pushes and the agents' answers, as they happen (the controller's metrics). */
   metrics?: ConfigServerMetrics;
+  /** How far back GetTraffic and the graph page look (ms). Default 60 s. */
+  trafficWindowMs?: number;
   logger?: Logger;
 }
 
@@ -102,10 +107,15 @@ export class ConfigServer {
   private readonly log: Logger;
   private boundPort: number | undefined;
   private unsubscribe: (() => void) | undefined;
+  /** The agents' per-edge summaries over the last window (GetTraffic, the graph page). */
+  readonly traffic: TrafficWindow;
+  /** Tap sessions, relayed to and from the agents on their streams. */
+  readonly taps = new TapHub();
 
   constructor(private readonly opts: ConfigServerOptions) {
     this.controllerId = opts.controllerId ?? `controller-${randomBytes(4).toString('hex')}`;
     this.log = (opts.logger ?? silentLogger()).child({ component: 'config-server' });
+    this.traffic = new TrafficWindow({ windowMs: opts.trafficWindowMs });
     const handlers: ConfigDiscoveryHandlers = {
       StreamConfig: (call) => {
         this.serve(call).catch((err) => this.log.warn({ err: messageOf(err) }, 'config stream failed'));
@@ -114,6 +124,32 @@ export class ConfigServer {
         this.authenticate(call.metadata, call.getPeer()).then(
           () => cb(null, this.wireStatus()),
           (err) => cb({ code: grpc.status.UNAUTHENTICATED, details: messageOf(err) }),
+        );
+      },
+      GetTraffic: (call, cb) => {
+        this.authenticate(call.metadata, call.getPeer()).then(
+          () => cb(null, this.traffic.snapshot()),
+          (err) => cb({ code: grpc.status.UNAUTHENTICATED, details: messageOf(err) }),
+        );
+      },
+      // Request metadata of live traffic: the same credentials as status, and bounded (tap-hub.ts).
+      Tap: (call) => {
+        this.authenticate(call.metadata, call.getPeer()).then(
+          () => {
+            if (call.cancelled) return;
+            let session: { id: string; stop: () => void };
+            try {
+              session = this.taps.start(call.request, { onEvent: (e) => call.write(e), onEnd: () => call.end() });
+            } catch (err) {
+              if (!(err instanceof TapError)) throw err;
+              call.emit('error', { code: grpc.status.RESOURCE_EXHAUSTED, details: err.message });
+              return;
+            }
+            this.log.info({ session: session.id, peer: call.getPeer(), filter: call.request.filter }, 'tap session started');
+            call.on('cancelled', () => session.stop());
+            call.on('close', () => session.stop());
+          },
+          (err) => call.emit('error', { code: grpc.status.UNAUTHENTICATED, details: messageOf(err) }),
         );
       },
     };
@@ -139,6 +175,7 @@ export class ConfigServer {
   /** Stops: open streams are cancelled (agents reconnect elsewhere / later). */
   async stop(graceMs = 1000): Promise<void> {
     this.unsubscribe?.();
+    this.taps.close();
     for (const s of this.streams) s.call.end();
     await shutdownGrpcServer(this.server, graceMs);
   }
@@ -242,6 +279,7 @@ export class ConfigServer {
       return;
     }
     let stream: AgentStream | undefined;
+    let tapAgent: { node: string; send: (tap: TapControl) => void } | undefined;
     call.on('data', (req: ConfigRequest) => {
       try {
         if (!stream) {
@@ -276,14 +314,22 @@ export class ConfigServer {
           this.streams.add(stream);
           this.log.info({ node, peer, agentVersion: req.agent_version }, 'agent connected');
           this.send(stream);
+          const s = stream;
+          tapAgent = { node, send: (tap) => this.sendControl(s, tap) };
+          this.taps.agentConnected(tapAgent);
           return;
         }
+        // Reports and tap events carry no nonce: neither an ACK nor a NACK.
+        if (req.traffic) this.traffic.add(stream.node, req.traffic);
+        if (req.tap_events?.length) this.taps.deliver(stream.node, req.tap_events);
+        if (!req.response_nonce) return;
         this.onAck(stream, req);
       } catch (err) {
         this.log.error({ err: messageOf(err), node: stream?.node }, 'config stream handling failed');
       }
     });
     const done = () => {
+      if (tapAgent) this.taps.agentGone(tapAgent);
       if (stream && this.streams.delete(stream)) this.log.info({ node: stream.node, peer }, 'agent disconnected');
     };
     call.on('end', () => {
@@ -331,6 +377,22 @@ export class ConfigServer {
   /** Does `e` belong in `node`'s view? */
   private applies(e: ResourceEntry, node: string): boolean {
     return entryAppliesTo(this.opts.index, e, node);
+  }
+
+  /** A control message (tap) on an agent's stream: no nonce, no config, nothing to ACK. */
+  private sendControl(s: AgentStream, tap: TapControl): void {
+    if (!this.streams.has(s)) return;
+    s.call.write({
+      system_version: s.ackedVersion,
+      nonce: '',
+      full_state: false,
+      resources: [],
+      removed_resources: [],
+      trust_domain: this.opts.index.trustDomain,
+      cluster_domain: this.opts.index.clusterDomain,
+      controller_id: this.controllerId,
+      tap,
+    });
   }
 
   private send(s: AgentStream): void {

@@ -42,6 +42,8 @@ export interface ControllerOptions extends MeshIndexOptions {
   isLeader?: () => boolean;
   /** Where the controller's metrics go (config pushes, agents, push latency); absent: none. */
   registry?: Registry;
+  /** How far back the traffic figures (skein top, the graph page) look (ms). Default 60 s. */
+  trafficWindowMs?: number;
   logger?: Logger;
 }
 
@@ -74,6 +76,7 @@ export class Controller {
     for (const make of opts.sources ?? []) this.sources.push(make(this.store));
     this.configServer = new ConfigServer({
       index: this.index,
+      ...(opts.trafficWindowMs ? { trafficWindowMs: opts.trafficWindowMs } : {}),
       authenticator: opts.authenticator,
       address: opts.configAddress,
       credentials: opts.configCredentials,

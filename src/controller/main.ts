@@ -14,6 +14,7 @@ import { collectDefaultMetrics, Registry } from 'prom-client';
 import { DEFAULT_CONTROLLER_METRICS_PORT, serveMetrics } from './metrics.js';
 import type * as grpc from '@grpc/grpc-js';
 import { messageOf } from '../errors.js';
+import type { TrafficResponse } from '../api/config-wire.js';
 import type { Authenticator } from '../identity/ca/authn.js';
 import { BootstrapTokenAuthenticator } from '../identity/ca/bootstrap-tokens.js';
 import { CertificateAuthority } from '../identity/ca/ca.js';
@@ -31,6 +32,8 @@ import { LeaseElector } from './kube/lease.js';
 import { LeaderGatedRootStore, SecretRootStore } from './kube/secret-root-store.js';
 import { KubeStatusWriter, StatusReporter } from './kube/status-writer.js';
 import { ControllerCode } from './codes.js';
+import { DEFAULT_GRAPH_PATH, graphHandler } from './graph-page.js';
+import { DEFAULT_TRAFFIC_WINDOW_MS } from './traffic-window.js';
 
 export const CONTROLLER_USAGE = `usage: skein controller (--folder DIR | --kube) [options]
 
@@ -53,6 +56,9 @@ serving:
   --roots-out FILE         write the CA's trust bundle (PEM) here, and again on every root change
   --metrics ADDR           Prometheus metrics at http://ADDR/metrics: config pushes, agents, push
                            latency, the CA (default 0.0.0.0:${DEFAULT_CONTROLLER_METRICS_PORT}; "off" for none)
+  --graph PATH             the live service graph page on the metrics address, at PATH (default
+                           ${DEFAULT_GRAPH_PATH}; its data at PATH/traffic.json; "off" for none)
+  --traffic-window S       how far back skein top and the graph look (default ${DEFAULT_TRAFFIC_WINDOW_MS / 1000})
 
 agents:
   --tokens-dir DIR         per-node bootstrap token files (lab; alias --bootstrap-tokens)
@@ -99,6 +105,8 @@ interface Flags {
   'lease-name'?: string;
   'no-status-writes'?: boolean;
   metrics?: string;
+  graph?: string;
+  'traffic-window'?: string;
   'log-file'?: string;
   'log-level'?: string;
   help?: boolean;
@@ -136,6 +144,8 @@ function parse(argv: string[]): Flags {
       'lease-name': { type: 'string' },
       'no-status-writes': { type: 'boolean' },
       metrics: { type: 'string' },
+      graph: { type: 'string' },
+      'traffic-window': { type: 'string' },
       'log-file': { type: 'string' },
       'log-level': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
@@ -182,9 +192,20 @@ export async function runController(argv: string[]): Promise<number> {
     process.stderr.write(`skein controller: give --folder DIR or --kube\n${CONTROLLER_USAGE}`);
     return 2;
   }
+  const graphPath = flags.graph ?? DEFAULT_GRAPH_PATH;
+  if (graphPath !== 'off' && !/^\/[A-Za-z0-9._~/-]*[A-Za-z0-9._~-]$/.test(graphPath)) {
+    process.stderr.write(`skein controller: --graph must be a path such as /graph, or off, got "${graphPath}"\n`);
+    return 2;
+  }
+  const trafficWindowS = Number(flags['traffic-window'] ?? DEFAULT_TRAFFIC_WINDOW_MS / 1000);
+  if (!Number.isFinite(trafficWindowS) || trafficWindowS < 1 || trafficWindowS > 3600) {
+    process.stderr.write(`skein controller: --traffic-window must be seconds between 1 and 3600, got "${flags['traffic-window']}"\n`);
+    return 2;
+  }
   const log = createLogger({ file: flags['log-file'], level: flags['log-level'], base: { component: 'controller' } });
   const trustDomain = flags['trust-domain'] ?? 'cluster.local';
   const stopped = { stopped: false };
+  let trafficOf = (): TrafficResponse => ({ window_seconds: 0, edges: [], workloads: [], dropped: 0, nodes: [] });
   const cleanups: (() => Promise<void> | void)[] = [];
   const cleanup = async () => {
     for (const c of cleanups.reverse()) await Promise.resolve(c()).catch(() => {});
@@ -213,9 +234,11 @@ export async function runController(argv: string[]): Promise<number> {
         process.stderr.write(`skein controller: --metrics must be HOST:PORT or off, got "${metricsAt}"\n`);
         return 2;
       }
-      const served = await serveMetrics(registry, m[1] || '0.0.0.0', Number(m[2]), log);
+      // The graph reads the controller built below; until then it shows an empty window.
+      const graph = graphPath === 'off' ? undefined : graphHandler(graphPath, () => trafficOf());
+      const served = await serveMetrics(registry, m[1] || '0.0.0.0', Number(m[2]), log, graph);
       cleanups.push(() => served.stop());
-      progress(`metrics on ${metricsAt} (port ${served.port}) at /metrics`);
+      progress(`metrics on ${metricsAt} (port ${served.port}) at /metrics${graph ? `, the service graph at ${graphPath}` : ''}`);
     }
 
     // Who may stream config / ask the CA.
@@ -297,6 +320,7 @@ export async function runController(argv: string[]): Promise<number> {
       ...(ca ? { ca: { ca, address: flags['ca-listen'] ?? `0.0.0.0:${DEFAULT_CA_PORT}`, servingSans: sans } } : {}),
       isLeader: () => elector?.isLeader() ?? true,
       registry,
+      trafficWindowMs: trafficWindowS * 1000,
       logger: log,
       ...(flags.folder ? { folder: flags.folder } : {}),
       ...(client ? { sources: [(store) => new KubeSource(store, { client: client as KubeClient, logger: log })] } : {}),
@@ -304,6 +328,7 @@ export async function runController(argv: string[]): Promise<number> {
     if (flags.folder) progress(`watching folder ${flags.folder} (single replica assumed: no leader election)`);
     if (client) progress(`watching the Kubernetes API at ${kubeOpts?.server}`);
     const controller = new Controller(opts);
+    trafficOf = () => controller.configServer.traffic.snapshot();
     const ports = await controller.start();
     cleanups.push(() => controller.stop());
     const st = controller.status();

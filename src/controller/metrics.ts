@@ -108,9 +108,19 @@ export function controllerMetrics(registry: Registry, src: ControllerMetricsSour
   };
 }
 
-/** Serves GET /metrics from `registry` on `host:port`; resolves with the port bound and a stop function. */
-export async function serveMetrics(registry: Registry, host: string, port: number, log: Logger): Promise<{ port: number; stop: () => Promise<void> }> {
+/**
+ * Serves GET /metrics from `registry` on `host:port` (and whatever `extra` answers: the graph
+ * page); resolves with the port bound and a stop function.
+ */
+export async function serveMetrics(
+  registry: Registry,
+  host: string,
+  port: number,
+  log: Logger,
+  extra?: (req: http.IncomingMessage, res: http.ServerResponse) => boolean,
+): Promise<{ port: number; stop: () => Promise<void> }> {
   const server = http.createServer((req, res) => {
+    if (extra?.(req, res)) return;
     if (req.method !== 'GET' || (req.url ?? '').split('?')[0] !== '/metrics') {
       res.writeHead(404, { 'content-type': 'text/plain' }).end('see /metrics\n');
       return;

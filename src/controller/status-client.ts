@@ -1,9 +1,10 @@
 /**
- * Reads a controller's status over gRPC (ConfigDiscovery.GetStatus): what `skein status`
- * shows — refused resources with field and reason, connected agents and their ACK/NACK state.
+ * Reads a controller over gRPC with an operator's credential: its status (GetStatus, what
+ * `skein status` shows), the mesh's traffic (GetTraffic, `skein top`) and live sampled
+ * requests (Tap, `skein tap`).
  */
 import * as grpc from '@grpc/grpc-js';
-import { ConfigDiscoveryClient, type StatusResponse } from '../api/config-wire.js';
+import { ConfigDiscoveryClient, type StatusResponse, type TapEvent, type TapRequest, type TrafficResponse } from '../api/config-wire.js';
 
 export interface StatusClientOptions {
   /** host:port of the controller's config service. */
@@ -16,19 +17,52 @@ export interface StatusClientOptions {
   deadlineMs?: number;
 }
 
-export async function fetchControllerStatus(opts: StatusClientOptions): Promise<StatusResponse> {
+function clientOf(opts: StatusClientOptions): { client: ConfigDiscoveryClient; md: grpc.Metadata } {
   const roots = opts.rootsPem;
   const creds = roots ? grpc.credentials.createSsl(Buffer.from(Array.isArray(roots) ? roots.join('') : roots)) : grpc.credentials.createInsecure();
-  const client = new ConfigDiscoveryClient(
-    opts.address,
-    creds,
-    opts.serverName ? { 'grpc.ssl_target_name_override': opts.serverName } : {},
-  );
+  const client = new ConfigDiscoveryClient(opts.address, creds, opts.serverName ? { 'grpc.ssl_target_name_override': opts.serverName } : {});
+  const md = new grpc.Metadata();
+  md.set('authorization', `Bearer ${opts.token}`);
+  return { client, md };
+}
+
+export async function fetchControllerStatus(opts: StatusClientOptions): Promise<StatusResponse> {
+  const { client, md } = clientOf(opts);
   try {
-    const md = new grpc.Metadata();
-    md.set('authorization', `Bearer ${opts.token}`);
     return await client.getStatus(md, { deadline: Date.now() + (opts.deadlineMs ?? 5000) });
   } finally {
     client.close();
   }
+}
+
+/** The mesh's traffic over the controller's window (edges, workloads). */
+export async function fetchControllerTraffic(opts: StatusClientOptions): Promise<TrafficResponse> {
+  const { client, md } = clientOf(opts);
+  try {
+    return await client.getTraffic(md, { deadline: Date.now() + (opts.deadlineMs ?? 5000) });
+  } finally {
+    client.close();
+  }
+}
+
+/**
+ * Opens a tap session: `onEvent` for each sampled request until the controller ends it (its
+ * limits) or `stop()` is called. Resolves when it ends; rejects with the controller's refusal.
+ */
+export function tapController(opts: StatusClientOptions, req: TapRequest, onEvent: (e: TapEvent) => void): { done: Promise<void>; stop: () => void } {
+  const { client, md } = clientOf(opts);
+  const call = client.tap(req, md);
+  let stopped = false;
+  const done = new Promise<void>((resolve, reject) => {
+    call.on('data', onEvent);
+    call.on('end', () => resolve());
+    call.on('error', (err: grpc.ServiceError) => (stopped && err.code === grpc.status.CANCELLED ? resolve() : reject(err)));
+  }).finally(() => client.close());
+  return {
+    done,
+    stop: () => {
+      stopped = true;
+      call.cancel();
+    },
+  };
 }

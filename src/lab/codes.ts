@@ -46,4 +46,6 @@ export const LabCode = {
   PrometheusMissing: 'SKEIN_LAB_PROMETHEUS_MISSING',
   /** The lab's Prometheus or its host port forward could not be set up. */
   PrometheusFailed: 'SKEIN_LAB_PROMETHEUS_FAILED',
+  /** A host loopback port forward to a lab process (the graph page, Prometheus) could not be set up. */
+  ForwardFailed: 'SKEIN_LAB_FORWARD_FAILED',
 } as const;

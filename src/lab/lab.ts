@@ -19,6 +19,8 @@ import { containerCommand, execAttached, execCaptured, podEnv, startDetached } f
 import { labBaseDir, type LabProcess, type LabRecord, listLabIds, readRecord, writeRecord } from './registry.js';
 import { loadScenario } from './scenario.js';
 import { startPrometheus } from './prometheus.js';
+import { startPortForward } from './port-forward.js';
+import { ComponentPort } from '../config/ports.js';
 import { cgroup2Root, listNetns, pidAlive, run } from './sys.js';
 import { LabCode } from './codes.js';
 
@@ -98,6 +100,10 @@ export async function labUp(opts: UpOptions): Promise<LabRecord> {
     if (opts.mesh ?? true) {
       progress(`lab ${id}: starting the controller and ${plan.nodes.length} agents`);
       rec.processes.push(await startControlPlane(rec));
+      // The controller's graph page (on its metrics port), on the host's loopback.
+      const graph = await startPortForward(rec, 'graph', rec.plan.underlayNetns, `skein.lab/${rec.id}/control-plane/graph-forward`, `${rec.plan.underlayGateway}:${ComponentPort.ControllerMetrics}`);
+      rec.processes.push(graph.process);
+      rec.graph = { url: `http://127.0.0.1:${graph.port}/graph`, port: graph.port };
       writeRecord(rec);
       const agents = plan.nodes.map((n) => ({ node: n, proc: startAgent(rec, n, opts.agentArgs, opts.agentEnv) }));
       rec.processes.push(...agents.map((a) => a.proc));
@@ -111,6 +117,7 @@ export async function labUp(opts: UpOptions): Promise<LabRecord> {
         writeRecord(rec);
         progress(`lab ${id}: Prometheus at ${info.url}`);
       }
+      progress(`lab ${id}: service graph at ${rec.graph.url}`);
     }
     rec.status = 'up';
     writeRecord(rec);
@@ -302,6 +309,8 @@ export interface LabStatus {
   id: string;
   /** The lab's Prometheus on the host's loopback, when it runs one. */
   prometheus: string | null;
+  /** The controller's service graph page on the host's loopback (mesh labs). */
+  graph: string | null;
   status: LabRecord['status'];
   scenario: string;
   stateDir: string;
@@ -346,5 +355,6 @@ export function labStatus(rec: LabRecord): LabStatus {
     }),
     processes: rec.processes.map((p) => ({ ...p, running: pidAlive(p.pid) })),
     prometheus: rec.prometheus?.url ?? null,
+    graph: rec.graph?.url ?? null,
   };
 }

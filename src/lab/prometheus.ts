@@ -11,12 +11,12 @@
  */
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
+import { startPortForward } from './port-forward.js';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { stringify } from 'yaml';
 import { ComponentPort } from '../config/ports.js';
 import { SkeinError } from '../errors.js';
-import { skeinCommand } from '../paths.js';
 import { LabCode } from './codes.js';
 import { startInNetns } from './mesh.js';
 import type { LabProcess, LabRecord } from './registry.js';
@@ -70,21 +70,6 @@ function findBinary(binary: string | undefined): string {
   throw new SkeinError(LabCode.PrometheusMissing, 'prometheus is not installed: apt-get install -y prometheus (or make deps)');
 }
 
-/** A listening socket on the host's loopback; its fd is handed to the forwarder. */
-async function hostListener(port: number): Promise<{ server: net.Server; fd: number; port: number }> {
-  const server = net.createServer();
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen({ host: '127.0.0.1', port, exclusive: true }, () => resolve());
-  });
-  const fd = (server as unknown as { _handle?: { fd?: number } })._handle?.fd;
-  if (typeof fd !== 'number' || fd < 0) {
-    server.close();
-    throw new SkeinError(LabCode.PrometheusFailed, 'cannot hand the host port to the forwarder (no fd)');
-  }
-  return { server, fd, port: (server.address() as net.AddressInfo).port };
-}
-
 /** Starts Prometheus and its host port forward; resolves once Prometheus answers through it. */
 export async function startPrometheus(rec: LabRecord, opts: PrometheusOptions = {}, timeoutMs = 30_000): Promise<{ info: LabPrometheus; processes: LabProcess[] }> {
   const binary = findBinary(opts.binary);
@@ -102,24 +87,9 @@ export async function startPrometheus(rec: LabRecord, opts: PrometheusOptions = 
     '--log.level=warn',
   ]);
   const processes = [prom];
-  const listener = await hostListener(opts.port ?? 0);
-  try {
-    processes.push(
-      startInNetns(
-        rec,
-        'forward',
-        'prometheus',
-        rec.plan.underlayNetns,
-        `${cg}/prometheus-forward`,
-        [...skeinCommand(), 'lab', 'forward-fd', '--to', `127.0.0.1:${PROMETHEUS_NETNS_PORT}`],
-        {},
-        [listener.fd],
-      ),
-    );
-  } finally {
-    listener.server.close(); // the forwarder holds its own copy of the socket
-  }
-  const info: LabPrometheus = { url: `http://127.0.0.1:${listener.port}`, port: listener.port, dir };
+  const forward = await startPortForward(rec, 'prometheus', rec.plan.underlayNetns, `${cg}/prometheus-forward`, `127.0.0.1:${PROMETHEUS_NETNS_PORT}`, opts.port ?? 0);
+  processes.push(forward.process);
+  const info: LabPrometheus = { url: `http://127.0.0.1:${forward.port}`, port: forward.port, dir };
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     for (const p of processes) {
@@ -143,7 +113,7 @@ export async function startPrometheus(rec: LabRecord, opts: PrometheusOptions = 
  */
 export async function runForwardFd(to: string): Promise<number> {
   const m = /^\[?([^\]]+?)\]?:(\d+)$/.exec(to);
-  if (!m) throw new SkeinError(LabCode.PrometheusFailed, `--to must be HOST:PORT, got ${to}`);
+  if (!m) throw new SkeinError(LabCode.ForwardFailed, `--to must be HOST:PORT, got ${to}`);
   const [host, port] = [m[1]!, Number(m[2])];
   const server = net.createServer((down) => {
     const up = net.connect({ host, port });

@@ -41,6 +41,8 @@ export interface LabRecord {
   processes: LabProcess[];
   /** The lab's Prometheus (`lab up --prometheus`): where the host reaches it. */
   prometheus?: { url: string; port: number; dir: string };
+  /** The controller's service graph page on the host's loopback (a port forward; mesh labs). */
+  graph?: { url: string; port: number };
 }
 
 export function labBaseDir(): string {

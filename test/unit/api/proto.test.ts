@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import t from 'tap';
 import type { CreateCertificateRequest, CreateCertificateResponse } from '../../../src/api/ca-wire.js';
-import type { ConfigRequest, ConfigResponse, StatusResponse } from '../../../src/api/config-wire.js';
+import type { ConfigRequest, ConfigResponse, StatusResponse, TapEvent, TapRequest, TrafficRequest, TrafficResponse } from '../../../src/api/config-wire.js';
 import { loadApiService, wireMethod } from '../../../src/api/proto.js';
 import { findRepoRoot, repoPath } from '../../../src/paths.js';
 
@@ -19,6 +19,28 @@ t.test('the repo root is found from src/ and from dist/, so .proto files load fr
   t.throws(() => loadApiService('ca.proto', 'skein.ca.v1.CreateCertificateRequest'), /no service/, 'a message is not a service');
 });
 
+const TAP_EVENT: TapEvent = {
+  session: 's1',
+  node: 'node-a',
+  reporter: 'destination',
+  at: '2026-01-01T00:00:00.000Z',
+  source_workload: 'client',
+  source_namespace: 'shop',
+  source_principal: 'spiffe://td/ns/shop/sa/client',
+  destination_workload: 'echo',
+  destination_namespace: 'shop',
+  destination_service: 'echo.shop.svc.cluster.local',
+  destination_principal: 'spiffe://td/ns/shop/sa/echo',
+  protocol: 'http',
+  method: 'GET',
+  path: '/x',
+  status: 403,
+  grpc_status: '7',
+  duration_ms: 1.25,
+  response_flags: 'RBAC',
+  mtls: true,
+};
+
 // Every field set to a non-default value: a field the wire type names differently from the
 // .proto would be dropped by the encoder and the round trip would differ.
 t.test('the config wire types match config.proto field for field', async (t) => {
@@ -33,6 +55,7 @@ t.test('the config wire types match config.proto field for field', async (t) => 
     trust_domain: 'cluster.local',
     cluster_domain: 'cluster.local',
     controller_id: 'c1',
+    tap: { session: 's1', stop: true, filter: { namespace: 'shop', from: 'client', to: 'shop/echo', path: '/api' }, max_per_second: 20, ttl_seconds: 60 },
   };
   const encodeResponse = svc.StreamConfig!.responseSerialize;
   t.same(stream.deserialize(encodeResponse(response)), response);
@@ -42,6 +65,33 @@ t.test('the config wire types match config.proto field for field', async (t) => 
     error_detail: { code: 'SKEIN_X', message: 'm', resource: 'service|a', field: 'spec' },
     applied_version: 'v6',
     agent_version: 'a1',
+    traffic: {
+      interval_ms: 5000,
+      latency_bounds_ms: [1, 2.5],
+      dropped: 3,
+      edges: [
+        {
+          reporter: 'source',
+          source_workload: 'client',
+          source_namespace: 'shop',
+          source_principal: 'spiffe://td/ns/shop/sa/client',
+          destination_workload: 'echo',
+          destination_namespace: 'shop',
+          destination_service: 'echo.shop.svc.cluster.local',
+          destination_principal: 'spiffe://td/ns/shop/sa/echo',
+          protocol: 'grpc',
+          mtls: true,
+          requests: 10,
+          errors: 2,
+          denials: 1,
+          latency_counts: [1, 2, 7],
+          latency_sum_ms: 12.5,
+          bytes_sent: 100,
+          bytes_received: 200,
+        },
+      ],
+    },
+    tap_events: [TAP_EVENT],
   };
   t.same(svc.StreamConfig!.requestDeserialize(stream.serialize(request)), request);
   const status = wireMethod<Record<string, never>, StatusResponse>(svc, 'GetStatus');
@@ -57,6 +107,37 @@ t.test('the config wire types match config.proto field for field', async (t) => 
     traffic: [{ object: 'HTTPRoute/shop/r', version: 'h2', acked_on: ['a'], agents: 2 }],
   };
   t.same(status.deserialize(svc.GetStatus!.responseSerialize(sent)), sent);
+  const traffic = wireMethod<TrafficRequest, TrafficResponse>(svc, 'GetTraffic');
+  const figures: TrafficResponse = {
+    window_seconds: 59.5,
+    dropped: 4,
+    nodes: ['node-a'],
+    edges: [
+      {
+        source: 'shop/client',
+        destination: 'shop/echo',
+        destination_service: 'echo.shop.svc.cluster.local',
+        protocol: 'http',
+        mtls: true,
+        requests: 9,
+        errors: 1,
+        denials: 1,
+        rps: 0.15,
+        success_rate: 0.875,
+        p50_ms: 1.5,
+        p99_ms: 9.5,
+        bytes_sent: 3,
+        bytes_received: 4,
+        reporters: ['source', 'destination'],
+      },
+    ],
+    workloads: [{ name: 'shop/echo', requests: 9, errors: 1, denials: 1, rps: 0.15, success_rate: 0.875, p50_ms: 1.5, p99_ms: 9.5, outbound_rps: 0.5, mtls: true }],
+  };
+  t.same(traffic.deserialize(svc.GetTraffic!.responseSerialize(figures)), figures);
+  const tap = wireMethod<TapRequest, TapEvent>(svc, 'Tap');
+  const ask: TapRequest = { filter: { namespace: 'shop', from: 'client', to: 'echo', path: '/' }, max_per_second: 5, max_events: 10, duration_seconds: 30 };
+  t.same(svc.Tap!.requestDeserialize(tap.serialize(ask)), ask);
+  t.same(tap.deserialize(svc.Tap!.responseSerialize(TAP_EVENT)), TAP_EVENT);
 });
 
 t.test('the CA wire types match ca.proto field for field', async (t) => {
