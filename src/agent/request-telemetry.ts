@@ -134,7 +134,7 @@ export class RequestTelemetry {
   /** The inbound side's hook for HTTP requests (reporter destination). */
   inboundRequest(rec: InboundRequestRecord): void {
     const flags = flagsLabel(rec.responseFlags);
-    const key = `${rec.workload}|${rec.port}|${rec.source}|${rec.sourceIp ?? ''}|${rec.authority}|${rec.grpc ? 1 : 0}|${rec.status}|${rec.grpcStatus ?? ''}|${flags}`;
+    const key = `${rec.workload}|${rec.port}|${rec.source}|${rec.sourceIp ?? ''}|${rec.sourcePeer?.workload ?? ''}|${rec.authority}|${rec.grpc ? 1 : 0}|${rec.status}|${rec.grpcStatus ?? ''}|${flags}`;
     const s = this.metrics.lookupRequest(key) ?? this.metrics.bindRequest(key, this.inboundLabels(rec, flags));
     this.metrics.request(s, rec.durationMs, rec.requestBytes, rec.responseBytes);
     this.traffic?.request(s.labels, { method: rec.method, path: rec.path, status: rec.status, grpcStatus: rec.grpcStatus, durationMs: rec.durationMs, requestBytes: rec.requestBytes, responseBytes: rec.responseBytes, flags });
@@ -306,7 +306,13 @@ export class RequestTelemetry {
   }
 
   private inboundLabels(rec: InboundRequestRecord, flags: string): RequestLabels {
-    const src = this.sourceAtDestination(rec.source, rec.sourceIp, false);
+    let src = this.sourceAtDestination(rec.source, rec.sourceIp, false);
+    // A pod of another node that is no Service's endpoint: its agent's peer metadata names it
+    // (the namespace and principal stay the authenticated ones).
+    if (src.workload === UNKNOWN && rec.sourcePeer) {
+      const p = rec.sourcePeer;
+      src = { ...src, workload: p.workload, app: p.app || UNKNOWN, version: p.version || UNKNOWN };
+    }
     return {
       ...this.inboundCommon(rec.workload, rec.port, rec.authority, src, rec.connectionSecurityPolicy),
       request_protocol: rec.grpc ? 'grpc' : 'http',

@@ -24,7 +24,7 @@ import { SkeinError, messageOf } from '../../errors.js';
 import type { Logger } from '../../telemetry/log.js';
 import { ResponseFlag } from '../../telemetry/istio-metrics.js';
 import { H2Relay, isGrpc, streamOutcome } from '../http/h2-relay.js';
-import { appProtocolOf, MeshHeader } from '../http/mesh-headers.js';
+import { appProtocolOf, decodePeer, MeshHeader, type PeerLabels } from '../http/mesh-headers.js';
 import type { HttpRequestRecord, HttpVersion, RoutedConnection, UpstreamChoice } from '../http/types.js';
 import { UpstreamPool } from '../http/upstream-pool.js';
 import { parseAuthority } from '../tunnel/authority.js';
@@ -87,6 +87,8 @@ export interface InboundRequestRecord extends HttpRequestRecord {
   reason?: string;
   /** The source pod's IP as the source agent says (`skein-src`); metrics check it against the peer identity. */
   sourceIp?: string;
+  /** The source pod's workload/app/version as its agent says (`skein-peer`), for telemetry only. */
+  sourcePeer?: PeerLabels;
   /** Request and response body bytes (the DATA frames' payload), as Istio's request/response sizes. */
   requestBytes: number;
   responseBytes: number;
@@ -476,6 +478,8 @@ export class InboundHttp {
     if (appProtocol) rec.appProtocol = appProtocol;
     if (ctx.sourceAddress !== undefined) rec.sourceAddress = ctx.sourceAddress;
     if (ctx.sourceIp !== undefined) rec.sourceIp = ctx.sourceIp;
+    const peer = decodePeer(headers[MeshHeader.Peer]);
+    if (peer) rec.sourcePeer = peer;
     if (reason !== undefined) rec.reason = reason;
     return rec;
   }

@@ -15,7 +15,7 @@ import { hasCode, messageOf, SkeinError } from '../../errors.js';
 import type { LocalInbound } from '../inbound/types.js';
 import type { TunnelDialer } from '../tunnel/types.js';
 import { OutboundCode, TunnelCode } from '../codes.js';
-import { MeshHeader } from '../http/mesh-headers.js';
+import { encodePeer, MeshHeader } from '../http/mesh-headers.js';
 import { deadline, untilAborted } from '../deadline.js';
 
 /** Plain connection from (the netns of) `source` to address:port; the agent provides it. */
@@ -33,6 +33,19 @@ export interface EndpointConnectorOptions {
   connectTimeoutMs?: number;
   /** Port of the destination's tunnel listener; absent: the tunnel's default (15008). */
   tunnelPort?: number;
+}
+
+/** `skein-peer` per source pod record (records are replaced, never mutated, on config updates). */
+const peerHeaders = new WeakMap<Workload, string>();
+
+function peerHeaderOf(w: Workload): string {
+  let v = peerHeaders.get(w);
+  if (v === undefined) {
+    const l = w.labels;
+    v = encodePeer({ workload: w.workloadName ?? w.name, app: l.app ?? l['app.kubernetes.io/name'] ?? '', version: l.version ?? l['app.kubernetes.io/version'] ?? '' });
+    peerHeaders.set(w, v);
+  }
+  return v;
 }
 
 export class EndpointConnector {
@@ -101,6 +114,7 @@ export class EndpointConnector {
     // The source pod's IP, for the destination's policy (skein-* fields are the agents' own).
     const ip = source.ips[0];
     if (ip) headers[MeshHeader.Source] = ip;
+    headers[MeshHeader.Peer] = peerHeaderOf(source);
     const fail = (err: unknown): never => {
       throw failure(err, ep, port, path);
     };

@@ -105,11 +105,11 @@ t.test('Istio metrics in a real Prometheus, at both reporters', opts(), async (t
     // Principals, namespaces, the destination side, codes and mTLS hold on every series.
     for (const row of destination) t.match(row.metric, { ...want, source_app: row.metric.source_workload === 'client' ? 'client' : 'unknown' }, `reporter destination (${row.metric.source_workload})`);
     t.ok(destination.some((r) => r.metric.source_workload === 'client'), 'reporter destination: the source workload named on the same node');
-    // Another node's agent holds only its own pods; the client is no Service's endpoint, so the
-    // agent across the underlay knows its principal and namespace but not its workload name.
-    t.same(destination.map((r) => r.metric.source_workload), ['client'], 'reporter destination: the remote source workload named', {
-      todo: 'needs peer metadata: the source agent naming its pod in the request, or the controller streaming a peer index',
-    });
+    // Another node's agent holds only its own pods and the client is no Service's endpoint: the
+    // source agent's peer metadata (skein-peer) names it; namespace and principal stay the
+    // authenticated ones.
+    t.same([...new Set(destination.map((r) => r.metric.source_workload))], ['client'], 'reporter destination: the remote source workload named too');
+    t.ok(destination.every((r) => r.metric.source_app === 'client'), 'and its app label');
     // Body sizes at the destination (the source's come with the forwarders' counts).
     t.equal(await value(rec, `sum(istio_request_bytes_count{reporter="destination",destination_service="${SVC}",request_protocol="http"})`), N);
     t.equal(await value(rec, `sum(istio_request_bytes_sum{reporter="destination",destination_service="${SVC}",request_protocol="http"})`), N * 100, 'request bodies: 100 bytes each');

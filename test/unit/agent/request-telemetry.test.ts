@@ -105,6 +105,12 @@ t.test('reporter destination: the source pod only when its IP and identity agree
   t.match(honest, /response_code="403",grpc_response_status="",response_flags="RBAC"/);
   const liar = lines.find((l) => l.includes('sa/liar'))!;
   t.match(liar, /source_workload="unknown",source_workload_namespace="other"/, 'an IP claimed by another identity is not believed');
+  // A pod the destination does not know (another node, no Service endpoint): its agent's
+  // peer metadata names the workload; the namespace stays the principal's.
+  telemetry.inboundRequest({ ...base, source: 'spiffe://cluster.local/ns/batch/sa/cron', sourceIp: '10.0.9.9', sourcePeer: { workload: 'nightly', app: 'reports', version: 'v3' } });
+  const peer = (await registry.metrics()).split('\n').find((l) => l.startsWith('istio_requests_total{') && l.includes('sa/cron'))!;
+  t.match(peer, /source_workload="nightly",source_workload_namespace="batch"/, 'named by the peer metadata, namespace from the identity');
+  t.match(peer, /source_app="reports",source_version="v3"/);
 });
 
 t.test('TCP at both reporters; passthrough is PassthroughCluster', async (t) => {
