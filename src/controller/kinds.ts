@@ -464,6 +464,23 @@ export const KINDS: KindInfo[] = [
     schema: topLevel({ spec: grpcRouteSpec, status: anySpec }),
   },
   {
+    // Lets routes of other namespaces name this namespace's Services as backends (and mirrors).
+    apiVersion: 'gateway.networking.k8s.io/v1beta1',
+    kind: 'ReferenceGrant',
+    plural: 'referencegrants',
+    namespaced: true,
+    schema: topLevel({
+      spec: {
+        type: 'object',
+        required: ['from', 'to'],
+        fields: {
+          from: { type: 'array', minItems: 1, items: { type: 'object', required: ['group', 'kind', 'namespace'], fields: { group: str, kind: str, namespace: str } } },
+          to: { type: 'array', minItems: 1, items: { type: 'object', required: ['group', 'kind'], fields: { group: str, kind: str, name: str } } },
+        },
+      },
+    }),
+  },
+  {
     apiVersion: 'security.skein.io/v1alpha1',
     kind: 'AuthorizationPolicy',
     plural: 'authorizationpolicies',
@@ -501,8 +518,11 @@ const byGvk = new Map(KINDS.map((k) => [`${k.apiVersion}/${k.kind}`, k]));
 export function kindInfo(apiVersion: string, kind: string): KindInfo | undefined {
   const k = byGvk.get(`${apiVersion}/${kind}`);
   if (k) return k;
-  // Gateway API routes also come as v1beta1/v1alpha2; same fields for what skein reads.
-  if (apiVersion.startsWith('gateway.networking.k8s.io/')) return byGvk.get(`gateway.networking.k8s.io/v1/${kind}`);
+  // Gateway API kinds also come in other versions (routes as v1beta1/v1alpha2, ReferenceGrant
+  // as v1alpha2); same fields for what skein reads.
+  if (apiVersion.startsWith('gateway.networking.k8s.io/')) {
+    return byGvk.get(`gateway.networking.k8s.io/v1/${kind}`) ?? byGvk.get(`gateway.networking.k8s.io/v1beta1/${kind}`);
+  }
   return undefined;
 }
 

@@ -22,7 +22,7 @@ import { ControllerCode } from './codes.js';
 import { kindInfo } from './kinds.js';
 import { ObjectVerdicts } from './object-verdict.js';
 import type { ObjectStore, StoredObject } from './object-store.js';
-import type { PolicyResource } from './policy-translate.js';
+import type { PolicyResource, ReferenceGrant } from './policy-translate.js';
 import { entryOf, type IndexUpdate, type Refusal, type ResourceEntry, type ResourceType, resKey } from './resources.js';
 import { backendPolicyProblem, policyObjectKey, routeProblem } from './route-checks.js';
 
@@ -428,10 +428,15 @@ export class MeshIndex {
     for (const n of this.nodes) put('node', n.name, n);
     const routes: { r: MeshRoute; key: string; mirrorFields: ReadonlyMap<string, string> }[] = [];
     const backendPolicies: { p: BackendTrafficPolicy; key: string; refs: string[] }[] = [];
+    const grants = new Map<string, ReferenceGrant[]>();
     for (const [ns, part] of this.partitions) {
       refusals.push(...part.refusals);
       for (const p of part.policies) {
         const objKey = policyObjectKey(p);
+        if (p.type === 'reference-grant') {
+          pushTo(grants, ns, p.value); // checked by the index, never sent to agents
+          continue;
+        }
         if (p.type === 'route') {
           routes.push({ r: p.value, key: objKey, mirrorFields: p.mirrorFields });
           continue;
@@ -462,7 +467,7 @@ export class MeshIndex {
     const claims = new Map<string, string>();
     const served = new Map<string, MeshRoute>();
     for (const { r, key, mirrorFields } of routes) {
-      const problem = routeProblem(r, services, claims, mirrorFields);
+      const problem = routeProblem(r, services, claims, mirrorFields, grants);
       if (problem) {
         refuse(key, problem.field, problem.reason, problem.code);
         continue;

@@ -21,7 +21,27 @@ export type PolicyResource =
   | { type: 'authorization'; value: AuthorizationPolicy }
   | { type: 'peer-authentication'; value: PeerAuthenticationPolicy }
   /** refs: the target key of each spec.targetRefs[i] (backend-policy-translate.ts). */
-  | { type: 'backend-policy'; value: BackendTrafficPolicy; refs: string[] };
+  | { type: 'backend-policy'; value: BackendTrafficPolicy; refs: string[] }
+  /** Controller-only (never streamed): which routes of other namespaces may name this namespace's Services. */
+  | { type: 'reference-grant'; value: ReferenceGrant };
+
+/** Gateway API ReferenceGrant, as the index checks cross-namespace backendRefs against it. */
+export interface ReferenceGrant {
+  namespace: string;
+  name: string;
+  from: { group: string; kind: string; namespace: string }[];
+  /** `name` absent: every object of that kind in the grant's namespace. */
+  to: { group: string; kind: string; name?: string }[];
+}
+
+/** Whether a grant in the backend's namespace lets a `routeKind` of `routeNamespace` name Service `name`. */
+export function granted(grants: readonly ReferenceGrant[], routeKind: string, routeNamespace: string, name: string): boolean {
+  return grants.some(
+    (g) =>
+      g.from.some((f) => f.group === 'gateway.networking.k8s.io' && f.kind === routeKind && f.namespace === routeNamespace) &&
+      g.to.some((t) => t.group === '' && t.kind === 'Service' && (t.name === undefined || t.name === name)),
+  );
+}
 
 function selectorOf(spec: Any): WorkloadSelector | undefined {
   return spec.selector ? { matchLabels: { ...(spec.selector.matchLabels ?? {}) } } : undefined;
@@ -82,6 +102,16 @@ export function translatePolicy(obj: Obj, namespace: string): PolicyResource | u
       const { value, refs } = translateBackendPolicy(o, namespace, name, spec);
       return { type: 'backend-policy', value, refs };
     }
+    case 'ReferenceGrant':
+      return {
+        type: 'reference-grant',
+        value: {
+          namespace,
+          name,
+          from: (spec.from as Any[]).map((f) => ({ group: String(f.group), kind: String(f.kind), namespace: String(f.namespace) })),
+          to: (spec.to as Any[]).map((x) => ({ group: String(x.group), kind: String(x.kind), ...(x.name !== undefined ? { name: String(x.name) } : {}) })),
+        },
+      };
     case 'HTTPRoute':
     case 'GRPCRoute':
       return { type: 'route', ...translateRoute(o, namespace, name, spec) };

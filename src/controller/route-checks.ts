@@ -1,8 +1,8 @@
 /** Cross-checks of routes and policies against the rest of the mesh, run by the index's global pass. */
 import type { Service } from '../config/model.js';
-import type { BackendTrafficPolicy, MeshRoute } from '../config/policy-model.js';
+import type { BackendTrafficPolicy, MeshRoute, RouteFilters } from '../config/policy-model.js';
 import { ControllerCode } from './codes.js';
-import { matchKey, type PolicyResource } from './policy-translate.js';
+import { granted, matchKey, type PolicyResource, type ReferenceGrant } from './policy-translate.js';
 
 export interface CrossProblem {
   field: string;
@@ -19,6 +19,8 @@ export function policyObjectKey(p: PolicyResource): string {
       return `networking.skein.io/BackendTrafficPolicy/${v.namespace}/${v.name}`;
     case 'authorization':
       return `security.skein.io/AuthorizationPolicy/${v.namespace}/${v.name}`;
+    case 'reference-grant':
+      return `gateway.networking.k8s.io/ReferenceGrant/${v.namespace}/${v.name}`;
     case 'peer-authentication':
       return `security.skein.io/PeerAuthentication/${v.namespace}/${v.name}`;
   }
@@ -30,7 +32,16 @@ export function routeProblem(
   services: Map<string, Service>,
   claims: Map<string, string>,
   mirrorFields: ReadonlyMap<string, string> = new Map(),
+  grants: ReadonlyMap<string, readonly ReferenceGrant[]> = new Map(),
 ): CrossProblem | undefined {
+  // A Service of another namespace (backend or mirror) needs that namespace's ReferenceGrant
+  // (Gateway API: otherwise ResolvedRefs=False, RefNotPermitted).
+  const permitted = (ns: string, name: string): boolean => ns === r.namespace || granted(grants.get(ns) ?? [], r.kind, r.namespace, name);
+  const notPermitted = (field: string, ns: string, name: string): CrossProblem => ({
+    field,
+    reason: `RefNotPermitted: Service ${ns}/${name} is in another namespace and no ReferenceGrant in ${ns} lets ${r.kind}s of ${r.namespace} refer to it`,
+    code: ControllerCode.Refused,
+  });
   for (const [i, p] of r.parents.entries()) {
     if (!services.has(`${p.namespace}/${p.name}`)) {
       return { field: `spec.parentRefs[${i}]`, reason: `Service ${p.namespace}/${p.name} does not exist`, code: ControllerCode.Refused };
@@ -44,6 +55,13 @@ export function routeProblem(
           reason: `Service ${b.namespace}/${b.name} does not exist`,
           code: ControllerCode.Refused,
         };
+      }
+      if (!permitted(b.namespace, b.name)) return notPermitted(`spec.rules[${i}].backendRefs[${j}]`, b.namespace, b.name);
+    }
+    const lists: [string, RouteFilters | undefined][] = [[`spec.rules[${i}].filters`, rule.filters], ...rule.backends.map((b, j): [string, RouteFilters | undefined] => [`spec.rules[${i}].backendRefs[${j}].filters`, b.filters])];
+    for (const [at, filters] of lists) {
+      for (const [k, m] of (filters?.mirrors ?? []).entries()) {
+        if (!permitted(m.namespace, m.name)) return notPermitted(mirrorFields.get(`${at}#${k}`) ?? at, m.namespace, m.name);
       }
     }
     const mirror = mirrorProblem(rule.filters, `spec.rules[${i}].filters`, services, mirrorFields);

@@ -62,7 +62,8 @@ function refOf(store: ObjectStore, key: string): ObjectRef | undefined {
 /** Status conditions are ours to write on skein CRDs and Gateway API routes only. */
 function ownsStatus(ref: { apiVersion: string; kind: string }): boolean {
   const info = kindInfo(ref.apiVersion, ref.kind);
-  return Boolean(info?.crd) || groupOf(ref.apiVersion) === GATEWAY_GROUP;
+  // ReferenceGrant has no status in Gateway API: a refused one shows in `skein status` only.
+  return Boolean(info?.crd) || (groupOf(ref.apiVersion) === GATEWAY_GROUP && ref.kind !== 'ReferenceGrant');
 }
 
 /**
@@ -81,7 +82,15 @@ export function conditionsFor(ref: { apiVersion: string }, r: Refusal | undefine
   const message = `${r.field}: ${r.reason}`;
   if (!route) return [{ type: 'Accepted', status: 'False', reason: r.code === ControllerCode.Conflict ? 'Conflicted' : 'Invalid', message }];
   if (/^spec\.parentRefs\[\d+\]$/.test(r.field)) return [{ type: 'Accepted', status: 'False', reason: 'NoMatchingParent', message }];
-  const refs = /backendRef/.test(r.field) ? (/does not exist$/.test(r.reason) ? 'BackendNotFound' : /only Service backends/.test(r.reason) ? 'InvalidKind' : undefined) : undefined;
+  const refs = /backendRef/.test(r.field)
+    ? /does not exist$/.test(r.reason)
+      ? 'BackendNotFound'
+      : /only Service backends/.test(r.reason)
+        ? 'InvalidKind'
+        : /^RefNotPermitted:/.test(r.reason)
+          ? 'RefNotPermitted'
+          : undefined
+    : undefined;
   const accepted: Condition = { type: 'Accepted', status: 'False', reason: 'UnsupportedValue', message };
   return refs ? [accepted, { type: 'ResolvedRefs', status: 'False', reason: refs, message }] : [accepted];
 }

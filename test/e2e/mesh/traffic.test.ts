@@ -205,6 +205,13 @@ t.test('traffic management in the lab', opts(), async (t) => {
     await use(rec, [
       httpRoute('producer', [{ backendRefs: [backend('echo-v1')] }]),
       httpRoute('consumer', [{ backendRefs: [backend('echo-v2')] }], { namespace: 'front' }),
+      // front's routes may name shop's Services (Gateway API: a cross-namespace backendRef needs it).
+      {
+        apiVersion: 'gateway.networking.k8s.io/v1beta1',
+        kind: 'ReferenceGrant',
+        metadata: { name: 'front-routes', namespace: 'shop' },
+        spec: { from: [{ group: 'gateway.networking.k8s.io', kind: 'HTTPRoute', namespace: 'front' }], to: [{ group: '', kind: 'Service' }] },
+      },
       {
         apiVersion: 'gateway.networking.k8s.io/v1',
         kind: 'GRPCRoute',

@@ -62,7 +62,7 @@ t.test('list/watch feeds the agents: per-node views and deltas', async (t) => {
   const { a, b } = await agents(t, port);
   t.same(a.workloadNames(), ['legacy/api-1', 'shop/web-1']);
   t.same(b.workloadNames(), ['legacy/api-2', 'shop/web-2']);
-  t.equal(api.counts.lists, 11, 'one list per kind');
+  t.equal(api.counts.lists, 12, 'one list per kind (ReferenceGrant included)');
 
   // kubectl label namespace legacy skein.io/mesh=enabled (a merge patch through the API).
   await client.request('PATCH', '/api/v1/namespaces/legacy', { metadata: { labels: { 'skein.io/mesh': 'enabled' } } }, 'application/merge-patch+json');

@@ -260,10 +260,24 @@ t.test('the index: backends and mirrors must exist; the oldest route wins a matc
 t.test('the index: a consumer route (another namespace) never conflicts with the producer route', async (t) => {
   const consumer: Obj = { ...httpRoute({ rules: [{ backendRefs: [be('web-v2', { namespace: 'shop' })] }] }, 'consumer'), metadata: { name: 'consumer', namespace: 'front', creationTimestamp: '2026-01-02T00:00:00Z' } };
   (consumer.spec as Obj).parentRefs = [{ group: '', kind: 'Service', name: 'web', namespace: 'shop', port: 80 }];
-  const { index, refusal } = indexOver([...SERVICES, httpRoute({ rules: [{ backendRefs: [be()] }] }, 'producer'), consumer]);
-  t.notOk(refusal('HTTPRoute/front/consumer'), `accepted beside the producer route ${JSON.stringify(refusal('HTTPRoute/front/consumer'))}`);
+  const grant = (to: Obj, name = 'front-routes'): Obj => ({
+    apiVersion: 'gateway.networking.k8s.io/v1beta1',
+    kind: 'ReferenceGrant',
+    metadata: { name, namespace: 'shop' },
+    spec: { from: [{ group: 'gateway.networking.k8s.io', kind: 'HTTPRoute', namespace: 'front' }], to: [to] },
+  });
+  const without = indexOver([...SERVICES, httpRoute({ rules: [{ backendRefs: [be()] }] }, 'producer'), consumer]);
+  t.match(without.refusal('HTTPRoute/front/consumer'), { field: 'spec.rules[0].backendRefs[0]', reason: /^RefNotPermitted: Service shop\/web-v2 is in another namespace and no ReferenceGrant in shop/ }, 'a backend in another namespace needs a ReferenceGrant there');
+  without.index.close();
+  const other = indexOver([...SERVICES, consumer, grant({ group: '', kind: 'Service', name: 'web' })]);
+  t.match(other.refusal('HTTPRoute/front/consumer'), { reason: /^RefNotPermitted/ }, 'a grant for another Service does not do');
+  other.index.close();
+  const { index, refusal } = indexOver([...SERVICES, httpRoute({ rules: [{ backendRefs: [be()] }] }, 'producer'), consumer, grant({ group: '', kind: 'Service' })]);
+  t.notOk(refusal('HTTPRoute/front/consumer'), `with the grant: accepted beside the producer route ${JSON.stringify(refusal('HTTPRoute/front/consumer'))}`);
   t.ok(entryValue(index, 'route|HTTPRoute/shop/producer'));
   t.ok(entryValue(index, 'route|HTTPRoute/front/consumer'));
+  t.notOk(entryValue(index, 'reference-grant|shop/front-routes'), 'grants are the controller\'s: never streamed to agents');
+  t.equal(index.refusals().length, 0);
   index.close();
 });
 
