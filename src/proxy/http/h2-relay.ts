@@ -16,7 +16,7 @@
  * trailers-only responses stay trailers-only; a reset on either side is relayed to the other
  * (a reset never turns into a clean, truncated END_STREAM); HEAD, 204 and 304 carry no body.
  */
-import http from 'node:http';
+import type http from 'node:http';
 import http2 from 'node:http2';
 import { messageOf } from '../../errors.js';
 import type { Logger } from '../../telemetry/log.js';
@@ -24,7 +24,7 @@ import { closeStreamLocally } from './h2-abuse-guard.js';
 import { endToEndH2Headers, endToEndRawHeaders, h2ToRaw, rawPairs, rawToH2 } from './headers.js';
 import { MeshHeader } from './mesh-headers.js';
 import { type MeshRequestOpener, type RoutedConnection, type UpstreamChoice, upstreamFailure } from './types.js';
-import { OPENER_OPTION, type UpstreamPool } from './upstream-pool.js';
+import { pooledHttp1Request, type UpstreamPool } from './upstream-pool.js';
 
 const { NGHTTP2_FLAG_END_STREAM, NGHTTP2_NO_ERROR, NGHTTP2_CANCEL, NGHTTP2_INTERNAL_ERROR, HTTP2_HEADER_STATUS, HTTP2_HEADER_CONTENT_TYPE } =
   http2.constants;
@@ -148,22 +148,7 @@ export class H2Relay {
     conn: RoutedConnection,
     choice: UpstreamChoice,
   ): void {
-    const raw = h2ToRaw(headers);
-    const authority = headers[':authority'];
-    if (authority) raw.unshift('host', String(authority));
-    const filtered = endToEndRawHeaders(raw);
-    // A body without a declared length is chunked on the HTTP/1.1 hop (trailers need it too).
-    if (!endStream && headers['content-length'] === undefined) filtered.push('transfer-encoding', 'chunked');
-    const up = http.request({
-      agent: this.pool.agentFor(choice),
-      method: String(headers[':method'] ?? 'GET'),
-      path: String(headers[':path'] ?? '/'),
-      headers: filtered as unknown as http.OutgoingHttpHeaders,
-      setHost: false,
-      host: '127.0.0.1',
-      port: 1,
-      [OPENER_OPTION]: () => choice.connect(),
-    } as http.RequestOptions);
+    const up = pooledHttp1Request(this.pool, choice, headers, !endStream);
     // 1xx the app sends on its own (103 Early Hints, 102) go on to the client (RFC 9110 §15.2).
     up.on('information', (info: http.InformationEvent) => {
       if (info.statusCode === 101 || stream.destroyed || stream.closed || stream.headersSent) return;

@@ -15,7 +15,7 @@
  * how servers refuse before doing work); a status in the trailers comes after the body has
  * been relayed and cannot be retried.
  */
-import http from 'node:http';
+import type http from 'node:http';
 import http2 from 'node:http2';
 import type { Readable, Writable } from 'node:stream';
 import { messageOf } from '../../errors.js';
@@ -24,7 +24,7 @@ import { OutboundCode, TunnelCode } from '../codes.js';
 import { endToEndH2Headers, endToEndRawHeaders, h2ToRaw, rawPairs, rawToH2 } from './headers.js';
 import { MeshHeader } from './mesh-headers.js';
 import { type AttemptResult, type DirectAnswer, type RequestPlan, type UpstreamChoice, upstreamFailure } from './types.js';
-import { OPENER_OPTION, type UpstreamPool } from './upstream-pool.js';
+import { pooledHttp1Request, type UpstreamPool } from './upstream-pool.js';
 import type { HttpVersion } from './types.js';
 
 const { NGHTTP2_CANCEL, NGHTTP2_NO_ERROR, NGHTTP2_FLAG_END_STREAM } = http2.constants;
@@ -216,20 +216,7 @@ function h1Attempt(pool: UpstreamPool, choice: UpstreamChoice, head: H2Head, bod
   let res: http.IncomingMessage | undefined;
   let answered = false;
   let cancelled = false;
-  const raw = h2ToRaw(head);
-  const authority = head[':authority'];
-  if (authority !== undefined) raw.unshift('host', String(authority));
-  if (hasBody && head['content-length'] === undefined) raw.push('transfer-encoding', 'chunked');
-  const up = http.request({
-    agent: pool.agentFor(choice),
-    method: String(head[':method'] ?? 'GET'),
-    path: String(head[':path'] ?? '/'),
-    headers: raw as unknown as http.OutgoingHttpHeaders,
-    setHost: false,
-    host: '127.0.0.1',
-    port: 1,
-    [OPENER_OPTION]: () => choice.connect(),
-  } as http.RequestOptions);
+  const up = pooledHttp1Request(pool, choice, head, hasBody);
   up.on('response', (r) => {
     res = r;
     if (answered || cancelled) {

@@ -11,6 +11,7 @@ import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { messageOf, SkeinError } from '../../errors.js';
 import type { Logger } from '../../telemetry/log.js';
+import { endToEndRawHeaders, h2ToRaw } from './headers.js';
 import type { UpstreamChoice } from './types.js';
 import { HttpCode, OutboundCode } from '../codes.js';
 import { noop } from '../noop.js';
@@ -74,6 +75,30 @@ class MeshAgent extends http.Agent {
 interface H2Entry {
   session: Promise<http2.ClientHttp2Session>;
   live?: http2.ClientHttp2Session;
+}
+
+/**
+ * One request in HTTP/2 form (`head`: pseudo-headers and fields) on the pooled HTTP/1.1
+ * keep-alive upstream of `choice`: :authority becomes Host, only end-to-end fields go, and a
+ * body without a declared length is chunked (trailers need it too).
+ */
+export function pooledHttp1Request(pool: UpstreamPool, choice: UpstreamChoice, head: Record<string, string | string[] | number | undefined>, hasBody: boolean): http.ClientRequest {
+  const raw = h2ToRaw(head);
+  const authority = head[':authority'];
+  if (authority !== undefined && authority !== '') raw.unshift('host', String(authority));
+  const filtered = endToEndRawHeaders(raw);
+  if (hasBody && head['content-length'] === undefined) filtered.push('transfer-encoding', 'chunked');
+  return http.request({
+    agent: pool.agentFor(choice),
+    method: String(head[':method'] ?? 'GET'),
+    path: String(head[':path'] ?? '/'),
+    headers: filtered as unknown as http.OutgoingHttpHeaders,
+    setHost: false,
+    // Only the pool key matters to the agent; host/port keep Node's bookkeeping sane.
+    host: '127.0.0.1',
+    port: 1,
+    [OPENER_OPTION]: () => choice.connect(),
+  } as http.RequestOptions);
 }
 
 export class UpstreamPool {
