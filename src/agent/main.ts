@@ -228,6 +228,8 @@ export async function runAgent(argv: string[], deps: AgentMainDeps = {}): Promis
     config: { version: () => agent.store.snapshot()?.version, updates: agent.configUpdates },
     certificates: () => certificates.status(),
     authorizationDecisions: agent.authorizer.stats.decisions,
+    traffic: () => agent.outbound.trafficStats(),
+    rateLimited: agent.rateLimits.stats.limited,
     outboundRefusals: () => agent.outbound.stats().refusals,
     tunnels: { client: () => agent.tunnels.stats(), server: () => agent.tunnelServerStats() },
     log,

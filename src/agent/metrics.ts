@@ -8,6 +8,16 @@ import { messageOf } from '../errors.js';
 import type { Logger } from '../telemetry/log.js';
 import { AgentCode } from './codes.js';
 
+/** What traffic policy did for one destination Service (proxy/outbound TrafficServiceStats). */
+export interface TrafficRow {
+  service: string;
+  retries: number;
+  budgetExhausted: number;
+  ejections: number;
+  ejectedNow: number;
+  overflows: Record<string, number>;
+}
+
 export interface AgentMetricsSources {
   capture: Pick<CaptureManager, 'counters'>;
   /** Refusals at the local pods' tunnel ports by stable code (NodeAgent.tunnelRefusals). */
@@ -24,6 +34,10 @@ export interface AgentMetricsSources {
   authorizationDecisions?: Readonly<Record<string, number>>;
   /** Refusals on the outbound (client-facing) side by stable code (OutboundProxy.stats().refusals). */
   outboundRefusals?: () => Record<string, number>;
+  /** What traffic policy did per destination Service (OutboundProxy.trafficStats()). */
+  traffic?: () => Iterable<TrafficRow>;
+  /** Requests refused by local rate limits, by `<namespace>/<pod>:<port>` (AgentRateLimits.stats.limited). */
+  rateLimited?: Readonly<Record<string, number>>;
   /** Tunnel sessions and streams: the client pool's (per destination) and the local pods' servers'. */
   tunnels?: {
     client: () => Iterable<{ sessions: Iterable<{ active: number }> }>;
@@ -91,7 +105,23 @@ export function registerAgentMetrics(registry: Registry, src: AgentMetricsSource
 
 /** Config, certificates, authorization, refusals and tunnels: read from their owners' stats at scrape. */
 function registerHealthMetrics(registry: Registry, src: AgentMetricsSources): void {
-  const { config, certificates, authorizationDecisions, outboundRefusals, tunnels } = src;
+  const { config, certificates, authorizationDecisions, outboundRefusals, tunnels, traffic, rateLimited } = src;
+  if (traffic) registerTrafficMetrics(registry, traffic);
+  if (rateLimited) {
+    new Counter({
+      name: 'skein_rate_limited_total',
+      help: 'Requests the local rate limits refused (429 / RESOURCE_EXHAUSTED), by destination pod and port',
+      labelNames: ['destination', 'port'] as const,
+      registers: [registry],
+      collect() {
+        this.reset();
+        for (const [k, n] of Object.entries(rateLimited)) {
+          const i = k.lastIndexOf(':');
+          this.inc({ destination: k.slice(0, i), port: k.slice(i + 1) }, n);
+        }
+      },
+    });
+  }
   if (config) {
     new Gauge({
       name: 'skein_config_version_info',
@@ -189,4 +219,49 @@ function registerHealthMetrics(registry: Registry, src: AgentMetricsSources): vo
       },
     });
   }
+}
+
+/** Retries, budget refusals, outlier ejections and circuit-breaker overflows, per destination Service. */
+function registerTrafficMetrics(registry: Registry, traffic: NonNullable<AgentMetricsSources['traffic']>): void {
+  // One read per scrape, shared by the families below (collect runs per family).
+  let cache: { at: number; rows: TrafficRow[] } = { at: 0, rows: [] };
+  const rows = (): TrafficRow[] => {
+    const now = Date.now();
+    if (now - cache.at > 100) cache = { at: now, rows: [...traffic()] };
+    return cache.rows;
+  };
+  const counter = (name: string, help: string, value: (r: TrafficRow) => number) =>
+    new Counter({
+      name,
+      help,
+      labelNames: ['destination_service'] as const,
+      registers: [registry],
+      collect() {
+        this.reset();
+        for (const r of rows()) this.inc({ destination_service: r.service }, value(r));
+      },
+    });
+  counter('skein_retries_total', 'Retries sent (tries after the first) by the source agent, per destination Service', (r) => r.retries);
+  counter('skein_retry_budget_exhausted_total', 'Retries the retry budget refused, per destination Service', (r) => r.budgetExhausted);
+  counter('skein_outlier_ejections_total', 'Endpoints ejected by outlier detection, per destination Service', (r) => r.ejections);
+  new Gauge({
+    name: 'skein_outlier_ejected',
+    help: 'Endpoints ejected by outlier detection now, per destination Service',
+    labelNames: ['destination_service'] as const,
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const r of rows()) this.set({ destination_service: r.service }, r.ejectedNow);
+    },
+  });
+  new Counter({
+    name: 'skein_circuit_breaker_overflows_total',
+    help: 'Requests the circuit breaker refused at once (503, flag UO), per destination Service and limit',
+    labelNames: ['destination_service', 'limit'] as const,
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const r of rows()) for (const [limit, n] of Object.entries(r.overflows)) this.inc({ destination_service: r.service, limit }, n);
+    },
+  });
 }

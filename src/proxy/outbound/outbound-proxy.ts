@@ -29,7 +29,7 @@ import { UpstreamPool, type UpstreamPoolOptions } from '../http/upstream-pool.js
 import { type PipeResult, pipeBidirectional, resetStream } from '../tcp/l4-pipe.js';
 import { type Destination, resolveDestination } from './destination.js';
 import { EndpointConnector, type EndpointConnectorOptions } from './endpoint-connector.js';
-import type { ChoiceFactory, RequestInfo, RequestRouter, Route } from './router.js';
+import type { ChoiceFactory, RequestInfo, RequestRouter, Route, TrafficServiceStats } from './router.js';
 import { TrafficRouter } from './traffic-router.js';
 import { OutboundCode } from '../codes.js';
 import { noop } from '../noop.js';
@@ -291,6 +291,11 @@ export class OutboundProxy {
   /** Routes, policies in effect and ejections (admin /config_dump). */
   describeRouting(): object {
     return this.router.describe();
+  }
+
+  /** Retries, budget refusals, ejections and breaker overflows per Service (metrics). */
+  trafficStats(): TrafficServiceStats[] {
+    return this.router.serviceStats?.() ?? [];
   }
 
   private l7(socket: Socket, ctx: OutboundConnectionContext, protocol: HttpVersion, upstream: HttpVersion): void {

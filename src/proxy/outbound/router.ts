@@ -20,6 +20,21 @@ export interface Route {
 /** Makes the upstream handle for a route (the outbound proxy knows how endpoints are reached). */
 export type ChoiceFactory = (source: Workload, route: Route, plan?: UpstreamChoice['plan']) => UpstreamChoice;
 
+/** Per destination Service, what traffic policy did (metrics: skein_retries_total, ...). */
+export interface TrafficServiceStats {
+  /** `<namespace>/<name>`. */
+  service: string;
+  /** Retries sent (tries after the first). */
+  retries: number;
+  /** Retries the budget refused. */
+  budgetExhausted: number;
+  /** Ejections since the policy's outlier detection started, and endpoints ejected now. */
+  ejections: number;
+  ejectedNow: number;
+  /** Requests refused by the circuit breaker, by limit (pending, requests, retries). */
+  overflows: Record<string, number>;
+}
+
 export interface RequestRouter {
   /**
    * The upstream for one request (`req` set) or connection of `source` to `dest`; undefined:
@@ -30,4 +45,6 @@ export interface RequestRouter {
   inFlight(svc: Service, ip: string): number;
   /** What the router holds, for /config_dump (routes, policies in effect, ejections). */
   describe(): object;
+  /** What traffic policy did per Service (metrics); absent for routers without policies. */
+  serviceStats?(): TrafficServiceStats[];
 }

@@ -20,7 +20,7 @@ import { applyHeaderModifier, redirectLocation, rewritePath, RouteTable } from '
 import { backoffMs, RetryBudget } from '../../routing/retry-budget.js';
 import type { AttemptResult, DirectAnswer, RequestInfo, RequestPlan, RetryPlan, UpstreamChoice } from '../http/types.js';
 import type { Destination } from './destination.js';
-import type { ChoiceFactory, RequestRouter, Route } from './router.js';
+import type { ChoiceFactory, RequestRouter, Route, TrafficServiceStats } from './router.js';
 
 /** gRPC status names a retry policy may list, by code. */
 const GRPC_RETRY_ON: Record<string, number> = { cancelled: 1, 'deadline-exceeded': 4, 'resource-exhausted': 8, internal: 13, unavailable: 14 };
@@ -67,6 +67,8 @@ export class TrafficRouter implements RequestRouter {
   private compiled: Compiled = { table: RouteTable.compile([]), routeFaults: new Map() };
   /** Budgets of Services retried by a route's rule without a policy retry of their own. */
   private defaultBudgets = new Map<string, RetryBudget>();
+  /** Retries sent, per destination Service (`ns/name`). */
+  private readonly retriesSent = new Map<string, number>();
   private readonly now: () => number;
   private readonly unsubscribe: () => void;
 
@@ -104,10 +106,31 @@ export class TrafficRouter implements RequestRouter {
     this.compiled = { table: RouteTable.compile(s.routes ?? []), routeFaults };
     const live = new Set(s.services.map((x) => `${x.namespace}/${x.name}`));
     for (const k of this.defaultBudgets.keys()) if (!live.has(k)) this.defaultBudgets.delete(k);
+    for (const k of this.retriesSent.keys()) if (!live.has(k)) this.retriesSent.delete(k);
   }
 
   inFlight(svc: Service, ip: string): number {
     return this.states.for(svc).inFlight(ip);
+  }
+
+  /** What traffic policy did per Service, for the Services that have any (metrics). */
+  serviceStats(): TrafficServiceStats[] {
+    const out: TrafficServiceStats[] = [];
+    for (const svc of this.store.snapshot()?.services ?? []) {
+      const k = `${svc.namespace}/${svc.name}`;
+      const st = this.states.for(svc);
+      const budget = st.budget ?? this.defaultBudgets.get(k);
+      if (!st.policy && !budget) continue;
+      out.push({
+        service: k,
+        retries: this.retriesSent.get(k) ?? 0,
+        budgetExhausted: budget?.exhausted ?? 0,
+        ejections: st.outliers?.ejections ?? 0,
+        ejectedNow: st.outliers?.ejected().length ?? 0,
+        overflows: { ...st.breaker.overflows },
+      });
+    }
+    return out;
   }
 
   describe(): object {
@@ -347,6 +370,8 @@ export class TrafficRouter implements RequestRouter {
     const budget = st.budget ?? this.defaultBudget(svc);
     budget.requestStarted();
     const breaker = st.breaker;
+    const key = `${svc.namespace}/${svc.name}`;
+    const sent = this.retriesSent;
     return {
       attempts,
       maxReplayBytes: policy?.maxReplayBytes ?? DEFAULT_REPLAY_BYTES,
@@ -366,6 +391,7 @@ export class TrafficRouter implements RequestRouter {
           breaker.release('retries');
           return false;
         }
+        sent.set(key, (sent.get(key) ?? 0) + 1);
         return true;
       },
       release() {

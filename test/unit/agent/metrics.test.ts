@@ -61,3 +61,24 @@ t.test('pods by state, read at scrape time (pending: captured, refused until the
   text = await registry.metrics();
   t.match(text, /skein_pods\{state="pending"\} 0/, 'the current count, not a high-water mark');
 });
+
+t.test('traffic policy and rate limits per Service and pod, read at scrape time', async (t) => {
+  const registry = new Registry();
+  const rows = [{ service: 'shop/echo', retries: 7, budgetExhausted: 2, ejections: 1, ejectedNow: 1, overflows: { pending: 5, requests: 0, retries: 0 } }];
+  const limited: Record<string, number> = {};
+  registerAgentMetrics(registry, {
+    capture: { counters: () => ({ skLookupAssignFailed: 0, skLookupNoSocket: 0 }) },
+    tunnelRefusals: new Map(),
+    traffic: () => rows,
+    rateLimited: limited,
+    log: silentLogger(),
+  });
+  limited['shop/echo-v2-0:8080'] = 992;
+  const text = await registry.metrics();
+  t.match(text, /skein_retries_total\{destination_service="shop\/echo"\} 7/);
+  t.match(text, /skein_retry_budget_exhausted_total\{destination_service="shop\/echo"\} 2/);
+  t.match(text, /skein_outlier_ejections_total\{destination_service="shop\/echo"\} 1/);
+  t.match(text, /skein_outlier_ejected\{destination_service="shop\/echo"\} 1/);
+  t.match(text, /skein_circuit_breaker_overflows_total\{destination_service="shop\/echo",limit="pending"\} 5/);
+  t.match(text, /skein_rate_limited_total\{destination="shop\/echo-v2-0",port="8080"\} 992/);
+});

@@ -279,6 +279,9 @@ t.test('a retry budget caps retries against an endpoint that always fails', asyn
   // Budget over the 10 s window: max(1 per s * 10, 20% of 50) = 10 retries at most.
   t.ok(hits - n <= 10, `${hits - n} retries for ${n} requests (without a budget: ${n * 3})`);
   t.ok(hits - n >= 1, 'some retries were made');
+  const stats = h.proxy.trafficStats().find((r) => r.service === 'apps/server');
+  t.equal(stats?.retries, hits - n, 'the retries sent are counted (skein_retries_total)');
+  t.ok((stats?.budgetExhausted ?? 0) > 0, 'and the ones the budget refused');
 });
 
 t.test('circuit breaker: pending requests over the limit fail fast with 503 and UO', async (t) => {
@@ -291,6 +294,7 @@ t.test('circuit breaker: pending requests over the limit fail fast with 503 and 
   t.ok(fast.every((r) => r.ms < 150), 'refused at once');
   t.equal(replies.filter((r) => r.status === 200).length, 3, '3 served');
   t.ok(h.records.filter((r) => r.responseFlags?.includes('UO')).length === 5, 'flag UO on each');
+  t.equal(h.proxy.trafficStats()[0]?.overflows.pending, 5, 'counted as pending overflows');
 });
 
 t.test('outlier detection ejects a failing endpoint; consistent hashing keeps a key on one endpoint', async (t) => {
@@ -305,6 +309,7 @@ t.test('outlier detection ejects a failing endpoint; consistent hashing keeps a 
   t.equal(replies.filter((r) => r.status === 200).length, 27, 'traffic continued on the others');
   const dump = h.proxy.describeRouting() as { services: Record<string, unknown> };
   t.match(JSON.stringify(dump.services['apps/server']), /127\.0\.0\.2/, 'config_dump shows the ejection');
+  t.match(h.proxy.trafficStats().find((r) => r.service === 'apps/server'), { ejections: 1, ejectedNow: 1 }, 'and the metrics count it');
 
   const h2 = await startProxy(snapshot(backends.slice(1), [], [policy({ loadBalancer: { algorithm: 'CONSISTENT_HASH', hash: { header: 'x-user' } } })]));
   t.teardown(() => h2.close());
