@@ -65,7 +65,13 @@ export function encodeStamp(layout: number): Buffer {
   b.writeUInt32LE(layout, 0);
   return b;
 }
+/** Refuses a record shorter than its struct (a map of another layout, a bad read). */
+function need(b: Buffer, size: number, what: string): void {
+  if (b.length < size) throw new SkeinError(CaptureCode.BadRecord, `${what} record of ${b.length} bytes, expected ${size}`);
+}
+
 export function decodeStamp(b: Buffer): { layout: number } {
+  need(b, 4, 'skein_stamp');
   return { layout: b.readUInt32LE(0) };
 }
 
@@ -83,6 +89,7 @@ export function encodeEnrolled(outboundPort: number): Buffer {
   return b;
 }
 export function decodeEnrolled(b: Buffer): { outboundPort: number } {
+  need(b, 2, 'enrolled_netns');
   return { outboundPort: b.readUInt16LE(0) };
 }
 
@@ -94,6 +101,7 @@ export function encodeNetnsPort(netnsCookie: bigint, port: number): Buffer {
   return b;
 }
 export function decodeNetnsPort(b: Buffer): { netnsCookie: bigint; port: number } {
+  need(b, 10, 'netns_port');
   return { netnsCookie: b.readBigUInt64LE(0), port: b.readUInt16LE(8) };
 }
 
@@ -108,6 +116,7 @@ export function encodeOrigDst(dst: OriginalDestination): Buffer {
   return b;
 }
 export function decodeOrigDst(b: Buffer): OriginalDestination {
+  need(b, ORIG_DST_SIZE, 'orig_dst');
   const family = familyOfAf(b.readUInt16LE(0));
   const port = b.readUInt16BE(2);
   const address = bytesToIp(b.subarray(4, family === 4 ? 8 : 20));
