@@ -29,7 +29,7 @@ t.test('random text and random DER are refused with an identity code', async () 
   await fc.assert(
     fc.asyncProperty(fc.oneof(fc.string({ maxLength: 400 }), fc.uint8Array({ maxLength: 600 }).map(pemOf)), async (pem) => {
       const o = await outcome(pem);
-      return o !== undefined && o.startsWith('SKEIN_IDENTITY_');
+      return o?.startsWith('SKEIN_IDENTITY_') === true;
     }),
     { numRuns: 500 },
   );
