@@ -73,16 +73,7 @@ export function h2ClientSide(stream: http2.ServerHttp2Stream, headers: http2.Inc
 /** An HTTP/1.x client's request and response (the request may be answered in HTTP/1.x only). */
 export function h1ClientSide(req: http.IncomingMessage, res: http.ServerResponse, grpc: boolean): ClientSide {
   const hasBody = req.headers['content-length'] !== undefined ? req.headers['content-length'] !== '0' : req.headers['transfer-encoding'] !== undefined;
-  const head: H2Head = rawToH2(endToEndRawHeaders(req.rawHeaders, { keepTeTrailers: true }), {
-    ':method': req.method ?? 'GET',
-    ':path': originPath(req.url ?? '/'),
-    ':scheme': 'http',
-  });
-  const host = head.host;
-  delete head.host;
-  if (host !== undefined) head[':authority'] = Array.isArray(host) ? String(host[0]) : String(host);
-  // Node's server answered 100 Continue already (a proxy's job, as Envoy does by default).
-  delete head.expect;
+  const head = h2HeadOf(req);
   if (!hasBody) req.resume();
   return {
     grpc,
@@ -127,11 +118,35 @@ export function h1ClientSide(req: http.IncomingMessage, res: http.ServerResponse
   };
 }
 
-/** An absolute-form target's path (origin-form is kept as it is). */
-function originPath(target: string): string {
-  if (target.charCodeAt(0) === 47 /* / */ || target === '*') return target;
-  const m = /^[a-z][a-z0-9+.-]*:\/\/[^/?#]*([^#]*)/i.exec(target);
-  if (!m) return target;
-  const p = m[1] === '' ? '/' : (m[1] as string);
-  return p.startsWith('?') ? `/${p}` : p;
+/**
+ * An HTTP/1.x request's head in HTTP/2 form: end-to-end fields (TE: trailers kept), Host ->
+ * :authority (an absolute-form target's authority wins, as RFC 9112 says), the target in
+ * origin-form. Expect is dropped: Node's server answered 100 Continue already (a proxy's job,
+ * as Envoy does by default).
+ */
+export function h2HeadOf(req: http.IncomingMessage): H2Head {
+  const target = originForm(req.url ?? '/');
+  const head: H2Head = rawToH2(endToEndRawHeaders(req.rawHeaders, { keepTeTrailers: true }), {
+    ':method': req.method ?? 'GET',
+    ':path': target.path,
+    ':scheme': 'http',
+  });
+  const host = head.host;
+  delete head.host;
+  const authority = target.authority ?? (Array.isArray(host) ? host[0] : host);
+  if (authority !== undefined) head[':authority'] = String(authority);
+  delete head.expect;
+  return head;
+}
+
+/**
+ * The request target in origin-form: an absolute-form target (`GET http://host/p`, which a
+ * server must accept) is split into its authority and path, as an HTTP/2 request carries them.
+ */
+function originForm(target: string): { path: string; authority?: string } {
+  if (target.charCodeAt(0) === 47 /* / */ || target === '*') return { path: target };
+  const m = /^[a-z][a-z0-9+.-]*:\/\/([^/?#]*)([^#]*)/i.exec(target);
+  if (!m) return { path: target };
+  const path = m[2] === '' ? '/' : (m[2] as string);
+  return { path: path.startsWith('?') ? `/${path}` : path, authority: m[1] as string };
 }

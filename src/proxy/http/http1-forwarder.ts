@@ -27,7 +27,7 @@ import type { Logger } from '../../telemetry/log.js';
 import { pipeBidirectional } from '../tcp/l4-pipe.js';
 import { endToEndRawHeaders, h2ToRaw, rawPairs, rawToH2 } from './headers.js';
 import { countHttp1BodyBytes } from './body-bytes.js';
-import { h1ClientSide } from './client-side.js';
+import { h1ClientSide, h2HeadOf } from './client-side.js';
 import { ManagedExchange } from './managed-exchange.js';
 import type { RefusalLog } from './refusals.js';
 import { MeshHeader } from './mesh-headers.js';
@@ -286,19 +286,7 @@ export class Http1Forwarder {
       choice.done({ status: res.headersSent ? res.statusCode : connectFailed ? 503 : 0, connectFailed });
     };
     res.once('close', release);
-    const target = originForm(req.url ?? '/');
-    const headers: http2.OutgoingHttpHeaders = rawToH2(endToEndRawHeaders(req.rawHeaders, { keepTeTrailers: true }), {
-      ':method': req.method ?? 'GET',
-      ':path': target.path,
-      ':scheme': 'http',
-    });
-    // Host -> :authority (an absolute-form target's authority wins, as RFC 9112 says).
-    const host = headers.host;
-    delete headers.host;
-    const authority = target.authority ?? (Array.isArray(host) ? host[0] : host);
-    if (authority !== undefined) headers[':authority'] = String(authority);
-    // Node's server answered 100 Continue already (a proxy's job, as Envoy does by default).
-    delete headers.expect;
+    const headers = h2HeadOf(req) as http2.OutgoingHttpHeaders;
     if (mesh) {
       headers[MeshHeader.Destination] = choice.authority;
       headers[MeshHeader.Protocol] = conn.upstreamProtocol;
@@ -557,18 +545,6 @@ function closingResponse(status: number, text: string): string {
 /** The socket of a client connection held by the forwarder carries its routing context. */
 export function routedConnectionOf(socket: Socket): RoutedConnection | undefined {
   return (socket as SocketWithConn)[kConn];
-}
-
-/**
- * The request target in origin-form: an absolute-form target (`GET http://host/p`, which a
- * server must accept) is split into its authority and path, as an HTTP/2 request carries them.
- */
-function originForm(target: string): { path: string; authority?: string } {
-  if (target.charCodeAt(0) === 47 /* / */ || target === '*') return { path: target };
-  const m = /^[a-z][a-z0-9+.-]*:\/\/([^/?#]*)([^#]*)/i.exec(target);
-  if (!m) return { path: target };
-  const path = m[2] === '' ? '/' : (m[2] as string);
-  return { path: path.startsWith('?') ? `/${path}` : path, authority: m[1] as string };
 }
 
 /** Relays a 102 or 103 (with its Link fields) to an HTTP/1.1 client before the final response. */
