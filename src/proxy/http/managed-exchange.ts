@@ -267,6 +267,9 @@ export class ManagedExchange {
    */
   run(client: ClientSide, first: UpstreamChoice, upstreamProtocol: HttpVersion, logFields: Record<string, unknown>): void {
     const plan = first.plan as RequestPlan;
+    const mark = (flag: string): void => {
+      if (flag && !plan.flags.includes(flag)) plan.flags.push(flag);
+    };
     let finished = false;
     const finish = (): void => {
       if (finished) return;
@@ -278,7 +281,7 @@ export class ManagedExchange {
       first.done();
       plan.answered();
       this.answerDirect(client, plan.direct);
-      plan.flags.push(...(plan.direct.flag ? [plan.direct.flag] : []));
+      mark(plan.direct.flag);
       finish();
       return;
     }
@@ -287,7 +290,6 @@ export class ManagedExchange {
     const maxReplay = Math.max(plan.retry && plan.retry.attempts > 0 ? plan.retry.maxReplayBytes : 0, plan.mirrors?.length ? MIRROR_MAX_BODY : 0);
     const body = new BodyReplay(client.body, maxReplay);
     const hasBody = client.body !== undefined;
-    const tried = new Set<string>();
     let current: Attempt | undefined;
     let currentChoice: UpstreamChoice | undefined;
     let committed = false;
@@ -300,7 +302,7 @@ export class ManagedExchange {
     client.onGone(() => {
       clearTimers();
       if (!committed) {
-        if (!plan.flags.includes('DC')) plan.flags.push('DC');
+        mark('DC');
         current?.cancel();
         currentChoice?.done();
         plan.answered();
@@ -311,7 +313,7 @@ export class ManagedExchange {
       committed = true;
       clearTimers();
       plan.answered();
-      if (flag && !plan.flags.includes(flag)) plan.flags.push(flag);
+      mark(flag);
       client.answer(status, grpcStatus, text, flag ? { [FLAGS_HEADER]: flag } : undefined);
       finish();
     };
@@ -319,7 +321,7 @@ export class ManagedExchange {
       overallTimer = setTimeout(() => {
         if (committed) {
           // The answer was streaming when time ran out: the exchange breaks, as Envoy does.
-          plan.flags.push('UT');
+          mark('UT');
           current?.cancel();
           client.reset();
           return;
@@ -341,7 +343,6 @@ export class ManagedExchange {
         return;
       }
       plan.tries = n + 1;
-      tried.add(choice.authority);
       currentChoice = choice;
       const a = this.open(choice, { ...client.head }, body, client.trailers, hasBody, upstreamProtocol);
       current = a;
@@ -370,7 +371,7 @@ export class ManagedExchange {
         }
         if (again) {
           body.detach();
-          const next = plan.next(tried) ?? undefined;
+          const next = plan.next();
           if (!next) {
             retry.release();
             fail(503, 14, 'no healthy upstream', 'UH');
@@ -389,7 +390,7 @@ export class ManagedExchange {
           this.commit(client, a, choice, head, endStream === true, plan, r);
           committed = true;
           plan.answered();
-          if (n > 0 && !plan.flags.includes('URX') && r.status >= 500) plan.flags.push('URX');
+          if (n > 0 && r.status >= 500) mark('URX');
           const onEnd = (): void => {
             clearTimers();
             finish();
@@ -398,7 +399,7 @@ export class ManagedExchange {
           else a.body().once('close', onEnd);
           return;
         }
-        if (n > 0 && !plan.flags.includes('URX')) plan.flags.push('URX');
+        if (n > 0) mark('URX');
         if (why === 'timeout') {
           fail(504, 4, 'upstream request timeout', 'UT');
           return;
@@ -427,7 +428,7 @@ export class ManagedExchange {
 
     const start = (): void => attempt(first, 0);
     if (plan.delayMs !== undefined && plan.delayMs > 0) {
-      plan.flags.push('DI');
+      mark('DI');
       const t = setTimeout(start, plan.delayMs);
       client.onGone(() => clearTimeout(t));
     } else start();

@@ -99,8 +99,8 @@ export interface RequestPlan {
   retry?: RetryPlan;
   /** Endpoints this request is also sent to, answers dropped (RequestMirror). */
   mirrors?: UpstreamChoice[];
-  /** Another endpoint for a retry: preferably none of the `tried` ones (IPs). */
-  next(tried: ReadonlySet<string>): UpstreamChoice | undefined;
+  /** Another endpoint for a retry: preferably one this request has not tried yet. */
+  next(): UpstreamChoice | undefined;
   /** The request is over (any outcome): circuit-breaker counts are released. */
   finish(): void;
   /** The request got its response head (or failed): it is no longer pending. */

@@ -15,7 +15,7 @@
 import type { Endpoint, MeshSnapshot, Service, ServicePort, Workload } from '../../config/model.js';
 import type { BackendTrafficPolicy, ControlledMeshSnapshot, FaultInjectionPolicy, HeaderModifier, RetryPolicy, RouteFilters, RouteRule } from '../../config/policy-model.js';
 import type { ConfigStore } from '../../config/store.js';
-import { type BackendState, BackendStates } from '../../routing/backend-state.js';
+import { type BackendState, BackendStates, type PickContext } from '../../routing/backend-state.js';
 import { applyHeaderModifier, redirectLocation, rewritePath, RouteTable } from '../../routing/route-table.js';
 import { backoffMs, RetryBudget } from '../../routing/retry-budget.js';
 import type { AttemptResult, DirectAnswer, RequestInfo, RequestPlan, RetryPlan, UpstreamChoice } from '../http/types.js';
@@ -70,6 +70,7 @@ export class TrafficRouter implements RequestRouter {
   /** Retries sent, per destination Service (`ns/name`). */
   private readonly retriesSent = new Map<string, number>();
   private readonly now: () => number;
+  private readonly plainPick: PickContext;
   private readonly unsubscribe: () => void;
 
   constructor(
@@ -80,6 +81,7 @@ export class TrafficRouter implements RequestRouter {
   ) {
     this.states = new BackendStates(opts);
     this.now = opts.now ?? Date.now;
+    this.plainPick = { localNode };
     const snap = store.snapshot();
     if (snap) this.update(snap);
     this.unsubscribe = store.subscribe((_diff, s) => this.update(s));
@@ -149,12 +151,13 @@ export class TrafficRouter implements RequestRouter {
     if (!req) {
       // L4: one endpoint per connection by the Service's balancer; routes are HTTP only.
       const st = this.states.for(svc);
-      const r = this.pick(st, svc, dest.servicePort, source, undefined, undefined);
+      const r = this.pick(st, dest.servicePort);
       return r ? make(source, r) : undefined;
     }
-    const grpc = typeof req.headers['content-type'] === 'string' && req.headers['content-type'].startsWith('application/grpc');
+    const ct = req.headers['content-type'];
+    const grpc = typeof ct === 'string' && ct.startsWith('application/grpc');
     const found = this.compiled.table.lookup(source.namespace, svc, dest.servicePort.port, { method: req.method, path: req.path, headers: req.headers, grpc });
-    if (found.kind === 'none') return this.toService(source, svc, dest.servicePort, req, make, undefined);
+    if (found.kind === 'none') return this.toService(source, svc, dest.servicePort, req, grpc, make, undefined);
     if (found.kind === 'no-match') {
       return this.direct(source, make, { status: 404, grpcStatus: 12, text: 'no route matched', flag: 'NR' }, `${found.route.kind}/${found.route.namespace}/${found.route.name}`);
     }
@@ -177,7 +180,7 @@ export class TrafficRouter implements RequestRouter {
     const sp = target?.ports.find((p) => p.port === port);
     if (!target || !sp) return this.direct(source, make, { status: 500, grpcStatus: 13, text: 'route backend not found', flag: 'NR' }, routeName);
     const fault = this.compiled.routeFaults.get(`${found.route.kind}/${found.route.namespace}/${found.route.name}#${rule.name ?? ''}`) ?? this.compiled.routeFaults.get(`${found.route.kind}/${found.route.namespace}/${found.route.name}#`);
-    return this.toService(source, target, sp, req, make, { rule, routeName, matchedPrefix: found.matchedPrefix, backendFilters: backend.filters, fault });
+    return this.toService(source, target, sp, req, grpc, make, { rule, routeName, matchedPrefix: found.matchedPrefix, backendFilters: backend.filters, fault });
   }
 
   /** A choice that answers by itself (no endpoint). */
@@ -200,16 +203,16 @@ export class TrafficRouter implements RequestRouter {
     svc: Service,
     sp: ServicePort,
     req: RequestInfo,
+    grpc: boolean,
     make: ChoiceFactory,
     matched: { rule: RouteRule; routeName: string; matchedPrefix?: string; backendFilters?: RouteFilters; fault?: FaultInjectionPolicy } | undefined,
   ): UpstreamChoice | undefined {
     const st = this.states.for(svc);
     const policy = st.policy;
-    const grpc = typeof req.headers['content-type'] === 'string' && req.headers['content-type'].startsWith('application/grpc');
     const hashCtx = this.hashKey(policy, source, req);
     if (!policy && !matched) {
       // The plain path: no plan, nothing allocated beyond the choice.
-      const r = this.pick(st, svc, sp, source, hashCtx?.key, undefined);
+      const r = this.pick(st, sp, hashCtx?.key);
       return r ? make(source, r) : undefined;
     }
     const fault = matched?.fault ?? policy?.faultInjection;
@@ -226,7 +229,7 @@ export class TrafficRouter implements RequestRouter {
       breaker.release('requests');
       return this.direct(source, make, { status: 503, grpcStatus: 14, text: 'upstream overflow (circuit breaker: max pending requests)', flag: 'UO' }, matched?.routeName);
     }
-    const first = this.pick(st, svc, sp, source, hashCtx?.key, undefined);
+    const first = this.pick(st, sp, hashCtx?.key);
     if (!first) {
       breaker.release('pending');
       breaker.release('requests');
@@ -234,14 +237,18 @@ export class TrafficRouter implements RequestRouter {
     }
     let pending = true;
     let over = false;
+    /** Endpoints this request went to: retries go elsewhere when they can. */
+    const tried = new Set<string>([first.endpoint.ip]);
     const rule = matched?.rule;
     const retry = this.retryPlan(st, svc, rule, policy?.retry, req.method, grpc);
     const plan: RequestPlan = {
       flags,
       ...(matched ? { route: matched.routeName } : {}),
-      next: (tried) => {
-        const r = this.pick(st, svc, sp, source, hashCtx?.key, tried);
-        return r ? make(source, r) : undefined;
+      next: () => {
+        const r = this.pick(st, sp, hashCtx?.key, tried);
+        if (!r) return undefined;
+        tried.add(r.endpoint.ip);
+        return make(source, r);
       },
       answered: () => {
         if (!pending) return;
@@ -290,7 +297,7 @@ export class TrafficRouter implements RequestRouter {
         const msvc = this.store.service(m.namespace, m.name);
         const msp = msvc?.ports.find((p) => p.port === (m.port ?? sp.port));
         if (!msvc || !msp) continue;
-        const r = this.pick(this.states.for(msvc), msvc, msp, source, undefined, undefined);
+        const r = this.pick(this.states.for(msvc), msp);
         if (r) chosen.push(make(source, r));
       }
       if (chosen.length > 0) plan.mirrors = chosen;
@@ -298,15 +305,18 @@ export class TrafficRouter implements RequestRouter {
     return make(source, first, plan);
   }
 
-  /** One endpoint of `svc`:`sp` by its state (locality, ejections, balancer); done() reports back. */
-  private pick(st: BackendState, _svc: Service, sp: ServicePort, source: Workload, hashKey: string | undefined, exclude: ReadonlySet<string> | undefined): Route | undefined {
-    const excludeIps = exclude ? new Set([...exclude].map((a) => a.replace(/^\[?([^\]]*?)\]?:\d+$/, '$1'))) : undefined;
-    const sel = st.pick(sp, { localNode: this.localNode, ...(hashKey !== undefined ? { hashKey } : {}), ...(excludeIps ? { exclude: excludeIps } : {}) });
+  /**
+   * One endpoint of port `sp` by the Service's state (locality, ejections, balancer), not one
+   * of `exclude` (IPs) when others are there; done() reports back.
+   */
+  private pick(st: BackendState, sp: ServicePort, hashKey?: string, exclude?: ReadonlySet<string>): Route | undefined {
+    // The common case (no hash key, no retry) reuses one context: nothing allocated for it.
+    const ctx = hashKey === undefined && exclude === undefined ? this.plainPick : { localNode: this.localNode, hashKey, exclude };
+    const sel = st.pick(sp, ctx);
     if (!sel) return undefined;
     const started = performance.now();
     const ep = sel.endpoint;
     let released = false;
-    void source;
     return {
       endpoint: ep,
       port: sel.port,

@@ -358,3 +358,20 @@ t.test('records count request and response body bytes (HTTP/1.1 and h2c clients)
   t.equal(h2?.requestBytes, 0, 'h2c: no request body');
   t.equal(h2?.responseBytes, Buffer.byteLength('0 /h2bytes'), 'h2c response body');
 });
+
+t.test('a retry goes to another endpoint than the one that failed, even when a hash key pins the first', async (t) => {
+  const { backends, seen } = await startBackends(t, 2, (i) => (i === 0 ? { failStatus: 503 } : {}));
+  const h = await startProxy(
+    snapshot(backends, [], [
+      policy({
+        loadBalancer: { algorithm: 'CONSISTENT_HASH', hash: { header: 'x-user' } },
+        retry: { attempts: 1, retryOn: ['5xx'], backoff: { baseMs: 1, maxMs: 2 }, budget: { percent: 100, minRetriesPerSecond: 100 } },
+      }),
+    ]),
+  );
+  t.teardown(() => h.close());
+  const replies: Reply[] = [];
+  for (let i = 0; i < 20; i++) replies.push(await get(h.port, '/', { 'x-user': `user-${i}` }));
+  t.ok((seen[0]?.count ?? 0) > 0, `some keys hash to the failing endpoint (${seen[0]?.count})`);
+  t.same(tally(replies), { '200:1': 20 }, 'each of them was retried on the other one: one retry was enough');
+});
