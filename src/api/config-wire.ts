@@ -30,8 +30,8 @@ export interface ConfigRequest {
   tap_events?: TapEvent[];
 }
 
-/** What one agent saw of one edge since its previous report (config.proto EdgeSummary). */
-export interface EdgeSummary {
+/** Who talked to whom, as an edge summary and a tap event both name it. */
+export interface EdgeEnds {
   reporter: string;
   source_workload: string;
   source_namespace: string;
@@ -42,6 +42,10 @@ export interface EdgeSummary {
   destination_principal: string;
   protocol: string;
   mtls: boolean;
+}
+
+/** What one agent saw of one edge since its previous report (config.proto EdgeSummary). */
+export interface EdgeSummary extends EdgeEnds {
   requests: number;
   errors: number;
   denials: number;
@@ -76,26 +80,16 @@ export interface TapControl {
 }
 
 /** One sampled request (metadata only). */
-export interface TapEvent {
+export interface TapEvent extends EdgeEnds {
   session: string;
   node: string;
-  reporter: string;
   at: string;
-  source_workload: string;
-  source_namespace: string;
-  source_principal: string;
-  destination_workload: string;
-  destination_namespace: string;
-  destination_service: string;
-  destination_principal: string;
-  protocol: string;
   method: string;
   path: string;
   status: number;
   grpc_status: string;
   duration_ms: number;
   response_flags: string;
-  mtls: boolean;
 }
 
 export type TrafficRequest = Record<string, never>;

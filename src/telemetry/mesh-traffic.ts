@@ -66,8 +66,8 @@ export interface ConnectionSample {
   flags: string;
 }
 
-/** config.proto EdgeSummary (field names as the wire's). */
-export interface EdgeSummaryData {
+/** Who talked to whom, as an edge summary and a tap event both name it (config.proto). */
+export interface EdgeEndsData {
   reporter: string;
   source_workload: string;
   source_namespace: string;
@@ -78,6 +78,10 @@ export interface EdgeSummaryData {
   destination_principal: string;
   protocol: string;
   mtls: boolean;
+}
+
+/** config.proto EdgeSummary (field names as the wire's). */
+export interface EdgeSummaryData extends EdgeEndsData {
   requests: number;
   errors: number;
   denials: number;
@@ -113,26 +117,16 @@ export interface TapControlData {
 }
 
 /** config.proto TapEvent. */
-export interface TapEventData {
+export interface TapEventData extends EdgeEndsData {
   session: string;
   node: string;
-  reporter: string;
   at: string;
-  source_workload: string;
-  source_namespace: string;
-  source_principal: string;
-  destination_workload: string;
-  destination_namespace: string;
-  destination_service: string;
-  destination_principal: string;
-  protocol: string;
   method: string;
   path: string;
   status: number;
   grpc_status: string;
   duration_ms: number;
   response_flags: string;
-  mtls: boolean;
 }
 
 /** Index of the bucket `ms` falls in (LATENCY_BOUNDS_MS.length: above the last bound). */

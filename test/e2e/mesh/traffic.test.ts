@@ -324,8 +324,12 @@ t.test('traffic management in the lab', opts(), async (t) => {
     t.ok(rate >= 90 && rate <= 110 + 10 / seconds, `shop: ${shop.ok} served in ${seconds.toFixed(1)} s = ${rate.toFixed(1)}/s ${JSON.stringify(shop.errors)}`);
     t.ok((shop.errors.HTTP_429 ?? 0) > 0 && Object.keys(shop.errors).length === 1, 'the rest refused with 429');
     t.equal(front.ok, 500, `front (own override): all served ${JSON.stringify(front.errors)}`);
-    const limited = await curl(rec, SHOP, 'http://echo-v2.shop.svc.cluster.local/', []);
-    t.ok(limited.status === 200 || limited.status === 429, 'after the burst: served or refused');
+    // One request per second: of two back to back, the second is refused and says when to retry.
+    await use(rec, [trafficPolicy('ratelimit-1', 'echo-v2', { rateLimit: { requestsPerSecond: 1, burst: 1 } })]);
+    const out = await labExecCaptured(rec, SHOP, ['sh', '-c', 'for i in 1 2; do curl -s -o /dev/null -D - --max-time 5 http://echo-v2.shop.svc.cluster.local/; done'], 20_000);
+    const statuses = [...out.stdout.matchAll(/^HTTP\/1\.1 (\d+)/gm)].map((m) => m[1]);
+    t.same(statuses, ['200', '429'], 'the second of two requests within a second is refused');
+    t.match(out.stdout, /^retry-after: [1-9]/im, 'with retry-after');
   });
 
   await t.test('fault injection: 50% abort answers 50% ±5% with the configured status', async (t) => {
