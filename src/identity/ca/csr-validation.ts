@@ -53,7 +53,14 @@ export async function validateCsr(csrPem: string, trustDomain: string, requested
   } catch (err) {
     throw new SkeinError(IdentityCode.CsrInvalid, 'CSR is not a parseable PKCS#10 request', undefined, { cause: err });
   }
-  const spki = csr.publicKey.rawData;
+  // The key is parsed lazily on first access: a corrupted SubjectPublicKeyInfo (e.g. a flipped
+  // curve-parameters tag) throws here, not in the constructor. Found by the property test.
+  let spki: ArrayBuffer;
+  try {
+    spki = csr.publicKey.rawData;
+  } catch (err) {
+    throw new SkeinError(IdentityCode.CsrKey, 'CSR key is not a parseable SubjectPublicKeyInfo', undefined, { cause: err });
+  }
   const key = p256KeyOf(spki);
   if (!key) throw new SkeinError(IdentityCode.CsrKey, 'CSR key is not ECDSA P-256');
   // Node's verify on the raw to-be-signed bytes: the same check as csr.verify(), without a
@@ -68,8 +75,13 @@ export async function validateCsr(csrPem: string, trustDomain: string, requested
   }
   if (!signatureOk) throw new SkeinError(IdentityCode.CsrSignature, 'CSR signature does not verify with its own key');
 
-  const sanExts = csr.extensions.filter((e) => e.type === SAN_OID);
-  const names = sanExts.flatMap((e) => new x509.SubjectAlternativeNameExtension(e.rawData).names.items);
+  let names: x509.GeneralName[];
+  try {
+    const sanExts = csr.extensions.filter((e) => e.type === SAN_OID);
+    names = sanExts.flatMap((e) => new x509.SubjectAlternativeNameExtension(e.rawData).names.items);
+  } catch (err) {
+    throw new SkeinError(IdentityCode.CsrInvalid, 'CSR extensions are not parseable', undefined, { cause: err });
+  }
   if (names.length !== 1) {
     throw new SkeinError(IdentityCode.CsrSanCount, `CSR must carry exactly one SAN, found ${names.length}`, { count: names.length });
   }

@@ -40,6 +40,12 @@ t.test('a valid CSR with one byte changed is refused, or still names the same id
   const pem = await createWorkloadCsr(want, await generateP256KeyPair());
   const der = Buffer.from(pem.replace(/-----[^-]+-----|\s/g, ''), 'base64');
   t.equal(await outcome(pem), undefined, 'the original is valid');
+  // Found by this property in CI: flipping bit 0 of byte 24 turns the key's named-curve OID
+  // into a tag the ASN.1 parser reads lazily (on first access to the key), and that threw a
+  // plain Error. Checked on every run, not only when the random walk reaches it.
+  const curveFlip = Buffer.from(der);
+  curveFlip[24] = (curveFlip[24] as number) ^ 1;
+  t.equal(await outcome(pemOf(curveFlip)), 'SKEIN_IDENTITY_CSR_KEY_NOT_P256', 'a corrupted curve parameter is refused as a bad key');
   await fc.assert(
     fc.asyncProperty(fc.nat({ max: der.length - 1 }), fc.integer({ min: 1, max: 255 }), async (i, x) => {
       const bad = Buffer.from(der);
