@@ -184,7 +184,9 @@ function h2Request(
     req.on('close', () => {
       out.body = Buffer.concat(parts);
       out.rstCode = req.rstCode;
-      if (Number(out.headers[':status']) === undefined && (req.rstCode ?? 0) !== 0) reject(new Error(`stream reset (${req.rstCode}) before a response`));
+      // A stream that ends without a :status got no response, however it ended (RST_STREAM
+      // with NO_ERROR or the session closing end it "cleanly" in Node): always a failure.
+      if (out.headers[':status'] === undefined) reject(new Error(`stream closed (code ${req.rstCode ?? 0}) before a response`));
       else resolve(out);
     });
     if (send) send(req);
