@@ -229,7 +229,8 @@ export async function runController(argv: string[]): Promise<number> {
         ...(flags['kube-ca-file'] ? { caFile: flags['kube-ca-file'] } : {}),
       });
       kubeFrom = loaded.from;
-      client = new KubeClient(loaded.kc, { ...(flags.namespace ?? loaded.namespace ? { namespace: flags.namespace ?? loaded.namespace } : {}) });
+      const ns = flags.namespace ?? loaded.namespace;
+      client = new KubeClient(loaded.kc, ns ? { namespace: ns } : {});
       cleanups.push(() => client?.close());
     }
     const namespace = client?.namespace ?? flags.namespace ?? 'skein-system';
