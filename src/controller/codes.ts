@@ -23,6 +23,10 @@ export const KubeCode = {
   ApiRefused: 'SKEIN_KUBE_API_REFUSED',
   /** A watch resumed from a resource version the API server no longer has; the informer relists. */
   ResourceVersionExpired: 'SKEIN_KUBE_RESOURCE_VERSION_EXPIRED',
-  /** No API server was given and the process does not run in a cluster. */
+  /** No API server to talk to: no --kubeconfig, no KUBECONFIG, not in a cluster, no ~/.kube/config. */
   NotInCluster: 'SKEIN_KUBE_NOT_IN_CLUSTER',
+  /** The API server could not be asked: no connection, TLS refused (not the cluster CA), timeout, or no credential (exec plugin, token file). */
+  ApiUnreachable: 'SKEIN_KUBE_API_UNREACHABLE',
+  /** The kubeconfig (--kubeconfig, KUBECONFIG, ~/.kube/config) or the in-cluster files cannot be used. */
+  ConfigInvalid: 'SKEIN_KUBE_CONFIG_INVALID',
 } as const;

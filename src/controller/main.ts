@@ -7,7 +7,6 @@
  * of replicas serve streams, the holder of a Lease writes the CA root into a Secret).
  */
 import { randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { parseArgs } from 'node:util';
 import { collectDefaultMetrics, Registry } from 'prom-client';
@@ -26,7 +25,8 @@ import { createLogger, type Logger } from '../telemetry/log.js';
 import { DEFAULT_CONFIG_PORT } from './config-server.js';
 import { Controller, type ControllerOptions } from './controller.js';
 import { ConfigServingCredentials } from './serving-credentials.js';
-import { inClusterOptions, KubeClient, type KubeClientOptions } from './kube/client.js';
+import { KubeClient } from './kube/client.js';
+import { loadKubeConfig } from './kube/kube-config.js';
 import { KubeSource } from './kube/kube-source.js';
 import { LeaseElector } from './kube/lease.js';
 import { LeaderGatedRootStore, SecretRootStore } from './kube/secret-root-store.js';
@@ -39,11 +39,14 @@ export const CONTROLLER_USAGE = `usage: skein controller (--folder DIR | --kube)
 
 sources (one or both):
   --folder DIR             watch a folder of Kubernetes YAML (recursive); single replica assumed
-  --kube                   watch the Kubernetes API (in-cluster service account by default)
-  --kube-server URL        API server URL (default: in-cluster KUBERNETES_SERVICE_HOST/PORT)
-  --kube-token-file FILE   bearer token file (default: in-cluster service account token)
-  --kube-ca-file FILE      API server CA (default: in-cluster ca.crt)
-  --namespace NS           the controller's namespace: Lease, CA Secret (default: in-cluster, else skein-system)
+  --kube                   watch the Kubernetes API; credentials from --kubeconfig, else $KUBECONFIG,
+                           else the in-cluster service account, else ~/.kube/config
+  --kubeconfig FILE        kubeconfig to use (tokens, client certificates, exec auth plugins)
+  --kube-context NAME      a context of the kubeconfig other than its current one
+  --kube-server URL        API server URL without a kubeconfig (with --kube-token-file, --kube-ca-file)
+  --kube-token-file FILE   bearer token file for --kube-server (re-read as it rotates)
+  --kube-ca-file FILE      API server CA for --kube-server
+  --namespace NS           the controller's namespace: Lease, CA Secret (default: the context's, else skein-system)
 
 serving:
   --config-listen ADDR     config stream (default 0.0.0.0:${DEFAULT_CONFIG_PORT}); alias --listen
@@ -82,6 +85,8 @@ interface Flags {
   folder?: string;
   kube?: boolean;
   'kube-server'?: string;
+  kubeconfig?: string;
+  'kube-context'?: string;
   'kube-token-file'?: string;
   'kube-ca-file'?: string;
   namespace?: string;
@@ -121,6 +126,8 @@ function parse(argv: string[]): Flags {
       folder: { type: 'string' },
       kube: { type: 'boolean' },
       'kube-server': { type: 'string' },
+      kubeconfig: { type: 'string' },
+      'kube-context': { type: 'string' },
       'kube-token-file': { type: 'string' },
       'kube-ca-file': { type: 'string' },
       namespace: { type: 'string' },
@@ -211,17 +218,19 @@ export async function runController(argv: string[]): Promise<number> {
     for (const c of cleanups.reverse()) await Promise.resolve(c()).catch(() => {});
   };
   try {
-    let kubeOpts: KubeClientOptions | undefined;
     let client: KubeClient | undefined;
+    let kubeFrom = '';
     if (flags.kube) {
-      const inCluster = flags['kube-server'] ? undefined : inClusterOptions();
-      kubeOpts = {
-        ...(inCluster ?? { server: flags['kube-server'] as string }),
+      const loaded = loadKubeConfig({
+        ...(flags.kubeconfig ? { kubeconfig: flags.kubeconfig } : {}),
+        ...(flags['kube-context'] ? { context: flags['kube-context'] } : {}),
+        ...(flags['kube-server'] ? { server: flags['kube-server'] } : {}),
         ...(flags['kube-token-file'] ? { tokenFile: flags['kube-token-file'] } : {}),
         ...(flags['kube-ca-file'] ? { caFile: flags['kube-ca-file'] } : {}),
-        ...(flags.namespace ? { namespace: flags.namespace } : {}),
-      };
-      client = new KubeClient(kubeOpts);
+      });
+      kubeFrom = loaded.from;
+      const ns = flags.namespace ?? loaded.namespace;
+      client = new KubeClient(loaded.kc, ns ? { namespace: ns } : {});
       cleanups.push(() => client?.close());
     }
     const namespace = client?.namespace ?? flags.namespace ?? 'skein-system';
@@ -251,11 +260,10 @@ export async function runController(argv: string[]): Promise<number> {
       if (skipped.length) log.warn({ skipped }, 'token files readable by group/others were skipped');
       progress(`bootstrap tokens for ${nodes.length} node(s) from ${tokensDir}`);
       authenticator = bootstrap;
-    } else if (client && kubeOpts) {
-      const tokenFile = kubeOpts.tokenFile;
+    } else if (client) {
+      // The same KubeConfig as the watches: the cluster CA and the controller's credential.
       authenticator = new TokenReviewAuthenticator({
-        apiServer: kubeOpts.server,
-        controllerToken: () => (tokenFile ? readToken(tokenFile) : (kubeOpts?.token ?? '')),
+        kubeConfig: client.kc,
         allowedPrincipals: [flags['agent-principal'] ?? `system:serviceaccount:${namespace}:skein-agent`],
         audiences: [flags['token-audience'] ?? 'skein-controller'],
       });
@@ -326,7 +334,7 @@ export async function runController(argv: string[]): Promise<number> {
       ...(client ? { sources: [(store) => new KubeSource(store, { client: client as KubeClient, logger: log })] } : {}),
     };
     if (flags.folder) progress(`watching folder ${flags.folder} (single replica assumed: no leader election)`);
-    if (client) progress(`watching the Kubernetes API at ${kubeOpts?.server}`);
+    if (client) progress(`watching the Kubernetes API at ${client.server} (credentials: ${kubeFrom})`);
     const controller = new Controller(opts);
     trafficOf = () => controller.configServer.traffic.snapshot();
     const ports = await controller.start();
@@ -384,9 +392,4 @@ export async function runController(argv: string[]): Promise<number> {
     await cleanup();
     return 1;
   }
-}
-
-function readToken(file: string): string {
-  // Re-read on each use: projected tokens rotate.
-  return readFileSync(file, 'utf8').trim();
 }

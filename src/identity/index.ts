@@ -19,6 +19,6 @@ export { type Clock, DEFAULT_RENEWAL_POLICY, type RenewalPolicy, type Timers } f
 export { DEFAULT_ROOT_FILE, FileRootStore, MemoryRootStore, type PersistedCaState, readAuthorityFiles, type RootStore } from './ca/root-store.js';
 export { parseWorkloadSpiffeId, type WorkloadSpiffeId } from './spiffe.js';
 export { type MeshTlsOptions, secureContextFor, tlsOptionsFor } from './workload/tls-options.js';
-export { type JsonHttpClient, NodeJsonHttpClient, TokenReviewAuthenticator, type TokenReviewOptions } from './ca/token-review.js';
+export { KubeTokenReviewer, TokenReviewAuthenticator, type TokenReviewer, type TokenReviewOptions } from './ca/token-review.js';
 export { loadTrustBundleFile, saveTrustBundleFile, TrustBundle } from './workload/trust-bundle.js';
 export type { IdentitySource, WorkloadCertificate } from './workload/types.js';

@@ -1,59 +1,68 @@
 /**
- * A focused Kubernetes API client over node:http/https: JSON requests, paginated lists and
- * watches (newline-delimited JSON events). Bearer token (re-read from its file, since
- * projected service-account tokens rotate) and the cluster CA from the in-cluster files.
- * Only what the controller needs; no generated types.
+ * The controller's Kubernetes client: @kubernetes/client-node under a small façade the
+ * informers, the lease, the status writer and the Secret root store share. Credentials, TLS
+ * (the cluster CA), exec auth plugins and rotating token files are the library's KubeConfig
+ * (see kube-config.ts); typed API clients write leases, Secrets, Events, status subresources
+ * and TokenReviews; the library's Watch streams watch events. Lists go through the library's
+ * HTTP stack too but come back as the JSON the server sent: the typed list calls turn objects
+ * into model classes (Date fields, unknown fields dropped), and the store must hold the same
+ * shape the watch events have.
  */
-import { readFileSync } from 'node:fs';
-import * as http from 'node:http';
-import * as https from 'node:https';
-import { SkeinError } from '../../errors.js';
+import {
+  ApiException,
+  AuthenticationV1Api,
+  CoordinationV1Api,
+  CoreV1Api,
+  CustomObjectsApi,
+  HttpMethod,
+  IsomorphicFetchHttpLibrary,
+  type ConfigurationOptions,
+  type KubeConfig,
+  Observable,
+  type ObservableMiddleware,
+  ServerConfiguration,
+  Watch,
+} from '@kubernetes/client-node';
+import { messageOf, SkeinError } from '../../errors.js';
 import { KubeCode } from '../codes.js';
-
-export const IN_CLUSTER_DIR = '/var/run/secrets/kubernetes.io/serviceaccount';
+import { PooledKubeConfig } from './kube-config.js';
 
 export interface KubeClientOptions {
-  /** API server URL, e.g. https://10.96.0.1:443 or http://127.0.0.1:8001. */
-  server: string;
-  token?: string;
-  /** Re-read at most every `tokenReloadMs` (default 60 s). */
-  tokenFile?: string;
-  tokenReloadMs?: number;
-  /** PEM of the cluster CA (or its file). */
-  caPem?: string;
-  caFile?: string;
-  /** The controller's own namespace (leases, secrets, events). */
+  /** The controller's own namespace (leases, secrets). Default: the context's, else skein-system. */
   namespace?: string;
   /** Per-request timeout for non-watch calls (ms). Default 30000. */
   timeoutMs?: number;
 }
 
-/** Options from the pod's service-account files and KUBERNETES_SERVICE_* variables. */
-export function inClusterOptions(dir = IN_CLUSTER_DIR, env: NodeJS.ProcessEnv = process.env): KubeClientOptions {
-  const host = env.KUBERNETES_SERVICE_HOST;
-  const port = env.KUBERNETES_SERVICE_PORT ?? '443';
-  if (!host) throw new SkeinError(KubeCode.NotInCluster, 'not in a cluster: KUBERNETES_SERVICE_HOST is not set (pass --kube-server)');
-  let namespace: string | undefined;
-  try {
-    namespace = readFileSync(`${dir}/namespace`, 'utf8').trim();
-  } catch {
-    namespace = undefined;
-  }
-  return {
-    server: `https://${host.includes(':') ? `[${host}]` : host}:${port}`,
-    tokenFile: `${dir}/token`,
-    caFile: `${dir}/ca.crt`,
-    ...(namespace ? { namespace } : {}),
-  };
-}
-
+/** An API call that failed: `status` is the HTTP status, 0 when no answer came (connection, TLS, timeout). */
 export class KubeApiError extends SkeinError {
   constructor(
     readonly status: number,
     message: string,
     readonly body?: unknown,
+    cause?: unknown,
   ) {
-    super(status === 410 ? KubeCode.ResourceVersionExpired : KubeCode.ApiRefused, message, { status });
+    super(status === 410 ? KubeCode.ResourceVersionExpired : status === 0 ? KubeCode.ApiUnreachable : KubeCode.ApiRefused, message, { status }, cause === undefined ? undefined : { cause });
+  }
+}
+
+/** The error of any library call as a KubeApiError (stable code, HTTP status). */
+export function kubeErrorOf(what: string, err: unknown): KubeApiError {
+  if (err instanceof KubeApiError) return err;
+  if (err instanceof ApiException) {
+    const body = typeof err.body === 'string' ? safeJson(err.body) : err.body;
+    const msg = (body as { message?: string } | undefined)?.message ?? (typeof err.body === 'string' ? err.body.slice(0, 200) : '');
+    return new KubeApiError(err.code, `${what}: ${err.code} ${msg}`.trim(), body, err);
+  }
+  const status = Number((err as { statusCode?: number }).statusCode ?? 0);
+  return new KubeApiError(Number.isFinite(status) ? status : 0, `${what}: ${messageOf(err)}`, undefined, err);
+}
+
+function safeJson(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return text;
   }
 }
 
@@ -68,87 +77,90 @@ export interface WatchHandle {
   abort(): void;
 }
 
+/**
+ * Options of one typed call (the object-parameter API takes observable middleware): a
+ * timeout, and optionally the Content-Type of a patch.
+ */
+export function callOptions(timeoutMs: number, contentType?: string): ConfigurationOptions {
+  const mw: ObservableMiddleware = {
+    pre: (ctx) => {
+      ctx.setSignal(AbortSignal.timeout(timeoutMs));
+      if (contentType) ctx.setHeaderParam('Content-Type', contentType);
+      return new Observable(Promise.resolve(ctx));
+    },
+    post: (res) => new Observable(Promise.resolve(res)),
+  };
+  return { middleware: [mw], middlewareMergeStrategy: 'append' };
+}
+
 export class KubeClient {
   readonly namespace: string;
-  private readonly url: URL;
-  private readonly agent: http.Agent;
-  private token: string | undefined;
-  private tokenReadAt = 0;
+  readonly server: string;
+  readonly core: CoreV1Api;
+  readonly coordination: CoordinationV1Api;
+  readonly custom: CustomObjectsApi;
+  readonly authentication: AuthenticationV1Api;
+  private readonly watcher: Watch;
+  private readonly http = new IsomorphicFetchHttpLibrary();
+  private readonly base: ServerConfiguration<Record<string, string>>;
+  private readonly timeoutMs: number;
 
-  constructor(private readonly opts: KubeClientOptions) {
-    this.url = new URL(opts.server);
-    this.namespace = opts.namespace ?? 'skein-system';
-    const ca = opts.caPem ?? (opts.caFile ? readFileSync(opts.caFile, 'utf8') : undefined);
-    this.agent =
-      this.url.protocol === 'https:'
-        ? new https.Agent({ keepAlive: true, ...(ca ? { ca } : {}) })
-        : new http.Agent({ keepAlive: true });
+  constructor(
+    readonly kc: KubeConfig,
+    opts: KubeClientOptions = {},
+  ) {
+    const cluster = kc.getCurrentCluster();
+    if (!cluster) throw new SkeinError(KubeCode.ConfigInvalid, 'the kubeconfig has no current cluster');
+    this.server = cluster.server.replace(/\/+$/, '');
+    this.namespace = opts.namespace ?? kc.getContextObject(kc.getCurrentContext())?.namespace ?? 'skein-system';
+    this.timeoutMs = opts.timeoutMs ?? 30_000;
+    this.core = kc.makeApiClient(CoreV1Api);
+    this.coordination = kc.makeApiClient(CoordinationV1Api);
+    this.custom = kc.makeApiClient(CustomObjectsApi);
+    this.authentication = kc.makeApiClient(AuthenticationV1Api);
+    this.watcher = new Watch(kc);
+    this.base = new ServerConfiguration(this.server, {});
   }
 
   close(): void {
-    this.agent.destroy();
+    if (this.kc instanceof PooledKubeConfig) this.kc.close();
   }
 
-  private bearer(): string | undefined {
-    if (this.opts.tokenFile) {
-      const now = Date.now();
-      if (this.token === undefined || now - this.tokenReadAt > (this.opts.tokenReloadMs ?? 60_000)) {
-        this.token = readFileSync(this.opts.tokenFile, 'utf8').trim();
-        this.tokenReadAt = now;
-      }
-      return this.token;
-    }
-    return this.opts.token;
+  /** Options for a typed call: this client's timeout, and a patch's Content-Type. */
+  options(contentType?: string): ConfigurationOptions {
+    return callOptions(this.timeoutMs, contentType);
   }
 
-  private open(method: string, path: string, headers: Record<string, string>, timeoutMs: number | undefined): http.ClientRequest {
-    const token = this.bearer();
-    const mod = this.url.protocol === 'https:' ? https : http;
-    const req = mod.request({
-      protocol: this.url.protocol,
-      hostname: this.url.hostname.replace(/^\[|\]$/g, ''),
-      port: this.url.port,
-      path,
-      method,
-      agent: this.agent,
-      headers: { accept: 'application/json', ...(token ? { authorization: `Bearer ${token}` } : {}), ...headers },
-    });
-    if (timeoutMs) req.setTimeout(timeoutMs, () => req.destroy(new KubeApiError(0, `${method} ${path}: timed out after ${timeoutMs} ms`)));
-    return req;
-  }
-
-  /** One JSON request; throws KubeApiError for non-2xx answers. */
+  /**
+   * One JSON request to any API path, through the library's HTTP stack and authentication
+   * (the same KubeConfig as the typed clients); the answer as the server sent it. Throws
+   * KubeApiError for non-2xx answers and transport failures.
+   */
   async request<T = Record<string, unknown>>(method: string, path: string, body?: unknown, contentType = 'application/json'): Promise<T> {
-    const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
-    return new Promise<T>((resolve, reject) => {
-      const req = this.open(
-        method,
-        path,
-        payload ? { 'content-type': contentType, 'content-length': String(payload.length) } : {},
-        this.opts.timeoutMs ?? 30_000,
-      );
-      req.on('error', reject);
-      req.on('response', (res) => {
-        const chunks: Buffer[] = [];
-        res.on('data', (c: Buffer) => chunks.push(c));
-        res.on('error', reject);
-        res.on('end', () => {
-          const text = Buffer.concat(chunks).toString('utf8');
-          let parsed: unknown;
-          try {
-            parsed = text === '' ? {} : JSON.parse(text);
-          } catch {
-            parsed = text;
-          }
-          const status = res.statusCode ?? 0;
-          if (status < 200 || status >= 300) {
-            const msg = (parsed as { message?: string })?.message ?? text.slice(0, 200);
-            reject(new KubeApiError(status, `${method} ${path}: ${status} ${msg}`, parsed));
-          } else resolve(parsed as T);
-        });
-      });
-      req.end(payload);
-    });
+    const what = `${method} ${path}`;
+    let status: number;
+    let text: string;
+    try {
+      const ctx = this.base.makeRequestContext(path, method as HttpMethod);
+      ctx.setHeaderParam('Accept', 'application/json');
+      if (body !== undefined) {
+        ctx.setHeaderParam('Content-Type', contentType);
+        ctx.setBody(JSON.stringify(body));
+      }
+      await this.kc.applySecurityAuthentication(ctx);
+      ctx.setSignal(AbortSignal.timeout(this.timeoutMs));
+      const res = await this.http.send(ctx).toPromise();
+      status = res.httpStatusCode;
+      text = await res.body.text();
+    } catch (err) {
+      throw kubeErrorOf(what, err);
+    }
+    const parsed = text === '' ? {} : safeJson(text);
+    if (status < 200 || status >= 300) {
+      const msg = (parsed as { message?: string })?.message ?? text.slice(0, 200);
+      throw new KubeApiError(status, `${what}: ${status} ${msg}`, parsed);
+    }
+    return parsed as T;
   }
 
   /** Lists a collection, following `continue` pages; returns the items and the list's resourceVersion. */
@@ -160,7 +172,7 @@ export class KubeClient {
       const q = new URLSearchParams({ limit: String(pageSize) });
       if (cont) q.set('continue', cont);
       const page = await this.request<{ items?: Record<string, unknown>[]; metadata?: { resourceVersion?: string; continue?: string } }>(
-        'GET',
+        HttpMethod.GET,
         `${path}?${q}`,
       );
       items.push(...(page.items ?? []));
@@ -171,72 +183,61 @@ export class KubeClient {
   }
 
   /**
-   * Watches a collection from `resourceVersion`. Events go to `onEvent` in order. A 410
-   * (answer or ERROR event) rejects `done` with a KubeApiError of status 410: relist.
+   * Watches a collection from `resourceVersion` with the library's Watch (bookmarks asked
+   * for). Events go to `onEvent` in order. A 410 (answer or ERROR event) rejects `done` with
+   * a KubeApiError of status 410: relist.
    */
   watch(path: string, resourceVersion: string, onEvent: (e: WatchEvent) => void, timeoutSeconds = 300): WatchHandle {
-    const q = new URLSearchParams({
-      watch: '1',
-      resourceVersion,
-      allowWatchBookmarks: 'true',
-      timeoutSeconds: String(timeoutSeconds),
-    });
-    let req: http.ClientRequest | undefined;
     let aborted = false;
+    let controller: AbortController | undefined;
+    let failed: KubeApiError | undefined;
+    let endNow: (() => void) | undefined;
     const done = new Promise<void>((resolve, reject) => {
-      req = this.open('GET', `${path}?${q}`, {}, undefined);
-      req.on('error', (err) => (aborted ? resolve() : reject(err)));
-      req.on('response', (res) => {
-        const status = res.statusCode ?? 0;
-        if (status !== 200) {
-          const chunks: Buffer[] = [];
-          res.on('data', (c: Buffer) => chunks.push(c));
-          res.on('end', () => reject(new KubeApiError(status, `watch ${path}: ${status} ${Buffer.concat(chunks).toString('utf8').slice(0, 200)}`)));
-          return;
-        }
-        let buf = '';
-        let failed = false;
-        res.setEncoding('utf8');
-        res.on('data', (chunk: string) => {
-          if (failed) return;
-          buf += chunk;
-          let nl = buf.indexOf('\n');
-          while (nl >= 0) {
-            const line = buf.slice(0, nl).trim();
-            buf = buf.slice(nl + 1);
-            nl = buf.indexOf('\n');
-            if (line === '') continue;
-            let ev: WatchEvent;
-            try {
-              ev = JSON.parse(line) as WatchEvent;
-            } catch {
-              failed = true;
-              res.destroy();
-              reject(new KubeApiError(0, `watch ${path}: malformed event line`));
+      let settled = false;
+      // The library hands its AbortController over only once the response headers are in;
+      // an abort before that ends `done` at once and aborts the request when it can.
+      endNow = () => {
+        settled = true;
+        resolve();
+      };
+      const finish = (err: unknown) => {
+        if (settled) return;
+        settled = true;
+        if (aborted) resolve();
+        else if (failed) reject(failed);
+        else if (err) reject(kubeErrorOf(`watch ${path}`, err));
+        else resolve();
+      };
+      this.watcher
+        .watch(
+          path,
+          { resourceVersion, allowWatchBookmarks: true, timeoutSeconds },
+          (type: string, object: Record<string, unknown>) => {
+            if (failed || aborted) return;
+            if (type === 'ERROR') {
+              const st = object as { code?: number; message?: string };
+              failed = new KubeApiError(Number(st.code ?? 0), `watch ${path}: ${String(st.message ?? 'error event')}`, object);
+              controller?.abort();
               return;
             }
-            if (ev.type === 'ERROR') {
-              failed = true;
-              const code = Number((ev.object as { code?: number }).code ?? 0);
-              res.destroy();
-              reject(new KubeApiError(code, `watch ${path}: ${String((ev.object as { message?: string }).message ?? 'error event')}`, ev.object));
-              return;
-            }
-            onEvent(ev);
-          }
-        });
-        res.on('end', () => failed || resolve());
-        res.on('aborted', () => failed || resolve());
-        res.on('error', (err) => (failed || aborted ? resolve() : reject(err)));
-        res.on('close', () => failed || resolve());
-      });
-      req.end();
+            onEvent({ type: type as WatchEvent['type'], object });
+          },
+          finish,
+        )
+        .then(
+          (c) => {
+            controller = c;
+            if (aborted || failed) c.abort();
+          },
+          finish,
+        );
     });
     return {
       done,
       abort: () => {
         aborted = true;
-        req?.destroy();
+        controller?.abort();
+        endNow?.();
       },
     };
   }

@@ -4,6 +4,11 @@
  * watch from that version. Bookmarks advance the version without changes; a watch the
  * server ends (timeout) or that drops is resumed from the last version seen, after a
  * backoff when it failed; 410 Gone (the version was compacted) means relist.
+ *
+ * The transport is @kubernetes/client-node (its Watch; lists through its HTTP stack). Its
+ * own ListWatch is not used: in 1.x it stops for good on any watch error (the caller must
+ * notice and restart it, with no backoff), asks for no bookmarks or server timeout, and
+ * keeps a second cache of every object beside the ObjectStore.
  */
 import { messageOf } from '../../errors.js';
 import { type Logger, silentLogger } from '../../telemetry/log.js';

@@ -5,9 +5,10 @@
  * update) makes two replicas unable to both take the lease.
  */
 import { EventEmitter } from 'node:events';
+import { type V1Lease, V1MicroTime } from '@kubernetes/client-node';
 import { messageOf } from '../../errors.js';
 import { type Logger, silentLogger } from '../../telemetry/log.js';
-import { KubeApiError, type KubeClient } from './client.js';
+import { KubeApiError, type KubeClient, kubeErrorOf } from './client.js';
 
 export interface LeaseElectorOptions {
   client: KubeClient;
@@ -24,14 +25,14 @@ export interface LeaseElectorOptions {
   logger?: Logger;
 }
 
-interface LeaseObject {
-  metadata: { name: string; namespace: string; resourceVersion?: string };
-  spec: { holderIdentity?: string; leaseDurationSeconds?: number; acquireTime?: string; renewTime?: string; leaseTransitions?: number };
+/** Micro-second RFC3339, as Lease times are written (the library's MicroTime serialises so). */
+function microTime(d: Date): V1MicroTime {
+  return new V1MicroTime(d.getTime());
 }
 
-/** Micro-second RFC3339, as Lease times are written. */
-function microTime(d: Date): string {
-  return d.toISOString().replace(/Z$/, '000Z');
+/** A Lease time as read: the library hands MicroTime fields over as the server's string. */
+function timeOf(t: unknown): number {
+  return t instanceof Date ? t.getTime() : Date.parse(String(t ?? '')) || 0;
 }
 
 /** Events: 'leading', 'following' (holder identity). */
@@ -68,10 +69,10 @@ export class LeaseElector extends EventEmitter {
     if (this.leading) {
       try {
         const lease = await this.get();
-        if (lease && lease.spec.holderIdentity === this.opts.identity) {
+        if (lease?.spec && lease.spec.holderIdentity === this.opts.identity) {
           lease.spec.holderIdentity = '';
           lease.spec.renewTime = microTime(new Date(0));
-          await this.opts.client.request('PUT', this.path(this.name), lease);
+          await this.replace(lease);
         }
       } catch (err) {
         this.log.warn({ err: messageOf(err) }, 'lease release failed; it will expire');
@@ -80,17 +81,24 @@ export class LeaseElector extends EventEmitter {
     }
   }
 
-  private path(name?: string): string {
-    const base = `/apis/coordination.k8s.io/v1/namespaces/${this.opts.namespace}/leases`;
-    return name ? `${base}/${name}` : base;
+  private async get(): Promise<V1Lease | undefined> {
+    const { client, namespace } = this.opts;
+    try {
+      return await client.coordination.readNamespacedLease({ name: this.name, namespace }, client.options());
+    } catch (err) {
+      const e = kubeErrorOf(`read lease ${namespace}/${this.name}`, err);
+      if (e.status === 404) return undefined;
+      throw e;
+    }
   }
 
-  private async get(): Promise<LeaseObject | undefined> {
+  /** PUT with the resourceVersion read: a 409 when another replica wrote in between. */
+  private async replace(body: V1Lease): Promise<void> {
+    const { client, namespace } = this.opts;
     try {
-      return await this.opts.client.request<LeaseObject>('GET', this.path(this.name));
+      await client.coordination.replaceNamespacedLease({ name: this.name, namespace, body }, client.options());
     } catch (err) {
-      if (err instanceof KubeApiError && err.status === 404) return undefined;
-      throw err;
+      throw kubeErrorOf(`replace lease ${namespace}/${this.name}`, err);
     }
   }
 
@@ -110,25 +118,37 @@ export class LeaseElector extends EventEmitter {
       const lease = await this.get();
       const spec = { holderIdentity: this.opts.identity, leaseDurationSeconds: duration, renewTime: microTime(now) };
       if (!lease) {
-        await this.opts.client.request('POST', this.path(), {
-          apiVersion: 'coordination.k8s.io/v1',
-          kind: 'Lease',
-          metadata: { name: this.name, namespace: this.opts.namespace },
-          spec: { ...spec, acquireTime: microTime(now), leaseTransitions: 0 },
-        });
+        const { client, namespace } = this.opts;
+        await client.coordination
+          .createNamespacedLease(
+            {
+              namespace,
+              body: {
+                apiVersion: 'coordination.k8s.io/v1',
+                kind: 'Lease',
+                metadata: { name: this.name, namespace },
+                spec: { ...spec, acquireTime: microTime(now), leaseTransitions: 0 },
+              },
+            },
+            client.options(),
+          )
+          .catch((err: unknown) => {
+            throw kubeErrorOf(`create lease ${namespace}/${this.name}`, err);
+          });
         this.setLeading(true, this.opts.identity);
       } else {
-        const holder = lease.spec.holderIdentity ?? '';
-        const renewed = Date.parse(lease.spec.renewTime ?? '') || 0;
-        const expired = holder === '' || renewed + (lease.spec.leaseDurationSeconds ?? duration) * 1000 < now.getTime();
+        const cur = lease.spec ?? {};
+        const holder = cur.holderIdentity ?? '';
+        const renewed = timeOf(cur.renewTime);
+        const expired = holder === '' || renewed + (cur.leaseDurationSeconds ?? duration) * 1000 < now.getTime();
         if (holder === this.opts.identity || expired) {
           const takeover = holder !== this.opts.identity;
-          await this.opts.client.request('PUT', this.path(this.name), {
+          await this.replace({
             ...lease,
             spec: {
-              ...lease.spec,
+              ...cur,
               ...spec,
-              ...(takeover ? { acquireTime: microTime(now), leaseTransitions: (lease.spec.leaseTransitions ?? 0) + 1 } : {}),
+              ...(takeover ? { acquireTime: microTime(now), leaseTransitions: (cur.leaseTransitions ?? 0) + 1 } : {}),
             },
           });
           this.setLeading(true, this.opts.identity);

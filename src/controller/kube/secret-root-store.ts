@@ -4,8 +4,9 @@
  */
 import { SkeinError } from '../../errors.js';
 import type { PersistedCaState, RootStore } from '../../identity/ca/root-store.js';
-import { KubeApiError, type KubeClient } from './client.js';
+import type { V1Secret } from '@kubernetes/client-node';
 import { ControllerCode } from '../codes.js';
+import { type KubeClient, kubeErrorOf } from './client.js';
 
 export const CA_SECRET_KEY = 'ca.json';
 
@@ -16,18 +17,15 @@ export class SecretRootStore implements RootStore {
     private readonly name = 'skein-ca',
   ) {}
 
-  private path(name?: string): string {
-    const base = `/api/v1/namespaces/${this.namespace}/secrets`;
-    return name ? `${base}/${name}` : base;
-  }
-
   async load(): Promise<PersistedCaState | undefined> {
-    let secret: { data?: Record<string, string> };
+    const { client, namespace, name } = this;
+    let secret: V1Secret;
     try {
-      secret = await this.client.request('GET', this.path(this.name));
+      secret = await client.core.readNamespacedSecret({ name, namespace }, client.options());
     } catch (err) {
-      if (err instanceof KubeApiError && err.status === 404) return undefined;
-      throw err;
+      const e = kubeErrorOf(`read secret ${namespace}/${name}`, err);
+      if (e.status === 404) return undefined;
+      throw e;
     }
     const b64 = secret.data?.[CA_SECRET_KEY];
     if (!b64) return undefined;
@@ -35,7 +33,8 @@ export class SecretRootStore implements RootStore {
   }
 
   async save(state: PersistedCaState): Promise<void> {
-    const body = {
+    const { client, namespace, name } = this;
+    const body: V1Secret = {
       apiVersion: 'v1',
       kind: 'Secret',
       type: 'Opaque',
@@ -43,10 +42,13 @@ export class SecretRootStore implements RootStore {
       data: { [CA_SECRET_KEY]: Buffer.from(JSON.stringify(state)).toString('base64') },
     };
     try {
-      await this.client.request('POST', this.path(), body);
+      await client.core.createNamespacedSecret({ namespace, body }, client.options());
     } catch (err) {
-      if (!(err instanceof KubeApiError && err.status === 409)) throw err;
-      await this.client.request('PUT', this.path(this.name), body);
+      const e = kubeErrorOf(`create secret ${namespace}/${name}`, err);
+      if (e.status !== 409) throw e;
+      await client.core.replaceNamespacedSecret({ name, namespace, body }, client.options()).catch((err2: unknown) => {
+        throw kubeErrorOf(`replace secret ${namespace}/${name}`, err2);
+      });
     }
   }
 }

@@ -15,7 +15,8 @@ import { groupOf, kindInfo } from '../kinds.js';
 import type { MeshIndex } from '../mesh-index.js';
 import type { Refusal } from '../resources.js';
 import type { ObjectStore } from '../object-store.js';
-import { KubeClient } from './client.js';
+import { type CoreV1Event, PatchStrategy } from '@kubernetes/client-node';
+import { type KubeClient, kubeErrorOf } from './client.js';
 
 /** Route status `controllerName`: which controller wrote a `status.parents[]` entry. */
 export const SKEIN_CONTROLLER_NAME = 'skein.io/mesh-controller';
@@ -217,14 +218,21 @@ export class KubeStatusWriter implements StatusWriter {
 
   async setConditions(ref: ObjectRef, conds: Condition[]): Promise<void> {
     const info = kindInfo(ref.apiVersion, ref.kind);
-    if (!info) return;
-    const object = `${KubeClient.collectionPath(ref.apiVersion, info.plural, ref.namespace)}/${ref.name}`;
+    if (!info || !ref.apiVersion.includes('/')) return;
+    // Status is written on skein's CRDs and Gateway API routes only: custom objects, always in
+    // a group (group/version), so the library's CustomObjectsApi addresses every one of them.
+    const [group = '', version = ''] = ref.apiVersion.split('/');
+    const at = { group, version, plural: info.plural, name: ref.name };
+    const object = `${ref.apiVersion} ${info.plural} ${ref.namespace ? `${ref.namespace}/` : ''}${ref.name}`;
+    const { client } = this;
     // A merge patch replaces a list whole: read what is there to keep the conditions of other
     // types (Accepted next to Enforced), other controllers' route parents, and each
     // condition's lastTransitionTime while its status stays.
     let cur: { spec?: { parentRefs?: Record<string, unknown>[] }; status?: { conditions?: StoredCondition[]; parents?: ParentStatus[] } } = {};
     try {
-      cur = await this.client.request<typeof cur>('GET', object);
+      cur = (ref.namespace
+        ? await client.custom.getNamespacedCustomObject({ ...at, namespace: ref.namespace }, client.options())
+        : await client.custom.getClusterCustomObject(at, client.options())) as typeof cur;
     } catch {
       // not readable now: write ours alone; the next report restores the rest
     }
@@ -257,13 +265,19 @@ export class KubeStatusWriter implements StatusWriter {
     } else {
       status = { conditions: merge(cur.status?.conditions ?? [], true) };
     }
-    await this.client.request('PATCH', `${object}/status`, { status }, 'application/merge-patch+json');
+    const asMergePatch = client.options(PatchStrategy.MergePatch);
+    try {
+      if (ref.namespace) await client.custom.patchNamespacedCustomObjectStatus({ ...at, namespace: ref.namespace, body: { status } }, asMergePatch);
+      else await client.custom.patchClusterCustomObjectStatus({ ...at, body: { status } }, asMergePatch);
+    } catch (err) {
+      throw kubeErrorOf(`patch status of ${object}`, err);
+    }
   }
 
   async event(ref: ObjectRef, ev: { type: 'Warning' | 'Normal'; reason: string; message: string }): Promise<void> {
     const ns = ref.namespace || 'default';
-    const ts = this.now().toISOString().replace(/\.\d+Z$/, 'Z');
-    await this.client.request('POST', `/api/v1/namespaces/${ns}/events`, {
+    const ts = this.now();
+    const body: CoreV1Event = {
       apiVersion: 'v1',
       kind: 'Event',
       metadata: { generateName: `${ref.name}.skein-`, namespace: ns },
@@ -275,6 +289,9 @@ export class KubeStatusWriter implements StatusWriter {
       firstTimestamp: ts,
       lastTimestamp: ts,
       count: 1,
+    };
+    await this.client.core.createNamespacedEvent({ namespace: ns, body }, this.client.options()).catch((err: unknown) => {
+      throw kubeErrorOf(`create event in ${ns}`, err);
     });
   }
 }

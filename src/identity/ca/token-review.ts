@@ -1,67 +1,13 @@
-import { request as httpRequest } from 'node:http';
-import { request as httpsRequest } from 'node:https';
+/**
+ * Kubernetes authentication of agents by TokenReview, sent with @kubernetes/client-node over
+ * the controller's own KubeConfig: the same API server, cluster CA (in-cluster: the service
+ * account's ca.crt) and credential (rotating token file, exec plugin...) as its watches, so
+ * a TokenReview never goes to a server the cluster CA does not vouch for.
+ */
+import { ApiException, AuthenticationV1Api, type KubeConfig, Observable, type ObservableMiddleware } from '@kubernetes/client-node';
 import { messageOf, SkeinError } from '../../errors.js';
 import type { Authenticator, CallerIdentity, PresentedCredentials } from './authn.js';
 import { IdentityCode } from '../codes.js';
-
-/** Minimal HTTP client the TokenReview authenticator needs (injectable for tests/proxies). */
-export interface JsonHttpClient {
-  postJson(url: string, body: unknown, headers: Record<string, string>, timeoutMs: number): Promise<{ status: number; body: unknown }>;
-}
-
-/** JSON over node:http(s); `ca` is the API server's CA bundle (in-cluster: the SA ca.crt). */
-export class NodeJsonHttpClient implements JsonHttpClient {
-  constructor(private readonly tls: { ca?: string } = {}) {}
-
-  postJson(url: string, body: unknown, headers: Record<string, string>, timeoutMs: number): Promise<{ status: number; body: unknown }> {
-    const u = new URL(url);
-    const payload = Buffer.from(JSON.stringify(body));
-    const req = (u.protocol === 'https:' ? httpsRequest : httpRequest)(u, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json', accept: 'application/json', 'content-length': String(payload.length), ...headers },
-      ca: this.tls.ca,
-      timeout: timeoutMs,
-    });
-    return new Promise((resolve, reject) => {
-      req.on('timeout', () => req.destroy(new Error(`TokenReview request timed out after ${timeoutMs} ms`)));
-      req.on('error', reject);
-      req.on('response', (res) => {
-        const chunks: Buffer[] = [];
-        let size = 0;
-        res.on('data', (c: Buffer) => {
-          size += c.length;
-          if (size > 1 << 20) req.destroy(new Error('TokenReview response too large'));
-          else chunks.push(c);
-        });
-        res.on('error', reject);
-        res.on('end', () => {
-          try {
-            resolve({ status: res.statusCode ?? 0, body: JSON.parse(Buffer.concat(chunks).toString('utf8') || 'null') });
-          } catch (err) {
-            reject(err);
-          }
-        });
-      });
-      req.end(payload);
-    });
-  }
-}
-
-export interface TokenReviewOptions {
-  /** API server base URL, e.g. https://kubernetes.default.svc */
-  apiServer: string;
-  /** The controller's own token (allowed to create tokenreviews). A function: projected tokens rotate. */
-  controllerToken: () => string | Promise<string>;
-  /** Service accounts allowed to call the CA, as `system:serviceaccount:<ns>:<name>`. */
-  allowedPrincipals: string[];
-  /** Audiences the agent token must carry (its projected-token audience). */
-  audiences?: string[];
-  client?: JsonHttpClient;
-  timeoutMs?: number;
-}
-
-/** TokenReview user.extra key where the API server puts a bound token's node (k8s >= 1.30). */
-export const NODE_NAME_EXTRA = 'authentication.kubernetes.io/node-name';
 
 interface TokenReviewStatus {
   authenticated?: boolean;
@@ -70,42 +16,78 @@ interface TokenReviewStatus {
   user?: { username?: string; extra?: Record<string, string[]> };
 }
 
+/** Sends one TokenReview; the API server's `status`. Throws on transport errors and non-2xx answers. */
+export interface TokenReviewer {
+  review(spec: { token: string; audiences?: string[] }, timeoutMs: number): Promise<TokenReviewStatus>;
+}
+
+/** TokenReviews over a KubeConfig (its cluster CA and credentials). */
+export class KubeTokenReviewer implements TokenReviewer {
+  private readonly api: AuthenticationV1Api;
+
+  constructor(kc: KubeConfig) {
+    this.api = kc.makeApiClient(AuthenticationV1Api);
+  }
+
+  async review(spec: { token: string; audiences?: string[] }, timeoutMs: number): Promise<TokenReviewStatus> {
+    const timeout: ObservableMiddleware = {
+      pre: (ctx) => {
+        ctx.setSignal(AbortSignal.timeout(timeoutMs));
+        return new Observable(Promise.resolve(ctx));
+      },
+      post: (res) => new Observable(Promise.resolve(res)),
+    };
+    const res = await this.api.createTokenReview(
+      { body: { apiVersion: 'authentication.k8s.io/v1', kind: 'TokenReview', spec } },
+      { middleware: [timeout], middlewareMergeStrategy: 'append' },
+    );
+    return (res.status ?? {}) as TokenReviewStatus;
+  }
+}
+
+export interface TokenReviewOptions {
+  /** The controller's KubeConfig (API server, cluster CA, credential allowed to create tokenreviews). */
+  kubeConfig?: KubeConfig;
+  /** Instead of kubeConfig (tests, other transports). */
+  reviewer?: TokenReviewer;
+  /** Service accounts allowed to call the CA, as `system:serviceaccount:<ns>:<name>`. */
+  allowedPrincipals: string[];
+  /** Audiences the agent token must carry (its projected-token audience). */
+  audiences?: string[];
+  timeoutMs?: number;
+}
+
+/** TokenReview user.extra key where the API server puts a bound token's node (k8s >= 1.30). */
+export const NODE_NAME_EXTRA = 'authentication.kubernetes.io/node-name';
+
 /**
  * Kubernetes authentication of agents: POSTs a TokenReview of the agent's projected
  * service-account token; accepts it when authenticated, from an allowed service account,
  * for the wanted audience, bound to a pod on a node — and that node is the caller's node.
  */
 export class TokenReviewAuthenticator implements Authenticator {
-  private readonly client: JsonHttpClient;
+  private readonly reviewer: TokenReviewer;
 
   constructor(private readonly opts: TokenReviewOptions) {
-    this.client = opts.client ?? new NodeJsonHttpClient();
+    const reviewer = opts.reviewer ?? (opts.kubeConfig ? new KubeTokenReviewer(opts.kubeConfig) : undefined);
+    if (!reviewer) throw new SkeinError(IdentityCode.CaUnavailable, 'TokenReview authenticator without a KubeConfig');
+    this.reviewer = reviewer;
   }
 
   async authenticate(creds: PresentedCredentials): Promise<CallerIdentity> {
     const token = creds.bearerToken;
     if (!token) throw new SkeinError(IdentityCode.Unauthenticated, 'no bearer token');
-    const review = {
-      apiVersion: 'authentication.k8s.io/v1',
-      kind: 'TokenReview',
-      spec: { token, ...(this.opts.audiences ? { audiences: this.opts.audiences } : {}) },
-    };
-    let res: { status: number; body: unknown };
+    let status: TokenReviewStatus;
     try {
-      res = await this.client.postJson(
-        `${this.opts.apiServer.replace(/\/+$/, '')}/apis/authentication.k8s.io/v1/tokenreviews`,
-        review,
-        { authorization: `Bearer ${await this.opts.controllerToken()}` },
-        this.opts.timeoutMs ?? 5000,
-      );
+      status = await this.reviewer.review({ token, ...(this.opts.audiences ? { audiences: this.opts.audiences } : {}) }, this.opts.timeoutMs ?? 5000);
     } catch (err) {
-      // The API server being away is not the caller's fault: say so (the agent retries).
+      // The API server being away (or refusing the controller) is not the caller's fault: say
+      // so (the agent retries).
+      if (err instanceof ApiException) {
+        throw new SkeinError(IdentityCode.CaUnavailable, `TokenReview answered HTTP ${err.code}`, { status: err.code }, { cause: err });
+      }
       throw new SkeinError(IdentityCode.CaUnavailable, `TokenReview failed: ${messageOf(err)}`, undefined, { cause: err });
     }
-    if (res.status !== 201 && res.status !== 200) {
-      throw new SkeinError(IdentityCode.CaUnavailable, `TokenReview answered HTTP ${res.status}`, { status: res.status });
-    }
-    const status = (res.body as { status?: TokenReviewStatus } | null)?.status ?? {};
     if (status.authenticated !== true) throw new SkeinError(IdentityCode.Unauthenticated, 'token not authenticated by the API server');
     const principal = status.user?.username ?? '';
     if (!this.opts.allowedPrincipals.includes(principal)) {

@@ -7,8 +7,13 @@
 //     newline-delimited JSON events after N, BOOKMARK events, and for a compacted N an
 //     ERROR event with a 410 Status (what kube-apiserver sends for "too old resource version");
 //   - create (POST, 409 on exists), replace (PUT, 409 on a stale resourceVersion), merge
-//     patch (PATCH, also on /status), delete; bearer-token authentication (401);
-//   - test hooks: drop every open watch, compact history, fail the next N watches.
+//     patch (PATCH with content-type application/merge-patch+json, else 415; also on
+//     /status), delete; bearer-token authentication (401), over TLS when given a certificate;
+//   - TokenReview (POST /apis/authentication.k8s.io/v1/tokenreviews): answers what the test
+//     set for the reviewed token, unauthenticated otherwise;
+//   - test hooks: drop every open watch, compact history, fail the next N watches, change the
+//     accepted bearer tokens (rotation), see the last Authorization header.
+// The client under test is @kubernetes/client-node (through src/controller/kube/client.ts).
 import * as http from 'node:http';
 import * as https from 'node:https';
 import type { AddressInfo } from 'node:net';
@@ -65,8 +70,19 @@ function mergePatch(target: unknown, patch: unknown): unknown {
   return out;
 }
 
+export interface TokenReviewAnswer {
+  authenticated: boolean;
+  audiences?: string[];
+  user?: { username?: string; extra?: Record<string, string[]> };
+}
+
 export class FakeApiServer {
-  readonly token: string;
+  /** Bearer tokens the stand-in accepts (a rotated token stays valid for a while, as in Kubernetes). */
+  readonly tokens = new Set<string>();
+  /** What TokenReview answers per reviewed token. */
+  readonly tokenReviews = new Map<string, TokenReviewAnswer>();
+  /** The Authorization header of the last request (authorised or not). */
+  lastAuthorization: string | undefined;
   private server: http.Server;
   private rv = 100;
   /** collection -> "ns/name" -> object */
@@ -77,20 +93,27 @@ export class FakeApiServer {
   private watchers = new Set<Watcher>();
   private failWatches = 0;
   private bookmarkTimer: NodeJS.Timeout | undefined;
-  readonly counts = { lists: 0, watches: 0, gones: 0, bookmarks: 0, unauthorized: 0 };
+  readonly counts = { lists: 0, watches: 0, gones: 0, bookmarks: 0, unauthorized: 0, connections: 0 };
   readonly requests: { method: string; path: string; body?: unknown }[] = [];
   port = 0;
   private readonly scheme: string;
 
   constructor(opts: { token?: string; bookmarkMs?: number; tls?: { cert: string; key: string } } = {}) {
-    this.token = opts.token ?? `stand-in-${process.pid}`;
+    this.tokens.add(opts.token ?? `stand-in-${process.pid}`);
     const handler = (req: http.IncomingMessage, res: http.ServerResponse) => this.handle(req, res);
     this.server = opts.tls ? https.createServer({ cert: opts.tls.cert, key: opts.tls.key }, handler) : http.createServer(handler);
     this.scheme = opts.tls ? 'https' : 'http';
+    // Connections (TLS handshakes when over TLS): a client that reuses them opens few.
+    this.server.on(opts.tls ? 'secureConnection' : 'connection', () => this.counts.connections++);
     if (opts.bookmarkMs) {
       this.bookmarkTimer = setInterval(() => this.bookmarks(), opts.bookmarkMs);
       this.bookmarkTimer.unref();
     }
+  }
+
+  /** The first accepted token. */
+  get token(): string {
+    return [...this.tokens][0] ?? '';
   }
 
   async start(): Promise<string> {
@@ -202,7 +225,9 @@ export class FakeApiServer {
 
   private handle(req: http.IncomingMessage, res: http.ServerResponse): undefined {
     const url = new URL(req.url ?? '/', 'http://x');
-    if (req.headers.authorization !== `Bearer ${this.token}`) {
+    this.lastAuthorization = req.headers.authorization;
+    const bearer = /^Bearer (.+)$/.exec(req.headers.authorization ?? '')?.[1];
+    if (bearer === undefined || !this.tokens.has(bearer)) {
       this.counts.unauthorized++;
       return this.status(res, 401, 'Unauthorized');
     }
@@ -220,6 +245,14 @@ export class FakeApiServer {
         }
       }
       this.requests.push({ method: req.method ?? '', path: url.pathname, body });
+      if (req.method === 'PATCH' && !String(req.headers['content-type']).startsWith('application/merge-patch+json')) {
+        return this.status(res, 415, `stand-in: only merge patches, got ${req.headers['content-type']}`);
+      }
+      if (req.method === 'POST' && p.collection === 'authentication.k8s.io/v1/tokenreviews' && body) {
+        const spec = (body.spec ?? {}) as { token?: string; audiences?: string[] };
+        const answer = this.tokenReviews.get(String(spec.token)) ?? { authenticated: false };
+        return this.json(res, 201, { ...body, status: { ...answer, ...(answer.authenticated ? {} : { error: 'invalid bearer token' }) } });
+      }
       this.route(req.method ?? 'GET', p, url.searchParams, body, res);
     });
   }
@@ -289,6 +322,8 @@ export class FakeApiServer {
     }
     const from = Number(q.get('resourceVersion') ?? 0);
     res.writeHead(200, { 'content-type': 'application/json', 'transfer-encoding': 'chunked' });
+    // kube-apiserver flushes a watch's headers at once, before any event.
+    res.flushHeaders();
     if (from < this.compactedTo) {
       this.counts.gones++;
       res.end(

@@ -1,26 +1,23 @@
-// The Kubernetes source, tested against a STAND-IN API server (fake-apiserver.ts: an HTTP
+// The Kubernetes source, tested against a STAND-IN API server (fake-apiserver.ts: an HTTPS
 // server speaking list/watch with resourceVersions, bookmarks, 410 Gone and dropped
-// watches), because no real API server can run here. The same scenarios as the folder
+// watches), because no real API server can run here. The client is @kubernetes/client-node
+// (its Watch, typed API clients and HTTP stack) with the stand-in's cluster CA and a token. The same scenarios as the folder
 // tests pass through it: per-node views, deltas for a namespace label / a new pod / scaled
 // endpoints, refusals (as Events and status conditions), and a controller restart.
 import t from 'tap';
 import { Controller } from '../../../src/controller/controller.js';
-import { KubeClient } from '../../../src/controller/kube/client.js';
+import type { KubeClient } from '../../../src/controller/kube/client.js';
 import { KubeSource } from '../../../src/controller/kube/kube-source.js';
 import { KubeStatusWriter, StatusReporter } from '../../../src/controller/kube/status-writer.js';
 import { BootstrapTokenAuthenticator } from '../../../src/identity/ca/bootstrap-tokens.js';
-import { FakeApiServer } from './fake-apiserver.js';
 import { baseCluster, FakeAgent, type Obj, pod, slice, TOKENS, until } from './helpers.js';
+import { standInClient } from './stand-in-kube.js';
 
 const authenticator = BootstrapTokenAuthenticator.fromTokens(TOKENS);
 
 async function standIn(t: Tap.Test, bookmarkMs = 0) {
-  const api = new FakeApiServer({ bookmarkMs });
-  const server = await api.start();
-  t.teardown(() => api.stop());
+  const { api, client } = await standInClient(t, { bookmarkMs });
   for (const objs of Object.values(baseCluster())) for (const o of objs) api.apply(structuredClone(o));
-  const client = new KubeClient({ server, token: api.token, namespace: 'skein-system' });
-  t.teardown(() => client.close());
   return { api, client };
 }
 

@@ -1,19 +1,15 @@
 // Leader election for the CA's writes over a Lease on the stand-in API server (see
-// fake-apiserver.ts: no real API server can run here): one leader at a time, takeover after
+// fake-apiserver.ts: no real API server can run here; reached over TLS with its cluster CA by
+// @kubernetes/client-node's CoordinationV1Api and CoreV1Api): one leader at a time, takeover after
 // release or expiry, and a root store that only the leader may write (kept in a Secret).
 import t from 'tap';
-import { KubeClient } from '../../../src/controller/kube/client.js';
 import { LeaseElector } from '../../../src/controller/kube/lease.js';
 import { LeaderGatedRootStore, SecretRootStore } from '../../../src/controller/kube/secret-root-store.js';
 import { CertificateAuthority } from '../../../src/identity/ca/ca.js';
-import { FakeApiServer } from './fake-apiserver.js';
+import { standInClient } from './stand-in-kube.js';
 
 async function setup(t: Tap.Test) {
-  const api = new FakeApiServer();
-  const server = await api.start();
-  t.teardown(() => api.stop());
-  const client = new KubeClient({ server, token: api.token, namespace: 'skein-system' });
-  t.teardown(() => client.close());
+  const { api, client } = await standInClient(t);
   return { api, client };
 }
 
@@ -43,6 +39,9 @@ t.test('one leader; the other takes over on release and on expiry', async (t) =>
   t.ok(r2.isLeader(), 'taken over after expiry');
   const lease = api.get('coordination.k8s.io/v1', 'Lease', 'skein-system', 'skein-controller-ca')!;
   t.match(lease.spec, { holderIdentity: 'replica-2', leaseTransitions: 1 });
+  // Lease times are MicroTime: kube-apiserver parses exactly six fractional digits.
+  t.match((lease.spec as Record<string, unknown>).renewTime, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$/, 'renewTime in MicroTime format');
+  t.match((lease.spec as Record<string, unknown>).acquireTime, /\.\d{6}Z$/, 'acquireTime in MicroTime format');
   await r1.tick();
   t.notOk(r1.isLeader(), 'the old leader notices it lost');
 

@@ -1,15 +1,14 @@
 // Route and BackendTrafficPolicy status in kube mode, written against a STAND-IN API server
-// (fake-apiserver.ts: an HTTP server speaking list/watch and merge patches on /status, since
-// no real API server can run here). Routes get the Gateway API shape: status.parents[] per
+// (fake-apiserver.ts: an HTTPS server speaking list/watch and merge patches on /status, since
+// no real API server can run here), through @kubernetes/client-node's CustomObjectsApi. Routes get the Gateway API shape: status.parents[] per
 // parentRef with controllerName, Accepted and ResolvedRefs (spec reasons),
 // observedGeneration and lastTransitionTime; another controller's entries are kept.
 import t from 'tap';
 import { Controller } from '../../../src/controller/controller.js';
-import { KubeClient } from '../../../src/controller/kube/client.js';
 import { KubeSource } from '../../../src/controller/kube/kube-source.js';
 import { KubeStatusWriter, SKEIN_CONTROLLER_NAME, StatusReporter } from '../../../src/controller/kube/status-writer.js';
 import { BootstrapTokenAuthenticator } from '../../../src/identity/ca/bootstrap-tokens.js';
-import { FakeApiServer } from './fake-apiserver.js';
+import { standInClient } from './stand-in-kube.js';
 import { baseCluster, type Obj, service, TOKENS, until } from './helpers.js';
 import { btp, httpRoute } from './traffic-fixtures.js';
 
@@ -17,13 +16,9 @@ const GW = 'gateway.networking.k8s.io/v1';
 const BTP = 'networking.skein.io/v1alpha1';
 
 t.test('routes and backend traffic policies get their status the Gateway API way', async (t) => {
-  const api = new FakeApiServer({});
-  const server = await api.start();
-  t.teardown(() => api.stop());
+  const { api, client } = await standInClient(t);
   for (const objs of Object.values(baseCluster())) for (const o of objs) api.apply(structuredClone(o));
   api.apply(service('shop', 'mirror', '10.96.0.12', { app: 'mirror' }));
-  const client = new KubeClient({ server, token: api.token, namespace: 'skein-system' });
-  t.teardown(() => client.close());
   const c = new Controller({
     authenticator: BootstrapTokenAuthenticator.fromTokens(TOKENS),
     configAddress: '127.0.0.1:0',

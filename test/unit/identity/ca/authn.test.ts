@@ -1,11 +1,15 @@
 import { chmodSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
-import { createServer, type IncomingMessage } from 'node:http';
+import type { IncomingMessage } from 'node:http';
+import { createServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
+import { KubeConfig } from '@kubernetes/client-node';
 import t from 'tap';
 import type { Workload } from '../../../../src/config/model.js';
 import { bearerTokenOf } from '../../../../src/identity/ca/authn.js';
 import { BootstrapTokenAuthenticator, createBootstrapTokens, readBootstrapToken } from '../../../../src/identity/ca/bootstrap-tokens.js';
+import { CertificateAuthority } from '../../../../src/identity/ca/ca.js';
+import { MemoryRootStore } from '../../../../src/identity/ca/root-store.js';
 import { IdentityCode } from '../../../../src/identity/codes.js';
 import { StaticNodeAuthorizer, WorkloadNodeAuthorizer } from '../../../../src/identity/ca/node-authorizer.js';
 import { NODE_NAME_EXTRA, TokenReviewAuthenticator } from '../../../../src/identity/ca/token-review.js';
@@ -53,10 +57,15 @@ t.test('bootstrap tokens: files 0600, one per node, authenticate to the node', a
   t.same((await mem.reload()).nodes, ['n1']);
 });
 
-/** A tiny stand-in of the API server's TokenReview endpoint. */
+/**
+ * A tiny STAND-IN of the API server's TokenReview endpoint (no real API server can run
+ * here), over TLS with a certificate from a throw-away cluster CA, as kube-apiserver serves.
+ */
 async function fakeApiServer(t: { teardown: (fn: () => void) => void }, answer: (token: string, req: IncomingMessage) => { status: number; body: unknown }) {
+  const ca = await CertificateAuthority.create({ trustDomain: 'cluster.local', store: new MemoryRootStore() });
+  const serving = await ca.activeAuthority().issueServingCertificate({ sans: ['127.0.0.1'], ttlSeconds: 3600 });
   const seen: Array<{ auth?: string; body: unknown; path?: string }> = [];
-  const server = createServer((req, res) => {
+  const server = createServer({ cert: serving.certChainPem, key: serving.privateKeyPem }, (req, res) => {
     let data = '';
     req.on('data', (c) => {
       data += c;
@@ -71,7 +80,19 @@ async function fakeApiServer(t: { teardown: (fn: () => void) => void }, answer: 
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   t.teardown(() => server.close());
-  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, seen };
+  return { url: `https://127.0.0.1:${(server.address() as AddressInfo).port}`, seen, caPem: ca.trustBundlePem().join('') };
+}
+
+/** The controller's KubeConfig for that server: its cluster CA and the controller's token. */
+function kubeConfig(server: string, caPem: string, token: string): KubeConfig {
+  const kc = new KubeConfig();
+  kc.loadFromOptions({
+    clusters: [{ name: 'c', server, caData: Buffer.from(caPem).toString('base64'), skipTLSVerify: false }],
+    users: [{ name: 'u', token }],
+    contexts: [{ name: 'x', cluster: 'c', user: 'u' }],
+    currentContext: 'x',
+  });
+  return kc;
 }
 
 const AGENT = 'system:serviceaccount:skein-system:skein-agent';
@@ -95,8 +116,7 @@ t.test('TokenReview authenticator against a stand-in API server', async (t) => {
     }
   });
   const auth = new TokenReviewAuthenticator({
-    apiServer: `${api.url}/`,
-    controllerToken: async () => 'controller-token',
+    kubeConfig: kubeConfig(api.url, api.caPem, 'controller-token'),
     allowedPrincipals: [AGENT],
     audiences: ['skein-ca'],
   });
@@ -110,14 +130,18 @@ t.test('TokenReview authenticator against a stand-in API server', async (t) => {
   await t.rejects(auth.authenticate({ bearerToken: 'wrong-aud' }), { code: IdentityCode.Unauthenticated });
   await t.rejects(auth.authenticate({ bearerToken: 'boom' }), { code: IdentityCode.CaUnavailable });
   await t.rejects(auth.authenticate({}), { code: IdentityCode.Unauthenticated });
-  const down = new TokenReviewAuthenticator({ apiServer: 'http://127.0.0.1:1', controllerToken: () => 'x', allowedPrincipals: [AGENT], timeoutMs: 500 });
+  const down = new TokenReviewAuthenticator({ kubeConfig: kubeConfig('https://127.0.0.1:1', api.caPem, 'x'), allowedPrincipals: [AGENT], timeoutMs: 500 });
   await t.rejects(down.authenticate({ bearerToken: 'good' }), { code: IdentityCode.CaUnavailable });
-  // An injected client is used instead of HTTP.
+  // Without the cluster CA (the bug this replaced: the reviewer had no CA) the server is refused.
+  const seen = api.seen.length;
+  const noCa = new KubeConfig();
+  noCa.loadFromOptions({ clusters: [{ name: 'c', server: api.url, skipTLSVerify: false }], users: [{ name: 'u', token: 't' }], contexts: [{ name: 'x', cluster: 'c', user: 'u' }], currentContext: 'x' });
+  await t.rejects(new TokenReviewAuthenticator({ kubeConfig: noCa, allowedPrincipals: [AGENT] }).authenticate({ bearerToken: 'good' }), { code: IdentityCode.CaUnavailable });
+  t.equal(api.seen.length, seen, 'no TokenReview sent to a server the cluster CA does not vouch for');
+  // An injected reviewer is used instead of HTTP.
   const injected = new TokenReviewAuthenticator({
-    apiServer: 'https://kubernetes.default.svc',
-    controllerToken: () => 't',
     allowedPrincipals: [AGENT],
-    client: { postJson: async () => ({ status: 200, body: { status: { authenticated: true, user: { username: AGENT, extra: { [NODE_NAME_EXTRA]: ['n9'] } } } } }) },
+    reviewer: { review: async () => ({ authenticated: true, user: { username: AGENT, extra: { [NODE_NAME_EXTRA]: ['n9'] } } }) },
   });
   t.equal((await injected.authenticate({ bearerToken: 'x' })).node, 'n9');
 });
