@@ -147,11 +147,10 @@ export async function startAdmin(deps: AdminDeps, at: AdminAddresses): Promise<(
   await listen(metrics, at.metrics);
   await listen(ready, at.ready);
   return async () => {
+    // close() stops listening at once, and libuv removes the socket file as the handle
+    // closes, synchronously: nothing else may unlink the path later, because a successor
+    // agent (upgrade) binds the same path right after (and tmpfs may even give its socket
+    // file the same inode number).
     await Promise.all(servers.map((s) => new Promise<void>((r) => s.close(() => r()))));
-    try {
-      unlinkSync(at.adminSocket);
-    } catch {
-      // already gone
-    }
   };
 }

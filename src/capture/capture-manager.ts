@@ -62,6 +62,20 @@ export interface EnrolledPod {
   listeners: PodListeners;
 }
 
+/**
+ * A pod's listening sockets as a previous agent handed them over (agent upgrade): the same
+ * kernel sockets, received as new fds of this process.
+ */
+export interface HandedListeners {
+  uid: string;
+  netnsCookie: bigint;
+  slot: number;
+  listeners: PodListeners;
+}
+
+/** Passing fds to another agent process over a unix socket (SCM_RIGHTS); see native.ts. */
+export type FdPassing = Pick<SkeinNative, 'connectUnix' | 'sendFds' | 'recvFds' | 'closeFd'>;
+
 export interface CaptureDeps {
   native?: SkeinNative;
   logger?: Logger;
@@ -83,6 +97,8 @@ export class CaptureManager {
   private cgroupPath = '';
   private ownNetnsCookie: bigint | undefined;
   private readonly pods = new Map<string, EnrolledPod>();
+  /** Listeners a previous agent handed over, by pod uid, until enroll() takes them. */
+  private readonly handed = new Map<string, HandedListeners>();
   /** Every mutation runs in this chain, one at a time (enroll/release/reconcile may race). */
   private queue: Promise<unknown> = Promise.resolve();
 
@@ -197,12 +213,15 @@ export class CaptureManager {
       }
       slot ??= this.freeSlot(registry);
 
-      const listeners = await this.openListeners(pod.netnsPath);
+      // A previous agent's sockets for this very netns (upgrade): serve those, so the pod's
+      // ports never close. The SOCKMAP already holds that 15006 socket: it is left as it is.
+      const handed = this.takeHanded(pod.uid, cookie);
+      const listeners = handed?.listeners ?? (await this.openListeners(pod.netnsPath));
       try {
         const record: PodRecord = { netnsCookie: cookie, netnsIno: ino, uid: pod.uid };
         this.native.mapUpdate(this.map(MAP.pods), u32Key(slot), encodePodRecord(record));
         this.writePodTables(slot, cookie, pod);
-        this.native.mapUpdate(this.map(MAP.inboundSockets), u32Key(slot), encodeSocketFd(listeners.inboundPlaintext));
+        if (!handed) this.native.mapUpdate(this.map(MAP.inboundSockets), u32Key(slot), encodeSocketFd(listeners.inboundPlaintext));
         this.programs.attachSkLookup(slot, pod.netnsPath, ino);
         // Last: from here on the pod's connect() calls land on the outbound listener.
         this.native.mapUpdate(this.map(MAP.enrolled), u64Key(cookie), encodeEnrolled(this.options.outboundPort));
@@ -216,6 +235,50 @@ export class CaptureManager {
       this.log.info({ uid: pod.uid, slot, netnsCookie: cookie.toString(), ips: pod.ips }, 'pod enrolled');
       return enrolled;
     });
+  }
+
+  /**
+   * Listening sockets a previous agent handed over (agent upgrade): enroll() serves them for
+   * the pods they belong to (same uid and netns) instead of opening new ones.
+   */
+  adoptHandedListeners(list: HandedListeners[]): void {
+    for (const h of list) {
+      const old = this.handed.get(h.uid);
+      if (old) this.closeListeners(old.listeners);
+      this.handed.set(h.uid, h);
+    }
+  }
+
+  /** Closes this process' copies of handed listeners no pod took (the kernel sockets live on where else they are held). */
+  dropUnusedHandedListeners(): number {
+    const n = this.handed.size;
+    for (const h of this.handed.values()) this.closeListeners(h.listeners);
+    this.handed.clear();
+    return n;
+  }
+
+  private takeHanded(uid: string, cookie: bigint): HandedListeners | undefined {
+    const h = this.handed.get(uid);
+    if (!h) return undefined;
+    this.handed.delete(uid);
+    if (h.netnsCookie === cookie) return h;
+    this.closeListeners(h.listeners); // for an older netns of the pod: not ours to serve
+    return undefined;
+  }
+
+  private closeListeners(l: PodListeners): void {
+    for (const fd of [l.outbound, l.inboundPlaintext, l.tunnel]) {
+      try {
+        this.native.closeFd(fd);
+      } catch {
+        // already closed
+      }
+    }
+  }
+
+  /** The native calls that pass fds between agent processes (the upgrade handover). */
+  fdPassing(): FdPassing {
+    return this.native;
   }
 
   /** Stop capturing a pod (this agent's or a previous agent's); false when it was not enrolled. */
