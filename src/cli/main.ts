@@ -25,6 +25,8 @@ usage: skein <command> [...]
   lab status [--json]      nodes, pods, IPs, services, logs
   lab exec NS/POD -- CMD   run a command inside a pod (\`skein\` as CMD is this CLI)
   lab gc [--all]           remove what killed runs left behind (--all: every lab)
+  lab upgrade-agent NODE   the DaemonSet's rolling update on one node: skein agent --upgrade takes over
+  lab up ... --agent-restart-backoff S  base of the agents' restart back-off (default 10, as the kubelet's)
   lab demo [FILE] [--keep] up, traffic between pods, a summary, down
   lab label namespace NAME key=value|key-   change a namespace's labels (as kubectl)
   lab annotate namespace NAME key=value|key- change a namespace's annotations

@@ -56,7 +56,7 @@ t.test('agent SIGKILL under steady load: fails closed while down, nothing fails 
     `agent SIGKILL: ${summary.sent} requests at ${summary.achievedRate}/s over ${loadMs / 1000}s; ` +
       `no agent for ${restartedAt - killedAt} ms (back-off base ${backoffMs} ms), ready again ${downMs} ms after the kill; ` +
       `${summary.failed} failed (${JSON.stringify(Object.fromEntries(Object.entries(summary.byKind).map(([k, v]) => [k, v.errors])))}), ` +
-      `${outside.length} outside that window, ${after} after the restart`,
+      `${outside.length} outside that window, ${after} after the restart; latency of the served p50 ${summary.latencyMs.p50} ms, p99 ${summary.latencyMs.p99} ms`,
   );
   t.ok(summary.ok > summary.sent * 0.5, `most requests served (${summary.ok}/${summary.sent})`);
   t.same(outside, [], 'no request failed before the kill or after the restarted agent was ready');

@@ -51,7 +51,7 @@ t.test('agent upgrade under steady load: no request fails, the long TCP stream e
   const kinds = Object.entries(summary.byKind)
     .map(([k, v]) => `${k} ${v.ok}/${v.sent}${v.skipped ? ` (${v.skipped} skipped)` : ''}`)
     .join(', ');
-  t.comment(`agent upgrade: ${upgrades.length} upgrades under ${summary.sent} requests at ${summary.achievedRate}/s over ${loadMs / 1000}s (${kinds}); ${summary.failed} failed`);
+  t.comment(`agent upgrade: ${upgrades.length} upgrades under ${summary.sent} requests at ${summary.achievedRate}/s over ${loadMs / 1000}s (${kinds}); ${summary.failed} failed; ${summary.h2cRefusedRetried} h2c streams refused unprocessed at a GOAWAY and sent again; latency p50 ${summary.latencyMs.p50} ms, p99 ${summary.latencyMs.p99} ms, max ${summary.latencyMs.max} ms`);
   t.ok(summary.sent >= (loadMs / 1000) * 200 * 0.8, `the load ran at about 200/s (${summary.achievedRate}/s)`);
   t.equal(summary.failed, 0, `no request failed ${JSON.stringify(summary.failures.slice(0, 10))}`);
   for (const [k, v] of Object.entries(summary.byKind)) t.equal(v.skipped, 0, `${k}: none held back by the in-flight cap`);

@@ -11,7 +11,10 @@
  *   tcp    one long TCP stream: 1 KiB every 20 ms to the echo port, echoes counted; records
  *          whether it ended by a FIN from the other side, a reset, or ran to the end
  *
- * Nothing is retried: a request that fails counts as failed.
+ * Nothing is retried, with one exception every HTTP/2 client makes (grpc-js, Envoy, browsers;
+ * RFC 9113 §8.7): a stream refused with REFUSED_STREAM was not processed, and is sent again
+ * once on a new session; those retries are counted (h2cRefusedRetried). Anything else that
+ * fails counts as failed.
  * Bounded: --duration-ms (at most 10 min) and --rate (at most 2000/s); in-flight requests are
  * capped (256), and the ones the cap held back are counted as skipped, not sent later.
  *
@@ -55,11 +58,16 @@ export interface LoadSummary {
   failed: number;
   /** Up to 500 failures, in order. */
   failures: LoadFailure[];
+  /** h2c streams refused unprocessed (REFUSED_STREAM, e.g. queued as a GOAWAY arrived) and sent again. */
+  h2cRefusedRetried: number;
+  /** Latency of the successful requests (ms). */
+  latencyMs: { p50: number; p99: number; max: number };
   tcp?: TcpStreamResult;
   achievedRate: number;
 }
 
-const MAX_IN_FLIGHT = 256;
+/** Requests in flight at most (a stall of the path under test shows as latency up to this many). */
+const MAX_IN_FLIGHT = 2000;
 
 /** Parses the pod's last stdout line. */
 export function parseLoadSummary(stdout: string): LoadSummary {
@@ -84,13 +92,15 @@ async function main(): Promise<void> {
   const rate = Math.min(2000, Number(values.rate));
   const durationMs = Math.min(600_000, Number(values['duration-ms']));
   const kinds = (['http1', 'h2c', 'grpc'] as const).filter((k) => values[k]);
-  const summary: LoadSummary = { startedAt: Date.now(), endedAt: 0, rate, byKind: {}, sent: 0, ok: 0, failed: 0, failures: [], achievedRate: 0 };
+  const summary: LoadSummary = { startedAt: Date.now(), endedAt: 0, rate, byKind: {}, sent: 0, ok: 0, failed: 0, failures: [], h2cRefusedRetried: 0, latencyMs: { p50: 0, p99: 0, max: 0 }, achievedRate: 0 };
+  const latencies: number[] = [];
   for (const k of kinds) summary.byKind[k] = { sent: 0, ok: 0, failed: 0, skipped: 0, errors: {} };
   let inFlight = 0;
 
   const record = (kind: LoadKind, start: number, err?: unknown): void => {
     const s = summary.byKind[kind]!;
     if (err === undefined) {
+      latencies.push(Date.now() - start);
       s.ok++;
       summary.ok++;
       return;
@@ -128,7 +138,7 @@ async function main(): Promise<void> {
     }
     return session;
   };
-  const h2c = (): Promise<void> =>
+  const h2cOnce = (): Promise<void> =>
     new Promise((resolve, reject) => {
       const req = h2session().request({ ':path': '/bytes/64' });
       let status = 0;
@@ -138,8 +148,14 @@ async function main(): Promise<void> {
       });
       req.on('data', () => {});
       req.once('end', () => (status === 200 ? resolve() : reject(Object.assign(new Error(`status ${status}`), { code: status ? `HTTP_${status}` : `RST_${req.rstCode}` }))));
-      req.once('error', reject);
+      req.once('error', (err: NodeJS.ErrnoException) => reject(Object.assign(err, { rstCode: req.rstCode, code: `${err.code}${req.rstCode ? `_RST_${req.rstCode}` : ''}` })));
       req.end();
+    });
+  const h2c = (): Promise<void> =>
+    h2cOnce().catch((err: { rstCode?: number }) => {
+      if (err.rstCode !== http2.constants.NGHTTP2_REFUSED_STREAM) throw err;
+      summary.h2cRefusedRetried++;
+      return h2cOnce();
     });
 
   // gRPC server streams.
@@ -235,6 +251,9 @@ async function main(): Promise<void> {
   // Let what is in flight finish (bounded).
   for (let i = 0; i < 200 && inFlight > 0; i++) await new Promise((r) => setTimeout(r, 50));
   summary.endedAt = Date.now();
+  latencies.sort((a, b) => a - b);
+  const q = (p: number) => latencies[Math.min(latencies.length - 1, Math.floor(p * latencies.length))] ?? 0;
+  summary.latencyMs = { p50: q(0.5), p99: q(0.99), max: latencies[latencies.length - 1] ?? 0 };
   summary.achievedRate = Math.round((summary.sent * 1000) / (summary.endedAt - summary.startedAt));
   if (tcpSocket && tcp) {
     clearInterval(tcpTimer);
