@@ -148,7 +148,8 @@ async function main(): Promise<void> {
       });
       req.on('data', () => {});
       req.once('end', () => (status === 200 ? resolve() : reject(Object.assign(new Error(`status ${status}`), { code: status ? `HTTP_${status}` : `RST_${req.rstCode}` }))));
-      req.once('error', (err: NodeJS.ErrnoException) => reject(Object.assign(err, { rstCode: req.rstCode, code: `${err.code}${req.rstCode ? `_RST_${req.rstCode}` : ''}` })));
+      // A new error each time: node:http2 may hand one session error to several streams.
+      req.once('error', (err: NodeJS.ErrnoException) => reject(Object.assign(new Error(err.message), { rstCode: req.rstCode, code: `${err.code}${req.rstCode ? `_RST_${req.rstCode}` : ''}` })));
       req.end();
     });
   const h2c = (): Promise<void> =>
