@@ -31,6 +31,7 @@ import { KubeSource } from './kube/kube-source.js';
 import { LeaseElector } from './kube/lease.js';
 import { LeaderGatedRootStore, SecretRootStore } from './kube/secret-root-store.js';
 import { KubeStatusWriter, StatusReporter } from './kube/status-writer.js';
+import { DEFAULT_TRUST_BUNDLE_CONFIGMAP, TrustBundlePublisher } from './kube/trust-bundle-configmap.js';
 import { ControllerCode } from './codes.js';
 import { DEFAULT_GRAPH_PATH, graphHandler } from './graph-page.js';
 import { DEFAULT_TRAFFIC_WINDOW_MS } from './traffic-window.js';
@@ -57,6 +58,9 @@ serving:
   --root-file FILE         CA state file in folder mode (default ${DEFAULT_ROOT_FILE})
   --ca-secret NAME         CA state Secret in kube mode (default skein-ca)
   --roots-out FILE         write the CA's trust bundle (PEM) here, and again on every root change
+  --trust-bundle-configmap NAME  kube mode: the leader keeps the trust bundle (key ca.crt) in this
+                           ConfigMap of --namespace, which agents mount as --ca-root-file
+                           (default ${DEFAULT_TRUST_BUNDLE_CONFIGMAP}; "off" for none)
   --metrics ADDR           Prometheus metrics at http://ADDR/metrics: config pushes, agents, push
                            latency, the CA (default 0.0.0.0:${DEFAULT_CONTROLLER_METRICS_PORT}; "off" for none)
   --graph PATH             the live service graph page on the metrics address, at PATH (default
@@ -99,6 +103,7 @@ interface Flags {
   'root-file'?: string;
   'ca-secret'?: string;
   'roots-out'?: string;
+  'trust-bundle-configmap'?: string;
   'tokens-dir'?: string;
   'bootstrap-tokens'?: string;
   'agent-principal'?: string;
@@ -140,6 +145,7 @@ function parse(argv: string[]): Flags {
       'root-file': { type: 'string' },
       'ca-secret': { type: 'string' },
       'roots-out': { type: 'string' },
+      'trust-bundle-configmap': { type: 'string' },
       'tokens-dir': { type: 'string' },
       'bootstrap-tokens': { type: 'string' },
       'agent-principal': { type: 'string' },
@@ -301,6 +307,21 @@ export async function runController(argv: string[]): Promise<number> {
         ca.on('activeChanged', () => void write());
         cleanups.push(() => void ca?.removeAllListeners('activeChanged'));
         await write();
+      }
+      const bundleName = flags['trust-bundle-configmap'] ?? DEFAULT_TRUST_BUNDLE_CONFIGMAP;
+      if (client && bundleName !== 'off') {
+        const caNow = ca;
+        const publisher = new TrustBundlePublisher({ client, namespace, name: bundleName, bundle: () => caNow.trustBundlePem(), isLeader: () => elector?.isLeader() ?? false, logger: log });
+        const publish = () => void publisher.publish();
+        ca.on('activeChanged', publish);
+        elector?.on('leading', publish);
+        await publisher.start();
+        cleanups.push(() => {
+          publisher.stop();
+          caNow.off('activeChanged', publish);
+          elector?.off('leading', publish);
+        });
+        progress(`trust bundle kept in ConfigMap ${namespace}/${bundleName} (while leading)`);
       }
     }
     const sans = flags['ca-san']?.length ? [...flags['ca-san'], ...DEFAULT_SERVING_SANS] : DEFAULT_SERVING_SANS;

@@ -52,6 +52,7 @@ const KIND_OF: Record<string, string> = {
   endpointslices: 'EndpointSlice',
   events: 'Event',
   secrets: 'Secret',
+  configmaps: 'ConfigMap',
   leases: 'Lease',
   httproutes: 'HTTPRoute',
   grpcroutes: 'GRPCRoute',
