@@ -34,6 +34,7 @@ import { KubeStatusWriter, StatusReporter } from './kube/status-writer.js';
 import { DEFAULT_TRUST_BUNDLE_CONFIGMAP, TrustBundlePublisher } from './kube/trust-bundle-configmap.js';
 import { ControllerCode } from './codes.js';
 import { DEFAULT_GRAPH_PATH, graphHandler } from './graph-page.js';
+import { healthHandler } from './health.js';
 import { DEFAULT_TRAFFIC_WINDOW_MS } from './traffic-window.js';
 
 export const CONTROLLER_USAGE = `usage: skein controller (--folder DIR | --kube) [options]
@@ -62,7 +63,7 @@ serving:
                            ConfigMap of --namespace, which agents mount as --ca-root-file
                            (default ${DEFAULT_TRUST_BUNDLE_CONFIGMAP}; "off" for none)
   --metrics ADDR           Prometheus metrics at http://ADDR/metrics: config pushes, agents, push
-                           latency, the CA (default 0.0.0.0:${DEFAULT_CONTROLLER_METRICS_PORT}; "off" for none)
+                           latency, the CA; probes at /healthz/live and /healthz/ready (default 0.0.0.0:${DEFAULT_CONTROLLER_METRICS_PORT}; "off" for none)
   --graph PATH             the live service graph page on the metrics address, at PATH (default
                            ${DEFAULT_GRAPH_PATH}; its data at PATH/traffic.json; "off" for none)
   --traffic-window S       how far back skein top and the graph look (default ${DEFAULT_TRAFFIC_WINDOW_MS / 1000})
@@ -218,6 +219,8 @@ export async function runController(argv: string[]): Promise<number> {
   const log = createLogger({ file: flags['log-file'], level: flags['log-level'], base: { component: 'controller' } });
   const trustDomain = flags['trust-domain'] ?? 'cluster.local';
   const stopped = { stopped: false };
+  // Readiness (/healthz/ready on the metrics port): true between 'ready' and 'stopping'.
+  let serving = false;
   let trafficOf = (): TrafficResponse => ({ window_seconds: 0, edges: [], workloads: [], dropped: 0, nodes: [] });
   const cleanups: (() => Promise<void> | void)[] = [];
   const cleanup = async () => {
@@ -251,7 +254,8 @@ export async function runController(argv: string[]): Promise<number> {
       }
       // The graph reads the controller built below; until then it shows an empty window.
       const graph = graphPath === 'off' ? undefined : graphHandler(graphPath, () => trafficOf());
-      const served = await serveMetrics(registry, m[1] || '0.0.0.0', Number(m[2]), log, graph);
+      const health = healthHandler(() => serving);
+      const served = await serveMetrics(registry, m[1] || '0.0.0.0', Number(m[2]), log, (req, res) => health(req, res) || (graph?.(req, res) ?? false));
       cleanups.push(() => served.stop());
       progress(`metrics on ${metricsAt} (port ${served.port}) at /metrics${graph ? `, the service graph at ${graphPath}` : ''}`);
     }
@@ -385,6 +389,7 @@ export async function runController(argv: string[]): Promise<number> {
       if (n !== lastRefused) progress(`version ${u.version}: ${n} resource(s) refused (see skein status)`);
       lastRefused = n;
     });
+    serving = true;
     progress('ready');
 
     await new Promise<void>((resolve) => {
@@ -403,6 +408,7 @@ export async function runController(argv: string[]): Promise<number> {
       process.on('SIGHUP', hup);
     });
     stopped.stopped = true;
+    serving = false;
     progress('stopping');
     await cleanup();
     return 0;
