@@ -8,6 +8,7 @@ import { runController } from '../controller/main.js';
 import { adminCommand } from './admin.js';
 import { auditCommand } from './audit.js';
 import { authzCommand } from './authz.js';
+import { checkCommand } from './check/command.js';
 import { installCommand } from './install/command.js';
 import { labCommand } from './lab.js';
 import { statusCommand } from './status.js';
@@ -45,6 +46,8 @@ usage: skein <command> [...]
                            which policies apply, which rule decides, the decision
   install [--values FILE]  a cluster's manifests on stdout, for kubectl apply -f - (see skein install --help)
   uninstall [--values FILE] the same objects for kubectl delete -f -
+  check [--controller H:P ...] is this node (kernel, BTF, cgroup v2, bpffs, capabilities, CNI,
+                           agent) and this cluster ready for skein (see skein check --help)
   workload echo|client     the lab's built-in programs (see skein workload --help)
   version                  print the version
 
@@ -75,6 +78,8 @@ export async function main(argv: string[]): Promise<number> {
       return auditCommand(rest);
     case 'authz':
       return authzCommand(rest);
+    case 'check':
+      return checkCommand(rest);
     case 'install':
       return installCommand(rest, 'install');
     case 'uninstall':

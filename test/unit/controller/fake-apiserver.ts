@@ -53,6 +53,7 @@ const KIND_OF: Record<string, string> = {
   events: 'Event',
   secrets: 'Secret',
   configmaps: 'ConfigMap',
+  customresourcedefinitions: 'CustomResourceDefinition',
   leases: 'Lease',
   httproutes: 'HTTPRoute',
   grpcroutes: 'GRPCRoute',
