@@ -10,18 +10,13 @@ import { join } from 'node:path';
 import t from 'tap';
 import { runAgent } from '../../../src/agent/main.js';
 import { CaptureManager } from '../../../src/capture/capture-manager.js';
+import { captureOutput } from '../../unit/cli/capture-output.js';
 import { tempDir } from '../../unit/controller/helpers.js';
 import { cgroupPrograms, makeCaptureLab, netnsLinks } from './fixture.js';
 
 async function agent(args: string[]): Promise<{ code: number; out: string }> {
-  let out = '';
-  const w = process.stdout.write.bind(process.stdout);
-  process.stdout.write = ((s: string) => ((out += s), true)) as typeof process.stdout.write;
-  try {
-    return { code: await runAgent(args), out };
-  } finally {
-    process.stdout.write = w;
-  }
+  const { result, out } = await captureOutput(() => runAgent(args));
+  return { code: result, out };
 }
 
 t.test('--cleanup removes pinned links, maps and CNI files; idempotent', async (t) => {

@@ -20,6 +20,7 @@ import { ControllerConfigSource } from '../../../src/config/controller-source.js
 import { ConfigStore } from '../../../src/config/store.js';
 import { createBootstrapTokens } from '../../../src/identity/ca/bootstrap-tokens.js';
 import { silentLogger } from '../../../src/telemetry/log.js';
+import { captureOutput } from './capture-output.js';
 import { FakeApiServer } from '../controller/fake-apiserver.js';
 import { baseCluster, tempDir, until, writeCluster } from '../controller/helpers.js';
 
@@ -30,18 +31,8 @@ interface Json {
 }
 
 async function check(args: string[]): Promise<{ code: number; out: string; err: string }> {
-  let out = '';
-  let err = '';
-  const w = process.stdout.write.bind(process.stdout);
-  const e = process.stderr.write.bind(process.stderr);
-  process.stdout.write = ((s: string) => ((out += s), true)) as typeof process.stdout.write;
-  process.stderr.write = ((s: string) => ((err += s), true)) as typeof process.stderr.write;
-  try {
-    return { code: await checkCommand(args), out, err };
-  } finally {
-    process.stdout.write = w;
-    process.stderr.write = e;
-  }
+  const { result, out, err } = await captureOutput(() => checkCommand(args));
+  return { code: result, out, err };
 }
 async function checkJson(args: string[]): Promise<{ code: number; json: Json }> {
   const r = await check([...args, '--output', 'json']);

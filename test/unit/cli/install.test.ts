@@ -15,6 +15,7 @@ import { DEFAULT_VALUES, valuesFrom } from '../../../src/cli/install/values.js';
 import { renderCrds } from '../../../src/controller/crds.js';
 import { repoPath } from '../../../src/paths.js';
 import { tempDir } from '../controller/helpers.js';
+import { captureOutput } from './capture-output.js';
 import { k8sProblem } from './k8s-validate.js';
 
 interface Obj {
@@ -25,18 +26,8 @@ interface Obj {
 }
 
 async function run(args: string[], mode: 'install' | 'uninstall' = 'install'): Promise<{ code: number; out: string; err: string }> {
-  let out = '';
-  let err = '';
-  const w = process.stdout.write.bind(process.stdout);
-  const e = process.stderr.write.bind(process.stderr);
-  process.stdout.write = ((s: string) => ((out += s), true)) as typeof process.stdout.write;
-  process.stderr.write = ((s: string) => ((err += s), true)) as typeof process.stderr.write;
-  try {
-    return { code: installCommand(args, mode), out, err };
-  } finally {
-    process.stdout.write = w;
-    process.stderr.write = e;
-  }
+  const { result, out, err } = await captureOutput(() => installCommand(args, mode));
+  return { code: result, out, err };
 }
 
 function docs(text: string): Obj[] {

@@ -21,7 +21,7 @@ async function modelOf(apiVersion: string, kind: string): Promise<ModelClass> {
 }
 
 /** undefined when valid, else the validator's message. */
-export async function k8sProblem(obj: { apiVersion: string; kind: string }): Promise<string | undefined> {
+export async function k8sProblem(obj: { apiVersion: string; kind: string; [k: string]: unknown }): Promise<string | undefined> {
   const Model = await modelOf(obj.apiVersion, obj.kind);
   try {
     new Model(obj).validate();
