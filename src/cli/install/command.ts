@@ -10,8 +10,9 @@ export const INSTALL_USAGE = `usage: skein install [--values FILE] [--namespace 
 Prints skein's Kubernetes objects as multi-document YAML: the namespace, the CRDs of skein's
 policy kinds, RBAC, the trust-bundle ConfigMap, the controller (Deployment, Services,
 PodDisruptionBudget) and the agent DaemonSet (with the install-cni init container).
-uninstall prints the same objects in deletion order; run skein agent --cleanup on each node
-(or let the agent pods' preStop do nothing: capture stays pinned) to remove pins and CNI files.
+uninstall prints the same objects in deletion order. Deleting the agents leaves their BPF
+programs pinned (pods stay captured, failing closed): then run skein agent --cleanup on each
+node to remove the pins and the skein-cni files.
 
   --values FILE     YAML overriding the defaults: namespace, image, imagePullPolicy,
                     trustDomain, logLevel, controller.{replicas,ports.{config,ca,metrics},resources},
@@ -40,6 +41,7 @@ export function installCommand(argv: string[], mode: 'install' | 'uninstall' = '
   try {
     const v = loadValues(values.values, { ...(values.namespace !== undefined ? { namespace: values.namespace } : {}), ...(values.image !== undefined ? { image: values.image } : {}) });
     const manifests = mode === 'install' ? renderManifests(v) : uninstallManifests(v);
+    if (mode === 'uninstall') process.stdout.write('# Then, on each node: skein agent --cleanup (BPF links and pins, skein-cni files).\n');
     process.stdout.write(toYaml(manifests));
     return 0;
   } catch (err) {

@@ -216,5 +216,6 @@ t.test('skein uninstall prints the same objects, the namespace last', async (t) 
   const uninstall = docs(out);
   t.same(uninstall, [...install].reverse(), 'the same objects in reverse order');
   t.equal(uninstall.at(-1)?.kind, 'Namespace');
+  t.match(out, /^# Then, on each node: skein agent --cleanup/, 'and says what is left to do on the nodes');
   t.same(renderManifests(DEFAULT_VALUES).length, install.length);
 });
