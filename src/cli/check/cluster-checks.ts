@@ -7,7 +7,8 @@
 import { X509Certificate } from 'node:crypto';
 import * as tls from 'node:tls';
 import { KINDS, groupOf } from '../../controller/kinds.js';
-import { KubeApiError, KubeClient, type KubeClientOptions } from '../../controller/kube/client.js';
+import { KubeApiError, KubeClient } from '../../controller/kube/client.js';
+import { type KubeConfigSource, loadKubeConfig } from '../../controller/kube/kube-config.js';
 import { fetchControllerStatus, type StatusClientOptions } from '../../controller/status-client.js';
 import type { StatusResponse } from '../../api/config-wire.js';
 import { type CheckResult, fail, guarded, pass } from './result.js';
@@ -20,7 +21,8 @@ export interface ClusterCheckOptions {
   minCertValidityMs?: number;
   /** Each root of the trust bundle must stay valid at least this long. */
   minRootValidityMs?: number;
-  kube?: KubeClientOptions;
+  /** Where the API server and its credentials are (kubeconfig, in-cluster, or --kube-server). */
+  kube?: KubeConfigSource;
   now?: () => Date;
 }
 
@@ -69,8 +71,8 @@ function rootsCheck(roots: string[], minMs: number, now: Date): CheckResult {
   return pass('trust-bundle', `${roots.length} root(s), the earliest expires in ${Math.floor(earliest / 86_400_000)} days`);
 }
 
-async function crdsCheck(kube: KubeClientOptions): Promise<CheckResult> {
-  const client = new KubeClient(kube);
+async function crdsCheck(kube: KubeConfigSource): Promise<CheckResult> {
+  const client = new KubeClient(loadKubeConfig(kube).kc);
   try {
     const missing: string[] = [];
     const names = KINDS.filter((k) => k.crd).map((k) => `${k.plural}.${groupOf(k.apiVersion)}`);
@@ -92,7 +94,7 @@ async function crdsCheck(kube: KubeClientOptions): Promise<CheckResult> {
 export async function clusterChecks(o: ClusterCheckOptions): Promise<CheckResult[]> {
   const now = (o.now ?? (() => new Date()))();
   const out: CheckResult[] = [];
-  if (o.kube) out.push(await guarded('crds', 'cannot ask the API server: check --kube-server, --kube-token-file and --kube-ca-file (or run in the cluster)', () => crdsCheck(o.kube as KubeClientOptions)));
+  if (o.kube) out.push(await guarded('crds', 'cannot ask the API server: check the kubeconfig (--kubeconfig, --kube-context) or --kube-server, --kube-token-file and --kube-ca-file', () => crdsCheck(o.kube as KubeConfigSource)));
   const c = o.controller;
   if (!c) return out;
   let status: StatusResponse | undefined;

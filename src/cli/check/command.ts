@@ -5,7 +5,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import { inClusterOptions, type KubeClientOptions } from '../../controller/kube/client.js';
+import type { KubeConfigSource } from '../../controller/kube/kube-config.js';
 import { messageOf } from '../../errors.js';
 import { pemBlocks } from '../../identity/x509/pem.js';
 import { InstallCode } from '../codes.js';
@@ -39,7 +39,9 @@ cluster:
   --expect-agents N    agents that must be connected (default 1)
   --cert-min-hours H   the controller's certificate must stay valid this long (default ${DEFAULT_MIN_CERT_VALIDITY_MS / 3_600_000})
   --root-min-days D    each root must stay valid this long (default ${DEFAULT_MIN_ROOT_VALIDITY_MS / 86_400_000})
-  --kube               ask the API server in-cluster for the CRDs
+  --kube               ask the API server for the CRDs: credentials from --kubeconfig, else
+                       $KUBECONFIG, else the in-cluster service account, else ~/.kube/config
+  --kubeconfig FILE    --kube-context NAME
   --kube-server URL --kube-token-file FILE --kube-ca-file FILE   or this API server
 
   --output text|json   (default text)
@@ -64,6 +66,8 @@ const OPTIONS = {
   'cert-min-hours': { type: 'string' },
   'root-min-days': { type: 'string' },
   kube: { type: 'boolean' },
+  kubeconfig: { type: 'string' },
+  'kube-context': { type: 'string' },
   'kube-server': { type: 'string' },
   'kube-token-file': { type: 'string' },
   'kube-ca-file': { type: 'string' },
@@ -94,7 +98,7 @@ export function formatChecks(results: CheckResult[]): string {
 export async function checkCommand(argv: string[]): Promise<number> {
   let v: { [K in keyof typeof OPTIONS]?: (typeof OPTIONS)[K]['type'] extends 'string' ? string : boolean };
   let node: Partial<NodeCheckOptions>;
-  let kube: KubeClientOptions | undefined;
+  let kube: KubeConfigSource | undefined;
   let expectAgents: number | undefined;
   let certHours: number | undefined;
   let rootDays: number | undefined;
@@ -107,7 +111,7 @@ export async function checkCommand(argv: string[]): Promise<number> {
     if (v.output !== undefined && v.output !== 'text' && v.output !== 'json') throw new UsageError(`--output must be text or json, got "${v.output}"`);
     if (v.agent && v['no-agent']) throw new UsageError('give one of --agent and --no-agent');
     if (v.controller && (!v['token-file'] || !v.roots)) throw new UsageError('--controller needs --token-file and --roots');
-    if (v['skip-node'] && !v.controller && !v.kube && !v['kube-server']) throw new UsageError('--skip-node leaves nothing to check: give --controller or --kube');
+    if (v['skip-node'] && !v.controller && !v.kube && !v['kube-server'] && !v.kubeconfig) throw new UsageError('--skip-node leaves nothing to check: give --controller or --kube');
     expectAgents = positive(v['expect-agents'], '--expect-agents');
     certHours = positive(v['cert-min-hours'], '--cert-min-hours');
     rootDays = positive(v['root-min-days'], '--root-min-days');
@@ -122,13 +126,15 @@ export async function checkCommand(argv: string[]): Promise<number> {
       ...(v['agent-ready'] ? { agentReady: v['agent-ready'] } : {}),
       agent: v.agent ? 'yes' : v['no-agent'] ? 'no' : 'auto',
     };
-    if (v['kube-server']) {
+    if (v.kube || v['kube-server'] || v.kubeconfig) {
       kube = {
-        server: v['kube-server'],
+        ...(v.kubeconfig ? { kubeconfig: v.kubeconfig } : {}),
+        ...(v['kube-context'] ? { context: v['kube-context'] } : {}),
+        ...(v['kube-server'] ? { server: v['kube-server'] } : {}),
         ...(v['kube-token-file'] ? { tokenFile: v['kube-token-file'] } : {}),
         ...(v['kube-ca-file'] ? { caFile: v['kube-ca-file'] } : {}),
       };
-    } else if (v.kube) kube = inClusterOptions();
+    }
   } catch (err) {
     process.stderr.write(`skein check: ${messageOf(err)}\n${CHECK_USAGE}`);
     return 2;

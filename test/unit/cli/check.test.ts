@@ -21,7 +21,7 @@ import { ConfigStore } from '../../../src/config/store.js';
 import { createBootstrapTokens } from '../../../src/identity/ca/bootstrap-tokens.js';
 import { silentLogger } from '../../../src/telemetry/log.js';
 import { captureOutput } from './capture-output.js';
-import { FakeApiServer } from '../controller/fake-apiserver.js';
+import { tlsStandIn } from '../controller/stand-in-kube.js';
 import { baseCluster, tempDir, until, writeCluster } from '../controller/helpers.js';
 
 interface Json {
@@ -178,16 +178,16 @@ t.test('flags: bad ones exit 2; json and text agree', async (t) => {
   t.match(help.out, /--btf PATH/);
 });
 
-t.test('CRDs against the API server (stand-in)', async (t) => {
-  const api = new FakeApiServer();
-  const server = await api.start();
-  t.teardown(() => api.stop());
+t.test('CRDs against the API server (stand-in over TLS)', async (t) => {
+  const { api, server, caPem } = await tlsStandIn(t);
   const dir = tempDir(t, 'check-crds');
   const tokenFile = join(dir, 'token');
   writeFileSync(tokenFile, api.token);
+  const caFile = join(dir, 'ca.crt');
+  writeFileSync(caFile, caPem);
   const crds = KINDS.filter((k) => k.crd).map((k) => crdObject(k));
   for (const crd of crds.slice(1)) api.apply(crd as never);
-  const args = ['--skip-node', '--kube-server', server, '--kube-token-file', tokenFile];
+  const args = ['--skip-node', '--kube-server', server, '--kube-token-file', tokenFile, '--kube-ca-file', caFile];
   const missing = await checkJson(args);
   t.equal(missing.code, 1);
   const c = byName(missing.json, 'crds');
@@ -199,7 +199,7 @@ t.test('CRDs against the API server (stand-in)', async (t) => {
   t.match(byName(all.json, 'crds')?.detail, `${crds.length} CRDs installed`);
   const wrongToken = join(dir, 'wrong');
   writeFileSync(wrongToken, 'nope');
-  const denied = await checkJson(['--skip-node', '--kube-server', server, '--kube-token-file', wrongToken]);
+  const denied = await checkJson(['--skip-node', '--kube-server', server, '--kube-token-file', wrongToken, '--kube-ca-file', caFile]);
   t.equal(byName(denied.json, 'crds')?.ok, false, 'an API error fails the check');
   t.match(byName(denied.json, 'crds')?.detail, /SKEIN_KUBE_API_REFUSED/);
 });

@@ -1,25 +1,25 @@
-// `skein controller --kube` as a process against the stand-in API server (fake-apiserver.ts:
-// no real API server can run here): it takes the CA Lease, stores the CA in the Secret, and
+// `skein controller --kube` as a process against the stand-in API server over TLS
+// (fake-apiserver.ts, stand-in-kube.ts: no real API server can run here): it takes the CA Lease, stores the CA in the Secret, and
 // publishes the trust bundle into the ConfigMap the agent DaemonSet mounts as --ca-root-file
 // — the same roots its CA serves.
 import { type ChildProcess, spawn } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import t from 'tap';
-import { FakeApiServer } from './fake-apiserver.js';
+import { tlsStandIn } from './stand-in-kube.js';
 import { tempDir, until } from './helpers.js';
 
 const CHILD = join(import.meta.dirname, 'run-controller-child.ts');
 
 t.test('kube mode: the lease holder writes the trust bundle ConfigMap', async (t) => {
-  const api = new FakeApiServer();
-  const server = await api.start();
-  t.teardown(() => api.stop());
+  const { api, server, caPem } = await tlsStandIn(t);
   const dir = tempDir(t, 'kube-main');
   const tokenFile = join(dir, 'token');
   writeFileSync(tokenFile, api.token);
+  const caFile = join(dir, 'ca.crt');
+  writeFileSync(caFile, caPem);
   const roots = join(dir, 'roots.pem');
-  const args = ['--kube', '--kube-server', server, '--kube-token-file', tokenFile, '--namespace', 'skein-system', '--config-listen', '127.0.0.1:0', '--ca-listen', '127.0.0.1:0', '--metrics', 'off', '--no-status-writes', '--roots-out', roots, '--identity', 'replica-1', '--log-file', join(dir, 'controller.log')];
+  const args = ['--kube', '--kube-server', server, '--kube-token-file', tokenFile, '--kube-ca-file', caFile, '--namespace', 'skein-system', '--config-listen', '127.0.0.1:0', '--ca-listen', '127.0.0.1:0', '--metrics', 'off', '--no-status-writes', '--roots-out', roots, '--identity', 'replica-1', '--log-file', join(dir, 'controller.log')];
   const child: ChildProcess = spawn(process.execPath, [...process.execArgv, CHILD, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, SKEIN_CONTROLLER_CHILD: '1' } });
   let out = '';
   let err = '';

@@ -1,5 +1,6 @@
 // The controller keeps the CA trust bundle in the ConfigMap agents mount as --ca-root-file,
-// against the stand-in API server (fake-apiserver.ts: no real API server can run here):
+// against the stand-in API server over TLS (fake-apiserver.ts, stand-in-kube.ts: no real API
+// server can run here):
 // created by the leader only, rewritten when roots are added or activated, repaired when
 // someone overwrites it (a re-applied manifest), other keys kept.
 import t from 'tap';
@@ -8,16 +9,13 @@ import { TRUST_BUNDLE_KEY, TrustBundlePublisher } from '../../../src/controller/
 import { CertificateAuthority } from '../../../src/identity/ca/ca.js';
 import { MemoryRootStore } from '../../../src/identity/ca/root-store.js';
 import { silentLogger } from '../../../src/telemetry/log.js';
-import { FakeApiServer } from './fake-apiserver.js';
+import type { FakeApiServer } from './fake-apiserver.js';
+import { standInClient, tokenKubeConfig } from './stand-in-kube.js';
 
 async function setup(t: Tap.Test) {
-  const api = new FakeApiServer();
-  const server = await api.start();
-  t.teardown(() => api.stop());
-  const client = new KubeClient({ server, token: api.token, namespace: 'skein-system' });
-  t.teardown(() => client.close());
+  const { api, server, caPem, client } = await standInClient(t);
   const ca = await CertificateAuthority.create({ trustDomain: 'cluster.local', store: new MemoryRootStore() });
-  return { api, client, ca };
+  return { api, server, caPem, client, ca };
 }
 
 const bundleIn = (api: FakeApiServer) => (api.get('v1', 'ConfigMap', 'skein-system', 'skein-trust-bundle')?.data as Record<string, string> | undefined)?.[TRUST_BUNDLE_KEY];
@@ -62,8 +60,8 @@ t.test('roots added and activated reach the ConfigMap; an overwrite is repaired;
 });
 
 t.test('an API error is logged with its code, not thrown', async (t) => {
-  const { api, ca } = await setup(t);
-  const bad = new KubeClient({ server: `http://127.0.0.1:${api.port}`, token: 'wrong', namespace: 'skein-system' });
+  const { api, server, caPem, ca } = await setup(t);
+  const bad = new KubeClient(tokenKubeConfig(server, caPem, 'wrong'), { namespace: 'skein-system' });
   t.teardown(() => bad.close());
   const warnings: unknown[] = [];
   const logger = { ...silentLogger(), warn: (o: unknown) => warnings.push(o), info: () => {} } as unknown as ReturnType<typeof silentLogger>;
