@@ -132,6 +132,9 @@ export async function startAdmin(deps: AdminDeps, at: AdminAddresses): Promise<(
     res.end(await registry.metrics());
   });
   const ready = http.createServer((req, res) => {
+    // Liveness (the DaemonSet's livenessProbe): the event loop answers. Readiness waits for
+    // capture, config and enrolment; an agent waiting for its controller is alive, not ready.
+    if (req.url === '/healthz/live') return json(res, 200, { live: true });
     const ok = agent.ready;
     if (req.url !== '/healthz/ready') return json(res, 404, { error: 'see /healthz/ready' });
     json(res, ok ? 200 : 503, { ready: ok });

@@ -22,6 +22,8 @@ import { parseHostPort, startAdmin } from './admin.js';
 import { DEFAULT_ADMIN_SOCKET } from '../api/agent-admin.js';
 import { DEFAULT_MAX_CONNECTIONS_PER_LISTENER } from '../proxy/connection-cap.js';
 import { NodeAgent } from './agent.js';
+import { cleanupNode, describeCleanup } from './cleanup.js';
+import { DEFAULT_CNI_BIN_DIR, DEFAULT_CNI_CONF_DIR } from '../capture/cni-files.js';
 import { AgentCode } from './codes.js';
 import { KubeletPodNetnsLocator } from './pod-netns.js';
 import { registerAgentMetrics } from './metrics.js';
@@ -30,6 +32,7 @@ import { type OtlpProtocol, otlpExporter, Tracing } from '../telemetry/tracing.j
 import { DEFAULT_MAX_EDGES, MeshTraffic } from '../telemetry/mesh-traffic.js';
 
 export const AGENT_USAGE = `usage: skein agent --node NAME (--controller H:P | --config-folder DIR) --ca-root-file FILE --token-file FILE [options]
+       skein agent --cleanup [--pin-root DIR] [--cni-bin-dir DIR] [--cni-conf-dir DIR]
 
   --node NAME            this node (default $NODE_NAME)
   --controller H:P       stream the mesh config from the controller (port 15010)
@@ -73,6 +76,11 @@ export const AGENT_USAGE = `usage: skein agent --node NAME (--controller H:P | -
   --otlp-protocol P      grpc or http/protobuf (default grpc)
   --trace-sampling P     probability (0..1) that a request without a sampled trace context starts
                          a trace (default 0: only requests whose app sent a sampled context)
+  --cleanup              remove what an agent leaves on the node and exit 0 (idempotent): the BPF
+                         links and pins under --pin-root, skein-cni's binary in --cni-bin-dir and
+                         its entries in --cni-conf-dir; run with no agent serving on the node
+  --cni-bin-dir DIR      (--cleanup) CNI plugin binaries (default ${DEFAULT_CNI_BIN_DIR})
+  --cni-conf-dir DIR     (--cleanup) CNI configuration (default ${DEFAULT_CNI_CONF_DIR})
   --audit-log FILE       hash-chained audit trail of authorization: every DENY, AUDIT and dry-run
                          match (default /var/log/skein/audit.log; "off" for none); check it with
                          skein audit verify FILE...`;
@@ -132,11 +140,20 @@ export async function runAgent(argv: string[], deps: AgentMainDeps = {}): Promis
       'otlp-protocol': { type: 'string', default: 'grpc' },
       'trace-sampling': { type: 'string', default: '0' },
       'audit-log': { type: 'string', default: '/var/log/skein/audit.log' },
+      cleanup: { type: 'boolean', default: false },
+      'cni-bin-dir': { type: 'string', default: DEFAULT_CNI_BIN_DIR },
+      'cni-conf-dir': { type: 'string', default: DEFAULT_CNI_CONF_DIR },
       help: { type: 'boolean', default: false },
     },
   });
   if (values.help) {
     process.stdout.write(`${AGENT_USAGE}\n`);
+    return 0;
+  }
+  if (values.cleanup) {
+    const log = createLogger({ base: { component: 'agent' }, ...(values['log-file'] ? { file: values['log-file'] } : {}), ...(values['log-level'] ? { level: values['log-level'] } : {}) });
+    const report = await cleanupNode({ pinRoot: values['pin-root']!, cniBinDir: values['cni-bin-dir']!, cniConfDir: values['cni-conf-dir']!, log });
+    process.stdout.write(describeCleanup(report));
     return 0;
   }
   const need = (v: string | undefined, flag: string): string => {

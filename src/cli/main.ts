@@ -8,6 +8,8 @@ import { runController } from '../controller/main.js';
 import { adminCommand } from './admin.js';
 import { auditCommand } from './audit.js';
 import { authzCommand } from './authz.js';
+import { checkCommand } from './check/command.js';
+import { installCommand } from './install/command.js';
 import { labCommand } from './lab.js';
 import { statusCommand } from './status.js';
 import { tapCommand } from './tap.js';
@@ -42,6 +44,10 @@ usage: skein <command> [...]
   audit verify FILE...     check an agent's hash-chained authorization audit trail
   authz check --from NS/POD --to NS/POD:PORT [--method M --path P --header K=V]
                            which policies apply, which rule decides, the decision
+  install [--values FILE]  a cluster's manifests on stdout, for kubectl apply -f - (see skein install --help)
+  uninstall [--values FILE] the same objects for kubectl delete -f -
+  check [--controller H:P ...] is this node (kernel, BTF, cgroup v2, bpffs, capabilities, CNI,
+                           agent) and this cluster ready for skein (see skein check --help)
   workload echo|client     the lab's built-in programs (see skein workload --help)
   version                  print the version
 
@@ -72,6 +78,12 @@ export async function main(argv: string[]): Promise<number> {
       return auditCommand(rest);
     case 'authz':
       return authzCommand(rest);
+    case 'check':
+      return checkCommand(rest);
+    case 'install':
+      return installCommand(rest, 'install');
+    case 'uninstall':
+      return installCommand(rest, 'uninstall');
     case 'version':
     case '--version': {
       const pkg = JSON.parse(readFileSync(join(repoRoot(), 'package.json'), 'utf8')) as { version: string };

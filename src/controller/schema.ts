@@ -164,6 +164,20 @@ export function checkSchema(value: unknown, schema: Schema, path = ''): SchemaPr
   }
 }
 
+/**
+ * What the API server can check of a string format before the controller sees it: the
+ * durations' own regular expressions, and for CIDRs a coarse shape (hex digits, dots, colons,
+ * an optional /prefix) with a length cap; the controller's isCidr is the precise check.
+ */
+export const CIDR_PATTERN = '^[0-9a-fA-F:.]+(/[0-9]{1,3})?$';
+
+function stringPattern(format: 'cidr' | 'duration' | 'gateway-duration' | undefined): Record<string, unknown> {
+  if (format === 'duration') return { pattern: DURATION_RE.source };
+  if (format === 'gateway-duration') return { pattern: GATEWAY_DURATION_RE.source };
+  if (format === 'cidr') return { pattern: CIDR_PATTERN, maxLength: 64 };
+  return {};
+}
+
 /** The openAPIV3Schema of a CRD version for `schema`. */
 export function toOpenApi(schema: Schema): Record<string, unknown> {
   const desc = 'description' in schema && schema.description ? { description: schema.description } : {};
@@ -192,7 +206,7 @@ export function toOpenApi(schema: Schema): Record<string, unknown> {
         ...(schema.maxItems !== undefined ? { maxItems: schema.maxItems } : {}),
       };
     case 'string':
-      return { type: 'string', ...desc, ...(schema.enum ? { enum: schema.enum } : {}) };
+      return { type: 'string', ...desc, ...(schema.enum ? { enum: schema.enum } : {}), ...stringPattern(schema.format) };
     case 'integer':
     case 'number':
       return {

@@ -29,6 +29,7 @@ interface Container {
   args?: string[];
   ports?: Port[];
   readinessProbe?: { httpGet?: { path: string; port: number | string } };
+  livenessProbe?: { httpGet?: { path: string; port: number | string } };
 }
 interface PodTemplate {
   metadata: { labels?: Labels; annotations?: Labels };
@@ -132,6 +133,9 @@ t.test('agent DaemonSet: annotations and ports are where the agent serves metric
   t.match(m.body, /^skein_pods\{state="serving"\} 1$/m, 'with the agent\'s metrics');
   t.match(m.body, /^istio_requests_total\{reporter=/m, 'and Istio\'s');
   t.equal((await get(readyPort, probe?.path ?? '')).status, 200, `GET ${probe?.path} answers on the readiness port`);
+  const live = c.livenessProbe?.httpGet;
+  t.equal(portNamed(c, live?.port)?.containerPort, ComponentPort.AgentReady, 'liveness probe on the readiness port');
+  t.equal((await get(readyPort, live?.path ?? '')).status, 200, `GET ${live?.path} answers`);
 });
 
 t.test('controller: annotations, named port and metrics Service are where the controller serves metrics', async (t) => {
