@@ -10,7 +10,8 @@
  * change or tick, never taking the agent down.
  */
 import { statSync } from 'node:fs';
-import type { CaptureManager, EnrolledPod } from '../capture/capture-manager.js';
+import type { CaptureManager, PortHeld } from '../capture/capture-manager.js';
+import { CaptureCode } from '../capture/codes.js';
 import type { MeshSnapshot, Workload } from '../config/model.js';
 import type { ConfigSource } from '../config/source.js';
 import { ConfigStore } from '../config/store.js';
@@ -79,6 +80,13 @@ export interface AgentPodStatus {
   error?: string;
 }
 
+/** What capture says when it keeps a pod captured and refusing (SKEIN_CAPTURE_PORT_HELD). */
+function portHeldOf(err: unknown): PortHeld | undefined {
+  if (!(err instanceof SkeinError) || err.code !== CaptureCode.PortHeld) return undefined;
+  const held = err.details?.held as PortHeld | undefined;
+  return held ?? { code: CaptureCode.PortHeld, port: undefined, reason: err.message };
+}
+
 /** The inode of a netns path, or undefined when it is gone. */
 function netnsInode(path: string): bigint | undefined {
   try {
@@ -105,7 +113,7 @@ export class NodeAgent {
    * Pods captured but held refusing because the app holds a port the agent needs in its netns
    * (capture's `held`): never released to plaintext; every reconcile tries their listeners again.
    */
-  private readonly held = new Map<string, { workload: Workload; held: NonNullable<EnrolledPod['held']> }>();
+  private readonly held = new Map<string, { workload: Workload; held: PortHeld }>();
   /**
    * The netns of each local meshed pod, as found on this node (path and the namespace's
    * inode then): what the proxies connect from.
@@ -299,15 +307,6 @@ export class NodeAgent {
           excludeOutboundPorts: w.excludeOutboundPorts,
           excludeInboundPorts: w.excludeInboundPorts,
         });
-        if (enrolled.held) {
-          const before = this.held.get(uid);
-          this.held.set(uid, { workload: w, held: enrolled.held });
-          this.failures.delete(uid);
-          if (before?.held.reason !== enrolled.held.reason) {
-            log.warn({ pod: `${w.namespace}/${w.name}`, code: enrolled.held.code, port: enrolled.held.port, reason: enrolled.held.reason }, 'pod captured refusing: the app holds a port the agent needs; served once it is free');
-          }
-          continue;
-        }
         this.held.delete(uid);
         const started = await PodRuntime.start(w, enrolled, {
           capture,
@@ -324,6 +323,17 @@ export class NodeAgent {
         this.failures.delete(uid);
         log.info({ pod: `${w.namespace}/${w.name}`, identity: w.identity, ips: w.ips, ...(started.pending ? { pending: started.pending } : {}) }, 'pod enrolled');
       } catch (err) {
+        const held = portHeldOf(err);
+        if (held) {
+          // Captured and refusing, NOT released: releasing would hand the pod plaintext.
+          const before = this.held.get(uid);
+          this.held.set(uid, { workload: w, held });
+          this.failures.delete(uid);
+          if (before?.held.reason !== held.reason) {
+            log.warn({ pod: `${w.namespace}/${w.name}`, code: held.code, port: held.port, reason: held.reason }, 'pod captured refusing: the app holds a port the agent needs; served once it is free');
+          }
+          continue;
+        }
         this.failures.set(uid, messageOf(err));
         this.held.delete(uid);
         certificates.release(w.identity, uid);

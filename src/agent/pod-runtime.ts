@@ -7,7 +7,7 @@
  *   15008 tunnel    -> TunnelServer (mTLS + HTTP/2 CONNECT, HBONE)
  */
 import { closeSync } from 'node:fs';
-import type { CaptureManager, EnrolledPod, PodListeners } from '../capture/capture-manager.js';
+import type { CaptureManager, EnrolledPod } from '../capture/capture-manager.js';
 import type { Workload } from '../config/model.js';
 import type { IdentitySource } from '../identity/workload/types.js';
 import type { InboundProxy } from '../proxy/inbound/inbound-proxy.js';
@@ -49,15 +49,8 @@ export class PodRuntime {
     private readonly deps: PodRuntimeDeps,
   ) {}
 
-  /** The pod's listening sockets (start() refuses a pod without them). */
-  private get listeners(): PodListeners {
-    return this.enrolled.listeners as PodListeners;
-  }
-
   /** Serves the pod's listeners; on failure closes what was opened and rethrows. */
   static async start(workload: Workload, enrolled: EnrolledPod, deps: PodRuntimeDeps): Promise<PodRuntime> {
-    // A pod held refusing (capture could not open its listeners) has nothing to serve yet.
-    if (!enrolled.listeners) throw new Error(`pod ${workload.namespace}/${workload.name} has no listeners to serve (held: ${enrolled.held?.code ?? 'unknown'})`);
     const rt = new PodRuntime(workload, enrolled, deps);
     try {
       await rt.serve();
@@ -70,7 +63,7 @@ export class PodRuntime {
 
   private async serve(): Promise<void> {
     const { capture, outbound, inbound, log } = this.deps;
-    const fds = this.listeners;
+    const fds = this.enrolled.listeners;
     this.outboundListener = new OutboundListener({
       workload: this.workload,
       outbound,
@@ -119,7 +112,7 @@ export class PodRuntime {
       await tunnel.close(0);
       return;
     }
-    await tunnel.listen({ fd: this.listeners.tunnel });
+    await tunnel.listen({ fd: this.enrolled.listeners.tunnel });
     this.tunnel = tunnel;
   }
 
@@ -175,7 +168,7 @@ export class PodRuntime {
     // A tunnel listener never handed to a server is still ours to close.
     if (!this.tunnel) {
       try {
-        closeSync(this.listeners.tunnel);
+        closeSync(this.enrolled.listeners.tunnel);
       } catch {
         // already closed
       }

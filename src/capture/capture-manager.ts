@@ -49,7 +49,8 @@ export interface PodListeners {
   address: string;
 }
 
-export interface EnrolledPod {
+/** A pod in the capture maps: served (EnrolledPod) or held refusing (`held`). */
+export interface CapturedPod {
   uid: string;
   netnsPath: string;
   netnsCookie: bigint;
@@ -66,7 +67,18 @@ export interface EnrolledPod {
    * connects fail (EPERM, connect4/6 with outbound port 0) and inbound plaintext is dropped
    * (sk_lookup finds no agent socket) until a later enroll() opens the listeners.
    */
-  held?: { code: string; port: number | undefined; reason: string };
+  held?: PortHeld;
+}
+
+/** A captured pod with its listeners, to be served. */
+export interface EnrolledPod extends CapturedPod {
+  listeners: PodListeners;
+}
+
+export interface PortHeld {
+  code: string;
+  port: number | undefined;
+  reason: string;
 }
 
 export interface CaptureDeps {
@@ -82,8 +94,16 @@ const MAX_SLOTS = 4096; // SKEIN_MAX_PODS in bpf/skein.h
 /** The enrolled map's outbound port that tells connect4/6 to refuse the pod's connects (EPERM). */
 const REFUSE_OUTBOUND = 0;
 
+/** The pod with its listeners, or SKEIN_CAPTURE_PORT_HELD when it is held refusing. */
+function servedOrHeld(pod: CapturedPod): EnrolledPod {
+  if (pod.held || !pod.listeners) {
+    throw new SkeinError(CaptureCode.PortHeld, `pod ${pod.uid} is captured but refusing: ${pod.held?.reason ?? 'no listeners'}`, { uid: pod.uid, port: pod.held?.port, held: pod.held });
+  }
+  return pod as EnrolledPod;
+}
+
 /** A listener failure because the app holds the port (EADDRINUSE): the pod is held refusing. */
-function heldPortOf(err: unknown): EnrolledPod['held'] | undefined {
+function heldPortOf(err: unknown): PortHeld | undefined {
   if (!(err instanceof SkeinError) || err.code !== CaptureCode.ListenFailed || err.details?.errno === undefined) return undefined;
   if (errnoName(err.cause) !== 'EADDRINUSE') return undefined;
   const port = typeof err.details.port === 'number' ? err.details.port : undefined;
@@ -100,7 +120,7 @@ export class CaptureManager {
   private readonly programs: BpfPrograms;
   private cgroupPath = '';
   private ownNetnsCookie: bigint | undefined;
-  private readonly pods = new Map<string, EnrolledPod>();
+  private readonly pods = new Map<string, CapturedPod>();
   /** Every mutation runs in this chain, one at a time (enroll/release/reconcile may race). */
   private queue: Promise<unknown> = Promise.resolve();
 
@@ -181,11 +201,17 @@ export class CaptureManager {
   }
 
   /** Pods enrolled by this agent process. */
-  enrolled(): EnrolledPod[] {
+  enrolled(): CapturedPod[] {
     return [...this.pods.values()];
   }
 
   /** Capture a pod: listeners in its netns, maps, sk_lookup. Idempotent for the same netns. */
+  /**
+   * Capture a pod and open its listeners. When the app already holds one of their ports
+   * (EADDRINUSE) the pod is still captured, refusing (see CapturedPod.held), and this rejects
+   * with SKEIN_CAPTURE_PORT_HELD: the caller must not release it. A later enroll() of the same
+   * pod tries the ports again.
+   */
   enroll(input: CapturePod): Promise<EnrolledPod> {
     const pod = validateCapturePod(input);
     return this.serial(async () => {
@@ -204,7 +230,7 @@ export class CaptureManager {
         this.writePodTables(current.slot, cookie, pod);
         Object.assign(current, { ips: pod.ips, excludeOutboundPorts: pod.excludeOutboundPorts, excludeInboundPorts: pod.excludeInboundPorts });
         if (current.held) await this.serveHeld(current);
-        return current;
+        return servedOrHeld(current);
       }
       if (current) this.releaseNow(current.uid); // same uid in a new netns: a restarted pod
 
@@ -219,7 +245,7 @@ export class CaptureManager {
       // A port the app already holds does not release the pod to plaintext: it is captured
       // refusing (no agent socket for sk_lookup, connects refused) and served once it is free.
       let listeners: PodListeners | undefined;
-      let held: EnrolledPod['held'];
+      let held: PortHeld | undefined;
       try {
         listeners = await this.openListeners(pod.netnsPath);
       } catch (err) {
@@ -240,11 +266,11 @@ export class CaptureManager {
         if (listeners) for (const fd of [listeners.outbound, listeners.inboundPlaintext, listeners.tunnel]) this.native.closeFd(fd);
         throw captureError(CaptureCode.EnrollFailed, `cannot enrol pod ${pod.uid}`, err, { uid: pod.uid });
       }
-      const enrolled: EnrolledPod = { ...pod, netnsCookie: cookie, netnsIno: ino, slot, listeners, ...(held ? { held } : {}) };
-      this.pods.set(pod.uid, enrolled);
+      const captured: CapturedPod = { ...pod, netnsCookie: cookie, netnsIno: ino, slot, listeners, ...(held ? { held } : {}) };
+      this.pods.set(pod.uid, captured);
       if (held) this.log.warn({ uid: pod.uid, slot, code: held.code, port: held.port, reason: held.reason }, 'pod captured refusing: a port the agent needs is held by the app');
       else this.log.info({ uid: pod.uid, slot, netnsCookie: cookie.toString(), ips: pod.ips }, 'pod enrolled');
-      return enrolled;
+      return servedOrHeld(captured);
     });
   }
 
@@ -258,7 +284,7 @@ export class CaptureManager {
   }
 
   /** A held pod: try its listeners again; once open, steer to them (inbound first, then outbound). */
-  private async serveHeld(pod: EnrolledPod): Promise<void> {
+  private async serveHeld(pod: CapturedPod): Promise<void> {
     let listeners: PodListeners;
     try {
       listeners = await this.openListeners(pod.netnsPath);
