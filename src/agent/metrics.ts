@@ -24,7 +24,7 @@ export interface AgentMetricsSources {
   tunnelRefusals: ReadonlyMap<string, number>;
   /** Connections refused at the local pods' 15001 and 15006 listeners by code (NodeAgent.listenerRefusals). */
   listenerRefusals?: ReadonlyMap<string, number>;
-  /** Local meshed pods by state: serving, pending (captured, certificate not there yet: refused), failed (not captured). */
+  /** Local meshed pods by state: serving, pending (captured, refusing; `code` says why), failed (not captured). */
   podStates?: () => Iterable<{ state: string; code?: string | undefined }>;
   /** The config version serving now, and configs applied (ACK) / refused whole (NACK). */
   config?: { version: () => string | undefined; updates: Readonly<{ ack: number; nack: number }> };
@@ -80,7 +80,7 @@ export function registerAgentMetrics(registry: Registry, src: AgentMetricsSource
   });
   new Gauge({
     name: 'skein_pods',
-    help: 'Local meshed pods by state: serving; pending (captured, its mesh traffic refused until its certificate arrives); failed (not captured, retried)',
+    help: 'Local meshed pods by state: serving; pending (captured, its mesh traffic refused until it can be served: skein_pods_refusing says why); failed (not captured, retried)',
     labelNames: ['state'] as const,
     registers: [registry],
     collect() {

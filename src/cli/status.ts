@@ -48,7 +48,7 @@ export async function statusCommand(argv: string[]): Promise<number> {
     return r.status ?? 1;
   }
   if (!values['token-file'] || !values.roots) {
-    process.stderr.write('usage: skein status --controller HOST:PORT --token-file FILE --roots FILE [--json]   (or, in a lab: skein status [--lab ID])\n');
+    process.stderr.write('usage: skein status --controller HOST:PORT --token-file FILE --roots FILE [--agent-socket PATH ...] [--json]   (or, in a lab: skein status [--lab ID])\n');
     return 2;
   }
   const status = await fetchControllerStatus({
