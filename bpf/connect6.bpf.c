@@ -28,6 +28,8 @@ int skein_connect6(struct bpf_sock_addr *ctx)
 	__u16 port = bpf_ntohs((__u16)ctx->user_port);
 	if (skein_port_excluded(netns, port))
 		return 1;
+	if (pod->outbound_port == 0)
+		return 0; /* held refusing (a port the agent needs is the app's): connect() fails, EPERM */
 
 	struct orig_dst orig = { .port = (__u16)ctx->user_port };
 	if (mapped) {

@@ -42,7 +42,7 @@ struct skein_config {
 
 /* skein_enrolled value, keyed by the pod's netns cookie (__u64). */
 struct enrolled_netns {
-	__u16 outbound_port; /* where connect4/6 send the pod's connections: 127.0.0.1 / [::1] : this */
+	__u16 outbound_port; /* where connect4/6 send the pod's connections: 127.0.0.1 / [::1] : this; 0 = refuse them */
 	__u16 reserved16;
 	__u32 reserved32;
 };

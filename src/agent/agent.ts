@@ -10,7 +10,8 @@
  * change or tick, never taking the agent down.
  */
 import { statSync } from 'node:fs';
-import type { CaptureManager } from '../capture/capture-manager.js';
+import type { CaptureManager, PortHeld } from '../capture/capture-manager.js';
+import { CaptureCode } from '../capture/codes.js';
 import type { MeshSnapshot, Workload } from '../config/model.js';
 import type { ConfigSource } from '../config/source.js';
 import { ConfigStore } from '../config/store.js';
@@ -69,9 +70,21 @@ export interface AgentPodStatus {
   identity: string;
   ips: string[];
   netns: string | undefined;
-  /** serving; pending: captured, mesh traffic refused until its certificate arrives; failed: not captured. */
+  /**
+   * serving; pending: captured and refusing its mesh traffic until it can be served (its
+   * certificate not issued yet, or a port the agent needs held by the app); failed: not captured.
+   */
   state: 'serving' | 'pending' | 'failed';
+  /** Why the pod is pending: SKEIN_AGENT_IDENTITY_PENDING or SKEIN_CAPTURE_PORT_HELD. */
+  code?: string;
   error?: string;
+}
+
+/** What capture says when it keeps a pod captured and refusing (SKEIN_CAPTURE_PORT_HELD). */
+function portHeldOf(err: unknown): PortHeld | undefined {
+  if (!(err instanceof SkeinError) || err.code !== CaptureCode.PortHeld) return undefined;
+  const held = err.details?.held as PortHeld | undefined;
+  return held ?? { code: CaptureCode.PortHeld, port: undefined, reason: err.message };
 }
 
 /** The inode of a netns path, or undefined when it is gone. */
@@ -96,6 +109,11 @@ export class NodeAgent {
   readonly listenerRefusals = new Map<string, number>();
   private readonly pods = new Map<string, PodRuntime>();
   private readonly failures = new Map<string, string>();
+  /**
+   * Pods captured but held refusing because the app holds a port the agent needs in its netns
+   * (capture's `held`): never released to plaintext; every reconcile tries their listeners again.
+   */
+  private readonly held = new Map<string, { workload: Workload; held: PortHeld }>();
   /**
    * The netns of each local meshed pod, as found on this node (path and the namespace's
    * inode then): what the proxies connect from.
@@ -255,6 +273,13 @@ export class NodeAgent {
       if (want.has(uid)) continue;
       await this.releasePod(uid, rt);
     }
+    for (const [uid, h] of this.held) {
+      if (want.has(uid)) continue;
+      this.held.delete(uid);
+      await capture.release(uid).catch(() => false);
+      certificates.release(h.workload.identity, uid);
+      log.info({ pod: `${h.workload.namespace}/${h.workload.name}` }, 'held pod released');
+    }
     for (const uid of this.netnsPaths.keys()) if (!want.has(uid) && !this.pods.has(uid)) this.netnsPaths.delete(uid);
     for (const uid of this.failures.keys()) if (!this.store.workloadByUid(uid)) this.failures.delete(uid);
     for (const w of this.store.localWorkloads(this.opts.node)) if (!w.meshEnabled) this.failures.delete(w.uid);
@@ -282,6 +307,7 @@ export class NodeAgent {
           excludeOutboundPorts: w.excludeOutboundPorts,
           excludeInboundPorts: w.excludeInboundPorts,
         });
+        this.held.delete(uid);
         const started = await PodRuntime.start(w, enrolled, {
           capture,
           outbound: this.outbound,
@@ -297,7 +323,19 @@ export class NodeAgent {
         this.failures.delete(uid);
         log.info({ pod: `${w.namespace}/${w.name}`, identity: w.identity, ips: w.ips, ...(started.pending ? { pending: started.pending } : {}) }, 'pod enrolled');
       } catch (err) {
+        const held = portHeldOf(err);
+        if (held) {
+          // Captured and refusing, NOT released: releasing would hand the pod plaintext.
+          const before = this.held.get(uid);
+          this.held.set(uid, { workload: w, held });
+          this.failures.delete(uid);
+          if (before?.held.reason !== held.reason) {
+            log.warn({ pod: `${w.namespace}/${w.name}`, code: held.code, port: held.port, reason: held.reason }, 'pod captured refusing: the app holds a port the agent needs; served once it is free');
+          }
+          continue;
+        }
         this.failures.set(uid, messageOf(err));
+        this.held.delete(uid);
         certificates.release(w.identity, uid);
         await capture.release(uid).catch(() => false);
         log.error({ err, pod: `${w.namespace}/${w.name}`, code: (err as { code?: string }).code }, 'pod enrolment failed; will retry');
@@ -336,7 +374,10 @@ export class NodeAgent {
     for (const [uid, rt] of this.pods) {
       const w = rt.workload;
       const pending = rt.pending;
-      pods.push({ uid, pod: `${w.namespace}/${w.name}`, identity: w.identity, ips: w.ips, netns: w.netnsPath, state: pending ? 'pending' : 'serving', ...(pending ? { error: pending } : {}) });
+      pods.push({ uid, pod: `${w.namespace}/${w.name}`, identity: w.identity, ips: w.ips, netns: w.netnsPath, state: pending ? 'pending' : 'serving', ...(pending ? { code: AgentCode.IdentityPending, error: pending } : {}) });
+    }
+    for (const [uid, { workload: w, held }] of this.held) {
+      pods.push({ uid, pod: `${w.namespace}/${w.name}`, identity: w.identity, ips: w.ips, netns: w.netnsPath, state: 'pending', code: held.code, error: held.reason });
     }
     for (const [uid, error] of this.failures) {
       const w = this.store.workloadByUid(uid);

@@ -24,8 +24,8 @@ export interface AgentMetricsSources {
   tunnelRefusals: ReadonlyMap<string, number>;
   /** Connections refused at the local pods' 15001 and 15006 listeners by code (NodeAgent.listenerRefusals). */
   listenerRefusals?: ReadonlyMap<string, number>;
-  /** Local meshed pods by state: serving, pending (captured, certificate not there yet: refused), failed (not captured). */
-  podStates?: () => Iterable<{ state: string }>;
+  /** Local meshed pods by state: serving, pending (captured, refusing; `code` says why), failed (not captured). */
+  podStates?: () => Iterable<{ state: string; code?: string | undefined }>;
   /** The config version serving now, and configs applied (ACK) / refused whole (NACK). */
   config?: { version: () => string | undefined; updates: Readonly<{ ack: number; nack: number }> };
   /** The certificates held for local identities (notAfter absent while pending). */
@@ -80,7 +80,7 @@ export function registerAgentMetrics(registry: Registry, src: AgentMetricsSource
   });
   new Gauge({
     name: 'skein_pods',
-    help: 'Local meshed pods by state: serving; pending (captured, its mesh traffic refused until its certificate arrives); failed (not captured, retried)',
+    help: 'Local meshed pods by state: serving; pending (captured, its mesh traffic refused until it can be served: skein_pods_refusing says why); failed (not captured, retried)',
     labelNames: ['state'] as const,
     registers: [registry],
     collect() {
@@ -88,6 +88,19 @@ export function registerAgentMetrics(registry: Registry, src: AgentMetricsSource
       const n: Record<string, number> = { serving: 0, pending: 0, failed: 0 };
       for (const p of src.podStates()) n[p.state] = (n[p.state] ?? 0) + 1;
       for (const [state, v] of Object.entries(n)) this.set({ state }, v);
+    },
+  });
+  new Gauge({
+    name: 'skein_pods_refusing',
+    help: 'Local meshed pods captured but refusing their mesh traffic (state pending), by reason code: SKEIN_AGENT_IDENTITY_PENDING (certificate not issued yet), SKEIN_CAPTURE_PORT_HELD (the app holds a port the agent needs)',
+    labelNames: ['reason'] as const,
+    registers: [registry],
+    collect() {
+      this.reset();
+      if (!src.podStates) return;
+      const n = new Map<string, number>();
+      for (const p of src.podStates()) if (p.state === 'pending') n.set(p.code ?? 'unknown', (n.get(p.code ?? 'unknown') ?? 0) + 1);
+      for (const [reason, v] of n) this.set({ reason }, v);
     },
   });
   registerHealthMetrics(registry, src);

@@ -49,7 +49,8 @@ export interface PodListeners {
   address: string;
 }
 
-export interface EnrolledPod {
+/** A pod in the capture maps: served (EnrolledPod) or held refusing (`held`). */
+export interface CapturedPod {
   uid: string;
   netnsPath: string;
   netnsCookie: bigint;
@@ -59,7 +60,25 @@ export interface EnrolledPod {
   ips: string[];
   excludeOutboundPorts: number[];
   excludeInboundPorts: number[];
+  /** Absent while the pod is held refusing (`held`): it is captured but nothing serves it. */
+  listeners: PodListeners | undefined;
+  /**
+   * Why the pod is captured but refusing: a port the agent needs is held by the app. Its
+   * connects fail (EPERM, connect4/6 with outbound port 0) and inbound plaintext is dropped
+   * (sk_lookup finds no agent socket) until a later enroll() opens the listeners.
+   */
+  held?: PortHeld;
+}
+
+/** A captured pod with its listeners, to be served. */
+export interface EnrolledPod extends CapturedPod {
   listeners: PodListeners;
+}
+
+export interface PortHeld {
+  code: string;
+  port: number | undefined;
+  reason: string;
 }
 
 export interface CaptureDeps {
@@ -72,6 +91,25 @@ export interface CaptureDeps {
 
 const MAX_SLOTS = 4096; // SKEIN_MAX_PODS in bpf/skein.h
 
+/** The enrolled map's outbound port that tells connect4/6 to refuse the pod's connects (EPERM). */
+const REFUSE_OUTBOUND = 0;
+
+/** The pod with its listeners, or SKEIN_CAPTURE_PORT_HELD when it is held refusing. */
+function servedOrHeld(pod: CapturedPod): EnrolledPod {
+  if (pod.held || !pod.listeners) {
+    throw new SkeinError(CaptureCode.PortHeld, `pod ${pod.uid} is captured but refusing: ${pod.held?.reason ?? 'no listeners'}`, { uid: pod.uid, port: pod.held?.port, held: pod.held });
+  }
+  return pod as EnrolledPod;
+}
+
+/** A listener failure because the app holds the port (EADDRINUSE): the pod is held refusing. */
+function heldPortOf(err: unknown): PortHeld | undefined {
+  if (!(err instanceof SkeinError) || err.code !== CaptureCode.ListenFailed || err.details?.errno === undefined) return undefined;
+  if (errnoName(err.cause) !== 'EADDRINUSE') return undefined;
+  const port = typeof err.details.port === 'number' ? err.details.port : undefined;
+  return { code: CaptureCode.PortHeld, port, reason: `port ${port ?? '?'} is already held in the pod's network namespace (EADDRINUSE)` };
+}
+
 export class CaptureManager {
   readonly options: ResolvedCaptureOptions;
   private readonly log: Logger;
@@ -82,7 +120,7 @@ export class CaptureManager {
   private readonly programs: BpfPrograms;
   private cgroupPath = '';
   private ownNetnsCookie: bigint | undefined;
-  private readonly pods = new Map<string, EnrolledPod>();
+  private readonly pods = new Map<string, CapturedPod>();
   /** Every mutation runs in this chain, one at a time (enroll/release/reconcile may race). */
   private queue: Promise<unknown> = Promise.resolve();
 
@@ -163,11 +201,17 @@ export class CaptureManager {
   }
 
   /** Pods enrolled by this agent process. */
-  enrolled(): EnrolledPod[] {
+  enrolled(): CapturedPod[] {
     return [...this.pods.values()];
   }
 
   /** Capture a pod: listeners in its netns, maps, sk_lookup. Idempotent for the same netns. */
+  /**
+   * Capture a pod and open its listeners. When the app already holds one of their ports
+   * (EADDRINUSE) the pod is still captured, refusing (see CapturedPod.held), and this rejects
+   * with SKEIN_CAPTURE_PORT_HELD: the caller must not release it. A later enroll() of the same
+   * pod tries the ports again.
+   */
   enroll(input: CapturePod): Promise<EnrolledPod> {
     const pod = validateCapturePod(input);
     return this.serial(async () => {
@@ -185,7 +229,8 @@ export class CaptureManager {
       if (current && current.netnsCookie === cookie) {
         this.writePodTables(current.slot, cookie, pod);
         Object.assign(current, { ips: pod.ips, excludeOutboundPorts: pod.excludeOutboundPorts, excludeInboundPorts: pod.excludeInboundPorts });
-        return current;
+        if (current.held) await this.serveHeld(current);
+        return servedOrHeld(current);
       }
       if (current) this.releaseNow(current.uid); // same uid in a new netns: a restarted pod
 
@@ -197,25 +242,68 @@ export class CaptureManager {
       }
       slot ??= this.freeSlot(registry);
 
-      const listeners = await this.openListeners(pod.netnsPath);
+      // A port the app already holds does not release the pod to plaintext: it is captured
+      // refusing (no agent socket for sk_lookup, connects refused) and served once it is free.
+      let listeners: PodListeners | undefined;
+      let held: PortHeld | undefined;
+      try {
+        listeners = await this.openListeners(pod.netnsPath);
+      } catch (err) {
+        held = heldPortOf(err);
+        if (!held) throw err;
+      }
       try {
         const record: PodRecord = { netnsCookie: cookie, netnsIno: ino, uid: pod.uid };
         this.native.mapUpdate(this.map(MAP.pods), u32Key(slot), encodePodRecord(record));
         this.writePodTables(slot, cookie, pod);
-        this.native.mapUpdate(this.map(MAP.inboundSockets), u32Key(slot), encodeSocketFd(listeners.inboundPlaintext));
+        if (listeners) this.native.mapUpdate(this.map(MAP.inboundSockets), u32Key(slot), encodeSocketFd(listeners.inboundPlaintext));
+        else this.clearInboundSocket(slot);
         this.programs.attachSkLookup(slot, pod.netnsPath, ino);
-        // Last: from here on the pod's connect() calls land on the outbound listener.
-        this.native.mapUpdate(this.map(MAP.enrolled), u64Key(cookie), encodeEnrolled(this.options.outboundPort));
+        // Last: from here on the pod's connect() calls land on the outbound listener (or, held, are refused).
+        this.native.mapUpdate(this.map(MAP.enrolled), u64Key(cookie), encodeEnrolled(listeners ? this.options.outboundPort : REFUSE_OUTBOUND));
       } catch (err) {
         this.purgeSlot(slot);
-        for (const fd of [listeners.outbound, listeners.inboundPlaintext, listeners.tunnel]) this.native.closeFd(fd);
+        if (listeners) for (const fd of [listeners.outbound, listeners.inboundPlaintext, listeners.tunnel]) this.native.closeFd(fd);
         throw captureError(CaptureCode.EnrollFailed, `cannot enrol pod ${pod.uid}`, err, { uid: pod.uid });
       }
-      const enrolled: EnrolledPod = { ...pod, netnsCookie: cookie, netnsIno: ino, slot, listeners };
-      this.pods.set(pod.uid, enrolled);
-      this.log.info({ uid: pod.uid, slot, netnsCookie: cookie.toString(), ips: pod.ips }, 'pod enrolled');
-      return enrolled;
+      const captured: CapturedPod = { ...pod, netnsCookie: cookie, netnsIno: ino, slot, listeners, ...(held ? { held } : {}) };
+      this.pods.set(pod.uid, captured);
+      if (held) this.log.warn({ uid: pod.uid, slot, code: held.code, port: held.port, reason: held.reason }, 'pod captured refusing: a port the agent needs is held by the app');
+      else this.log.info({ uid: pod.uid, slot, netnsCookie: cookie.toString(), ips: pod.ips }, 'pod enrolled');
+      return servedOrHeld(captured);
     });
+  }
+
+  /** No agent socket for the slot (so sk_lookup drops); an empty entry already is none. */
+  private clearInboundSocket(slot: number): void {
+    try {
+      this.native.mapDelete(this.map(MAP.inboundSockets), u32Key(slot));
+    } catch {
+      // nothing there: what we want
+    }
+  }
+
+  /** A held pod: try its listeners again; once open, steer to them (inbound first, then outbound). */
+  private async serveHeld(pod: CapturedPod): Promise<void> {
+    let listeners: PodListeners;
+    try {
+      listeners = await this.openListeners(pod.netnsPath);
+    } catch (err) {
+      const held = heldPortOf(err);
+      if (!held) throw err;
+      pod.held = held;
+      return;
+    }
+    try {
+      this.native.mapUpdate(this.map(MAP.inboundSockets), u32Key(pod.slot), encodeSocketFd(listeners.inboundPlaintext));
+      this.native.mapUpdate(this.map(MAP.enrolled), u64Key(pod.netnsCookie), encodeEnrolled(this.options.outboundPort));
+    } catch (err) {
+      for (const fd of [listeners.outbound, listeners.inboundPlaintext, listeners.tunnel]) this.native.closeFd(fd);
+      throw captureError(CaptureCode.EnrollFailed, `cannot serve held pod ${pod.uid}`, err, { uid: pod.uid });
+    }
+    pod.listeners = listeners;
+    delete pod.held;
+    this.log.info({ uid: pod.uid, slot: pod.slot }, 'held pod: its ports are free, now served');
   }
 
   /** Stop capturing a pod (this agent's or a previous agent's); false when it was not enrolled. */
@@ -329,8 +417,10 @@ export class CaptureManager {
     const ports = [o.outboundPort, o.inboundPlaintextPort, o.tunnelPort];
     let address = o.listenAddress;
     const opened: number[] = [];
+    let failedPort: number | undefined;
     try {
       for (const port of ports) {
+        failedPort = port;
         try {
           opened.push(await this.native.openListener(netnsPath, address, port, o.backlog));
         } catch (err) {
@@ -341,7 +431,7 @@ export class CaptureManager {
       }
     } catch (err) {
       for (const fd of opened) this.native.closeFd(fd);
-      throw captureError(CaptureCode.ListenFailed, `cannot open listeners in ${netnsPath}`, err, { netnsPath, address });
+      throw captureError(CaptureCode.ListenFailed, `cannot open listeners in ${netnsPath}`, err, { netnsPath, address, port: failedPort });
     }
     const [outbound, inboundPlaintext, tunnel] = opened as [number, number, number];
     return { outbound, inboundPlaintext, tunnel, address };

@@ -350,6 +350,7 @@ export class TunnelServer {
     };
     sessionStates.set(session, state);
     this.sessions.add(session);
+    this.guard.watch(session);
     this.stats.sessions++;
     if (!state.peer.ok) {
       this.stats.identityRefused++;
@@ -416,6 +417,18 @@ export class TunnelServer {
     this.stats.streams++;
     // First: a session judged abusive gets no work done for any stream it still opens.
     if (!this.guard.admit(stream)) return;
+    // Served once the read that carried the HEADERS has been parsed: a stream the peer reset in
+    // that same read (HEADERS+RST_STREAM back to back) costs no authorization, no app connect.
+    setImmediate(TunnelServer.serveIfOpen, this, stream, headers, flags);
+  }
+
+  /** setImmediate target of onStream: serve the stream unless the peer has reset it meanwhile. */
+  private static serveIfOpen(server: TunnelServer, stream: ServerHttp2Stream, headers: IncomingHttpHeaders, flags: number): void {
+    if (stream.destroyed || stream.closed || stream.session?.destroyed) return;
+    server.serveStream(stream, headers, flags);
+  }
+
+  private serveStream(stream: ServerHttp2Stream, headers: IncomingHttpHeaders, flags: number): void {
     const session = stream.session as ServerHttp2Session | undefined;
     const state = session ? sessionStates.get(session) : undefined;
     if (!session || !state) {

@@ -59,6 +59,8 @@ export class FakeKernel {
   progs: FakeProg[] = [];
   /** netns path -> cookie; a path missing here is a vanished netns. */
   netns = new Map<string, bigint>([['/proc/self/ns/net', 1n]]);
+  /** netns path -> ports an app already listens on there: openListener fails with EADDRINUSE. */
+  heldPorts = new Map<string, Set<number>>();
 
   private fd(obj: Obj | { kind: 'socket'; netnsCookie: bigint }): number {
     const fd = this.nextFd++;
@@ -185,9 +187,10 @@ export class FakeKernel {
         const next = keys[i];
         return next === undefined ? null : Buffer.from(next, 'hex');
       },
-      async openListener(netnsPath) {
+      async openListener(netnsPath, _address, port) {
         const cookie = k.netns.get(netnsPath);
         if (cookie === undefined) throw sysError('ENOENT', 2, 'open');
+        if (k.heldPorts.get(netnsPath)?.has(port)) throw sysError('EADDRINUSE', 98, 'bind');
         return k.fd({ kind: 'socket', netnsCookie: cookie });
       },
       async openSocket(netnsPath) {
