@@ -2,19 +2,9 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { repoRoot } from '../paths.js';
-import { runAgent } from '../agent/main.js';
-import { LocalControllerSource } from '../controller/local-source.js';
-import { runController } from '../controller/main.js';
-import { adminCommand } from './admin.js';
-import { auditCommand } from './audit.js';
-import { authzCommand } from './authz.js';
-import { checkCommand } from './check/command.js';
-import { installCommand } from './install/command.js';
-import { labCommand } from './lab.js';
-import { statusCommand } from './status.js';
-import { tapCommand } from './tap.js';
-import { topCommand } from './top.js';
-import { workloadCommand } from './workload.js';
+// Commands are imported when run, not up front: every lab workload, agent and controller is
+// this same binary, and loading all of them (the Kubernetes client, the lab, the install
+// renderer...) cost each process ~150 MB and seconds of start-up on a busy node.
 
 const USAGE = `skein — a sidecarless service mesh
 
@@ -58,32 +48,34 @@ export async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
   switch (cmd) {
     case 'lab':
-      return labCommand(rest);
+      return (await import('./lab.js')).labCommand(rest);
     case 'workload':
-      return workloadCommand(rest);
-    case 'agent':
+      return (await import('./workload.js')).workloadCommand(rest);
+    case 'agent': {
       // Folder mode runs the controller's translation in the agent: policies included.
+      const [{ runAgent }, { LocalControllerSource }] = await Promise.all([import('../agent/main.js'), import('../controller/local-source.js')]);
       return runAgent(rest, { folderSource: (o) => new LocalControllerSource(o) });
+    }
     case 'controller':
-      return runController(rest);
+      return (await import('../controller/main.js')).runController(rest);
     case 'status':
-      return statusCommand(rest);
+      return (await import('./status.js')).statusCommand(rest);
     case 'top':
-      return topCommand(rest);
+      return (await import('./top.js')).topCommand(rest);
     case 'tap':
-      return tapCommand(rest);
+      return (await import('./tap.js')).tapCommand(rest);
     case 'admin':
-      return adminCommand(rest);
+      return (await import('./admin.js')).adminCommand(rest);
     case 'audit':
-      return auditCommand(rest);
+      return (await import('./audit.js')).auditCommand(rest);
     case 'authz':
-      return authzCommand(rest);
+      return (await import('./authz.js')).authzCommand(rest);
     case 'check':
-      return checkCommand(rest);
+      return (await import('./check/command.js')).checkCommand(rest);
     case 'install':
-      return installCommand(rest, 'install');
+      return (await import('./install/command.js')).installCommand(rest, 'install');
     case 'uninstall':
-      return installCommand(rest, 'uninstall');
+      return (await import('./install/command.js')).installCommand(rest, 'uninstall');
     case 'version':
     case '--version': {
       const pkg = JSON.parse(readFileSync(join(repoRoot(), 'package.json'), 'utf8')) as { version: string };
