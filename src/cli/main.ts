@@ -7,6 +7,7 @@ import { LocalControllerSource } from '../controller/local-source.js';
 import { runController } from '../controller/main.js';
 import { adminCommand } from './admin.js';
 import { auditCommand } from './audit.js';
+import { cniCommand } from './cni.js';
 import { authzCommand } from './authz.js';
 import { labCommand } from './lab.js';
 import { statusCommand } from './status.js';
@@ -39,6 +40,8 @@ usage: skein <command> [...]
                            status, latency, identities) (see skein tap --help)
   admin [GET|POST] PATH    a node agent's admin API over its root-only unix socket
                            (--socket PATH, or --lab ID --node NAME; see skein admin --help)
+  cni install|uninstall    chain skein-cni into the node's CNI conflist (new meshed pods start
+                           captured), or take it out (see skein cni --help)
   audit verify FILE...     check an agent's hash-chained authorization audit trail
   authz check --from NS/POD --to NS/POD:PORT [--method M --path P --header K=V]
                            which policies apply, which rule decides, the decision
@@ -70,6 +73,8 @@ export async function main(argv: string[]): Promise<number> {
       return adminCommand(rest);
     case 'audit':
       return auditCommand(rest);
+    case 'cni':
+      return cniCommand(rest);
     case 'authz':
       return authzCommand(rest);
     case 'version':
