@@ -33,6 +33,7 @@ import { AgentCode } from './codes.js';
 import type { PodNetnsLocator } from './pod-netns.js';
 import { PodRuntime } from './pod-runtime.js';
 import { PodSockets } from './pod-sockets.js';
+import { type CniAnswer, type CniCall, CniError, CniErrorCode, passThroughAnswer } from './cni-request.js';
 
 export interface NodeAgentOptions {
   node: string;
@@ -62,6 +63,16 @@ export interface NodeAgentOptions {
   accessLog?: AccessLogPolicy;
   /** Per-edge summaries and tap for the controller, fed with the metrics' labels (needs istioMetrics). */
   traffic?: MeshTraffic;
+  /** CNI ADD: how long to wait for a new pod to appear in the config before refusing (ms). */
+  cniPodWaitMs?: number;
+}
+
+/** A pod a CNI ADD captured: served from the sandbox's netns (CNI_NETNS) until its DEL. */
+interface CniHeldPod {
+  containerId: string;
+  netnsPath: string;
+  /** The sandbox's IPs, from the network plugin's result (the pod object may not have them yet). */
+  ips: string[];
 }
 
 export interface AgentPodStatus {
@@ -109,6 +120,8 @@ export class NodeAgent {
   readonly listenerRefusals = new Map<string, number>();
   private readonly pods = new Map<string, PodRuntime>();
   private readonly failures = new Map<string, string>();
+  /** Pods captured at sandbox creation (CNI ADD), by uid; released at their DEL. */
+  private readonly cniHeld = new Map<string, CniHeldPod>();
   /**
    * Pods captured but held refusing because the app holds a port the agent needs in its netns
    * (capture's `held`): never released to plaintext; every reconcile tries their listeners again.
@@ -235,7 +248,16 @@ export class NodeAgent {
   private desired(): Map<string, Workload> {
     const out = new Map<string, Workload>();
     for (const w of this.store.localWorkloads(this.opts.node)) {
-      if (!w.meshEnabled || w.ips.length === 0) continue;
+      if (!w.meshEnabled) continue;
+      const held = this.cniHeld.get(w.uid);
+      if (held) {
+        // Captured when its sandbox was made: the sandbox's netns and IPs are the kernel's
+        // truth, known before any process of the pod runs (which the cgroup search needs).
+        out.set(w.uid, { ...w, ips: held.ips, netnsPath: held.netnsPath });
+        this.rememberNetns(w.uid, held.netnsPath);
+        continue;
+      }
+      if (w.ips.length === 0) continue;
       try {
         const netnsPath = this.opts.netns.locate(w);
         out.set(w.uid, { ...w, netnsPath });
@@ -354,6 +376,109 @@ export class NodeAgent {
     this.opts.netns.forget(uid);
     this.opts.certificates.release(rt.workload.identity, uid);
     this.opts.log.info({ pod: `${rt.workload.namespace}/${rt.workload.name}` }, 'pod released');
+  }
+
+  /**
+   * One CNI call from skein-cni (the pod's sandbox is being made or removed). ADD of a meshed
+   * pod answers only once the pod is captured and its listeners serve; anything else that
+   * stops that fails the ADD, so the runtime retries and the pod never starts uncaptured.
+   */
+  async cni(call: CniCall): Promise<CniAnswer> {
+    if (call.command === 'ADD') return this.cniAdd(call);
+    if (call.command === 'DEL') return this.cniDel(call);
+    return this.cniCheck(call);
+  }
+
+  private cniPodOf(call: CniCall): Workload | undefined {
+    const p = call.pod;
+    if (!p) return undefined;
+    for (const w of this.store.localWorkloads(this.opts.node)) {
+      if (w.namespace !== p.namespace || w.name !== p.name) continue;
+      if (p.uid && w.uid !== p.uid) continue; // a pod of the same name, not this one
+      return w;
+    }
+    return undefined;
+  }
+
+  /** The pod from the config, waiting a bounded time: the sandbox may be made before the controller's update arrives. */
+  private async cniWaitPod(call: CniCall): Promise<Workload> {
+    const deadline = Date.now() + (this.opts.cniPodWaitMs ?? 10_000);
+    for (;;) {
+      const w = this.cniPodOf(call);
+      if (w) return w;
+      if (Date.now() >= deadline || this.stopped) {
+        throw new CniError(CniErrorCode.TryAgainLater, AgentCode.CniPodUnknown, `pod ${call.pod?.namespace}/${call.pod?.name} is not in the agent's config for node ${this.opts.node} yet`, {
+          uid: call.pod?.uid,
+        });
+      }
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+
+  private async cniAdd(call: CniCall): Promise<CniAnswer> {
+    const w = await this.cniWaitPod(call);
+    const pod = `${w.namespace}/${w.name}`;
+    if (!w.meshEnabled) {
+      this.opts.log.info({ pod, containerId: call.containerId }, 'CNI ADD: pod not in the mesh; passed through');
+      return passThroughAnswer(call);
+    }
+    const netns = call.netns!;
+    if (call.prevIps.length === 0) {
+      throw new CniError(CniErrorCode.InvalidConfig, AgentCode.CniNetnsMismatch, `the network plugin gave pod ${pod} no IP (prevResult.ips is empty): nothing to capture`);
+    }
+    let check: { missing: string[]; hostNetns: boolean };
+    try {
+      check = await this.opts.capture.addressesMissingIn(netns, call.prevIps);
+    } catch (err) {
+      throw new CniError(CniErrorCode.TryAgainLater, AgentCode.CniNetnsMismatch, `cannot check CNI_NETNS ${netns} of pod ${pod}: ${messageOf(err)}`);
+    }
+    // The path is the runtime's to give, but the agent is privileged: it captures only a
+    // namespace that really holds the addresses the network plugin just gave this pod.
+    if (check.hostNetns || check.missing.length > 0) {
+      throw new CniError(
+        CniErrorCode.InvalidConfig,
+        AgentCode.CniNetnsMismatch,
+        check.hostNetns ? `CNI_NETNS ${netns} is the node's own network namespace; not captured` : `CNI_NETNS ${netns} does not hold ${check.missing.join(', ')} of pod ${pod}`,
+        { netns, ips: call.prevIps },
+      );
+    }
+    this.cniHeld.set(w.uid, { containerId: call.containerId, netnsPath: netns, ips: call.prevIps });
+    await this.schedule();
+    const rt = this.pods.get(w.uid);
+    if (!rt || rt.enrolled.netnsIno !== netnsInode(netns)) {
+      if (this.cniHeld.get(w.uid)?.containerId === call.containerId) this.cniHeld.delete(w.uid);
+      void this.schedule(); // drop whatever half of it is left
+      throw new CniError(CniErrorCode.TryAgainLater, AgentCode.CniCaptureFailed, `pod ${pod} could not be captured: ${this.failures.get(w.uid) ?? 'not enrolled'}`);
+    }
+    this.opts.log.info({ pod, containerId: call.containerId, netns, ips: call.prevIps, ...(rt.pending ? { pending: rt.pending } : {}) }, 'CNI ADD: pod captured before start');
+    return passThroughAnswer(call);
+  }
+
+  private async cniDel(call: CniCall): Promise<CniAnswer> {
+    let uid: string | undefined;
+    for (const [u, held] of this.cniHeld) if (held.containerId === call.containerId) uid = u;
+    if (uid === undefined) return { exitCode: 0, stdout: '' }; // never held, or already released: DEL is idempotent
+    const held = this.cniHeld.get(uid)!;
+    this.cniHeld.delete(uid);
+    // Released in the reconcile queue (never beside a reconcile), only if it is still this sandbox's.
+    this.queue = this.queue.then(async () => {
+      const rt = this.pods.get(uid);
+      if (rt && rt.workload.netnsPath === held.netnsPath) await this.releasePod(uid, rt);
+    });
+    await this.queue.catch(() => {});
+    this.opts.log.info({ uid, containerId: call.containerId }, 'CNI DEL: pod released');
+    return { exitCode: 0, stdout: '' };
+  }
+
+  private async cniCheck(call: CniCall): Promise<CniAnswer> {
+    const w = this.cniPodOf(call);
+    if (!w) throw new CniError(CniErrorCode.UnknownContainer, AgentCode.CniCheckFailed, `pod ${call.pod?.namespace}/${call.pod?.name} is not in the agent's config`);
+    if (!w.meshEnabled) return { exitCode: 0, stdout: '' };
+    const rt = this.pods.get(w.uid);
+    if (!rt || rt.enrolled.netnsIno !== netnsInode(call.netns!)) {
+      throw new CniError(CniErrorCode.TryAgainLater, AgentCode.CniCheckFailed, `meshed pod ${w.namespace}/${w.name} is not captured in ${call.netns}`);
+    }
+    return { exitCode: 0, stdout: '' };
   }
 
   /** Every served local pod's tunnel port, summed: sessions open now, streams received. */

@@ -24,6 +24,7 @@ import { DEFAULT_MAX_CONNECTIONS_PER_LISTENER } from '../proxy/connection-cap.js
 import { NodeAgent } from './agent.js';
 import { cleanupNode, describeCleanup } from './cleanup.js';
 import { DEFAULT_CNI_BIN_DIR, DEFAULT_CNI_CONF_DIR } from '../capture/cni-files.js';
+import { DEFAULT_CNI_SOCKET, startCniServer, unmeshedFileOf, unmeshedNamespaces, writeUnmeshedNamespaces } from './cni-server.js';
 import { AgentCode } from './codes.js';
 import { KubeletPodNetnsLocator } from './pod-netns.js';
 import { registerAgentMetrics } from './metrics.js';
@@ -81,6 +82,10 @@ export const AGENT_USAGE = `usage: skein agent --node NAME (--controller H:P | -
                          its entries in --cni-conf-dir; run with no agent serving on the node
   --cni-bin-dir DIR      (--cleanup) CNI plugin binaries (default ${DEFAULT_CNI_BIN_DIR})
   --cni-conf-dir DIR     (--cleanup) CNI configuration (default ${DEFAULT_CNI_CONF_DIR})
+  --cni-socket PATH      where skein-cni (the chained CNI plugin) asks the agent to capture a new
+                         pod before it starts; root only (default ${DEFAULT_CNI_SOCKET}; "off": none)
+  --cni-pod-wait S       CNI ADD waits this long for the pod to reach the agent's config before
+                         failing (the runtime retries) (default 10)
   --audit-log FILE       hash-chained audit trail of authorization: every DENY, AUDIT and dry-run
                          match (default /var/log/skein/audit.log; "off" for none); check it with
                          skein audit verify FILE...`;
@@ -143,6 +148,8 @@ export async function runAgent(argv: string[], deps: AgentMainDeps = {}): Promis
       cleanup: { type: 'boolean', default: false },
       'cni-bin-dir': { type: 'string', default: DEFAULT_CNI_BIN_DIR },
       'cni-conf-dir': { type: 'string', default: DEFAULT_CNI_CONF_DIR },
+      'cni-socket': { type: 'string', default: DEFAULT_CNI_SOCKET },
+      'cni-pod-wait': { type: 'string', default: '10' },
       help: { type: 'boolean', default: false },
     },
   });
@@ -178,6 +185,8 @@ export async function runAgent(argv: string[], deps: AgentMainDeps = {}): Promis
   if (!Number.isFinite(trafficReport) || trafficReport < 0) throw new SkeinError(AgentCode.Usage, `--traffic-report must be seconds (0: off), got "${values['traffic-report']}"`);
   const maxEdges = Number(values['traffic-max-edges']);
   if (!Number.isInteger(maxEdges) || maxEdges < 1) throw new SkeinError(AgentCode.Usage, `--traffic-max-edges must be a whole number above 0, got "${values['traffic-max-edges']}"`);
+  const cniPodWait = Number(values['cni-pod-wait']);
+  if (!Number.isFinite(cniPodWait) || cniPodWait < 0) throw new SkeinError(AgentCode.Usage, `--cni-pod-wait must be seconds, got "${values['cni-pod-wait']}"`);
   const log = createLogger({ base: { component: 'agent', node }, ...(values['log-file'] ? { file: values['log-file'] } : {}), ...(values['log-level'] ? { level: values['log-level'] } : {}) });
   const rootsPem = pemBlocks(await readFile(need(values['ca-root-file'], '--ca-root-file'), 'utf8'));
   const tokenFile = need(values['token-file'], '--token-file');
@@ -236,6 +245,7 @@ export async function runAgent(argv: string[], deps: AgentMainDeps = {}): Promis
     requestIds: requestId === 'generate',
     ...(accessLog === 'off' || accessLogSampling < 1 ? { accessLog: { enabled: accessLog === 'on', sampling: accessLogSampling } } : {}),
     ...(traffic ? { traffic } : {}),
+    cniPodWaitMs: cniPodWait * 1000,
   });
   registerAgentMetrics(registry, {
     capture,
@@ -268,6 +278,30 @@ export async function runAgent(argv: string[], deps: AgentMainDeps = {}): Promis
     await stopAdmin();
     throw err;
   }
+  // Only once capture runs and a config is applied: until then skein-cni cannot reach the
+  // agent and new meshed pods wait (the runtime retries their ADD).
+  const cniServer =
+    values['cni-socket'] === 'off'
+      ? undefined
+      : await startCniServer({ path: values['cni-socket']!, handle: (call) => agent.cni(call), log, answerTimeoutMs: cniPodWait * 1000 + 15_000 }).catch(async (err) => {
+          await agent.stop();
+          await stopAdmin();
+          throw err;
+        });
+  if (cniServer) {
+    // What skein-cni may start without the agent, kept current while the agent runs.
+    const file = unmeshedFileOf(values['cni-socket']!);
+    const refresh = () => {
+      if (!agent.store.snapshot()) return; // an empty store says nothing about namespaces
+      try {
+        if (writeUnmeshedNamespaces(file, unmeshedNamespaces(agent.store.localWorkloads(node)))) log.debug({ file }, 'unmeshed namespaces written for skein-cni');
+      } catch (err) {
+        log.warn({ err, file }, 'cannot write the unmeshed namespaces for skein-cni');
+      }
+    };
+    refresh();
+    agent.store.subscribe(refresh);
+  }
   log.info({ node, pinRoot: capture.options.pinRoot, programs: capture.programIds() }, 'agent started');
   process.stderr.write(`skein agent: node ${node} serving (admin ${values['admin-socket']}${values.admin ? ` and ${values.admin}` : ''}, metrics ${values.metrics})\n`);
 
@@ -286,6 +320,7 @@ export async function runAgent(argv: string[], deps: AgentMainDeps = {}): Promis
     log.warn({ code: AgentCode.StopTimeout, graceMs: STOP_GRACE_MS }, 'graceful stop took too long; exiting');
     process.exit(0);
   }, STOP_GRACE_MS);
+  await cniServer?.close();
   await agent.stop();
   await tracing?.shutdown().catch(() => {});
   await stopAdmin();

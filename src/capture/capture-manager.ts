@@ -306,6 +306,28 @@ export class CaptureManager {
     this.log.info({ uid: pod.uid, slot: pod.slot }, 'held pod: its ports are free, now served');
   }
 
+  /**
+   * Which of `ips` the netns at `netnsPath` does NOT hold as local addresses (empty: it holds
+   * them all), and whether it is the agent's own netns. Checked the way the kernel decides it:
+   * a listening socket bound to the address inside that netns (port 0, closed at once) is
+   * refused with EADDRNOTAVAIL when the address is not local there. For a netns given by
+   * path (CNI_NETNS), where no process of the pod runs yet to read /proc/PID/net from.
+   */
+  async addressesMissingIn(netnsPath: string, ips: readonly string[]): Promise<{ missing: string[]; hostNetns: boolean }> {
+    const cookie = await this.native.netnsCookie(netnsPath);
+    this.ownNetnsCookie ??= await this.native.netnsCookie('/proc/self/ns/net');
+    const missing: string[] = [];
+    for (const ip of ips) {
+      try {
+        this.native.closeFd(await this.native.openListener(netnsPath, ip, 0, 1));
+      } catch (err) {
+        if (errnoName(err) !== 'EADDRNOTAVAIL') throw captureError(CaptureCode.NetnsUnavailable, `cannot check address ${ip} in ${netnsPath}`, err, { netnsPath });
+        missing.push(ip);
+      }
+    }
+    return { missing, hostNetns: cookie === this.ownNetnsCookie };
+  }
+
   /** Stop capturing a pod (this agent's or a previous agent's); false when it was not enrolled. */
   release(uid: string): Promise<boolean> {
     return this.serial(async () => this.releaseNow(uid));

@@ -68,4 +68,10 @@ export const CaptureCode = {
   ConnectTimeout: 'SKEIN_CAPTURE_CONNECT_TIMEOUT',
   /** A connect from inside a pod's netns was refused or unreachable (errno in details). */
   ConnectFailed: 'SKEIN_CAPTURE_CONNECT_FAILED',
+  /** `skein cni install|uninstall` found no conflist to chain skein-cni into, or no skein-cni binary to copy. */
+  CniNoConflist: 'SKEIN_CAPTURE_CNI_NO_CONFLIST',
+  /** A conflist in the CNI conf dir is malformed (file, field and reason in the message); it is left untouched. */
+  CniConflistInvalid: 'SKEIN_CAPTURE_CNI_CONFLIST_INVALID',
+  /** Writing the plugin binary or the conflist failed (permissions, disk). */
+  CniInstallFailed: 'SKEIN_CAPTURE_CNI_INSTALL_FAILED',
 } as const;

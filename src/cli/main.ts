@@ -31,6 +31,8 @@ usage: skein <command> [...]
                            status, latency, identities) (see skein tap --help)
   admin [GET|POST] PATH    a node agent's admin API over its root-only unix socket
                            (--socket PATH, or --lab ID --node NAME; see skein admin --help)
+  cni install|uninstall    chain skein-cni into the node's CNI conflist (new meshed pods start
+                           captured), or take it out (see skein cni --help)
   audit verify FILE...     check an agent's hash-chained authorization audit trail
   authz check --from NS/POD --to NS/POD:PORT [--method M --path P --header K=V]
                            which policies apply, which rule decides, the decision
@@ -68,6 +70,8 @@ export async function main(argv: string[]): Promise<number> {
       return (await import('./admin.js')).adminCommand(rest);
     case 'audit':
       return (await import('./audit.js')).auditCommand(rest);
+    case 'cni':
+      return (await import('./cni.js')).cniCommand(rest);
     case 'authz':
       return (await import('./authz.js')).authzCommand(rest);
     case 'check':

@@ -48,4 +48,6 @@ export const LabCode = {
   PrometheusFailed: 'SKEIN_LAB_PROMETHEUS_FAILED',
   /** A host loopback port forward to a lab process (the graph page, Prometheus) could not be set up. */
   ForwardFailed: 'SKEIN_LAB_FORWARD_FAILED',
+  /** A CNI plugin of a lab node's chain failed (ADD or DEL); its CNI error (code, msg, details) is in the message. */
+  CniFailed: 'SKEIN_LAB_CNI_FAILED',
 } as const;

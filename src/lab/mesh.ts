@@ -40,6 +40,11 @@ export function adminSocketOf(rec: LabRecord, node: string): string {
   return join(rec.dir, 'agents', `${node}.sock`);
 }
 
+/** Where a node's agent answers skein-cni (its --cni-socket). */
+export function cniSocketOf(rec: LabRecord, node: string): string {
+  return join(rec.dir, 'agents', `${node}.cni.sock`);
+}
+
 /** GET on one node's agent admin API; undefined when it does not answer (yet). */
 export async function agentAdminGet<T>(rec: LabRecord, node: string, path: string): Promise<T | undefined> {
   try {
@@ -143,6 +148,8 @@ export function startAgent(rec: LabRecord, node: PlannedNode, extraArgs: string[
     auditLogOf(rec, node.name),
     '--admin-socket',
     adminSocketOf(rec, node.name),
+    '--cni-socket',
+    cniSocketOf(rec, node.name),
     ...extraArgs,
   ], env);
 }

@@ -32,7 +32,6 @@ export const TRUST_MOUNT = '/etc/skein/trust';
 export const HOST_CNI_BIN = '/host/opt/cni/bin';
 export const HOST_CNI_CONF = '/host/etc/cni/net.d';
 /** The agent's unix sockets (admin, CNI) inside its container: the agent's defaults. */
-export const AGENT_RUN_DIR = '/run/skein';
 const TOKEN_DIR = '/var/run/secrets/skein';
 const PART_OF = { 'app.kubernetes.io/part-of': 'skein' };
 
@@ -248,6 +247,10 @@ function agent(v: InstallValues): Manifest[] {
     `--trust-domain=${v.trustDomain}`,
     `--pin-root=${v.agent.pinRoot}`,
     '--cgroup-root=/sys/fs/cgroup',
+    // skein-cni (on the host) asks the agent to capture a new pod here before it starts.
+    // Mounted at the host's own path, so what the agent and the host's processes name agree.
+    `--cni-socket=${v.agent.runDir}/cni.sock`,
+    `--admin-socket=${v.agent.runDir}/agent.sock`,
     // The default ports are the binary's; only changed ones are passed.
     ...(p.metrics !== d.metrics ? [`--metrics=0.0.0.0:${p.metrics}`] : []),
     ...(p.ready !== d.ready ? [`--ready=0.0.0.0:${p.ready}`] : []),
@@ -294,7 +297,18 @@ function agent(v: InstallValues): Manifest[] {
                   name: 'install-cni',
                   image: v.image,
                   imagePullPolicy: v.imagePullPolicy,
-                  args: ['cni', 'install', '--bin-dir', HOST_CNI_BIN, '--conf-dir', HOST_CNI_CONF],
+                  // The plugin runs on the host: it names the agent's socket by its host path.
+                  // kube-system and skein's own pods start without asking the agent (the controller
+                  // must start while agents wait for it); `skein cni uninstall` is the operator's, never a rollout's.
+                  args: [
+                    'cni',
+                    'install',
+                    `--bin-dir=${HOST_CNI_BIN}`,
+                    `--conf-dir=${HOST_CNI_CONF}`,
+                    `--agent-socket=${v.agent.runDir}/cni.sock`,
+                    '--exclude-namespace=kube-system',
+                    `--exclude-namespace=${ns}`,
+                  ],
                   // Root to write the node's root-owned CNI folders; nothing else.
                   securityContext: { runAsUser: 0, allowPrivilegeEscalation: false, capabilities: { drop: ['ALL'] } },
                   volumeMounts: [
@@ -325,7 +339,7 @@ function agent(v: InstallValues): Manifest[] {
                     { name: 'trust-bundle', mountPath: TRUST_MOUNT, readOnly: true },
                     { name: 'bpffs', mountPath: '/sys/fs/bpf', mountPropagation: 'Bidirectional' },
                     { name: 'cgroup', mountPath: '/sys/fs/cgroup' },
-                    { name: 'run', mountPath: AGENT_RUN_DIR },
+                    { name: 'run', mountPath: v.agent.runDir },
                     { name: 'netns', mountPath: '/var/run/netns', mountPropagation: 'HostToContainer' },
                     { name: 'cni-bin', mountPath: HOST_CNI_BIN },
                     { name: 'cni-conf', mountPath: HOST_CNI_CONF },

@@ -21,6 +21,7 @@ t.test('the agent refuses an incomplete command line before touching anything', 
     });
   }
   await t.rejects(runAgent(['--node', 'n1', '--config-folder', '/tmp', '--request-metrics', 'maybe']), { code: 'SKEIN_AGENT_USAGE', message: /--request-metrics must be on or off/ });
+  await t.rejects(runAgent(['--node', 'n1', '--config-folder', '/tmp', '--cni-pod-wait', 'soon']), { code: 'SKEIN_AGENT_USAGE', message: /--cni-pod-wait must be seconds/ });
 });
 
 t.test('admin, metrics and readiness addresses', async (t) => {

@@ -98,7 +98,20 @@ t.test('skein install with the defaults: every object validates', async (t) => {
   t.notOk(find(objs, 'ConfigMap', 'skein-trust-bundle').data, 'installed without data: re-applying never replaces the roots');
   const hostPaths = spec.volumes.flatMap((v) => (v.hostPath ? [v.hostPath.path] : []));
   for (const p of ['/sys/fs/bpf', '/sys/fs/cgroup', '/var/run/skein', '/opt/cni/bin', '/etc/cni/net.d']) t.ok(hostPaths.includes(p), `hostPath ${p}`);
-  t.same(spec.initContainers?.[0]?.args, ['cni', 'install', '--bin-dir', '/host/opt/cni/bin', '--conf-dir', '/host/etc/cni/net.d'], 'the CNI installer');
+  t.same(
+    spec.initContainers?.[0]?.args,
+    [
+      'cni',
+      'install',
+      '--bin-dir=/host/opt/cni/bin',
+      '--conf-dir=/host/etc/cni/net.d',
+      '--agent-socket=/var/run/skein/cni.sock',
+      '--exclude-namespace=kube-system',
+      '--exclude-namespace=skein-system',
+    ],
+    'the CNI installer: the host path of the socket the agent serves (its --cni-socket, mounted from there)',
+  );
+  t.ok(agent.args?.includes('--cni-socket=/var/run/skein/cni.sock'), 'the agent serves skein-cni');
   t.ok(agent.livenessProbe && agent.readinessProbe, 'agent probes');
   const ctl = podSpec(find(objs, 'Deployment', 'skein-controller')).containers[0]!;
   t.ok(ctl.livenessProbe && ctl.readinessProbe, 'controller probes');
