@@ -193,9 +193,6 @@ export class FakeKernel {
       async openSocket(netnsPath) {
         return k.fd({ kind: 'socket', netnsCookie: k.netns.get(netnsPath) ?? 0n });
       },
-      async connectInNetns(netnsPath) {
-        return k.fd({ kind: 'socket', netnsCookie: k.netns.get(netnsPath) ?? 0n });
-      },
       async netnsCookie(netnsPath) {
         const cookie = k.netns.get(netnsPath);
         if (cookie === undefined) throw sysError('ENOENT', 2, 'open');
