@@ -19,7 +19,7 @@ export interface TrafficRow {
 }
 
 export interface AgentMetricsSources {
-  capture: Pick<CaptureManager, 'counters'>;
+  capture: Pick<CaptureManager, 'counters'> & Partial<Pick<CaptureManager, 'connectStats'>>;
   /** Refusals at the local pods' tunnel ports by stable code (NodeAgent.tunnelRefusals). */
   tunnelRefusals: ReadonlyMap<string, number>;
   /** Connections refused at the local pods' 15001 and 15006 listeners by code (NodeAgent.listenerRefusals). */
@@ -101,6 +101,30 @@ export function registerAgentMetrics(registry: Registry, src: AgentMetricsSource
       for (const [code, n] of src.listenerRefusals ?? []) this.inc({ code }, n);
     },
   });
+  const connectStats = src.capture.connectStats?.bind(src.capture);
+  if (connectStats) {
+    new Counter({
+      name: 'skein_pod_connect_failures_total',
+      help: 'Connects the agent made from inside pod netns (to the app, leaving the mesh) that failed, by stable code: over the per-pod cap and queue (TOO_MANY_CONNECTS), no answer in time (CONNECT_TIMEOUT), refused or unreachable (CONNECT_FAILED)',
+      labelNames: ['code'] as const,
+      registers: [registry],
+      collect() {
+        this.reset();
+        for (const [code, n] of Object.entries(connectStats().refusals)) this.inc({ code }, n);
+      },
+    });
+    new Gauge({
+      name: 'skein_pod_connects',
+      help: 'Connects from inside pod netns now, all pods: in_progress (holding one of a pod\'s --max-pod-connects slots) or queued (waiting for one)',
+      labelNames: ['state'] as const,
+      registers: [registry],
+      collect() {
+        const s = connectStats();
+        this.set({ state: 'in_progress' }, s.inProgress);
+        this.set({ state: 'queued' }, s.queued);
+      },
+    });
+  }
 }
 
 /** Config, certificates, authorization, refusals and tunnels: read from their owners' stats at scrape. */

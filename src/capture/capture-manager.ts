@@ -29,7 +29,7 @@ import { checkHost, type HostFacts, readHostFacts } from './host.js';
 import type { IpFamily, OriginalDestination } from '../config/address.js';
 import { COUNTER, type CounterName, decodeInboundPod, decodeNetnsPort, decodePodRecord, decodeSlotPort, encodeConfig, encodeEnrolled, encodeInboundPod, encodeNetnsPort, encodePodAddr, encodePodRecord, encodeSlotPort, encodeSocketFd, encodeStamp, MAP, type MapName, PIN_LAYOUT, PRESENT, type PodRecord, sumPerCpuU64, u32Key, u64Key } from './maps.js';
 import { loadNative, type SkeinNative } from './native.js';
-import { type NetnsConnectOptions, NetnsConnector, type NetnsConnectorOptions } from './netns-connect.js';
+import { type NetnsConnectOptions, NetnsConnector, type NetnsConnectorOptions, type NetnsConnectStats } from './netns-connect.js';
 import { inboundDestination, readOriginalDestination } from './original-destination.js';
 import { PinFolder } from './pins.js';
 import { BpfPrograms } from './programs.js';
@@ -292,8 +292,17 @@ export class CaptureManager {
   }
 
   connectFromAgent(netnsPath: string, host: string, port: number, opts: NetnsConnectOptions = {}): Promise<Socket> {
+    return this.netnsConnector().connect(netnsPath, host, port, opts);
+  }
+
+  /** Connects from pod netns now (in progress, waiting) and their failures by code (admin, metrics). */
+  connectStats(): NetnsConnectStats {
+    return this.netnsConnector().stats();
+  }
+
+  private netnsConnector(): NetnsConnector {
     this.connector ??= new NetnsConnector((path, family) => this.openAgentSocket(path, family), this.deps.connector);
-    return this.connector.connect(netnsPath, host, port, opts);
+    return this.connector;
   }
 
   /** Stop managing; capture stays in place through the pins (a restarted agent adopts it). */
