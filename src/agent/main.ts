@@ -21,6 +21,7 @@ import { AuditLog } from '../policy/audit-log.js';
 import { parseHostPort, startAdmin } from './admin.js';
 import { DEFAULT_ADMIN_SOCKET } from '../api/agent-admin.js';
 import { DEFAULT_MAX_CONNECTIONS_PER_LISTENER } from '../proxy/connection-cap.js';
+import { DEFAULT_MAX_TUNNEL_STREAMS, DEFAULT_MAX_TUNNEL_STREAMS_PER_PEER } from '../proxy/tunnel/tunnel-server.js';
 import { DEFAULT_MAX_CONNECTS_PER_NETNS, DEFAULT_MAX_QUEUED_PER_NETNS } from '../capture/netns-connect.js';
 import { NodeAgent } from './agent.js';
 import { cleanupNode, describeCleanup } from './cleanup.js';
@@ -63,6 +64,11 @@ export const AGENT_USAGE = `usage: skein agent --node NAME (--controller H:P | -
   --cert-ttl SECONDS     requested workload certificate TTL (default 86400)
   --max-connections N    connections each pod's listener (15001, 15006, 15008) holds at once;
                          beyond it new ones are closed and counted (default ${DEFAULT_MAX_CONNECTIONS_PER_LISTENER})
+  --max-tunnel-streams N streams (requests, tunnels) each pod's tunnel port (15008) has open at
+                         once; beyond it a new one is refused (REFUSED_STREAM) and counted
+                         (default ${DEFAULT_MAX_TUNNEL_STREAMS})
+  --max-tunnel-streams-per-peer N  of those, what one source identity may hold, so no client
+                         workload takes them all (default ${DEFAULT_MAX_TUNNEL_STREAMS_PER_PEER})
   --max-pod-connects N   connects the agent has in progress from inside one pod's netns at once
                          (delivering to the app, traffic leaving the mesh); more wait their turn
                          (default ${DEFAULT_MAX_CONNECTS_PER_NETNS})
@@ -143,6 +149,8 @@ export async function runAgent(argv: string[], deps: AgentMainDeps = {}): Promis
       'traffic-report': { type: 'string', default: '5' },
       'traffic-max-edges': { type: 'string', default: String(DEFAULT_MAX_EDGES) },
       'max-connections': { type: 'string', default: String(DEFAULT_MAX_CONNECTIONS_PER_LISTENER) },
+      'max-tunnel-streams': { type: 'string', default: String(DEFAULT_MAX_TUNNEL_STREAMS) },
+      'max-tunnel-streams-per-peer': { type: 'string', default: String(DEFAULT_MAX_TUNNEL_STREAMS_PER_PEER) },
       'max-pod-connects': { type: 'string', default: String(DEFAULT_MAX_CONNECTS_PER_NETNS) },
       'max-pod-connects-queued': { type: 'string', default: String(DEFAULT_MAX_QUEUED_PER_NETNS) },
       'upgrade-protocols': { type: 'string', default: 'websocket' },
@@ -178,6 +186,8 @@ export async function runAgent(argv: string[], deps: AgentMainDeps = {}): Promis
   const node = need(values.node, '--node');
   if (!values['config-folder'] === !values.controller) throw new SkeinError(AgentCode.Usage, `give exactly one of --controller and --config-folder\n${AGENT_USAGE}`);
   const maxConnections = wholeNumber(values['max-connections']!, '--max-connections', 1);
+  const maxTunnelStreams = wholeNumber(values['max-tunnel-streams']!, '--max-tunnel-streams', 1);
+  const maxTunnelStreamsPerPeer = wholeNumber(values['max-tunnel-streams-per-peer']!, '--max-tunnel-streams-per-peer', 1);
   const maxPodConnects = wholeNumber(values['max-pod-connects']!, '--max-pod-connects', 1);
   const maxPodConnectsQueued = wholeNumber(values['max-pod-connects-queued']!, '--max-pod-connects-queued', 0);
   const maxSeries = Number(values['metrics-max-series']);
@@ -249,6 +259,7 @@ export async function runAgent(argv: string[], deps: AgentMainDeps = {}): Promis
     log,
     upgradeProtocols,
     maxConnectionsPerListener: maxConnections,
+    tunnelStreams: { max: maxTunnelStreams, perPeer: maxTunnelStreamsPerPeer },
     ...(auditLog ? { auditLog } : {}),
     ...(requestMetrics === 'on' ? { istioMetrics: new IstioMetrics({ registry, maxSeries }) } : {}),
     ...(tracing ? { tracing } : {}),

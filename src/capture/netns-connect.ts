@@ -24,6 +24,9 @@ import net from 'node:net';
 import { SkeinError } from '../errors.js';
 import { CaptureCode } from './codes.js';
 
+/** Failures counted by code: capture's own (an abort's reason is the caller's, not counted). */
+const CAPTURE_CODES: ReadonlySet<string> = new Set(Object.values(CaptureCode));
+
 /** Makes an unconnected TCP socket (fd) inside the netns, carrying the agent's mark. */
 export type NetnsSocketFactory = (netnsPath: string, family: 4 | 6) => Promise<number>;
 
@@ -110,7 +113,7 @@ export class NetnsConnector {
       return await this.connectCounted(netnsPath, host, port, opts);
     } catch (err) {
       const code = (err as { code?: unknown }).code;
-      if (typeof code === 'string' && code.startsWith('SKEIN_CAPTURE_')) this.refusals[code] = (this.refusals[code] ?? 0) + 1;
+      if (typeof code === 'string' && CAPTURE_CODES.has(code)) this.refusals[code] = (this.refusals[code] ?? 0) + 1;
       throw err;
     }
   }
