@@ -4,6 +4,7 @@ import { parseArgs } from 'node:util';
 import { collectDefaultMetrics, Registry } from 'prom-client';
 import { CaptureManager } from '../capture/capture-manager.js';
 import { CaptureCode } from '../capture/codes.js';
+import { CAPTURE_DEFAULTS } from '../capture/options.js';
 import { findCgroup2Root, readHostFacts } from '../capture/host.js';
 import { DEFAULT_KUBELET_ROOTS, PodNetnsDiscovery } from '../capture/pod-netns-discovery.js';
 import { DEFAULT_CLUSTER_DOMAIN, DEFAULT_TRUST_DOMAIN } from '../config/model.js';
@@ -69,6 +70,10 @@ export const AGENT_USAGE = `usage: skein agent --node NAME (--controller H:P | -
                          (default ${DEFAULT_MAX_TUNNEL_STREAMS})
   --max-tunnel-streams-per-peer N  of those, what one source identity may hold, so no client
                          workload takes them all (default ${DEFAULT_MAX_TUNNEL_STREAMS_PER_PEER})
+  --max-pod-captured-connections N  outbound connections one pod may have captured at once
+                         (connecting or open): its share of the node's original-destination
+                         records, so it cannot evict other pods'; more are refused (EPERM) and
+                         counted (default ${CAPTURE_DEFAULTS.podShare}; 0: no cap; below 65536)
   --max-pod-connects N   connects the agent has in progress from inside one pod's netns at once
                          (delivering to the app, traffic leaving the mesh); more wait their turn
                          (default ${DEFAULT_MAX_CONNECTS_PER_NETNS})
@@ -151,6 +156,7 @@ export async function runAgent(argv: string[], deps: AgentMainDeps = {}): Promis
       'max-connections': { type: 'string', default: String(DEFAULT_MAX_CONNECTIONS_PER_LISTENER) },
       'max-tunnel-streams': { type: 'string', default: String(DEFAULT_MAX_TUNNEL_STREAMS) },
       'max-tunnel-streams-per-peer': { type: 'string', default: String(DEFAULT_MAX_TUNNEL_STREAMS_PER_PEER) },
+      'max-pod-captured-connections': { type: 'string', default: String(CAPTURE_DEFAULTS.podShare) },
       'max-pod-connects': { type: 'string', default: String(DEFAULT_MAX_CONNECTS_PER_NETNS) },
       'max-pod-connects-queued': { type: 'string', default: String(DEFAULT_MAX_QUEUED_PER_NETNS) },
       'upgrade-protocols': { type: 'string', default: 'websocket' },
@@ -188,6 +194,7 @@ export async function runAgent(argv: string[], deps: AgentMainDeps = {}): Promis
   const maxConnections = wholeNumber(values['max-connections']!, '--max-connections', 1);
   const maxTunnelStreams = wholeNumber(values['max-tunnel-streams']!, '--max-tunnel-streams', 1);
   const maxTunnelStreamsPerPeer = wholeNumber(values['max-tunnel-streams-per-peer']!, '--max-tunnel-streams-per-peer', 1);
+  const podShare = wholeNumber(values['max-pod-captured-connections']!, '--max-pod-captured-connections', 0);
   const maxPodConnects = wholeNumber(values['max-pod-connects']!, '--max-pod-connects', 1);
   const maxPodConnectsQueued = wholeNumber(values['max-pod-connects-queued']!, '--max-pod-connects-queued', 0);
   const maxSeries = Number(values['metrics-max-series']);
@@ -220,7 +227,7 @@ export async function runAgent(argv: string[], deps: AgentMainDeps = {}): Promis
     registry,
   });
   const capture = new CaptureManager(
-    { pinRoot: values['pin-root'], ...(values['bpf-dir'] ? { bpfObjectDir: values['bpf-dir'] } : {}) },
+    { pinRoot: values['pin-root'], podShare, ...(values['bpf-dir'] ? { bpfObjectDir: values['bpf-dir'] } : {}) },
     { logger: log, connector: { maxConnectsPerNetns: maxPodConnects, maxQueuedPerNetns: maxPodConnectsQueued } },
   );
   // The controller's stream in a cluster; a folder of Kubernetes YAML on one machine.

@@ -135,7 +135,7 @@ export class CaptureManager {
       this.pins.makeDirs();
       await this.programs.load();
       this.native.mapUpdate(this.map(MAP.stamp), u32Key(0), encodeStamp(PIN_LAYOUT));
-      this.native.mapUpdate(this.map(MAP.config), u32Key(0), encodeConfig(o.agentMark));
+      this.native.mapUpdate(this.map(MAP.config), u32Key(0), encodeConfig(o.agentMark, o.podShare));
       this.programs.attachCgroupHooks(this.cgroupPath);
       for (const slot of this.programs.adoptPodLinks()) this.purgeSlot(slot);
       this.log.info({ pinRoot: o.pinRoot, cgroup: this.cgroupPath, programs: this.programIds() }, 'capture started');
@@ -392,7 +392,11 @@ export class CaptureManager {
     const n = this.native;
     const recordBuf = n.mapLookup(this.map(MAP.pods), u32Key(slot));
     const record = recordBuf ? decodePodRecord(recordBuf) : undefined;
-    if (record) n.mapDelete(this.map(MAP.enrolled), u64Key(record.netnsCookie));
+    if (record) {
+      n.mapDelete(this.map(MAP.enrolled), u64Key(record.netnsCookie));
+      // The pod's share count goes with it (its sockets, if any, find none at close).
+      n.mapDelete(this.map(MAP.podShare), u64Key(record.netnsCookie));
+    }
     this.programs.detachSkLookup(slot);
     const addrs = this.map(MAP.inboundAddresses);
     for (const key of this.keys(addrs)) {

@@ -22,6 +22,7 @@ t.test('the agent refuses an incomplete command line before touching anything', 
       });
     }
   }
+  await t.rejects(runAgent(['--node', 'n1', '--config-folder', '/tmp', '--max-pod-captured-connections=-1']), { code: 'SKEIN_AGENT_USAGE', message: /--max-pod-captured-connections must be a whole number of at least 0/ });
   // 0 waiting is allowed: connects beyond those in progress fail at once.
   await t.rejects(runAgent(['--node', 'n1', '--config-folder', '/tmp', '--max-pod-connects-queued=-1']), { code: 'SKEIN_AGENT_USAGE', message: /--max-pod-connects-queued must be a whole number of at least 0/ });
   await t.rejects(runAgent(['--node', 'n1', '--config-folder', '/tmp', '--request-metrics', 'maybe']), { code: 'SKEIN_AGENT_USAGE', message: /--request-metrics must be on or off/ });
