@@ -102,6 +102,9 @@ export async function startAdmin(deps: AdminDeps, at: AdminAddresses): Promise<(
           tunnel: { refusals: Object.fromEntries(agent.tunnelRefusals) },
           listeners: { refusals: Object.fromEntries(agent.listenerRefusals) },
           capture: capture.counters(),
+          // Connects the agent makes from inside pod netns: in progress and waiting now, and
+          // failures by code (a pod connecting to a black hole shows here).
+          podConnects: capture.connectStats(),
           // Where the agent's memory is: V8 heap (total reserved, used), memory outside it
           // held by JS objects (external, of which ArrayBuffers), and the process' RSS.
           memory: process.memoryUsage(),

@@ -51,6 +51,8 @@ export interface NodeAgentOptions {
   upgradeProtocols?: readonly string[];
   /** Connections each pod's listener (15001, 15006, 15008) holds at once; beyond it new ones are closed. */
   maxConnectionsPerListener?: number;
+  /** Streams each pod's tunnel port (15008) has open at once, and one source identity's share of them. */
+  tunnelStreams?: { max?: number; perPeer?: number };
   /** The hash-chained audit trail of authorization (DENY, AUDIT, dry run); absent: none. */
   auditLog?: AuditLog;
   /** Istio's standard request and TCP metrics, fed by both proxies' records; absent: none. */
@@ -339,6 +341,7 @@ export class NodeAgent {
           onTunnelRefusal: (code) => this.tunnelRefusals.set(code, (this.tunnelRefusals.get(code) ?? 0) + 1),
           onListenerRefusal: (code) => this.listenerRefusals.set(code, (this.listenerRefusals.get(code) ?? 0) + 1),
           ...(this.opts.maxConnectionsPerListener ? { maxConnections: this.opts.maxConnectionsPerListener } : {}),
+          ...(this.opts.tunnelStreams ? { tunnelStreams: this.opts.tunnelStreams } : {}),
           peerAuthentication: (pod, port) => this.authorizer.mtlsMode(pod, port),
         });
         this.pods.set(uid, started);

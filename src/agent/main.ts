@@ -4,6 +4,7 @@ import { parseArgs } from 'node:util';
 import { collectDefaultMetrics, Registry } from 'prom-client';
 import { CaptureManager } from '../capture/capture-manager.js';
 import { CaptureCode } from '../capture/codes.js';
+import { CAPTURE_DEFAULTS } from '../capture/options.js';
 import { findCgroup2Root, readHostFacts } from '../capture/host.js';
 import { DEFAULT_KUBELET_ROOTS, PodNetnsDiscovery } from '../capture/pod-netns-discovery.js';
 import { DEFAULT_CLUSTER_DOMAIN, DEFAULT_TRUST_DOMAIN } from '../config/model.js';
@@ -21,6 +22,8 @@ import { AuditLog } from '../policy/audit-log.js';
 import { parseHostPort, startAdmin } from './admin.js';
 import { DEFAULT_ADMIN_SOCKET } from '../api/agent-admin.js';
 import { DEFAULT_MAX_CONNECTIONS_PER_LISTENER } from '../proxy/connection-cap.js';
+import { DEFAULT_MAX_TUNNEL_STREAMS, DEFAULT_MAX_TUNNEL_STREAMS_PER_PEER } from '../proxy/tunnel/tunnel-server.js';
+import { DEFAULT_MAX_CONNECTS_PER_NETNS, DEFAULT_MAX_QUEUED_PER_NETNS } from '../capture/netns-connect.js';
 import { NodeAgent } from './agent.js';
 import { cleanupNode, describeCleanup } from './cleanup.js';
 import { DEFAULT_CNI_BIN_DIR, DEFAULT_CNI_CONF_DIR } from '../capture/cni-files.js';
@@ -63,6 +66,20 @@ export const AGENT_USAGE = `usage: skein agent --node NAME (--controller H:P | -
   --cert-ttl SECONDS     requested workload certificate TTL (default 86400)
   --max-connections N    connections each pod's listener (15001, 15006, 15008) holds at once;
                          beyond it new ones are closed and counted (default ${DEFAULT_MAX_CONNECTIONS_PER_LISTENER})
+  --max-tunnel-streams N streams (requests, tunnels) each pod's tunnel port (15008) has open at
+                         once; beyond it a new one is refused (REFUSED_STREAM) and counted
+                         (default ${DEFAULT_MAX_TUNNEL_STREAMS})
+  --max-tunnel-streams-per-peer N  of those, what one source identity may hold, so no client
+                         workload takes them all (default ${DEFAULT_MAX_TUNNEL_STREAMS_PER_PEER})
+  --max-pod-captured-connections N  outbound connections one pod may have captured at once
+                         (connecting or open): its share of the node's original-destination
+                         records, so it cannot evict other pods'; more are refused (EPERM) and
+                         counted (default ${CAPTURE_DEFAULTS.podShare}; 0: no cap; below 65536)
+  --max-pod-connects N   connects the agent has in progress from inside one pod's netns at once
+                         (delivering to the app, traffic leaving the mesh); more wait their turn
+                         (default ${DEFAULT_MAX_CONNECTS_PER_NETNS})
+  --max-pod-connects-queued N  connects waiting per pod beyond those; more fail at once with
+                         SKEIN_CAPTURE_TOO_MANY_CONNECTS (default ${DEFAULT_MAX_QUEUED_PER_NETNS})
   --upgrade-protocols L  HTTP/1 Upgrade protocols piped after a 101, comma list (default websocket;
                          others, h2c included, are served as plain HTTP/1.1 requests)
   --log-file FILE        JSON log lines go here (default stderr)
@@ -96,6 +113,13 @@ const STOP_GRACE_MS = 5000;
 function fraction(v: string, flag: string): number {
   const n = Number(v);
   if (v.trim() === '' || !(n >= 0 && n <= 1)) throw new SkeinError(AgentCode.Usage, `${flag} must be a number within 0..1, got "${v}"`);
+  return n;
+}
+
+/** A whole-number flag value of at least `min`. */
+function wholeNumber(v: string, flag: string, min: number): number {
+  const n = Number(v);
+  if (v.trim() === '' || !Number.isInteger(n) || n < min) throw new SkeinError(AgentCode.Usage, `${flag} must be a whole number of at least ${min}, got "${v}"`);
   return n;
 }
 
@@ -135,6 +159,11 @@ export async function runAgent(argv: string[], deps: AgentMainDeps = {}): Promis
       'traffic-report': { type: 'string', default: '5' },
       'traffic-max-edges': { type: 'string', default: String(DEFAULT_MAX_EDGES) },
       'max-connections': { type: 'string', default: String(DEFAULT_MAX_CONNECTIONS_PER_LISTENER) },
+      'max-tunnel-streams': { type: 'string', default: String(DEFAULT_MAX_TUNNEL_STREAMS) },
+      'max-tunnel-streams-per-peer': { type: 'string', default: String(DEFAULT_MAX_TUNNEL_STREAMS_PER_PEER) },
+      'max-pod-captured-connections': { type: 'string', default: String(CAPTURE_DEFAULTS.podShare) },
+      'max-pod-connects': { type: 'string', default: String(DEFAULT_MAX_CONNECTS_PER_NETNS) },
+      'max-pod-connects-queued': { type: 'string', default: String(DEFAULT_MAX_QUEUED_PER_NETNS) },
       'upgrade-protocols': { type: 'string', default: 'websocket' },
       'log-file': { type: 'string' },
       'log-level': { type: 'string' },
@@ -169,8 +198,12 @@ export async function runAgent(argv: string[], deps: AgentMainDeps = {}): Promis
   };
   const node = need(values.node, '--node');
   if (!values['config-folder'] === !values.controller) throw new SkeinError(AgentCode.Usage, `give exactly one of --controller and --config-folder\n${AGENT_USAGE}`);
-  const maxConnections = Number(values['max-connections']);
-  if (!Number.isInteger(maxConnections) || maxConnections < 1) throw new SkeinError(AgentCode.Usage, `--max-connections must be a whole number above 0, got "${values['max-connections']}"`);
+  const maxConnections = wholeNumber(values['max-connections']!, '--max-connections', 1);
+  const maxTunnelStreams = wholeNumber(values['max-tunnel-streams']!, '--max-tunnel-streams', 1);
+  const maxTunnelStreamsPerPeer = wholeNumber(values['max-tunnel-streams-per-peer']!, '--max-tunnel-streams-per-peer', 1);
+  const podShare = wholeNumber(values['max-pod-captured-connections']!, '--max-pod-captured-connections', 0);
+  const maxPodConnects = wholeNumber(values['max-pod-connects']!, '--max-pod-connects', 1);
+  const maxPodConnectsQueued = wholeNumber(values['max-pod-connects-queued']!, '--max-pod-connects-queued', 0);
   const maxSeries = Number(values['metrics-max-series']);
   if (!Number.isInteger(maxSeries) || maxSeries < 1) throw new SkeinError(AgentCode.Usage, `--metrics-max-series must be a whole number above 0, got "${values['metrics-max-series']}"`);
   const requestMetrics = values['request-metrics'];
@@ -202,7 +235,10 @@ export async function runAgent(argv: string[], deps: AgentMainDeps = {}): Promis
     logger: log,
     registry,
   });
-  const capture = new CaptureManager({ pinRoot: values['pin-root'], ...(values['bpf-dir'] ? { bpfObjectDir: values['bpf-dir'] } : {}) }, { logger: log });
+  const capture = new CaptureManager(
+    { pinRoot: values['pin-root'], podShare, ...(values['bpf-dir'] ? { bpfObjectDir: values['bpf-dir'] } : {}) },
+    { logger: log, connector: { maxConnectsPerNetns: maxPodConnects, maxQueuedPerNetns: maxPodConnectsQueued } },
+  );
   // The controller's stream in a cluster; a folder of Kubernetes YAML on one machine.
   // What this agent sees per edge, for the controller (on the config stream: a controller only).
   const traffic = values.controller && trafficReport > 0 && requestMetrics === 'on' ? new MeshTraffic({ node, maxEdges }) : undefined;
@@ -239,6 +275,7 @@ export async function runAgent(argv: string[], deps: AgentMainDeps = {}): Promis
     log,
     upgradeProtocols,
     maxConnectionsPerListener: maxConnections,
+    tunnelStreams: { max: maxTunnelStreams, perPeer: maxTunnelStreamsPerPeer },
     ...(auditLog ? { auditLog } : {}),
     ...(requestMetrics === 'on' ? { istioMetrics: new IstioMetrics({ registry, maxSeries }) } : {}),
     ...(tracing ? { tracing } : {}),

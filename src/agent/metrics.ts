@@ -19,7 +19,7 @@ export interface TrafficRow {
 }
 
 export interface AgentMetricsSources {
-  capture: Pick<CaptureManager, 'counters'>;
+  capture: { counters(): Partial<ReturnType<CaptureManager['counters']>> & { skLookupAssignFailed: number; skLookupNoSocket: number } } & Partial<Pick<CaptureManager, 'connectStats'>>;
   /** Refusals at the local pods' tunnel ports by stable code (NodeAgent.tunnelRefusals). */
   tunnelRefusals: ReadonlyMap<string, number>;
   /** Connections refused at the local pods' 15001 and 15006 listeners by code (NodeAgent.listenerRefusals). */
@@ -64,6 +64,24 @@ export function registerAgentMetrics(registry: Registry, src: AgentMetricsSource
       } catch (err) {
         if (!warned) src.log.warn({ err: messageOf(err), code: AgentCode.MetricsUnreadable }, 'cannot read the BPF counters');
         warned = true;
+      }
+    },
+  });
+  let warnedOut = false;
+  new Counter({
+    name: 'skein_capture_outbound_refused_total',
+    help: 'Outbound connects of enrolled pods that connect4/6 refused (EPERM to the app) instead of capturing, by reason: pod_share (the pod held its --max-pod-captured-connections), no_record (no socket storage for the original destination); counted in the kernel since the pins were made',
+    labelNames: ['reason'] as const,
+    registers: [registry],
+    collect() {
+      try {
+        const c = src.capture.counters();
+        this.reset();
+        this.inc({ reason: 'pod_share' }, c.podShareRefused ?? 0);
+        this.inc({ reason: 'no_record' }, c.noRecordRefused ?? 0);
+      } catch (err) {
+        if (!warnedOut) src.log.warn({ err: messageOf(err), code: AgentCode.MetricsUnreadable }, 'cannot read the BPF counters');
+        warnedOut = true;
       }
     },
   });
@@ -114,6 +132,30 @@ export function registerAgentMetrics(registry: Registry, src: AgentMetricsSource
       for (const [code, n] of src.listenerRefusals ?? []) this.inc({ code }, n);
     },
   });
+  const connectStats = src.capture.connectStats?.bind(src.capture);
+  if (connectStats) {
+    new Counter({
+      name: 'skein_pod_connect_failures_total',
+      help: 'Connects the agent made from inside pod netns (to the app, leaving the mesh) that failed, by stable code: over the per-pod cap and queue (TOO_MANY_CONNECTS), no answer in time (CONNECT_TIMEOUT), refused or unreachable (CONNECT_FAILED)',
+      labelNames: ['code'] as const,
+      registers: [registry],
+      collect() {
+        this.reset();
+        for (const [code, n] of Object.entries(connectStats().refusals)) this.inc({ code }, n);
+      },
+    });
+    new Gauge({
+      name: 'skein_pod_connects',
+      help: 'Connects from inside pod netns now, all pods: in_progress (holding one of a pod\'s --max-pod-connects slots) or queued (waiting for one)',
+      labelNames: ['state'] as const,
+      registers: [registry],
+      collect() {
+        const s = connectStats();
+        this.set({ state: 'in_progress' }, s.inProgress);
+        this.set({ state: 'queued' }, s.queued);
+      },
+    });
+  }
 }
 
 /** Config, certificates, authorization, refusals and tunnels: read from their owners' stats at scrape. */

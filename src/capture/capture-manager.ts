@@ -29,7 +29,7 @@ import { checkHost, type HostFacts, readHostFacts } from './host.js';
 import type { IpFamily, OriginalDestination } from '../config/address.js';
 import { COUNTER, type CounterName, decodeInboundPod, decodeNetnsPort, decodePodRecord, decodeSlotPort, encodeConfig, encodeEnrolled, encodeInboundPod, encodeNetnsPort, encodePodAddr, encodePodRecord, encodeSlotPort, encodeSocketFd, encodeStamp, MAP, type MapName, PIN_LAYOUT, PRESENT, type PodRecord, sumPerCpuU64, u32Key, u64Key } from './maps.js';
 import { loadNative, type SkeinNative } from './native.js';
-import { type NetnsConnectOptions, NetnsConnector, type NetnsConnectorOptions } from './netns-connect.js';
+import { type NetnsConnectOptions, NetnsConnector, type NetnsConnectorOptions, type NetnsConnectStats } from './netns-connect.js';
 import { inboundDestination, readOriginalDestination } from './original-destination.js';
 import { PinFolder } from './pins.js';
 import { BpfPrograms } from './programs.js';
@@ -173,7 +173,7 @@ export class CaptureManager {
       this.pins.makeDirs();
       await this.programs.load();
       this.native.mapUpdate(this.map(MAP.stamp), u32Key(0), encodeStamp(PIN_LAYOUT));
-      this.native.mapUpdate(this.map(MAP.config), u32Key(0), encodeConfig(o.agentMark));
+      this.native.mapUpdate(this.map(MAP.config), u32Key(0), encodeConfig(o.agentMark, o.podShare));
       this.programs.attachCgroupHooks(this.cgroupPath);
       for (const slot of this.programs.adoptPodLinks()) this.purgeSlot(slot);
       this.log.info({ pinRoot: o.pinRoot, cgroup: this.cgroupPath, programs: this.programIds() }, 'capture started');
@@ -402,8 +402,17 @@ export class CaptureManager {
   }
 
   connectFromAgent(netnsPath: string, host: string, port: number, opts: NetnsConnectOptions = {}): Promise<Socket> {
+    return this.netnsConnector().connect(netnsPath, host, port, opts);
+  }
+
+  /** Connects from pod netns now (in progress, waiting) and their failures by code (admin, metrics). */
+  connectStats(): NetnsConnectStats {
+    return this.netnsConnector().stats();
+  }
+
+  private netnsConnector(): NetnsConnector {
     this.connector ??= new NetnsConnector((path, family) => this.openAgentSocket(path, family), this.deps.connector);
-    return this.connector.connect(netnsPath, host, port, opts);
+    return this.connector;
   }
 
   /** Stop managing; capture stays in place through the pins (a restarted agent adopts it). */
@@ -495,7 +504,11 @@ export class CaptureManager {
     const n = this.native;
     const recordBuf = n.mapLookup(this.map(MAP.pods), u32Key(slot));
     const record = recordBuf ? decodePodRecord(recordBuf) : undefined;
-    if (record) n.mapDelete(this.map(MAP.enrolled), u64Key(record.netnsCookie));
+    if (record) {
+      n.mapDelete(this.map(MAP.enrolled), u64Key(record.netnsCookie));
+      // The pod's share count goes with it (its sockets, if any, find none at close).
+      n.mapDelete(this.map(MAP.podShare), u64Key(record.netnsCookie));
+    }
     this.programs.detachSkLookup(slot);
     const addrs = this.map(MAP.inboundAddresses);
     for (const key of this.keys(addrs)) {

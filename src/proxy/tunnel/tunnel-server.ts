@@ -99,7 +99,25 @@ export interface TunnelServerOptions {
    * closed, so one client workload cannot take every place. Default 256.
    */
   maxSessionsPerPeer?: number;
+  /**
+   * Streams (L7 requests and CONNECT tunnels) open at this pod's tunnel port at once, all
+   * sessions; beyond it a new stream is reset with REFUSED_STREAM (not processed: safe to
+   * retry) and counted (SKEIN_TUNNEL_STREAM_LIMIT). Default DEFAULT_MAX_TUNNEL_STREAMS.
+   */
+  maxStreams?: number;
+  /**
+   * Streams one source identity may have open at this pod at once, over all its sessions
+   * (SKEIN_TUNNEL_PEER_STREAM_LIMIT beyond). Below maxStreams, so one client workload can never
+   * take the whole stream capacity and leave none to the others. Default
+   * DEFAULT_MAX_TUNNEL_STREAMS_PER_PEER.
+   */
+  maxStreamsPerPeer?: number;
 }
+
+/** Default open streams per pod tunnel port (`skein agent --max-tunnel-streams`). */
+export const DEFAULT_MAX_TUNNEL_STREAMS = 16_384;
+/** Default open streams per source identity at one pod (`--max-tunnel-streams-per-peer`): a quarter of the pod's. */
+export const DEFAULT_MAX_TUNNEL_STREAMS_PER_PEER = 4_096;
 
 
 export interface TunnelServerStats {
@@ -107,6 +125,8 @@ export interface TunnelServerStats {
   sessions: number;
   /** Streams received, all outcomes. */
   streams: number;
+  /** Streams open now (admitted under the stream caps, not yet closed). */
+  openStreams: number;
   tlsRefused: number;
   identityRefused: number;
   badRequest: number;
@@ -135,6 +155,7 @@ export class TunnelServer {
   readonly stats: TunnelServerStats = {
     sessions: 0,
     streams: 0,
+    openStreams: 0,
     tlsRefused: 0,
     identityRefused: 0,
     badRequest: 0,
@@ -154,6 +175,10 @@ export class TunnelServer {
   /** Open sessions by source identity, for maxSessionsPerPeer. */
   private readonly sessionsByPeer = new Map<string, number>();
   private readonly maxSessionsPerPeer: number;
+  /** Open streams by source identity, for maxStreamsPerPeer. */
+  private readonly streamsByPeer = new Map<string, number>();
+  private readonly maxStreams: number;
+  private readonly maxStreamsPerPeer: number;
   private readonly sessionIdleTimeoutMs: number;
   private readonly sessionWindowBytes: number;
   private readonly guard: H2AbuseGuard;
@@ -180,6 +205,8 @@ export class TunnelServer {
     this.log = (opts.logger ?? silentLogger()).child({ component: 'tunnel-server', workload: `${opts.workload.namespace}/${opts.workload.name}` });
     this.onRefusal = opts.onRefusal;
     this.maxSessionsPerPeer = opts.maxSessionsPerPeer ?? 256;
+    this.maxStreams = opts.maxStreams ?? DEFAULT_MAX_TUNNEL_STREAMS;
+    this.maxStreamsPerPeer = opts.maxStreamsPerPeer ?? DEFAULT_MAX_TUNNEL_STREAMS_PER_PEER;
     this.sessionIdleTimeoutMs = opts.sessionIdleTimeoutMs ?? 300_000;
     this.sessionWindowBytes = opts.sessionWindowBytes ?? 8 * 1024 * 1024;
     this.guard = new H2AbuseGuard({
@@ -435,6 +462,20 @@ export class TunnelServer {
       this.guard.closeStream(stream, h2c.NGHTTP2_INTERNAL_ERROR);
       return;
     }
+    // Stream caps, before any work: the pod's whole tunnel port, then one source identity's
+    // share of it (per identity, over all its sessions and nodes: fairness between clients).
+    const peer = state.peer.ok ? state.peer.identity : undefined;
+    const peerStreams = peer === undefined ? 0 : (this.streamsByPeer.get(peer) ?? 0);
+    const limit = this.stats.openStreams >= this.maxStreams ? TunnelCode.StreamLimit : peerStreams >= this.maxStreamsPerPeer ? TunnelCode.PeerStreamLimit : undefined;
+    if (limit) {
+      this.countRefusal(limit);
+      this.log.debug({ refused: 'stream-limit', code: limit, peerIdentity: peer, open: this.stats.openStreams, peerOpen: peerStreams }, 'tunnel stream refused: over the stream cap');
+      stream.on('error', () => {});
+      this.guard.closeStream(stream, h2c.NGHTTP2_REFUSED_STREAM);
+      return;
+    }
+    this.stats.openStreams++;
+    if (peer !== undefined) this.streamsByPeer.set(peer, peerStreams + 1);
     state.open++;
     if (state.idleTimer) {
       clearTimeout(state.idleTimer);
@@ -442,6 +483,12 @@ export class TunnelServer {
     }
     stream.once('close', () => {
       state.open--;
+      this.stats.openStreams--;
+      if (peer !== undefined) {
+        const n = (this.streamsByPeer.get(peer) ?? 1) - 1;
+        if (n <= 0) this.streamsByPeer.delete(peer);
+        else this.streamsByPeer.set(peer, n);
+      }
       if (state.open === 0 && !session.closed) this.armIdle(session, state);
     });
     stream.on('error', (err) => this.log.debug({ err: messageOf(err) }, 'tunnel stream error'));

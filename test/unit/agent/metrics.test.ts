@@ -101,3 +101,21 @@ t.test('traffic policy and rate limits per Service and pod, read at scrape time'
   t.match(text, /skein_circuit_breaker_overflows_total\{destination_service="shop\/echo",limit="pending"\} 5/);
   t.match(text, /skein_rate_limited_total\{destination="shop\/echo-v2-0",port="8080"\} 992/);
 });
+
+t.test('connects from pod netns: failures by code and in-progress/queued, read at scrape time', async (t) => {
+  const registry = new Registry();
+  let stats = { inProgress: 3, queued: 7, refusals: { SKEIN_CAPTURE_CONNECT_TIMEOUT: 2 } as Record<string, number> };
+  registerAgentMetrics(registry, {
+    capture: { counters: () => ({ skLookupAssignFailed: 0, skLookupNoSocket: 0 }), connectStats: () => stats },
+    tunnelRefusals: new Map(),
+    log: silentLogger(),
+  });
+  let text = await registry.metrics();
+  t.match(text, /skein_pod_connect_failures_total\{code="SKEIN_CAPTURE_CONNECT_TIMEOUT"\} 2/);
+  t.match(text, /skein_pod_connects\{state="in_progress"\} 3/);
+  t.match(text, /skein_pod_connects\{state="queued"\} 7/);
+  stats = { inProgress: 0, queued: 0, refusals: { SKEIN_CAPTURE_CONNECT_TIMEOUT: 2, SKEIN_CAPTURE_TOO_MANY_CONNECTS: 9 } };
+  text = await registry.metrics();
+  t.match(text, /skein_pod_connect_failures_total\{code="SKEIN_CAPTURE_TOO_MANY_CONNECTS"\} 9/);
+  t.match(text, /skein_pod_connects\{state="queued"\} 0/);
+});

@@ -5,7 +5,8 @@ import { join } from 'node:path';
 import t from 'tap';
 import { CaptureManager } from '../../../src/capture/capture-manager.js';
 import type { HostFacts } from '../../../src/capture/host.js';
-import { decodeEnrolled, decodeInboundPod, decodePodRecord, encodePodAddr, encodeStamp, MAP, u32Key, u64Key } from '../../../src/capture/maps.js';
+import { decodeEnrolled, decodeInboundPod, decodePodRecord, encodeConfig, encodePodAddr, encodeStamp, MAP, PIN_LAYOUT, u32Key, u64Key } from '../../../src/capture/maps.js';
+import { CAPTURE_DEFAULTS } from '../../../src/capture/options.js';
 import { FakeKernel } from './fake-kernel.js';
 
 function setup(t: Tap.Test) {
@@ -50,7 +51,8 @@ t.test('start, enroll, release: slots and tables', async (t) => {
   await m.start();
   await m.start(); // idempotent
   t.equal(kernel.liveLinks().length, 3, 'three cgroup links');
-  t.same(kernel.mapByName(MAP.stamp)?.entries.get(u32Key(0).toString('hex')), encodeStamp(1));
+  t.same(kernel.mapByName(MAP.stamp)?.entries.get(u32Key(0).toString('hex')), encodeStamp(PIN_LAYOUT));
+  t.same(kernel.mapByName(MAP.config)?.entries.get(u32Key(0).toString('hex')), encodeConfig(CAPTURE_DEFAULTS.agentMark, 16_384), "the agent's mark and each pod's share of records");
 
   const a = await m.enroll(pod('ns/a', netns('a', 11n), ['10.0.0.1', 'fd00::1'], { out: [53], in: [9000] }));
   const b = await m.enroll(pod('ns/b', netns('b', 12n), ['10.0.0.2']));
@@ -182,9 +184,9 @@ t.test('missing objects and originalDestination lookups', async (t) => {
 t.test('counters: the kernel\'s per-CPU counts, summed; zeros before start', async (t) => {
   const { kernel, manager } = setup(t);
   const m = manager();
-  t.same(m.counters(), { skLookupAssignFailed: 0, skLookupNoSocket: 0 }, 'not started');
+  t.same(m.counters(), { skLookupAssignFailed: 0, skLookupNoSocket: 0, podShareRefused: 0, noRecordRefused: 0 }, 'not started');
   await m.start();
-  t.same(m.counters(), { skLookupAssignFailed: 0, skLookupNoSocket: 0 }, 'nothing counted');
+  t.same(m.counters(), { skLookupAssignFailed: 0, skLookupNoSocket: 0, podShareRefused: 0, noRecordRefused: 0 }, 'nothing counted');
   const perCpu = (...n: bigint[]) => {
     const b = Buffer.alloc(8 * n.length);
     for (const [i, v] of n.entries()) b.writeBigUInt64LE(v, 8 * i);
@@ -193,7 +195,8 @@ t.test('counters: the kernel\'s per-CPU counts, summed; zeros before start', asy
   const counters = kernel.mapByName(MAP.counters);
   counters?.entries.set(u32Key(0).toString('hex'), perCpu(2n, 5n));
   counters?.entries.set(u32Key(1).toString('hex'), perCpu(0n, 1n));
-  t.same(m.counters(), { skLookupAssignFailed: 7, skLookupNoSocket: 1 });
+  counters?.entries.set(u32Key(2).toString('hex'), perCpu(3n, 0n));
+  t.same(m.counters(), { skLookupAssignFailed: 7, skLookupNoSocket: 1, podShareRefused: 3, noRecordRefused: 0 });
 });
 
 t.test('a port the app already holds: the pod is captured refusing, then served once the port is free', async (t) => {

@@ -13,7 +13,8 @@ const SIZES: Record<string, [number, number]> = {
   [MAP.config]: [4, 8],
   [MAP.enrolled]: [8, 8],
   [MAP.outboundExcluded]: [16, 1],
-  [MAP.originalBySocket]: [8, 20],
+  [MAP.originalOnSocket]: [4, 40],
+  [MAP.podShare]: [8, 8],
   [MAP.originalByPeer]: [16, 20],
   [MAP.inboundAddresses]: [20, 8],
   [MAP.inboundExcluded]: [8, 1],
@@ -194,9 +195,6 @@ export class FakeKernel {
         return k.fd({ kind: 'socket', netnsCookie: cookie });
       },
       async openSocket(netnsPath) {
-        return k.fd({ kind: 'socket', netnsCookie: k.netns.get(netnsPath) ?? 0n });
-      },
-      async connectInNetns(netnsPath) {
         return k.fd({ kind: 'socket', netnsCookie: k.netns.get(netnsPath) ?? 0n });
       },
       async netnsCookie(netnsPath) {
