@@ -60,6 +60,9 @@ export const AGENT_USAGE = `usage: skein agent --node NAME (--controller H:P | -
   --traffic-max-edges N  edges summarised per report; records of more are counted as dropped
                          (default ${DEFAULT_MAX_EDGES})
   --cert-ttl SECONDS     requested workload certificate TTL (default 86400)
+  --tunnel-keepalive S   HTTP/2 PING on every tunnel session every S seconds, so a peer node that
+                         vanished (link down, no RST) is noticed and its sessions closed (default 30; 0: off)
+  --tunnel-keepalive-timeout S  a PING unanswered this long closes the session (default 10)
   --max-connections N    connections each pod's listener (15001, 15006, 15008) holds at once;
                          beyond it new ones are closed and counted (default ${DEFAULT_MAX_CONNECTIONS_PER_LISTENER})
   --upgrade-protocols L  HTTP/1 Upgrade protocols piped after a 101, comma list (default websocket;
@@ -127,6 +130,8 @@ export async function runAgent(argv: string[], deps: AgentMainDeps = {}): Promis
       'metrics-max-series': { type: 'string', default: String(DEFAULT_MAX_SERIES) },
       'request-metrics': { type: 'string', default: 'on' },
       'cert-ttl': { type: 'string', default: '86400' },
+      'tunnel-keepalive': { type: 'string', default: '30' },
+      'tunnel-keepalive-timeout': { type: 'string', default: '10' },
       'traffic-report': { type: 'string', default: '5' },
       'traffic-max-edges': { type: 'string', default: String(DEFAULT_MAX_EDGES) },
       'max-connections': { type: 'string', default: String(DEFAULT_MAX_CONNECTIONS_PER_LISTENER) },
@@ -178,6 +183,10 @@ export async function runAgent(argv: string[], deps: AgentMainDeps = {}): Promis
   if (!Number.isFinite(trafficReport) || trafficReport < 0) throw new SkeinError(AgentCode.Usage, `--traffic-report must be seconds (0: off), got "${values['traffic-report']}"`);
   const maxEdges = Number(values['traffic-max-edges']);
   if (!Number.isInteger(maxEdges) || maxEdges < 1) throw new SkeinError(AgentCode.Usage, `--traffic-max-edges must be a whole number above 0, got "${values['traffic-max-edges']}"`);
+  const keepaliveS = Number(values['tunnel-keepalive']);
+  if (!Number.isFinite(keepaliveS) || keepaliveS < 0) throw new SkeinError(AgentCode.Usage, `--tunnel-keepalive must be seconds (0: off), got "${values['tunnel-keepalive']}"`);
+  const keepaliveTimeoutS = Number(values['tunnel-keepalive-timeout']);
+  if (!Number.isFinite(keepaliveTimeoutS) || keepaliveTimeoutS <= 0) throw new SkeinError(AgentCode.Usage, `--tunnel-keepalive-timeout must be seconds above 0, got "${values['tunnel-keepalive-timeout']}"`);
   const log = createLogger({ base: { component: 'agent', node }, ...(values['log-file'] ? { file: values['log-file'] } : {}), ...(values['log-level'] ? { level: values['log-level'] } : {}) });
   const rootsPem = pemBlocks(await readFile(need(values['ca-root-file'], '--ca-root-file'), 'utf8'));
   const tokenFile = need(values['token-file'], '--token-file');
@@ -230,6 +239,7 @@ export async function runAgent(argv: string[], deps: AgentMainDeps = {}): Promis
     log,
     upgradeProtocols,
     maxConnectionsPerListener: maxConnections,
+    tunnelKeepalive: { intervalMs: keepaliveS * 1000, timeoutMs: keepaliveTimeoutS * 1000 },
     ...(auditLog ? { auditLog } : {}),
     ...(requestMetrics === 'on' ? { istioMetrics: new IstioMetrics({ registry, maxSeries }) } : {}),
     ...(tracing ? { tracing } : {}),
