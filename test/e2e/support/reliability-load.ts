@@ -11,6 +11,7 @@
  */
 import { execFile } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { labExecCaptured } from '../../../src/lab/lab.js';
 import type { LabRecord } from '../../../src/lab/registry.js';
@@ -126,6 +127,27 @@ export function agentPid(rec: LabRecord, node: string): number {
   const cmd = readFileSync(`/proc/${p.pid}/cmdline`, 'utf8');
   if (!cmd.includes('agent')) throw new Error(`pid ${p.pid} is not ${node}'s agent: ${cmd.replaceAll('\0', ' ')}`);
   return p.pid;
+}
+
+const inspectorOpened = new Set<number>();
+
+/**
+ * Forces a full GC in `node`'s agent: SIGUSR1 opens its inspector (127.0.0.1:9229 inside the
+ * node's netns; once per process), gc-probe.mjs asks it for HeapProfiler.collectGarbage. So
+ * RSS samples taken after it compare what the agent keeps, not where V8's heap stands between
+ * major GCs (a 2-minute run can see RSS climb 120 MiB and fall back at one GC). A test aid:
+ * a production agent is never run with its inspector open.
+ */
+export async function agentCollectGarbage(rec: LabRecord, node: string): Promise<void> {
+  const n = rec.plan.nodes.find((x) => x.name === node);
+  if (!n) throw new Error(`no node ${node}`);
+  const pid = agentPid(rec, node);
+  if (!inspectorOpened.has(pid)) {
+    process.kill(pid, 'SIGUSR1');
+    inspectorOpened.add(pid);
+    await sleep(1000);
+  }
+  await execFileP('nsenter', [`--net=/var/run/netns/${n.netns}`, process.execPath, join(import.meta.dirname, 'gc-probe.mjs'), '9229'], { timeout: 20_000 });
 }
 
 /** An agent's /metrics (Prometheus text), read inside its node's netns. */
