@@ -83,6 +83,9 @@ export function steadyLoad(rec: LabRecord, pod: string, streams: LoadStream[], d
       return { ...s, stream, failuresAt: (s.failures ?? []).map((f) => ({ at: base + f.atMs, reason: f.reason })) };
     }),
   );
+  // A test that fails before awaiting `done` tears the lab down under the clients: their
+  // rejection must not surface as an unhandled one (the failure is already reported).
+  done.catch(() => {});
   return { launchedAt, done };
 }
 
