@@ -17,7 +17,8 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import t from 'tap';
 import { labApply, servedBy } from '../support/apply.js';
-import { isRoot, startLab } from '../support/lab.js';
+import { client, isRoot, startLab } from '../support/lab.js';
+import { waitUntil } from '../support/mesh.js';
 import { describe, FORM_NAME, failureTimes, form, sleep, steadyLoad, total } from '../support/reliability-load.js';
 
 const execFileP = promisify(execFile);
@@ -50,6 +51,16 @@ t.test(`a peer node vanishing under load (${FORM_NAME} form)`, opts(), async (t)
   t.ok(onA.length > 0 && onB.length > 0, `echo runs on both nodes (a: ${onA}, b: ${onB})`);
   await labApply(rec, [outliers]);
   await servedBy(rec, ['node-a'], 'backendTrafficPolicies', ['eject-vanished']);
+  // Both nodes' endpoints in service before the fault (on a loaded VM node-b's pod can be
+  // enrolled a few seconds after the lab is up).
+  await waitUntil(
+    async () => {
+      const r = await client(rec, 'shop/client-0', ['--protocol', 'http1', '--target', 'echo.shop:80', '--count', '10']);
+      return onB.some((p) => (r.byPod[p] ?? 0) > 0);
+    },
+    30_000,
+    500,
+  );
 
   const link = (state: 'up' | 'down') => execFileP('ip', ['-n', rec.plan.underlayNetns, 'link', 'set', 'dev', nodeB.underlayIf, state]);
   t.teardown(() => link('up').catch(() => {}));
