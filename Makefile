@@ -35,7 +35,7 @@ DEB_PACKAGES := clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev pkg-config c
 	nghttp2-client prometheus chromium containernetworking-plugins libc6-dev
 
 .PHONY: all deps deps-deb deps-npm build build-bpf build-native build-cni build-ts typecheck lint \
-	test test-unit test-e2e demo bench clean lab-gc
+	test test-unit test-e2e test-reliability demo bench clean lab-gc
 
 all: build
 
@@ -124,6 +124,12 @@ test-unit:
 
 test-e2e: deps build
 	@node test/run-suites.mjs e2e
+
+## test-reliability: the reliability suite (test/e2e/reliability) in its long form, with the
+## issue's durations (controller away 5 min, 10 s certificates for 5 min, a 30 min soak at
+## 500 req/s, ...: about 50 minutes; root). `make test` runs the same files in their short form.
+test-reliability: deps build
+	SKEIN_RELIABILITY=long tap run --jobs=1 --disable-coverage --timeout=3600 test/e2e/reliability/
 
 ## demo: the demo cluster up, traffic between its pods, a summary, then down (KEEP=1 keeps it);
 ## then the canary cluster: the same, and a route shifting v1 -> v2 under load.

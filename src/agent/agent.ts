@@ -53,6 +53,8 @@ export interface NodeAgentOptions {
   maxConnectionsPerListener?: number;
   /** Streams each pod's tunnel port (15008) has open at once, and one source identity's share of them. */
   tunnelStreams?: { max?: number; perPeer?: number };
+  /** PING liveness of outbound tunnel sessions (TunnelPool's defaults when absent: 30 s / 10 s). */
+  tunnelKeepalive?: { intervalMs: number; timeoutMs: number };
   /** The hash-chained audit trail of authorization (DENY, AUDIT, dry run); absent: none. */
   auditLog?: AuditLog;
   /** Istio's standard request and TCP metrics, fed by both proxies' records; absent: none. */
@@ -168,7 +170,12 @@ export class NodeAgent {
     });
     // One agent carries every local pod's connections: a source/destination pair may need
     // thousands of concurrent streams (100 per session), so sessions per key are not the limit.
-    this.tunnels = new TunnelPool({ identity: certificates, logger: log, maxSessionsPerKey: 1024 });
+    this.tunnels = new TunnelPool({
+      identity: certificates,
+      logger: log,
+      maxSessionsPerKey: 1024,
+      ...(opts.tunnelKeepalive ? { keepaliveIntervalMs: opts.tunnelKeepalive.intervalMs, keepaliveTimeoutMs: opts.tunnelKeepalive.timeoutMs } : {}),
+    });
     this.outbound = new OutboundProxy({
       store: this.store,
       localNode: opts.node,

@@ -64,6 +64,9 @@ export const AGENT_USAGE = `usage: skein agent --node NAME (--controller H:P | -
   --traffic-max-edges N  edges summarised per report; records of more are counted as dropped
                          (default ${DEFAULT_MAX_EDGES})
   --cert-ttl SECONDS     requested workload certificate TTL (default 86400)
+  --tunnel-keepalive S   HTTP/2 PING on every tunnel session every S seconds, so a peer node that
+                         vanished (link down, no RST) is noticed and its sessions closed (default 30; 0: off)
+  --tunnel-keepalive-timeout S  a PING unanswered this long closes the session (default 10)
   --max-connections N    connections each pod's listener (15001, 15006, 15008) holds at once;
                          beyond it new ones are closed and counted (default ${DEFAULT_MAX_CONNECTIONS_PER_LISTENER})
   --max-tunnel-streams N streams (requests, tunnels) each pod's tunnel port (15008) has open at
@@ -156,6 +159,8 @@ export async function runAgent(argv: string[], deps: AgentMainDeps = {}): Promis
       'metrics-max-series': { type: 'string', default: String(DEFAULT_MAX_SERIES) },
       'request-metrics': { type: 'string', default: 'on' },
       'cert-ttl': { type: 'string', default: '86400' },
+      'tunnel-keepalive': { type: 'string', default: '30' },
+      'tunnel-keepalive-timeout': { type: 'string', default: '10' },
       'traffic-report': { type: 'string', default: '5' },
       'traffic-max-edges': { type: 'string', default: String(DEFAULT_MAX_EDGES) },
       'max-connections': { type: 'string', default: String(DEFAULT_MAX_CONNECTIONS_PER_LISTENER) },
@@ -220,6 +225,10 @@ export async function runAgent(argv: string[], deps: AgentMainDeps = {}): Promis
   if (!Number.isInteger(maxEdges) || maxEdges < 1) throw new SkeinError(AgentCode.Usage, `--traffic-max-edges must be a whole number above 0, got "${values['traffic-max-edges']}"`);
   const cniPodWait = Number(values['cni-pod-wait']);
   if (!Number.isFinite(cniPodWait) || cniPodWait < 0) throw new SkeinError(AgentCode.Usage, `--cni-pod-wait must be seconds, got "${values['cni-pod-wait']}"`);
+  const keepaliveS = Number(values['tunnel-keepalive']);
+  if (!Number.isFinite(keepaliveS) || keepaliveS < 0) throw new SkeinError(AgentCode.Usage, `--tunnel-keepalive must be seconds (0: off), got "${values['tunnel-keepalive']}"`);
+  const keepaliveTimeoutS = Number(values['tunnel-keepalive-timeout']);
+  if (!Number.isFinite(keepaliveTimeoutS) || keepaliveTimeoutS <= 0) throw new SkeinError(AgentCode.Usage, `--tunnel-keepalive-timeout must be seconds above 0, got "${values['tunnel-keepalive-timeout']}"`);
   const log = createLogger({ base: { component: 'agent', node }, ...(values['log-file'] ? { file: values['log-file'] } : {}), ...(values['log-level'] ? { level: values['log-level'] } : {}) });
   const rootsPem = pemBlocks(await readFile(need(values['ca-root-file'], '--ca-root-file'), 'utf8'));
   const tokenFile = need(values['token-file'], '--token-file');
@@ -276,6 +285,7 @@ export async function runAgent(argv: string[], deps: AgentMainDeps = {}): Promis
     upgradeProtocols,
     maxConnectionsPerListener: maxConnections,
     tunnelStreams: { max: maxTunnelStreams, perPeer: maxTunnelStreamsPerPeer },
+    tunnelKeepalive: { intervalMs: keepaliveS * 1000, timeoutMs: keepaliveTimeoutS * 1000 },
     ...(auditLog ? { auditLog } : {}),
     ...(requestMetrics === 'on' ? { istioMetrics: new IstioMetrics({ registry, maxSeries }) } : {}),
     ...(tracing ? { tracing } : {}),

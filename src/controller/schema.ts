@@ -86,9 +86,11 @@ export function checkSchema(value: unknown, schema: Schema, path = ''): SchemaPr
         if (o[r] === undefined || o[r] === null) out.push({ field: join(path, r), reason: 'missing' });
       }
       for (const [k, v] of Object.entries(o)) {
-        const sub = schema.fields[k];
+        // Own properties only: a field named __proto__ or constructor (JSON.parse makes them
+        // own keys) must not find Object.prototype's (found by the translation property test).
+        const sub = Object.hasOwn(schema.fields, k) ? schema.fields[k] : undefined;
         if (!sub) {
-          const why = schema.unsupported?.[k];
+          const why = schema.unsupported && Object.hasOwn(schema.unsupported, k) ? schema.unsupported[k] : undefined;
           if (why) out.push({ field: join(path, k), reason: `unknown field: ${why}` });
           else if (!schema.open) out.push({ field: join(path, k), reason: 'unknown field' });
           continue;
@@ -125,7 +127,7 @@ export function checkSchema(value: unknown, schema: Schema, path = ''): SchemaPr
         out.push({ field: here, reason: `expected a string, got ${typeof value}` });
         return out;
       }
-      const why = schema.unsupportedValues?.[value];
+      const why = schema.unsupportedValues && Object.hasOwn(schema.unsupportedValues, value) ? schema.unsupportedValues[value] : undefined;
       if (why) out.push({ field: here, reason: `unsupported value ${JSON.stringify(value)}: ${why}` });
       else if (schema.enum && !schema.enum.includes(value)) {
         out.push({ field: here, reason: `expected one of ${schema.enum.join(', ')}, got ${JSON.stringify(value)}` });

@@ -70,9 +70,13 @@ export interface TunnelServerOptions {
   logger?: Logger;
   /** SETTINGS_MAX_CONCURRENT_STREAMS. Default 100 (TunnelPool opens another session beyond it). */
   maxConcurrentStreams?: number;
-  /** SETTINGS_MAX_HEADER_LIST_SIZE (bytes). Default 16 KiB. */
+  /**
+   * SETTINGS_MAX_HEADER_LIST_SIZE (bytes). Default 72 KiB: what the agents' outbound admits
+   * from apps (64 KiB of h2c header list; a 16 KiB HTTP/1 head) plus the skein-* fields, so a
+   * request served on the same node is not refused across nodes.
+   */
   maxHeaderListSize?: number;
-  /** Header fields per request. Default 64. */
+  /** Header fields per request. Default 288: the outbound's 256 for h2c apps plus skein's own. */
   maxHeaderListPairs?: number;
   /** Per-stream receive window. Default 1 MiB (a stalled app can hold this much per stream; the session window caps the sum). */
   streamWindowBytes?: number;
@@ -244,7 +248,7 @@ export class TunnelServer {
       noDelay: true,
       handshakeTimeout: opts.handshakeTimeoutMs ?? 10_000,
       unknownProtocolTimeout: 5_000,
-      maxHeaderListPairs: opts.maxHeaderListPairs ?? 64,
+      maxHeaderListPairs: opts.maxHeaderListPairs ?? 288,
       maxSessionMemory: opts.maxSessionMemoryMb ?? 32,
       maxSettings: 16,
       maxSessionInvalidFrames: 100,
@@ -252,7 +256,7 @@ export class TunnelServer {
       settings: {
         enablePush: false,
         maxConcurrentStreams: opts.maxConcurrentStreams ?? 100,
-        maxHeaderListSize: opts.maxHeaderListSize ?? 16 * 1024,
+        maxHeaderListSize: opts.maxHeaderListSize ?? 72 * 1024,
         initialWindowSize: opts.streamWindowBytes ?? 1024 * 1024,
       },
     });
