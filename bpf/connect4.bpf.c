@@ -2,8 +2,8 @@
 /*
  * cgroup/connect4, attached once at the cgroup v2 root: an enrolled pod's TCP connect()
  * goes to the agent's outbound listener in the pod's own netns (127.0.0.1:<outbound_port>),
- * and the destination it asked for is kept by socket cookie until sock_ops files it under
- * the client's local port (see sock_ops.bpf.c).
+ * and the destination it asked for is kept in the socket's own storage until sock_ops files
+ * it under the client's local port (see sock_ops.bpf.c), within the pod's share (skein.h).
  */
 #include "skein.h"
 
@@ -27,12 +27,13 @@ int skein_connect4(struct bpf_sock_addr *ctx)
 	__u16 port = bpf_ntohs((__u16)ctx->user_port);
 	if (skein_port_excluded(netns, port))
 		return 1;
+	if (pod->outbound_port == 0)
+		return 0; /* held refusing (a port the agent needs is the app's): connect() fails, EPERM */
 
 	struct orig_dst orig = { .family = AF_INET, .port = (__u16)ctx->user_port };
 	orig.addr[0] = dst;
-	__u64 sock = bpf_get_socket_cookie(ctx);
-	if (bpf_map_update_elem(&skein_orig_sk, &sock, &orig, BPF_ANY) != 0)
-		return 1; /* without a record the agent could not route it: leave it alone */
+	if (!skein_record_orig(ctx, netns, &orig))
+		return 0; /* refused (EPERM): over the pod's share, or no record the agent could route by */
 
 	ctx->user_ip4 = bpf_htonl(0x7f000001);
 	ctx->user_port = bpf_htons(pod->outbound_port);

@@ -28,6 +28,8 @@ int skein_connect6(struct bpf_sock_addr *ctx)
 	__u16 port = bpf_ntohs((__u16)ctx->user_port);
 	if (skein_port_excluded(netns, port))
 		return 1;
+	if (pod->outbound_port == 0)
+		return 0; /* held refusing (a port the agent needs is the app's): connect() fails, EPERM */
 
 	struct orig_dst orig = { .port = (__u16)ctx->user_port };
 	if (mapped) {
@@ -40,9 +42,8 @@ int skein_connect6(struct bpf_sock_addr *ctx)
 		orig.addr[2] = a2;
 		orig.addr[3] = a3;
 	}
-	__u64 sock = bpf_get_socket_cookie(ctx);
-	if (bpf_map_update_elem(&skein_orig_sk, &sock, &orig, BPF_ANY) != 0)
-		return 1;
+	if (!skein_record_orig(ctx, netns, &orig))
+		return 0; /* refused (EPERM): over the pod's share, or no record */
 
 	ctx->user_ip6[0] = 0;
 	ctx->user_ip6[1] = 0;

@@ -16,7 +16,7 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 
-#define SKEIN_PIN_LAYOUT 1
+#define SKEIN_PIN_LAYOUT 2
 
 /* Not in vmlinux.h (they are macros in the kernel). */
 #define AF_INET 2
@@ -37,12 +37,12 @@ struct skein_stamp {
 /* skein_config[0]: agent-wide settings written by the agent at start. */
 struct skein_config {
 	__u32 agent_mark; /* SO_MARK on the agent's own sockets; connect4/6 leave them alone (0 = none) */
-	__u32 reserved;
+	__u32 pod_share;  /* redirected sockets one pod may hold at once (see skein_pod_share; 0 = no cap) */
 };
 
 /* skein_enrolled value, keyed by the pod's netns cookie (__u64). */
 struct enrolled_netns {
-	__u16 outbound_port; /* where connect4/6 send the pod's connections: 127.0.0.1 / [::1] : this */
+	__u16 outbound_port; /* where connect4/6 send the pod's connections: 127.0.0.1 / [::1] : this; 0 = refuse them */
 	__u16 reserved16;
 	__u32 reserved32;
 };
@@ -135,19 +135,58 @@ struct {
 } skein_out_excl SEC(".maps");
 
 /*
- * socket cookie (__u64) -> struct orig_dst: written by connect4/6, moved to skein_orig_peer
- * by sock_ops once the connection is established (the local port is known only then).
- * LRU: a connect() that never completes leaves an entry that ages out.
+ * Fairness of the original-destination records (one pod must not evict another's).
+ *
+ * The destination a socket asked for lives first in the socket itself (skein_sk_orig,
+ * socket-local storage: freed with the socket, shared with no one, never evicted), and only
+ * from establishment until the agent reads it in the node-wide skein_orig_peer map. Each pod
+ * may hold at most skein_config.pod_share redirected sockets at once (connecting or open):
+ * skein_pod_share counts them per netns, up at TCP connect (sock_ops TCP_CONNECT_CB), down
+ * when the socket reaches TCP_CLOSE (sock_ops STATE_CB, which also deletes its record from
+ * skein_orig_peer if the agent never read it, e.g. a connection closed over a listener's
+ * cap). A pod's records in skein_orig_peer are thus at most its live sockets, at most
+ * pod_share; connect4/6 refuse a connect over it (EPERM to the app, counted
+ * SKEIN_CTR_POD_SHARE_REFUSED). With pod_share well below the map's size no single pod can
+ * fill skein_orig_peer, so its LRU never has to evict another pod's record.
+ * (A burst of connects on several CPUs may pass the check before the count goes up: the
+ * overshoot is bounded by the connects in flight at that instant.)
+ */
+
+/* skein_sk_orig value: what connect4/6 recorded on a redirected socket. */
+struct sk_orig {
+	struct orig_dst dst;
+	__u32 flags;          /* SK_ORIG_COUNTED, SK_ORIG_FILED */
+	struct peer_key filed; /* the skein_orig_peer key, once filed; netns_cookie also says whose share */
+};
+#define SK_ORIG_COUNTED 1 /* counted in skein_pod_share[filed.netns_cookie] */
+#define SK_ORIG_FILED 2   /* a record under `filed` was written to skein_orig_peer */
+
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct sk_orig);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} skein_sk_orig SEC(".maps");
+
+/*
+ * netns cookie (__u64) -> __u64 redirected sockets the pod holds now. LRU so cookies of gone
+ * pods age out (the agent also deletes a pod's entry at release); a live pod's entry evicted
+ * would only reset its count, never charge another pod.
  */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, SKEIN_MAX_INFLIGHT);
+	__uint(max_entries, SKEIN_MAX_PODS * 4);
 	__type(key, __u64);
-	__type(value, struct orig_dst);
+	__type(value, __u64);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} skein_orig_sk SEC(".maps");
+} skein_pod_share SEC(".maps");
 
-/* struct peer_key -> struct orig_dst: read (and deleted) by the agent for each accepted connection. */
+/*
+ * struct peer_key -> struct orig_dst: filed by sock_ops at establishment, read (and deleted)
+ * by the agent for each accepted connection, deleted by sock_ops at close if still there.
+ * LRU only as a last resort: the per-pod share keeps it from filling.
+ */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, SKEIN_MAX_INFLIGHT);
@@ -199,6 +238,8 @@ struct {
 enum skein_counter {
 	SKEIN_CTR_SK_ASSIGN_FAILED = 0, /* sk_lookup: bpf_sk_assign refused the agent's 15006 socket; dropped */
 	SKEIN_CTR_SK_LOOKUP_NO_SOCKET = 1, /* sk_lookup: no 15006 socket in the SOCKMAP (agent down); dropped */
+	SKEIN_CTR_POD_SHARE_REFUSED = 2, /* connect4/6: the pod holds its share of redirected sockets; connect refused */
+	SKEIN_CTR_NO_RECORD = 3, /* connect4/6: no socket storage for the record; connect refused (never passed uncaptured) */
 	SKEIN_CTR_MAX = 8, /* room for more counters without a new pin layout */
 };
 
@@ -226,6 +267,41 @@ static __always_inline int skein_is_agent_socket(struct bpf_sock *sk)
 	struct skein_config *cfg = bpf_map_lookup_elem(&skein_config, &zero);
 
 	return sk && cfg && cfg->agent_mark != 0 && sk->mark == cfg->agent_mark;
+}
+
+static __always_inline __u32 skein_pod_share_limit(void)
+{
+	__u32 zero = 0;
+	struct skein_config *cfg = bpf_map_lookup_elem(&skein_config, &zero);
+
+	return cfg ? cfg->pod_share : 0;
+}
+
+/* connect4/6: record where a redirected socket wanted to go, within the pod's share. Returns 0
+ * when the connect must be refused (over the share, or no storage: never pass it uncaptured). */
+static __always_inline int skein_record_orig(struct bpf_sock_addr *ctx, __u64 netns, struct orig_dst *orig)
+{
+	__u32 share = skein_pod_share_limit();
+	__u64 *held = bpf_map_lookup_elem(&skein_pod_share, &netns);
+
+	if (share != 0 && held && *held >= share) {
+		skein_count(SKEIN_CTR_POD_SHARE_REFUSED);
+		return 0;
+	}
+	struct bpf_sock *sk = ctx->sk;
+	if (!sk) {
+		skein_count(SKEIN_CTR_NO_RECORD);
+		return 0;
+	}
+	struct sk_orig *so = bpf_sk_storage_get(&skein_sk_orig, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!so) {
+		skein_count(SKEIN_CTR_NO_RECORD);
+		return 0;
+	}
+	/* A socket connect()ed again (after a failed attempt) keeps its count; only the destination changes. */
+	so->dst = *orig;
+	so->filed.netns_cookie = netns;
+	return 1;
 }
 
 static __always_inline int skein_port_excluded(__u64 netns_cookie, __u16 port)

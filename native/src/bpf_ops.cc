@@ -10,7 +10,9 @@
 #include <cstdarg>
 #include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <map>
+#include <new>
 #include <memory>
 #include <string>
 #include <vector>
@@ -45,6 +47,9 @@ auto Sync(const Napi::CallbackInfo& info, F body) -> decltype(body()) {
     return body();
   } catch (const NativeFailure& f) {
     throw ToJsError(info.Env(), f);
+  } catch (const std::bad_alloc&) {
+    // Never let an allocation failure escape a JS call as a C++ exception (abort).
+    throw ToJsError(info.Env(), NativeFailure{ENOMEM, "alloc", "native buffer"});
   }
 }
 
@@ -250,10 +255,30 @@ Napi::Value ProgInfo(const Napi::CallbackInfo& info) {
   });
 }
 
+// The sizes every map call checks against must be a map's: bpf_obj_get_info_by_fd answers
+// for programs, links and BTF too, writing *their* info into a bpf_map_info (a program's tag
+// would read as key_size/value_size, and a lookup would allocate whatever that says). The
+// kernel names the fd's anon inode; anything but a map is EBADF before any map syscall.
+void CheckIsMap(int fd) {
+  char link[64];
+  char target[64];
+  snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+  ssize_t n = readlink(link, target, sizeof(target) - 1);
+  if (n < 0) {
+    if (errno == ENOENT) Fail(EBADF, "mapInfo", "fd " + std::to_string(fd) + " is not open");
+    return;  // no /proc: the kernel's own type check in each map syscall still applies
+  }
+  target[n] = '\0';
+  if (strcmp(target, "anon_inode:bpf-map") != 0)
+    Fail(EBADF, "mapInfo", "fd " + std::to_string(fd) + " is not a BPF map (" + target + ")");
+}
+
 bpf_map_info MapInfoOf(int fd) {
+  CheckIsMap(fd);
   bpf_map_info mi{};
   uint32_t len = sizeof(mi);
   if (bpf_obj_get_info_by_fd(fd, &mi, &len) < 0) Fail(errno, "bpf_obj_get_info_by_fd", "map");
+  mi.name[sizeof(mi.name) - 1] = '\0';  // read as a C string below
   return mi;
 }
 

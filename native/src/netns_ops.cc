@@ -2,11 +2,14 @@
 // Every call that enters a namespace does so on a thread created for that call
 // (PromiseWorker dedicated=true); the thread ends afterwards, so no other work ever runs
 // in the pod's namespace by accident.
+// Nothing here waits on the network: connects from a pod's netns take an unconnected socket
+// (openSocket) and connect it on Node's event loop (src/capture/netns-connect.ts). A blocking
+// connect (poll() on a libuv pool thread, as connectInNetns once did) let one pod connecting
+// to a SYN-dropping address take the 4-thread pool and stall every pod on the node.
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
-#include <poll.h>
 #include <sched.h>
 #include <sys/mount.h>
 #include <sys/socket.h>
@@ -151,43 +154,6 @@ Napi::Value OpenSocket(const Napi::CallbackInfo& info) {
       [fd](Napi::Env env) { return Napi::Number::New(env, *fd); });
 }
 
-// connectInNetns(netnsPath, host, port, timeoutMs, mark) -> Promise<fd> of a connected socket.
-Napi::Value ConnectInNetns(const Napi::CallbackInfo& info) {
-  std::string path = StringArg(info, 0, "netnsPath");
-  std::string host = StringArg(info, 1, "host");
-  uint16_t port = static_cast<uint16_t>(UintArg(info, 2, "port", 65535));
-  int timeoutMs = static_cast<int>(UintArg(info, 3, "timeoutMs", 3600000));
-  uint32_t mark = UintArg(info, 4, "mark", 0xffffffffu);
-  SocketAddress addr;
-  if (!ParseAddress(host, port, &addr)) throw ArgError(info.Env(), "host is not an IP address: " + host);
-  auto fd = std::make_shared<int>(-1);
-  return PromiseWorker::Start(
-      info.Env(), true,
-      [=]() {
-        EnterNetns(path);
-        OwnedFd sock{NewTcpSocket(addr.family, mark)};
-        int flags = fcntl(sock.fd, F_GETFL);
-        fcntl(sock.fd, F_SETFL, flags | O_NONBLOCK);
-        std::string where = host + ":" + std::to_string(port) + " in " + path;
-        if (connect(sock.fd, reinterpret_cast<const sockaddr*>(&addr.storage), addr.length) < 0) {
-          if (errno != EINPROGRESS) Fail(errno, "connect", where);
-          pollfd p{sock.fd, POLLOUT, 0};
-          int n;
-          do {
-            n = poll(&p, 1, timeoutMs);
-          } while (n < 0 && errno == EINTR);
-          if (n < 0) Fail(errno, "poll", where);
-          if (n == 0) Fail(ETIMEDOUT, "connect", where);
-          int soerr = 0;
-          socklen_t len = sizeof(soerr);
-          getsockopt(sock.fd, SOL_SOCKET, SO_ERROR, &soerr, &len);
-          if (soerr != 0) Fail(soerr, "connect", where);
-        }
-        *fd = sock.Release();
-      },
-      [fd](Napi::Env env) { return Napi::Number::New(env, *fd); });
-}
-
 uint64_t CookieOf(int fd) {
   uint64_t cookie = 0;
   socklen_t len = sizeof(cookie);
@@ -255,7 +221,6 @@ Napi::Value SocketPair(const Napi::CallbackInfo& info) {
 void RegisterNetnsOps(Napi::Env env, Napi::Object exports) {
   exports.Set("openListener", Napi::Function::New(env, OpenListener, "openListener"));
   exports.Set("openSocket", Napi::Function::New(env, OpenSocket, "openSocket"));
-  exports.Set("connectInNetns", Napi::Function::New(env, ConnectInNetns, "connectInNetns"));
   exports.Set("netnsCookie", Napi::Function::New(env, NetnsCookie, "netnsCookie"));
   exports.Set("socketNetnsCookie", Napi::Function::New(env, SocketNetnsCookie, "socketNetnsCookie"));
   exports.Set("mountBpffs", Napi::Function::New(env, MountBpffs, "mountBpffs"));

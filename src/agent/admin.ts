@@ -102,6 +102,9 @@ export async function startAdmin(deps: AdminDeps, at: AdminAddresses): Promise<(
           tunnel: { refusals: Object.fromEntries(agent.tunnelRefusals) },
           listeners: { refusals: Object.fromEntries(agent.listenerRefusals) },
           capture: capture.counters(),
+          // Connects the agent makes from inside pod netns: in progress and waiting now, and
+          // failures by code (a pod connecting to a black hole shows here).
+          podConnects: capture.connectStats(),
           // Where the agent's memory is: V8 heap (total reserved, used), memory outside it
           // held by JS objects (external, of which ArrayBuffers), and the process' RSS.
           memory: process.memoryUsage(),
@@ -132,6 +135,9 @@ export async function startAdmin(deps: AdminDeps, at: AdminAddresses): Promise<(
     res.end(await registry.metrics());
   });
   const ready = http.createServer((req, res) => {
+    // Liveness (the DaemonSet's livenessProbe): the event loop answers. Readiness waits for
+    // capture, config and enrolment; an agent waiting for its controller is alive, not ready.
+    if (req.url === '/healthz/live') return json(res, 200, { live: true });
     const ok = agent.ready;
     if (req.url !== '/healthz/ready') return json(res, 404, { error: 'see /healthz/ready' });
     json(res, ok ? 200 : 503, { ready: ok });

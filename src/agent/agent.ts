@@ -10,7 +10,8 @@
  * change or tick, never taking the agent down.
  */
 import { statSync } from 'node:fs';
-import type { CaptureManager, HandedListeners } from '../capture/capture-manager.js';
+import type { CaptureManager, HandedListeners, PortHeld } from '../capture/capture-manager.js';
+import { CaptureCode } from '../capture/codes.js';
 import type { MeshSnapshot, Workload } from '../config/model.js';
 import type { ConfigSource } from '../config/source.js';
 import { ConfigStore } from '../config/store.js';
@@ -33,6 +34,7 @@ import { AgentCode } from './codes.js';
 import type { PodNetnsLocator } from './pod-netns.js';
 import { PodRuntime } from './pod-runtime.js';
 import { PodSockets } from './pod-sockets.js';
+import { type CniAnswer, type CniCall, CniError, CniErrorCode, passThroughAnswer } from './cni-request.js';
 
 export interface NodeAgentOptions {
   node: string;
@@ -50,6 +52,10 @@ export interface NodeAgentOptions {
   upgradeProtocols?: readonly string[];
   /** Connections each pod's listener (15001, 15006, 15008) holds at once; beyond it new ones are closed. */
   maxConnectionsPerListener?: number;
+  /** Streams each pod's tunnel port (15008) has open at once, and one source identity's share of them. */
+  tunnelStreams?: { max?: number; perPeer?: number };
+  /** PING liveness of outbound tunnel sessions (TunnelPool's defaults when absent: 30 s / 10 s). */
+  tunnelKeepalive?: { intervalMs: number; timeoutMs: number };
   /** The hash-chained audit trail of authorization (DENY, AUDIT, dry run); absent: none. */
   auditLog?: AuditLog;
   /** Istio's standard request and TCP metrics, fed by both proxies' records; absent: none. */
@@ -62,6 +68,16 @@ export interface NodeAgentOptions {
   accessLog?: AccessLogPolicy;
   /** Per-edge summaries and tap for the controller, fed with the metrics' labels (needs istioMetrics). */
   traffic?: MeshTraffic;
+  /** CNI ADD: how long to wait for a new pod to appear in the config before refusing (ms). */
+  cniPodWaitMs?: number;
+}
+
+/** A pod a CNI ADD captured: served from the sandbox's netns (CNI_NETNS) until its DEL. */
+interface CniHeldPod {
+  containerId: string;
+  netnsPath: string;
+  /** The sandbox's IPs, from the network plugin's result (the pod object may not have them yet). */
+  ips: string[];
 }
 
 export interface AgentPodStatus {
@@ -70,9 +86,21 @@ export interface AgentPodStatus {
   identity: string;
   ips: string[];
   netns: string | undefined;
-  /** serving; pending: captured, mesh traffic refused until its certificate arrives; failed: not captured. */
+  /**
+   * serving; pending: captured and refusing its mesh traffic until it can be served (its
+   * certificate not issued yet, or a port the agent needs held by the app); failed: not captured.
+   */
   state: 'serving' | 'pending' | 'failed';
+  /** Why the pod is pending: SKEIN_AGENT_IDENTITY_PENDING or SKEIN_CAPTURE_PORT_HELD. */
+  code?: string;
   error?: string;
+}
+
+/** What capture says when it keeps a pod captured and refusing (SKEIN_CAPTURE_PORT_HELD). */
+function portHeldOf(err: unknown): PortHeld | undefined {
+  if (!(err instanceof SkeinError) || err.code !== CaptureCode.PortHeld) return undefined;
+  const held = err.details?.held as PortHeld | undefined;
+  return held ?? { code: CaptureCode.PortHeld, port: undefined, reason: err.message };
 }
 
 /** The inode of a netns path, or undefined when it is gone. */
@@ -97,6 +125,13 @@ export class NodeAgent {
   readonly listenerRefusals = new Map<string, number>();
   private readonly pods = new Map<string, PodRuntime>();
   private readonly failures = new Map<string, string>();
+  /** Pods captured at sandbox creation (CNI ADD), by uid; released at their DEL. */
+  private readonly cniHeld = new Map<string, CniHeldPod>();
+  /**
+   * Pods captured but held refusing because the app holds a port the agent needs in its netns
+   * (capture's `held`): never released to plaintext; every reconcile tries their listeners again.
+   */
+  private readonly held = new Map<string, { workload: Workload; held: PortHeld }>();
   /**
    * The netns of each local meshed pod, as found on this node (path and the namespace's
    * inode then): what the proxies connect from.
@@ -138,7 +173,12 @@ export class NodeAgent {
     });
     // One agent carries every local pod's connections: a source/destination pair may need
     // thousands of concurrent streams (100 per session), so sessions per key are not the limit.
-    this.tunnels = new TunnelPool({ identity: certificates, logger: log, maxSessionsPerKey: 1024 });
+    this.tunnels = new TunnelPool({
+      identity: certificates,
+      logger: log,
+      maxSessionsPerKey: 1024,
+      ...(opts.tunnelKeepalive ? { keepaliveIntervalMs: opts.tunnelKeepalive.intervalMs, keepaliveTimeoutMs: opts.tunnelKeepalive.timeoutMs } : {}),
+    });
     this.outbound = new OutboundProxy({
       store: this.store,
       localNode: opts.node,
@@ -220,7 +260,16 @@ export class NodeAgent {
   private desired(): Map<string, Workload> {
     const out = new Map<string, Workload>();
     for (const w of this.store.localWorkloads(this.opts.node)) {
-      if (!w.meshEnabled || w.ips.length === 0) continue;
+      if (!w.meshEnabled) continue;
+      const held = this.cniHeld.get(w.uid);
+      if (held) {
+        // Captured when its sandbox was made: the sandbox's netns and IPs are the kernel's
+        // truth, known before any process of the pod runs (which the cgroup search needs).
+        out.set(w.uid, { ...w, ips: held.ips, netnsPath: held.netnsPath });
+        this.rememberNetns(w.uid, held.netnsPath);
+        continue;
+      }
+      if (w.ips.length === 0) continue;
       try {
         const netnsPath = this.opts.netns.locate(w);
         out.set(w.uid, { ...w, netnsPath });
@@ -258,6 +307,13 @@ export class NodeAgent {
       if (want.has(uid)) continue;
       await this.releasePod(uid, rt);
     }
+    for (const [uid, h] of this.held) {
+      if (want.has(uid)) continue;
+      this.held.delete(uid);
+      await capture.release(uid).catch(() => false);
+      certificates.release(h.workload.identity, uid);
+      log.info({ pod: `${h.workload.namespace}/${h.workload.name}` }, 'held pod released');
+    }
     for (const uid of this.netnsPaths.keys()) if (!want.has(uid) && !this.pods.has(uid)) this.netnsPaths.delete(uid);
     for (const uid of this.failures.keys()) if (!this.store.workloadByUid(uid)) this.failures.delete(uid);
     for (const w of this.store.localWorkloads(this.opts.node)) if (!w.meshEnabled) this.failures.delete(w.uid);
@@ -285,6 +341,7 @@ export class NodeAgent {
           excludeOutboundPorts: w.excludeOutboundPorts,
           excludeInboundPorts: w.excludeInboundPorts,
         });
+        this.held.delete(uid);
         const started = await PodRuntime.start(w, enrolled, {
           capture,
           outbound: this.outbound,
@@ -294,13 +351,26 @@ export class NodeAgent {
           onTunnelRefusal: (code) => this.tunnelRefusals.set(code, (this.tunnelRefusals.get(code) ?? 0) + 1),
           onListenerRefusal: (code) => this.listenerRefusals.set(code, (this.listenerRefusals.get(code) ?? 0) + 1),
           ...(this.opts.maxConnectionsPerListener ? { maxConnections: this.opts.maxConnectionsPerListener } : {}),
+          ...(this.opts.tunnelStreams ? { tunnelStreams: this.opts.tunnelStreams } : {}),
           peerAuthentication: (pod, port) => this.authorizer.mtlsMode(pod, port),
         });
         this.pods.set(uid, started);
         this.failures.delete(uid);
         log.info({ pod: `${w.namespace}/${w.name}`, identity: w.identity, ips: w.ips, ...(started.pending ? { pending: started.pending } : {}) }, 'pod enrolled');
       } catch (err) {
+        const held = portHeldOf(err);
+        if (held) {
+          // Captured and refusing, NOT released: releasing would hand the pod plaintext.
+          const before = this.held.get(uid);
+          this.held.set(uid, { workload: w, held });
+          this.failures.delete(uid);
+          if (before?.held.reason !== held.reason) {
+            log.warn({ pod: `${w.namespace}/${w.name}`, code: held.code, port: held.port, reason: held.reason }, 'pod captured refusing: the app holds a port the agent needs; served once it is free');
+          }
+          continue;
+        }
         this.failures.set(uid, messageOf(err));
+        this.held.delete(uid);
         certificates.release(w.identity, uid);
         await capture.release(uid).catch(() => false);
         log.error({ err, pod: `${w.namespace}/${w.name}`, code: (err as { code?: string }).code }, 'pod enrolment failed; will retry');
@@ -370,6 +440,109 @@ export class NodeAgent {
     return { complete, pipesEnded, ms: Date.now() - t0 };
   }
 
+  /**
+   * One CNI call from skein-cni (the pod's sandbox is being made or removed). ADD of a meshed
+   * pod answers only once the pod is captured and its listeners serve; anything else that
+   * stops that fails the ADD, so the runtime retries and the pod never starts uncaptured.
+   */
+  async cni(call: CniCall): Promise<CniAnswer> {
+    if (call.command === 'ADD') return this.cniAdd(call);
+    if (call.command === 'DEL') return this.cniDel(call);
+    return this.cniCheck(call);
+  }
+
+  private cniPodOf(call: CniCall): Workload | undefined {
+    const p = call.pod;
+    if (!p) return undefined;
+    for (const w of this.store.localWorkloads(this.opts.node)) {
+      if (w.namespace !== p.namespace || w.name !== p.name) continue;
+      if (p.uid && w.uid !== p.uid) continue; // a pod of the same name, not this one
+      return w;
+    }
+    return undefined;
+  }
+
+  /** The pod from the config, waiting a bounded time: the sandbox may be made before the controller's update arrives. */
+  private async cniWaitPod(call: CniCall): Promise<Workload> {
+    const deadline = Date.now() + (this.opts.cniPodWaitMs ?? 10_000);
+    for (;;) {
+      const w = this.cniPodOf(call);
+      if (w) return w;
+      if (Date.now() >= deadline || this.stopped) {
+        throw new CniError(CniErrorCode.TryAgainLater, AgentCode.CniPodUnknown, `pod ${call.pod?.namespace}/${call.pod?.name} is not in the agent's config for node ${this.opts.node} yet`, {
+          uid: call.pod?.uid,
+        });
+      }
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+
+  private async cniAdd(call: CniCall): Promise<CniAnswer> {
+    const w = await this.cniWaitPod(call);
+    const pod = `${w.namespace}/${w.name}`;
+    if (!w.meshEnabled) {
+      this.opts.log.info({ pod, containerId: call.containerId }, 'CNI ADD: pod not in the mesh; passed through');
+      return passThroughAnswer(call);
+    }
+    const netns = call.netns!;
+    if (call.prevIps.length === 0) {
+      throw new CniError(CniErrorCode.InvalidConfig, AgentCode.CniNetnsMismatch, `the network plugin gave pod ${pod} no IP (prevResult.ips is empty): nothing to capture`);
+    }
+    let check: { missing: string[]; hostNetns: boolean };
+    try {
+      check = await this.opts.capture.addressesMissingIn(netns, call.prevIps);
+    } catch (err) {
+      throw new CniError(CniErrorCode.TryAgainLater, AgentCode.CniNetnsMismatch, `cannot check CNI_NETNS ${netns} of pod ${pod}: ${messageOf(err)}`);
+    }
+    // The path is the runtime's to give, but the agent is privileged: it captures only a
+    // namespace that really holds the addresses the network plugin just gave this pod.
+    if (check.hostNetns || check.missing.length > 0) {
+      throw new CniError(
+        CniErrorCode.InvalidConfig,
+        AgentCode.CniNetnsMismatch,
+        check.hostNetns ? `CNI_NETNS ${netns} is the node's own network namespace; not captured` : `CNI_NETNS ${netns} does not hold ${check.missing.join(', ')} of pod ${pod}`,
+        { netns, ips: call.prevIps },
+      );
+    }
+    this.cniHeld.set(w.uid, { containerId: call.containerId, netnsPath: netns, ips: call.prevIps });
+    await this.schedule();
+    const rt = this.pods.get(w.uid);
+    if (!rt || rt.enrolled.netnsIno !== netnsInode(netns)) {
+      if (this.cniHeld.get(w.uid)?.containerId === call.containerId) this.cniHeld.delete(w.uid);
+      void this.schedule(); // drop whatever half of it is left
+      throw new CniError(CniErrorCode.TryAgainLater, AgentCode.CniCaptureFailed, `pod ${pod} could not be captured: ${this.failures.get(w.uid) ?? 'not enrolled'}`);
+    }
+    this.opts.log.info({ pod, containerId: call.containerId, netns, ips: call.prevIps, ...(rt.pending ? { pending: rt.pending } : {}) }, 'CNI ADD: pod captured before start');
+    return passThroughAnswer(call);
+  }
+
+  private async cniDel(call: CniCall): Promise<CniAnswer> {
+    let uid: string | undefined;
+    for (const [u, held] of this.cniHeld) if (held.containerId === call.containerId) uid = u;
+    if (uid === undefined) return { exitCode: 0, stdout: '' }; // never held, or already released: DEL is idempotent
+    const held = this.cniHeld.get(uid)!;
+    this.cniHeld.delete(uid);
+    // Released in the reconcile queue (never beside a reconcile), only if it is still this sandbox's.
+    this.queue = this.queue.then(async () => {
+      const rt = this.pods.get(uid);
+      if (rt && rt.workload.netnsPath === held.netnsPath) await this.releasePod(uid, rt);
+    });
+    await this.queue.catch(() => {});
+    this.opts.log.info({ uid, containerId: call.containerId }, 'CNI DEL: pod released');
+    return { exitCode: 0, stdout: '' };
+  }
+
+  private async cniCheck(call: CniCall): Promise<CniAnswer> {
+    const w = this.cniPodOf(call);
+    if (!w) throw new CniError(CniErrorCode.UnknownContainer, AgentCode.CniCheckFailed, `pod ${call.pod?.namespace}/${call.pod?.name} is not in the agent's config`);
+    if (!w.meshEnabled) return { exitCode: 0, stdout: '' };
+    const rt = this.pods.get(w.uid);
+    if (!rt || rt.enrolled.netnsIno !== netnsInode(call.netns!)) {
+      throw new CniError(CniErrorCode.TryAgainLater, AgentCode.CniCheckFailed, `meshed pod ${w.namespace}/${w.name} is not captured in ${call.netns}`);
+    }
+    return { exitCode: 0, stdout: '' };
+  }
+
   /** Every served local pod's tunnel port, summed: sessions open now, streams received. */
   tunnelServerStats(): { sessions: number; streams: number } {
     const sum = { sessions: 0, streams: 0 };
@@ -388,7 +561,10 @@ export class NodeAgent {
     for (const [uid, rt] of this.pods) {
       const w = rt.workload;
       const pending = rt.pending;
-      pods.push({ uid, pod: `${w.namespace}/${w.name}`, identity: w.identity, ips: w.ips, netns: w.netnsPath, state: pending ? 'pending' : 'serving', ...(pending ? { error: pending } : {}) });
+      pods.push({ uid, pod: `${w.namespace}/${w.name}`, identity: w.identity, ips: w.ips, netns: w.netnsPath, state: pending ? 'pending' : 'serving', ...(pending ? { code: AgentCode.IdentityPending, error: pending } : {}) });
+    }
+    for (const [uid, { workload: w, held }] of this.held) {
+      pods.push({ uid, pod: `${w.namespace}/${w.name}`, identity: w.identity, ips: w.ips, netns: w.netnsPath, state: 'pending', code: held.code, error: held.reason });
     }
     for (const [uid, error] of this.failures) {
       const w = this.store.workloadByUid(uid);

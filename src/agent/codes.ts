@@ -30,4 +30,20 @@ export const AgentCode = {
   UpgradeNotReady: 'SKEIN_AGENT_UPGRADE_NOT_READY',
   /** Agent upgrade: the old agent's drain timeout passed with connections open; L4 ones are ended with a FIN, the rest closed. */
   DrainTimeout: 'SKEIN_AGENT_DRAIN_TIMEOUT',
+  /** --cni-socket names a file that is not a socket (it is never replaced). */
+  CniSocketPath: 'SKEIN_AGENT_CNI_SOCKET_PATH',
+  /** A CNI call skein-cni forwarded is malformed (env, CNI_ARGS, config, prevResult): refused with a CNI error. */
+  CniBadRequest: 'SKEIN_AGENT_CNI_BAD_REQUEST',
+  /** CNI ADD for a pod the agent's config does not hold (yet): refused, the runtime retries. */
+  CniPodUnknown: 'SKEIN_AGENT_CNI_POD_UNKNOWN',
+  /** CNI_NETNS does not hold the pod's IPs from prevResult, or is the host's: nothing is captured. */
+  CniNetnsMismatch: 'SKEIN_AGENT_CNI_NETNS_MISMATCH',
+  /** Capturing a new meshed pod at CNI ADD failed: the ADD fails, the pod does not start uncaptured. */
+  CniCaptureFailed: 'SKEIN_AGENT_CNI_CAPTURE_FAILED',
+  /** CNI CHECK of a meshed pod found it not captured in the namespace given. */
+  CniCheckFailed: 'SKEIN_AGENT_CNI_CHECK_FAILED',
+  /** skein-cni could not reach the agent's socket: ADD and CHECK fail (code 11, try again later), DEL succeeds. */
+  CniUnreachable: 'SKEIN_AGENT_CNI_UNREACHABLE',
+  /** skein-cni had no complete answer from the agent within its timeout_ms: ADD fails (code 11). */
+  CniTimeout: 'SKEIN_AGENT_CNI_TIMEOUT',
 } as const;

@@ -4,6 +4,7 @@ import { parseArgs } from 'node:util';
 import { collectDefaultMetrics, Registry } from 'prom-client';
 import { CaptureManager } from '../capture/capture-manager.js';
 import { CaptureCode } from '../capture/codes.js';
+import { CAPTURE_DEFAULTS } from '../capture/options.js';
 import { findCgroup2Root, readHostFacts } from '../capture/host.js';
 import { DEFAULT_KUBELET_ROOTS, PodNetnsDiscovery } from '../capture/pod-netns-discovery.js';
 import { DEFAULT_CLUSTER_DOMAIN, DEFAULT_TRUST_DOMAIN } from '../config/model.js';
@@ -21,8 +22,13 @@ import { AuditLog } from '../policy/audit-log.js';
 import { parseHostPort, startAdmin } from './admin.js';
 import { DEFAULT_ADMIN_SOCKET } from '../api/agent-admin.js';
 import { DEFAULT_MAX_CONNECTIONS_PER_LISTENER } from '../proxy/connection-cap.js';
+import { DEFAULT_MAX_TUNNEL_STREAMS, DEFAULT_MAX_TUNNEL_STREAMS_PER_PEER } from '../proxy/tunnel/tunnel-server.js';
+import { DEFAULT_MAX_CONNECTS_PER_NETNS, DEFAULT_MAX_QUEUED_PER_NETNS } from '../capture/netns-connect.js';
 import { NodeAgent } from './agent.js';
 import { connectPredecessor, DEFAULT_HANDOVER_SOCKET, HandoverServer } from './handover.js';
+import { cleanupNode, describeCleanup } from './cleanup.js';
+import { DEFAULT_CNI_BIN_DIR, DEFAULT_CNI_CONF_DIR } from '../capture/cni-files.js';
+import { DEFAULT_CNI_SOCKET, startCniServer, unmeshedFileOf, unmeshedNamespaces, writeUnmeshedNamespaces } from './cni-server.js';
 import { AgentCode } from './codes.js';
 import { KubeletPodNetnsLocator } from './pod-netns.js';
 import { registerAgentMetrics } from './metrics.js';
@@ -34,6 +40,7 @@ import { DEFAULT_MAX_EDGES, MeshTraffic } from '../telemetry/mesh-traffic.js';
 export const DEFAULT_DRAIN_TIMEOUT_S = 30;
 
 export const AGENT_USAGE = `usage: skein agent --node NAME (--controller H:P | --config-folder DIR) --ca-root-file FILE --token-file FILE [options]
+       skein agent --cleanup [--pin-root DIR] [--cni-bin-dir DIR] [--cni-conf-dir DIR]
 
   --node NAME            this node (default $NODE_NAME)
   --controller H:P       stream the mesh config from the controller (port 15010)
@@ -61,8 +68,25 @@ export const AGENT_USAGE = `usage: skein agent --node NAME (--controller H:P | -
   --traffic-max-edges N  edges summarised per report; records of more are counted as dropped
                          (default ${DEFAULT_MAX_EDGES})
   --cert-ttl SECONDS     requested workload certificate TTL (default 86400)
+  --tunnel-keepalive S   HTTP/2 PING on every tunnel session every S seconds, so a peer node that
+                         vanished (link down, no RST) is noticed and its sessions closed (default 30; 0: off)
+  --tunnel-keepalive-timeout S  a PING unanswered this long closes the session (default 10)
   --max-connections N    connections each pod's listener (15001, 15006, 15008) holds at once;
                          beyond it new ones are closed and counted (default ${DEFAULT_MAX_CONNECTIONS_PER_LISTENER})
+  --max-tunnel-streams N streams (requests, tunnels) each pod's tunnel port (15008) has open at
+                         once; beyond it a new one is refused (REFUSED_STREAM) and counted
+                         (default ${DEFAULT_MAX_TUNNEL_STREAMS})
+  --max-tunnel-streams-per-peer N  of those, what one source identity may hold, so no client
+                         workload takes them all (default ${DEFAULT_MAX_TUNNEL_STREAMS_PER_PEER})
+  --max-pod-captured-connections N  outbound connections one pod may have captured at once
+                         (connecting or open): its share of the node's original-destination
+                         records, so it cannot evict other pods'; more are refused (EPERM) and
+                         counted (default ${CAPTURE_DEFAULTS.podShare}; 0: no cap; below 65536)
+  --max-pod-connects N   connects the agent has in progress from inside one pod's netns at once
+                         (delivering to the app, traffic leaving the mesh); more wait their turn
+                         (default ${DEFAULT_MAX_CONNECTS_PER_NETNS})
+  --max-pod-connects-queued N  connects waiting per pod beyond those; more fail at once with
+                         SKEIN_CAPTURE_TOO_MANY_CONNECTS (default ${DEFAULT_MAX_QUEUED_PER_NETNS})
   --upgrade-protocols L  HTTP/1 Upgrade protocols piped after a 101, comma list (default websocket;
                          others, h2c included, are served as plain HTTP/1.1 requests)
   --log-file FILE        JSON log lines go here (default stderr)
@@ -88,6 +112,15 @@ export const AGENT_USAGE = `usage: skein agent --node NAME (--controller H:P | -
                          (default ${DEFAULT_DRAIN_TIMEOUT_S})
   --upgrade-timeout S    with --upgrade: how long to get ready (config, every pod's certificate)
                          before giving up and leaving the old agent serving (default 60)
+  --cleanup              remove what an agent leaves on the node and exit 0 (idempotent): the BPF
+                         links and pins under --pin-root, skein-cni's binary in --cni-bin-dir and
+                         its entries in --cni-conf-dir; run with no agent serving on the node
+  --cni-bin-dir DIR      (--cleanup) CNI plugin binaries (default ${DEFAULT_CNI_BIN_DIR})
+  --cni-conf-dir DIR     (--cleanup) CNI configuration (default ${DEFAULT_CNI_CONF_DIR})
+  --cni-socket PATH      where skein-cni (the chained CNI plugin) asks the agent to capture a new
+                         pod before it starts; root only (default ${DEFAULT_CNI_SOCKET}; "off": none)
+  --cni-pod-wait S       CNI ADD waits this long for the pod to reach the agent's config before
+                         failing (the runtime retries) (default 10)
   --audit-log FILE       hash-chained audit trail of authorization: every DENY, AUDIT and dry-run
                          match (default /var/log/skein/audit.log; "off" for none); check it with
                          skein audit verify FILE...`;
@@ -118,6 +151,13 @@ async function waitServing(agent: NodeAgent, timeoutMs: number): Promise<void> {
 function fraction(v: string, flag: string): number {
   const n = Number(v);
   if (v.trim() === '' || !(n >= 0 && n <= 1)) throw new SkeinError(AgentCode.Usage, `${flag} must be a number within 0..1, got "${v}"`);
+  return n;
+}
+
+/** A whole-number flag value of at least `min`. */
+function wholeNumber(v: string, flag: string, min: number): number {
+  const n = Number(v);
+  if (v.trim() === '' || !Number.isInteger(n) || n < min) throw new SkeinError(AgentCode.Usage, `${flag} must be a whole number of at least ${min}, got "${v}"`);
   return n;
 }
 
@@ -154,9 +194,16 @@ export async function runAgent(argv: string[], deps: AgentMainDeps = {}): Promis
       'metrics-max-series': { type: 'string', default: String(DEFAULT_MAX_SERIES) },
       'request-metrics': { type: 'string', default: 'on' },
       'cert-ttl': { type: 'string', default: '86400' },
+      'tunnel-keepalive': { type: 'string', default: '30' },
+      'tunnel-keepalive-timeout': { type: 'string', default: '10' },
       'traffic-report': { type: 'string', default: '5' },
       'traffic-max-edges': { type: 'string', default: String(DEFAULT_MAX_EDGES) },
       'max-connections': { type: 'string', default: String(DEFAULT_MAX_CONNECTIONS_PER_LISTENER) },
+      'max-tunnel-streams': { type: 'string', default: String(DEFAULT_MAX_TUNNEL_STREAMS) },
+      'max-tunnel-streams-per-peer': { type: 'string', default: String(DEFAULT_MAX_TUNNEL_STREAMS_PER_PEER) },
+      'max-pod-captured-connections': { type: 'string', default: String(CAPTURE_DEFAULTS.podShare) },
+      'max-pod-connects': { type: 'string', default: String(DEFAULT_MAX_CONNECTS_PER_NETNS) },
+      'max-pod-connects-queued': { type: 'string', default: String(DEFAULT_MAX_QUEUED_PER_NETNS) },
       'upgrade-protocols': { type: 'string', default: 'websocket' },
       'log-file': { type: 'string' },
       'log-level': { type: 'string' },
@@ -171,11 +218,22 @@ export async function runAgent(argv: string[], deps: AgentMainDeps = {}): Promis
       'handover-socket': { type: 'string', default: DEFAULT_HANDOVER_SOCKET },
       'drain-timeout': { type: 'string', default: String(DEFAULT_DRAIN_TIMEOUT_S) },
       'upgrade-timeout': { type: 'string', default: '60' },
+      cleanup: { type: 'boolean', default: false },
+      'cni-bin-dir': { type: 'string', default: DEFAULT_CNI_BIN_DIR },
+      'cni-conf-dir': { type: 'string', default: DEFAULT_CNI_CONF_DIR },
+      'cni-socket': { type: 'string', default: DEFAULT_CNI_SOCKET },
+      'cni-pod-wait': { type: 'string', default: '10' },
       help: { type: 'boolean', default: false },
     },
   });
   if (values.help) {
     process.stdout.write(`${AGENT_USAGE}\n`);
+    return 0;
+  }
+  if (values.cleanup) {
+    const log = createLogger({ base: { component: 'agent' }, ...(values['log-file'] ? { file: values['log-file'] } : {}), ...(values['log-level'] ? { level: values['log-level'] } : {}) });
+    const report = await cleanupNode({ pinRoot: values['pin-root']!, cniBinDir: values['cni-bin-dir']!, cniConfDir: values['cni-conf-dir']!, log });
+    process.stdout.write(describeCleanup(report));
     return 0;
   }
   const need = (v: string | undefined, flag: string): string => {
@@ -184,8 +242,12 @@ export async function runAgent(argv: string[], deps: AgentMainDeps = {}): Promis
   };
   const node = need(values.node, '--node');
   if (!values['config-folder'] === !values.controller) throw new SkeinError(AgentCode.Usage, `give exactly one of --controller and --config-folder\n${AGENT_USAGE}`);
-  const maxConnections = Number(values['max-connections']);
-  if (!Number.isInteger(maxConnections) || maxConnections < 1) throw new SkeinError(AgentCode.Usage, `--max-connections must be a whole number above 0, got "${values['max-connections']}"`);
+  const maxConnections = wholeNumber(values['max-connections']!, '--max-connections', 1);
+  const maxTunnelStreams = wholeNumber(values['max-tunnel-streams']!, '--max-tunnel-streams', 1);
+  const maxTunnelStreamsPerPeer = wholeNumber(values['max-tunnel-streams-per-peer']!, '--max-tunnel-streams-per-peer', 1);
+  const podShare = wholeNumber(values['max-pod-captured-connections']!, '--max-pod-captured-connections', 0);
+  const maxPodConnects = wholeNumber(values['max-pod-connects']!, '--max-pod-connects', 1);
+  const maxPodConnectsQueued = wholeNumber(values['max-pod-connects-queued']!, '--max-pod-connects-queued', 0);
   const maxSeries = Number(values['metrics-max-series']);
   if (!Number.isInteger(maxSeries) || maxSeries < 1) throw new SkeinError(AgentCode.Usage, `--metrics-max-series must be a whole number above 0, got "${values['metrics-max-series']}"`);
   const requestMetrics = values['request-metrics'];
@@ -202,6 +264,12 @@ export async function runAgent(argv: string[], deps: AgentMainDeps = {}): Promis
   if (!Number.isInteger(maxEdges) || maxEdges < 1) throw new SkeinError(AgentCode.Usage, `--traffic-max-edges must be a whole number above 0, got "${values['traffic-max-edges']}"`);
   const drainMs = seconds(values['drain-timeout']!, '--drain-timeout') * 1000;
   const upgradeTimeoutMs = seconds(values['upgrade-timeout']!, '--upgrade-timeout') * 1000;
+  const cniPodWait = Number(values['cni-pod-wait']);
+  if (!Number.isFinite(cniPodWait) || cniPodWait < 0) throw new SkeinError(AgentCode.Usage, `--cni-pod-wait must be seconds, got "${values['cni-pod-wait']}"`);
+  const keepaliveS = Number(values['tunnel-keepalive']);
+  if (!Number.isFinite(keepaliveS) || keepaliveS < 0) throw new SkeinError(AgentCode.Usage, `--tunnel-keepalive must be seconds (0: off), got "${values['tunnel-keepalive']}"`);
+  const keepaliveTimeoutS = Number(values['tunnel-keepalive-timeout']);
+  if (!Number.isFinite(keepaliveTimeoutS) || keepaliveTimeoutS <= 0) throw new SkeinError(AgentCode.Usage, `--tunnel-keepalive-timeout must be seconds above 0, got "${values['tunnel-keepalive-timeout']}"`);
   const log = createLogger({ base: { component: 'agent', node }, ...(values['log-file'] ? { file: values['log-file'] } : {}), ...(values['log-level'] ? { level: values['log-level'] } : {}) });
   const rootsPem = pemBlocks(await readFile(need(values['ca-root-file'], '--ca-root-file'), 'utf8'));
   const tokenFile = need(values['token-file'], '--token-file');
@@ -217,7 +285,10 @@ export async function runAgent(argv: string[], deps: AgentMainDeps = {}): Promis
     logger: log,
     registry,
   });
-  const capture = new CaptureManager({ pinRoot: values['pin-root'], ...(values['bpf-dir'] ? { bpfObjectDir: values['bpf-dir'] } : {}) }, { logger: log });
+  const capture = new CaptureManager(
+    { pinRoot: values['pin-root'], podShare, ...(values['bpf-dir'] ? { bpfObjectDir: values['bpf-dir'] } : {}) },
+    { logger: log, connector: { maxConnectsPerNetns: maxPodConnects, maxQueuedPerNetns: maxPodConnectsQueued } },
+  );
   // The controller's stream in a cluster; a folder of Kubernetes YAML on one machine.
   // What this agent sees per edge, for the controller (on the config stream: a controller only).
   const traffic = values.controller && trafficReport > 0 && requestMetrics === 'on' ? new MeshTraffic({ node, maxEdges }) : undefined;
@@ -254,12 +325,15 @@ export async function runAgent(argv: string[], deps: AgentMainDeps = {}): Promis
     log,
     upgradeProtocols,
     maxConnectionsPerListener: maxConnections,
+    tunnelStreams: { max: maxTunnelStreams, perPeer: maxTunnelStreamsPerPeer },
+    tunnelKeepalive: { intervalMs: keepaliveS * 1000, timeoutMs: keepaliveTimeoutS * 1000 },
     ...(auditLog ? { auditLog } : {}),
     ...(requestMetrics === 'on' ? { istioMetrics: new IstioMetrics({ registry, maxSeries }) } : {}),
     ...(tracing ? { tracing } : {}),
     requestIds: requestId === 'generate',
     ...(accessLog === 'off' || accessLogSampling < 1 ? { accessLog: { enabled: accessLog === 'on', sampling: accessLogSampling } } : {}),
     ...(traffic ? { traffic } : {}),
+    cniPodWaitMs: cniPodWait * 1000,
   });
   registerAgentMetrics(registry, {
     capture,
@@ -311,6 +385,30 @@ export async function runAgent(argv: string[], deps: AgentMainDeps = {}): Promis
     await stopAdmin?.();
     throw err;
   }
+  // Only once capture runs and a config is applied: until then skein-cni cannot reach the
+  // agent and new meshed pods wait (the runtime retries their ADD).
+  const cniServer =
+    values['cni-socket'] === 'off'
+      ? undefined
+      : await startCniServer({ path: values['cni-socket']!, handle: (call) => agent.cni(call), log, answerTimeoutMs: cniPodWait * 1000 + 15_000 }).catch(async (err) => {
+          await agent.stop();
+          await stopAdmin?.();
+          throw err;
+        });
+  if (cniServer) {
+    // What skein-cni may start without the agent, kept current while the agent runs.
+    const file = unmeshedFileOf(values['cni-socket']!);
+    const refresh = () => {
+      if (!agent.store.snapshot()) return; // an empty store says nothing about namespaces
+      try {
+        if (writeUnmeshedNamespaces(file, unmeshedNamespaces(agent.store.localWorkloads(node)))) log.debug({ file }, 'unmeshed namespaces written for skein-cni');
+      } catch (err) {
+        log.warn({ err, file }, 'cannot write the unmeshed namespaces for skein-cni');
+      }
+    };
+    refresh();
+    agent.store.subscribe(refresh);
+  }
   log.info({ node, pinRoot: capture.options.pinRoot, programs: capture.programIds() }, 'agent started');
   process.stderr.write(`skein agent: node ${node} serving (admin ${values['admin-socket']}${values.admin ? ` and ${values.admin}` : ''}, metrics ${values.metrics})\n`);
 
@@ -335,6 +433,10 @@ export async function runAgent(argv: string[], deps: AgentMainDeps = {}): Promis
       // open admin connections finish on their own.
       handover.stopListening();
       void stopAdmin?.();
+      // The CNI socket too (closing it removes its file at once, before the successor binds
+      // the same path). A CNI call in flight is cut: skein-cni fails it with code 11 and the
+      // runtime retries it against the successor.
+      void cniServer?.close();
     },
     onHandedOver: () => handedOver(),
   });
@@ -369,6 +471,7 @@ export async function runAgent(argv: string[], deps: AgentMainDeps = {}): Promis
     log.warn({ code: AgentCode.StopTimeout, graceMs: STOP_GRACE_MS }, 'graceful stop took too long; exiting');
     process.exit(0);
   }, STOP_GRACE_MS);
+  await cniServer?.close();
   await agent.stop();
   await tracing?.shutdown().catch(() => {});
   await stopAdmin?.();

@@ -19,13 +19,13 @@ export interface TrafficRow {
 }
 
 export interface AgentMetricsSources {
-  capture: Pick<CaptureManager, 'counters'>;
+  capture: { counters(): Partial<ReturnType<CaptureManager['counters']>> & { skLookupAssignFailed: number; skLookupNoSocket: number } } & Partial<Pick<CaptureManager, 'connectStats'>>;
   /** Refusals at the local pods' tunnel ports by stable code (NodeAgent.tunnelRefusals). */
   tunnelRefusals: ReadonlyMap<string, number>;
   /** Connections refused at the local pods' 15001 and 15006 listeners by code (NodeAgent.listenerRefusals). */
   listenerRefusals?: ReadonlyMap<string, number>;
-  /** Local meshed pods by state: serving, pending (captured, certificate not there yet: refused), failed (not captured). */
-  podStates?: () => Iterable<{ state: string }>;
+  /** Local meshed pods by state: serving, pending (captured, refusing; `code` says why), failed (not captured). */
+  podStates?: () => Iterable<{ state: string; code?: string | undefined }>;
   /** The config version serving now, and configs applied (ACK) / refused whole (NACK). */
   config?: { version: () => string | undefined; updates: Readonly<{ ack: number; nack: number }> };
   /** The certificates held for local identities (notAfter absent while pending). */
@@ -67,6 +67,24 @@ export function registerAgentMetrics(registry: Registry, src: AgentMetricsSource
       }
     },
   });
+  let warnedOut = false;
+  new Counter({
+    name: 'skein_capture_outbound_refused_total',
+    help: 'Outbound connects of enrolled pods that connect4/6 refused (EPERM to the app) instead of capturing, by reason: pod_share (the pod held its --max-pod-captured-connections), no_record (no socket storage for the original destination); counted in the kernel since the pins were made',
+    labelNames: ['reason'] as const,
+    registers: [registry],
+    collect() {
+      try {
+        const c = src.capture.counters();
+        this.reset();
+        this.inc({ reason: 'pod_share' }, c.podShareRefused ?? 0);
+        this.inc({ reason: 'no_record' }, c.noRecordRefused ?? 0);
+      } catch (err) {
+        if (!warnedOut) src.log.warn({ err: messageOf(err), code: AgentCode.MetricsUnreadable }, 'cannot read the BPF counters');
+        warnedOut = true;
+      }
+    },
+  });
   // Label values are skein's own codes (a closed set), never peer-supplied text.
   new Counter({
     name: 'skein_tunnel_refusals_total',
@@ -80,7 +98,7 @@ export function registerAgentMetrics(registry: Registry, src: AgentMetricsSource
   });
   new Gauge({
     name: 'skein_pods',
-    help: 'Local meshed pods by state: serving; pending (captured, its mesh traffic refused until its certificate arrives); failed (not captured, retried)',
+    help: 'Local meshed pods by state: serving; pending (captured, its mesh traffic refused until it can be served: skein_pods_refusing says why); failed (not captured, retried)',
     labelNames: ['state'] as const,
     registers: [registry],
     collect() {
@@ -88,6 +106,19 @@ export function registerAgentMetrics(registry: Registry, src: AgentMetricsSource
       const n: Record<string, number> = { serving: 0, pending: 0, failed: 0 };
       for (const p of src.podStates()) n[p.state] = (n[p.state] ?? 0) + 1;
       for (const [state, v] of Object.entries(n)) this.set({ state }, v);
+    },
+  });
+  new Gauge({
+    name: 'skein_pods_refusing',
+    help: 'Local meshed pods captured but refusing their mesh traffic (state pending), by reason code: SKEIN_AGENT_IDENTITY_PENDING (certificate not issued yet), SKEIN_CAPTURE_PORT_HELD (the app holds a port the agent needs)',
+    labelNames: ['reason'] as const,
+    registers: [registry],
+    collect() {
+      this.reset();
+      if (!src.podStates) return;
+      const n = new Map<string, number>();
+      for (const p of src.podStates()) if (p.state === 'pending') n.set(p.code ?? 'unknown', (n.get(p.code ?? 'unknown') ?? 0) + 1);
+      for (const [reason, v] of n) this.set({ reason }, v);
     },
   });
   registerHealthMetrics(registry, src);
@@ -101,6 +132,30 @@ export function registerAgentMetrics(registry: Registry, src: AgentMetricsSource
       for (const [code, n] of src.listenerRefusals ?? []) this.inc({ code }, n);
     },
   });
+  const connectStats = src.capture.connectStats?.bind(src.capture);
+  if (connectStats) {
+    new Counter({
+      name: 'skein_pod_connect_failures_total',
+      help: 'Connects the agent made from inside pod netns (to the app, leaving the mesh) that failed, by stable code: over the per-pod cap and queue (TOO_MANY_CONNECTS), no answer in time (CONNECT_TIMEOUT), refused or unreachable (CONNECT_FAILED)',
+      labelNames: ['code'] as const,
+      registers: [registry],
+      collect() {
+        this.reset();
+        for (const [code, n] of Object.entries(connectStats().refusals)) this.inc({ code }, n);
+      },
+    });
+    new Gauge({
+      name: 'skein_pod_connects',
+      help: 'Connects from inside pod netns now, all pods: in_progress (holding one of a pod\'s --max-pod-connects slots) or queued (waiting for one)',
+      labelNames: ['state'] as const,
+      registers: [registry],
+      collect() {
+        const s = connectStats();
+        this.set({ state: 'in_progress' }, s.inProgress);
+        this.set({ state: 'queued' }, s.queued);
+      },
+    });
+  }
 }
 
 /** Config, certificates, authorization, refusals and tunnels: read from their owners' stats at scrape. */

@@ -31,6 +31,8 @@ export interface PodRuntimeDeps {
   onListenerRefusal?: (code: string) => void;
   /** Connections each of the pod's listeners holds at once (default: the proxy's). */
   maxConnections?: number;
+  /** Streams the pod's tunnel port has open at once, and one source identity's share (default: the tunnel server's). */
+  tunnelStreams?: { max?: number; perPeer?: number };
   /** STRICT or PERMISSIVE for plaintext to a port of the pod (PeerAuthentication). */
   peerAuthentication?: (workload: Workload, port: number) => 'STRICT' | 'PERMISSIVE';
 }
@@ -107,6 +109,8 @@ export class PodRuntime {
       inbound,
       logger: log,
       ...this.caps(this.deps.onTunnelRefusal),
+      ...(this.deps.tunnelStreams?.max ? { maxStreams: this.deps.tunnelStreams.max } : {}),
+      ...(this.deps.tunnelStreams?.perPeer ? { maxStreamsPerPeer: this.deps.tunnelStreams.perPeer } : {}),
     });
     if (this.closed) {
       await tunnel.close(0);

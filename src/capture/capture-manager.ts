@@ -29,7 +29,7 @@ import { checkHost, type HostFacts, readHostFacts } from './host.js';
 import type { IpFamily, OriginalDestination } from '../config/address.js';
 import { COUNTER, type CounterName, decodeInboundPod, decodeNetnsPort, decodePodRecord, decodeSlotPort, encodeConfig, encodeEnrolled, encodeInboundPod, encodeNetnsPort, encodePodAddr, encodePodRecord, encodeSlotPort, encodeSocketFd, encodeStamp, MAP, type MapName, PIN_LAYOUT, PRESENT, type PodRecord, sumPerCpuU64, u32Key, u64Key } from './maps.js';
 import { loadNative, type SkeinNative } from './native.js';
-import { type NetnsConnectOptions, NetnsConnector, type NetnsConnectorOptions } from './netns-connect.js';
+import { type NetnsConnectOptions, NetnsConnector, type NetnsConnectorOptions, type NetnsConnectStats } from './netns-connect.js';
 import { inboundDestination, readOriginalDestination } from './original-destination.js';
 import { PinFolder } from './pins.js';
 import { BpfPrograms } from './programs.js';
@@ -49,7 +49,8 @@ export interface PodListeners {
   address: string;
 }
 
-export interface EnrolledPod {
+/** A pod in the capture maps: served (EnrolledPod) or held refusing (`held`). */
+export interface CapturedPod {
   uid: string;
   netnsPath: string;
   netnsCookie: bigint;
@@ -59,6 +60,18 @@ export interface EnrolledPod {
   ips: string[];
   excludeOutboundPorts: number[];
   excludeInboundPorts: number[];
+  /** Absent while the pod is held refusing (`held`): it is captured but nothing serves it. */
+  listeners: PodListeners | undefined;
+  /**
+   * Why the pod is captured but refusing: a port the agent needs is held by the app. Its
+   * connects fail (EPERM, connect4/6 with outbound port 0) and inbound plaintext is dropped
+   * (sk_lookup finds no agent socket) until a later enroll() opens the listeners.
+   */
+  held?: PortHeld;
+}
+
+/** A captured pod with its listeners, to be served. */
+export interface EnrolledPod extends CapturedPod {
   listeners: PodListeners;
 }
 
@@ -76,6 +89,12 @@ export interface HandedListeners {
 /** Passing fds to another agent process over a unix socket (SCM_RIGHTS); see native.ts. */
 export type FdPassing = Pick<SkeinNative, 'connectUnix' | 'sendFds' | 'recvFds' | 'closeFd'>;
 
+export interface PortHeld {
+  code: string;
+  port: number | undefined;
+  reason: string;
+}
+
 export interface CaptureDeps {
   native?: SkeinNative;
   logger?: Logger;
@@ -85,6 +104,25 @@ export interface CaptureDeps {
 }
 
 const MAX_SLOTS = 4096; // SKEIN_MAX_PODS in bpf/skein.h
+
+/** The enrolled map's outbound port that tells connect4/6 to refuse the pod's connects (EPERM). */
+const REFUSE_OUTBOUND = 0;
+
+/** The pod with its listeners, or SKEIN_CAPTURE_PORT_HELD when it is held refusing. */
+function servedOrHeld(pod: CapturedPod): EnrolledPod {
+  if (pod.held || !pod.listeners) {
+    throw new SkeinError(CaptureCode.PortHeld, `pod ${pod.uid} is captured but refusing: ${pod.held?.reason ?? 'no listeners'}`, { uid: pod.uid, port: pod.held?.port, held: pod.held });
+  }
+  return pod as EnrolledPod;
+}
+
+/** A listener failure because the app holds the port (EADDRINUSE): the pod is held refusing. */
+function heldPortOf(err: unknown): PortHeld | undefined {
+  if (!(err instanceof SkeinError) || err.code !== CaptureCode.ListenFailed || err.details?.errno === undefined) return undefined;
+  if (errnoName(err.cause) !== 'EADDRINUSE') return undefined;
+  const port = typeof err.details.port === 'number' ? err.details.port : undefined;
+  return { code: CaptureCode.PortHeld, port, reason: `port ${port ?? '?'} is already held in the pod's network namespace (EADDRINUSE)` };
+}
 
 export class CaptureManager {
   readonly options: ResolvedCaptureOptions;
@@ -96,7 +134,7 @@ export class CaptureManager {
   private readonly programs: BpfPrograms;
   private cgroupPath = '';
   private ownNetnsCookie: bigint | undefined;
-  private readonly pods = new Map<string, EnrolledPod>();
+  private readonly pods = new Map<string, CapturedPod>();
   /** Listeners a previous agent handed over, by pod uid, until enroll() takes them. */
   private readonly handed = new Map<string, HandedListeners>();
   /** Every mutation runs in this chain, one at a time (enroll/release/reconcile may race). */
@@ -151,7 +189,7 @@ export class CaptureManager {
       this.pins.makeDirs();
       await this.programs.load();
       this.native.mapUpdate(this.map(MAP.stamp), u32Key(0), encodeStamp(PIN_LAYOUT));
-      this.native.mapUpdate(this.map(MAP.config), u32Key(0), encodeConfig(o.agentMark));
+      this.native.mapUpdate(this.map(MAP.config), u32Key(0), encodeConfig(o.agentMark, o.podShare));
       this.programs.attachCgroupHooks(this.cgroupPath);
       for (const slot of this.programs.adoptPodLinks()) this.purgeSlot(slot);
       this.log.info({ pinRoot: o.pinRoot, cgroup: this.cgroupPath, programs: this.programIds() }, 'capture started');
@@ -179,11 +217,17 @@ export class CaptureManager {
   }
 
   /** Pods enrolled by this agent process. */
-  enrolled(): EnrolledPod[] {
+  enrolled(): CapturedPod[] {
     return [...this.pods.values()];
   }
 
   /** Capture a pod: listeners in its netns, maps, sk_lookup. Idempotent for the same netns. */
+  /**
+   * Capture a pod and open its listeners. When the app already holds one of their ports
+   * (EADDRINUSE) the pod is still captured, refusing (see CapturedPod.held), and this rejects
+   * with SKEIN_CAPTURE_PORT_HELD: the caller must not release it. A later enroll() of the same
+   * pod tries the ports again.
+   */
   enroll(input: CapturePod): Promise<EnrolledPod> {
     const pod = validateCapturePod(input);
     return this.serial(async () => {
@@ -201,7 +245,8 @@ export class CaptureManager {
       if (current && current.netnsCookie === cookie) {
         this.writePodTables(current.slot, cookie, pod);
         Object.assign(current, { ips: pod.ips, excludeOutboundPorts: pod.excludeOutboundPorts, excludeInboundPorts: pod.excludeInboundPorts });
-        return current;
+        if (current.held) await this.serveHeld(current);
+        return servedOrHeld(current);
       }
       if (current) this.releaseNow(current.uid); // same uid in a new netns: a restarted pod
 
@@ -216,24 +261,37 @@ export class CaptureManager {
       // A previous agent's sockets for this very netns (upgrade): serve those, so the pod's
       // ports never close. The SOCKMAP already holds that 15006 socket: it is left as it is.
       const handed = this.takeHanded(pod.uid, cookie);
-      const listeners = handed?.listeners ?? (await this.openListeners(pod.netnsPath));
+      // A port the app already holds does not release the pod to plaintext: it is captured
+      // refusing (no agent socket for sk_lookup, connects refused) and served once it is free.
+      let listeners: PodListeners | undefined = handed?.listeners;
+      let held: PortHeld | undefined;
+      if (!listeners) {
+        try {
+          listeners = await this.openListeners(pod.netnsPath);
+        } catch (err) {
+          held = heldPortOf(err);
+          if (!held) throw err;
+        }
+      }
       try {
         const record: PodRecord = { netnsCookie: cookie, netnsIno: ino, uid: pod.uid };
         this.native.mapUpdate(this.map(MAP.pods), u32Key(slot), encodePodRecord(record));
         this.writePodTables(slot, cookie, pod);
-        if (!handed) this.native.mapUpdate(this.map(MAP.inboundSockets), u32Key(slot), encodeSocketFd(listeners.inboundPlaintext));
+        if (listeners && !handed) this.native.mapUpdate(this.map(MAP.inboundSockets), u32Key(slot), encodeSocketFd(listeners.inboundPlaintext));
+        else if (!listeners) this.clearInboundSocket(slot);
         this.programs.attachSkLookup(slot, pod.netnsPath, ino);
-        // Last: from here on the pod's connect() calls land on the outbound listener.
-        this.native.mapUpdate(this.map(MAP.enrolled), u64Key(cookie), encodeEnrolled(this.options.outboundPort));
+        // Last: from here on the pod's connect() calls land on the outbound listener (or, held, are refused).
+        this.native.mapUpdate(this.map(MAP.enrolled), u64Key(cookie), encodeEnrolled(listeners ? this.options.outboundPort : REFUSE_OUTBOUND));
       } catch (err) {
         this.purgeSlot(slot);
-        for (const fd of [listeners.outbound, listeners.inboundPlaintext, listeners.tunnel]) this.native.closeFd(fd);
+        if (listeners) for (const fd of [listeners.outbound, listeners.inboundPlaintext, listeners.tunnel]) this.native.closeFd(fd);
         throw captureError(CaptureCode.EnrollFailed, `cannot enrol pod ${pod.uid}`, err, { uid: pod.uid });
       }
-      const enrolled: EnrolledPod = { ...pod, netnsCookie: cookie, netnsIno: ino, slot, listeners };
-      this.pods.set(pod.uid, enrolled);
-      this.log.info({ uid: pod.uid, slot, netnsCookie: cookie.toString(), ips: pod.ips }, 'pod enrolled');
-      return enrolled;
+      const captured: CapturedPod = { ...pod, netnsCookie: cookie, netnsIno: ino, slot, listeners, ...(held ? { held } : {}) };
+      this.pods.set(pod.uid, captured);
+      if (held) this.log.warn({ uid: pod.uid, slot, code: held.code, port: held.port, reason: held.reason }, 'pod captured refusing: a port the agent needs is held by the app');
+      else this.log.info({ uid: pod.uid, slot, netnsCookie: cookie.toString(), ips: pod.ips }, 'pod enrolled');
+      return servedOrHeld(captured);
     });
   }
 
@@ -279,6 +337,60 @@ export class CaptureManager {
   /** The native calls that pass fds between agent processes (the upgrade handover). */
   fdPassing(): FdPassing {
     return this.native;
+  }
+
+  /** No agent socket for the slot (so sk_lookup drops); an empty entry already is none. */
+  private clearInboundSocket(slot: number): void {
+    try {
+      this.native.mapDelete(this.map(MAP.inboundSockets), u32Key(slot));
+    } catch {
+      // nothing there: what we want
+    }
+  }
+
+  /** A held pod: try its listeners again; once open, steer to them (inbound first, then outbound). */
+  private async serveHeld(pod: CapturedPod): Promise<void> {
+    let listeners: PodListeners;
+    try {
+      listeners = await this.openListeners(pod.netnsPath);
+    } catch (err) {
+      const held = heldPortOf(err);
+      if (!held) throw err;
+      pod.held = held;
+      return;
+    }
+    try {
+      this.native.mapUpdate(this.map(MAP.inboundSockets), u32Key(pod.slot), encodeSocketFd(listeners.inboundPlaintext));
+      this.native.mapUpdate(this.map(MAP.enrolled), u64Key(pod.netnsCookie), encodeEnrolled(this.options.outboundPort));
+    } catch (err) {
+      for (const fd of [listeners.outbound, listeners.inboundPlaintext, listeners.tunnel]) this.native.closeFd(fd);
+      throw captureError(CaptureCode.EnrollFailed, `cannot serve held pod ${pod.uid}`, err, { uid: pod.uid });
+    }
+    pod.listeners = listeners;
+    delete pod.held;
+    this.log.info({ uid: pod.uid, slot: pod.slot }, 'held pod: its ports are free, now served');
+  }
+
+  /**
+   * Which of `ips` the netns at `netnsPath` does NOT hold as local addresses (empty: it holds
+   * them all), and whether it is the agent's own netns. Checked the way the kernel decides it:
+   * a listening socket bound to the address inside that netns (port 0, closed at once) is
+   * refused with EADDRNOTAVAIL when the address is not local there. For a netns given by
+   * path (CNI_NETNS), where no process of the pod runs yet to read /proc/PID/net from.
+   */
+  async addressesMissingIn(netnsPath: string, ips: readonly string[]): Promise<{ missing: string[]; hostNetns: boolean }> {
+    const cookie = await this.native.netnsCookie(netnsPath);
+    this.ownNetnsCookie ??= await this.native.netnsCookie('/proc/self/ns/net');
+    const missing: string[] = [];
+    for (const ip of ips) {
+      try {
+        this.native.closeFd(await this.native.openListener(netnsPath, ip, 0, 1));
+      } catch (err) {
+        if (errnoName(err) !== 'EADDRNOTAVAIL') throw captureError(CaptureCode.NetnsUnavailable, `cannot check address ${ip} in ${netnsPath}`, err, { netnsPath });
+        missing.push(ip);
+      }
+    }
+    return { missing, hostNetns: cookie === this.ownNetnsCookie };
   }
 
   /** Stop capturing a pod (this agent's or a previous agent's); false when it was not enrolled. */
@@ -355,8 +467,17 @@ export class CaptureManager {
   }
 
   connectFromAgent(netnsPath: string, host: string, port: number, opts: NetnsConnectOptions = {}): Promise<Socket> {
+    return this.netnsConnector().connect(netnsPath, host, port, opts);
+  }
+
+  /** Connects from pod netns now (in progress, waiting) and their failures by code (admin, metrics). */
+  connectStats(): NetnsConnectStats {
+    return this.netnsConnector().stats();
+  }
+
+  private netnsConnector(): NetnsConnector {
     this.connector ??= new NetnsConnector((path, family) => this.openAgentSocket(path, family), this.deps.connector);
-    return this.connector.connect(netnsPath, host, port, opts);
+    return this.connector;
   }
 
   /** Stop managing; capture stays in place through the pins (a restarted agent adopts it). */
@@ -392,8 +513,10 @@ export class CaptureManager {
     const ports = [o.outboundPort, o.inboundPlaintextPort, o.tunnelPort];
     let address = o.listenAddress;
     const opened: number[] = [];
+    let failedPort: number | undefined;
     try {
       for (const port of ports) {
+        failedPort = port;
         try {
           opened.push(await this.native.openListener(netnsPath, address, port, o.backlog));
         } catch (err) {
@@ -404,7 +527,7 @@ export class CaptureManager {
       }
     } catch (err) {
       for (const fd of opened) this.native.closeFd(fd);
-      throw captureError(CaptureCode.ListenFailed, `cannot open listeners in ${netnsPath}`, err, { netnsPath, address });
+      throw captureError(CaptureCode.ListenFailed, `cannot open listeners in ${netnsPath}`, err, { netnsPath, address, port: failedPort });
     }
     const [outbound, inboundPlaintext, tunnel] = opened as [number, number, number];
     return { outbound, inboundPlaintext, tunnel, address };
@@ -446,7 +569,11 @@ export class CaptureManager {
     const n = this.native;
     const recordBuf = n.mapLookup(this.map(MAP.pods), u32Key(slot));
     const record = recordBuf ? decodePodRecord(recordBuf) : undefined;
-    if (record) n.mapDelete(this.map(MAP.enrolled), u64Key(record.netnsCookie));
+    if (record) {
+      n.mapDelete(this.map(MAP.enrolled), u64Key(record.netnsCookie));
+      // The pod's share count goes with it (its sockets, if any, find none at close).
+      n.mapDelete(this.map(MAP.podShare), u64Key(record.netnsCookie));
+    }
     this.programs.detachSkLookup(slot);
     const addrs = this.map(MAP.inboundAddresses);
     for (const key of this.keys(addrs)) {

@@ -44,6 +44,12 @@ export const CaptureCode = {
   NetnsUnavailable: 'SKEIN_CAPTURE_NETNS_UNAVAILABLE',
   /** The agent's listeners could not be opened inside a pod's netns. */
   ListenFailed: 'SKEIN_CAPTURE_LISTEN_FAILED',
+  /**
+   * A port the agent needs inside a pod's netns (outbound, inbound plaintext or tunnel) is
+   * already held by the pod's app: the pod is kept captured and refusing (its connects fail,
+   * inbound plaintext is dropped) until the port is free, never released to plaintext.
+   */
+  PortHeld: 'SKEIN_CAPTURE_PORT_HELD',
   /** No original destination is recorded for an accepted connection. */
   NoOriginalDst: 'SKEIN_CAPTURE_NO_ORIGINAL_DST',
   /** The kubelet has no cgroup for the pod on this node (yet): its netns cannot be found. */
@@ -62,4 +68,10 @@ export const CaptureCode = {
   ConnectTimeout: 'SKEIN_CAPTURE_CONNECT_TIMEOUT',
   /** A connect from inside a pod's netns was refused or unreachable (errno in details). */
   ConnectFailed: 'SKEIN_CAPTURE_CONNECT_FAILED',
+  /** `skein cni install|uninstall` found no conflist to chain skein-cni into, or no skein-cni binary to copy. */
+  CniNoConflist: 'SKEIN_CAPTURE_CNI_NO_CONFLIST',
+  /** A conflist in the CNI conf dir is malformed (file, field and reason in the message); it is left untouched. */
+  CniConflistInvalid: 'SKEIN_CAPTURE_CNI_CONFLIST_INVALID',
+  /** Writing the plugin binary or the conflist failed (permissions, disk). */
+  CniInstallFailed: 'SKEIN_CAPTURE_CNI_INSTALL_FAILED',
 } as const;

@@ -10,7 +10,7 @@ import { bytesToIp, familyOf, ipToBytes } from './ip.js';
 import { CaptureCode } from './codes.js';
 
 /** Version of the pinned layout (maps and their types); see skein_stamp in bpf/skein.h. */
-export const PIN_LAYOUT = 1;
+export const PIN_LAYOUT = 2;
 
 /** Map names, as pinned under <pinRoot>/maps/. */
 export const MAP = {
@@ -18,7 +18,10 @@ export const MAP = {
   config: 'skein_config',
   enrolled: 'skein_enrolled',
   outboundExcluded: 'skein_out_excl',
-  originalBySocket: 'skein_orig_sk',
+  /** Socket-local storage (the socket's own record, freed with it); not read by user space. */
+  originalOnSocket: 'skein_sk_orig',
+  /** Redirected sockets each pod holds now, by netns cookie (its share of the records). */
+  podShare: 'skein_pod_share',
   originalByPeer: 'skein_orig_peer',
   inboundAddresses: 'skein_in_addrs',
   inboundExcluded: 'skein_in_excl',
@@ -75,10 +78,11 @@ export function decodeStamp(b: Buffer): { layout: number } {
   return { layout: b.readUInt32LE(0) };
 }
 
-/** struct skein_config */
-export function encodeConfig(agentMark: number): Buffer {
+/** struct skein_config: the agent's mark, and each pod's share of redirected sockets (0 = no cap). */
+export function encodeConfig(agentMark: number, podShare: number): Buffer {
   const b = Buffer.alloc(8);
   b.writeUInt32LE(agentMark, 0);
+  b.writeUInt32LE(podShare, 4);
   return b;
 }
 
@@ -211,6 +215,10 @@ export const COUNTER = {
   skLookupAssignFailed: 0,
   /** sk_lookup: no 15006 socket in the SOCKMAP (agent down); the packet was dropped. */
   skLookupNoSocket: 1,
+  /** connect4/6: the pod held its share of redirected sockets; its connect was refused (EPERM). */
+  podShareRefused: 2,
+  /** connect4/6: no socket storage for the record; the connect was refused, never passed uncaptured. */
+  noRecordRefused: 3,
 } as const;
 export type CounterName = keyof typeof COUNTER;
 

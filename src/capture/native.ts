@@ -6,7 +6,10 @@
  * convention) and `syscall`; bad arguments are TypeErrors with code SKEIN_NATIVE_ARG. Every
  * map operation checks key and value lengths against the map's own sizes first (RangeError,
  * code SKEIN_NATIVE_KEY_SIZE_MISMATCH / SKEIN_NATIVE_VALUE_SIZE_MISMATCH, with `map`,
- * `expected`, `actual`), so the kernel never reads or writes past a Buffer.
+ * `expected`, `actual`), so the kernel never reads or writes past a Buffer; an fd that is not a
+ * BPF map (a program, a socket) is EBADF before any map syscall, so another object's info is
+ * never read as a map's sizes. Nothing here waits on the network: connects from a pod's netns
+ * take an unconnected socket (openSocket) and connect on the event loop (netns-connect.ts).
  * Calls that enter a network namespace run on a thread created for that call (never a libuv
  * pool thread) and return Promises; so does loading an object (the verifier can take a while).
  */
@@ -98,8 +101,6 @@ export interface SkeinNative {
   openListener(netnsPath: string, address: string, port: number, backlog: number): Promise<number>;
   /** An unconnected TCP socket made inside the netns, with SO_MARK = mark (0: no mark). */
   openSocket(netnsPath: string, family: 4 | 6, mark: number): Promise<number>;
-  /** A TCP socket made and connected inside the netns, with SO_MARK = mark (0: no mark). */
-  connectInNetns(netnsPath: string, host: string, port: number, timeoutMs: number, mark: number): Promise<number>;
   /** SO_NETNS_COOKIE of the namespace at netnsPath. */
   netnsCookie(netnsPath: string): Promise<bigint>;
   /** SO_NETNS_COOKIE of a socket this process holds. */

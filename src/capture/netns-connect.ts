@@ -11,8 +11,9 @@
  * every pod on the node.)
  *
  * Aborts are honoured at once (the socket is destroyed), and each netns has a cap on connects
- * in progress: past it, connects wait their turn (within their own timeout and abort), and
- * past a bounded queue they fail fast (CaptureCode.TooManyConnects). A pod connecting
+ * in progress (default 64, `--max-pod-connects`): past it, connects wait their turn (within
+ * their own timeout and abort), and past a bounded queue (default 1024) they fail fast
+ * (CaptureCode.TooManyConnects). Failures are counted by code for /stats and metrics. A pod connecting
  * to a black hole thus only delays its own connects; a burst (hundreds of new connections in
  * one tick) queues instead of failing.
  *
@@ -23,13 +24,21 @@ import net from 'node:net';
 import { SkeinError } from '../errors.js';
 import { CaptureCode } from './codes.js';
 
+/** Failures counted by code: capture's own (an abort's reason is the caller's, not counted). */
+const CAPTURE_CODES: ReadonlySet<string> = new Set(Object.values(CaptureCode));
+
 /** Makes an unconnected TCP socket (fd) inside the netns, carrying the agent's mark. */
 export type NetnsSocketFactory = (netnsPath: string, family: 4 | 6) => Promise<number>;
 
+/** Default connects in progress per pod netns (`skein agent --max-pod-connects`). */
+export const DEFAULT_MAX_CONNECTS_PER_NETNS = 64;
+/** Default connects waiting per pod netns behind those (`--max-pod-connects-queued`). */
+export const DEFAULT_MAX_QUEUED_PER_NETNS = 1024;
+
 export interface NetnsConnectorOptions {
-  /** Connects in progress per netns; more wait in a queue. Default 128. */
+  /** Connects in progress per netns; more wait in a queue. Default DEFAULT_MAX_CONNECTS_PER_NETNS. */
   maxConnectsPerNetns?: number;
-  /** Connects waiting per netns beyond those in progress; more are refused. Default 4096. */
+  /** Connects waiting per netns beyond those in progress; more are refused. Default DEFAULT_MAX_QUEUED_PER_NETNS. */
   maxQueuedPerNetns?: number;
   /** Default connect timeout (ms). Default 5000. */
   timeoutMs?: number;
@@ -49,7 +58,18 @@ interface NetnsSlots {
   waiting: Array<() => void>;
 }
 
+/** Node-wide figures of connects from pod netns (admin /stats, skein_pod_connect_* metrics). */
+export interface NetnsConnectStats {
+  /** Connects in progress now, all pods. */
+  inProgress: number;
+  /** Connects waiting for a slot now, all pods. */
+  queued: number;
+  /** Connects that failed, by stable code (TOO_MANY_CONNECTS, CONNECT_TIMEOUT, CONNECT_FAILED); aborts are not failures. */
+  refusals: Record<string, number>;
+}
+
 export class NetnsConnector {
+  private readonly refusals: Record<string, number> = {};
   private readonly slots = new Map<string, NetnsSlots>();
   private readonly max: number;
   private readonly maxQueued: number;
@@ -60,8 +80,8 @@ export class NetnsConnector {
     private readonly openSocket: NetnsSocketFactory,
     opts: NetnsConnectorOptions = {},
   ) {
-    this.max = opts.maxConnectsPerNetns ?? 128;
-    this.maxQueued = opts.maxQueuedPerNetns ?? 4096;
+    this.max = opts.maxConnectsPerNetns ?? DEFAULT_MAX_CONNECTS_PER_NETNS;
+    this.maxQueued = opts.maxQueuedPerNetns ?? DEFAULT_MAX_QUEUED_PER_NETNS;
     this.timeoutMs = opts.timeoutMs ?? 5_000;
     this.socketFromFd = opts.socketFromFd ?? ((fd) => new net.Socket({ fd, allowHalfOpen: true, manualStart: true } as net.SocketConstructorOpts));
   }
@@ -76,8 +96,29 @@ export class NetnsConnector {
     return this.slots.get(netnsPath)?.waiting.length ?? 0;
   }
 
+  /** Connects in progress and waiting, all pods, and failures by code since start. */
+  stats(): NetnsConnectStats {
+    let inProgress = 0;
+    let queued = 0;
+    for (const q of this.slots.values()) {
+      inProgress += q.active;
+      queued += q.waiting.length;
+    }
+    return { inProgress, queued, refusals: { ...this.refusals } };
+  }
+
   /** A socket connected from inside the netns; rejects on abort, timeout, refusal or a full queue. */
   async connect(netnsPath: string, host: string, port: number, opts: NetnsConnectOptions = {}): Promise<net.Socket> {
+    try {
+      return await this.connectCounted(netnsPath, host, port, opts);
+    } catch (err) {
+      const code = (err as { code?: unknown }).code;
+      if (typeof code === 'string' && CAPTURE_CODES.has(code)) this.refusals[code] = (this.refusals[code] ?? 0) + 1;
+      throw err;
+    }
+  }
+
+  private async connectCounted(netnsPath: string, host: string, port: number, opts: NetnsConnectOptions): Promise<net.Socket> {
     const family = net.isIP(host);
     if (family !== 4 && family !== 6) throw new SkeinError(CaptureCode.ConnectFailed, `not an IP address: ${host}`, { host });
     opts.signal?.throwIfAborted();

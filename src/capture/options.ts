@@ -29,6 +29,13 @@ export interface CaptureOptions {
   mountBpffs?: boolean;
   /** Pins written by another layout: wipe and start over (true) or refuse to start (false). */
   replaceStalePins?: boolean;
+  /**
+   * Redirected sockets (connecting or open) one pod may hold at once: its share of the node's
+   * original-destination records (bpf/skein.h), so one pod cannot evict another's. Connects
+   * beyond are refused (EPERM to the app) and counted. 0: no cap. Default 16384, a quarter
+   * of the record map (65536).
+   */
+  podShare?: number;
 }
 
 export type ResolvedCaptureOptions = Required<Omit<CaptureOptions, 'cgroupPath'>> & { cgroupPath: string | undefined };
@@ -42,7 +49,11 @@ export const CAPTURE_DEFAULTS = {
   listenAddress: '::',
   fallbackListenAddress: '0.0.0.0',
   backlog: 511,
+  podShare: 16_384,
 } as const;
+
+/** Entries of skein_orig_peer (SKEIN_MAX_INFLIGHT in bpf/skein.h): podShare must stay below it. */
+export const ORIGINAL_RECORDS_CAPACITY = 65_536;
 
 export function defaultBpfObjectDir(env: NodeJS.ProcessEnv = process.env): string {
   return env.SKEIN_BPF_DIR ?? fileURLToPath(new URL('../../build/bpf/', import.meta.url));
@@ -71,7 +82,12 @@ export function resolveCaptureOptions(o: CaptureOptions = {}): ResolvedCaptureOp
     backlog: o.backlog ?? CAPTURE_DEFAULTS.backlog,
     mountBpffs: o.mountBpffs ?? true,
     replaceStalePins: o.replaceStalePins ?? false,
+    podShare: o.podShare ?? CAPTURE_DEFAULTS.podShare,
   };
+  // A share as large as the map would let one pod fill it and evict everyone else's records.
+  if (!Number.isInteger(r.podShare) || r.podShare < 0 || r.podShare >= ORIGINAL_RECORDS_CAPACITY) {
+    invalid(`podShare must be a whole number below ${ORIGINAL_RECORDS_CAPACITY} (0: no cap)`, { podShare: r.podShare });
+  }
   if (!isAbsolute(r.pinRoot)) invalid('pinRoot must be an absolute path', { pinRoot: r.pinRoot });
   if (!isAbsolute(r.bpfObjectDir)) invalid('bpfObjectDir must be an absolute path', { bpfObjectDir: r.bpfObjectDir });
   if (r.cgroupPath !== undefined && !isAbsolute(r.cgroupPath)) invalid('cgroupPath must be an absolute path', { cgroupPath: r.cgroupPath });

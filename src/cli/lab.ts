@@ -7,7 +7,6 @@ import { annotateNamespace, applyObjects, deleteObjects, labelNamespace, scaleDe
 import { resolveLab } from '../lab/registry.js';
 import { runForwardFd } from '../lab/prometheus.js';
 import { upgradeAgent } from '../lab/mesh.js';
-import { runAgentSupervisor } from '../lab/agent-supervisor.js';
 import { repoRoot } from '../paths.js';
 import { createLogger } from '../telemetry/log.js';
 import { runDemo } from './demo.js';
@@ -36,8 +35,6 @@ export async function labCommand(argv: string[]): Promise<number> {
       to: { type: 'string' },
       grace: { type: 'string' },
       filename: { type: 'string', short: 'f' },
-      state: { type: 'string' },
-      'backoff-ms': { type: 'string' },
       'agent-restart-backoff': { type: 'string' },
       timeout: { type: 'string' },
     },
@@ -133,14 +130,6 @@ export async function labCommand(argv: string[]): Promise<number> {
       const r = await upgradeAgent(resolveLab(values.lab), positionals[0]!, values.timeout ? Number(values.timeout) * 1000 : undefined);
       process.stdout.write(`agent of ${positionals[0]} upgraded: ${r.previousPid} -> ${r.agentPid} in ${(r.ms / 1000).toFixed(1)}s (handover, then the old agent drained and exited)\n`);
       return 0;
-    }
-    case 'supervise-agent': {
-      // Internal: the lab's kubelet for one agent (see lab/agent-supervisor.ts), started by `lab up`.
-      if (!values.state || dashdash < 0) {
-        process.stderr.write('usage: skein lab supervise-agent --state FILE --backoff-ms N -- AGENT COMMAND...\n');
-        return 2;
-      }
-      return runAgentSupervisor({ stateFile: values.state, backoffBaseMs: Number(values['backoff-ms'] ?? 10_000), command: rest.slice(dashdash + 1) });
     }
     case 'forward-fd':
       // Internal: the lab's host port forward (see lab/prometheus.ts), started by `lab up`.

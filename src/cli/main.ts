@@ -2,17 +2,9 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { repoRoot } from '../paths.js';
-import { runAgent } from '../agent/main.js';
-import { LocalControllerSource } from '../controller/local-source.js';
-import { runController } from '../controller/main.js';
-import { adminCommand } from './admin.js';
-import { auditCommand } from './audit.js';
-import { authzCommand } from './authz.js';
-import { labCommand } from './lab.js';
-import { statusCommand } from './status.js';
-import { tapCommand } from './tap.js';
-import { topCommand } from './top.js';
-import { workloadCommand } from './workload.js';
+// Commands are imported when run, not up front: every lab workload, agent and controller is
+// this same binary, and loading all of them (the Kubernetes client, the lab, the install
+// renderer...) cost each process ~150 MB and seconds of start-up on a busy node.
 
 const USAGE = `skein — a sidecarless service mesh
 
@@ -41,9 +33,15 @@ usage: skein <command> [...]
                            status, latency, identities) (see skein tap --help)
   admin [GET|POST] PATH    a node agent's admin API over its root-only unix socket
                            (--socket PATH, or --lab ID --node NAME; see skein admin --help)
+  cni install|uninstall    chain skein-cni into the node's CNI conflist (new meshed pods start
+                           captured), or take it out (see skein cni --help)
   audit verify FILE...     check an agent's hash-chained authorization audit trail
   authz check --from NS/POD --to NS/POD:PORT [--method M --path P --header K=V]
                            which policies apply, which rule decides, the decision
+  install [--values FILE]  a cluster's manifests on stdout, for kubectl apply -f - (see skein install --help)
+  uninstall [--values FILE] the same objects for kubectl delete -f -
+  check [--controller H:P ...] is this node (kernel, BTF, cgroup v2, bpffs, capabilities, CNI,
+                           agent) and this cluster ready for skein (see skein check --help)
   workload echo|client     the lab's built-in programs (see skein workload --help)
   version                  print the version
 
@@ -54,26 +52,39 @@ export async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
   switch (cmd) {
     case 'lab':
-      return labCommand(rest);
+      // The lab's supervisor of each agent lives as long as the lab, one per node: it loads
+      // only itself, not the lab.
+      if (rest[0] === 'supervise-agent') return (await import('./lab-supervise.js')).superviseAgentCommand(rest.slice(1));
+      return (await import('./lab.js')).labCommand(rest);
     case 'workload':
-      return workloadCommand(rest);
-    case 'agent':
+      return (await import('./workload.js')).workloadCommand(rest);
+    case 'agent': {
       // Folder mode runs the controller's translation in the agent: policies included.
+      const [{ runAgent }, { LocalControllerSource }] = await Promise.all([import('../agent/main.js'), import('../controller/local-source.js')]);
       return runAgent(rest, { folderSource: (o) => new LocalControllerSource(o) });
+    }
     case 'controller':
-      return runController(rest);
+      return (await import('../controller/main.js')).runController(rest);
     case 'status':
-      return statusCommand(rest);
+      return (await import('./status.js')).statusCommand(rest);
     case 'top':
-      return topCommand(rest);
+      return (await import('./top.js')).topCommand(rest);
     case 'tap':
-      return tapCommand(rest);
+      return (await import('./tap.js')).tapCommand(rest);
     case 'admin':
-      return adminCommand(rest);
+      return (await import('./admin.js')).adminCommand(rest);
     case 'audit':
-      return auditCommand(rest);
+      return (await import('./audit.js')).auditCommand(rest);
+    case 'cni':
+      return (await import('./cni.js')).cniCommand(rest);
     case 'authz':
-      return authzCommand(rest);
+      return (await import('./authz.js')).authzCommand(rest);
+    case 'check':
+      return (await import('./check/command.js')).checkCommand(rest);
+    case 'install':
+      return (await import('./install/command.js')).installCommand(rest, 'install');
+    case 'uninstall':
+      return (await import('./install/command.js')).installCommand(rest, 'uninstall');
     case 'version':
     case '--version': {
       const pkg = JSON.parse(readFileSync(join(repoRoot(), 'package.json'), 'utf8')) as { version: string };

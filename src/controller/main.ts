@@ -31,8 +31,10 @@ import { KubeSource } from './kube/kube-source.js';
 import { LeaseElector } from './kube/lease.js';
 import { LeaderGatedRootStore, SecretRootStore } from './kube/secret-root-store.js';
 import { KubeStatusWriter, StatusReporter } from './kube/status-writer.js';
+import { DEFAULT_TRUST_BUNDLE_CONFIGMAP, TrustBundlePublisher } from './kube/trust-bundle-configmap.js';
 import { ControllerCode } from './codes.js';
 import { DEFAULT_GRAPH_PATH, graphHandler } from './graph-page.js';
+import { healthHandler } from './health.js';
 import { DEFAULT_TRAFFIC_WINDOW_MS } from './traffic-window.js';
 
 export const CONTROLLER_USAGE = `usage: skein controller (--folder DIR | --kube) [options]
@@ -57,8 +59,11 @@ serving:
   --root-file FILE         CA state file in folder mode (default ${DEFAULT_ROOT_FILE})
   --ca-secret NAME         CA state Secret in kube mode (default skein-ca)
   --roots-out FILE         write the CA's trust bundle (PEM) here, and again on every root change
+  --trust-bundle-configmap NAME  kube mode: the leader keeps the trust bundle (key ca.crt) in this
+                           ConfigMap of --namespace, which agents mount as --ca-root-file
+                           (default ${DEFAULT_TRUST_BUNDLE_CONFIGMAP}; "off" for none)
   --metrics ADDR           Prometheus metrics at http://ADDR/metrics: config pushes, agents, push
-                           latency, the CA (default 0.0.0.0:${DEFAULT_CONTROLLER_METRICS_PORT}; "off" for none)
+                           latency, the CA; probes at /healthz/live and /healthz/ready (default 0.0.0.0:${DEFAULT_CONTROLLER_METRICS_PORT}; "off" for none)
   --graph PATH             the live service graph page on the metrics address, at PATH (default
                            ${DEFAULT_GRAPH_PATH}; its data at PATH/traffic.json; "off" for none)
   --traffic-window S       how far back skein top and the graph look (default ${DEFAULT_TRAFFIC_WINDOW_MS / 1000})
@@ -99,6 +104,7 @@ interface Flags {
   'root-file'?: string;
   'ca-secret'?: string;
   'roots-out'?: string;
+  'trust-bundle-configmap'?: string;
   'tokens-dir'?: string;
   'bootstrap-tokens'?: string;
   'agent-principal'?: string;
@@ -140,6 +146,7 @@ function parse(argv: string[]): Flags {
       'root-file': { type: 'string' },
       'ca-secret': { type: 'string' },
       'roots-out': { type: 'string' },
+      'trust-bundle-configmap': { type: 'string' },
       'tokens-dir': { type: 'string' },
       'bootstrap-tokens': { type: 'string' },
       'agent-principal': { type: 'string' },
@@ -212,6 +219,8 @@ export async function runController(argv: string[]): Promise<number> {
   const log = createLogger({ file: flags['log-file'], level: flags['log-level'], base: { component: 'controller' } });
   const trustDomain = flags['trust-domain'] ?? 'cluster.local';
   const stopped = { stopped: false };
+  // Readiness (/healthz/ready on the metrics port): true between 'ready' and 'stopping'.
+  let serving = false;
   let trafficOf = (): TrafficResponse => ({ window_seconds: 0, edges: [], workloads: [], dropped: 0, nodes: [] });
   const cleanups: (() => Promise<void> | void)[] = [];
   const cleanup = async () => {
@@ -245,7 +254,8 @@ export async function runController(argv: string[]): Promise<number> {
       }
       // The graph reads the controller built below; until then it shows an empty window.
       const graph = graphPath === 'off' ? undefined : graphHandler(graphPath, () => trafficOf());
-      const served = await serveMetrics(registry, m[1] || '0.0.0.0', Number(m[2]), log, graph);
+      const health = healthHandler(() => serving);
+      const served = await serveMetrics(registry, m[1] || '0.0.0.0', Number(m[2]), log, (req, res) => health(req, res) || (graph?.(req, res) ?? false));
       cleanups.push(() => served.stop());
       progress(`metrics on ${metricsAt} (port ${served.port}) at /metrics${graph ? `, the service graph at ${graphPath}` : ''}`);
     }
@@ -301,6 +311,21 @@ export async function runController(argv: string[]): Promise<number> {
         ca.on('activeChanged', () => void write());
         cleanups.push(() => void ca?.removeAllListeners('activeChanged'));
         await write();
+      }
+      const bundleName = flags['trust-bundle-configmap'] ?? DEFAULT_TRUST_BUNDLE_CONFIGMAP;
+      if (client && bundleName !== 'off') {
+        const caNow = ca;
+        const publisher = new TrustBundlePublisher({ client, namespace, name: bundleName, bundle: () => caNow.trustBundlePem(), isLeader: () => elector?.isLeader() ?? false, logger: log });
+        const publish = () => void publisher.publish();
+        ca.on('activeChanged', publish);
+        elector?.on('leading', publish);
+        await publisher.start();
+        cleanups.push(() => {
+          publisher.stop();
+          caNow.off('activeChanged', publish);
+          elector?.off('leading', publish);
+        });
+        progress(`trust bundle kept in ConfigMap ${namespace}/${bundleName} (while leading)`);
       }
     }
     const sans = flags['ca-san']?.length ? [...flags['ca-san'], ...DEFAULT_SERVING_SANS] : DEFAULT_SERVING_SANS;
@@ -364,6 +389,7 @@ export async function runController(argv: string[]): Promise<number> {
       if (n !== lastRefused) progress(`version ${u.version}: ${n} resource(s) refused (see skein status)`);
       lastRefused = n;
     });
+    serving = true;
     progress('ready');
 
     await new Promise<void>((resolve) => {
@@ -382,6 +408,7 @@ export async function runController(argv: string[]): Promise<number> {
       process.on('SIGHUP', hup);
     });
     stopped.stopped = true;
+    serving = false;
     progress('stopping');
     await cleanup();
     return 0;

@@ -45,6 +45,13 @@ export class ObjectVerdicts {
       }
     } else {
       const problems = checkSchema(o.obj, info.schema);
+      // A spec with required fields cannot be absent: the schema checks required fields only
+      // inside a spec that is there (a spec-less PeerAuthentication or BackendTrafficPolicy
+      // crashed translation; found by the translation property test).
+      const specSchema = info.schema.type === 'object' ? info.schema.fields.spec : undefined;
+      if (specSchema?.type === 'object' && specSchema.required?.length && o.obj.spec == null && problems.length === 0) {
+        problems.push({ field: 'spec', reason: `missing (it needs ${specSchema.required.join(', ')})` });
+      }
       const first = problems[0];
       if (first) {
         const more = problems.length > 1 ? ` (and ${problems.length - 1} more problem(s))` : '';

@@ -86,9 +86,11 @@ export function checkSchema(value: unknown, schema: Schema, path = ''): SchemaPr
         if (o[r] === undefined || o[r] === null) out.push({ field: join(path, r), reason: 'missing' });
       }
       for (const [k, v] of Object.entries(o)) {
-        const sub = schema.fields[k];
+        // Own properties only: a field named __proto__ or constructor (JSON.parse makes them
+        // own keys) must not find Object.prototype's (found by the translation property test).
+        const sub = Object.hasOwn(schema.fields, k) ? schema.fields[k] : undefined;
         if (!sub) {
-          const why = schema.unsupported?.[k];
+          const why = schema.unsupported && Object.hasOwn(schema.unsupported, k) ? schema.unsupported[k] : undefined;
           if (why) out.push({ field: join(path, k), reason: `unknown field: ${why}` });
           else if (!schema.open) out.push({ field: join(path, k), reason: 'unknown field' });
           continue;
@@ -125,7 +127,7 @@ export function checkSchema(value: unknown, schema: Schema, path = ''): SchemaPr
         out.push({ field: here, reason: `expected a string, got ${typeof value}` });
         return out;
       }
-      const why = schema.unsupportedValues?.[value];
+      const why = schema.unsupportedValues && Object.hasOwn(schema.unsupportedValues, value) ? schema.unsupportedValues[value] : undefined;
       if (why) out.push({ field: here, reason: `unsupported value ${JSON.stringify(value)}: ${why}` });
       else if (schema.enum && !schema.enum.includes(value)) {
         out.push({ field: here, reason: `expected one of ${schema.enum.join(', ')}, got ${JSON.stringify(value)}` });
@@ -164,6 +166,20 @@ export function checkSchema(value: unknown, schema: Schema, path = ''): SchemaPr
   }
 }
 
+/**
+ * What the API server can check of a string format before the controller sees it: the
+ * durations' own regular expressions, and for CIDRs a coarse shape (hex digits, dots, colons,
+ * an optional /prefix) with a length cap; the controller's isCidr is the precise check.
+ */
+export const CIDR_PATTERN = '^[0-9a-fA-F:.]+(/[0-9]{1,3})?$';
+
+function stringPattern(format: 'cidr' | 'duration' | 'gateway-duration' | undefined): Record<string, unknown> {
+  if (format === 'duration') return { pattern: DURATION_RE.source };
+  if (format === 'gateway-duration') return { pattern: GATEWAY_DURATION_RE.source };
+  if (format === 'cidr') return { pattern: CIDR_PATTERN, maxLength: 64 };
+  return {};
+}
+
 /** The openAPIV3Schema of a CRD version for `schema`. */
 export function toOpenApi(schema: Schema): Record<string, unknown> {
   const desc = 'description' in schema && schema.description ? { description: schema.description } : {};
@@ -192,7 +208,7 @@ export function toOpenApi(schema: Schema): Record<string, unknown> {
         ...(schema.maxItems !== undefined ? { maxItems: schema.maxItems } : {}),
       };
     case 'string':
-      return { type: 'string', ...desc, ...(schema.enum ? { enum: schema.enum } : {}) };
+      return { type: 'string', ...desc, ...(schema.enum ? { enum: schema.enum } : {}), ...stringPattern(schema.format) };
     case 'integer':
     case 'number':
       return {

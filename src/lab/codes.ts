@@ -50,4 +50,6 @@ export const LabCode = {
   ForwardFailed: 'SKEIN_LAB_FORWARD_FAILED',
   /** `skein lab upgrade-agent`: the new agent gave up or did not finish in time (the old one serves on). */
   UpgradeFailed: 'SKEIN_LAB_UPGRADE_FAILED',
+  /** A CNI plugin of a lab node's chain failed (ADD or DEL); its CNI error (code, msg, details) is in the message. */
+  CniFailed: 'SKEIN_LAB_CNI_FAILED',
 } as const;

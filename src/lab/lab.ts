@@ -7,14 +7,15 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmdirSync
 import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { SkeinError } from '../errors.js';
-import { skeinCommand } from '../paths.js';
+import { repoPath, skeinCommand } from '../paths.js';
 import type { Logger } from '../telemetry/log.js';
 import { silentLogger } from '../telemetry/log.js';
 import { createCgroup, destroyCgroupTree } from './cgroups.js';
 import { renderKubeState, toMultiDocYaml } from './kube-state.js';
-import { createNode, createPod, createUnderlay, deleteNetns, ETC_NETNS } from './network.js';
-import { removePins, startAgent, startControlPlane, supervisorStateOf, waitAgentReady } from './mesh.js';
+import { createNode, createPod, createUnderlay, deleteNetns, ETC_NETNS, nodeCniOf, writeNodeConflist } from './network.js';
+import { cniSocketOf, removePins, startAgent, startControlPlane, supervisorStateOf, waitAgentReady } from './mesh.js';
 import { type AgentSupervisorState, readSupervisorState } from './agent-supervisor.js';
+import { installCni } from '../capture/cni-install.js';
 import { LAB_PREFIX, planLab, type PlannedPod } from './plan.js';
 import { containerCommand, execAttached, execCaptured, podEnv, startDetached } from './processes.js';
 import { labBaseDir, type LabProcess, type LabRecord, listLabIds, readRecord, writeRecord } from './registry.js';
@@ -42,6 +43,11 @@ export interface UpOptions {
   agentArgs?: string[];
   /** Base of the agents' restart back-off (the kubelet's 10 s; tests use ~200 ms). */
   agentRestartBackoffMs?: number;
+  /**
+   * With the mesh: chain skein-cni into every node's conflist once the agents run (as
+   * `skein cni install` on a node), so pods created later start captured. Default true.
+   */
+  cni?: boolean;
   /** Extra environment for every agent (e.g. NODE_OPTIONS=--tls-keylog=FILE to decrypt captures). */
   agentEnv?: Record<string, string>;
   /** Run a Prometheus scraping every agent and the controller (needs the mesh); `port`: its host loopback port (default: a free one). */
@@ -94,7 +100,8 @@ export async function labUp(opts: UpOptions): Promise<LabRecord> {
     progress(`lab ${id}: network (${plan.nodes.length} nodes, ${plan.pods.length} pods, ${plan.services.length} services)`);
     await createUnderlay(plan);
     await Promise.all(plan.nodes.map((n) => createNode(plan, n)));
-    await Promise.all(plan.pods.map((p) => createPod(plan, p)));
+    for (const n of plan.nodes) writeNodeConflist(nodeCniOf(rec.dir, n.name));
+    await Promise.all(plan.pods.map((p) => createPod(plan, p, nodeCniOf(rec.dir, p.node))));
     writeKubeState(rec);
     progress(`lab ${id}: starting ${plan.pods.length} pods`);
     for (const pod of plan.pods) rec.processes.push(startPod(rec, pod));
@@ -114,6 +121,12 @@ export async function labUp(opts: UpOptions): Promise<LabRecord> {
       rec.processes.push(...started.flatMap((a) => [a.started.supervisor, a.started.agent]));
       writeRecord(rec);
       await Promise.all(agents.map((a) => waitAgentReady(rec, a.node, a.proc)));
+      if (opts.cni ?? true) {
+        // The pods above predate the mesh (the agents enrolled them without a restart); pods
+        // made from now on go through skein-cni and start captured.
+        for (const n of plan.nodes) installSkeinCni(rec, n.name);
+        progress(`lab ${id}: skein-cni chained into ${plan.nodes.length} node conflists`);
+      }
       if (opts.prometheus) {
         progress(`lab ${id}: starting Prometheus`);
         const { info, processes } = await startPrometheus(rec, typeof opts.prometheus === 'object' ? opts.prometheus : {});
@@ -134,6 +147,17 @@ export async function labUp(opts: UpOptions): Promise<LabRecord> {
     await labDown(rec);
     throw err;
   }
+}
+
+/** The skein-cni built by `make build-cni` (SKEIN_CNI_BINARY elsewhere). */
+export function skeinCniBinary(): string {
+  return process.env.SKEIN_CNI_BINARY ?? repoPath('build', 'cni', 'skein-cni');
+}
+
+/** `skein cni install` on one lab node: the binary into the lab's CNI bin dir, chained last into the node's conflist. */
+export function installSkeinCni(rec: LabRecord, node: string): void {
+  const cni = nodeCniOf(rec.dir, node);
+  installCni({ binDir: cni.binDir, confDir: cni.confDir, binary: skeinCniBinary(), agentSocket: cniSocketOf(rec, node), timeoutMs: 30_000 });
 }
 
 /** (Re)writes the state folder from the record: what the controller watches. */

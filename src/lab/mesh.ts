@@ -41,6 +41,11 @@ export function adminSocketOf(rec: LabRecord, node: string): string {
   return join(rec.dir, 'agents', `${node}.sock`);
 }
 
+/** Where a node's agent answers skein-cni (its --cni-socket). */
+export function cniSocketOf(rec: LabRecord, node: string): string {
+  return join(rec.dir, 'agents', `${node}.cni.sock`);
+}
+
 /** GET on one node's agent admin API; undefined when it does not answer (yet). */
 export async function agentAdminGet<T>(rec: LabRecord, node: string, path: string): Promise<T | undefined> {
   try {
@@ -155,6 +160,8 @@ export function agentCommand(rec: LabRecord, node: PlannedNode, extraArgs: strin
     adminSocketOf(rec, node.name),
     '--handover-socket',
     join(rec.dir, 'agents', `${node.name}.handover.sock`),
+    '--cni-socket',
+    cniSocketOf(rec, node.name),
     ...extraArgs,
   ];
 }

@@ -13,7 +13,7 @@ import { SkeinError } from '../errors.js';
 import { destroyCgroupTree } from './cgroups.js';
 import { startPod, waitReady, writeKubeState } from './lab.js';
 import { agentAdminGet } from './mesh.js';
-import { applyServiceRules, createPod, deleteNetns } from './network.js';
+import { applyServiceRules, createPod, deletePod, nodeCniOf } from './network.js';
 import { endpointsOf, planPod, type PlannedPod } from './plan.js';
 import { type LabRecord, readRecord, writeRecord } from './registry.js';
 import { LabCode } from './codes.js';
@@ -140,22 +140,34 @@ export async function scaleDeployment(rec: LabRecord, ref: string, replicas: num
         fresh.plan.pods.push(pod);
         added.push(pod);
       }
+      const previous = d.replicas;
       d.replicas = replicas;
-      writeRecord(fresh); // the record knows the new pods before they exist: down can undo them
-      await Promise.all(added.map((p) => createPod(fresh.plan, p)));
+      // As in a cluster, the pod object exists (scheduled, not ready) before its node makes the
+      // sandbox: the node's agent knows the pod when skein-cni asks about it. The record knows
+      // the new pods before they exist, so down can undo them.
+      for (const p of added) p.ready = false;
+      await publish(fresh);
+      const made = await Promise.allSettled(added.map((p) => createPod(fresh.plan, p, nodeCniOf(fresh.dir, p.node))));
+      const failed = made.find((m) => m.status === 'rejected');
+      if (failed) {
+        // A sandbox the CNI chain refused (skein-cni: the agent cannot capture the pod) is not
+        // started; the pods are taken back, as a kubelet that gives up on them for now.
+        await Promise.all(added.map((p, i) => (made[i]!.status === 'fulfilled' ? deletePod(fresh.plan, p, nodeCniOf(fresh.dir, p.node)).catch(() => {}) : undefined)));
+        const back = new Set(added);
+        fresh.plan.pods = fresh.plan.pods.filter((p) => !back.has(p));
+        d.replicas = previous;
+        await publish(fresh);
+        throw failed.reason;
+      }
       for (const p of added) fresh.processes.push(startPod(fresh, p));
       writeRecord(fresh);
       await waitReady(fresh, opts.readyTimeoutMs ?? 15_000, added);
       // With the mesh on, a new meshed pod becomes a ready endpoint only once its node's agent
       // serves it; otherwise callers would tunnel to a 15008 that does not exist yet.
       const gated = added.filter((p) => meshRuns(fresh) && namespaceMeshed(fresh, p.namespace));
-      for (const p of gated) p.ready = false;
+      if (gated.length) await Promise.all(gated.map((p) => waitAgentServes(fresh, p, opts.readyTimeoutMs ?? 15_000)));
+      for (const p of added) delete p.ready;
       await publish(fresh);
-      if (gated.length) {
-        await Promise.all(gated.map((p) => waitAgentServes(fresh, p, opts.readyTimeoutMs ?? 15_000)));
-        for (const p of gated) delete p.ready;
-        await publish(fresh);
-      }
       return { added, removed: [] };
     }
     const removed = current.sort((a, b) => index(b) - index(a)).slice(0, current.length - replicas);
@@ -165,8 +177,9 @@ export async function scaleDeployment(rec: LabRecord, ref: string, replicas: num
     await publish(fresh); // out of the endpoints first ...
     await sleep(opts.graceMs ?? 1000); // ... then, after the grace period, gone
     for (const p of removed) {
+      // The kubelet's order: containers stopped, then the sandbox's network torn down (CNI DEL).
       await destroyCgroupTree(join(fresh.cgroupRoot, dirname(p.cgroup))); // the pod's slice, its container scope inside
-      await deleteNetns(p.netns);
+      await deletePod(fresh.plan, p, nodeCniOf(fresh.dir, p.node));
     }
     fresh.processes = fresh.processes.filter((proc) => !removed.some((p) => proc.name === `${p.namespace}/${p.name}`));
     writeRecord(fresh);

@@ -75,6 +75,10 @@ export const TunnelCode = {
   ConnectionLimit: 'SKEIN_TUNNEL_CONNECTION_LIMIT',
   /** One source identity holds its maximum of sessions at this pod; a new session was refused. */
   SessionLimit: 'SKEIN_TUNNEL_SESSION_LIMIT',
+  /** The pod's tunnel port has its maximum of streams open; a new stream was refused (REFUSED_STREAM). */
+  StreamLimit: 'SKEIN_TUNNEL_STREAM_LIMIT',
+  /** One source identity has its maximum of streams open at this pod; a new stream was refused (REFUSED_STREAM). */
+  PeerStreamLimit: 'SKEIN_TUNNEL_PEER_STREAM_LIMIT',
   /** TCP connect to the tunnel port failed: nothing was sent, safe to retry elsewhere. */
   ConnectFailed: 'SKEIN_TUNNEL_CONNECT_FAILED',
   /** The session or stream failed after connecting (GOAWAY, reset, socket error). */

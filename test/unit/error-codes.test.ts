@@ -10,7 +10,7 @@ import t from 'tap';
 import { repoPath } from '../../src/paths.js';
 
 // Areas are the first word after SKEIN_; a new area is a decision, so it is listed here.
-const AREAS = ['ADMIN', 'AGENT', 'CAPTURE', 'CONFIG', 'CONTROLLER', 'KUBE', 'IDENTITY', 'LAB', 'HTTP', 'HTTP1', 'HTTP2', 'OUTBOUND', 'TUNNEL', 'INBOUND', 'POLICY', 'TELEMETRY'];
+const AREAS = ['ADMIN', 'AGENT', 'INSTALL', 'CAPTURE', 'CONFIG', 'CONTROLLER', 'KUBE', 'IDENTITY', 'LAB', 'HTTP', 'HTTP1', 'HTTP2', 'OUTBOUND', 'TUNNEL', 'INBOUND', 'POLICY', 'TELEMETRY'];
 const CODE = /^SKEIN_([A-Z0-9]+)_[A-Z0-9]+(?:_[A-Z0-9]+)*$/;
 // A trailing HTTP status (SKEIN_X_REFUSED_401) names a wire detail, not a cause.
 const HTTP_STATUS_SUFFIX = /_[1-5]\d\d$/;

@@ -196,7 +196,10 @@ export function translate(objects: SourcedObject[], version: string, opts: Trans
       if (isIP(podIP) === 0) r.fail('status.podIP', `not an IP: ${podIP}`);
       if (!ips.includes(podIP)) ips.unshift(podIP);
     }
-    if (ips.length === 0) continue; // not scheduled or no sandbox yet: nothing to route to
+    // A pod without an IP is routed nowhere; one scheduled on a node is still its node's to
+    // know: its sandbox is being made, and the node's CNI plugin (skein-cni) asks the agent
+    // whether to capture it before the pod's IP is published.
+    if (ips.length === 0 && !r.str(obj, 'spec.nodeName')) continue;
     if (get(obj, 'spec.hostNetwork') === true) continue; // shares the node's IP: never a mesh workload
     const phase = r.str(obj, 'status.phase') ?? 'Running';
     if (phase === 'Succeeded' || phase === 'Failed') continue; // its IP may already belong to another pod
@@ -369,7 +372,8 @@ export function translate(objects: SourcedObject[], version: string, opts: Trans
         for (const p of podInfos) {
           if (p.workload.namespace !== namespace) continue;
           if (!Object.entries(selector).every(([k, v]) => p.workload.labels[k] === v)) continue;
-          endpoints.push(toEndpoint(p.workload.ips[0] as string, p.running, undefined, p.workload.uid));
+          const ip = p.workload.ips[0];
+          if (ip) endpoints.push(toEndpoint(ip, p.running, undefined, p.workload.uid));
         }
       }
     }

@@ -48,7 +48,16 @@ export class CaClient implements CertificateIssuer {
 
   private makeStub(rootsPem: string[]): CertificateServiceClient {
     const creds = grpc.credentials.createSsl(Buffer.from(rootsPem.join('')));
-    const options: grpc.ChannelOptions = this.opts.serverName ? { 'grpc.ssl_target_name_override': this.opts.serverName } : {};
+    // The certificate store owns the retry policy (backoff that closes in as expiry nears).
+    // grpc-js's own reconnect backoff grows to 120 s and fails calls at once meanwhile, so
+    // after a long CA outage renewals kept failing for up to two minutes after the CA was
+    // back and certificates lapsed (found by the CA-down reliability test, 279 s outage):
+    // reconnect within a second of any attempt instead.
+    const options: grpc.ChannelOptions = {
+      'grpc.initial_reconnect_backoff_ms': 250,
+      'grpc.max_reconnect_backoff_ms': 1000,
+      ...(this.opts.serverName ? { 'grpc.ssl_target_name_override': this.opts.serverName } : {}),
+    };
     return new CertificateServiceClient(this.opts.address, creds, options);
   }
 

@@ -54,7 +54,17 @@ export interface ClientSummary {
   byNode: Record<string, number>;
   latencyMs: { p50: number; p90: number; p99: number; max: number };
   durationMs: number;
+  /**
+   * The first failures, each with when it was sent (ms after the run began) and its reason,
+   * so a test can bound failures in time (e.g. to a fault's detection window). Bounded to
+   * MAX_FAILURES_RECORDED; `failed` still counts all of them.
+   */
+  failures?: { atMs: number; reason: string }[];
+  /** Wall-clock time (ms since the epoch) the run began: `failures[].atMs` is relative to it. */
+  startedAtMs?: number;
 }
+
+export const MAX_FAILURES_RECORDED = 500;
 
 interface Answer {
   pod?: string;
@@ -149,8 +159,10 @@ export async function runLoad(opts: ClientOptions): Promise<ClientSummary> {
     byNode: {},
     latencyMs: { p50: 0, p90: 0, p99: 0, max: 0 },
     durationMs: 0,
+    failures: [],
   };
   const t0 = performance.now();
+  summary.startedAtMs = Date.now();
   const deadline = t0 + opts.durationMs;
   let next = 0;
   const one = async (intended: number) => {
@@ -166,6 +178,7 @@ export async function runLoad(opts: ClientOptions): Promise<ClientSummary> {
       summary.failed += 1;
       const code = (err as { code?: string | number }).code ?? (err as Error).message;
       summary.errors[String(code)] = (summary.errors[String(code)] ?? 0) + 1;
+      if (summary.failures!.length < MAX_FAILURES_RECORDED) summary.failures!.push({ atMs: Math.round(intended - t0), reason: String(code) });
       const pod = (err as { pod?: string }).pod;
       if (pod) summary.failedByPod[pod] = (summary.failedByPod[pod] ?? 0) + 1;
     }

@@ -4,11 +4,16 @@
  * refuses it early.
  *
  * The judgment: streams the peer resets before they were answered (the "rapid reset" pattern,
- * CVE-2023-44487), counted per session in a fixed window. Counting happens on the stream's
- * 'aborted' event, which Node emits synchronously while nghttp2 parses the RST_STREAM, so the
- * budget trips in the middle of a flood rather than after the whole socket read was turned
- * into streams (20,000 HEADERS+RST_STREAM arrive in a few reads; counting on 'close', a tick
- * later, let every one of them start routing work first).
+ * CVE-2023-44487), counted per session in a fixed window. Counting happens on Node's
+ * `http2.server.stream.close` diagnostics channel, published synchronously while nghttp2
+ * parses the RST_STREAM, so the budget trips in the middle of a flood rather than after the
+ * whole socket read was turned into streams (counting on 'close', a tick later, let every one
+ * of 20,000 HEADERS+RST_STREAM pairs start routing work first). Not the stream's 'aborted'
+ * event: a listener for it can only be added on 'stream', which Node emits on the next tick,
+ * and while Node parses bytes already buffered when the session starts (what protocol
+ * sniffing read: up to 64 KiB, ~1,000 pairs) no tick runs, so a whole buffer of pairs was
+ * reset unheard — nghttp2's own limiter then closed the session at 1,000 resets with
+ * GOAWAY(INTERNAL_ERROR), counted as a protocol error (the lab flood e2e).
  *
  * Once judged abusive, a session is refused at once: every stream it still opens is refused
  * without work (`admit` answers false, RST_STREAM(REFUSED_STREAM)), and ONE GOAWAY
@@ -24,9 +29,12 @@
  * Streams the server itself resets (upstream failures relayed, refusals) must be closed through
  * `closeStream` so they never count against the peer.
  */
+import diagnosticsChannel from 'node:diagnostics_channel';
 import http2 from 'node:http2';
+import { noop } from '../noop.js';
 
 const { NGHTTP2_ENHANCE_YOUR_CALM, NGHTTP2_REFUSED_STREAM } = http2.constants;
+
 
 /**
  * `maxSessionRejectedStreams` for every server using the guard. Node rejects streams beyond
@@ -78,36 +86,76 @@ export function closeStreamLocally(stream: http2.ServerHttp2Stream, code: number
   stream.close(code);
 }
 
+/** Which guard watches a session: one channel subscriber for every guard of the process. */
+const guardOf = new WeakMap<http2.ServerHttp2Session, H2AbuseGuard>();
+let subscribed = false;
+
+/**
+ * `http2.server.stream.close`, published by Node in closeStream() right after it marked a
+ * stream aborted (closed while its response was still open) and before it is destroyed, so
+ * `stream.session` is still there. Every server stream of the process passes here once.
+ */
+function onServerStreamClose(message: unknown): void {
+  const stream = (message as { stream?: MarkedStream }).stream;
+  if (!stream?.aborted) return;
+  const session = stream.session as http2.ServerHttp2Session | undefined;
+  const guard = session ? guardOf.get(session) : undefined;
+  if (session && guard) guard.peerReset(session, stream);
+}
+
 export class H2AbuseGuard {
   private readonly states = new WeakMap<http2.ServerHttp2Session, SessionAbuseState>();
-  /** One 'aborted' listener for every stream (called with the stream as `this`): no closure per request. */
-  private readonly onStreamAborted: (this: MarkedStream) => void;
 
   constructor(private readonly opts: H2AbuseGuardOptions) {
-    const guard = this;
-    this.onStreamAborted = function (this: MarkedStream): void {
-      const session = this.session as http2.ServerHttp2Session | undefined;
-      const state = session ? guard.states.get(session) : undefined;
-      if (session && state) guard.onAborted(session, state, this);
-    };
+    if (!subscribed) {
+      diagnosticsChannel.subscribe('http2.server.stream.close', onServerStreamClose);
+      subscribed = true;
+    }
+  }
+
+  /**
+   * Call first in the server's 'session' handler: from then on the session's streams that the
+   * peer resets before their answer count against its budget. Entries are weak: a session that
+   * ends takes its state with it.
+   */
+  watch(session: http2.ServerHttp2Session): void {
+    this.stateOf(session);
+    guardOf.set(session, this);
+  }
+
+  /** A stream of a watched session closed by the peer before its answer (the channel above). */
+  peerReset(session: http2.ServerHttp2Session, stream: MarkedStream): void {
+    const state = this.states.get(session);
+    if (!state) return;
+    // Named in the GOAWAY: nghttp2 processed it (no 'stream' event reached admit() for the
+    // streams of an already-buffered read).
+    const id = stream.id ?? 0;
+    if (!state.abusive && id > state.lastStreamId) state.lastStreamId = id;
+    this.onAborted(session, state, stream);
   }
 
   /**
    * Call first in the server's 'stream' handler. False: the session was judged abusive and
-   * this stream has been refused (REFUSED_STREAM); do no work for it.
+   * this stream has been refused (REFUSED_STREAM), or it is gone already; do no work for it.
+   * Either way the stream has an 'error' listener from here on.
    */
   admit(stream: http2.ServerHttp2Stream): boolean {
+    // First, whatever follows: Node emits 'stream' on the next tick after the HEADERS, so a
+    // stream may already be destroyed here — e.g. closed by nghttp2 with REFUSED_STREAM when
+    // our GOAWAY left in the same read (ids above its last-stream-id) — and its 'error' is
+    // queued. Without a listener that error was an uncaught exception in the agent (found by
+    // the lab flood e2e: the next flood then got GOAWAY(INTERNAL_ERROR) with a higher id).
+    // Callers report streams through 'close' / rstCode.
+    stream.on('error', noop);
     const session = stream.session as http2.ServerHttp2Session | undefined;
-    if (!session) return false;
+    if (!session || stream.destroyed) return false;
     const state = this.stateOf(session);
     if (state.abusive || session.destroyed) {
-      stream.on('error', () => {});
-      if (!stream.destroyed) this.closeStream(stream, NGHTTP2_REFUSED_STREAM);
+      this.closeStream(stream, NGHTTP2_REFUSED_STREAM);
       return false;
     }
     const id = stream.id ?? 0;
     if (id > state.lastStreamId) state.lastStreamId = id;
-    stream.once('aborted', this.onStreamAborted);
     return true;
   }
 
@@ -167,6 +215,12 @@ export class H2AbuseGuard {
   }
 }
 
-/** How long (FLUSH_TRIES x FLUSH_POLL_MS) the GOAWAY of an abusive session may take to leave. */
-const FLUSH_TRIES = 20;
-const FLUSH_POLL_MS = 5;
+/**
+ * How long (FLUSH_TRIES x FLUSH_POLL_MS) the GOAWAY of an abusive session may take to leave.
+ * The session does no work meanwhile (every stream refused), so waiting costs little; cutting
+ * it short does: the reset makes the peer's kernel drop the GOAWAY it had not read yet. 100 ms
+ * was too short on a loaded node (the lab flood e2e, 2 busy cores: one flood in three ended in
+ * a bare reset).
+ */
+const FLUSH_TRIES = 100;
+const FLUSH_POLL_MS = 10;

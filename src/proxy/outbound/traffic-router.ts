@@ -417,7 +417,11 @@ function outcomeOf(r: AttemptResult | undefined): 'success' | '5xx' | 'gateway-e
   if (r.connectFailed) return 'connect-failure';
   if (r.status === 502 || r.status === 503 || r.status === 504) return 'gateway-error';
   if (r.status >= 500) return '5xx';
-  if (r.status === 0) return 'other';
+  // No answer at all — the stream was reset, the session died under it (a peer node gone),
+  // the try timed out — is the upstream's failure, as Envoy counts a locally originated
+  // reset: a gateway error. (A client that went away reports no result: 'other'.) Counting
+  // it as a success kept a vanished node's endpoints in rotation (peer-vanish reliability test).
+  if (r.status === 0) return 'gateway-error';
   if (r.grpcStatus !== undefined && (r.grpcStatus === 14 || r.grpcStatus === 4)) return 'gateway-error';
   return 'success';
 }

@@ -171,9 +171,18 @@ export class TunnelPool implements TunnelDialer {
     release: () => void,
   ): ClientHttp2Stream {
     let stream: ClientHttp2Stream;
+    const session = pooled.up as ClientHttp2Session;
+    // A session destroyed (keepalive timeout, peer gone) before its 'close' event: Node 24
+    // no longer throws from request() then but errors the returned stream on the next tick,
+    // before our caller can listen — an uncaught exception in the agent (found by the
+    // peer-vanish reliability test). Refuse here, synchronously, as before.
+    if (session.destroyed || session.closed) {
+      release();
+      throw new SkeinError(TunnelCode.ConnectFailed, `tunnel session to ${pooled.tunnelAuthority} is closed`, { identity: target.identity });
+    }
     try {
       // Writers of this stream include Node's HTTP/1 server piping a body: see writev-guard.ts.
-      stream = guardWritev((pooled.up as ClientHttp2Session).request(headers, { endStream: opts.endStream ?? false, waitForTrailers: opts.waitForTrailers ?? false }));
+      stream = guardWritev(session.request(headers, { endStream: opts.endStream ?? false, waitForTrailers: opts.waitForTrailers ?? false }));
     } catch (err) {
       // e.g. the session received GOAWAY between pick and request.
       release();
@@ -196,7 +205,7 @@ export class TunnelPool implements TunnelDialer {
     const bundle = this.joinedBundle();
     let chosen: PooledSession | undefined;
     for (const s of list) {
-      if (!s.up || s.draining || s.closed) continue;
+      if (!s.up || s.draining || s.closed || s.up.destroyed || s.up.closed) continue;
       if (s.certChainPem !== cert.certChainPem || s.bundle !== bundle) return undefined; // rotation: the slow path drains
       if (s.active < this.streamLimit(s) && (!chosen || s.active < chosen.active)) chosen = s;
     }
@@ -477,7 +486,8 @@ export class TunnelPool implements TunnelDialer {
     s.pingTimer = setInterval(() => {
       if (session.destroyed || session.closed) return;
       const deadline = setTimeout(() => {
-        this.log.debug({ session: s.id }, 'tunnel keepalive PING unanswered; closing session');
+        // warn: a peer that stopped answering (node gone, link down) is an operator's business.
+        this.log.warn({ session: s.id, key: s.key, activeStreams: s.active, timeoutMs: this.keepaliveTimeoutMs }, 'tunnel keepalive PING unanswered; closing session');
         session.destroy(new SkeinError(TunnelCode.Timeout, 'keepalive PING unanswered'));
       }, this.keepaliveTimeoutMs);
       deadline.unref();

@@ -71,9 +71,13 @@ export interface TunnelServerOptions {
   logger?: Logger;
   /** SETTINGS_MAX_CONCURRENT_STREAMS. Default 100 (TunnelPool opens another session beyond it). */
   maxConcurrentStreams?: number;
-  /** SETTINGS_MAX_HEADER_LIST_SIZE (bytes). Default 16 KiB. */
+  /**
+   * SETTINGS_MAX_HEADER_LIST_SIZE (bytes). Default 72 KiB: what the agents' outbound admits
+   * from apps (64 KiB of h2c header list; a 16 KiB HTTP/1 head) plus the skein-* fields, so a
+   * request served on the same node is not refused across nodes.
+   */
   maxHeaderListSize?: number;
-  /** Header fields per request. Default 64. */
+  /** Header fields per request. Default 288: the outbound's 256 for h2c apps plus skein's own. */
   maxHeaderListPairs?: number;
   /** Per-stream receive window. Default 1 MiB (a stalled app can hold this much per stream; the session window caps the sum). */
   streamWindowBytes?: number;
@@ -100,7 +104,25 @@ export interface TunnelServerOptions {
    * closed, so one client workload cannot take every place. Default 256.
    */
   maxSessionsPerPeer?: number;
+  /**
+   * Streams (L7 requests and CONNECT tunnels) open at this pod's tunnel port at once, all
+   * sessions; beyond it a new stream is reset with REFUSED_STREAM (not processed: safe to
+   * retry) and counted (SKEIN_TUNNEL_STREAM_LIMIT). Default DEFAULT_MAX_TUNNEL_STREAMS.
+   */
+  maxStreams?: number;
+  /**
+   * Streams one source identity may have open at this pod at once, over all its sessions
+   * (SKEIN_TUNNEL_PEER_STREAM_LIMIT beyond). Below maxStreams, so one client workload can never
+   * take the whole stream capacity and leave none to the others. Default
+   * DEFAULT_MAX_TUNNEL_STREAMS_PER_PEER.
+   */
+  maxStreamsPerPeer?: number;
 }
+
+/** Default open streams per pod tunnel port (`skein agent --max-tunnel-streams`). */
+export const DEFAULT_MAX_TUNNEL_STREAMS = 16_384;
+/** Default open streams per source identity at one pod (`--max-tunnel-streams-per-peer`): a quarter of the pod's. */
+export const DEFAULT_MAX_TUNNEL_STREAMS_PER_PEER = 4_096;
 
 
 export interface TunnelServerStats {
@@ -108,6 +130,8 @@ export interface TunnelServerStats {
   sessions: number;
   /** Streams received, all outcomes. */
   streams: number;
+  /** Streams open now (admitted under the stream caps, not yet closed). */
+  openStreams: number;
   tlsRefused: number;
   identityRefused: number;
   badRequest: number;
@@ -136,6 +160,7 @@ export class TunnelServer {
   readonly stats: TunnelServerStats = {
     sessions: 0,
     streams: 0,
+    openStreams: 0,
     tlsRefused: 0,
     identityRefused: 0,
     badRequest: 0,
@@ -155,6 +180,10 @@ export class TunnelServer {
   /** Open sessions by source identity, for maxSessionsPerPeer. */
   private readonly sessionsByPeer = new Map<string, number>();
   private readonly maxSessionsPerPeer: number;
+  /** Open streams by source identity, for maxStreamsPerPeer. */
+  private readonly streamsByPeer = new Map<string, number>();
+  private readonly maxStreams: number;
+  private readonly maxStreamsPerPeer: number;
   private readonly sessionIdleTimeoutMs: number;
   private readonly sessionWindowBytes: number;
   private readonly guard: H2AbuseGuard;
@@ -181,6 +210,8 @@ export class TunnelServer {
     this.log = (opts.logger ?? silentLogger()).child({ component: 'tunnel-server', workload: `${opts.workload.namespace}/${opts.workload.name}` });
     this.onRefusal = opts.onRefusal;
     this.maxSessionsPerPeer = opts.maxSessionsPerPeer ?? 256;
+    this.maxStreams = opts.maxStreams ?? DEFAULT_MAX_TUNNEL_STREAMS;
+    this.maxStreamsPerPeer = opts.maxStreamsPerPeer ?? DEFAULT_MAX_TUNNEL_STREAMS_PER_PEER;
     this.sessionIdleTimeoutMs = opts.sessionIdleTimeoutMs ?? 300_000;
     this.sessionWindowBytes = opts.sessionWindowBytes ?? 8 * 1024 * 1024;
     this.guard = new H2AbuseGuard({
@@ -218,7 +249,7 @@ export class TunnelServer {
       noDelay: true,
       handshakeTimeout: opts.handshakeTimeoutMs ?? 10_000,
       unknownProtocolTimeout: 5_000,
-      maxHeaderListPairs: opts.maxHeaderListPairs ?? 64,
+      maxHeaderListPairs: opts.maxHeaderListPairs ?? 288,
       maxSessionMemory: opts.maxSessionMemoryMb ?? 32,
       maxSettings: 16,
       maxSessionInvalidFrames: 100,
@@ -226,7 +257,7 @@ export class TunnelServer {
       settings: {
         enablePush: false,
         maxConcurrentStreams: opts.maxConcurrentStreams ?? 100,
-        maxHeaderListSize: opts.maxHeaderListSize ?? 16 * 1024,
+        maxHeaderListSize: opts.maxHeaderListSize ?? 72 * 1024,
         initialWindowSize: opts.streamWindowBytes ?? 1024 * 1024,
       },
     });
@@ -352,6 +383,7 @@ export class TunnelServer {
     };
     sessionStates.set(session, state);
     this.sessions.add(session);
+    this.guard.watch(session);
     this.stats.sessions++;
     if (!state.peer.ok) {
       this.stats.identityRefused++;
@@ -418,12 +450,38 @@ export class TunnelServer {
     this.stats.streams++;
     // First: a session judged abusive gets no work done for any stream it still opens.
     if (!this.guard.admit(stream)) return;
+    // Served once the read that carried the HEADERS has been parsed: a stream the peer reset in
+    // that same read (HEADERS+RST_STREAM back to back) costs no authorization, no app connect.
+    setImmediate(TunnelServer.serveIfOpen, this, stream, headers, flags);
+  }
+
+  /** setImmediate target of onStream: serve the stream unless the peer has reset it meanwhile. */
+  private static serveIfOpen(server: TunnelServer, stream: ServerHttp2Stream, headers: IncomingHttpHeaders, flags: number): void {
+    if (stream.destroyed || stream.closed || stream.session?.destroyed) return;
+    server.serveStream(stream, headers, flags);
+  }
+
+  private serveStream(stream: ServerHttp2Stream, headers: IncomingHttpHeaders, flags: number): void {
     const session = stream.session as ServerHttp2Session | undefined;
     const state = session ? sessionStates.get(session) : undefined;
     if (!session || !state) {
       this.guard.closeStream(stream, h2c.NGHTTP2_INTERNAL_ERROR);
       return;
     }
+    // Stream caps, before any work: the pod's whole tunnel port, then one source identity's
+    // share of it (per identity, over all its sessions and nodes: fairness between clients).
+    const peer = state.peer.ok ? state.peer.identity : undefined;
+    const peerStreams = peer === undefined ? 0 : (this.streamsByPeer.get(peer) ?? 0);
+    const limit = this.stats.openStreams >= this.maxStreams ? TunnelCode.StreamLimit : peerStreams >= this.maxStreamsPerPeer ? TunnelCode.PeerStreamLimit : undefined;
+    if (limit) {
+      this.countRefusal(limit);
+      this.log.debug({ refused: 'stream-limit', code: limit, peerIdentity: peer, open: this.stats.openStreams, peerOpen: peerStreams }, 'tunnel stream refused: over the stream cap');
+      stream.on('error', () => {});
+      this.guard.closeStream(stream, h2c.NGHTTP2_REFUSED_STREAM);
+      return;
+    }
+    this.stats.openStreams++;
+    if (peer !== undefined) this.streamsByPeer.set(peer, peerStreams + 1);
     state.open++;
     if (state.idleTimer) {
       clearTimeout(state.idleTimer);
@@ -431,6 +489,12 @@ export class TunnelServer {
     }
     stream.once('close', () => {
       state.open--;
+      this.stats.openStreams--;
+      if (peer !== undefined) {
+        const n = (this.streamsByPeer.get(peer) ?? 1) - 1;
+        if (n <= 0) this.streamsByPeer.delete(peer);
+        else this.streamsByPeer.set(peer, n);
+      }
       if (state.open === 0 && !session.closed) this.armIdle(session, state);
     });
     stream.on('error', (err) => this.log.debug({ err: messageOf(err) }, 'tunnel stream error'));

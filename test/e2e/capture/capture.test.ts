@@ -183,7 +183,7 @@ t.test('inbound: when sk_assign fails the connection is dropped (never plaintext
     excludeInboundPorts: [],
   });
   await servePod(t, capture, podB, 'b');
-  t.same(capture.counters(), { skLookupAssignFailed: 0, skLookupNoSocket: 0 }, 'nothing counted yet');
+  t.same(capture.counters(), { skLookupAssignFailed: 0, skLookupNoSocket: 0, podShareRefused: 0, noRecordRefused: 0 }, 'nothing counted yet');
 
   t.equal(await fetchLine(lab.path.a, lab.ip.b, 8080), 'b-15006', 'IPv4 is steered to the IPv4 15006 socket');
   // The app listens on [::]:8080: a passed packet would reach it in plaintext.
@@ -430,3 +430,90 @@ t.test('startup checks: stale pins from another layout, bpffs missing', async (t
   });
   await t.rejects(native.netnsCookie('/nonexistent/netns'), { code: 'ENOENT', errno: -2, syscall: 'open' }, 'native errors carry code/errno/syscall');
 });
+
+/** A pod's records in skein_orig_peer now (the node-wide map every pod shares). */
+function recordsOf(lab: CaptureLab, netnsCookie: bigint): number {
+  const fd = native.objGet(`${lab.pinRoot}/maps/${MAP.originalByPeer}`);
+  try {
+    let n = 0;
+    let key = native.mapNextKey(fd, null);
+    for (let i = 0; key && i < 200_000; i++) {
+      if (key.readBigUInt64LE(0) === netnsCookie) n++;
+      key = native.mapNextKey(fd, key);
+    }
+    return n;
+  } finally {
+    native.closeFd(fd);
+  }
+}
+
+/** A connection from inside a netns, as an app there makes it (unmarked): resolves once connected, or with the errno. */
+async function appConnect(nsPath: string, host: string, port: number): Promise<net.Socket | string> {
+  const s = new net.Socket({ fd: await native.openSocket(nsPath, 4, 0) });
+  return new Promise((resolve) => {
+    s.once('connect', () => resolve(s));
+    s.once('error', (e: NodeJS.ErrnoException) => resolve(e.code ?? e.message));
+    s.connect(port, host);
+  });
+}
+
+t.test("one pod's share of the original-destination records: over it connects are refused, closed sockets leave nothing, another pod's record survives", async (t) => {
+  const lab = await makeCaptureLab(t);
+  const share = 40;
+  const capture = new CaptureManager({ pinRoot: lab.pinRoot, cgroupPath: lab.cgroupPath, podShare: share });
+  t.teardown(() => capture.uninstall());
+  await capture.start();
+  const podA = await capture.enroll({ uid: 'ns1/pod-a', netnsPath: lab.path.a, ips: [lab.ip.a], excludeOutboundPorts: [], excludeInboundPorts: [] });
+  const podC = await capture.enroll({ uid: 'ns1/pod-c', netnsPath: lab.path.c, ips: [lab.ip.c], excludeOutboundPorts: [], excludeInboundPorts: [] });
+  // Neither listener reads the original destination at accept (as when a listener is over its
+  // cap, or the agent is slow): every record stays in the map until read or closed.
+  const a = await serveFd(t, podA.listeners.outbound, 'a-15001');
+  const victimAccepted: net.Socket[] = [];
+  await serveFd(t, podC.listeners.outbound, 'c-15001', (s) => victimAccepted.push(s));
+
+  // The victim: pod C's connection, established, its record not read yet.
+  const victim = await appConnect(lab.path.c, lab.ip.vip, 80);
+  t.type(victim, net.Socket, 'pod C connected');
+  t.teardown(() => (victim as net.Socket).destroy());
+  await waitFor(() => victimAccepted.length === 1);
+
+  // Pod A asks for twice its share at once: the share connects, the rest are refused (EPERM).
+  const burst = await Promise.all(Array.from({ length: 2 * share }, () => appConnect(lab.path.a, lab.ip.external, 443)));
+  const held = burst.filter((x): x is net.Socket => typeof x !== 'string');
+  t.equal(held.length, share, `${share} of ${2 * share} connects from pod A captured`);
+  t.same([...new Set(burst.filter((x) => typeof x === 'string'))], ['EPERM'], 'the rest refused with EPERM');
+  t.equal(capture.counters().podShareRefused, share, 'each refusal counted in the kernel');
+  t.ok(recordsOf(lab, podA.netnsCookie) <= share, `pod A holds at most its share of records (${recordsOf(lab, podA.netnsCookie)})`);
+
+  // Pod A churns: every socket closed leaves no record and gives its place back.
+  for (const s of held) s.destroy();
+  for (const s of a.accepted) s.destroy();
+  await waitFor(() => recordsOf(lab, podA.netnsCookie) === 0);
+  let churned = 0;
+  for (let round = 0; round < 25; round++) {
+    const batch = await Promise.all(Array.from({ length: share }, () => appConnect(lab.path.a, lab.ip.external, 443)));
+    for (const s of batch) if (typeof s !== 'string') {
+      churned++;
+      s.destroy();
+    }
+    for (const s of a.accepted.splice(0)) s.destroy();
+    await waitFor(() => recordsOf(lab, podA.netnsCookie) === 0);
+  }
+  t.equal(churned, 25 * share, `${churned} connects of pod A, each within its share once the previous ones closed`);
+  t.equal(capture.counters().podShareRefused, share, 'none of them refused');
+  const shareFd = native.objGet(`${lab.pinRoot}/maps/${MAP.podShare}`);
+  t.same(native.mapLookup(shareFd, u64Key(podA.netnsCookie))?.readBigUInt64LE(0), 0n, "pod A's count back at 0");
+  native.closeFd(shareFd);
+
+  // Pod C's record outlived all of it.
+  t.same(capture.originalDestination(victimAccepted[0]!), { address: lab.ip.vip, port: 80, family: 4 }, "pod C's record is still there, exact");
+  t.equal(capture.counters().noRecordRefused, 0);
+});
+
+async function waitFor(cond: () => boolean, timeoutMs = 5000): Promise<void> {
+  const until = Date.now() + timeoutMs;
+  while (!cond()) {
+    if (Date.now() > until) throw new Error('condition not met in time');
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}

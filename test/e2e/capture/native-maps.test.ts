@@ -69,3 +69,30 @@ t.test('map calls refuse keys and values of the wrong length, with stable codes'
   t.throws(() => native.mapLookup(counters, Buffer.alloc(8)), { code: 'SKEIN_NATIVE_KEY_SIZE_MISMATCH', expected: 4, actual: 8 });
 });
 
+
+t.test('map calls on an fd that is not a map (a program, a socket, a closed fd) fail with EBADF, never read foreign info as sizes', async (t) => {
+  ensureBpffs();
+  const pinDir = `/sys/fs/bpf/skein-test-${process.pid.toString(36)}${randomBytes(2).toString('hex')}`;
+  mkdirSync(pinDir);
+  t.teardown(() => rmSync(pinDir, { recursive: true, force: true }));
+  const obj = await native.loadObject(objectPath, pinDir);
+  t.teardown(() => native.closeObject(obj.handle));
+  // A program's info, read as a map's, puts its tag bytes where key_size/value_size are:
+  // a lookup would have allocated (and the kernel been handed) whatever they said.
+  const prog = Object.values(obj.programs)[0] as number;
+  const [a, b] = native.socketPair();
+  t.teardown(() => {
+    native.closeFd(a);
+    native.closeFd(b);
+  });
+  for (const [what, fd] of [['program', prog], ['socket', a], ['closed', 100_000]] as const) {
+    const e = { code: 'EBADF', syscall: 'mapInfo' };
+    t.throws(() => native.mapInfo(fd), e, `mapInfo(${what})`);
+    t.throws(() => native.mapLookup(fd, Buffer.alloc(16)), e, `mapLookup(${what})`);
+    t.throws(() => native.mapLookupAndDelete(fd, Buffer.alloc(16), ORIG_DST_SIZE), e, `mapLookupAndDelete(${what})`);
+    t.throws(() => native.mapUpdate(fd, Buffer.alloc(16), Buffer.alloc(ORIG_DST_SIZE)), e, `mapUpdate(${what})`);
+    t.throws(() => native.mapDelete(fd, Buffer.alloc(16)), e, `mapDelete(${what})`);
+    t.throws(() => native.mapNextKey(fd, null), e, `mapNextKey(${what})`);
+  }
+  t.equal(native.progInfo(prog).id > 0, true, 'the program itself is untouched');
+});

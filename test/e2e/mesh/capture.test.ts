@@ -121,6 +121,6 @@ t.test('capture in the lab', opts(), async (t) => {
     t.equal(attached.filter((id) => id === newProg).length, 1, 'attached once');
     const r = await client(rec, shopClient, ['--protocol', 'h2c', '--target', 'echo.shop:8081', '--count', '10']);
     t.equal(r.ok, 10, 'capture works again');
-    t.match((await exec('ls', [pinRootOf(rec, 'node-a') + '/links'], { encoding: 'utf8' })).stdout, /connect4/, 'links still pinned');
+    t.match((await exec('ls', [`${pinRootOf(rec, 'node-a')}/links`], { encoding: 'utf8' })).stdout, /connect4/, 'links still pinned');
   });
 });

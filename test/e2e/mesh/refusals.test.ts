@@ -18,7 +18,7 @@ const opts = () => ({ skip: isRoot() ? false : 'needs root (real BPF, netns, cgr
 
 interface Stats {
   tunnel: { refusals: Record<string, number> };
-  capture: { skLookupAssignFailed: number; skLookupNoSocket: number };
+  capture: { skLookupAssignFailed: number; skLookupNoSocket: number; podShareRefused: number; noRecordRefused: number };
 }
 
 t.test('tunnel refusals are named and counted by the agent', opts(), async (t) => {
@@ -54,7 +54,7 @@ t.test('tunnel refusals are named and counted by the agent', opts(), async (t) =
   await waitUntil(async () => ((await agentGet<Stats>(rec, 'node-b', '/stats')).tunnel.refusals.SKEIN_TUNNEL_TLS_UNKNOWN_CA ?? 0) > before, 5_000);
   const stats = await agentGet<Stats>(rec, 'node-b', '/stats');
   t.equal(stats.tunnel.refusals.SKEIN_TUNNEL_TLS_UNKNOWN_CA, before + 1, 'admin /stats counts it under its code');
-  t.same(stats.capture, { skLookupAssignFailed: 0, skLookupNoSocket: 0 }, 'admin /stats shows the sk_lookup drop counters');
+  t.same(stats.capture, { skLookupAssignFailed: 0, skLookupNoSocket: 0, podShareRefused: 0, noRecordRefused: 0 }, 'admin /stats shows the kernel\'s drop and refusal counters');
 
   const metrics = (await exec('ip', ['netns', 'exec', nodeB.netns, 'curl', '-sf', 'http://127.0.0.1:15020/metrics'], { encoding: 'utf8' })).stdout;
   t.match(metrics, new RegExp(`skein_tunnel_refusals_total\\{code="SKEIN_TUNNEL_TLS_UNKNOWN_CA"\\} ${before + 1}\\b`), ':15020/metrics counts it by code');

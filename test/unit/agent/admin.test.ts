@@ -24,7 +24,7 @@ function deps(): AdminDeps {
     tunnelRefusals: new Map([['SKEIN_TUNNEL_TLS_UNKNOWN_CA', 2]]),
     listenerRefusals: new Map([['SKEIN_OUTBOUND_CONNECTION_LIMIT', 1]]),
   };
-  return { agent, capture: { counters: () => ({ skAssignFailed: 0 }) }, certificates: {}, registry: new Registry(), log: silentLogger() } as unknown as AdminDeps;
+  return { agent, capture: { counters: () => ({ skAssignFailed: 0 }), connectStats: () => ({ inProgress: 1, queued: 2, refusals: { SKEIN_CAPTURE_CONNECT_TIMEOUT: 3 } }) }, certificates: {}, registry: new Registry(), log: silentLogger() } as unknown as AdminDeps;
 }
 
 /** A free loopback port (listen on 0, close). */
@@ -68,6 +68,7 @@ t.test('served on a 0600 unix socket; no TCP admin unless asked', async (t) => {
     tunnel: { refusals: { SKEIN_TUNNEL_TLS_UNKNOWN_CA: 2 } },
     listeners: { refusals: { SKEIN_OUTBOUND_CONNECTION_LIMIT: 1 } },
     capture: { skAssignFailed: 0 },
+    podConnects: { inProgress: 1, queued: 2, refusals: { SKEIN_CAPTURE_CONNECT_TIMEOUT: 3 } },
   });
   t.equal((await adminRequest(socket, 'GET', '/nope')).status, 404);
   t.notOk(await tcpAnswers(tcp), 'nothing listens on TCP for the admin API');

@@ -14,13 +14,19 @@ t.test('the agent refuses an incomplete command line before touching anything', 
     code: 'SKEIN_AGENT_USAGE',
     message: /exactly one of/,
   });
-  for (const bad of ['0', '-5', '1.5', 'lots']) {
-    await t.rejects(runAgent(['--node', 'n1', '--config-folder', '/tmp', `--max-connections=${bad}`]), {
-      code: 'SKEIN_AGENT_USAGE',
-      message: /--max-connections must be a whole number above 0/,
-    });
+  for (const flag of ['--max-connections', '--max-pod-connects', '--max-tunnel-streams', '--max-tunnel-streams-per-peer']) {
+    for (const bad of ['0', '-5', '1.5', 'lots', '']) {
+      await t.rejects(runAgent(['--node', 'n1', '--config-folder', '/tmp', `${flag}=${bad}`]), {
+        code: 'SKEIN_AGENT_USAGE',
+        message: new RegExp(`${flag} must be a whole number of at least 1`),
+      });
+    }
   }
+  await t.rejects(runAgent(['--node', 'n1', '--config-folder', '/tmp', '--max-pod-captured-connections=-1']), { code: 'SKEIN_AGENT_USAGE', message: /--max-pod-captured-connections must be a whole number of at least 0/ });
+  // 0 waiting is allowed: connects beyond those in progress fail at once.
+  await t.rejects(runAgent(['--node', 'n1', '--config-folder', '/tmp', '--max-pod-connects-queued=-1']), { code: 'SKEIN_AGENT_USAGE', message: /--max-pod-connects-queued must be a whole number of at least 0/ });
   await t.rejects(runAgent(['--node', 'n1', '--config-folder', '/tmp', '--request-metrics', 'maybe']), { code: 'SKEIN_AGENT_USAGE', message: /--request-metrics must be on or off/ });
+  await t.rejects(runAgent(['--node', 'n1', '--config-folder', '/tmp', '--cni-pod-wait', 'soon']), { code: 'SKEIN_AGENT_USAGE', message: /--cni-pod-wait must be seconds/ });
 });
 
 t.test('admin, metrics and readiness addresses', async (t) => {

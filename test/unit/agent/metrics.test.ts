@@ -62,6 +62,25 @@ t.test('pods by state, read at scrape time (pending: captured, refused until the
   t.match(text, /skein_pods\{state="pending"\} 0/, 'the current count, not a high-water mark');
 });
 
+t.test('pods captured and refusing, by reason code, read at scrape time', async (t) => {
+  const registry = new Registry();
+  let pods: { state: string; code?: string }[] = [
+    { state: 'serving' },
+    { state: 'pending', code: 'SKEIN_CAPTURE_PORT_HELD' },
+    { state: 'pending', code: 'SKEIN_AGENT_IDENTITY_PENDING' },
+    { state: 'pending', code: 'SKEIN_CAPTURE_PORT_HELD' },
+    { state: 'failed', code: 'SKEIN_CAPTURE_NETNS_UNAVAILABLE' },
+  ];
+  registerAgentMetrics(registry, { capture: { counters: () => ({ skLookupAssignFailed: 0, skLookupNoSocket: 0 }) }, tunnelRefusals: new Map(), podStates: () => pods, log: silentLogger() });
+  let text = await registry.metrics();
+  t.match(text, /skein_pods_refusing\{reason="SKEIN_CAPTURE_PORT_HELD"\} 2/);
+  t.match(text, /skein_pods_refusing\{reason="SKEIN_AGENT_IDENTITY_PENDING"\} 1/);
+  t.notMatch(text, /skein_pods_refusing\{reason="SKEIN_CAPTURE_NETNS_UNAVAILABLE"\}/, 'failed pods are not captured, so not refusing: skein_pods{state="failed"} counts them');
+  pods = [{ state: 'serving' }];
+  text = await registry.metrics();
+  t.notMatch(text, /skein_pods_refusing\{reason=/, 'a pod served again leaves the gauge');
+});
+
 t.test('traffic policy and rate limits per Service and pod, read at scrape time', async (t) => {
   const registry = new Registry();
   const rows = [{ service: 'shop/echo', retries: 7, budgetExhausted: 2, ejections: 1, ejectedNow: 1, overflows: { pending: 5, requests: 0, retries: 0 } }];
@@ -81,4 +100,22 @@ t.test('traffic policy and rate limits per Service and pod, read at scrape time'
   t.match(text, /skein_outlier_ejected\{destination_service="shop\/echo"\} 1/);
   t.match(text, /skein_circuit_breaker_overflows_total\{destination_service="shop\/echo",limit="pending"\} 5/);
   t.match(text, /skein_rate_limited_total\{destination="shop\/echo-v2-0",port="8080"\} 992/);
+});
+
+t.test('connects from pod netns: failures by code and in-progress/queued, read at scrape time', async (t) => {
+  const registry = new Registry();
+  let stats = { inProgress: 3, queued: 7, refusals: { SKEIN_CAPTURE_CONNECT_TIMEOUT: 2 } as Record<string, number> };
+  registerAgentMetrics(registry, {
+    capture: { counters: () => ({ skLookupAssignFailed: 0, skLookupNoSocket: 0 }), connectStats: () => stats },
+    tunnelRefusals: new Map(),
+    log: silentLogger(),
+  });
+  let text = await registry.metrics();
+  t.match(text, /skein_pod_connect_failures_total\{code="SKEIN_CAPTURE_CONNECT_TIMEOUT"\} 2/);
+  t.match(text, /skein_pod_connects\{state="in_progress"\} 3/);
+  t.match(text, /skein_pod_connects\{state="queued"\} 7/);
+  stats = { inProgress: 0, queued: 0, refusals: { SKEIN_CAPTURE_CONNECT_TIMEOUT: 2, SKEIN_CAPTURE_TOO_MANY_CONNECTS: 9 } };
+  text = await registry.metrics();
+  t.match(text, /skein_pod_connect_failures_total\{code="SKEIN_CAPTURE_TOO_MANY_CONNECTS"\} 9/);
+  t.match(text, /skein_pod_connects\{state="queued"\} 0/);
 });

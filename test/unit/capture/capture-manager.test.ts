@@ -5,7 +5,8 @@ import { join } from 'node:path';
 import t from 'tap';
 import { CaptureManager } from '../../../src/capture/capture-manager.js';
 import type { HostFacts } from '../../../src/capture/host.js';
-import { decodeEnrolled, decodeInboundPod, decodePodRecord, encodePodAddr, encodeStamp, MAP, u32Key, u64Key } from '../../../src/capture/maps.js';
+import { decodeEnrolled, decodeInboundPod, decodePodRecord, encodeConfig, encodePodAddr, encodeStamp, MAP, PIN_LAYOUT, u32Key, u64Key } from '../../../src/capture/maps.js';
+import { CAPTURE_DEFAULTS } from '../../../src/capture/options.js';
 import { FakeKernel } from './fake-kernel.js';
 
 function setup(t: Tap.Test) {
@@ -50,7 +51,8 @@ t.test('start, enroll, release: slots and tables', async (t) => {
   await m.start();
   await m.start(); // idempotent
   t.equal(kernel.liveLinks().length, 3, 'three cgroup links');
-  t.same(kernel.mapByName(MAP.stamp)?.entries.get(u32Key(0).toString('hex')), encodeStamp(1));
+  t.same(kernel.mapByName(MAP.stamp)?.entries.get(u32Key(0).toString('hex')), encodeStamp(PIN_LAYOUT));
+  t.same(kernel.mapByName(MAP.config)?.entries.get(u32Key(0).toString('hex')), encodeConfig(CAPTURE_DEFAULTS.agentMark, 16_384), "the agent's mark and each pod's share of records");
 
   const a = await m.enroll(pod('ns/a', netns('a', 11n), ['10.0.0.1', 'fd00::1'], { out: [53], in: [9000] }));
   const b = await m.enroll(pod('ns/b', netns('b', 12n), ['10.0.0.2']));
@@ -182,9 +184,9 @@ t.test('missing objects and originalDestination lookups', async (t) => {
 t.test('counters: the kernel\'s per-CPU counts, summed; zeros before start', async (t) => {
   const { kernel, manager } = setup(t);
   const m = manager();
-  t.same(m.counters(), { skLookupAssignFailed: 0, skLookupNoSocket: 0 }, 'not started');
+  t.same(m.counters(), { skLookupAssignFailed: 0, skLookupNoSocket: 0, podShareRefused: 0, noRecordRefused: 0 }, 'not started');
   await m.start();
-  t.same(m.counters(), { skLookupAssignFailed: 0, skLookupNoSocket: 0 }, 'nothing counted');
+  t.same(m.counters(), { skLookupAssignFailed: 0, skLookupNoSocket: 0, podShareRefused: 0, noRecordRefused: 0 }, 'nothing counted');
   const perCpu = (...n: bigint[]) => {
     const b = Buffer.alloc(8 * n.length);
     for (const [i, v] of n.entries()) b.writeBigUInt64LE(v, 8 * i);
@@ -193,5 +195,50 @@ t.test('counters: the kernel\'s per-CPU counts, summed; zeros before start', asy
   const counters = kernel.mapByName(MAP.counters);
   counters?.entries.set(u32Key(0).toString('hex'), perCpu(2n, 5n));
   counters?.entries.set(u32Key(1).toString('hex'), perCpu(0n, 1n));
-  t.same(m.counters(), { skLookupAssignFailed: 7, skLookupNoSocket: 1 });
+  counters?.entries.set(u32Key(2).toString('hex'), perCpu(3n, 0n));
+  t.same(m.counters(), { skLookupAssignFailed: 7, skLookupNoSocket: 1, podShareRefused: 3, noRecordRefused: 0 });
+});
+
+t.test('a port the app already holds: the pod is captured refusing, then served once the port is free', async (t) => {
+  const { kernel, netns, manager } = setup(t);
+  const m = manager();
+  await m.start();
+  const path = netns('held', 31n);
+  kernel.heldPorts.set(path, new Set([15006])); // the second of the three listeners
+  const fdsBefore = kernel.fds.size;
+  await t.rejects(m.enroll(pod('ns/held', path, ['10.0.0.31'])), { code: 'SKEIN_CAPTURE_PORT_HELD', details: { port: 15006 } }, 'enroll says the pod is held, with the port');
+  const p = m.enrolled().find((e) => e.uid === 'ns/held');
+  t.match(p?.held, { code: 'SKEIN_CAPTURE_PORT_HELD', port: 15006, reason: /port 15006/ }, 'but it is captured: listed, held');
+  t.equal(p?.listeners, undefined, 'no listeners to serve');
+  t.equal(kernel.fds.size, fdsBefore, 'the listener opened before the failure was closed');
+  const enrolled = kernel.mapByName(MAP.enrolled);
+  t.same(decodeEnrolled(enrolled?.entries.get(u64Key(31n).toString('hex')) ?? Buffer.alloc(8)), { outboundPort: 0 }, 'connect4/6 refuse its connects (outbound port 0)');
+  const slot = p?.slot ?? -1;
+  t.notOk(kernel.mapByName(MAP.inboundSockets)?.entries.has(u32Key(slot).toString('hex')), 'no agent socket: sk_lookup drops inbound plaintext');
+  t.equal(kernel.liveLinks().filter((l) => l.type === 5).length, 1, 'sk_lookup attached in its netns');
+
+  // Still held: stays captured and refusing, nothing leaks.
+  await t.rejects(m.enroll(pod('ns/held', path, ['10.0.0.31'])), { code: 'SKEIN_CAPTURE_PORT_HELD' });
+  t.equal(kernel.fds.size, fdsBefore, 'no fd leaked by the retry');
+  t.same(decodeEnrolled(enrolled?.entries.get(u64Key(31n).toString('hex')) ?? Buffer.alloc(8)), { outboundPort: 0 }, 'still refusing');
+
+  // The app lets go: the next enroll opens the listeners and steers to them.
+  kernel.heldPorts.delete(path);
+  const served = await m.enroll(pod('ns/held', path, ['10.0.0.31']));
+  t.equal(served.slot, slot, 'same slot');
+  t.equal(served.held, undefined, 'no longer held');
+  t.ok(served.listeners.outbound > 0, 'listeners open');
+  t.same(decodeEnrolled(enrolled?.entries.get(u64Key(31n).toString('hex')) ?? Buffer.alloc(8)), { outboundPort: 15001 }, 'connects go to the outbound listener');
+  t.ok(kernel.mapByName(MAP.inboundSockets)?.entries.has(u32Key(slot).toString('hex')), 'sk_lookup has the agent socket');
+
+  // Another netns is not affected; a held pod is released like any other.
+  kernel.heldPorts.set(path, new Set([15001]));
+  const other = await m.enroll(pod('ns/other', netns('other', 32n), ['10.0.0.32']));
+  t.equal(other.held, undefined, 'another netns is not affected by this one’s held ports');
+  const path3 = netns('held3', 33n);
+  kernel.heldPorts.set(path3, new Set([15008]));
+  await t.rejects(m.enroll(pod('ns/held3', path3, ['10.0.0.33'])), { code: 'SKEIN_CAPTURE_PORT_HELD', details: { port: 15008 } }, 'held on the tunnel port too');
+  t.ok(await m.release('ns/held3'));
+  t.notOk(enrolled?.entries.has(u64Key(33n).toString('hex')), 'released: out of the enrolled map');
+  await m.uninstall();
 });

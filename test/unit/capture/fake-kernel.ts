@@ -13,7 +13,8 @@ const SIZES: Record<string, [number, number]> = {
   [MAP.config]: [4, 8],
   [MAP.enrolled]: [8, 8],
   [MAP.outboundExcluded]: [16, 1],
-  [MAP.originalBySocket]: [8, 20],
+  [MAP.originalOnSocket]: [4, 40],
+  [MAP.podShare]: [8, 8],
   [MAP.originalByPeer]: [16, 20],
   [MAP.inboundAddresses]: [20, 8],
   [MAP.inboundExcluded]: [8, 1],
@@ -59,6 +60,8 @@ export class FakeKernel {
   progs: FakeProg[] = [];
   /** netns path -> cookie; a path missing here is a vanished netns. */
   netns = new Map<string, bigint>([['/proc/self/ns/net', 1n]]);
+  /** netns path -> ports an app already listens on there: openListener fails with EADDRINUSE. */
+  heldPorts = new Map<string, Set<number>>();
 
   private fd(obj: Obj | { kind: 'socket'; netnsCookie: bigint }): number {
     const fd = this.nextFd++;
@@ -185,15 +188,13 @@ export class FakeKernel {
         const next = keys[i];
         return next === undefined ? null : Buffer.from(next, 'hex');
       },
-      async openListener(netnsPath) {
+      async openListener(netnsPath, _address, port) {
         const cookie = k.netns.get(netnsPath);
         if (cookie === undefined) throw sysError('ENOENT', 2, 'open');
+        if (k.heldPorts.get(netnsPath)?.has(port)) throw sysError('EADDRINUSE', 98, 'bind');
         return k.fd({ kind: 'socket', netnsCookie: cookie });
       },
       async openSocket(netnsPath) {
-        return k.fd({ kind: 'socket', netnsCookie: k.netns.get(netnsPath) ?? 0n });
-      },
-      async connectInNetns(netnsPath) {
         return k.fd({ kind: 'socket', netnsCookie: k.netns.get(netnsPath) ?? 0n });
       },
       async netnsCookie(netnsPath) {

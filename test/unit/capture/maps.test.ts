@@ -52,7 +52,8 @@ t.test('map keys and values match bpf/skein.h byte for byte', async (t) => {
   t.equal(u64Key(0x0102030405060708n).toString('hex'), '0807060504030201');
   t.same(decodeStamp(encodeStamp(1)), { layout: 1 });
   t.equal(encodeStamp(1).length, 8);
-  t.equal(encodeConfig(0x536b6e).toString('hex'), '6e6b530000000000');
+  t.equal(encodeConfig(0x536b6e, 0).toString('hex'), '6e6b530000000000');
+  t.equal(encodeConfig(0x536b6e, 16384).toString('hex'), '6e6b530000400000', 'pod_share after the mark');
   t.equal(encodeEnrolled(15001).toString('hex'), '993a000000000000');
   t.same(decodeEnrolled(encodeEnrolled(15001)), { outboundPort: 15001 });
 

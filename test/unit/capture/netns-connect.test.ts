@@ -91,6 +91,19 @@ t.test('a silent destination: timeout, abort at once, a cap per netns with a bou
   t.equal(c.connecting('/run/netns/pod-a'), 0, 'the allowance comes back');
   t.equal(c.queued('/run/netns/pod-a'), 0);
   await t.rejects(c.connect('/run/netns/pod-a', '10.0.0.9', 80, { signal: AbortSignal.abort() }), { name: 'AbortError' }, 'already aborted: never starts');
+  // Every failure counted by its code (1 + 4 + 1 + 1 timeouts, 1 refusal); aborts are the caller's, not counted.
+  t.same(c.stats(), { inProgress: 0, queued: 0, refusals: { [CaptureCode.ConnectTimeout]: 7, [CaptureCode.TooManyConnects]: 1 } }, 'stats by code');
+});
+
+t.test('defaults: 64 connects in progress per pod, 1024 waiting', async (t) => {
+  const c = new NetnsConnector(async () => 3, { timeoutMs: 200, socketFromFd: () => new SilentSocket() as unknown as net.Socket });
+  const all = Array.from({ length: 64 + 1024 + 1 }, () => c.connect('/run/netns/pod-a', '10.0.0.9', 80).catch((e: { code?: string }) => e.code));
+  await new Promise((r) => setImmediate(r));
+  t.same(c.stats().inProgress, 64);
+  t.same(c.stats().queued, 1024);
+  const codes = await Promise.all(all);
+  t.equal(codes.filter((x) => x === CaptureCode.TooManyConnects).length, 1, 'the one beyond is refused');
+  t.equal(codes.filter((x) => x === CaptureCode.ConnectTimeout).length, 64 + 1024, 'the rest time out (one deadline, queue wait included)');
 });
 
 t.test('a waiter takes the slot a finished connect frees', async (t) => {

@@ -90,6 +90,8 @@ t.test('options: defaults and validation', async (t) => {
   t.equal(o.agentMark, CAPTURE_DEFAULTS.agentMark);
   t.equal(o.listenAddress, '::');
   t.equal(o.replaceStalePins, false);
+  t.equal(o.podShare, 16_384, "a pod's share of the 65536 original-destination records: a quarter");
+  t.equal(resolveCaptureOptions({ podShare: 0 }).podShare, 0, '0: no cap');
   t.ok(resolveCaptureOptions().bpfObjectDir.endsWith('/build/bpf/'));
   const bad = [
     { pinRoot: 'relative' },
@@ -102,6 +104,9 @@ t.test('options: defaults and validation', async (t) => {
     { backlog: 0 },
     { cgroupPath: 'x' },
     { bpfObjectDir: 'build' },
+    { podShare: -1 },
+    { podShare: 1.5 },
+    { podShare: 65_536 }, // as large as the map: one pod could fill it and evict the others'
   ];
   for (const b of bad) t.throws(() => resolveCaptureOptions(b), { code: 'SKEIN_CAPTURE_INVALID_OPTIONS' }, JSON.stringify(b));
 });

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import t from 'tap';
 import { parseAllDocuments } from 'yaml';
 import { renderCrds } from '../../../src/controller/crds.js';
+import { CIDR_PATTERN, checkSchema } from '../../../src/controller/schema.js';
 import { repoPath } from '../../../src/paths.js';
 
 interface Doc {
@@ -39,4 +40,15 @@ t.test('deployment manifests parse and grant what the controller uses', async (t
   }
   t.ok(verbsFor('tokenreviews').includes('create'), 'TokenReview for agent tokens');
   t.ok(verbsFor('events').includes('create'), 'events');
+});
+
+t.test('the CRDs\' CIDR pattern admits every CIDR the controller accepts (it is the coarse check, the controller the precise one)', async (t) => {
+  const re = new RegExp(CIDR_PATTERN);
+  for (const v of ['10.0.0.0/8', '192.168.1.7', '0.0.0.0/0', 'fd00::/8', '2001:db8::1', '::ffff:10.1.2.3/128']) {
+    t.same(checkSchema(v, { type: 'string', format: 'cidr' }), [], `${v}: the controller accepts it`);
+    t.ok(re.test(v), `${v}: so does the pattern`);
+  }
+  for (const v of ['10.0.0.0/8; rm', 'example.com', '10.0.0.0 /8', '']) t.notOk(re.test(v), `${JSON.stringify(v)}: refused at admission`);
+  const text = Object.values(renderCrds()).join('\n');
+  t.ok(text.includes('pattern: ^(\\d+(\\.\\d+)?(ms|s|m|h))+$'), 'durations carry the pattern the controller checks them with');
 });

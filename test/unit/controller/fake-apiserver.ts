@@ -52,6 +52,8 @@ const KIND_OF: Record<string, string> = {
   endpointslices: 'EndpointSlice',
   events: 'Event',
   secrets: 'Secret',
+  configmaps: 'ConfigMap',
+  customresourcedefinitions: 'CustomResourceDefinition',
   leases: 'Lease',
   httproutes: 'HTTPRoute',
   grpcroutes: 'GRPCRoute',

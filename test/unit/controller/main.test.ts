@@ -92,6 +92,9 @@ t.test('skein controller --folder: TLS config stream, hosted CA, SIGTERM', async
   t.match(text, /skein_ca_certificates_issued_total [1-9]/, 'the CA\'s metrics are served');
   t.match(text, /skein_controller_config_version_info\{version="[^"]+"\} 1/);
   t.equal((await fetch(`http://127.0.0.1:${metricsPort}/other`)).status, 404);
+  // The Deployment's probes (skein install) on the metrics port.
+  t.equal((await fetch(`http://127.0.0.1:${metricsPort}/healthz/live`)).status, 200, 'live');
+  t.equal((await fetch(`http://127.0.0.1:${metricsPort}/healthz/ready`)).status, 200, 'ready once serving');
 
   child.kill('SIGTERM');
   t.equal(await exited, 0, 'clean exit on SIGTERM');

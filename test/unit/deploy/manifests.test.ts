@@ -29,6 +29,7 @@ interface Container {
   args?: string[];
   ports?: Port[];
   readinessProbe?: { httpGet?: { path: string; port: number | string } };
+  livenessProbe?: { httpGet?: { path: string; port: number | string } };
 }
 interface PodTemplate {
   metadata: { labels?: Labels; annotations?: Labels };
@@ -132,6 +133,9 @@ t.test('agent DaemonSet: annotations and ports are where the agent serves metric
   t.match(m.body, /^skein_pods\{state="serving"\} 1$/m, 'with the agent\'s metrics');
   t.match(m.body, /^istio_requests_total\{reporter=/m, 'and Istio\'s');
   t.equal((await get(readyPort, probe?.path ?? '')).status, 200, `GET ${probe?.path} answers on the readiness port`);
+  const live = c.livenessProbe?.httpGet;
+  t.equal(portNamed(c, live?.port)?.containerPort, ComponentPort.AgentReady, 'liveness probe on the readiness port');
+  t.equal((await get(readyPort, live?.path ?? '')).status, 200, `GET ${live?.path} answers`);
 });
 
 t.test('controller: annotations, named port and metrics Service are where the controller serves metrics', async (t) => {
@@ -193,4 +197,32 @@ t.test('the Prometheus Operator\'s kinds are only in deploy/kubernetes/monitorin
   const operator = all.filter((x) => x.doc.apiVersion.startsWith('monitoring.coreos.com/'));
   t.same(operator.map((x) => x.doc.kind).sort(), ['PodMonitor', 'ServiceMonitor']);
   for (const x of operator) t.ok(x.file.startsWith(`kubernetes${sep}monitoring${sep}`), `${x.file} is in kubernetes/monitoring/`);
+});
+
+t.test('agent DaemonSet: skein-cni installed by an init container, its socket shared with the host', async (t) => {
+  interface Mounted {
+    volumeMounts?: { name: string; mountPath: string }[];
+  }
+  const spec = find('DaemonSet', 'skein-agent').spec!.template!.spec as PodTemplate['spec'] & {
+    initContainers?: (Container & Mounted)[];
+    volumes?: { name: string; hostPath?: { path: string } }[];
+  };
+  const init = spec.initContainers?.find((c) => c.name === 'install-cni');
+  t.ok(init, 'an install-cni init container');
+  t.same(init?.args?.slice(0, 2), ['cni', 'install'], 'runs skein cni install');
+  const flag = (c: Container | undefined, name: string) => c?.args?.find((a) => a.startsWith(`--${name}=`))?.split('=')[1];
+  const agent = spec.containers.find((c) => c.name === 'agent') as (Container & Mounted) | undefined;
+  t.ok(flag(init, 'agent-socket'), 'the plugin is told the agent socket');
+  t.equal(flag(agent, 'cni-socket'), flag(init, 'agent-socket'), "the agent listens where the plugin's config says");
+  const hostOf = (name: string | undefined) => spec.volumes?.find((v) => v.name === name)?.hostPath?.path;
+  const socketDir = flag(agent, 'cni-socket')!.replace(/\/[^/]+$/, '');
+  const mount = agent?.volumeMounts?.find((m) => m.mountPath === socketDir);
+  t.equal(hostOf(mount?.name), socketDir, "the socket's folder is the host's (the runtime runs skein-cni on the host)");
+  for (const [flagName, host] of [
+    ['bin-dir', '/opt/cni/bin'],
+    ['conf-dir', '/etc/cni/net.d'],
+  ] as const) {
+    const m = init?.volumeMounts?.find((v) => v.mountPath === flag(init, flagName));
+    t.equal(hostOf(m?.name), host, `--${flagName} is the host's ${host}`);
+  }
 });

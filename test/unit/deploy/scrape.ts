@@ -72,7 +72,10 @@ export function agentRegistry(): { registry: Registry; close: () => void } {
   istio.request(istio.bindRequest('r', label(REQUEST_LABELS, 'x') as RequestLabels), 12, 100, 200);
   istio.connection(istio.bindTcp('c', label(TCP_LABELS, 'x') as TcpLabels), 10, 20);
   registerAgentMetrics(registry, {
-    capture: { counters: () => ({ skLookupAssignFailed: 1, skLookupNoSocket: 2 }) as never },
+    capture: {
+      counters: () => ({ skLookupAssignFailed: 1, skLookupNoSocket: 2 }) as never,
+      connectStats: () => ({ inProgress: 1, queued: 0, refusals: { SKEIN_CAPTURE_CONNECT_TIMEOUT: 1 } }),
+    },
     tunnelRefusals: new Map([['SKEIN_TUNNEL_TLS_UNKNOWN_CA', 1]]),
     listenerRefusals: new Map([['SKEIN_OUTBOUND_CONNECTION_LIMIT', 1]]),
     podStates: () => [{ state: 'serving' }],

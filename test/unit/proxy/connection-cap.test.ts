@@ -6,6 +6,9 @@
 import net from 'node:net';
 import t from 'tap';
 import { capConnections, DEFAULT_MAX_CONNECTIONS_PER_LISTENER } from '../../../src/proxy/connection-cap.js';
+import { DEFAULT_MAX_TUNNEL_STREAMS, DEFAULT_MAX_TUNNEL_STREAMS_PER_PEER } from '../../../src/proxy/tunnel/tunnel-server.js';
+import { TunnelPool } from '../../../src/proxy/tunnel/tunnel-pool.js';
+import { makeLeaf, spiffe, TestIdentity, TRUST_DOMAIN } from './tunnel/fixtures.js';
 import { setupMesh } from './tunnel/harness.js';
 
 /** Connects and reports whether the server closed the connection within `ms`. */
@@ -69,4 +72,33 @@ t.test('one source identity holds at most maxSessionsPerPeer sessions at a pod',
   await t.rejects(mesh.pool.connect(mesh.clientId, mesh.target()), 'the second session is refused');
   t.equal(mesh.server.stats.refusals.SKEIN_TUNNEL_SESSION_LIMIT, 1, 'counted with its code');
   first.destroy();
+});
+
+t.test('stream caps at a pod tunnel port: one source identity gets at most its share, the pod at most its total', async (t) => {
+  const mesh = await setupMesh(t, { server: { maxStreams: 3, maxStreamsPerPeer: 2 } });
+  const otherId = spiffe('other-ns', 'other');
+  const other = new TunnelPool({ identity: new TestIdentity(TRUST_DOMAIN, [mesh.ca.certPem]).set(await makeLeaf(mesh.ca, [otherId])) });
+  t.teardown(() => other.close());
+  const held: Array<{ destroy(): void }> = [];
+  t.teardown(() => {
+    for (const s of held) s.destroy();
+  });
+  // The client identity opens as many CONNECT streams as it may (held open: the echo app keeps them).
+  held.push(await mesh.pool.connect(mesh.clientId, mesh.target()), await mesh.pool.connect(mesh.clientId, mesh.target()));
+  t.equal(mesh.server.stats.openStreams, 2);
+  await t.rejects(mesh.pool.connect(mesh.clientId, mesh.target()), 'a third stream of the same identity is refused');
+  t.equal(mesh.server.stats.refusals.SKEIN_TUNNEL_PEER_STREAM_LIMIT, 1, 'counted with the per-identity code');
+  // Another identity still has room: the first could not take the pod's whole capacity.
+  held.push(await other.connect(otherId, mesh.target()));
+  t.equal(mesh.server.stats.openStreams, 3);
+  await t.rejects(other.connect(otherId, mesh.target()), 'past the pod total, refused whoever asks');
+  t.equal(mesh.server.stats.refusals.SKEIN_TUNNEL_STREAM_LIMIT, 1, 'counted with the pod-total code');
+  // A closed stream gives its place back.
+  held.shift()?.destroy();
+  await new Promise((r) => setTimeout(r, 100));
+  t.equal(mesh.server.stats.openStreams, 2);
+  held.push(await mesh.pool.connect(mesh.clientId, mesh.target()));
+  t.equal(mesh.server.stats.openStreams, 3, 'the freed place is taken again');
+  t.equal(DEFAULT_MAX_TUNNEL_STREAMS, 16_384);
+  t.equal(DEFAULT_MAX_TUNNEL_STREAMS_PER_PEER, 4_096, 'a quarter of the pod total: at least four identities can be served at their cap');
 });

@@ -32,7 +32,7 @@ const IPS = ['127.0.0.2', '127.0.0.3', '127.0.0.4', '127.0.0.5'];
  * Backends answering: /delay/MS after MS ms, /status/N with N, /flaky (503 for the first
  * `flaky` requests), else 200 with their index in `x-backend` and the path in the body.
  */
-async function startBackends(t: Test, n: number, behave: (i: number) => { failStatus?: number; flaky?: number } = () => ({})): Promise<{ backends: Backend[]; seen: Seen[] }> {
+async function startBackends(t: Test, n: number, behave: (i: number) => { failStatus?: number; flaky?: number; reset?: boolean } = () => ({})): Promise<{ backends: Backend[]; seen: Seen[] }> {
   const backends: Backend[] = [];
   const seen: Seen[] = [];
   for (let i = 0; i < n; i++) {
@@ -46,6 +46,10 @@ async function startBackends(t: Test, n: number, behave: (i: number) => { failSt
       req.resume();
       req.on('end', () => {
         const url = req.url ?? '/';
+        if (behave(i).reset) {
+          req.socket.destroy(); // no answer at all, as from a peer that vanished
+          return;
+        }
         const fail = behave(i).failStatus;
         if (fail) {
           res.writeHead(fail, { 'x-backend': String(i) });
@@ -319,6 +323,19 @@ t.test('outlier detection ejects a failing endpoint; consistent hashing keeps a 
     for (let i = 0; i < 10; i++) got.add(String((await get(h2.port, '/', { 'x-user': u })).headers['x-backend']));
     t.equal(got.size, 1, `user ${u} always lands on one endpoint (${[...got]})`);
   }
+});
+
+t.test('outlier detection counts an upstream that resets without answering as a gateway error (it was counted a success)', async (t) => {
+  const { backends, seen } = await startBackends(t, 3, (i) => (i === 0 ? { reset: true } : {}));
+  const h = await startProxy(
+    snapshot(backends, [], [policy({ outlierDetection: { consecutiveGatewayErrors: 2, intervalMs: 10_000, baseEjectionTimeMs: 30_000, maxEjectionTimeMs: 300_000, maxEjectionPercent: 50 } })]),
+  );
+  t.teardown(() => h.close());
+  const replies: Reply[] = [];
+  for (let i = 0; i < 30; i++) replies.push(await get(h.port, '/'));
+  t.equal(seen[0]?.count, 2, 'the resetting endpoint got 2 requests, then was ejected');
+  t.equal(replies.filter((r) => r.status === 200).length, 28, 'traffic continued on the others');
+  t.match(h.proxy.trafficStats().find((r) => r.service === 'apps/server'), { ejections: 1, ejectedNow: 1 });
 });
 
 t.test('fault injection: aborts and delays the configured share', async (t) => {
