@@ -55,6 +55,8 @@ export interface NodeAgentOptions {
   tunnelStreams?: { max?: number; perPeer?: number };
   /** PING liveness of outbound tunnel sessions (TunnelPool's defaults when absent: 30 s / 10 s). */
   tunnelKeepalive?: { intervalMs: number; timeoutMs: number };
+  /** How long opening a tunnel session (TCP + TLS to a peer node's 15008) may take (TunnelPool's default when absent: 10 s). */
+  tunnelConnectTimeoutMs?: number;
   /** The hash-chained audit trail of authorization (DENY, AUDIT, dry run); absent: none. */
   auditLog?: AuditLog;
   /** Istio's standard request and TCP metrics, fed by both proxies' records; absent: none. */
@@ -175,6 +177,7 @@ export class NodeAgent {
       logger: log,
       maxSessionsPerKey: 1024,
       ...(opts.tunnelKeepalive ? { keepaliveIntervalMs: opts.tunnelKeepalive.intervalMs, keepaliveTimeoutMs: opts.tunnelKeepalive.timeoutMs } : {}),
+      ...(opts.tunnelConnectTimeoutMs !== undefined ? { connectTimeoutMs: opts.tunnelConnectTimeoutMs } : {}),
     });
     this.outbound = new OutboundProxy({
       store: this.store,
