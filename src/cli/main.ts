@@ -10,6 +10,7 @@ import { auditCommand } from './audit.js';
 import { authzCommand } from './authz.js';
 import { checkCommand } from './check/command.js';
 import { installCommand } from './install/command.js';
+import { caCommand } from './ca.js';
 import { labCommand } from './lab.js';
 import { statusCommand } from './status.js';
 import { tapCommand } from './tap.js';
@@ -39,6 +40,10 @@ usage: skein <command> [...]
                            p50/p99), refreshed live (see skein top --help)
   tap [--lab ID] [--namespace NS --from W --to W --path P]  live sampled requests (method, path,
                            status, latency, identities) (see skein tap --help)
+  ca status [--lab ID]     the mesh CA's roots, the rotation under way, each agent's trusted
+                           roots and the roots its workload certificates chain to
+  ca rotate [--timeout 5m] [--dry-run]  rotate the mesh's root with no failed connection (see
+                           skein ca --help); re-run after an interruption to continue
   admin [GET|POST] PATH    a node agent's admin API over its root-only unix socket
                            (--socket PATH, or --lab ID --node NAME; see skein admin --help)
   audit verify FILE...     check an agent's hash-chained authorization audit trail
@@ -74,6 +79,8 @@ export async function main(argv: string[]): Promise<number> {
       return tapCommand(rest);
     case 'admin':
       return adminCommand(rest);
+    case 'ca':
+      return caCommand(rest);
     case 'audit':
       return auditCommand(rest);
     case 'authz':

@@ -14,6 +14,7 @@ import { CaServer } from '../identity/ca/ca-server.js';
 import { WorkloadNodeAuthorizer } from '../identity/ca/node-authorizer.js';
 import { type Logger, silentLogger } from '../telemetry/log.js';
 import { type AgentStatus, ConfigServer } from './config-server.js';
+import { CaRotation } from './ca-rotation.js';
 import { FolderSource } from './folder-source.js';
 import { MeshIndex, type MeshIndexOptions } from './mesh-index.js';
 import type { Refusal } from './resources.js';
@@ -44,6 +45,8 @@ export interface ControllerOptions extends MeshIndexOptions {
   registry?: Registry;
   /** How far back the traffic figures (skein top, the graph page) look (ms). Default 60 s. */
   trafficWindowMs?: number;
+  /** The operator's credential (skein ca rotate); absent: rotation is refused. */
+  operatorToken?: () => string | undefined;
   logger?: Logger;
 }
 
@@ -84,6 +87,7 @@ export class Controller {
       isLeader: opts.isLeader,
       refusals: () => this.refusals(),
       objects: () => this.store.size,
+      ...(opts.operatorToken ? { operatorToken: opts.operatorToken } : {}),
       ...(opts.registry
         ? {
             metrics: controllerMetrics(opts.registry, {
@@ -119,6 +123,7 @@ export class Controller {
         logger: this.log,
       });
       caPort = await this.caServer.start();
+      this.configServer.caOperations = new CaRotation({ ca: this.opts.ca.ca, agents: this.configServer, isLeader: this.opts.isLeader, logger: this.log });
     }
     return caPort === undefined ? { configPort } : { configPort, caPort };
   }
