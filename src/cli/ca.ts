@@ -177,30 +177,30 @@ async function rotate(link: ControllerLink, o: { timeoutMs: number; dryRun: bool
       await timed('add', async () => {
         st = await link.step('add');
         say(`new root ${st.rotation?.to} in the bundle (old root ${st.rotation?.from} still signs)`);
-        st = await waitAgents(link, 'add', 'trust the new root', o.timeoutMs, say);
+        st = await waitAgents(link, 'trust the new root', o.timeoutMs, say);
       });
       await timed('activate', async () => {
-        st = await stepWhenConverged(link, 'activate', 'add', 'trust the new root', o.timeoutMs, say);
+        st = await stepWhenConverged(link, 'activate', 'trust the new root', o.timeoutMs, say);
         say(`new root ${st.rotation?.to} signs`);
       });
     }
     if (!phase || phase === 'trusting' || phase === 'reissuing') {
       await timed('reissue', async () => {
         st = await link.step('reissue');
-        st = await waitAgents(link, 'reissue', 'hold workload certificates of the new root only', o.timeoutMs, say);
+        st = await waitAgents(link, 'hold workload certificates of the new root only', o.timeoutMs, say);
       });
       await timed('retire', async () => {
-        st = await stepWhenConverged(link, 'retire', 'reissue', 'hold workload certificates of the new root only', o.timeoutMs, say);
+        st = await stepWhenConverged(link, 'retire', 'hold workload certificates of the new root only', o.timeoutMs, say);
         say(`old root ${st.rotation?.from} removed from the bundle`);
-        st = await waitAgents(link, 'retire', 'drop the old root', o.timeoutMs, say);
+        st = await waitAgents(link, 'drop the old root', o.timeoutMs, say);
       });
     } else {
       await timed('retire', async () => {
-        st = await waitAgents(link, 'retire', 'drop the old root', o.timeoutMs, say);
+        st = await waitAgents(link, 'drop the old root', o.timeoutMs, say);
       });
     }
     await timed('finish', async () => {
-      st = await stepWhenConverged(link, 'finish', 'retire', 'drop the old root', o.timeoutMs, say);
+      st = await stepWhenConverged(link, 'finish', 'drop the old root', o.timeoutMs, say);
     });
   } catch (err) {
     const code = (err as { code?: string }).code;
@@ -221,39 +221,54 @@ async function rotate(link: ControllerLink, o: { timeoutMs: number; dryRun: bool
 }
 
 /**
- * Waits until no connected agent is pending for the current phase, re-sending `nudgeStep`
- * (idempotent: it re-signals only the agents not there yet) every few seconds.
+ * Waits until no agent is pending for the current phase, asking the controller to re-signal
+ * the agents not there yet every few seconds (a signal lost with a reconnect is sent again).
  */
-async function waitAgents(link: ControllerLink, nudgeStep: string, what: string, timeoutMs: number, say: (l: string) => void): Promise<CaStatus> {
+async function waitAgents(link: ControllerLink, what: string, timeoutMs: number, say: (l: string) => void): Promise<CaStatus> {
   const deadline = Date.now() + timeoutMs;
-  let st = await link.status();
+  let st: CaStatus | undefined;
   let lastLine = '';
   let lastNudge = Date.now();
   for (;;) {
+    try {
+      if (Date.now() - lastNudge > 3000) {
+        st = await link.step('nudge');
+        lastNudge = Date.now();
+      } else st = await link.status();
+    } catch (err) {
+      // A controller restarting mid-rotation comes back with the rotation's phase: keep waiting.
+      const code = (err as Partial<grpc.ServiceError>).code;
+      if (code !== grpc.status.UNAVAILABLE && code !== grpc.status.DEADLINE_EXCEEDED) throw err;
+      const line = `controller unreachable (${grpcDetails(err)}); retrying`;
+      if (line !== lastLine) say(line);
+      lastLine = line;
+      if (Date.now() > deadline) throw Object.assign(new Error(`the controller stayed unreachable for ${Math.round(timeoutMs / 1000)} s`), { code: ControllerCode.RotationTimeout });
+      await new Promise((r) => setTimeout(r, 1000));
+      continue;
+    }
     if (st.pending.length === 0) {
       say(`all ${st.agents.length} agent(s) ${what}`);
       return st;
     }
-    const line = `waiting for ${st.pending.length}/${st.agents.length} agent(s) to ${what}: ${st.pending.join(', ')}`;
+    const line = `waiting for ${st.pending.length} agent(s) to ${what}: ${st.pending.join(', ')}`;
     if (line !== lastLine) say(line);
     lastLine = line;
     if (Date.now() > deadline) {
+      const pending = st.pending;
       const detail = st.agents
-        .filter((a) => st.pending.includes(a.node))
+        .filter((a) => pending.includes(a.node))
         .map((a) => `${a.node} trusts [${a.trusted_roots.map(shortId).join(', ')}], certificates on [${a.certificates.map((c) => shortId(c.root)).join(', ')}]`)
         .join('; ');
-      throw Object.assign(new Error(`agents did not ${what} within ${Math.round(timeoutMs / 1000)} s: ${detail}`), { code: ControllerCode.RotationTimeout });
+      throw Object.assign(new Error(`agents did not ${what} within ${Math.round(timeoutMs / 1000)} s: ${pending.join(', ')}${detail ? ` (${detail})` : ''}`), {
+        code: ControllerCode.RotationTimeout,
+      });
     }
     await new Promise((r) => setTimeout(r, 250));
-    if (Date.now() - lastNudge > 3000) {
-      st = await link.step(nudgeStep);
-      lastNudge = Date.now();
-    } else st = await link.status();
   }
 }
 
 /** Runs `step`; refused because an agent (re)joined unconverged, waits for it and tries again. */
-async function stepWhenConverged(link: ControllerLink, step: string, nudgeStep: string, what: string, timeoutMs: number, say: (l: string) => void): Promise<CaStatus> {
+async function stepWhenConverged(link: ControllerLink, step: string, what: string, timeoutMs: number, say: (l: string) => void): Promise<CaStatus> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     try {
@@ -262,7 +277,7 @@ async function stepWhenConverged(link: ControllerLink, step: string, nudgeStep: 
       const details = grpcDetails(err);
       if (!details.startsWith(ControllerCode.RotationNotConverged) || Date.now() > deadline) throw err;
       say(`${step} refused for now (${details}); waiting`);
-      await waitAgents(link, nudgeStep, what, Math.max(1000, deadline - Date.now()), say);
+      await waitAgents(link, what, Math.max(1000, deadline - Date.now()), say);
     }
   }
 }

@@ -7,6 +7,7 @@
  *   retire    (every agent's certificates chain to the new root)
  *             old root leaves the bundle                            -> phase retiring
  *   finish    (every agent dropped the old root)                   -> phase done
+ *   nudge     re-signal the agents not there yet (changes nothing)
  *
  * The phase is saved with the roots (one write with the change it describes), so a restarted
  * controller, or a re-run of the command, continues where it stopped. A step whose
@@ -24,7 +25,8 @@ import { type Logger, silentLogger } from '../telemetry/log.js';
 import { ControllerCode } from './codes.js';
 import type { AgentIdentity, CaOperations, ConfigServer } from './config-server.js';
 
-export const ROTATION_STEPS = ['add', 'activate', 'reissue', 'retire', 'finish'] as const;
+/** `nudge` changes nothing: it re-signals the agents not yet converged for the current phase. */
+export const ROTATION_STEPS = ['add', 'activate', 'reissue', 'retire', 'finish', 'nudge'] as const;
 export type RotationStep = (typeof ROTATION_STEPS)[number];
 
 export interface CaRotationOptions {
@@ -32,6 +34,12 @@ export interface CaRotationOptions {
   agents: Pick<ConfigServer, 'agentIdentities' | 'sendIdentityControl'>;
   /** False on a replica that may not write the CA state (kube followers). */
   isLeader?: () => boolean;
+  /**
+   * Nodes whose agent must take part: those running a meshed pod. One of them without a
+   * connected agent is pending too — after a controller restart, "no agent connected yet"
+   * must not read as "every agent converged".
+   */
+  expectedNodes?: () => Iterable<string>;
   logger?: Logger;
 }
 
@@ -65,7 +73,7 @@ export class CaRotation implements CaOperations {
     const ca = this.opts.ca;
     const r = ca.rotationState();
     const agents = this.opts.agents.agentIdentities();
-    const pending = agents.filter((a) => !agentConverged(r?.phase, r, a)).map((a) => a.node);
+    const pending = this.pending(r?.phase, r);
     const rotatable = ca.rotatable && (this.opts.isLeader?.() ?? true);
     return {
       authorities: ca.listAuthorities().map((a) => ({ id: a.id, active: a.active, subject: a.subject, not_after: a.notAfter.toISOString() })),
@@ -80,7 +88,7 @@ export class CaRotation implements CaOperations {
           reported_at: a.reportedAt?.toISOString() ?? '',
         }))
         .sort((x, y) => (x.node < y.node ? -1 : 1)),
-      pending: pending.sort(),
+      pending,
       rotatable,
       bundle_pem: ca.trustBundlePem(),
       note: !ca.rotatable ? 'the CA uses operator-supplied root files: rotate by replacing them' : rotatable ? '' : 'this replica does not hold the CA lease',
@@ -138,6 +146,11 @@ export class CaRotation implements CaOperations {
         } else if (rec.phase === 'retiring') this.nudge(rec, { refresh_bundle: true, reissue: false });
         break;
       }
+      case 'nudge': {
+        if (r?.phase === 'trusting' || r?.phase === 'retiring') this.nudge(r, { refresh_bundle: true, reissue: false });
+        else if (r?.phase === 'reissuing') this.nudge(r, { refresh_bundle: true, reissue: true });
+        break;
+      }
       case 'finish': {
         const rec = this.need(r, ['retiring', 'done'], s);
         if (rec.phase === 'retiring') {
@@ -159,13 +172,20 @@ export class CaRotation implements CaOperations {
     return r;
   }
 
+  /** Connected agents not yet converged for `phase`, and expected nodes with no agent connected ("NODE (not connected)"). */
+  private pending(phase: RotationRecord['phase'] | undefined, r: RotationRecord | undefined): string[] {
+    if (!r || !phase || phase === 'done') return [];
+    const agents = this.opts.agents.agentIdentities();
+    const out = agents.filter((a) => !agentConverged(phase, r, a)).map((a) => a.node);
+    const connected = new Set(agents.map((a) => a.node));
+    for (const n of new Set(this.opts.expectedNodes?.() ?? [])) if (!connected.has(n)) out.push(`${n} (not connected)`);
+    return [...new Set(out)].sort();
+  }
+
   private requireConverged(r: RotationRecord, phase: RotationRecord['phase'], what: string): void {
-    const pending = this.opts.agents
-      .agentIdentities()
-      .filter((a) => !agentConverged(phase, r, a))
-      .map((a) => a.node);
+    const pending = this.pending(phase, r);
     if (pending.length > 0) {
-      throw new SkeinError(ControllerCode.RotationNotConverged, `agents that do not yet ${what}: ${pending.sort().join(', ')}`, { pending });
+      throw new SkeinError(ControllerCode.RotationNotConverged, `agents that do not yet ${what}: ${pending.join(', ')}`, { pending });
     }
   }
 

@@ -60,6 +60,13 @@ export interface ControllerStatus {
   leader: boolean;
 }
 
+/** Nodes that run at least one meshed pod. */
+function meshedNodes(workloads: Iterable<{ node?: string; meshEnabled: boolean }>): Set<string> {
+  const out = new Set<string>();
+  for (const w of workloads) if (w.meshEnabled && w.node) out.add(w.node);
+  return out;
+}
+
 export class Controller {
   readonly store = new ObjectStore();
   readonly index: MeshIndex;
@@ -123,7 +130,13 @@ export class Controller {
         logger: this.log,
       });
       caPort = await this.caServer.start();
-      this.configServer.caOperations = new CaRotation({ ca: this.opts.ca.ca, agents: this.configServer, isLeader: this.opts.isLeader, logger: this.log });
+      this.configServer.caOperations = new CaRotation({
+        ca: this.opts.ca.ca,
+        agents: this.configServer,
+        ...(this.opts.isLeader ? { isLeader: this.opts.isLeader } : {}),
+        expectedNodes: () => meshedNodes(this.index.workloads()),
+        logger: this.log,
+      });
     }
     return caPort === undefined ? { configPort } : { configPort, caPort };
   }

@@ -6,6 +6,11 @@
  * request failed, both agents' certificates chain to the new root only, the old root is in no
  * bundle (agents, the published roots file, the CA), and a peer with a certificate from the
  * old root is refused at the tunnel while one from the new root is accepted.
+ *
+ * Before that, the interruptions an operator meets: an agent that cannot answer (SIGSTOPped)
+ * makes the first run time out with a stable code and stop in a safe state (both roots
+ * trusted, the old one still signing); the controller is then killed and restarted, and the
+ * run under load continues that same rotation from its saved phase.
  */
 import { execFile } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
@@ -20,8 +25,8 @@ import type { PersistedCaState } from '../../../src/identity/ca/root-store.js';
 import { generateP256KeyPair, privateKeyToPem } from '../../../src/identity/x509/keys.js';
 import { subtle } from '../../../src/identity/x509/provider.js';
 import { pemBlocks } from '../../../src/identity/x509/pem.js';
-import { meshPaths } from '../../../src/lab/mesh.js';
-import type { LabRecord } from '../../../src/lab/registry.js';
+import { meshPaths, startControlPlane } from '../../../src/lab/mesh.js';
+import { type LabRecord, writeRecord } from '../../../src/lab/registry.js';
 import { skeinCommand } from '../../../src/paths.js';
 import { client, isRoot, startLab } from '../support/lab.js';
 import { agentGet, waitUntil } from '../support/mesh.js';
@@ -98,6 +103,46 @@ t.test('skein ca rotate under cross-node load: zero failed requests', opts(), as
   t.same(before.authorities.map((a) => a.id), [oldId], 'one root before the rotation');
   t.ok(before.rotatable, 'the lab CA is rotatable');
 
+  // 1) An agent that does not answer: the run times out, stops in a safe state, says why.
+  const agentB = rec.processes.find((p) => p.kind === 'agent' && p.name === 'node-b')!;
+  process.kill(agentB.pid, 'SIGSTOP');
+  let stuck: Awaited<ReturnType<typeof skein>>;
+  try {
+    stuck = await skein(rec, ['ca', 'rotate', '--timeout', '5s'], 60_000);
+  } finally {
+    process.kill(agentB.pid, 'SIGCONT');
+  }
+  t.comment(`interrupted run: ${stuck.stdout.trim().split('\n').join(' | ')} || ${stuck.stderr.trim()}`);
+  t.equal(stuck.code, 1, 'a rotation whose agents do not converge exits 1');
+  t.match(stuck.stderr, /SKEIN_CONTROLLER_CA_ROTATION_TIMEOUT: agents did not trust the new root within 5 s: node-b/, 'with the stable code and the agent that did not answer');
+  t.match(stuck.stderr, /safe state/, 'and says it stopped in a safe state');
+  const mid = await caStatus(rec);
+  const newId = mid.rotation?.to ?? '';
+  t.equal(mid.rotation?.phase, 'trusting', 'the rotation waits in phase trusting');
+  t.same(
+    mid.authorities.map((a) => [a.id, a.active]),
+    [
+      [oldId, true],
+      [newId, false],
+    ],
+    'safe state: both roots in the bundle, the old one still signs',
+  );
+  t.ok(mid.agents.find((a) => a.node === 'node-a')?.trusted_roots.includes(newId), 'node-a already trusts the new root');
+
+  // 2) The controller dies mid-rotation and comes back: the phase was saved with the roots.
+  const ctl = rec.processes.find((p) => p.kind === 'controller')!;
+  process.kill(ctl.pid, 'SIGKILL');
+  const back = await startControlPlane(rec, { restart: true });
+  rec.processes = rec.processes.filter((p) => p !== ctl).concat(back);
+  writeRecord(rec);
+  await waitUntil(async () => {
+    const st = await caStatus(rec).catch(() => undefined);
+    return st?.agents.length === 2 && st.agents.every((a) => a.reported_at !== '');
+  }, 30_000, 500);
+  const restarted = await caStatus(rec);
+  t.same([restarted.rotation?.phase, restarted.rotation?.to, restarted.authorities.length], ['trusting', newId, 2], 'the restarted controller resumes the same rotation');
+
+  // 3) Re-run under load: it continues that rotation to the end.
   // Warm the path once (first request pays for certificates and the tunnel).
   const warm = await client(rec, 'shop/client-0', ['--target', `${echo1.ip}:8080`, '--count', '3']);
   t.equal(warm.failed, 0, 'warm-up request answered');
@@ -130,7 +175,7 @@ t.test('skein ca rotate under cross-node load: zero failed requests', opts(), as
   t.ok(summary.ok, 'the summary says ok');
   t.same(summary.steps?.map((s) => s.step), ['add', 'activate', 'reissue', 'retire', 'finish'], 'every step reached, in order');
   t.equal(summary.from, oldId, 'it retired the root that signed before');
-  t.not(summary.to, oldId, 'for a new root');
+  t.equal(summary.to, newId, 'to the new root added by the interrupted run (continued, not restarted)');
   t.ok(rotateStart + rotateMs < loadEnd, 'the whole rotation ran while the load was running');
   t.equal(ka.failed, 0, 'kept-alive connection: 0 failed requests');
   t.equal(nc.failed, 0, 'new connection per request: 0 failed requests');
