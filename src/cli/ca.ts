@@ -21,7 +21,7 @@ import { table } from './lab-format.js';
 const USAGE = `usage: skein ca status [--json]
        skein ca rotate [--timeout DURATION] [--dry-run] [--json]
 
-  rotate      add a new root to the bundle, wait until every connected agent trusts it,
+  rotate      add a new root to the bundle, wait until every agent trusts it,
               switch signing to it, make every agent re-issue its workload certificates and
               wait until they chain to the new root, remove the old root, wait until every
               agent dropped it. Re-run after an interruption to continue.
@@ -49,9 +49,13 @@ export function shortId(id: string): string {
 
 export async function caCommand(argv: string[]): Promise<number> {
   const [sub, ...rest] = argv;
+  if (sub === '-h' || sub === '--help' || sub === 'help') {
+    process.stdout.write(USAGE);
+    return 0;
+  }
   if (sub !== 'status' && sub !== 'rotate') {
     process.stderr.write(USAGE);
-    return sub === undefined || sub === '-h' || sub === '--help' ? 0 : 2;
+    return 2;
   }
   let values: Record<string, string | boolean | undefined>;
   try {
