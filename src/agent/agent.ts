@@ -197,8 +197,22 @@ export class NodeAgent {
     this.store.subscribe(() => this.schedule());
   }
 
+  /**
+   * A new certificate or trust bundle reaches every local tunnel server at once, not at its
+   * next periodic check: in a root rotation a peer presents a certificate of the new root
+   * right after the CA switched, and our servers must already trust it (and, once the old
+   * root is retired, stop trusting that one).
+   */
+  private readonly onCredentialsChanged = () => {
+    for (const rt of this.pods.values()) {
+      rt.refreshCredentials().catch((err) => this.opts.log.warn({ err: messageOf(err), pod: `${rt.workload.namespace}/${rt.workload.name}` }, 'tunnel credential refresh failed'));
+    }
+  };
+
   async start(): Promise<void> {
     const { source, capture, log } = this.opts;
+    this.opts.certificates.on('issued', this.onCredentialsChanged);
+    this.opts.certificates.on('bundleChanged', this.onCredentialsChanged);
     await capture.start();
     await source.start(
       (snapshot: MeshSnapshot) => {
@@ -530,6 +544,8 @@ export class NodeAgent {
    */
   async stop(): Promise<void> {
     this.stopped = true;
+    this.opts.certificates.off('issued', this.onCredentialsChanged);
+    this.opts.certificates.off('bundleChanged', this.onCredentialsChanged);
     if (this.resyncTimer) clearInterval(this.resyncTimer);
     await this.queue;
     await this.opts.source.stop();

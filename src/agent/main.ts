@@ -28,6 +28,7 @@ import { NodeAgent } from './agent.js';
 import { cleanupNode, describeCleanup } from './cleanup.js';
 import { DEFAULT_CNI_BIN_DIR, DEFAULT_CNI_CONF_DIR } from '../capture/cni-files.js';
 import { DEFAULT_CNI_SOCKET, startCniServer, unmeshedFileOf, unmeshedNamespaces, writeUnmeshedNamespaces } from './cni-server.js';
+import { identityReportOf, wireIdentityReports } from './identity-report.js';
 import { AgentCode } from './codes.js';
 import { KubeletPodNetnsLocator } from './pod-netns.js';
 import { registerAgentMetrics } from './metrics.js';
@@ -256,8 +257,24 @@ export async function runAgent(argv: string[], deps: AgentMainDeps = {}): Promis
   // The controller's stream in a cluster; a folder of Kubernetes YAML on one machine.
   // What this agent sees per edge, for the controller (on the config stream: a controller only).
   const traffic = values.controller && trafficReport > 0 && requestMetrics === 'on' ? new MeshTraffic({ node, maxEdges }) : undefined;
-  const source: ConfigSource = values.controller
-    ? new ControllerConfigSource({ address: values.controller, node, tokenFile, rootsPem, logger: log, ...(traffic ? { traffic, trafficReportMs: trafficReport * 1000 } : {}) })
+  // Root rotation: the agent reports its bundle and certificates' roots on the stream and
+  // follows the controller's signals; it verifies the controller with its current bundle.
+  let controllerSource: ControllerConfigSource | undefined;
+  const identityReports = values.controller ? wireIdentityReports(certificates, () => controllerSource?.reportIdentity(), log) : undefined;
+  if (values.controller) {
+    controllerSource = new ControllerConfigSource({
+      address: values.controller,
+      node,
+      tokenFile,
+      rootsPem,
+      roots: () => certificates.trustBundlePem(),
+      logger: log,
+      ...(identityReports ? { identity: { report: () => identityReportOf(certificates), onControl: identityReports.onControl } } : {}),
+      ...(traffic ? { traffic, trafficReportMs: trafficReport * 1000 } : {}),
+    });
+  }
+  const source: ConfigSource = controllerSource
+    ? controllerSource
     : deps.folderSource
       ? deps.folderSource({ dir: values['config-folder']!, node, trustDomain: values['trust-domain']!, clusterDomain: values['cluster-domain']!, logger: log })
       : new KubeFolderSource({ dir: values['config-folder']!, trustDomain: values['trust-domain']!, clusterDomain: values['cluster-domain']!, logger: log });
@@ -374,6 +391,7 @@ export async function runAgent(argv: string[], deps: AgentMainDeps = {}): Promis
     process.exit(0);
   }, STOP_GRACE_MS);
   await cniServer?.close();
+  identityReports?.stop();
   await agent.stop();
   await tracing?.shutdown().catch(() => {});
   await stopAdmin();

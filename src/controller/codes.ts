@@ -16,6 +16,18 @@ export const ControllerCode = {
   ProtocolViolation: 'SKEIN_CONTROLLER_PROTOCOL_VIOLATION',
   /** This replica does not hold the CA lease and may not write the CA state. */
   NotLeader: 'SKEIN_CONTROLLER_NOT_LEADER',
+  /** A CA call to a controller that hosts no CA (--no-ca). */
+  NoCa: 'SKEIN_CONTROLLER_NO_CA',
+  /** A CA rotation step without the operator credential (or the controller has none configured). */
+  OperatorRefused: 'SKEIN_CONTROLLER_OPERATOR_REFUSED',
+  /** A rotation step is not known, or not possible in the rotation's phase (e.g. retire before activate). */
+  RotationStep: 'SKEIN_CONTROLLER_CA_ROTATION_STEP',
+  /** A rotation step refused: connected agents have not yet reached what the previous step waits for. */
+  RotationNotConverged: 'SKEIN_CONTROLLER_CA_ROTATION_NOT_CONVERGED',
+  /** Agents did not converge within skein ca rotate's --timeout; the rotation stopped in a safe state. */
+  RotationTimeout: 'SKEIN_CONTROLLER_CA_ROTATION_TIMEOUT',
+  /** The CA cannot rotate here: operator-supplied root files, or this replica does not lead. */
+  RotationNotRotatable: 'SKEIN_CONTROLLER_CA_NOT_ROTATABLE',
 } as const;
 
 export const KubeCode = {
