@@ -325,17 +325,7 @@ export class ConfigServer {
     const sent: string[] = [];
     for (const s of this.streams) {
       if (nodes && !nodes.includes(s.node)) continue;
-      s.call.write({
-        system_version: s.ackedVersion,
-        nonce: '',
-        full_state: false,
-        resources: [],
-        removed_resources: [],
-        trust_domain: this.opts.index.trustDomain,
-        cluster_domain: this.opts.index.clusterDomain,
-        controller_id: this.controllerId,
-        identity: control,
-      });
+      this.sendControl(s, { identity: control });
       sent.push(s.node);
     }
     return sent;
@@ -411,7 +401,7 @@ export class ConfigServer {
           this.log.info({ node, peer, agentVersion: req.agent_version }, 'agent connected');
           this.send(stream);
           const s = stream;
-          tapAgent = { node, send: (tap) => this.sendControl(s, tap) };
+          tapAgent = { node, send: (tap) => this.sendControl(s, { tap }) };
           this.taps.agentConnected(tapAgent);
           return;
         }
@@ -479,8 +469,8 @@ export class ConfigServer {
     return entryAppliesTo(this.opts.index, e, node);
   }
 
-  /** A control message (tap) on an agent's stream: no nonce, no config, nothing to ACK. */
-  private sendControl(s: AgentStream, tap: TapControl): void {
+  /** A control message (tap, identity) on an agent's stream: no nonce, no config, nothing to ACK. */
+  private sendControl(s: AgentStream, control: { tap: TapControl } | { identity: IdentityControl }): void {
     if (!this.streams.has(s)) return;
     s.call.write({
       system_version: s.ackedVersion,
@@ -491,7 +481,7 @@ export class ConfigServer {
       trust_domain: this.opts.index.trustDomain,
       cluster_domain: this.opts.index.clusterDomain,
       controller_id: this.controllerId,
-      tap,
+      ...control,
     });
   }
 
