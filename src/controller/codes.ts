@@ -6,6 +6,8 @@
 export const ControllerCode = {
   /** A declared object was refused (invalid, or it references what does not exist). */
   Refused: 'SKEIN_CONTROLLER_RESOURCE_REFUSED',
+  /** Translating an object threw something other than a field problem (a skein bug): the object is refused, the controller keeps serving. */
+  TranslationFailed: 'SKEIN_CONTROLLER_TRANSLATION_FAILED',
   /** Two objects claim the same thing (a VIP:port, a pod IP); the later one is refused. */
   Conflict: 'SKEIN_CONTROLLER_RESOURCE_CONFLICT',
   /** The same object is declared twice. */
