@@ -8,16 +8,14 @@
  *   readiness  :15021/healthz/ready  200 once capture is up, a config applied, local pods enrolled
  * Certificates are shown without keys: keys never leave the agent's memory.
  */
-import { chmodSync, existsSync, lstatSync, mkdirSync, unlinkSync } from 'node:fs';
 import http from 'node:http';
-import { dirname } from 'node:path';
 import type { Registry } from 'prom-client';
 import type { CaptureManager } from '../capture/capture-manager.js';
 import type { CertificateStore } from '../identity/workload/certificate-store.js';
 import type { Logger } from '../telemetry/log.js';
-import { SkeinError } from '../errors.js';
 import type { NodeAgent } from './agent.js';
 import { AgentCode } from './codes.js';
+import { listenRootOnly } from './root-socket.js';
 
 export interface HostPort {
   host: string;
@@ -42,31 +40,8 @@ function listen(server: http.Server, at: HostPort): Promise<void> {
   });
 }
 
-/**
- * Listens on a unix socket only root can open: the folder is created 0700 when missing, a
- * socket left by a previous agent is replaced (never any other kind of file), and the
- * socket itself is 0600 before anything can connect that would not be allowed to.
- */
 async function listenUnix(server: http.Server, path: string): Promise<void> {
-  mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
-  if (existsSync(path)) {
-    if (!lstatSync(path).isSocket()) throw new SkeinError(AgentCode.AdminSocketPath, `--admin-socket ${path} exists and is not a socket`, { path });
-    unlinkSync(path);
-  }
-  // The umask is process-wide: narrow it only around listen(), which binds the socket before
-  // it returns, so no other file the agent creates meanwhile is affected.
-  const listening = new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.once('listening', () => resolve());
-  });
-  const mask = process.umask(0o177);
-  try {
-    server.listen(path);
-  } finally {
-    process.umask(mask);
-  }
-  await listening;
-  chmodSync(path, 0o600);
+  await listenRootOnly(server, path, { code: AgentCode.AdminSocketPath, flag: '--admin-socket' });
 }
 
 export interface AdminDeps {

@@ -56,6 +56,8 @@ export interface NodeAgentOptions {
   tunnelStreams?: { max?: number; perPeer?: number };
   /** PING liveness of outbound tunnel sessions (TunnelPool's defaults when absent: 30 s / 10 s). */
   tunnelKeepalive?: { intervalMs: number; timeoutMs: number };
+  /** How long opening a tunnel session (TCP + TLS to a peer node's 15008) may take (TunnelPool's default when absent: 10 s). */
+  tunnelConnectTimeoutMs?: number;
   /** The hash-chained audit trail of authorization (DENY, AUDIT, dry run); absent: none. */
   auditLog?: AuditLog;
   /** Istio's standard request and TCP metrics, fed by both proxies' records; absent: none. */
@@ -178,6 +180,7 @@ export class NodeAgent {
       logger: log,
       maxSessionsPerKey: 1024,
       ...(opts.tunnelKeepalive ? { keepaliveIntervalMs: opts.tunnelKeepalive.intervalMs, keepaliveTimeoutMs: opts.tunnelKeepalive.timeoutMs } : {}),
+      ...(opts.tunnelConnectTimeoutMs !== undefined ? { connectTimeoutMs: opts.tunnelConnectTimeoutMs } : {}),
     });
     this.outbound = new OutboundProxy({
       store: this.store,
@@ -197,8 +200,22 @@ export class NodeAgent {
     this.store.subscribe(() => this.schedule());
   }
 
+  /**
+   * A new certificate or trust bundle reaches every local tunnel server at once, not at its
+   * next periodic check: in a root rotation a peer presents a certificate of the new root
+   * right after the CA switched, and our servers must already trust it (and, once the old
+   * root is retired, stop trusting that one).
+   */
+  private readonly onCredentialsChanged = () => {
+    for (const rt of this.pods.values()) {
+      rt.refreshCredentials().catch((err) => this.opts.log.warn({ err: messageOf(err), pod: `${rt.workload.namespace}/${rt.workload.name}` }, 'tunnel credential refresh failed'));
+    }
+  };
+
   async start(): Promise<void> {
     const { source, capture, log } = this.opts;
+    this.opts.certificates.on('issued', this.onCredentialsChanged);
+    this.opts.certificates.on('bundleChanged', this.onCredentialsChanged);
     await capture.start();
     await source.start(
       (snapshot: MeshSnapshot) => {
@@ -579,6 +596,8 @@ export class NodeAgent {
    */
   async stop(): Promise<void> {
     this.stopped = true;
+    this.opts.certificates.off('issued', this.onCredentialsChanged);
+    this.opts.certificates.off('bundleChanged', this.onCredentialsChanged);
     if (this.resyncTimer) clearInterval(this.resyncTimer);
     await this.queue;
     await this.opts.source.stop();

@@ -4,13 +4,13 @@
  * after which the agent closes it. The decision is the handler's (NodeAgent's pod start);
  * here: size and time bounds, parse errors as CNI error results, a log line per call.
  */
-import { chmodSync, existsSync, lstatSync, mkdirSync, readFileSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
+import { readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
-import { dirname } from 'node:path';
 import { messageOf, SkeinError } from '../errors.js';
 import { MESH_LABEL, type Workload } from '../config/model.js';
 import type { Logger } from '../telemetry/log.js';
 import { AgentCode } from './codes.js';
+import { listenRootOnly } from './root-socket.js';
 import { type CniAnswer, type CniCall, CniError, CniErrorCode, errorAnswer, parseCniCall, versionAnswer } from './cni-request.js';
 
 /** Where skein-cni finds the agent unless its config says otherwise (`agent_socket`). */
@@ -119,24 +119,8 @@ export async function startCniServer(opts: CniServerOptions): Promise<CniServer>
       });
     });
   });
-  mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
-  if (existsSync(path)) {
-    if (!lstatSync(path).isSocket()) throw new SkeinError(AgentCode.CniSocketPath, `--cni-socket ${path} exists and is not a socket`, { path });
-    unlinkSync(path);
-  }
-  const listening = new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.once('listening', () => resolve());
-  });
-  // Only root may ask the agent to capture a namespace: the socket is 0600 from its creation.
-  const mask = process.umask(0o177);
-  try {
-    server.listen(path);
-  } finally {
-    process.umask(mask);
-  }
-  await listening;
-  chmodSync(path, 0o600);
+  // Only root may ask the agent to capture a namespace.
+  await listenRootOnly(server, path, { code: AgentCode.CniSocketPath, flag: '--cni-socket' });
   log.info({ path }, 'CNI socket listening');
   return {
     close: () =>

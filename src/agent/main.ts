@@ -29,6 +29,7 @@ import { connectPredecessor, DEFAULT_HANDOVER_SOCKET, HandoverServer } from './h
 import { cleanupNode, describeCleanup } from './cleanup.js';
 import { DEFAULT_CNI_BIN_DIR, DEFAULT_CNI_CONF_DIR } from '../capture/cni-files.js';
 import { DEFAULT_CNI_SOCKET, startCniServer, unmeshedFileOf, unmeshedNamespaces, writeUnmeshedNamespaces } from './cni-server.js';
+import { identityReportOf, wireIdentityReports } from './identity-report.js';
 import { AgentCode } from './codes.js';
 import { KubeletPodNetnsLocator } from './pod-netns.js';
 import { registerAgentMetrics } from './metrics.js';
@@ -71,6 +72,8 @@ export const AGENT_USAGE = `usage: skein agent --node NAME (--controller H:P | -
   --tunnel-keepalive S   HTTP/2 PING on every tunnel session every S seconds, so a peer node that
                          vanished (link down, no RST) is noticed and its sessions closed (default 30; 0: off)
   --tunnel-keepalive-timeout S  a PING unanswered this long closes the session (default 10)
+  --tunnel-connect-timeout S  opening a tunnel session to a peer node (TCP + TLS) fails after S
+                         seconds, counted as a connect failure of that endpoint (default 10)
   --max-connections N    connections each pod's listener (15001, 15006, 15008) holds at once;
                          beyond it new ones are closed and counted (default ${DEFAULT_MAX_CONNECTIONS_PER_LISTENER})
   --max-tunnel-streams N streams (requests, tunnels) each pod's tunnel port (15008) has open at
@@ -196,6 +199,7 @@ export async function runAgent(argv: string[], deps: AgentMainDeps = {}): Promis
       'cert-ttl': { type: 'string', default: '86400' },
       'tunnel-keepalive': { type: 'string', default: '30' },
       'tunnel-keepalive-timeout': { type: 'string', default: '10' },
+      'tunnel-connect-timeout': { type: 'string', default: '10' },
       'traffic-report': { type: 'string', default: '5' },
       'traffic-max-edges': { type: 'string', default: String(DEFAULT_MAX_EDGES) },
       'max-connections': { type: 'string', default: String(DEFAULT_MAX_CONNECTIONS_PER_LISTENER) },
@@ -270,6 +274,8 @@ export async function runAgent(argv: string[], deps: AgentMainDeps = {}): Promis
   if (!Number.isFinite(keepaliveS) || keepaliveS < 0) throw new SkeinError(AgentCode.Usage, `--tunnel-keepalive must be seconds (0: off), got "${values['tunnel-keepalive']}"`);
   const keepaliveTimeoutS = Number(values['tunnel-keepalive-timeout']);
   if (!Number.isFinite(keepaliveTimeoutS) || keepaliveTimeoutS <= 0) throw new SkeinError(AgentCode.Usage, `--tunnel-keepalive-timeout must be seconds above 0, got "${values['tunnel-keepalive-timeout']}"`);
+  const tunnelConnectS = Number(values['tunnel-connect-timeout']);
+  if (!Number.isFinite(tunnelConnectS) || tunnelConnectS <= 0) throw new SkeinError(AgentCode.Usage, `--tunnel-connect-timeout must be seconds above 0, got "${values['tunnel-connect-timeout']}"`);
   const log = createLogger({ base: { component: 'agent', node }, ...(values['log-file'] ? { file: values['log-file'] } : {}), ...(values['log-level'] ? { level: values['log-level'] } : {}) });
   const rootsPem = pemBlocks(await readFile(need(values['ca-root-file'], '--ca-root-file'), 'utf8'));
   const tokenFile = need(values['token-file'], '--token-file');
@@ -292,8 +298,24 @@ export async function runAgent(argv: string[], deps: AgentMainDeps = {}): Promis
   // The controller's stream in a cluster; a folder of Kubernetes YAML on one machine.
   // What this agent sees per edge, for the controller (on the config stream: a controller only).
   const traffic = values.controller && trafficReport > 0 && requestMetrics === 'on' ? new MeshTraffic({ node, maxEdges }) : undefined;
-  const source: ConfigSource = values.controller
-    ? new ControllerConfigSource({ address: values.controller, node, tokenFile, rootsPem, logger: log, ...(traffic ? { traffic, trafficReportMs: trafficReport * 1000 } : {}) })
+  // Root rotation: the agent reports its bundle and certificates' roots on the stream and
+  // follows the controller's signals; it verifies the controller with its current bundle.
+  let controllerSource: ControllerConfigSource | undefined;
+  const identityReports = values.controller ? wireIdentityReports(certificates, () => controllerSource?.reportIdentity(), log) : undefined;
+  if (values.controller) {
+    controllerSource = new ControllerConfigSource({
+      address: values.controller,
+      node,
+      tokenFile,
+      rootsPem,
+      roots: () => certificates.trustBundlePem(),
+      logger: log,
+      ...(identityReports ? { identity: { report: () => identityReportOf(certificates), onControl: identityReports.onControl } } : {}),
+      ...(traffic ? { traffic, trafficReportMs: trafficReport * 1000 } : {}),
+    });
+  }
+  const source: ConfigSource = controllerSource
+    ? controllerSource
     : deps.folderSource
       ? deps.folderSource({ dir: values['config-folder']!, node, trustDomain: values['trust-domain']!, clusterDomain: values['cluster-domain']!, logger: log })
       : new KubeFolderSource({ dir: values['config-folder']!, trustDomain: values['trust-domain']!, clusterDomain: values['cluster-domain']!, logger: log });
@@ -327,6 +349,7 @@ export async function runAgent(argv: string[], deps: AgentMainDeps = {}): Promis
     maxConnectionsPerListener: maxConnections,
     tunnelStreams: { max: maxTunnelStreams, perPeer: maxTunnelStreamsPerPeer },
     tunnelKeepalive: { intervalMs: keepaliveS * 1000, timeoutMs: keepaliveTimeoutS * 1000 },
+    tunnelConnectTimeoutMs: tunnelConnectS * 1000,
     ...(auditLog ? { auditLog } : {}),
     ...(requestMetrics === 'on' ? { istioMetrics: new IstioMetrics({ registry, maxSeries }) } : {}),
     ...(tracing ? { tracing } : {}),
@@ -472,6 +495,7 @@ export async function runAgent(argv: string[], deps: AgentMainDeps = {}): Promis
     process.exit(0);
   }, STOP_GRACE_MS);
   await cniServer?.close();
+  identityReports?.stop();
   await agent.stop();
   await tracing?.shutdown().catch(() => {});
   await stopAdmin?.();

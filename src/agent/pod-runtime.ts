@@ -140,6 +140,11 @@ export class PodRuntime {
     this.retryTimer.unref();
   }
 
+  /** Installs the current certificate and trust bundle in the pod's tunnel server (no-op when unchanged). */
+  async refreshCredentials(): Promise<void> {
+    await this.tunnel?.refreshCredentials();
+  }
+
   /** The pod's tunnel port: sessions open now and streams received (undefined until it is served). */
   tunnelStats(): { sessions: number; streams: number } | undefined {
     return this.tunnel ? { sessions: this.tunnel.stats.sessions, streams: this.tunnel.stats.streams } : undefined;

@@ -28,6 +28,66 @@ export interface ConfigRequest {
   traffic?: TrafficReport | null;
   /** Sampled requests for tap sessions (no response_nonce). */
   tap_events?: TapEvent[];
+  /** The agent's trust bundle and its certificates' roots (no response_nonce). */
+  identity?: IdentityReport | null;
+}
+
+/** A workload certificate the agent holds and the trusted root it chains to ('' = none). */
+export interface CertificateRoot {
+  identity: string;
+  root: string;
+  serial: string;
+  not_after: string;
+}
+
+export interface IdentityReport {
+  trusted_roots: string[];
+  certificates: CertificateRoot[];
+}
+
+/** Controller -> agent: fetch the bundle now, re-issue now (root rotation). */
+export interface IdentityControl {
+  refresh_bundle: boolean;
+  reissue: boolean;
+}
+
+export type CaStatusRequest = Record<string, never>;
+
+export interface RotateCaRequest {
+  step: string;
+}
+
+export interface CaAuthority {
+  id: string;
+  active: boolean;
+  subject: string;
+  not_after: string;
+}
+
+export interface CaRotation {
+  phase: string;
+  from: string;
+  to: string;
+  started_at: string;
+  updated_at: string;
+  completed_at: string;
+}
+
+export interface AgentTrust {
+  node: string;
+  trusted_roots: string[];
+  certificates: CertificateRoot[];
+  reported_at: string;
+}
+
+export interface CaStatus {
+  authorities: CaAuthority[];
+  rotation: CaRotation | null;
+  agents: AgentTrust[];
+  pending: string[];
+  rotatable: boolean;
+  note: string;
+  bundle_pem: string[];
 }
 
 /** Who talked to whom, as an edge summary and a tap event both name it. */
@@ -165,6 +225,8 @@ export interface ConfigResponse {
   controller_id: string;
   /** A tap session to start or stop: only on a response with no nonce, which carries no config. */
   tap?: TapControl | null;
+  /** Root rotation signals: only on a response with no nonce. */
+  identity?: IdentityControl | null;
 }
 
 export interface Refusal {
@@ -240,6 +302,8 @@ export interface ConfigDiscoveryHandlers extends grpc.UntypedServiceImplementati
   GetStatus: grpc.handleUnaryCall<StatusRequest, StatusResponse>;
   GetTraffic: grpc.handleUnaryCall<TrafficRequest, TrafficResponse>;
   Tap: grpc.handleServerStreamingCall<TapRequest, TapEvent>;
+  GetCaStatus: grpc.handleUnaryCall<CaStatusRequest, CaStatus>;
+  RotateCa: grpc.handleUnaryCall<RotateCaRequest, CaStatus>;
 }
 
 /** A typed client of ConfigDiscovery. */
@@ -248,6 +312,8 @@ export class ConfigDiscoveryClient extends grpc.Client {
   private readonly statusMethod: WireMethod<StatusRequest, StatusResponse> = wireMethod(configDiscovery(), 'GetStatus');
   private readonly trafficMethod: WireMethod<TrafficRequest, TrafficResponse> = wireMethod(configDiscovery(), 'GetTraffic');
   private readonly tapMethod: WireMethod<TapRequest, TapEvent> = wireMethod(configDiscovery(), 'Tap');
+  private readonly caStatusMethod: WireMethod<CaStatusRequest, CaStatus> = wireMethod(configDiscovery(), 'GetCaStatus');
+  private readonly rotateMethod: WireMethod<RotateCaRequest, CaStatus> = wireMethod(configDiscovery(), 'RotateCa');
 
   streamConfig(metadata: grpc.Metadata): grpc.ClientDuplexStream<ConfigRequest, ConfigResponse> {
     const m = this.streamMethod;
@@ -265,6 +331,20 @@ export class ConfigDiscoveryClient extends grpc.Client {
     const m = this.trafficMethod;
     return new Promise((resolve, reject) => {
       this.makeUnaryRequest(m.path, m.serialize, m.deserialize, {}, metadata, options, (err, res) => (err || !res ? reject(err) : resolve(res)));
+    });
+  }
+
+  getCaStatus(metadata: grpc.Metadata, options: grpc.CallOptions): Promise<CaStatus> {
+    const m = this.caStatusMethod;
+    return new Promise((resolve, reject) => {
+      this.makeUnaryRequest(m.path, m.serialize, m.deserialize, {}, metadata, options, (err, res) => (err || !res ? reject(err) : resolve(res)));
+    });
+  }
+
+  rotateCa(request: RotateCaRequest, metadata: grpc.Metadata, options: grpc.CallOptions): Promise<CaStatus> {
+    const m = this.rotateMethod;
+    return new Promise((resolve, reject) => {
+      this.makeUnaryRequest(m.path, m.serialize, m.deserialize, request, metadata, options, (err, res) => (err || !res ? reject(err) : resolve(res)));
     });
   }
 

@@ -31,13 +31,22 @@ export interface ControllerFlags {
  * The controller to talk to, or the exit code of the command run again in the lab (when no
  * --controller was given). `args` are the command's own flags, passed along.
  */
-export function reachController(command: string, flags: ControllerFlags, args: string[], usage: string): StatusClientOptions | number {
+export function reachController(
+  command: string | string[],
+  flags: ControllerFlags,
+  args: string[],
+  usage: string,
+  opts: { operator?: boolean } = {},
+): StatusClientOptions | number {
   if (!flags.controller) {
     const rec = resolveLab(flags.lab);
     const node = rec.plan.nodes[0]!;
     const paths = meshPaths(rec);
-    const creds = ['--controller', `${rec.plan.underlayGateway}:${CONFIG_PORT}`, '--token-file', join(paths.tokensDir, node.name), '--roots', paths.rootsPem];
-    const r = spawnSync('ip', ['netns', 'exec', node.netns, ...skeinCommand(), command, ...creds, ...args], { stdio: 'inherit' });
+    // The operator's credential where the command changes something (skein ca rotate).
+    const tokenFile = opts.operator ? paths.operatorToken : join(paths.tokensDir, node.name);
+    const creds = ['--controller', `${rec.plan.underlayGateway}:${CONFIG_PORT}`, '--token-file', tokenFile, '--roots', paths.rootsPem];
+    const cmd = Array.isArray(command) ? command : [command];
+    const r = spawnSync('ip', ['netns', 'exec', node.netns, ...skeinCommand(), ...cmd, ...creds, ...args], { stdio: 'inherit' });
     return r.status ?? 1;
   }
   if (!flags['token-file'] || !flags.roots) {

@@ -31,6 +31,10 @@ usage: skein <command> [...]
                            p50/p99), refreshed live (see skein top --help)
   tap [--lab ID] [--namespace NS --from W --to W --path P]  live sampled requests (method, path,
                            status, latency, identities) (see skein tap --help)
+  ca status [--lab ID]     the mesh CA's roots, the rotation under way, each agent's trusted
+                           roots and the roots its workload certificates chain to
+  ca rotate [--timeout 5m] [--dry-run]  rotate the mesh's root with no failed connection (see
+                           skein ca --help); re-run after an interruption to continue
   admin [GET|POST] PATH    a node agent's admin API over its root-only unix socket
                            (--socket PATH, or --lab ID --node NAME; see skein admin --help)
   cni install|uninstall    chain skein-cni into the node's CNI conflist (new meshed pods start
@@ -73,6 +77,8 @@ export async function main(argv: string[]): Promise<number> {
       return (await import('./tap.js')).tapCommand(rest);
     case 'admin':
       return (await import('./admin.js')).adminCommand(rest);
+    case 'ca':
+      return (await import('./ca.js')).caCommand(rest);
     case 'audit':
       return (await import('./audit.js')).auditCommand(rest);
     case 'cni':

@@ -18,7 +18,7 @@ import * as grpc from '@grpc/grpc-js';
 import type { NodeInfo, Service, Workload } from './model.js';
 import { messageOf, SkeinError } from '../errors.js';
 import type { AuthorizationPolicy, BackendTrafficPolicy, ControlledMeshSnapshot, MeshRoute, PeerAuthenticationPolicy } from './policy-model.js';
-import { ConfigDiscoveryClient, type ConfigRequest, type ConfigResponse } from '../api/config-wire.js';
+import { ConfigDiscoveryClient, type ConfigRequest, type ConfigResponse, type IdentityControl, type IdentityReport } from '../api/config-wire.js';
 import { type Logger, silentLogger } from '../telemetry/log.js';
 import type { MeshTraffic } from '../telemetry/mesh-traffic.js';
 import type { ConfigSource } from './source.js';
@@ -52,6 +52,12 @@ export interface ControllerConfigSourceOptions {
   rootsPem?: string | string[];
   /** A PEM bundle file (the lab's roots.pem), re-read at every (re)connect so a rotated bundle is picked up. */
   rootsFile?: string;
+  /**
+   * The roots to verify the controller with, asked at every (re)connect: the agent's current
+   * trust bundle, so a reconnect after a root rotation verifies the controller's new
+   * certificate. Wins over rootsPem and rootsFile.
+   */
+  roots?: () => string[];
   /** TLS name to verify when dialling by IP (default: the host of `address`). */
   serverName?: string;
   backoff?: ControllerBackoff;
@@ -64,6 +70,11 @@ export interface ControllerConfigSourceOptions {
   traffic?: MeshTraffic;
   /** How often the per-edge summaries go to the controller (ms). Default 5000. */
   trafficReportMs?: number;
+  /**
+   * The agent's identity state for the controller (root rotation): `report` goes in the first
+   * request and with every `reportIdentity()`; `onControl` gets the controller's signals.
+   */
+  identity?: { report: () => IdentityReport; onControl: (c: IdentityControl) => void };
   logger?: Logger;
 }
 
@@ -208,9 +219,18 @@ export class ControllerConfigSource implements ConfigSource {
     this.firstReported?.();
   }
 
+  /** Sends the agent's identity report on the stream held now (none held: the next connect sends it). */
+  reportIdentity(): void {
+    const id = this.opts.identity;
+    if (!id || !this.call) return;
+    this.call.write({ identity: id.report() });
+  }
+
   /** The channel, rebuilt when the trusted roots changed (a rotated CA bundle in `rootsFile`). */
   private ensureClient(): NonNullable<typeof this.client> {
-    const roots = this.opts.rootsFile ? readFileSync(this.opts.rootsFile, 'utf8') : this.opts.rootsPem;
+    // An empty bundle never means plaintext: fall back to the configured roots.
+    const current = this.opts.roots?.();
+    const roots = current?.length ? current : this.opts.rootsFile ? readFileSync(this.opts.rootsFile, 'utf8') : this.opts.rootsPem;
     const rootsText = roots === undefined ? '' : Array.isArray(roots) ? roots.join('') : roots;
     if (this.client && rootsText === this.clientRoots) return this.client;
     this.client?.close();
@@ -270,7 +290,11 @@ export class ControllerConfigSource implements ConfigSource {
     call.on('data', (res: ConfigResponse) => this.onResponse(call, res));
     call.on('error', end);
     call.on('end', () => end(undefined));
-    call.write({ node: this.opts.node, agent_version: this.opts.agentVersion ?? 'skein-agent' });
+    call.write({
+      node: this.opts.node,
+      agent_version: this.opts.agentVersion ?? 'skein-agent',
+      ...(this.opts.identity ? { identity: this.opts.identity.report() } : {}),
+    });
   }
 
   private fail(err: SkeinError): void {
@@ -304,6 +328,7 @@ export class ControllerConfigSource implements ConfigSource {
 
   private onResponse(call: grpc.ClientDuplexStream<ConfigRequest, ConfigResponse>, res: ConfigResponse): void {
     if (res.tap) this.opts.traffic?.tapControl(res.tap);
+    if (res.identity) this.opts.identity?.onControl(res.identity);
     if (!res.nonce) return; // a control message (tap), no config: nothing to apply or ACK
     this.status.connected = true;
     this.attempt = 0; // the controller answered: the next outage starts the backoff afresh

@@ -8,7 +8,7 @@
  * which workloads a node runs). A NACK leaves the ACKed state as it was; the refused
  * resources are reconsidered at the next change.
  */
-import { randomBytes } from 'node:crypto';
+import { randomBytes, timingSafeEqual } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
 import { messageOf } from '../errors.js';
 import type { Authenticator, CallerIdentity } from '../identity/ca/authn.js';
@@ -23,6 +23,9 @@ import {
   type Resource,
   type StatusResponse,
   type TapControl,
+  type CaStatus,
+  type IdentityControl,
+  type IdentityReport,
 } from '../api/config-wire.js';
 import { TapError, TapHub } from './tap-hub.js';
 import { TrafficWindow } from './traffic-window.js';
@@ -69,7 +72,22 @@ export interface ConfigServerOptions {
   metrics?: ConfigServerMetrics;
   /** How far back GetTraffic and the graph page look (ms). Default 60 s. */
   trafficWindowMs?: number;
+  /** The operator's credential (RotateCa needs it; status calls accept it too). Absent: RotateCa is refused. */
+  operatorToken?: () => string | undefined;
   logger?: Logger;
+}
+
+/** What GetCaStatus and RotateCa do (ca-rotation.ts); absent when the controller hosts no CA. */
+export interface CaOperations {
+  status(): CaStatus;
+  rotate(step: string): Promise<CaStatus>;
+}
+
+/** An agent's last identity report (its trust bundle, its certificates' roots). */
+export interface AgentIdentity {
+  node: string;
+  report: IdentityReport | undefined;
+  reportedAt: Date | undefined;
 }
 
 interface AgentStream {
@@ -94,6 +112,8 @@ interface AgentStream {
   nacks: number;
   lastNack: string;
   bytesSent: number;
+  identity: IdentityReport | undefined;
+  identityAt: Date | undefined;
 }
 
 function isPolicyKey(k: string): boolean {
@@ -111,6 +131,8 @@ export class ConfigServer {
   readonly traffic: TrafficWindow;
   /** Tap sessions, relayed to and from the agents on their streams. */
   readonly taps = new TapHub();
+  /** Set by the controller when it hosts the CA. */
+  caOperations: CaOperations | undefined;
 
   constructor(private readonly opts: ConfigServerOptions) {
     this.controllerId = opts.controllerId ?? `controller-${randomBytes(4).toString('hex')}`;
@@ -124,6 +146,36 @@ export class ConfigServer {
         this.authenticate(call.metadata, call.getPeer()).then(
           () => cb(null, this.wireStatus()),
           (err) => cb({ code: grpc.status.UNAUTHENTICATED, details: messageOf(err) }),
+        );
+      },
+      GetCaStatus: (call, cb) => {
+        this.authenticate(call.metadata, call.getPeer()).then(
+          () => {
+            const ops = this.caOperations;
+            if (!ops) cb({ code: grpc.status.UNIMPLEMENTED, details: `${ControllerCode.NoCa}: this controller hosts no CA` });
+            else cb(null, ops.status());
+          },
+          (err) => cb({ code: grpc.status.UNAUTHENTICATED, details: messageOf(err) }),
+        );
+      },
+      RotateCa: (call, cb) => {
+        const ops = this.caOperations;
+        if (!this.isOperator(call.metadata)) {
+          this.log.warn({ peer: call.getPeer(), code: ControllerCode.OperatorRefused, step: call.request.step }, 'CA rotation refused: not the operator credential');
+          cb({ code: grpc.status.PERMISSION_DENIED, details: `${ControllerCode.OperatorRefused}: rotating the CA needs the operator credential (controller --operator-token-file)` });
+          return;
+        }
+        if (!ops) {
+          cb({ code: grpc.status.UNIMPLEMENTED, details: `${ControllerCode.NoCa}: this controller hosts no CA` });
+          return;
+        }
+        ops.rotate(call.request.step).then(
+          (res) => cb(null, res),
+          (err) => {
+            const code = (err as { code?: string }).code ?? '';
+            const grpcCode = code === ControllerCode.RotationNotConverged || code === ControllerCode.RotationNotRotatable ? grpc.status.FAILED_PRECONDITION : code === ControllerCode.RotationStep ? grpc.status.INVALID_ARGUMENT : grpc.status.INTERNAL;
+            cb({ code: grpcCode, details: code && !messageOf(err).startsWith(code) ? `${code}: ${messageOf(err)}` : messageOf(err) });
+          },
         );
       },
       GetTraffic: (call, cb) => {
@@ -263,7 +315,35 @@ export class ConfigServer {
     };
   }
 
-  private async authenticate(md: grpc.Metadata, peer: string): Promise<CallerIdentity> {
+  /** The connected agents' identity reports (one per stream). */
+  agentIdentities(): AgentIdentity[] {
+    return [...this.streams].map((s) => ({ node: s.node, report: s.identity, reportedAt: s.identityAt }));
+  }
+
+  /** Sends an identity control (refresh the bundle, re-issue) to the named agents' streams, or every agent's. */
+  sendIdentityControl(control: IdentityControl, nodes?: readonly string[]): string[] {
+    const sent: string[] = [];
+    for (const s of this.streams) {
+      if (nodes && !nodes.includes(s.node)) continue;
+      this.sendControl(s, { identity: control });
+      sent.push(s.node);
+    }
+    return sent;
+  }
+
+  private isOperator(md: grpc.Metadata): boolean {
+    const want = this.opts.operatorToken?.();
+    const auth = md.get('authorization')[0];
+    const got = bearerTokenOf(typeof auth === 'string' ? auth : undefined);
+    if (!want || !got) return false;
+    const a = Buffer.from(want);
+    const b = Buffer.from(got);
+    return a.length === b.length && timingSafeEqual(a, b);
+  }
+
+  private async authenticate(md: grpc.Metadata, peer: string, allowOperator = true): Promise<CallerIdentity> {
+    // The operator's credential reads what a node's does (status, traffic, tap, CA status); it opens no config stream.
+    if (allowOperator && this.isOperator(md)) return { node: '(operator)', method: 'operator-token' };
     const auth = md.get('authorization')[0];
     return this.opts.authenticator.authenticate({ bearerToken: bearerTokenOf(typeof auth === 'string' ? auth : undefined), peer });
   }
@@ -272,7 +352,7 @@ export class ConfigServer {
     const peer = call.getPeer();
     let caller: CallerIdentity;
     try {
-      caller = await this.authenticate(call.metadata, peer);
+      caller = await this.authenticate(call.metadata, peer, false);
     } catch (err) {
       this.log.warn({ peer, code: ControllerCode.Unauthenticated, err: messageOf(err) }, 'config stream refused');
       call.emit('error', { code: grpc.status.UNAUTHENTICATED, details: `${ControllerCode.Unauthenticated}: unauthenticated` });
@@ -310,17 +390,27 @@ export class ConfigServer {
             nacks: 0,
             lastNack: '',
             bytesSent: 0,
+            identity: undefined,
+            identityAt: undefined,
           };
           this.streams.add(stream);
+          if (req.identity) {
+            stream.identity = req.identity;
+            stream.identityAt = new Date();
+          }
           this.log.info({ node, peer, agentVersion: req.agent_version }, 'agent connected');
           this.send(stream);
           const s = stream;
-          tapAgent = { node, send: (tap) => this.sendControl(s, tap) };
+          tapAgent = { node, send: (tap) => this.sendControl(s, { tap }) };
           this.taps.agentConnected(tapAgent);
           return;
         }
         // Reports and tap events carry no nonce: neither an ACK nor a NACK.
         if (req.traffic) this.traffic.add(stream.node, req.traffic);
+        if (req.identity) {
+          stream.identity = req.identity;
+          stream.identityAt = new Date();
+        }
         if (req.tap_events?.length) this.taps.deliver(stream.node, req.tap_events);
         if (!req.response_nonce) return;
         this.onAck(stream, req);
@@ -379,8 +469,8 @@ export class ConfigServer {
     return entryAppliesTo(this.opts.index, e, node);
   }
 
-  /** A control message (tap) on an agent's stream: no nonce, no config, nothing to ACK. */
-  private sendControl(s: AgentStream, tap: TapControl): void {
+  /** A control message (tap, identity) on an agent's stream: no nonce, no config, nothing to ACK. */
+  private sendControl(s: AgentStream, control: { tap: TapControl } | { identity: IdentityControl }): void {
     if (!this.streams.has(s)) return;
     s.call.write({
       system_version: s.ackedVersion,
@@ -391,7 +481,7 @@ export class ConfigServer {
       trust_domain: this.opts.index.trustDomain,
       cluster_domain: this.opts.index.clusterDomain,
       controller_id: this.controllerId,
-      tap,
+      ...control,
     });
   }
 

@@ -14,6 +14,7 @@ import { CaServer } from '../identity/ca/ca-server.js';
 import { WorkloadNodeAuthorizer } from '../identity/ca/node-authorizer.js';
 import { type Logger, silentLogger } from '../telemetry/log.js';
 import { type AgentStatus, ConfigServer } from './config-server.js';
+import { CaRotation } from './ca-rotation.js';
 import { FolderSource } from './folder-source.js';
 import { MeshIndex, type MeshIndexOptions } from './mesh-index.js';
 import type { Refusal } from './resources.js';
@@ -44,6 +45,8 @@ export interface ControllerOptions extends MeshIndexOptions {
   registry?: Registry;
   /** How far back the traffic figures (skein top, the graph page) look (ms). Default 60 s. */
   trafficWindowMs?: number;
+  /** The operator's credential (skein ca rotate); absent: rotation is refused. */
+  operatorToken?: () => string | undefined;
   logger?: Logger;
 }
 
@@ -55,6 +58,13 @@ export interface ControllerStatus {
   refusals: Refusal[];
   agents: AgentStatus[];
   leader: boolean;
+}
+
+/** Nodes that run at least one meshed pod. */
+function meshedNodes(workloads: Iterable<{ node?: string; meshEnabled: boolean }>): Set<string> {
+  const out = new Set<string>();
+  for (const w of workloads) if (w.meshEnabled && w.node) out.add(w.node);
+  return out;
 }
 
 export class Controller {
@@ -84,6 +94,7 @@ export class Controller {
       isLeader: opts.isLeader,
       refusals: () => this.refusals(),
       objects: () => this.store.size,
+      ...(opts.operatorToken ? { operatorToken: opts.operatorToken } : {}),
       ...(opts.registry
         ? {
             metrics: controllerMetrics(opts.registry, {
@@ -119,6 +130,13 @@ export class Controller {
         logger: this.log,
       });
       caPort = await this.caServer.start();
+      this.configServer.caOperations = new CaRotation({
+        ca: this.opts.ca.ca,
+        agents: this.configServer,
+        ...(this.opts.isLeader ? { isLeader: this.opts.isLeader } : {}),
+        expectedNodes: () => meshedNodes(this.index.workloads()),
+        logger: this.log,
+      });
     }
     return caPort === undefined ? { configPort } : { configPort, caPort };
   }

@@ -7,6 +7,7 @@
  * of replicas serve streams, the holder of a Lease writes the CA root into a Secret).
  */
 import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { parseArgs } from 'node:util';
 import { collectDefaultMetrics, Registry } from 'prom-client';
@@ -62,6 +63,8 @@ serving:
   --trust-bundle-configmap NAME  kube mode: the leader keeps the trust bundle (key ca.crt) in this
                            ConfigMap of --namespace, which agents mount as --ca-root-file
                            (default ${DEFAULT_TRUST_BUNDLE_CONFIGMAP}; "off" for none)
+  --operator-token-file F  the operator's credential (one line): skein ca rotate needs it; it also
+                           reads status (default: none, and CA rotation is refused)
   --metrics ADDR           Prometheus metrics at http://ADDR/metrics: config pushes, agents, push
                            latency, the CA; probes at /healthz/live and /healthz/ready (default 0.0.0.0:${DEFAULT_CONTROLLER_METRICS_PORT}; "off" for none)
   --graph PATH             the live service graph page on the metrics address, at PATH (default
@@ -105,6 +108,7 @@ interface Flags {
   'ca-secret'?: string;
   'roots-out'?: string;
   'trust-bundle-configmap'?: string;
+  'operator-token-file'?: string;
   'tokens-dir'?: string;
   'bootstrap-tokens'?: string;
   'agent-principal'?: string;
@@ -147,6 +151,7 @@ function parse(argv: string[]): Flags {
       'ca-secret': { type: 'string' },
       'roots-out': { type: 'string' },
       'trust-bundle-configmap': { type: 'string' },
+      'operator-token-file': { type: 'string' },
       'tokens-dir': { type: 'string' },
       'bootstrap-tokens': { type: 'string' },
       'agent-principal': { type: 'string' },
@@ -309,7 +314,12 @@ export async function runController(argv: string[]): Promise<number> {
       if (rootsOut) {
         const write = () => saveTrustBundleFile(rootsOut, ca!.trustBundlePem()).catch((err) => log.error({ err: messageOf(err) }, 'cannot write roots'));
         ca.on('activeChanged', () => void write());
-        cleanups.push(() => void ca?.removeAllListeners('activeChanged'));
+        // A root added or retired changes the bundle too: agents (re)reading the file follow it.
+        ca.on('bundleChanged', () => void write());
+        cleanups.push(() => {
+          ca?.removeAllListeners('activeChanged');
+          ca?.removeAllListeners('bundleChanged');
+        });
         await write();
       }
       const bundleName = flags['trust-bundle-configmap'] ?? DEFAULT_TRUST_BUNDLE_CONFIGMAP;
@@ -318,11 +328,13 @@ export async function runController(argv: string[]): Promise<number> {
         const publisher = new TrustBundlePublisher({ client, namespace, name: bundleName, bundle: () => caNow.trustBundlePem(), isLeader: () => elector?.isLeader() ?? false, logger: log });
         const publish = () => void publisher.publish();
         ca.on('activeChanged', publish);
+        ca.on('bundleChanged', publish); // a root added or retired by skein ca rotate
         elector?.on('leading', publish);
         await publisher.start();
         cleanups.push(() => {
           publisher.stop();
           caNow.off('activeChanged', publish);
+          caNow.off('bundleChanged', publish);
           elector?.off('leading', publish);
         });
         progress(`trust bundle kept in ConfigMap ${namespace}/${bundleName} (while leading)`);
@@ -354,6 +366,7 @@ export async function runController(argv: string[]): Promise<number> {
       isLeader: () => elector?.isLeader() ?? true,
       registry,
       trafficWindowMs: trafficWindowS * 1000,
+      ...(flags['operator-token-file'] ? { operatorToken: operatorTokenOf(flags['operator-token-file'], log) } : {}),
       logger: log,
       ...(flags.folder ? { folder: flags.folder } : {}),
       ...(client ? { sources: [(store) => new KubeSource(store, { client: client as KubeClient, logger: log })] } : {}),
@@ -419,4 +432,17 @@ export async function runController(argv: string[]): Promise<number> {
     await cleanup();
     return 1;
   }
+}
+
+/** Reads the operator token on each use (it can be rotated in place); unreadable or empty: none. */
+function operatorTokenOf(file: string, log: Logger): () => string | undefined {
+  return () => {
+    try {
+      const t = readFileSync(file, 'utf8').trim();
+      return t === '' ? undefined : t;
+    } catch (err) {
+      log.warn({ file, err: messageOf(err) }, 'operator token file unreadable');
+      return undefined;
+    }
+  };
 }

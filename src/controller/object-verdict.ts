@@ -5,7 +5,7 @@
  */
 import type { SourcedObject } from '../config/kube/objects.js';
 import { SERVICE_NAME_LABEL, type TranslateOptions, translate } from '../config/kube/translate.js';
-import { SkeinError } from '../errors.js';
+import { messageOf, SkeinError } from '../errors.js';
 import { ControllerCode } from './codes.js';
 import { groupOf, kindInfo, SKEIN_GROUPS } from './kinds.js';
 import type { StoredObject } from './object-store.js';
@@ -36,20 +36,25 @@ export class ObjectVerdicts {
     const cached = this.cache.get(o.key);
     if (cached && cached.json === o.json) return cached;
     const v: ObjectVerdict = { json: o.json };
-    const apiVersion = String(o.obj.apiVersion ?? '');
-    const kind = String(o.obj.kind ?? '');
+    // null means "unset" in a Kubernetes object (a YAML key with no value, `field: null` in an
+    // apply); the API server prunes it, and so does the controller before checking anything
+    // (a null list or filter crashed translation; found by the translation property test).
+    const obj = withoutNulls(o.obj) as Record<string, unknown>;
+    // Not String(x): an object member named toString (valid YAML) makes that throw.
+    const apiVersion = typeof obj.apiVersion === 'string' ? obj.apiVersion : '';
+    const kind = typeof obj.kind === 'string' ? obj.kind : '';
     const info = kindInfo(apiVersion, kind);
     if (!info) {
       if (SKEIN_GROUPS.includes(groupOf(apiVersion))) {
         v.refusal = { field: 'kind', reason: `unknown skein kind ${apiVersion} ${kind}`, code: ControllerCode.Refused };
       }
     } else {
-      const problems = checkSchema(o.obj, info.schema);
+      const problems = checkSchema(obj, info.schema);
       // A spec with required fields cannot be absent: the schema checks required fields only
       // inside a spec that is there (a spec-less PeerAuthentication or BackendTrafficPolicy
       // crashed translation; found by the translation property test).
       const specSchema = info.schema.type === 'object' ? info.schema.fields.spec : undefined;
-      if (specSchema?.type === 'object' && specSchema.required?.length && o.obj.spec == null && problems.length === 0) {
+      if (specSchema?.type === 'object' && specSchema.required?.length && obj.spec == null && problems.length === 0) {
         problems.push({ field: 'spec', reason: `missing (it needs ${specSchema.required.join(', ')})` });
       }
       const first = problems[0];
@@ -58,16 +63,19 @@ export class ObjectVerdicts {
         v.refusal = { field: first.field, reason: `${first.reason}${more}`, code: ControllerCode.Refused };
       } else if (info.crd || groupOf(apiVersion) === 'gateway.networking.k8s.io') {
         try {
-          v.policy = translatePolicy(o.obj, o.namespace);
+          v.policy = translatePolicy(obj, o.namespace);
         } catch (err) {
-          if (!(err instanceof ObjectProblem)) throw err;
-          v.refusal = { field: err.field, reason: err.reason, code: ControllerCode.Refused };
+          // Anything else is a skein bug; one object must not take the controller down with it.
+          v.refusal =
+            err instanceof ObjectProblem
+              ? { field: err.field, reason: err.reason, code: ControllerCode.Refused }
+              : { field: 'spec', reason: `cannot be translated (${messageOf(err)}); please report this`, code: ControllerCode.TranslationFailed };
         }
       } else {
-        v.refusal = this.translateAlone(o);
+        v.refusal = this.translateAlone({ ...o, obj });
       }
     }
-    if (!v.refusal) v.accepted = o.obj;
+    if (!v.refusal) v.accepted = obj;
     else if (cached) {
       // A new version refused: the last accepted one (or what an earlier refused version kept) stays.
       const kept = cached.lastGood ?? (cached.accepted ? { obj: cached.accepted, ...(cached.policy ? { policy: cached.policy } : {}) } : undefined);
@@ -103,4 +111,13 @@ export class ObjectVerdicts {
       throw err;
     }
   }
+}
+
+/** A copy without the null members of objects, at any depth (nulls inside lists are kept: they are values there). */
+function withoutNulls(v: unknown): unknown {
+  if (Array.isArray(v)) return v.map(withoutNulls);
+  if (v === null || typeof v !== 'object') return v;
+  const out: Record<string, unknown> = {};
+  for (const [k, x] of Object.entries(v)) if (x !== null) out[k] = withoutNulls(x);
+  return out;
 }

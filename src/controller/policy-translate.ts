@@ -61,7 +61,11 @@ export function translatePolicy(obj: Obj, namespace: string): PolicyResource | u
         to: ((r.to ?? []) as Any[]).map((x, j) => {
           const op: Any = { ...x.operation };
           for (const f of ['ports', 'notPorts']) {
-            if (op[f] === undefined) continue;
+            // null is "unset" in Kubernetes objects (and passes the schema as such).
+            if (op[f] === undefined || op[f] === null) {
+              delete op[f];
+              continue;
+            }
             op[f] = (op[f] as string[]).map((v, k) => {
               const n = /^[0-9]{1,5}$/.test(v) ? Number(v) : Number.NaN;
               if (!(n >= 1 && n <= 65535)) throw new ObjectProblem(`spec.rules[${i}].to[${j}].operation.${f}[${k}]`, `not a port number: ${JSON.stringify(v)}`);

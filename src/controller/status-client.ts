@@ -4,7 +4,7 @@
  * requests (Tap, `skein tap`).
  */
 import * as grpc from '@grpc/grpc-js';
-import { ConfigDiscoveryClient, type StatusResponse, type TapEvent, type TapRequest, type TrafficResponse } from '../api/config-wire.js';
+import { type CaStatus, ConfigDiscoveryClient, type StatusResponse, type TapEvent, type TapRequest, type TrafficResponse } from '../api/config-wire.js';
 
 export interface StatusClientOptions {
   /** host:port of the controller's config service. */
@@ -30,6 +30,26 @@ export async function fetchControllerStatus(opts: StatusClientOptions): Promise<
   const { client, md } = clientOf(opts);
   try {
     return await client.getStatus(md, { deadline: Date.now() + (opts.deadlineMs ?? 5000) });
+  } finally {
+    client.close();
+  }
+}
+
+/** The CA's roots, the rotation under way, and each agent's trust (skein ca status). */
+export async function fetchCaStatus(opts: StatusClientOptions): Promise<CaStatus> {
+  const { client, md } = clientOf(opts);
+  try {
+    return await client.getCaStatus(md, { deadline: Date.now() + (opts.deadlineMs ?? 5000) });
+  } finally {
+    client.close();
+  }
+}
+
+/** One rotation step (skein ca rotate); needs the operator credential. */
+export async function rotateCaStep(opts: StatusClientOptions, step: string): Promise<CaStatus> {
+  const { client, md } = clientOf(opts);
+  try {
+    return await client.rotateCa({ step }, md, { deadline: Date.now() + (opts.deadlineMs ?? 15_000) });
   } finally {
     client.close();
   }

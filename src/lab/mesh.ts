@@ -7,7 +7,8 @@
  * Agents enter only the node's network namespace (nsenter --net): `ip netns exec` would also
  * give them a fresh /sys without the cgroup2 and bpffs mounts they need.
  */
-import { closeSync, existsSync, mkdirSync, openSync, rmSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { closeSync, existsSync, mkdirSync, openSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { SkeinError } from '../errors.js';
@@ -30,10 +31,12 @@ export interface MeshPaths {
   caDir: string;
   /** PEM roots the controller publishes; agents trust the CA through them. */
   rootsPem: string;
+  /** The operator's credential for the controller (skein ca rotate), mode 0600. */
+  operatorToken: string;
 }
 
 export function meshPaths(rec: LabRecord): MeshPaths {
-  return { tokensDir: join(rec.dir, 'tokens'), caDir: join(rec.dir, 'ca'), rootsPem: join(rec.dir, 'ca', 'roots.pem') };
+  return { tokensDir: join(rec.dir, 'tokens'), caDir: join(rec.dir, 'ca'), rootsPem: join(rec.dir, 'ca', 'roots.pem'), operatorToken: join(rec.dir, 'operator.token') };
 }
 
 /** Unix socket of one node's agent admin API (root only, in the lab's folder). */
@@ -89,7 +92,10 @@ export function startInNetns(
  */
 export async function startControlPlane(rec: LabRecord, opts: { restart?: boolean } = {}): Promise<LabProcess> {
   const paths = meshPaths(rec);
-  if (!opts.restart) await createBootstrapTokens(paths.tokensDir, rec.plan.nodes.map((n) => n.name));
+  if (!opts.restart) {
+    await createBootstrapTokens(paths.tokensDir, rec.plan.nodes.map((n) => n.name));
+    writeFileSync(paths.operatorToken, `${randomBytes(32).toString('hex')}\n`, { mode: 0o600 });
+  }
   else rmSync(paths.rootsPem, { force: true }); // so the wait below sees the new process publish
   const gw = rec.plan.underlayGateway;
   const proc = startInNetns(rec, 'controller', 'controller', rec.plan.underlayNetns, `skein.lab/${rec.id}/control-plane/controller`, [
@@ -109,6 +115,8 @@ export async function startControlPlane(rec: LabRecord, opts: { restart?: boolea
     paths.rootsPem,
     '--tokens-dir',
     paths.tokensDir,
+    '--operator-token-file',
+    paths.operatorToken,
     '--trust-domain',
     rec.plan.trustDomain,
     '--log-file',

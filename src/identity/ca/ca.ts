@@ -7,7 +7,7 @@ import { type AuthorityMaterial, SigningAuthority } from './authority.js';
 import { IdentityCode } from '../codes.js';
 import { DEFAULT_TTL_POLICY, type TtlPolicy, validateCsr } from './csr-validation.js';
 import { type CaMetrics, caMetrics } from '../metrics.js';
-import type { PersistedCaState, RootStore } from './root-store.js';
+import type { PersistedCaState, RootStore, RotationRecord } from './root-store.js';
 
 export interface CertificateAuthorityOptions {
   trustDomain: string;
@@ -58,7 +58,8 @@ export interface AuthorityInfo {
  * persists generated roots. Authentication and node authorization are the server's job
  * (ca-server.ts): `issue` trusts that its caller already checked who may ask for what.
  *
- * Events: 'activeChanged' (authority id) — the server re-issues its serving certificate.
+ * Events: 'activeChanged' (authority id) — the server re-issues its serving certificate;
+ * 'bundleChanged' (roots PEM) — an authority was added or removed (published roots files follow).
  */
 export class CertificateAuthority extends EventEmitter {
   readonly trustDomain: string;
@@ -69,6 +70,7 @@ export class CertificateAuthority extends EventEmitter {
   private readonly backdateSeconds: number;
   private readonly log: Logger;
   private readonly now: () => Date;
+  private rotation: RotationRecord | undefined;
 
   private constructor(
     private readonly opts: CertificateAuthorityOptions,
@@ -103,8 +105,10 @@ export class CertificateAuthority extends EventEmitter {
       const authorities = await Promise.all(stored.authorities.map((m) => SigningAuthority.fromMaterial(m, now)));
       const active = authorities.find((a) => a.id === stored.activeId);
       if (!active) throw new SkeinError(IdentityCode.RootInvalid, 'stored CA state names an active authority it does not contain');
-      log.info({ authority: active.id, authorities: authorities.length }, 'CA loaded stored roots');
-      return new CertificateAuthority(opts, authorities, active);
+      log.info({ authority: active.id, authorities: authorities.length, rotation: stored.rotation?.phase }, 'CA loaded stored roots');
+      const ca = new CertificateAuthority(opts, authorities, active);
+      ca.rotation = stored.rotation;
+      return ca;
     }
     const root = await SigningAuthority.generateRoot({ trustDomain: opts.trustDomain, ttlSeconds: opts.rootTtlSeconds, now });
     const ca = new CertificateAuthority(opts, [root], root);
@@ -178,31 +182,94 @@ export class CertificateAuthority extends EventEmitter {
 
   /** Adds a new authority (generated root unless material is given); it does not sign yet. */
   async addAuthority(material?: AuthorityMaterial): Promise<AuthorityInfo> {
-    const a = material
-      ? await SigningAuthority.fromMaterial(material, this.now())
-      : await SigningAuthority.generateRoot({ trustDomain: this.trustDomain, ttlSeconds: this.opts.rootTtlSeconds, now: this.now() });
-    if (!this.authorities.some((x) => x.id === a.id)) this.authorities.push(a);
+    const a = await this.newAuthority(material);
     await this.persist();
     this.log.info({ authority: a.id, subject: a.signingCert.subject }, 'CA added an authority (trusted, not signing yet)');
+    this.emit('bundleChanged', this.trustBundlePem());
     return this.info(a);
   }
 
-  /** Makes an authority the signer of new leaves. */
-  async activateAuthority(id: string): Promise<void> {
+  /** Whether this CA keeps its roots itself (false: operator-supplied files, nothing to rotate here). */
+  get rotatable(): boolean {
+    return !!this.opts.store && !this.opts.authority;
+  }
+
+  /** The rotation in progress or last finished (persisted with the roots). */
+  rotationState(): RotationRecord | undefined {
+    return this.rotation && { ...this.rotation };
+  }
+
+  /**
+   * Starts a rotation: a new root joins the bundle (not signing) and the rotation record is
+   * written with it in ONE save, so a restart never finds a new root without knowing why.
+   * A rotation already under way is returned as it is (idempotent).
+   */
+  async beginRotation(): Promise<RotationRecord> {
+    if (this.rotation && this.rotation.phase !== 'done') return { ...this.rotation };
+    const before = { authorities: this.authorities, rotation: this.rotation };
+    const a = await this.newAuthority();
+    const at = this.now().toISOString();
+    this.rotation = { phase: 'trusting', from: this.active.id, to: a.id, startedAt: at, updatedAt: at };
+    try {
+      await this.persist();
+    } catch (err) {
+      // Not saved = not started: a root only in memory would vanish with a restart.
+      this.authorities = before.authorities;
+      this.rotation = before.rotation;
+      throw err;
+    }
+    this.log.info({ from: this.rotation.from, to: a.id }, 'CA rotation started: new root trusted, old root still signing');
+    this.emit('bundleChanged', this.trustBundlePem());
+    return { ...this.rotation };
+  }
+
+  /** Moves the rotation record to `phase` (persisted). */
+  async setRotationPhase(phase: RotationRecord['phase']): Promise<RotationRecord> {
+    if (!this.rotation) throw new SkeinError(IdentityCode.RootUnknown, 'no root rotation is recorded');
+    const before = this.rotation;
+    this.stampRotation(phase);
+    try {
+      await this.persist();
+    } catch (err) {
+      this.rotation = before;
+      throw err;
+    }
+    return { ...this.rotation };
+  }
+
+  private stampRotation(phase: RotationRecord['phase']): void {
+    if (!this.rotation) return;
+    const at = this.now().toISOString();
+    this.rotation = { ...this.rotation, phase, updatedAt: at, ...(phase === 'done' ? { completedAt: at } : {}) };
+  }
+
+  private async newAuthority(material?: AuthorityMaterial): Promise<SigningAuthority> {
+    const a = material
+      ? await SigningAuthority.fromMaterial(material, this.now())
+      : await SigningAuthority.generateRoot({ trustDomain: this.trustDomain, ttlSeconds: this.opts.rootTtlSeconds, now: this.now() });
+    if (!this.authorities.some((x) => x.id === a.id)) this.authorities = [...this.authorities, a];
+    return a;
+  }
+
+  /** Makes an authority the signer of new leaves (and moves the rotation to `rotationPhase` in the same save). */
+  async activateAuthority(id: string, rotationPhase?: RotationRecord['phase']): Promise<void> {
     const a = this.byId(id);
     this.active = a;
+    if (rotationPhase) this.stampRotation(rotationPhase);
     await this.persist();
     this.log.info({ authority: id }, 'CA switched signing authority');
     this.emit('activeChanged', id);
   }
 
-  /** Drops an authority from the bundle; refused for the active one. */
-  async removeAuthority(id: string): Promise<void> {
+  /** Drops an authority from the bundle; refused for the active one. Moves the rotation to `rotationPhase` in the same save. */
+  async removeAuthority(id: string, rotationPhase?: RotationRecord['phase']): Promise<void> {
     const a = this.byId(id);
     if (a === this.active) throw new SkeinError(IdentityCode.RootActive, 'cannot remove the signing authority; activate another first', { id });
     this.authorities = this.authorities.filter((x) => x !== a);
+    if (rotationPhase) this.stampRotation(rotationPhase);
     await this.persist();
     this.log.info({ authority: id }, 'CA removed an authority from the trust bundle');
+    this.emit('bundleChanged', this.trustBundlePem());
   }
 
   private byId(id: string): SigningAuthority {
@@ -218,7 +285,12 @@ export class CertificateAuthority extends EventEmitter {
   private async persist(): Promise<void> {
     // Operator-supplied material lives in the operator's files; never copied elsewhere.
     if (!this.opts.store || this.opts.authority) return;
-    const state: PersistedCaState = { version: 1, activeId: this.active.id, authorities: this.authorities.map((a) => a.material()) };
+    const state: PersistedCaState = {
+      version: 1,
+      activeId: this.active.id,
+      authorities: this.authorities.map((a) => a.material()),
+      ...(this.rotation ? { rotation: this.rotation } : {}),
+    };
     await this.opts.store.save(state);
   }
 }

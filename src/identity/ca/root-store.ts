@@ -14,7 +14,30 @@ export interface PersistedCaState {
   /** Id (root SHA-256 fingerprint) of the authority that signs new leaves. */
   activeId: string;
   authorities: AuthorityMaterial[];
+  /**
+   * A root rotation in progress (or the last one finished), kept with the roots so a
+   * restarted controller resumes it where it stopped. Absent before the first rotation.
+   */
+  rotation?: RotationRecord;
 }
+
+/**
+ * Where a root rotation stands. Phases, in order: `trusting` (the new root is in the bundle,
+ * the old one still signs), `reissuing` (the new root signs; workload certificates move to
+ * it), `retiring` (the old root left the bundle; agents drop it), `done`.
+ */
+export interface RotationRecord {
+  phase: RotationPhase;
+  /** Id of the root being retired. */
+  from: string;
+  /** Id of the new root. */
+  to: string;
+  startedAt: string;
+  updatedAt: string;
+  completedAt?: string;
+}
+
+export type RotationPhase = 'trusting' | 'reissuing' | 'retiring' | 'done';
 
 /** Where the CA keeps its state: a file in the lab, a Secret in Kubernetes (controller). */
 export interface RootStore {

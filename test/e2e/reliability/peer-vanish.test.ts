@@ -3,7 +3,8 @@
  * down` on its veth in the lab's underlay netns) — no FIN, no RST, its packets simply stop —
  * while shop/client-0 on node-a sends steady load to echo.shop, whose endpoints run on both
  * nodes. Promise, with the agents' tunnel keepalive at 1 s PING / 1 s timeout
- * (`--tunnel-keepalive 1 --tunnel-keepalive-timeout 1`) and outlier detection on the Service:
+ * (`--tunnel-keepalive 1 --tunnel-keepalive-timeout 1`, `--tunnel-connect-timeout 1`) and round
+ * robin with outlier detection on the Service:
  *  - the tunnel sessions to node-b are closed within interval + timeout (logged as
  *    "tunnel keepalive PING unanswered");
  *  - node-b's endpoints are ejected and traffic continues on node-a's;
@@ -25,6 +26,7 @@ const execFileP = promisify(execFile);
 const opts = () => ({ skip: isRoot() ? false : 'needs root (real BPF, netns, cgroups)' });
 const KEEPALIVE_S = 1;
 const KEEPALIVE_TIMEOUT_S = 1;
+const CONNECT_TIMEOUT_S = 1;
 const SLACK_MS = 1500;
 const AFTER_S = form(10, 60);
 const RATE = 60;
@@ -35,6 +37,10 @@ const outliers = {
   metadata: { name: 'eject-vanished', namespace: 'shop' },
   spec: {
     targetRefs: [{ group: '', kind: 'Service', name: 'echo' }],
+    // Round robin keeps tunnel sessions to both nodes busy: peak-EWMA (the HTTP default) can
+    // leave node-b's slower, remote endpoint idle for seconds, and then what is measured is
+    // the first connect to a dead node rather than the keepalive noticing a live session die.
+    loadBalancer: { type: 'RoundRobin' },
     outlierDetection: { consecutiveGatewayErrors: 2, interval: '1s', baseEjectionTime: '120s', maxEjectionPercent: 50 },
   },
 };
@@ -42,7 +48,9 @@ const outliers = {
 t.test(`a peer node vanishing under load (${FORM_NAME} form)`, opts(), async (t) => {
   const rec = await startLab(t, undefined, {
     mesh: true,
-    agentArgs: ['--tunnel-keepalive', String(KEEPALIVE_S), '--tunnel-keepalive-timeout', String(KEEPALIVE_TIMEOUT_S)],
+    // A connect to the vanished node (a session opened after the keepalive closed the old
+    // one) fails within the window too, and counts towards the endpoint's ejection.
+    agentArgs: ['--tunnel-keepalive', String(KEEPALIVE_S), '--tunnel-keepalive-timeout', String(KEEPALIVE_TIMEOUT_S), '--tunnel-connect-timeout', String(CONNECT_TIMEOUT_S)],
   });
   const nodeB = rec.plan.nodes.find((n) => n.name === 'node-b')!;
   const echo = rec.plan.pods.filter((p) => p.namespace === 'shop' && p.name.startsWith('echo-'));

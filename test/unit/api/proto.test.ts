@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import t from 'tap';
 import type { CreateCertificateRequest, CreateCertificateResponse } from '../../../src/api/ca-wire.js';
-import type { ConfigRequest, ConfigResponse, StatusResponse, TapEvent, TapRequest, TrafficRequest, TrafficResponse } from '../../../src/api/config-wire.js';
+import type { CaStatus, ConfigRequest, ConfigResponse, RotateCaRequest, StatusResponse, TapEvent, TapRequest, TrafficRequest, TrafficResponse } from '../../../src/api/config-wire.js';
 import { loadApiService, wireMethod } from '../../../src/api/proto.js';
 import { findRepoRoot, repoPath } from '../../../src/paths.js';
 
@@ -56,6 +56,7 @@ t.test('the config wire types match config.proto field for field', async (t) => 
     cluster_domain: 'cluster.local',
     controller_id: 'c1',
     tap: { session: 's1', stop: true, filter: { namespace: 'shop', from: 'client', to: 'shop/echo', path: '/api' }, max_per_second: 20, ttl_seconds: 60 },
+    identity: { refresh_bundle: true, reissue: true },
   };
   const encodeResponse = svc.StreamConfig!.responseSerialize;
   t.same(stream.deserialize(encodeResponse(response)), response);
@@ -92,8 +93,22 @@ t.test('the config wire types match config.proto field for field', async (t) => 
       ],
     },
     tap_events: [TAP_EVENT],
+    identity: { trusted_roots: ['AB:CD', 'EF:01'], certificates: [{ identity: 'spiffe://td/ns/shop/sa/echo', root: 'AB:CD', serial: '0A', not_after: '2026-01-02T00:00:00.000Z' }] },
   };
   t.same(svc.StreamConfig!.requestDeserialize(stream.serialize(request)), request);
+  const caStatus = wireMethod<Record<string, never>, CaStatus>(svc, 'GetCaStatus');
+  const ca: CaStatus = {
+    authorities: [{ id: 'AB:CD', active: true, subject: 'O=skein', not_after: '2036-01-01T00:00:00.000Z' }],
+    rotation: { phase: 'reissuing', from: 'EF:01', to: 'AB:CD', started_at: 't0', updated_at: 't1', completed_at: 't2' },
+    agents: [{ node: 'node-a', trusted_roots: ['AB:CD'], certificates: [{ identity: 'i', root: 'AB:CD', serial: '01', not_after: 'n' }], reported_at: 't3' }],
+    pending: ['node-b (not connected)'],
+    rotatable: true,
+    note: 'n',
+    bundle_pem: ['-----BEGIN CERTIFICATE-----'],
+  };
+  t.same(caStatus.deserialize(svc.GetCaStatus!.responseSerialize(ca)), ca);
+  const rotate = wireMethod<RotateCaRequest, CaStatus>(svc, 'RotateCa');
+  t.same(svc.RotateCa!.requestDeserialize(rotate.serialize({ step: 'activate' })), { step: 'activate' });
   const status = wireMethod<Record<string, never>, StatusResponse>(svc, 'GetStatus');
   const sent: StatusResponse = {
     controller_id: 'c1',

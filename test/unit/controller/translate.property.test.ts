@@ -140,7 +140,8 @@ const arbitrary = fc
 
 function checkVerdict(o: Obj): boolean {
   const v = verdictOf(o);
-  if (v.refusal) return typeof v.refusal.code === 'string' && v.refusal.code.startsWith('SKEIN_') && typeof v.refusal.field === 'string' && !v.accepted;
+  // SKEIN_CONTROLLER_TRANSLATION_FAILED is the controller surviving a translation bug: still a bug.
+  if (v.refusal) return v.refusal.code.startsWith('SKEIN_') && v.refusal.code !== 'SKEIN_CONTROLLER_TRANSLATION_FAILED' && typeof v.refusal.field === 'string' && !v.accepted;
   return true;
 }
 

@@ -118,6 +118,44 @@ t.test('root rotation operations and persistence', async (t) => {
   t.equal(restarted.listAuthorities().length, 1);
 });
 
+t.test('a rotation record is saved with the roots it describes, and survives a restart', async (t) => {
+  const store = new MemoryRootStore();
+  const ca = await makeCa({ store });
+  const oldId = ca.activeAuthority().id;
+  const bundles: number[] = [];
+  ca.on('bundleChanged', (roots: string[]) => bundles.push(roots.length));
+  t.equal(ca.rotationState(), undefined, 'never rotated');
+  const r = await ca.beginRotation();
+  t.same([r.phase, r.from], ['trusting', oldId]);
+  t.same(await ca.beginRotation(), r, 'begin again: the same rotation (idempotent)');
+  t.equal(ca.listAuthorities().length, 2, 'one new root, not two');
+  const saved = await store.load();
+  t.same([saved?.rotation?.phase, saved?.rotation?.to, saved?.authorities.length, saved?.activeId], ['trusting', r.to, 2, oldId], 'record and root in one save');
+
+  const restarted = await makeCa({ store });
+  t.same(restarted.rotationState(), r, 'a restart resumes the recorded rotation');
+  await restarted.activateAuthority(r.to, 'reissuing');
+  t.same([(await store.load())?.activeId, (await store.load())?.rotation?.phase], [r.to, 'reissuing'], 'switch and phase saved together');
+  await restarted.removeAuthority(r.from, 'retiring');
+  t.same([(await store.load())?.authorities.length, (await store.load())?.rotation?.phase], [1, 'retiring']);
+  const done = await restarted.setRotationPhase('done');
+  t.ok(done.completedAt, 'done has a completion time');
+  const next = await restarted.beginRotation();
+  t.not(next.to, r.to, 'after done, begin starts a new rotation');
+  t.same(bundles, [2], 'bundleChanged on the first CA object when its root was added');
+});
+
+t.test('a rotation that cannot be saved is not started', async (t) => {
+  const store = new MemoryRootStore();
+  const ca = await makeCa({ store });
+  store.save = async () => {
+    throw new Error('disk full');
+  };
+  await t.rejects(ca.beginRotation(), /disk full/);
+  t.equal(ca.listAuthorities().length, 1, 'no root only in memory');
+  t.equal(ca.rotationState(), undefined);
+});
+
 t.test('refusals are counted by reason; issuances and signing latency measured', async (t) => {
   const registry = new Registry();
   const ca = await makeCa({ registry });
