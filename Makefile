@@ -125,11 +125,15 @@ test-unit:
 test-e2e: deps build
 	@node test/run-suites.mjs e2e
 
-## test-reliability: the reliability suite (test/e2e/reliability) in its long form, with the
-## issue's durations (controller away 5 min, 10 s certificates for 5 min, a 30 min soak at
-## 500 req/s, ...: about 50 minutes; root). `make test` runs the same files in their short form.
+## test-reliability: the reliability suite (test/e2e/reliability: controller down, CA down,
+## 10 s certificates, peer vanish, flood, soak, agent restart and agent upgrade) in its long
+## form, with the issue's durations (controller away 5 min, 10 s certificates for 5 min, a
+## 30 min soak at 500 req/s, ...: about 50 minutes; root), whose figures the README quotes.
+## `make test` runs the same files in their short form.
 test-reliability: deps build
+	node bin/skein.js lab gc
 	SKEIN_RELIABILITY=long tap run --jobs=1 --disable-coverage --timeout=3600 test/e2e/reliability/
+	node bin/skein.js lab gc
 
 ## demo: the demo cluster up, traffic between its pods, a summary, then down (KEEP=1 keeps it);
 ## then the canary cluster: the same, and a route shifting v1 -> v2 under load.

@@ -7,6 +7,7 @@
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   skein::RegisterBpfOps(env, exports);
   skein::RegisterNetnsOps(env, exports);
+  skein::RegisterFdPassingOps(env, exports);
   return exports;
 }
 

@@ -8,7 +8,6 @@
  *   readiness  :15021/healthz/ready  200 once capture is up, a config applied, local pods enrolled
  * Certificates are shown without keys: keys never leave the agent's memory.
  */
-import { unlinkSync } from 'node:fs';
 import http from 'node:http';
 import type { Registry } from 'prom-client';
 import type { CaptureManager } from '../capture/capture-manager.js';
@@ -129,11 +128,10 @@ export async function startAdmin(deps: AdminDeps, at: AdminAddresses): Promise<(
   await listen(metrics, at.metrics);
   await listen(ready, at.ready);
   return async () => {
+    // close() stops listening at once, and libuv removes the socket file as the handle
+    // closes, synchronously: nothing else may unlink the path later, because a successor
+    // agent (upgrade) binds the same path right after (and tmpfs may even give its socket
+    // file the same inode number).
     await Promise.all(servers.map((s) => new Promise<void>((r) => s.close(() => r()))));
-    try {
-      unlinkSync(at.adminSocket);
-    } catch {
-      // already gone
-    }
   };
 }

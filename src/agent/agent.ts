@@ -10,7 +10,7 @@
  * change or tick, never taking the agent down.
  */
 import { statSync } from 'node:fs';
-import type { CaptureManager, PortHeld } from '../capture/capture-manager.js';
+import type { CaptureManager, HandedListeners, PortHeld } from '../capture/capture-manager.js';
 import { CaptureCode } from '../capture/codes.js';
 import type { MeshSnapshot, Workload } from '../config/model.js';
 import type { ConfigSource } from '../config/source.js';
@@ -24,6 +24,7 @@ import type { AuditLog } from '../policy/audit-log.js';
 import { appConnectorOver, directConnectOver } from '../proxy/netns-sockets.js';
 import { OutboundProxy } from '../proxy/outbound/outbound-proxy.js';
 import { TunnelPool } from '../proxy/tunnel/tunnel-pool.js';
+import { endLivePipes, livePipeCount } from '../proxy/tcp/l4-pipe.js';
 import type { AccessLogPolicy, Logger } from '../telemetry/log.js';
 import type { Tracing } from '../telemetry/tracing.js';
 import type { IstioMetrics } from '../telemetry/istio-metrics.js';
@@ -141,6 +142,8 @@ export class NodeAgent {
   private queue: Promise<void> = Promise.resolve();
   private resyncTimer: NodeJS.Timeout | undefined;
   private stopped = false;
+  /** Handing over to a successor: capture is left exactly as it was sent. */
+  private frozen = false;
   private configErrors = 0;
   /** Configs applied (ACK) and refused whole (NACK) since the agent started. */
   readonly configUpdates = { ack: 0, nack: 0 };
@@ -308,7 +311,7 @@ export class NodeAgent {
 
   /** Queues one reconcile (they never overlap). */
   schedule(): Promise<void> {
-    this.queue = this.queue.then(() => (this.stopped ? undefined : this.reconcile())).catch((err) => {
+    this.queue = this.queue.then(() => (this.stopped || this.frozen ? undefined : this.reconcile())).catch((err) => {
       this.opts.log.error({ err }, 'reconcile failed');
     });
     return this.queue;
@@ -403,6 +406,55 @@ export class NodeAgent {
     this.opts.netns.forget(uid);
     this.opts.certificates.release(rt.workload.identity, uid);
     this.opts.log.info({ pod: `${rt.workload.namespace}/${rt.workload.name}` }, 'pod released');
+  }
+
+  /**
+   * Upgrade, old side: stop changing capture (a successor is receiving the pods' listening
+   * sockets, which must stay as they were sent) and list them.
+   */
+  async freezeForHandover(): Promise<HandedListeners[]> {
+    this.frozen = true;
+    await this.queue;
+    return [...this.pods.entries()].map(([uid, rt]) => ({ uid, netnsCookie: rt.enrolled.netnsCookie, slot: rt.enrolled.slot, listeners: rt.enrolled.listeners }));
+  }
+
+  /** The successor went away before taking over: reconcile again. */
+  resumeAfterHandover(): void {
+    this.frozen = false;
+    void this.schedule();
+  }
+
+  /**
+   * Upgrade, old side, after the successor took over: stop accepting (the successor accepts
+   * on the same sockets), let HTTP/1 keep-alive connections close after their next response,
+   * send HTTP/2 client and tunnel sessions a graceful GOAWAY, let L4 streams run. At
+   * `drainMs`, or once everything closed: idle keep-alive connections are closed and L4 pipes
+   * ended with a FIN. Call stop() after.
+   */
+  async drainForHandover(drainMs: number): Promise<{ complete: boolean; pipesEnded: number; ms: number }> {
+    const t0 = Date.now();
+    this.frozen = true;
+    if (this.resyncTimer) clearInterval(this.resyncTimer);
+    this.outbound.drain();
+    let timer: NodeJS.Timeout | undefined;
+    const deadline = new Promise<false>((resolve) => {
+      timer = setTimeout(() => resolve(false), drainMs);
+    });
+    // Keep-alive connections that sent nothing since the drain began are idle, not busy:
+    // close them halfway (a busy one has had its Connection: close by then).
+    const idleTimer = setTimeout(() => this.outbound.closeIdleHttp1(), Math.min(1000, drainMs / 2));
+    const drained = Promise.allSettled([...this.pods.values()].map((rt) => rt.drain(drainMs))).then(() => true as const);
+    const complete = await Promise.race([drained, deadline]);
+    clearTimeout(timer);
+    clearTimeout(idleTimer);
+    this.outbound.closeIdleHttp1();
+    const pipesEnded = endLivePipes();
+    if (!complete) {
+      this.opts.log.warn({ code: AgentCode.DrainTimeout, drainMs, pipesEnded }, 'drain timeout: ending the connections still open (L4 with a FIN)');
+      // A moment for the FINs to be answered, bounded.
+      for (let i = 0; i < 20 && livePipeCount() > 0; i++) await new Promise((r) => setTimeout(r, 50));
+    }
+    return { complete, pipesEnded, ms: Date.now() - t0 };
   }
 
   /**

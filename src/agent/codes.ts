@@ -24,6 +24,12 @@ export const AgentCode = {
   MetricsUnreadable: 'SKEIN_AGENT_METRICS_UNREADABLE',
   /** --admin-socket names a file that is not a socket (it is never replaced). */
   AdminSocketPath: 'SKEIN_AGENT_ADMIN_SOCKET_PATH',
+  /** Agent upgrade: the handover between the old and the new agent failed; the old one serves on (the new one exits). */
+  HandoverFailed: 'SKEIN_AGENT_HANDOVER_FAILED',
+  /** Agent upgrade: the new agent did not serve every pod (config, certificates) in time; it gives up and the old one serves on. */
+  UpgradeNotReady: 'SKEIN_AGENT_UPGRADE_NOT_READY',
+  /** Agent upgrade: the old agent's drain timeout passed with connections open; L4 ones are ended with a FIN, the rest closed. */
+  DrainTimeout: 'SKEIN_AGENT_DRAIN_TIMEOUT',
   /** --cni-socket names a file that is not a socket (it is never replaced). */
   CniSocketPath: 'SKEIN_AGENT_CNI_SOCKET_PATH',
   /** A CNI call skein-cni forwarded is malformed (env, CNI_ARGS, config, prevResult): refused with a CNI error. */

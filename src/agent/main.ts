@@ -25,6 +25,7 @@ import { DEFAULT_MAX_CONNECTIONS_PER_LISTENER } from '../proxy/connection-cap.js
 import { DEFAULT_MAX_TUNNEL_STREAMS, DEFAULT_MAX_TUNNEL_STREAMS_PER_PEER } from '../proxy/tunnel/tunnel-server.js';
 import { DEFAULT_MAX_CONNECTS_PER_NETNS, DEFAULT_MAX_QUEUED_PER_NETNS } from '../capture/netns-connect.js';
 import { NodeAgent } from './agent.js';
+import { connectPredecessor, DEFAULT_HANDOVER_SOCKET, HandoverServer } from './handover.js';
 import { cleanupNode, describeCleanup } from './cleanup.js';
 import { DEFAULT_CNI_BIN_DIR, DEFAULT_CNI_CONF_DIR } from '../capture/cni-files.js';
 import { DEFAULT_CNI_SOCKET, startCniServer, unmeshedFileOf, unmeshedNamespaces, writeUnmeshedNamespaces } from './cni-server.js';
@@ -35,6 +36,9 @@ import { registerAgentMetrics } from './metrics.js';
 import { DEFAULT_MAX_SERIES, IstioMetrics } from '../telemetry/istio-metrics.js';
 import { type OtlpProtocol, otlpExporter, Tracing } from '../telemetry/tracing.js';
 import { DEFAULT_MAX_EDGES, MeshTraffic } from '../telemetry/mesh-traffic.js';
+
+/** How long a handed-over agent lets open connections finish (Envoy's --drain-time-s plays this part). */
+export const DEFAULT_DRAIN_TIMEOUT_S = 30;
 
 export const AGENT_USAGE = `usage: skein agent --node NAME (--controller H:P | --config-folder DIR) --ca-root-file FILE --token-file FILE [options]
        skein agent --cleanup [--pin-root DIR] [--cni-bin-dir DIR] [--cni-conf-dir DIR]
@@ -100,6 +104,17 @@ export const AGENT_USAGE = `usage: skein agent --node NAME (--controller H:P | -
   --otlp-protocol P      grpc or http/protobuf (default grpc)
   --trace-sampling P     probability (0..1) that a request without a sampled trace context starts
                          a trace (default 0: only requests whose app sent a sampled context)
+  --upgrade              take over from the agent running on this node, if one answers on the
+                         handover socket: receive its pods' listening sockets, serve them, and
+                         once every pod is served (certificates in hand) tell it to drain and
+                         exit; no connection is refused. With no agent there: a fresh start
+  --handover-socket PATH where this agent hands over to its successor, and where --upgrade looks
+                         for its predecessor (root only; default ${DEFAULT_HANDOVER_SOCKET})
+  --drain-timeout S      after handing over: how long HTTP/1, HTTP/2 and tunnel streams may take
+                         to finish and L4 connections may run before they are ended with a FIN
+                         (default ${DEFAULT_DRAIN_TIMEOUT_S})
+  --upgrade-timeout S    with --upgrade: how long to get ready (config, every pod's certificate)
+                         before giving up and leaving the old agent serving (default 60)
   --cleanup              remove what an agent leaves on the node and exit 0 (idempotent): the BPF
                          links and pins under --pin-root, skein-cni's binary in --cni-bin-dir and
                          its entries in --cni-conf-dir; run with no agent serving on the node
@@ -114,6 +129,26 @@ export const AGENT_USAGE = `usage: skein agent --node NAME (--controller H:P | -
                          skein audit verify FILE...`;
 
 const STOP_GRACE_MS = 5000;
+
+/** A number of seconds (fractions allowed, so tests can use short ones). */
+function seconds(v: string, flag: string): number {
+  const n = Number(v);
+  if (v.trim() === '' || !(n >= 0) || !Number.isFinite(n)) throw new SkeinError(AgentCode.Usage, `${flag} must be a number of seconds, got "${v}"`);
+  return n;
+}
+
+/** Upgrade: ready, and every local pod served (none waiting for its certificate). */
+async function waitServing(agent: NodeAgent, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const pending = agent.status().pods.filter((p) => p.state === 'pending');
+    if (agent.ready && pending.length === 0) return;
+    if (Date.now() > deadline) {
+      throw new SkeinError(AgentCode.UpgradeNotReady, `not ready to take over after ${timeoutMs} ms (${agent.ready ? `${pending.length} pod(s) without a certificate` : 'no config applied yet'}); the old agent serves on`);
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
 
 /** A 0..1 flag value. */
 function fraction(v: string, flag: string): number {
@@ -183,6 +218,10 @@ export async function runAgent(argv: string[], deps: AgentMainDeps = {}): Promis
       'otlp-protocol': { type: 'string', default: 'grpc' },
       'trace-sampling': { type: 'string', default: '0' },
       'audit-log': { type: 'string', default: '/var/log/skein/audit.log' },
+      upgrade: { type: 'boolean', default: false },
+      'handover-socket': { type: 'string', default: DEFAULT_HANDOVER_SOCKET },
+      'drain-timeout': { type: 'string', default: String(DEFAULT_DRAIN_TIMEOUT_S) },
+      'upgrade-timeout': { type: 'string', default: '60' },
       cleanup: { type: 'boolean', default: false },
       'cni-bin-dir': { type: 'string', default: DEFAULT_CNI_BIN_DIR },
       'cni-conf-dir': { type: 'string', default: DEFAULT_CNI_CONF_DIR },
@@ -227,6 +266,8 @@ export async function runAgent(argv: string[], deps: AgentMainDeps = {}): Promis
   if (!Number.isFinite(trafficReport) || trafficReport < 0) throw new SkeinError(AgentCode.Usage, `--traffic-report must be seconds (0: off), got "${values['traffic-report']}"`);
   const maxEdges = Number(values['traffic-max-edges']);
   if (!Number.isInteger(maxEdges) || maxEdges < 1) throw new SkeinError(AgentCode.Usage, `--traffic-max-edges must be a whole number above 0, got "${values['traffic-max-edges']}"`);
+  const drainMs = seconds(values['drain-timeout']!, '--drain-timeout') * 1000;
+  const upgradeTimeoutMs = seconds(values['upgrade-timeout']!, '--upgrade-timeout') * 1000;
   const cniPodWait = Number(values['cni-pod-wait']);
   if (!Number.isFinite(cniPodWait) || cniPodWait < 0) throw new SkeinError(AgentCode.Usage, `--cni-pod-wait must be seconds, got "${values['cni-pod-wait']}"`);
   const keepaliveS = Number(values['tunnel-keepalive']);
@@ -332,20 +373,39 @@ export async function runAgent(argv: string[], deps: AgentMainDeps = {}): Promis
     log,
   });
 
-  const stopAdmin = await startAdmin(
-    { agent, capture, certificates, registry, log },
-    {
-      adminSocket: values['admin-socket']!,
-      ...(values.admin ? { adminTcp: parseHostPort(values.admin, '--admin') } : {}),
-      metrics: parseHostPort(values.metrics!, '--metrics'),
-      ready: parseHostPort(values.ready!, '--ready'),
-    },
-  );
+  const adminDeps = { agent, capture, certificates, registry, log };
+  const adminAt = {
+    adminSocket: values['admin-socket']!,
+    ...(values.admin ? { adminTcp: parseHostPort(values.admin, '--admin') } : {}),
+    metrics: parseHostPort(values.metrics!, '--metrics'),
+    ready: parseHostPort(values.ready!, '--ready'),
+  };
+  // Upgrade: the pods' listening sockets of the agent serving now, if one answers. Its admin
+  // socket and probe ports stay its own until it hands over; this agent binds them after.
+  const predecessor = values.upgrade ? connectPredecessor(values['handover-socket']!, capture.fdPassing(), log) : undefined;
+  if (predecessor) capture.adoptHandedListeners(predecessor.pods);
+  let stopAdmin = predecessor ? undefined : await startAdmin(adminDeps, adminAt);
   try {
     await agent.start();
+    if (predecessor) {
+      // Both agents accept on the same sockets from here on; the old one stops only once
+      // this one serves every pod (config applied, certificates in hand).
+      await waitServing(agent, upgradeTimeoutMs);
+      const t0 = Date.now();
+      const { drainMs: oldDrainMs } = predecessor.takeOver();
+      capture.dropUnusedHandedListeners();
+      stopAdmin = await startAdmin(adminDeps, adminAt);
+      log.info({ pods: predecessor.pods.length, takeoverMs: Date.now() - t0, predecessorDrainMs: oldDrainMs }, 'upgrade: took over from the old agent');
+    }
   } catch (err) {
-    // Nothing may keep a failed agent alive (its admin servers would): stop and report.
-    await stopAdmin();
+    // Nothing may keep a failed agent alive (its admin servers would): stop and report. An
+    // upgrade that fails leaves the old agent serving (it resumes when we hang up).
+    predecessor?.abort();
+    if (predecessor) {
+      log.error({ err, code: (err as { code?: string }).code ?? AgentCode.HandoverFailed }, 'upgrade failed; the old agent serves on');
+      await agent.stop().catch(() => {});
+    }
+    await stopAdmin?.();
     throw err;
   }
   // Only once capture runs and a config is applied: until then skein-cni cannot reach the
@@ -355,7 +415,7 @@ export async function runAgent(argv: string[], deps: AgentMainDeps = {}): Promis
       ? undefined
       : await startCniServer({ path: values['cni-socket']!, handle: (call) => agent.cni(call), log, answerTimeoutMs: cniPodWait * 1000 + 15_000 }).catch(async (err) => {
           await agent.stop();
-          await stopAdmin();
+          await stopAdmin?.();
           throw err;
         });
   if (cniServer) {
@@ -379,11 +439,55 @@ export async function runAgent(argv: string[], deps: AgentMainDeps = {}): Promis
   process.on('uncaughtException', (err) => log.error({ err, code: AgentCode.UncaughtException }, 'uncaught exception'));
   process.on('unhandledRejection', (err) => log.error({ err, code: AgentCode.UnhandledRejection }, 'unhandled rejection'));
 
-  await new Promise<void>((resolve) => {
-    process.once('SIGTERM', resolve);
-    process.once('SIGINT', resolve);
+  // Where the next agent (skein agent --upgrade) asks for this one's sockets.
+  let handedOver: () => void = () => {};
+  const handoverDone = new Promise<'handover'>((resolve) => {
+    handedOver = () => resolve('handover');
   });
+  const handover = new HandoverServer({
+    path: values['handover-socket']!,
+    fdPassing: capture.fdPassing(),
+    log,
+    drainMs,
+    listeners: () => agent.freezeForHandover(),
+    resume: () => agent.resumeAfterHandover(),
+    takeover: async () => {
+      // Stop listening on everything the successor binds next (it binds after our answer);
+      // open admin connections finish on their own.
+      handover.stopListening();
+      void stopAdmin?.();
+      // The CNI socket too (closing it removes its file at once, before the successor binds
+      // the same path). A CNI call in flight is cut: skein-cni fails it with code 11 and the
+      // runtime retries it against the successor.
+      void cniServer?.close();
+    },
+    onHandedOver: () => handedOver(),
+  });
+  await handover.listen();
+
+  const why = await Promise.race([
+    handoverDone,
+    new Promise<'signal'>((resolve) => {
+      process.once('SIGTERM', () => resolve('signal'));
+      process.once('SIGINT', () => resolve('signal'));
+    }),
+  ]);
+  if (why === 'handover') {
+    // The next agent accepts on our pods' sockets now: finish what is open here, then go.
+    const hard = setTimeout(() => {
+      log.warn({ code: AgentCode.StopTimeout, graceMs: drainMs + STOP_GRACE_MS }, 'drain and stop took too long; exiting');
+      process.exit(0);
+    }, drainMs + STOP_GRACE_MS);
+    const r = await agent.drainForHandover(drainMs);
+    log.info(r, 'handed over and drained; exiting');
+    await agent.stop();
+    await tracing?.shutdown().catch(() => {});
+    issuer.close();
+    clearTimeout(hard);
+    return 0;
+  }
   log.info('agent stopping; capture stays pinned for the next agent');
+  handover.stopListening();
   // A connection that will not drain must not keep a stopping agent (and its pod's traffic,
   // which fails closed meanwhile) hanging: stop gracefully, but within a deadline.
   const deadline = setTimeout(() => {
@@ -394,7 +498,7 @@ export async function runAgent(argv: string[], deps: AgentMainDeps = {}): Promis
   identityReports?.stop();
   await agent.stop();
   await tracing?.shutdown().catch(() => {});
-  await stopAdmin();
+  await stopAdmin?.();
   issuer.close();
   clearTimeout(deadline);
   return 0;

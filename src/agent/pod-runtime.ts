@@ -171,6 +171,26 @@ export class PodRuntime {
     this.plaintext?.updateWorkload(workload);
   }
 
+  /**
+   * Handover to the next agent, which serves the same listening sockets: stop accepting
+   * (this process' fds close; the sockets live on in the next agent), let what is open here
+   * finish. Resolves when every connection of the pod's listeners ended; the caller bounds
+   * the wait with its drain timeout. Tunnel sessions get a graceful GOAWAY and are destroyed
+   * after `drainMs`.
+   */
+  async drain(drainMs: number): Promise<void> {
+    this.closed = true;
+    if (this.retryTimer) clearTimeout(this.retryTimer);
+    if (!this.tunnel) {
+      try {
+        closeSync(this.enrolled.listeners.tunnel);
+      } catch {
+        // already closed
+      }
+    }
+    await Promise.allSettled([this.outboundListener?.close(), this.tunnel?.close(drainMs), this.plaintext?.drain()]);
+  }
+
   async close(): Promise<void> {
     this.closed = true;
     if (this.retryTimer) clearTimeout(this.retryTimer);

@@ -75,6 +75,20 @@ export interface EnrolledPod extends CapturedPod {
   listeners: PodListeners;
 }
 
+/**
+ * A pod's listening sockets as a previous agent handed them over (agent upgrade): the same
+ * kernel sockets, received as new fds of this process.
+ */
+export interface HandedListeners {
+  uid: string;
+  netnsCookie: bigint;
+  slot: number;
+  listeners: PodListeners;
+}
+
+/** Passing fds to another agent process over a unix socket (SCM_RIGHTS); see native.ts. */
+export type FdPassing = Pick<SkeinNative, 'connectUnix' | 'sendFds' | 'recvFds' | 'closeFd'>;
+
 export interface PortHeld {
   code: string;
   port: number | undefined;
@@ -121,6 +135,8 @@ export class CaptureManager {
   private cgroupPath = '';
   private ownNetnsCookie: bigint | undefined;
   private readonly pods = new Map<string, CapturedPod>();
+  /** Listeners a previous agent handed over, by pod uid, until enroll() takes them. */
+  private readonly handed = new Map<string, HandedListeners>();
   /** Every mutation runs in this chain, one at a time (enroll/release/reconcile may race). */
   private queue: Promise<unknown> = Promise.resolve();
 
@@ -242,22 +258,27 @@ export class CaptureManager {
       }
       slot ??= this.freeSlot(registry);
 
+      // A previous agent's sockets for this very netns (upgrade): serve those, so the pod's
+      // ports never close. The SOCKMAP already holds that 15006 socket: it is left as it is.
+      const handed = this.takeHanded(pod.uid, cookie);
       // A port the app already holds does not release the pod to plaintext: it is captured
       // refusing (no agent socket for sk_lookup, connects refused) and served once it is free.
-      let listeners: PodListeners | undefined;
+      let listeners: PodListeners | undefined = handed?.listeners;
       let held: PortHeld | undefined;
-      try {
-        listeners = await this.openListeners(pod.netnsPath);
-      } catch (err) {
-        held = heldPortOf(err);
-        if (!held) throw err;
+      if (!listeners) {
+        try {
+          listeners = await this.openListeners(pod.netnsPath);
+        } catch (err) {
+          held = heldPortOf(err);
+          if (!held) throw err;
+        }
       }
       try {
         const record: PodRecord = { netnsCookie: cookie, netnsIno: ino, uid: pod.uid };
         this.native.mapUpdate(this.map(MAP.pods), u32Key(slot), encodePodRecord(record));
         this.writePodTables(slot, cookie, pod);
-        if (listeners) this.native.mapUpdate(this.map(MAP.inboundSockets), u32Key(slot), encodeSocketFd(listeners.inboundPlaintext));
-        else this.clearInboundSocket(slot);
+        if (listeners && !handed) this.native.mapUpdate(this.map(MAP.inboundSockets), u32Key(slot), encodeSocketFd(listeners.inboundPlaintext));
+        else if (!listeners) this.clearInboundSocket(slot);
         this.programs.attachSkLookup(slot, pod.netnsPath, ino);
         // Last: from here on the pod's connect() calls land on the outbound listener (or, held, are refused).
         this.native.mapUpdate(this.map(MAP.enrolled), u64Key(cookie), encodeEnrolled(listeners ? this.options.outboundPort : REFUSE_OUTBOUND));
@@ -272,6 +293,50 @@ export class CaptureManager {
       else this.log.info({ uid: pod.uid, slot, netnsCookie: cookie.toString(), ips: pod.ips }, 'pod enrolled');
       return servedOrHeld(captured);
     });
+  }
+
+  /**
+   * Listening sockets a previous agent handed over (agent upgrade): enroll() serves them for
+   * the pods they belong to (same uid and netns) instead of opening new ones.
+   */
+  adoptHandedListeners(list: HandedListeners[]): void {
+    for (const h of list) {
+      const old = this.handed.get(h.uid);
+      if (old) this.closeListeners(old.listeners);
+      this.handed.set(h.uid, h);
+    }
+  }
+
+  /** Closes this process' copies of handed listeners no pod took (the kernel sockets live on where else they are held). */
+  dropUnusedHandedListeners(): number {
+    const n = this.handed.size;
+    for (const h of this.handed.values()) this.closeListeners(h.listeners);
+    this.handed.clear();
+    return n;
+  }
+
+  private takeHanded(uid: string, cookie: bigint): HandedListeners | undefined {
+    const h = this.handed.get(uid);
+    if (!h) return undefined;
+    this.handed.delete(uid);
+    if (h.netnsCookie === cookie) return h;
+    this.closeListeners(h.listeners); // for an older netns of the pod: not ours to serve
+    return undefined;
+  }
+
+  private closeListeners(l: PodListeners): void {
+    for (const fd of [l.outbound, l.inboundPlaintext, l.tunnel]) {
+      try {
+        this.native.closeFd(fd);
+      } catch {
+        // already closed
+      }
+    }
+  }
+
+  /** The native calls that pass fds between agent processes (the upgrade handover). */
+  fdPassing(): FdPassing {
+    return this.native;
   }
 
   /** No agent socket for the slot (so sk_lookup drops); an empty entry already is none. */

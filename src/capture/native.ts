@@ -109,6 +109,12 @@ export interface SkeinNative {
   closeFd(fd: number): void;
   /** A connected AF_UNIX stream socket pair (non-blocking, close-on-exec). */
   socketPair(): [number, number];
+  /** A blocking AF_UNIX stream socket connected to `path` (close-on-exec). */
+  connectUnix(path: string): number;
+  /** One sendmsg of `data` with `fds` attached (SCM_RIGHTS, at most 253), waiting up to timeoutMs for room. */
+  sendFds(sockFd: number, data: Buffer, fds: number[], timeoutMs: number): void;
+  /** One recvmsg (up to maxBytes) with the fds that came with those bytes; empty data: the peer closed. ETIMEDOUT past timeoutMs. */
+  recvFds(sockFd: number, maxBytes: number, timeoutMs: number): { data: Buffer; fds: number[] };
 }
 
 /** Where the addon is looked for: $SKEIN_NATIVE_ADDON, else build/native/Release/ of this checkout. */

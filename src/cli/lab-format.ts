@@ -32,6 +32,16 @@ export function formatStatus(s: LabStatus): string {
       ...s.pods.map((p) => [`${p.namespace}/${p.name}`, p.node, p.ip, p.serviceAccount, p.running ? `running (pid ${p.pid})` : 'stopped']),
     ]),
   );
+  if (s.agents.length) {
+    const exit = (a: LabStatus['agents'][number]) => (a.lastExit ? `${a.lastExit.signal ?? `code ${a.lastExit.code}`} at ${a.lastExit.at}` : '-');
+    out.push(
+      '',
+      table([
+        ['AGENT', 'STATE', 'PID', 'RESTARTS', 'UPGRADES', 'LAST EXIT'],
+        ...s.agents.map((a) => [a.node, a.state === 'backoff' && a.nextStartAt ? `backoff (restart at ${a.nextStartAt})` : a.state, a.running ? String(a.pid) : '-', String(a.restarts), a.failedUpgrades ? `${a.upgrades} (${a.failedUpgrades} failed)` : String(a.upgrades), exit(a)]),
+      ]),
+    );
+  }
   const others = s.processes.filter((p) => p.kind !== 'pod');
   if (others.length) {
     out.push('', table([['COMPONENT', 'NAME', 'STATE', 'LOG'], ...others.map((p) => [p.kind, p.name, p.running ? `running (pid ${p.pid})` : 'stopped', p.log])]));

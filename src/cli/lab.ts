@@ -6,6 +6,7 @@ import { labDown, labExec, labGc, labStatus, labUp } from '../lab/lab.js';
 import { annotateNamespace, applyObjects, deleteObjects, labelNamespace, scaleDeployment } from '../lab/mutate.js';
 import { resolveLab } from '../lab/registry.js';
 import { runForwardFd } from '../lab/prometheus.js';
+import { upgradeAgent } from '../lab/mesh.js';
 import { repoRoot } from '../paths.js';
 import { createLogger } from '../telemetry/log.js';
 import { runDemo } from './demo.js';
@@ -34,6 +35,8 @@ export async function labCommand(argv: string[]): Promise<number> {
       to: { type: 'string' },
       grace: { type: 'string' },
       filename: { type: 'string', short: 'f' },
+      'agent-restart-backoff': { type: 'string' },
+      timeout: { type: 'string' },
     },
   });
   const log = createLogger({ base: { component: 'lab' }, level: process.env.SKEIN_LOG_LEVEL ?? 'warn' });
@@ -44,6 +47,7 @@ export async function labCommand(argv: string[]): Promise<number> {
         scenarioFile: positionals[0] ?? defaultScenario(),
         ...(values['owner-pid'] ? { ownerPid: Number(values['owner-pid']) } : {}),
         mesh: !values['no-mesh'],
+        ...(values['agent-restart-backoff'] ? { agentRestartBackoffMs: Number(values['agent-restart-backoff']) * 1000 } : {}),
         ...(values.prometheus ? { prometheus: { port: Number(values['prometheus-port'] ?? 0) } } : {}),
         log,
         progress,
@@ -117,13 +121,23 @@ export async function labCommand(argv: string[]): Promise<number> {
       process.stdout.write(`deployment/${positionals[0]} scaled to ${n} (added: ${names(added)}; removed: ${names(removed)})\n`);
       return 0;
     }
+    case 'upgrade-agent': {
+      // skein lab upgrade-agent NODE: the DaemonSet's rolling update, on one node
+      if (positionals.length !== 1) {
+        process.stderr.write('usage: skein lab upgrade-agent NODE\n');
+        return 2;
+      }
+      const r = await upgradeAgent(resolveLab(values.lab), positionals[0]!, values.timeout ? Number(values.timeout) * 1000 : undefined);
+      process.stdout.write(`agent of ${positionals[0]} upgraded: ${r.previousPid} -> ${r.agentPid} in ${(r.ms / 1000).toFixed(1)}s (handover, then the old agent drained and exited)\n`);
+      return 0;
+    }
     case 'forward-fd':
       // Internal: the lab's host port forward (see lab/prometheus.ts), started by `lab up`.
       return runForwardFd(values.to ?? '');
     case 'demo':
       return runDemo({ scenarioFile: positionals[0] ?? defaultScenario(), keep: values.keep, log, progress });
     default:
-      process.stderr.write('usage: skein lab up|down|status|exec|gc|demo (see skein help)\n');
+      process.stderr.write('usage: skein lab up|down|status|exec|gc|demo|upgrade-agent (see skein help)\n');
       return 2;
   }
 }

@@ -17,6 +17,8 @@ usage: skein <command> [...]
   lab status [--json]      nodes, pods, IPs, services, logs
   lab exec NS/POD -- CMD   run a command inside a pod (\`skein\` as CMD is this CLI)
   lab gc [--all]           remove what killed runs left behind (--all: every lab)
+  lab upgrade-agent NODE   the DaemonSet's rolling update on one node: skein agent --upgrade takes over
+  lab up ... --agent-restart-backoff S  base of the agents' restart back-off (default 10, as the kubelet's)
   lab demo [FILE] [--keep] up, traffic between pods, a summary, down
   lab label namespace NAME key=value|key-   change a namespace's labels (as kubectl)
   lab annotate namespace NAME key=value|key- change a namespace's annotations
@@ -54,6 +56,9 @@ export async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
   switch (cmd) {
     case 'lab':
+      // The lab's supervisor of each agent lives as long as the lab, one per node: it loads
+      // only itself, not the lab.
+      if (rest[0] === 'supervise-agent') return (await import('./lab-supervise.js')).superviseAgentCommand(rest.slice(1));
       return (await import('./lab.js')).labCommand(rest);
     case 'workload':
       return (await import('./workload.js')).workloadCommand(rest);

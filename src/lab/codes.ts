@@ -48,6 +48,8 @@ export const LabCode = {
   PrometheusFailed: 'SKEIN_LAB_PROMETHEUS_FAILED',
   /** A host loopback port forward to a lab process (the graph page, Prometheus) could not be set up. */
   ForwardFailed: 'SKEIN_LAB_FORWARD_FAILED',
+  /** `skein lab upgrade-agent`: the new agent gave up or did not finish in time (the old one serves on). */
+  UpgradeFailed: 'SKEIN_LAB_UPGRADE_FAILED',
   /** A CNI plugin of a lab node's chain failed (ADD or DEL); its CNI error (code, msg, details) is in the message. */
   CniFailed: 'SKEIN_LAB_CNI_FAILED',
 } as const;

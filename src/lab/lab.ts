@@ -13,7 +13,8 @@ import { silentLogger } from '../telemetry/log.js';
 import { createCgroup, destroyCgroupTree } from './cgroups.js';
 import { renderKubeState, toMultiDocYaml } from './kube-state.js';
 import { createNode, createPod, createUnderlay, deleteNetns, ETC_NETNS, nodeCniOf, writeNodeConflist } from './network.js';
-import { cniSocketOf, removePins, startAgent, startControlPlane, waitAgentReady } from './mesh.js';
+import { cniSocketOf, removePins, startAgent, startControlPlane, supervisorStateOf, waitAgentReady } from './mesh.js';
+import { type AgentSupervisorState, readSupervisorState } from './agent-supervisor.js';
 import { installCni } from '../capture/cni-install.js';
 import { LAB_PREFIX, planLab, type PlannedPod } from './plan.js';
 import { containerCommand, execAttached, execCaptured, podEnv, startDetached } from './processes.js';
@@ -40,6 +41,8 @@ export interface UpOptions {
   mesh?: boolean;
   /** Extra flags for every agent (e.g. --cert-ttl 6 to watch rotation). */
   agentArgs?: string[];
+  /** Base of the agents' restart back-off (the kubelet's 10 s; tests use ~200 ms). */
+  agentRestartBackoffMs?: number;
   /**
    * With the mesh: chain skein-cni into every node's conflist once the agents run (as
    * `skein cni install` on a node), so pods created later start captured. Default true.
@@ -112,8 +115,10 @@ export async function labUp(opts: UpOptions): Promise<LabRecord> {
       rec.processes.push(graph.process);
       rec.graph = { url: `http://127.0.0.1:${graph.port}/graph`, port: graph.port };
       writeRecord(rec);
-      const agents = plan.nodes.map((n) => ({ node: n, proc: startAgent(rec, n, opts.agentArgs, opts.agentEnv) }));
-      rec.processes.push(...agents.map((a) => a.proc));
+      const backoff = opts.agentRestartBackoffMs !== undefined ? { restartBackoffMs: opts.agentRestartBackoffMs } : {};
+      const started = await Promise.all(plan.nodes.map(async (n) => ({ node: n, started: await startAgent(rec, n, opts.agentArgs, opts.agentEnv, backoff) })));
+      const agents = started.map((a) => ({ node: a.node, proc: a.started.agent }));
+      rec.processes.push(...started.flatMap((a) => [a.started.supervisor, a.started.agent]));
       writeRecord(rec);
       await Promise.all(agents.map((a) => waitAgentReady(rec, a.node, a.proc)));
       if (opts.cni ?? true) {
@@ -343,6 +348,8 @@ export interface LabStatus {
   namespaces: { name: string; labels: Record<string, string> }[];
   services: { namespace: string; name: string; vip: string; ports: { name: string; port: number; targetPort: number | string; appProtocol?: string }[] }[];
   pods: { namespace: string; name: string; node: string; ip: string; netns: string; cgroup: string; serviceAccount: string; pid: number | null; running: boolean; log: string | null }[];
+  /** Each node's agent as its supervisor sees it: pid now, restarts (with back-off), upgrades. */
+  agents: { node: string; pid: number | null; running: boolean; state: string; restarts: number; upgrades: number; failedUpgrades: number; lastExit: AgentSupervisorState['lastExit'] | null; nextStartAt: string | null }[];
   processes: (LabProcess & { running: boolean })[];
 }
 
@@ -377,7 +384,28 @@ export function labStatus(rec: LabRecord): LabStatus {
         log: proc?.log ?? null,
       };
     }),
-    processes: rec.processes.map((p) => ({ ...p, running: pidAlive(p.pid) })),
+    agents: rec.processes
+      .filter((p) => p.kind === 'supervisor')
+      .map((p) => {
+        const st = readSupervisorState(supervisorStateOf(rec, p.name));
+        const pid = st?.agentPid ?? null;
+        return {
+          node: p.name,
+          pid,
+          running: pid !== null && pidAlive(pid),
+          state: pidAlive(p.pid) ? (st?.state ?? 'unknown') : 'supervisor gone',
+          restarts: st?.restarts ?? 0,
+          upgrades: st?.upgrades ?? 0,
+          failedUpgrades: st?.failedUpgrades ?? 0,
+          lastExit: st?.lastExit ?? null,
+          nextStartAt: st?.nextStartAt ?? null,
+        };
+      }),
+    // An agent's own entry shows the agent running now (it may have been restarted).
+    processes: rec.processes.map((p) => {
+      const pid = p.kind === 'agent' ? (readSupervisorState(supervisorStateOf(rec, p.name))?.agentPid ?? p.pid) : p.pid;
+      return { ...p, pid, running: pidAlive(pid) };
+    }),
     prometheus: rec.prometheus?.url ?? null,
     graph: rec.graph?.url ?? null,
   };

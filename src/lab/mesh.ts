@@ -8,8 +8,8 @@
  * give them a fresh /sys without the cgroup2 and bpffs mounts they need.
  */
 import { randomBytes } from 'node:crypto';
-import { closeSync, existsSync, openSync, rmSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { closeSync, existsSync, mkdirSync, openSync, rmSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { SkeinError } from '../errors.js';
 import { createBootstrapTokens } from '../identity/ca/bootstrap-tokens.js';
@@ -20,6 +20,7 @@ import { kubeletRootOf, type PlannedNode } from './plan.js';
 import type { LabProcess, LabRecord } from './registry.js';
 import { pidAlive, run, spawnDetached } from './sys.js';
 import { LabCode } from './codes.js';
+import { readSupervisorState } from './agent-supervisor.js';
 
 
 export const CA_PORT = 15012;
@@ -125,10 +126,19 @@ export async function startControlPlane(rec: LabRecord, opts: { restart?: boolea
   return proc;
 }
 
-export function startAgent(rec: LabRecord, node: PlannedNode, extraArgs: string[] = [], env: Record<string, string> = {}): LabProcess {
+/** Where a node's agent supervisor (the lab's kubelet for it) keeps its state. */
+export function supervisorStateOf(rec: LabRecord, node: string): string {
+  return join(rec.dir, 'agents', `${node}.supervisor.json`);
+}
+
+/** The kubelet's CrashLoopBackOff base (10 s); `lab up --agent-restart-backoff` and tests change it. */
+export const DEFAULT_AGENT_RESTART_BACKOFF_MS = 10_000;
+
+/** The agent's command line on one node. */
+export function agentCommand(rec: LabRecord, node: PlannedNode, extraArgs: string[] = []): string[] {
   const paths = meshPaths(rec);
   const gw = rec.plan.underlayGateway;
-  return startInNetns(rec, 'agent', node.name, node.netns, `skein.lab/${rec.id}/${node.name}/agent`, [
+  return [
     ...skeinCommand(),
     'agent',
     '--node',
@@ -156,10 +166,75 @@ export function startAgent(rec: LabRecord, node: PlannedNode, extraArgs: string[
     auditLogOf(rec, node.name),
     '--admin-socket',
     adminSocketOf(rec, node.name),
+    '--handover-socket',
+    join(rec.dir, 'agents', `${node.name}.handover.sock`),
     '--cni-socket',
     cniSocketOf(rec, node.name),
     ...extraArgs,
-  ], env);
+  ];
+}
+
+export interface StartedAgent {
+  /** The agent process (its first pid; after a restart see agentPidOf). */
+  agent: LabProcess;
+  /** Its supervisor, which restarts it with back-off and runs upgrades. */
+  supervisor: LabProcess;
+}
+
+/**
+ * Starts a node's agent under its supervisor (lab/agent-supervisor.ts): a dead agent is
+ * restarted with the kubelet's back-off, as a DaemonSet pod's would be.
+ */
+export async function startAgent(
+  rec: LabRecord,
+  node: PlannedNode,
+  extraArgs: string[] = [],
+  env: Record<string, string> = {},
+  opts: { restartBackoffMs?: number } = {},
+): Promise<StartedAgent> {
+  const stateFile = supervisorStateOf(rec, node.name);
+  mkdirSync(dirname(stateFile), { recursive: true, mode: 0o700 });
+  rmSync(stateFile, { force: true });
+  const backoff = opts.restartBackoffMs ?? DEFAULT_AGENT_RESTART_BACKOFF_MS;
+  const supervisor = startInNetns(
+    rec,
+    'supervisor',
+    node.name,
+    node.netns,
+    `skein.lab/${rec.id}/${node.name}/agent`,
+    [...skeinCommand(), 'lab', 'supervise-agent', '--state', stateFile, '--backoff-ms', String(backoff), '--', ...agentCommand(rec, node, extraArgs)],
+    env,
+  );
+  await waitFor(() => readSupervisorState(stateFile)?.agentPid != null, supervisor, 10_000, `the supervisor of ${node.name} to start its agent`);
+  const pid = readSupervisorState(stateFile)!.agentPid!;
+  return { supervisor, agent: { kind: 'agent', name: node.name, pid, log: supervisor.log, cgroup: supervisor.cgroup, netns: node.netns } };
+}
+
+/** The pid of a node's agent now (undefined while none runs, e.g. in restart back-off). */
+export function agentPidOf(rec: LabRecord, node: string): number | undefined {
+  return readSupervisorState(supervisorStateOf(rec, node))?.agentPid ?? undefined;
+}
+
+/**
+ * `skein lab upgrade-agent`: the DaemonSet's rolling update on one node. The supervisor starts
+ * a new agent with --upgrade, which takes the running agent's sockets over; resolves once the
+ * old one has drained and exited. Throws when the new agent gave up (the old one serves on).
+ */
+export async function upgradeAgent(rec: LabRecord, node: string, timeoutMs = 90_000): Promise<{ previousPid: number; agentPid: number; ms: number }> {
+  const file = supervisorStateOf(rec, node);
+  const before = readSupervisorState(file);
+  if (!before || before.agentPid === null || before.state !== 'running') {
+    throw new SkeinError(LabCode.UpgradeFailed, `the agent of ${node} is not running (state ${before?.state ?? 'unknown'}): nothing to upgrade`);
+  }
+  const t0 = Date.now();
+  process.kill(before.supervisorPid, 'SIGUSR2');
+  for (;;) {
+    const s = readSupervisorState(file);
+    if (s && s.upgrades > before.upgrades && s.state === 'running' && s.agentPid !== null) return { previousPid: before.agentPid, agentPid: s.agentPid, ms: Date.now() - t0 };
+    if (s && s.failedUpgrades > before.failedUpgrades) throw new SkeinError(LabCode.UpgradeFailed, `the new agent of ${node} gave up; agent ${s.agentPid} serves on (see its log)`);
+    if (Date.now() - t0 > timeoutMs) throw new SkeinError(LabCode.UpgradeFailed, `the agent upgrade on ${node} did not finish in ${timeoutMs} ms`);
+    await sleep(50);
+  }
 }
 
 /** Ready = answers 200 on its readiness port (inside its node netns). */

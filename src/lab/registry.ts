@@ -12,8 +12,12 @@ import type { Scenario } from './scenario.js';
 import { LabCode } from './codes.js';
 
 export interface LabProcess {
-  /** pod: a pod's program; agent / controller: skein components; prometheus and its host port forward. */
-  kind: 'pod' | 'agent' | 'controller' | 'prometheus' | 'forward';
+  /**
+   * pod: a pod's program; agent / controller: skein components (an agent's pid is its first
+   * one: it may have been restarted since, see supervisor); supervisor: the lab's kubelet for
+   * a node's agent (restarts, upgrades); prometheus and its host port forward.
+   */
+  kind: 'pod' | 'agent' | 'supervisor' | 'controller' | 'prometheus' | 'forward';
   /** `namespace/pod`, or the node name for an agent. */
   name: string;
   pid: number;

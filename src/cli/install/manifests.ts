@@ -251,6 +251,10 @@ function agent(v: InstallValues): Manifest[] {
     // Mounted at the host's own path, so what the agent and the host's processes name agree.
     `--cni-socket=${v.agent.runDir}/cni.sock`,
     `--admin-socket=${v.agent.runDir}/agent.sock`,
+    // An agent still on the node (a surge update) hands its pods' listening sockets over here;
+    // on the host's folder, which both agents' pods mount. With no agent there: an ordinary start.
+    `--handover-socket=${v.agent.runDir}/handover.sock`,
+    '--upgrade',
     // The default ports are the binary's; only changed ones are passed.
     ...(p.metrics !== d.metrics ? [`--metrics=0.0.0.0:${p.metrics}`] : []),
     ...(p.ready !== d.ready ? [`--ready=0.0.0.0:${p.ready}`] : []),
@@ -268,6 +272,10 @@ function agent(v: InstallValues): Manifest[] {
         'bound to its pod and node, audience skein-controller, and trusts the roots of the',
         `${DEFAULT_TRUST_BUNDLE_CONFIGMAP} ConfigMap. The install-cni init container writes the skein-cni`,
         'plugin and its chained config into the node\'s CNI folders.',
+        'Updates: maxUnavailable 1 stops the old agent (its pods\' mesh traffic fails closed) and',
+        'starts the new one. A hand-over without a refused connection (--upgrade) needs both on the',
+        'node at once (maxSurge: 1, maxUnavailable: 0), which the scheduler allows only without the',
+        'host ports declared below on a hostNetwork pod: see the README, "Restarts and upgrades".',
       ].join('\n'),
       object: {
         apiVersion: 'apps/v1',

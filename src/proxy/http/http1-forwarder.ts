@@ -62,6 +62,9 @@ const STATUS_TEXT: Record<number, string> = { 400: 'Bad Request', 408: 'Request 
 
 export class Http1Forwarder {
   private readonly server: http.Server;
+  /** Responses not finished yet (a drain marks those whose head is not out). */
+  private readonly inFlight = new Set<http.ServerResponse>();
+  private draining = false;
   private readonly upgradeProtocols: ReadonlySet<string>;
   private readonly managed: ManagedExchange;
   private readonly traceHook: TraceHook | undefined;
@@ -91,7 +94,12 @@ export class Http1Forwarder {
       // Only allowed upgrades leave HTTP ('upgrade' event); the rest are ordinary requests.
       shouldUpgradeCallback: (req: http.IncomingMessage) => this.upgradeAllowed(req),
     } as http.ServerOptions);
-    this.server.on('request', (req, res) => this.onRequest(req, res));
+    this.server.on('request', (req, res) => {
+      if (this.draining) res.shouldKeepAlive = false;
+      this.inFlight.add(res);
+      res.once('close', () => this.inFlight.delete(res));
+      this.onRequest(req, res);
+    });
     this.server.on('upgrade', (req: http.IncomingMessage, socket: Socket, head: Buffer) =>
       this.onUpgrade(req, socket, head),
     );
@@ -116,6 +124,21 @@ export class Http1Forwarder {
   close(): void {
     this.server.closeAllConnections();
     this.server.close();
+  }
+
+  /**
+   * The agent is handing over: every response from now on (and those in flight whose head is
+   * not out yet) says `Connection: close` and its connection closes after it, so keep-alive
+   * clients reconnect, to the next agent, between two requests: never in the middle of one.
+   */
+  drain(): void {
+    this.draining = true;
+    for (const res of this.inFlight) if (!res.headersSent) res.shouldKeepAlive = false;
+  }
+
+  /** Keep-alive connections with no request since the drain began (the drain's last step). */
+  closeIdle(): void {
+    this.server.closeIdleConnections();
   }
 
   private fields(socket: Socket): Record<string, unknown> {

@@ -18,6 +18,7 @@ import type { Logger } from '../../telemetry/log.js';
 import { H2_MAX_REJECTED_STREAMS, H2AbuseGuard } from './h2-abuse-guard.js';
 import { H2Relay, isGrpc, streamOutcome } from './h2-relay.js';
 import { countBodyBytes } from './body-bytes.js';
+import { gracefulGoaway } from './graceful-goaway.js';
 import { h2ClientSide } from './client-side.js';
 import { ManagedExchange } from './managed-exchange.js';
 import type { RefusalLog } from './refusals.js';
@@ -54,6 +55,9 @@ type StatefulSession = http2.ServerHttp2Session & { [kState]?: SessionState };
 export class Http2Forwarder {
   private readonly server: http2.Http2Server;
   private pendingConn: RoutedConnection | undefined;
+  /** Client sessions open now (a drain sends each a GOAWAY). */
+  private readonly sessions = new Set<http2.ServerHttp2Session>();
+  private draining = false;
   private readonly guard: H2AbuseGuard;
   private readonly relay: H2Relay;
   private readonly managed: ManagedExchange;
@@ -93,6 +97,9 @@ export class Http2Forwarder {
     // learns its routing context without another lookup structure.
     this.server.on('session', (session: StatefulSession) => {
       this.guard.watch(session);
+      this.sessions.add(session);
+      session.once('close', () => this.sessions.delete(session));
+      if (this.draining) gracefulGoaway(session);
       const conn = this.pendingConn;
       if (!conn) return;
       session[kState] = { conn };
@@ -120,6 +127,16 @@ export class Http2Forwarder {
 
   close(): void {
     this.server.close();
+  }
+
+  /**
+   * The agent is handing over: every client session gets a graceful GOAWAY (notice, then the
+   * last stream id): its open streams finish, its client opens a new connection, to the next
+   * agent, for the streams after.
+   */
+  drain(): void {
+    this.draining = true;
+    for (const s of this.sessions) gracefulGoaway(s);
   }
 
   private onStream(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, flags: number): void {

@@ -27,7 +27,7 @@ import { type AttemptResult, type DirectAnswer, type RequestPlan, type UpstreamC
 import { pooledHttp1Request, type UpstreamPool } from './upstream-pool.js';
 import type { HttpVersion } from './types.js';
 
-const { NGHTTP2_CANCEL, NGHTTP2_NO_ERROR, NGHTTP2_FLAG_END_STREAM } = http2.constants;
+const { NGHTTP2_CANCEL, NGHTTP2_NO_ERROR, NGHTTP2_FLAG_END_STREAM, NGHTTP2_REFUSED_STREAM } = http2.constants;
 
 /**
  * On answers skein makes itself (timeouts, overflow, faults, no route), the response flag, as
@@ -186,7 +186,7 @@ function h2Attempt(opened: Promise<http2.ClientHttp2Stream>, body: BodySource, t
         headCb?.(h, (flags & NGHTTP2_FLAG_END_STREAM) !== 0);
       });
       up.once('close', () => {
-        const err = Object.assign(new Error(`upstream stream closed (${up.rstCode ?? 0})`), { code: 'ERR_STREAM_RESET' });
+        const err = Object.assign(new Error(`upstream stream closed (${up.rstCode ?? 0})`), { code: 'ERR_STREAM_RESET', rstCode: up.rstCode });
         fail(err, true);
       });
     },
@@ -337,6 +337,11 @@ export class ManagedExchange {
       for (const m of plan.mirrors ?? []) this.mirror(m, client.head, body, client.trailers, upstreamProtocol);
     };
 
+    // A stream refused unprocessed (REFUSED_STREAM: the peer's, or our own session's once a
+    // GOAWAY arrived before its HEADERS left) is sent again once, whatever the retry policy:
+    // RFC 9113 §8.7 says it was not processed, and grpc-js and Envoy do the same. A draining
+    // agent's GOAWAY (upgrade) is the usual cause.
+    let refusedResent = false;
     const attempt = (choice: UpstreamChoice, n: number): void => {
       if (committed || client.gone) {
         choice.done();
@@ -357,6 +362,16 @@ export class ManagedExchange {
       }
       const ended = (r: AttemptResult, reset: boolean, why: 'timeout' | 'failed' | 'answered', head?: H2Head, endStream?: boolean, err?: NodeJS.ErrnoException): void => {
         if (tryTimer) clearTimeout(tryTimer);
+        if (why === 'failed' && (err as { rstCode?: number } | undefined)?.rstCode === NGHTTP2_REFUSED_STREAM && !refusedResent && body.canReplay() && !client.gone) {
+          refusedResent = true;
+          choice.done(r);
+          body.detach();
+          const next = plan.next();
+          if (next) {
+            attempt(next, n);
+            return;
+          }
+        }
         const retry = plan.retry;
         const again =
           retry !== undefined &&

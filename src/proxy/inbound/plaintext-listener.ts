@@ -92,6 +92,14 @@ export class PlaintextListener {
     await closing;
   }
 
+  /**
+   * Stops accepting and waits for the connections open now to end on their own (agent
+   * handover: the next agent accepts on the same socket meanwhile).
+   */
+  drain(): Promise<void> {
+    return new Promise<void>((resolve) => this.server.close(() => resolve()));
+  }
+
   private onConnection(socket: Socket): void {
     this.sockets.add(socket);
     socket.once('close', () => this.sockets.delete(socket));

@@ -424,6 +424,21 @@ export class OutboundProxy {
     return this.refusals.count(code);
   }
 
+  /**
+   * The agent is handing over to its successor: HTTP/1 keep-alive connections close after
+   * their next response (`Connection: close`), HTTP/2 sessions get a graceful GOAWAY. L4 pipes
+   * run on (the agent ends them at its drain timeout, l4-pipe's endLivePipes).
+   */
+  drain(): void {
+    this.h1.drain();
+    this.h2.drain();
+  }
+
+  /** The drain's last step: keep-alive connections that sent nothing since it began. */
+  closeIdleHttp1(): void {
+    this.h1.closeIdle();
+  }
+
   async close(): Promise<void> {
     this.unsubscribe();
     this.ownRouter?.close();

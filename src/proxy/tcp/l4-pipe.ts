@@ -39,6 +39,25 @@ export interface PipeOptions {
   onDone?: (result: PipeResult) => void;
 }
 
+/**
+ * Every pipe still open in this process. An agent handing over to its successor lets L4
+ * connections run on until its drain timeout, then ends them all with a FIN (never a reset):
+ * they are bytes of apps' own protocols, which only the apps can close at a clean point.
+ */
+const livePipes = new Set<{ end(): void }>();
+
+/** Ends every open pipe cleanly (FIN / END_STREAM both ways); returns how many there were. */
+export function endLivePipes(): number {
+  const n = livePipes.size;
+  for (const p of [...livePipes]) p.end();
+  return n;
+}
+
+/** Pipes open now (the drain waits for them). */
+export function livePipeCount(): number {
+  return livePipes.size;
+}
+
 export interface PipeHandle {
   /** Live counters (telemetry may read them before the pipe ends). */
   readonly bytesAtoB: number;
@@ -154,9 +173,19 @@ export function pipeBidirectional(a: Duplex, b: Duplex, opts: PipeOptions = {}):
   a.on('error', onError('a'));
   b.on('error', onError('b'));
 
+  const live = {
+    end(): void {
+      // Half-close both ways, as if both peers had sent FIN: data still arriving is read and
+      // dropped (a reset would follow unread data), and each side closes once its peer ends.
+      for (const s of [a, b]) if (!s.destroyed && !s.writableEnded) s.end();
+    },
+  };
+  livePipes.add(live);
+
   const done = (): void => {
     if (finished) return;
     finished = true;
+    livePipes.delete(live);
     if (idleTimer) clearTimeout(idleTimer);
     const result: PipeResult = { reason, bytesAtoB, bytesBtoA, durationMs: Math.round(performance.now() - started) };
     if (reason === 'reset' && resetBy) result.resetBy = resetBy;

@@ -58,6 +58,7 @@ import { MeshHeader } from '../http/mesh-headers.js';
 import { parseAuthority } from './authority.js';
 import { classifyTlsRefusal } from './tls-refusal.js';
 import { checkPeerIdentity, type PeerIdentityCheck } from './spiffe-peer.js';
+import { gracefulGoaway } from '../http/graceful-goaway.js';
 import { TunnelCode } from '../codes.js';
 import { guardWritev } from './writev-guard.js';
 import { capConnections } from '../connection-cap.js';
@@ -359,7 +360,8 @@ export class TunnelServer {
     this.closed = true;
     if (this.refreshTimer) clearTimeout(this.refreshTimer);
     const closing = new Promise<void>((resolve) => this.server.close(() => resolve()));
-    for (const s of this.sessions) s.close();
+    // Notice first, then GOAWAY: a peer's request sent meanwhile is never refused.
+    for (const s of this.sessions) gracefulGoaway(s);
     const t = setTimeout(() => {
       for (const s of this.sessions) s.destroy();
     }, graceMs);

@@ -6,8 +6,8 @@ import { execFile, spawn } from 'node:child_process';
 import { promisify } from 'node:util';
 import t from 'tap';
 import { annotateNamespace, labelNamespace } from '../../../src/lab/mutate.js';
-import { pinRootOf, startAgent, waitAgentReady } from '../../../src/lab/mesh.js';
-import { writeRecord } from '../../../src/lab/registry.js';
+import { agentPidOf, pinRootOf, waitAgentReady } from '../../../src/lab/mesh.js';
+import { labStatus } from '../../../src/lab/lab.js';
 import { client, isRoot, startLab } from '../support/lab.js';
 import { agentGet, isServing, outboundConnections, waitUntil } from '../support/mesh.js';
 
@@ -15,7 +15,7 @@ const exec = promisify(execFile);
 const opts = () => ({ skip: isRoot() ? false : 'needs root (real BPF, netns, cgroups)' });
 
 t.test('capture in the lab', opts(), async (t) => {
-  const rec = await startLab(t, undefined, { mesh: true });
+  const rec = await startLab(t, undefined, { mesh: true, agentRestartBackoffMs: 200 });
   const shopClient = 'shop/client-0'; // node-a, enrolled
   const legacyClient = 'legacy/client-0'; // node-b, not enrolled
 
@@ -89,7 +89,7 @@ t.test('capture in the lab', opts(), async (t) => {
     t.equal(skLookups.length, 0, 'no sk_lookup link left in its netns');
   });
 
-  await t.test('SIGKILL the agent and start it again: pins adopted, one copy, capture works', async (t) => {
+  await t.test('SIGKILL the agent, the lab restarts it: pins adopted, one copy, capture works', async (t) => {
     // Other labs may run agents too: look at this lab's pinned links only.
     const linkProg = async (node: string) => {
       const { stdout } = await exec('bpftool', ['-j', 'link', 'show', 'pinned', `${pinRootOf(rec, node)}/links/connect4`], { encoding: 'utf8' });
@@ -101,21 +101,17 @@ t.test('capture in the lab', opts(), async (t) => {
     };
     const oldProg = await linkProg('node-a');
     t.ok((await attachedAtRoot()).includes(oldProg), `node-a's connect4 (prog ${oldProg}) attached at the cgroup root`);
-    const old = rec.processes.find((p) => p.kind === 'agent' && p.name === 'node-a')!;
-    process.kill(old.pid, 'SIGKILL');
+    const oldPid = agentPidOf(rec, 'node-a')!;
+    process.kill(oldPid, 'SIGKILL');
+    // The lab's supervisor restarts it (back-off 200 ms here), as the kubelet would.
     await waitUntil(async () => {
-      try {
-        process.kill(old.pid, 0);
-        return false;
-      } catch {
-        return true;
-      }
-    }, 5000);
+      const pid = agentPidOf(rec, 'node-a');
+      return pid !== undefined && pid !== oldPid;
+    }, 15_000);
     const node = rec.plan.nodes.find((n) => n.name === 'node-a')!;
-    const proc = startAgent(rec, node);
-    rec.processes = rec.processes.filter((p) => p !== old).concat(proc);
-    writeRecord(rec);
-    await waitAgentReady(rec, node, proc);
+    const pid = agentPidOf(rec, 'node-a')!;
+    await waitAgentReady(rec, node, { kind: 'agent', name: 'node-a', pid, log: '', cgroup: '', netns: node.netns });
+    t.equal(labStatus(rec).agents.find((a) => a.node === 'node-a')?.restarts, 1, 'lab status counts one restart');
     await waitUntil(() => isServing(rec, 'node-a', shopClient), 5000);
     const newProg = await linkProg('node-a');
     const attached = await attachedAtRoot();

@@ -20,7 +20,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import t from 'tap';
-import { startAgent, waitAgentReady, cniSocketOf } from '../../../src/lab/mesh.js';
+import { agentPidOf, startAgent, waitAgentReady, cniSocketOf } from '../../../src/lab/mesh.js';
 import { scaleDeployment } from '../../../src/lab/mutate.js';
 import { deletePod, nodeCniOf } from '../../../src/lab/network.js';
 import { readRecord } from '../../../src/lab/registry.js';
@@ -199,19 +199,21 @@ t.test('pods start captured: 50 immediate connects all through the mesh; DEL rel
 
   // (b) node-a's agent stops: a meshed pod cannot start there; a pod of legacy (outside the
   // mesh, as the agent last said) still does.
+  // The lab supervises each agent as the kubelet would (a dead one is restarted): stop its
+  // supervisor, which stops the agent and does not restart it, as a node without its agent.
   const agentA = fresh(rec).processes.find((p) => p.kind === 'agent' && p.name === 'node-a')!;
-  process.kill(agentA.pid, 'SIGTERM');
-  await waitUntil(
-    async () => {
-      try {
-        process.kill(agentA.pid, 0);
-        return false;
-      } catch {
-        return true;
-      }
-    },
-    10_000,
-  );
+  const supervisorA = fresh(rec).processes.find((p) => p.kind === 'supervisor' && p.name === 'node-a')!;
+  const agentPidA = agentPidOf(rec, 'node-a') ?? agentA.pid;
+  process.kill(supervisorA.pid, 'SIGTERM');
+  const gone = (pid: number) => {
+    try {
+      process.kill(pid, 0);
+      return false;
+    } catch {
+      return true;
+    }
+  };
+  await waitUntil(async () => gone(agentPidA) && gone(supervisorA.pid), 15_000);
   t.ok(existsSync(`${cniSocketOf(rec, 'node-a')}.unmeshed-namespaces`), 'the agent left its list of namespaces outside the mesh');
   // starter-0 lands on node-a (pods go round-robin over the nodes, from node-a).
   const refused = await scaleDeployment(fresh(rec), 'shop/starter', 1, { readyTimeoutMs: 30_000 }).then(
@@ -230,8 +232,9 @@ t.test('pods start captured: 50 immediate connects all through the mesh; DEL rel
   // The agent back: the same pod start succeeds (the kubelet's retry) and is captured.
   const r = fresh(rec);
   const node = r.plan.nodes.find((n) => n.name === 'node-a')!;
-  const proc = startAgent(r, node);
-  r.processes = r.processes.filter((p) => p.pid !== agentA.pid).concat(proc);
+  const started = await startAgent(r, node);
+  const proc = started.agent;
+  r.processes = r.processes.filter((p) => p.pid !== agentA.pid && p.pid !== supervisorA.pid).concat(started.supervisor, proc);
   const { writeRecord } = await import('../../../src/lab/registry.js');
   writeRecord(r);
   await waitAgentReady(r, node, proc);

@@ -29,7 +29,7 @@ export function scenarioFile(text: string): string {
 export async function startLab(
   t: Test,
   file = demoScenario,
-  opts: { mesh?: boolean; agentArgs?: string[]; agentEnv?: Record<string, string>; prometheus?: boolean } = {},
+  opts: { mesh?: boolean; agentArgs?: string[]; agentEnv?: Record<string, string>; prometheus?: boolean; agentRestartBackoffMs?: number } = {},
 ): Promise<LabRecord> {
   const rec = await labUp({
     scenarioFile: file,
@@ -38,6 +38,7 @@ export async function startLab(
     agentArgs: opts.agentArgs ?? [],
     agentEnv: opts.agentEnv ?? {},
     ...(opts.prometheus ? { prometheus: true } : {}),
+    ...(opts.agentRestartBackoffMs !== undefined ? { agentRestartBackoffMs: opts.agentRestartBackoffMs } : {}),
   });
   t.teardown(async () => {
     // A failed test keeps the lab's logs (agents, controller, pods) for whoever debugs it.

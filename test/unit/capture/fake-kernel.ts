@@ -211,6 +211,15 @@ export class FakeKernel {
       socketPair(): [number, number] {
         throw new Error('the fake kernel makes no socket pairs');
       },
+      connectUnix(): number {
+        throw new Error('the fake kernel passes no fds');
+      },
+      sendFds(): void {
+        throw new Error('the fake kernel passes no fds');
+      },
+      recvFds(): { data: Buffer; fds: number[] } {
+        throw new Error('the fake kernel passes no fds');
+      },
       closeFd(fd) {
         k.fds.delete(fd);
       },
