@@ -26,7 +26,10 @@ function sizeOf(chunk: unknown, encoding?: BufferEncoding): number {
 
 /** Starts counting `stream`'s body bytes; read the returned object once the stream closed. */
 export function countBodyBytes(stream: http2.ServerHttp2Stream): BodyBytes {
-  const bytes: BodyBytes = { request: 0, response: 0 };
+  // What was pushed before counting began is still buffered, unread: streams are routed a turn
+  // after they open (the HTTP/2 abuse guard's deferral), and a small body has arrived by then
+  // (found by the metrics e2e: request bytes counted only on the same-node path).
+  const bytes: BodyBytes = { request: stream.readableLength, response: 0 };
   const s = stream as unknown as StreamInternals;
   const push = s.push;
   s.push = function (this: StreamInternals, chunk, encoding) {

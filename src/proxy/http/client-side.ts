@@ -4,7 +4,7 @@
  */
 import type http from 'node:http';
 import http2 from 'node:http2';
-import { closeStreamLocally } from './h2-abuse-guard.js';
+import { closeStreamLocally, keptTrailers } from './h2-abuse-guard.js';
 import { isGrpc } from './h2-relay.js';
 import { endToEndH2Headers, endToEndRawHeaders, h2ToRaw, rawPairs, rawToH2 } from './headers.js';
 import type { ClientSide, H2Head } from './managed-exchange.js';
@@ -25,7 +25,7 @@ export function h2ClientSide(stream: http2.ServerHttp2Stream, headers: http2.Inc
     grpc,
     head: endToEndH2Headers(headers),
     body: endStream || stream.readableEnded ? undefined : stream,
-    trailers: () => trailers,
+    trailers: () => trailers ?? keptTrailers(stream),
     respond(head, end) {
       if (stream.destroyed || stream.closed) return undefined;
       if (end) {

@@ -156,6 +156,7 @@ export class H2AbuseGuard {
     }
     const id = stream.id ?? 0;
     if (id > state.lastStreamId) state.lastStreamId = id;
+    keepTrailers(stream);
     return true;
   }
 
@@ -224,3 +225,23 @@ export class H2AbuseGuard {
  */
 const FLUSH_TRIES = 100;
 const FLUSH_POLL_MS = 10;
+
+const KEPT_TRAILERS = Symbol('skein.h2.keptTrailers');
+type WithKeptTrailers = { [KEPT_TRAILERS]?: http2.IncomingHttpHeaders };
+
+/**
+ * Keeps a stream's request trailers from its first moment. Streams admitted here are routed a
+ * turn of the event loop later, and 'trailers' is an event, not buffered like the body: a
+ * request whose HEADERS, DATA and trailers came in one read had its trailers emitted before
+ * anyone listened, and they were lost across nodes (found by the l7-semantics e2e).
+ */
+export function keepTrailers(stream: http2.ServerHttp2Stream): void {
+  stream.once('trailers', (t: http2.IncomingHttpHeaders) => {
+    (stream as WithKeptTrailers)[KEPT_TRAILERS] = t;
+  });
+}
+
+/** The trailers keepTrailers saw (undefined: none yet, or the stream was not admitted by a guard). */
+export function keptTrailers(stream: http2.ServerHttp2Stream): http2.IncomingHttpHeaders | undefined {
+  return (stream as WithKeptTrailers)[KEPT_TRAILERS];
+}

@@ -20,7 +20,7 @@ import type http from 'node:http';
 import http2 from 'node:http2';
 import { messageOf } from '../../errors.js';
 import type { Logger } from '../../telemetry/log.js';
-import { closeStreamLocally } from './h2-abuse-guard.js';
+import { closeStreamLocally, keptTrailers } from './h2-abuse-guard.js';
 import { endToEndH2Headers, endToEndRawHeaders, h2ToRaw, rawPairs, rawToH2 } from './headers.js';
 import { MeshHeader } from './mesh-headers.js';
 import { type MeshRequestOpener, type RoutedConnection, type UpstreamChoice, upstreamFailure } from './types.js';
@@ -84,7 +84,7 @@ export class H2Relay {
         reqTrailers = t;
       });
     }
-    const trailers = (): http2.IncomingHttpHeaders | undefined => reqTrailers;
+    const trailers = (): http2.IncomingHttpHeaders | undefined => reqTrailers ?? keptTrailers(stream);
     const grpc = isGrpc(headers);
     const mesh = choice.request;
     if (mesh) {

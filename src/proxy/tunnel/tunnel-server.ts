@@ -121,8 +121,8 @@ export interface TunnelServerOptions {
 
 /** Default open streams per pod tunnel port (`skein agent --max-tunnel-streams`). */
 export const DEFAULT_MAX_TUNNEL_STREAMS = 16_384;
-/** Default open streams per source identity at one pod (`--max-tunnel-streams-per-peer`): a quarter of the pod's. */
-export const DEFAULT_MAX_TUNNEL_STREAMS_PER_PEER = 4_096;
+/** Default open streams per source identity at one pod (`--max-tunnel-streams-per-peer`): three quarters of the pod's, so one client workload can hold 10,000 idle connections (the idle-connections e2e) and still leaves a quarter to the others. */
+export const DEFAULT_MAX_TUNNEL_STREAMS_PER_PEER = 12_288;
 
 
 export interface TunnelServerStats {

@@ -100,5 +100,5 @@ t.test('stream caps at a pod tunnel port: one source identity gets at most its s
   held.push(await mesh.pool.connect(mesh.clientId, mesh.target()));
   t.equal(mesh.server.stats.openStreams, 3, 'the freed place is taken again');
   t.equal(DEFAULT_MAX_TUNNEL_STREAMS, 16_384);
-  t.equal(DEFAULT_MAX_TUNNEL_STREAMS_PER_PEER, 4_096, 'a quarter of the pod total: at least four identities can be served at their cap');
+  t.equal(DEFAULT_MAX_TUNNEL_STREAMS_PER_PEER, 12_288, 'three quarters of the pod total: one identity can hold 10,000 idle connections, and a quarter is left to the others');
 });
