@@ -49,42 +49,36 @@ export interface AgentMetricsSources {
 /** Registers the agent's own metrics on `registry` (once per registry). */
 export function registerAgentMetrics(registry: Registry, src: AgentMetricsSources): void {
   if (registry.getSingleMetric('skein_capture_inbound_dropped_total')) return;
+  // Counters the BPF programs keep in the kernel, read at each scrape; an unreadable map is
+  // warned about once (per agent), and the scrape goes on without those counters.
   let warned = false;
-  new Counter({
-    name: 'skein_capture_inbound_dropped_total',
-    help: 'Inbound connections sk_lookup dropped instead of passing them to the app in plaintext, by reason (counted in the kernel since the pins were made)',
-    labelNames: ['reason'] as const,
-    registers: [registry],
-    collect() {
-      try {
-        const c = src.capture.counters();
-        this.reset();
-        this.inc({ reason: 'sk_assign_failed' }, c.skLookupAssignFailed);
-        this.inc({ reason: 'no_agent_socket' }, c.skLookupNoSocket);
-      } catch (err) {
-        if (!warned) src.log.warn({ err: messageOf(err), code: AgentCode.MetricsUnreadable }, 'cannot read the BPF counters');
-        warned = true;
-      }
-    },
-  });
-  let warnedOut = false;
-  new Counter({
-    name: 'skein_capture_outbound_refused_total',
-    help: 'Outbound connects of enrolled pods that connect4/6 refused (EPERM to the app) instead of capturing, by reason: pod_share (the pod held its --max-pod-captured-connections), no_record (no socket storage for the original destination); counted in the kernel since the pins were made',
-    labelNames: ['reason'] as const,
-    registers: [registry],
-    collect() {
-      try {
-        const c = src.capture.counters();
-        this.reset();
-        this.inc({ reason: 'pod_share' }, c.podShareRefused ?? 0);
-        this.inc({ reason: 'no_record' }, c.noRecordRefused ?? 0);
-      } catch (err) {
-        if (!warnedOut) src.log.warn({ err: messageOf(err), code: AgentCode.MetricsUnreadable }, 'cannot read the BPF counters');
-        warnedOut = true;
-      }
-    },
-  });
+  const kernelCounter = (name: string, help: string, byReason: (c: ReturnType<AgentMetricsSources['capture']['counters']>) => Record<string, number>) =>
+    new Counter({
+      name,
+      help,
+      labelNames: ['reason'] as const,
+      registers: [registry],
+      collect() {
+        try {
+          const counts = byReason(src.capture.counters());
+          this.reset();
+          for (const [reason, n] of Object.entries(counts)) this.inc({ reason }, n);
+        } catch (err) {
+          if (!warned) src.log.warn({ err: messageOf(err), code: AgentCode.MetricsUnreadable }, 'cannot read the BPF counters');
+          warned = true;
+        }
+      },
+    });
+  kernelCounter(
+    'skein_capture_inbound_dropped_total',
+    'Inbound connections sk_lookup dropped instead of passing them to the app in plaintext, by reason (counted in the kernel since the pins were made)',
+    (c) => ({ sk_assign_failed: c.skLookupAssignFailed, no_agent_socket: c.skLookupNoSocket }),
+  );
+  kernelCounter(
+    'skein_capture_outbound_refused_total',
+    'Outbound connects of enrolled pods that connect4/6 refused (EPERM to the app) instead of capturing, by reason: pod_share (the pod held its --max-pod-captured-connections), no_record (no socket storage for the original destination); counted in the kernel since the pins were made',
+    (c) => ({ pod_share: c.podShareRefused ?? 0, no_record: c.noRecordRefused ?? 0 }),
+  );
   // Label values are skein's own codes (a closed set), never peer-supplied text.
   new Counter({
     name: 'skein_tunnel_refusals_total',
