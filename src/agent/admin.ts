@@ -76,6 +76,7 @@ export async function startAdmin(deps: AdminDeps, at: AdminAddresses): Promise<(
           rateLimits: agent.rateLimits.stats,
           tunnel: { refusals: Object.fromEntries(agent.tunnelRefusals) },
           listeners: { refusals: Object.fromEntries(agent.listenerRefusals) },
+          loadShare: agent.loadShare.stats(),
           capture: capture.counters(),
           // Connects the agent makes from inside pod netns: in progress and waiting now, and
           // failures by code (a pod connecting to a black hole shows here).

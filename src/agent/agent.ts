@@ -22,6 +22,7 @@ import { AgentAuthorizer } from './authorization.js';
 import { AgentRateLimits } from './rate-limits.js';
 import type { AuditLog } from '../policy/audit-log.js';
 import { appConnectorOver, directConnectOver } from '../proxy/netns-sockets.js';
+import { LoadShare } from '../proxy/load-share.js';
 import { OutboundProxy } from '../proxy/outbound/outbound-proxy.js';
 import { TunnelPool } from '../proxy/tunnel/tunnel-pool.js';
 import { endLivePipes, livePipeCount } from '../proxy/tcp/l4-pipe.js';
@@ -54,6 +55,8 @@ export interface NodeAgentOptions {
   maxConnectionsPerListener?: number;
   /** Streams each pod's tunnel port (15008) has open at once, and one source identity's share of them. */
   tunnelStreams?: { max?: number; perPeer?: number };
+  /** Loop utilization above which a pod sending more than its share is slowed (load-share.ts; 1: never). */
+  loadShareBusy?: number;
   /** PING liveness of outbound tunnel sessions (TunnelPool's defaults when absent: 30 s / 10 s). */
   tunnelKeepalive?: { intervalMs: number; timeoutMs: number };
   /** How long opening a tunnel session (TCP + TLS to a peer node's 15008) may take (TunnelPool's default when absent: 10 s). */
@@ -125,6 +128,8 @@ export class NodeAgent {
   readonly tunnelRefusals = new Map<string, number>();
   /** Connections the local pods' outbound (15001) and plaintext (15006) listeners refused, by code. */
   readonly listenerRefusals = new Map<string, number>();
+  /** Each pod's share of this agent's event loop when it is contended (load-share.ts). */
+  readonly loadShare: LoadShare;
   private readonly pods = new Map<string, PodRuntime>();
   private readonly failures = new Map<string, string>();
   /** Pods captured at sandbox creation (CNI ADD), by uid; released at their DEL. */
@@ -182,6 +187,7 @@ export class NodeAgent {
       ...(opts.tunnelKeepalive ? { keepaliveIntervalMs: opts.tunnelKeepalive.intervalMs, keepaliveTimeoutMs: opts.tunnelKeepalive.timeoutMs } : {}),
       ...(opts.tunnelConnectTimeoutMs !== undefined ? { connectTimeoutMs: opts.tunnelConnectTimeoutMs } : {}),
     });
+    this.loadShare = new LoadShare(opts.loadShareBusy !== undefined ? { busy: opts.loadShareBusy } : {});
     this.outbound = new OutboundProxy({
       store: this.store,
       localNode: opts.node,
@@ -369,6 +375,7 @@ export class NodeAgent {
           onListenerRefusal: (code) => this.listenerRefusals.set(code, (this.listenerRefusals.get(code) ?? 0) + 1),
           ...(this.opts.maxConnectionsPerListener ? { maxConnections: this.opts.maxConnectionsPerListener } : {}),
           ...(this.opts.tunnelStreams ? { tunnelStreams: this.opts.tunnelStreams } : {}),
+          loadShare: this.loadShare,
           peerAuthentication: (pod, port) => this.authorizer.mtlsMode(pod, port),
         });
         this.pods.set(uid, started);
@@ -604,6 +611,7 @@ export class NodeAgent {
     await Promise.allSettled([...this.pods.values()].map((rt) => rt.close()));
     this.pods.clear();
     await this.outbound.close();
+    this.loadShare.stop();
     await this.tunnels.close();
     this.inbound.close();
     this.telemetry?.close();

@@ -1,4 +1,5 @@
 /** `skein agent`: the node agent process. */
+import { DEFAULT_LOAD_SHARE_BUSY } from '../proxy/load-share.js';
 import { readFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import { collectDefaultMetrics, Registry } from 'prom-client';
@@ -85,6 +86,11 @@ export const AGENT_USAGE = `usage: skein agent --node NAME (--controller H:P | -
                          (connecting or open): its share of the node's original-destination
                          records, so it cannot evict other pods'; more are refused (EPERM) and
                          counted (default ${CAPTURE_DEFAULTS.podShare}; 0: no cap; below 65536)
+  --load-share-busy F    event loop utilization (0..1) above which a pod sending more than the
+                         other active pods' mean is slowed: its connections are not read for
+                         the rest of a 25 ms interval, so its queue waits in its own sockets,
+                         not in front of other pods' requests (default ${DEFAULT_LOAD_SHARE_BUSY};
+                         1: never)
   --max-pod-connects N   connects the agent has in progress from inside one pod's netns at once
                          (delivering to the app, traffic leaving the mesh); more wait their turn
                          (default ${DEFAULT_MAX_CONNECTS_PER_NETNS})
@@ -206,6 +212,7 @@ export async function runAgent(argv: string[], deps: AgentMainDeps = {}): Promis
       'max-tunnel-streams': { type: 'string', default: String(DEFAULT_MAX_TUNNEL_STREAMS) },
       'max-tunnel-streams-per-peer': { type: 'string', default: String(DEFAULT_MAX_TUNNEL_STREAMS_PER_PEER) },
       'max-pod-captured-connections': { type: 'string', default: String(CAPTURE_DEFAULTS.podShare) },
+      'load-share-busy': { type: 'string', default: String(DEFAULT_LOAD_SHARE_BUSY) },
       'max-pod-connects': { type: 'string', default: String(DEFAULT_MAX_CONNECTS_PER_NETNS) },
       'max-pod-connects-queued': { type: 'string', default: String(DEFAULT_MAX_QUEUED_PER_NETNS) },
       'upgrade-protocols': { type: 'string', default: 'websocket' },
@@ -250,6 +257,8 @@ export async function runAgent(argv: string[], deps: AgentMainDeps = {}): Promis
   const maxTunnelStreams = wholeNumber(values['max-tunnel-streams']!, '--max-tunnel-streams', 1);
   const maxTunnelStreamsPerPeer = wholeNumber(values['max-tunnel-streams-per-peer']!, '--max-tunnel-streams-per-peer', 1);
   const podShare = wholeNumber(values['max-pod-captured-connections']!, '--max-pod-captured-connections', 0);
+  const loadShareBusy = fraction(values['load-share-busy']!, '--load-share-busy');
+  if (loadShareBusy === 0) throw new SkeinError(AgentCode.Usage, '--load-share-busy must be above 0 (1 turns the share off), got "0"');
   const maxPodConnects = wholeNumber(values['max-pod-connects']!, '--max-pod-connects', 1);
   const maxPodConnectsQueued = wholeNumber(values['max-pod-connects-queued']!, '--max-pod-connects-queued', 0);
   const maxSeries = Number(values['metrics-max-series']);
@@ -347,6 +356,7 @@ export async function runAgent(argv: string[], deps: AgentMainDeps = {}): Promis
     log,
     upgradeProtocols,
     maxConnectionsPerListener: maxConnections,
+    loadShareBusy,
     tunnelStreams: { max: maxTunnelStreams, perPeer: maxTunnelStreamsPerPeer },
     tunnelKeepalive: { intervalMs: keepaliveS * 1000, timeoutMs: keepaliveTimeoutS * 1000 },
     tunnelConnectTimeoutMs: tunnelConnectS * 1000,
@@ -362,6 +372,7 @@ export async function runAgent(argv: string[], deps: AgentMainDeps = {}): Promis
     capture,
     tunnelRefusals: agent.tunnelRefusals,
     listenerRefusals: agent.listenerRefusals,
+    loadShare: () => agent.loadShare.stats(),
     podStates: () => agent.status().pods,
     config: { version: () => agent.store.snapshot()?.version, updates: agent.configUpdates },
     certificates: () => certificates.status(),

@@ -2,6 +2,7 @@
  * Agent-level metrics read at scrape time from where the numbers live (the kernel's
  * counters, the proxy's refusal tallies), so nothing has to push them.
  */
+import type { LoadShareStats } from '../proxy/load-share.js';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import type { CaptureManager } from '../capture/capture-manager.js';
 import { messageOf } from '../errors.js';
@@ -24,6 +25,8 @@ export interface AgentMetricsSources {
   tunnelRefusals: ReadonlyMap<string, number>;
   /** Connections refused at the local pods' 15001 and 15006 listeners by code (NodeAgent.listenerRefusals). */
   listenerRefusals?: ReadonlyMap<string, number>;
+  /** Each pod's share of the event loop (LoadShare.stats()). */
+  loadShare?: () => LoadShareStats;
   /** Local meshed pods by state: serving, pending (captured, refusing; `code` says why), failed (not captured). */
   podStates?: () => Iterable<{ state: string; code?: string | undefined }>;
   /** The config version serving now, and configs applied (ACK) / refused whole (NACK). */
@@ -126,6 +129,27 @@ export function registerAgentMetrics(registry: Registry, src: AgentMetricsSource
       for (const [code, n] of src.listenerRefusals ?? []) this.inc({ code }, n);
     },
   });
+  const loadShare = src.loadShare;
+  if (loadShare) {
+    new Gauge({
+      name: 'skein_event_loop_utilization',
+      help: "The agent's event loop utilization (0..1) over the load share's last interval: above --load-share-busy, pods sending more than their share are slowed",
+      registers: [registry],
+      collect() {
+        this.set(loadShare().utilization);
+      },
+    });
+    new Counter({
+      name: 'skein_pod_load_share_pauses_total',
+      help: "Times a local pod's outbound connections stopped being read for the rest of an interval because it was over its share of a contended agent (its requests wait in its own sockets instead of delaying other pods')",
+      labelNames: ['pod'] as const,
+      registers: [registry],
+      collect() {
+        this.reset();
+        for (const [pod, s] of Object.entries(loadShare().pods)) if (s.pauses > 0) this.inc({ pod }, s.pauses);
+      },
+    });
+  }
   const connectStats = src.capture.connectStats?.bind(src.capture);
   if (connectStats) {
     new Counter({

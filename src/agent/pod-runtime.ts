@@ -11,6 +11,7 @@ import type { CaptureManager, EnrolledPod } from '../capture/capture-manager.js'
 import type { Workload } from '../config/model.js';
 import type { IdentitySource } from '../identity/workload/types.js';
 import type { InboundProxy } from '../proxy/inbound/inbound-proxy.js';
+import type { LoadShare } from '../proxy/load-share.js';
 import { PlaintextListener } from '../proxy/inbound/plaintext-listener.js';
 import { OutboundListener } from '../proxy/outbound/outbound-listener.js';
 import type { OutboundProxy } from '../proxy/outbound/outbound-proxy.js';
@@ -33,6 +34,8 @@ export interface PodRuntimeDeps {
   maxConnections?: number;
   /** Streams the pod's tunnel port has open at once, and one source identity's share (default: the tunnel server's). */
   tunnelStreams?: { max?: number; perPeer?: number };
+  /** The node's LoadShare: the pod's outbound connections and requests are charged to its account there. */
+  loadShare?: LoadShare;
   /** STRICT or PERMISSIVE for plaintext to a port of the pod (PeerAuthentication). */
   peerAuthentication?: (workload: Workload, port: number) => 'STRICT' | 'PERMISSIVE';
 }
@@ -73,6 +76,7 @@ export class PodRuntime {
       onUnknownDestination: (err, workload) =>
         log.warn({ err, pod: `${workload.namespace}/${workload.name}`, code: AgentCode.NoOriginalDst }, 'outbound connection without original destination refused'),
       ...this.caps(this.deps.onListenerRefusal),
+      ...(this.deps.loadShare ? { load: this.deps.loadShare.pod(`${this.workload.namespace}/${this.workload.name}`) } : {}),
     });
     await this.outboundListener.listen({ fd: fds.outbound });
     this.plaintext = new PlaintextListener({

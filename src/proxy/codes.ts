@@ -35,6 +35,8 @@ export const OutboundCode = {
   UpstreamDenied: 'SKEIN_OUTBOUND_UPSTREAM_DENIED',
   /** The pod's outbound listener (15001) holds its maximum of connections; a new one was closed. */
   ConnectionLimit: 'SKEIN_OUTBOUND_CONNECTION_LIMIT',
+  /** The pod is over its share of a contended agent and its queue of waiting new connections is full (proxy/load-share.ts). */
+  LoadShareQueueFull: 'SKEIN_OUTBOUND_LOAD_SHARE_QUEUE_FULL',
 } as const;
 
 export const InboundCode = {

@@ -8,6 +8,7 @@ import { createServer, type Server, type Socket } from 'node:net';
 import type { Workload } from '../../config/model.js';
 import { OutboundCode } from '../codes.js';
 import { capConnections } from '../connection-cap.js';
+import type { PodLoad } from '../load-share.js';
 import type { OutboundConnectionContext, OutboundProxy } from './outbound-proxy.js';
 
 export interface OutboundListenerOptions {
@@ -21,6 +22,8 @@ export interface OutboundListenerOptions {
   maxConnections?: number;
   /** Called with the stable code of every connection refused at this listener. */
   onRefusal?: (code: string) => void;
+  /** The pod's account in the agent's LoadShare: its connections and requests are charged there, and paused when it is over its share. */
+  load?: PodLoad;
 }
 
 export class OutboundListener {
@@ -46,10 +49,24 @@ export class OutboundListener {
   }
 
   close(): Promise<void> {
+    this.opts.load?.close();
     return new Promise<void>((resolve) => this.server.close(() => resolve()));
   }
 
   private onConnection(socket: Socket): void {
+    const load = this.opts.load;
+    if (!load) {
+      this.serve(socket);
+      return;
+    }
+    // The pod's share of the agent: served now, or once the pod is read again.
+    if (!load.admit(socket, () => this.serve(socket))) {
+      this.opts.onRefusal?.(OutboundCode.LoadShareQueueFull);
+      socket.resetAndDestroy();
+    }
+  }
+
+  private serve(socket: Socket): void {
     let originalDst: OutboundConnectionContext['originalDst'];
     try {
       originalDst = this.opts.originalDestination(socket);
@@ -60,6 +77,6 @@ export class OutboundListener {
       socket.resetAndDestroy();
       return;
     }
-    this.opts.outbound.handleConnection(socket, { source: this.workload, originalDst });
+    this.opts.outbound.handleConnection(socket, { source: this.workload, originalDst, ...(this.opts.load ? { load: this.opts.load } : {}) });
   }
 }

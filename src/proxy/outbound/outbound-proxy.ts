@@ -33,11 +33,14 @@ import type { ChoiceFactory, RequestInfo, RequestRouter, Route, TrafficServiceSt
 import { TrafficRouter } from './traffic-router.js';
 import { OutboundCode } from '../codes.js';
 import { noop } from '../noop.js';
+import type { PodLoad } from '../load-share.js';
 
 export interface OutboundConnectionContext {
   source: Workload;
   /** Where the app's connection was going (capture reads it back; its address family is not needed here). */
   originalDst: Pick<OriginalDestination, 'address' | 'port'>;
+  /** The source pod's share of the agent (load-share.ts): each request is charged to it. */
+  load?: PodLoad;
 }
 
 export interface OutboundProxyOptions extends EndpointConnectorOptions {
@@ -159,15 +162,25 @@ class MeshChoice extends Choice {
 }
 
 /** A client connection to a Service or a pod: re-resolved per request so config updates apply. */
+/** Header fields of a request, counted without allocating. */
+function fieldCount(headers: RequestInfo['headers']): number {
+  let n = 0;
+  for (const _ in headers) n++;
+  return n;
+}
+
 class Routed implements RoutedConnection {
   constructor(
     private readonly proxy: OutboundProxy,
     readonly source: Workload,
     readonly dst: OutboundConnectionContext['originalDst'],
     readonly upstreamProtocol: HttpVersion,
+    private readonly load: PodLoad | undefined,
+    private readonly socket: Socket | undefined,
   ) {}
 
   choose(req?: RequestInfo): UpstreamChoice | undefined {
+    if (this.load && req) this.load.chargeRequest(fieldCount(req.headers), this.socket);
     return this.proxy.choose(this.source, resolveDestination(this.proxy.store, this.dst.address, this.dst.port), req);
   }
 
@@ -300,7 +313,7 @@ export class OutboundProxy {
 
   private l7(socket: Socket, ctx: OutboundConnectionContext, protocol: HttpVersion, upstream: HttpVersion): void {
     this.counts[protocol]++;
-    const conn = new Routed(this, ctx.source, ctx.originalDst, upstream);
+    const conn = new Routed(this, ctx.source, ctx.originalDst, upstream, ctx.load, ctx.load ? socket : undefined);
     if (protocol === 'http1') this.h1.accept(socket, conn);
     else this.h2.accept(socket, conn);
   }

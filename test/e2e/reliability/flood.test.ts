@@ -11,11 +11,13 @@
  * a floor of baseline + 20 ms — this 2-core VM runs the flooder, both agents, the echo pods
  * and the load client at once, and a tiny baseline (a few ms) doubles on scheduler noise alone.
  * Same figures in both forms; the long form floods (and measures) 60 s instead of 10 s per phase.
+ * Before the load share (proxy/load-share.ts) the victim's p99 went 20 ms -> 113-164 ms here.
  */
 import { execFile } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import t from 'tap';
 import { labExecCaptured } from '../../../src/lab/lab.js';
+import { agentGet } from '../support/mesh.js';
 import { addressAt, parseCidr } from '../../../src/lab/ipam.js';
 import { demoScenario, isRoot, scenarioFile, startLab } from '../support/lab.js';
 import { describe, FORM_NAME, form, sleep, steadyLoad } from '../support/reliability-load.js';
@@ -25,16 +27,16 @@ const MEASURE_S = form(10, 60);
 const VICTIM_RATE = 50;
 const FLOOR_MS = 20;
 /**
- * Why the p99 bound does not hold yet (tap todo, the figures still printed): connects from
- * pod netns are already non-blocking (capture/netns-connect.ts) and capped per pod, so this
- * is not a thread-pool stall; the agent is one event loop, and on this 2-core VM, shared with
- * the flooder itself, a pod flooding at full speed takes most of it (per connection: accept,
- * original-destination lookup, a socket in the pod's netns, a timer, a warn access-log line —
- * 32,705 such lines in one 12 s run). Other pods queue behind. What would fix it: a per-pod
- * share of the agent's work (new-connection and request rate per source pod), not built yet.
- * Clear this when it is.
+ * The agent's share of its event loop per pod (proxy/load-share.ts) is what keeps the others'
+ * p99: a pod over the active pods' mean while the loop is contended stops being read until the
+ * next 25 ms interval. Contended is `--load-share-busy` (default 0.5) of the loop. This VM's 2
+ * cores also run the flooder, both agents, the echo pods and the load client, so the CPU runs
+ * out before one agent's loop does: measured on the header flood, at 0.5 the victim's p99 went
+ * 13 -> 22-48 ms (2 of 4 runs over the bound), at 0.35 24-39 ms, at 0.25 it stayed at its
+ * baseline (12-15 ms), the flooder still served at ~270 req/s. The test runs the agent as an
+ * operator would on a node whose agent shares two cores with its pods: 0.25.
  */
-const TODO_P99: string | false = 'one flooding pod takes most of the agent event loop on a 2-core VM: no per-pod rate share yet';
+const LOAD_SHARE_BUSY = '0.25';
 
 const flooder = `
 ---
@@ -112,7 +114,7 @@ Promise.all(Array.from({ length: 32 }, headerWorker)).then(async () => {
 `;
 
 t.test(`one pod flooding: the others' p99 within 2x of baseline (${FORM_NAME} form)`, opts(), async (t) => {
-  const rec = await startLab(t, scenarioFile(readFileSync(demoScenario, 'utf8') + flooder), { mesh: true });
+  const rec = await startLab(t, scenarioFile(readFileSync(demoScenario, 'utf8') + flooder), { mesh: true, agentArgs: ['--load-share-busy', LOAD_SHARE_BUSY] });
   const pod = rec.plan.pods.find((p) => p.namespace === 'shop' && p.name === 'flooder-0')!;
   // A lab underlay address nobody holds; the flooder's SYNs to it are dropped in its own netns.
   const sink = addressAt(parseCidr(rec.plan.underlayCIDR)!, 250);
@@ -151,9 +153,12 @@ t.test(`one pod flooding: the others' p99 within 2x of baseline (${FORM_NAME} fo
       t.equal(served, stats.headerRequests, `${mode}: every header-flood request (100 fields) was served, on either node ${JSON.stringify(stats.headerStatus)}`);
     }
     const msg = `${mode}: victim p99 ${during!.latencyMs.p99} ms during the flood vs baseline ${baseline!.latencyMs.p99} ms (bound ${bound.toFixed(1)} ms)`;
-    const within = during!.latencyMs.p99 <= bound;
-    if (!within && TODO_P99) t.ok(within, msg, { todo: TODO_P99 });
-    else t.ok(within, msg);
+    t.ok(during!.latencyMs.p99 <= bound, msg);
     t.equal(during!.failed, 0, `${mode}: the victim's requests all served during the flood ${JSON.stringify(during!.errors)}`);
   }
+  // The share did it: the flooder was slowed, the victim never.
+  const share = (await agentGet<{ loadShare: { pods: Record<string, { pauses: number }> } }>(rec, 'node-a', '/stats')).loadShare;
+  t.comment(`node-a load share: ${JSON.stringify(share)}`);
+  t.ok((share.pods['shop/flooder-0']?.pauses ?? 0) > 0, `the flooder was paused ${share.pods['shop/flooder-0']?.pauses} times`);
+  t.equal(share.pods['shop/client-0']?.pauses ?? 0, 0, 'the victim was never paused');
 });
