@@ -33,6 +33,10 @@ export interface PodRuntimeDeps {
   maxConnections?: number;
   /** Streams the pod's tunnel port has open at once, and one source identity's share (default: the tunnel server's). */
   tunnelStreams?: { max?: number; perPeer?: number };
+  /** Streams a tunnel session may reset before their answer per second (default: the tunnel server's). */
+  tunnelResetBudget?: number;
+  /** HTTP requests and HTTP/2 streams the pod's outbound listener has in flight at once (default: the listener's). */
+  maxOutboundStreams?: number;
   /** STRICT or PERMISSIVE for plaintext to a port of the pod (PeerAuthentication). */
   peerAuthentication?: (workload: Workload, port: number) => 'STRICT' | 'PERMISSIVE';
 }
@@ -73,6 +77,7 @@ export class PodRuntime {
       onUnknownDestination: (err, workload) =>
         log.warn({ err, pod: `${workload.namespace}/${workload.name}`, code: AgentCode.NoOriginalDst }, 'outbound connection without original destination refused'),
       ...this.caps(this.deps.onListenerRefusal),
+      ...(this.deps.maxOutboundStreams ? { maxStreams: this.deps.maxOutboundStreams } : {}),
     });
     await this.outboundListener.listen({ fd: fds.outbound });
     this.plaintext = new PlaintextListener({
@@ -111,6 +116,7 @@ export class PodRuntime {
       ...this.caps(this.deps.onTunnelRefusal),
       ...(this.deps.tunnelStreams?.max ? { maxStreams: this.deps.tunnelStreams.max } : {}),
       ...(this.deps.tunnelStreams?.perPeer ? { maxStreamsPerPeer: this.deps.tunnelStreams.perPeer } : {}),
+      ...(this.deps.tunnelResetBudget ? { rapidResetLimit: this.deps.tunnelResetBudget } : {}),
     });
     if (this.closed) {
       await tunnel.close(0);
@@ -148,6 +154,14 @@ export class PodRuntime {
   /** The pod's tunnel port: sessions open now and streams received (undefined until it is served). */
   tunnelStats(): { sessions: number; streams: number } | undefined {
     return this.tunnel ? { sessions: this.tunnel.stats.sessions, streams: this.tunnel.stats.streams } : undefined;
+  }
+
+  /**
+   * Requests/streams in flight now at the pod's outbound listener (15001) and tunnel port
+   * (15008, undefined until it is served): what the stream caps count (admin /stats).
+   */
+  openStreams(): { outbound: number; tunnel: number | undefined } {
+    return { outbound: this.outboundListener?.streams.open ?? 0, tunnel: this.tunnel?.stats.openStreams };
   }
 
   /** Why the pod is captured but not served yet (its certificate), or undefined when it is served. */

@@ -35,6 +35,11 @@ export const OutboundCode = {
   UpstreamDenied: 'SKEIN_OUTBOUND_UPSTREAM_DENIED',
   /** The pod's outbound listener (15001) holds its maximum of connections; a new one was closed. */
   ConnectionLimit: 'SKEIN_OUTBOUND_CONNECTION_LIMIT',
+  /**
+   * The pod's outbound listener (15001) has its maximum of requests and streams in flight; a
+   * new one was refused (HTTP/2: RST_STREAM REFUSED_STREAM, HTTP/1: 503), not processed.
+   */
+  StreamLimit: 'SKEIN_OUTBOUND_STREAM_LIMIT',
 } as const;
 
 export const InboundCode = {

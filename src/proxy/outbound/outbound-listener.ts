@@ -8,6 +8,7 @@ import { createServer, type Server, type Socket } from 'node:net';
 import type { Workload } from '../../config/model.js';
 import { OutboundCode } from '../codes.js';
 import { capConnections } from '../connection-cap.js';
+import { StreamCap } from '../stream-cap.js';
 import type { OutboundConnectionContext, OutboundProxy } from './outbound-proxy.js';
 
 export interface OutboundListenerOptions {
@@ -21,14 +22,23 @@ export interface OutboundListenerOptions {
   maxConnections?: number;
   /** Called with the stable code of every connection refused at this listener. */
   onRefusal?: (code: string) => void;
+  /**
+   * HTTP requests and HTTP/2 streams in flight at once over all this pod's outbound
+   * connections; beyond it a new one is refused (SKEIN_OUTBOUND_STREAM_LIMIT, counted in the
+   * outbound refusals). Default DEFAULT_MAX_STREAMS_PER_LISTENER.
+   */
+  maxStreams?: number;
 }
 
 export class OutboundListener {
   private workload: Workload;
   private readonly server: Server;
+  /** This pod's requests/streams in flight through 15001 (every connection's shares it). */
+  readonly streams: StreamCap;
 
   constructor(private readonly opts: OutboundListenerOptions) {
     this.workload = opts.workload;
+    this.streams = new StreamCap(opts.maxStreams);
     this.server = createServer({ allowHalfOpen: true, noDelay: true }, (socket) => this.onConnection(socket));
     capConnections(this.server, opts.maxConnections, OutboundCode.ConnectionLimit, opts.onRefusal);
   }
@@ -60,6 +70,6 @@ export class OutboundListener {
       socket.resetAndDestroy();
       return;
     }
-    this.opts.outbound.handleConnection(socket, { source: this.workload, originalDst });
+    this.opts.outbound.handleConnection(socket, { source: this.workload, originalDst, streams: this.streams });
   }
 }

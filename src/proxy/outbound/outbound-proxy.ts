@@ -33,11 +33,14 @@ import type { ChoiceFactory, RequestInfo, RequestRouter, Route, TrafficServiceSt
 import { TrafficRouter } from './traffic-router.js';
 import { OutboundCode } from '../codes.js';
 import { noop } from '../noop.js';
+import type { StreamCap } from '../stream-cap.js';
 
 export interface OutboundConnectionContext {
   source: Workload;
   /** Where the app's connection was going (capture reads it back; its address family is not needed here). */
   originalDst: Pick<OriginalDestination, 'address' | 'port'>;
+  /** The source pod listener's cap on requests/streams in flight (stream-cap.ts); absent: none. */
+  streams?: StreamCap;
 }
 
 export interface OutboundProxyOptions extends EndpointConnectorOptions {
@@ -165,6 +168,7 @@ class Routed implements RoutedConnection {
     readonly source: Workload,
     readonly dst: OutboundConnectionContext['originalDst'],
     readonly upstreamProtocol: HttpVersion,
+    readonly streams: StreamCap | undefined,
   ) {}
 
   choose(req?: RequestInfo): UpstreamChoice | undefined {
@@ -300,7 +304,7 @@ export class OutboundProxy {
 
   private l7(socket: Socket, ctx: OutboundConnectionContext, protocol: HttpVersion, upstream: HttpVersion): void {
     this.counts[protocol]++;
-    const conn = new Routed(this, ctx.source, ctx.originalDst, upstream);
+    const conn = new Routed(this, ctx.source, ctx.originalDst, upstream, ctx.streams);
     if (protocol === 'http1') this.h1.accept(socket, conn);
     else this.h2.accept(socket, conn);
   }
