@@ -77,6 +77,8 @@ export async function startAdmin(deps: AdminDeps, at: AdminAddresses): Promise<(
           tunnel: { refusals: Object.fromEntries(agent.tunnelRefusals) },
           listeners: { refusals: Object.fromEntries(agent.listenerRefusals) },
           loadShare: agent.loadShare.stats(),
+          // Requests/streams in flight now per pod (15001 and 15008), what the stream caps count.
+          openStreams: agent.openStreams(),
           capture: capture.counters(),
           // Connects the agent makes from inside pod netns: in progress and waiting now, and
           // failures by code (a pod connecting to a black hole shows here).

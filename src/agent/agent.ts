@@ -57,6 +57,12 @@ export interface NodeAgentOptions {
   tunnelStreams?: { max?: number; perPeer?: number };
   /** Loop utilization above which a pod sending more than its share is slowed (load-share.ts; 1: never). */
   loadShareBusy?: number;
+  /** HTTP requests and HTTP/2 streams each pod's outbound listener (15001) has in flight at once. */
+  maxOutboundStreams?: number;
+  /** Streams an app's HTTP/2 session at 15001 may reset before their answer per second (rapid-reset budget). */
+  h2ResetBudget?: number;
+  /** The same budget for each tunnel session at the pods' 15008. */
+  tunnelResetBudget?: number;
   /** PING liveness of outbound tunnel sessions (TunnelPool's defaults when absent: 30 s / 10 s). */
   tunnelKeepalive?: { intervalMs: number; timeoutMs: number };
   /** How long opening a tunnel session (TCP + TLS to a peer node's 15008) may take (TunnelPool's default when absent: 10 s). */
@@ -195,6 +201,7 @@ export class NodeAgent {
       inbound: this.inbound,
       logger: log,
       ...(opts.upgradeProtocols ? { http1: { upgradeProtocols: opts.upgradeProtocols } } : {}),
+      ...(opts.h2ResetBudget ? { http2: { maxClientResetsPerWindow: opts.h2ResetBudget } } : {}),
       // Traffic that leaves the mesh (unknown destinations, endpoints outside the mesh) starts
       // from the source pod's netns, so it carries the pod's address as before capture.
       connectDirect: directConnectOver(sockets),
@@ -376,6 +383,8 @@ export class NodeAgent {
           ...(this.opts.maxConnectionsPerListener ? { maxConnections: this.opts.maxConnectionsPerListener } : {}),
           ...(this.opts.tunnelStreams ? { tunnelStreams: this.opts.tunnelStreams } : {}),
           loadShare: this.loadShare,
+          ...(this.opts.maxOutboundStreams ? { maxOutboundStreams: this.opts.maxOutboundStreams } : {}),
+          ...(this.opts.tunnelResetBudget ? { tunnelResetBudget: this.opts.tunnelResetBudget } : {}),
           peerAuthentication: (pod, port) => this.authorizer.mtlsMode(pod, port),
         });
         this.pods.set(uid, started);
@@ -578,6 +587,13 @@ export class NodeAgent {
       }
     }
     return sum;
+  }
+
+  /** Requests/streams in flight now per local pod, at its outbound listener and tunnel port (admin /stats). */
+  openStreams(): Record<string, { outbound: number; tunnel: number | undefined }> {
+    const out: Record<string, { outbound: number; tunnel: number | undefined }> = {};
+    for (const rt of this.pods.values()) out[`${rt.workload.namespace}/${rt.workload.name}`] = rt.openStreams();
+    return out;
   }
 
   status(): { node: string; configVersion: string | undefined; configErrors: number; pods: AgentPodStatus[] } {

@@ -23,7 +23,9 @@ import { AuditLog } from '../policy/audit-log.js';
 import { parseHostPort, startAdmin } from './admin.js';
 import { DEFAULT_ADMIN_SOCKET } from '../api/agent-admin.js';
 import { DEFAULT_MAX_CONNECTIONS_PER_LISTENER } from '../proxy/connection-cap.js';
-import { DEFAULT_MAX_TUNNEL_STREAMS, DEFAULT_MAX_TUNNEL_STREAMS_PER_PEER } from '../proxy/tunnel/tunnel-server.js';
+import { DEFAULT_MAX_TUNNEL_STREAMS, DEFAULT_MAX_TUNNEL_STREAMS_PER_PEER, DEFAULT_TUNNEL_RESET_BUDGET } from '../proxy/tunnel/tunnel-server.js';
+import { DEFAULT_MAX_STREAMS_PER_LISTENER } from '../proxy/stream-cap.js';
+import { DEFAULT_H2_RESET_BUDGET } from '../proxy/http/http2-forwarder.js';
 import { DEFAULT_MAX_CONNECTS_PER_NETNS, DEFAULT_MAX_QUEUED_PER_NETNS } from '../capture/netns-connect.js';
 import { NodeAgent } from './agent.js';
 import { connectPredecessor, DEFAULT_HANDOVER_SOCKET, HandoverServer } from './handover.js';
@@ -82,6 +84,14 @@ export const AGENT_USAGE = `usage: skein agent --node NAME (--controller H:P | -
                          (default ${DEFAULT_MAX_TUNNEL_STREAMS})
   --max-tunnel-streams-per-peer N  of those, what one source identity may hold, so no client
                          workload takes them all (default ${DEFAULT_MAX_TUNNEL_STREAMS_PER_PEER})
+  --max-outbound-streams N  HTTP requests and HTTP/2 streams each pod's outbound listener (15001)
+                         has in flight at once, all its connections together; beyond it a new
+                         one is refused unprocessed (HTTP/2 REFUSED_STREAM, HTTP/1 503) and
+                         counted as SKEIN_OUTBOUND_STREAM_LIMIT (default ${DEFAULT_MAX_STREAMS_PER_LISTENER})
+  --h2-reset-budget N    streams an app's HTTP/2 session (15001) may reset before their answer per
+                         second; beyond it the session is refused (rapid reset, CVE-2023-44487)
+                         (default ${DEFAULT_H2_RESET_BUDGET})
+  --tunnel-reset-budget N  the same for each tunnel session at the pods' 15008 (default ${DEFAULT_TUNNEL_RESET_BUDGET})
   --max-pod-captured-connections N  outbound connections one pod may have captured at once
                          (connecting or open): its share of the node's original-destination
                          records, so it cannot evict other pods'; more are refused (EPERM) and
@@ -211,6 +221,9 @@ export async function runAgent(argv: string[], deps: AgentMainDeps = {}): Promis
       'max-connections': { type: 'string', default: String(DEFAULT_MAX_CONNECTIONS_PER_LISTENER) },
       'max-tunnel-streams': { type: 'string', default: String(DEFAULT_MAX_TUNNEL_STREAMS) },
       'max-tunnel-streams-per-peer': { type: 'string', default: String(DEFAULT_MAX_TUNNEL_STREAMS_PER_PEER) },
+      'max-outbound-streams': { type: 'string', default: String(DEFAULT_MAX_STREAMS_PER_LISTENER) },
+      'h2-reset-budget': { type: 'string', default: String(DEFAULT_H2_RESET_BUDGET) },
+      'tunnel-reset-budget': { type: 'string', default: String(DEFAULT_TUNNEL_RESET_BUDGET) },
       'max-pod-captured-connections': { type: 'string', default: String(CAPTURE_DEFAULTS.podShare) },
       'load-share-busy': { type: 'string', default: String(DEFAULT_LOAD_SHARE_BUSY) },
       'max-pod-connects': { type: 'string', default: String(DEFAULT_MAX_CONNECTS_PER_NETNS) },
@@ -256,6 +269,9 @@ export async function runAgent(argv: string[], deps: AgentMainDeps = {}): Promis
   const maxConnections = wholeNumber(values['max-connections']!, '--max-connections', 1);
   const maxTunnelStreams = wholeNumber(values['max-tunnel-streams']!, '--max-tunnel-streams', 1);
   const maxTunnelStreamsPerPeer = wholeNumber(values['max-tunnel-streams-per-peer']!, '--max-tunnel-streams-per-peer', 1);
+  const maxOutboundStreams = wholeNumber(values['max-outbound-streams']!, '--max-outbound-streams', 1);
+  const h2ResetBudget = wholeNumber(values['h2-reset-budget']!, '--h2-reset-budget', 1);
+  const tunnelResetBudget = wholeNumber(values['tunnel-reset-budget']!, '--tunnel-reset-budget', 1);
   const podShare = wholeNumber(values['max-pod-captured-connections']!, '--max-pod-captured-connections', 0);
   const loadShareBusy = fraction(values['load-share-busy']!, '--load-share-busy');
   if (loadShareBusy === 0) throw new SkeinError(AgentCode.Usage, '--load-share-busy must be above 0 (1 turns the share off), got "0"');
@@ -358,6 +374,9 @@ export async function runAgent(argv: string[], deps: AgentMainDeps = {}): Promis
     maxConnectionsPerListener: maxConnections,
     loadShareBusy,
     tunnelStreams: { max: maxTunnelStreams, perPeer: maxTunnelStreamsPerPeer },
+    maxOutboundStreams,
+    h2ResetBudget,
+    tunnelResetBudget,
     tunnelKeepalive: { intervalMs: keepaliveS * 1000, timeoutMs: keepaliveTimeoutS * 1000 },
     tunnelConnectTimeoutMs: tunnelConnectS * 1000,
     ...(auditLog ? { auditLog } : {}),

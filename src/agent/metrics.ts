@@ -250,7 +250,7 @@ function registerHealthMetrics(registry: Registry, src: AgentMetricsSources): vo
   if (outboundRefusals) {
     new Counter({
       name: 'skein_outbound_refusals_total',
-      help: 'Requests and connections the outbound side refused, by stable code (no healthy upstream, smuggling, oversized headers, slow clients, reset floods)',
+      help: 'Requests and connections the outbound side refused, by stable code (no healthy upstream, smuggling, oversized headers, slow clients, reset floods, a pod over its cap of requests in flight)',
       labelNames: ['code'] as const,
       registers: [registry],
       collect() {

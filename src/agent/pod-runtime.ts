@@ -36,6 +36,10 @@ export interface PodRuntimeDeps {
   tunnelStreams?: { max?: number; perPeer?: number };
   /** The node's LoadShare: the pod's outbound connections and requests are charged to its account there. */
   loadShare?: LoadShare;
+  /** Streams a tunnel session may reset before their answer per second (default: the tunnel server's). */
+  tunnelResetBudget?: number;
+  /** HTTP requests and HTTP/2 streams the pod's outbound listener has in flight at once (default: the listener's). */
+  maxOutboundStreams?: number;
   /** STRICT or PERMISSIVE for plaintext to a port of the pod (PeerAuthentication). */
   peerAuthentication?: (workload: Workload, port: number) => 'STRICT' | 'PERMISSIVE';
 }
@@ -77,6 +81,7 @@ export class PodRuntime {
         log.warn({ err, pod: `${workload.namespace}/${workload.name}`, code: AgentCode.NoOriginalDst }, 'outbound connection without original destination refused'),
       ...this.caps(this.deps.onListenerRefusal),
       ...(this.deps.loadShare ? { load: this.deps.loadShare.pod(`${this.workload.namespace}/${this.workload.name}`) } : {}),
+      ...(this.deps.maxOutboundStreams ? { maxStreams: this.deps.maxOutboundStreams } : {}),
     });
     await this.outboundListener.listen({ fd: fds.outbound });
     this.plaintext = new PlaintextListener({
@@ -115,6 +120,7 @@ export class PodRuntime {
       ...this.caps(this.deps.onTunnelRefusal),
       ...(this.deps.tunnelStreams?.max ? { maxStreams: this.deps.tunnelStreams.max } : {}),
       ...(this.deps.tunnelStreams?.perPeer ? { maxStreamsPerPeer: this.deps.tunnelStreams.perPeer } : {}),
+      ...(this.deps.tunnelResetBudget ? { rapidResetLimit: this.deps.tunnelResetBudget } : {}),
     });
     if (this.closed) {
       await tunnel.close(0);
@@ -152,6 +158,14 @@ export class PodRuntime {
   /** The pod's tunnel port: sessions open now and streams received (undefined until it is served). */
   tunnelStats(): { sessions: number; streams: number } | undefined {
     return this.tunnel ? { sessions: this.tunnel.stats.sessions, streams: this.tunnel.stats.streams } : undefined;
+  }
+
+  /**
+   * Requests/streams in flight now at the pod's outbound listener (15001) and tunnel port
+   * (15008, undefined until it is served): what the stream caps count (admin /stats).
+   */
+  openStreams(): { outbound: number; tunnel: number | undefined } {
+    return { outbound: this.outboundListener?.streams.open ?? 0, tunnel: this.tunnel?.stats.openStreams };
   }
 
   /** Why the pod is captured but not served yet (its certificate), or undefined when it is served. */

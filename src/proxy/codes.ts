@@ -37,6 +37,11 @@ export const OutboundCode = {
   ConnectionLimit: 'SKEIN_OUTBOUND_CONNECTION_LIMIT',
   /** The pod is over its share of a contended agent and its queue of waiting new connections is full (proxy/load-share.ts). */
   LoadShareQueueFull: 'SKEIN_OUTBOUND_LOAD_SHARE_QUEUE_FULL',
+  /**
+   * The pod's outbound listener (15001) has its maximum of requests and streams in flight; a
+   * new one was refused (HTTP/2: RST_STREAM REFUSED_STREAM, HTTP/1: 503), not processed.
+   */
+  StreamLimit: 'SKEIN_OUTBOUND_STREAM_LIMIT',
 } as const;
 
 export const InboundCode = {

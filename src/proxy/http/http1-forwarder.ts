@@ -35,6 +35,7 @@ import { type TraceHook, traceFields } from './trace-hook.js';
 import { type HttpRequestRecord, type MeshRequestOpener, type RequestInfo, type RoutedConnection, type UpstreamChoice, upstreamFailure, upstreamFields } from './types.js';
 import { OPENER_OPTION, type UpstreamPool } from './upstream-pool.js';
 import { HttpCode, OutboundCode } from '../codes.js';
+import type { StreamCap } from '../stream-cap.js';
 
 export interface Http1Options {
   /** Largest request head accepted (bytes); beyond it 431. Default 16384. */
@@ -56,6 +57,11 @@ export interface Http1Options {
 const kConn = Symbol('skein.routedConnection');
 
 type SocketWithConn = Socket & { [kConn]?: RoutedConnection };
+
+/** Response field naming the stable code of a refusal the agent answered itself. */
+export const CODE_FIELD = 'skein-code';
+/** Body of the 503 over the stream cap (built once: the refusal path allocates no text). */
+const STREAM_LIMIT_BODY = Buffer.from(`too many requests in flight from this pod (${OutboundCode.StreamLimit})\n`);
 
 /** Status text per refusal, for the minimal responses written on a refused connection. */
 const STATUS_TEXT: Record<number, string> = { 400: 'Bad Request', 408: 'Request Timeout', 431: 'Request Header Fields Too Large' };
@@ -179,12 +185,21 @@ export class Http1Forwarder {
 
   private onRequest(req: http.IncomingMessage, res: http.ServerResponse): void {
     const conn = (req.socket as SocketWithConn)[kConn];
+    // The source pod's cap on requests in flight, before any work. The place is given back in
+    // the response's 'close' below: emitted once the response is done or the connection is
+    // gone (a client that left mid-request included), so it never leaks.
+    const streams = conn?.streams;
+    if (streams && !streams.take()) {
+      this.refuseOverCap(req, res, streams);
+      return;
+    }
     const span = conn ? this.traceHook?.start(req.headers, req.rawHeaders) : undefined;
     const choice = conn?.choose(requestInfoOf(req));
     if (conn) {
       const started = performance.now();
       const bytes = countHttp1BodyBytes(req, res);
       res.once('close', () => {
+        streams?.release();
         const plan = choice?.plan;
         const flags = !choice ? 'UH' : plan && plan.flags.length > 0 ? plan.flags.join(',') : res.headersSent ? '' : 'DC';
         const rec: HttpRequestRecord = {
@@ -377,6 +392,22 @@ export class Http1Forwarder {
     res.once('close', () => {
       if (!up.closed && !res.writableFinished) up.close(http2.constants.NGHTTP2_CANCEL);
     });
+  }
+
+  /**
+   * Over the pod's cap: 503 naming the code (`skein-code` field and body), nothing sent
+   * upstream. The request body, if any, is read and dropped, so the connection stays usable
+   * (keep-alive) like after any other answer; no `Connection: close` is needed.
+   */
+  private refuseOverCap(req: http.IncomingMessage, res: http.ServerResponse, streams: StreamCap): void {
+    this.refusals.refuseQuietly(
+      OutboundCode.StreamLimit,
+      () => ({ ...this.fields(req.socket), protocol: 'http1', open: streams.open, max: streams.max }),
+      'pod has its maximum of requests in flight at its outbound listener; request refused',
+    );
+    req.resume();
+    res.writeHead(503, { 'content-type': 'text/plain', 'content-length': STREAM_LIMIT_BODY.length, [CODE_FIELD]: OutboundCode.StreamLimit });
+    res.end(STREAM_LIMIT_BODY);
   }
 
   private respondError(res: http.ServerResponse, status: number, text: string): void {

@@ -34,7 +34,7 @@ export interface Http2Options {
   maxConcurrentStreams?: number;
   /** SETTINGS_MAX_HEADER_LIST_SIZE advertised to clients (bytes). Default 65536. */
   maxHeaderListSize?: number;
-  /** Streams the client may reset before their answer, per window, before the session is refused. Default 200. */
+  /** Streams the client may reset before their answer, per window, before the session is refused. Default DEFAULT_H2_RESET_BUDGET (`--h2-reset-budget`). */
   maxClientResetsPerWindow?: number;
   /** Window of the reset budget (ms). Default 1000. */
   resetWindowMs?: number;
@@ -44,9 +44,25 @@ export interface Http2Options {
   traceHook?: TraceHook;
 }
 
+/** Default streams an app's HTTP/2 session may reset before their answer per second (`skein agent --h2-reset-budget`). */
+export const DEFAULT_H2_RESET_BUDGET = 200;
+
 /** Per-session state, allocated with the session, small on purpose. */
 interface SessionState {
   conn: RoutedConnection;
+}
+
+/**
+ * 'end' of a client connection: the client is gone. The pod's listener keeps sockets half-open
+ * (a faithful half-close for L4 pipes), and Node's HTTP/2 session does not watch for the FIN,
+ * so a client that closed its connection left the session and its streams open — requests
+ * still held upstream and their places in the pod's stream cap taken — until the next write
+ * failed, or for good if none came (found by the stream-cap unit test). HTTP/2 has no
+ * half-close of a connection: a client that sent FIN can send no WINDOW_UPDATE or RST_STREAM
+ * any more. Destroying the socket closes the session, which closes every stream.
+ */
+function destroyOnClientEnd(this: Socket): void {
+  this.destroy();
 }
 
 const kState = Symbol('skein.h2SessionState');
@@ -73,7 +89,7 @@ export class Http2Forwarder {
     this.managed = new ManagedExchange(pool, log);
     this.traceHook = opts.traceHook;
     this.guard = new H2AbuseGuard({
-      maxResetsPerWindow: opts.maxClientResetsPerWindow ?? 200,
+      maxResetsPerWindow: opts.maxClientResetsPerWindow ?? DEFAULT_H2_RESET_BUDGET,
       windowMs: opts.resetWindowMs ?? 1000,
       onAbusive: (session: StatefulSession, j) =>
         this.refusals.refuse(
@@ -117,6 +133,7 @@ export class Http2Forwarder {
   }
 
   accept(socket: Socket, conn: RoutedConnection): void {
+    socket.once('end', destroyOnClientEnd);
     this.pendingConn = conn;
     try {
       this.server.emit('connection', socket);
@@ -166,6 +183,19 @@ export class Http2Forwarder {
       return;
     }
     const conn = state.conn;
+    // The source pod's cap on requests in flight, before any work: over it the stream is
+    // refused unprocessed (REFUSED_STREAM: the client may retry it, RFC 9113 §8.7). The place
+    // is given back in the 'close' below, which every stream reaches however it ends.
+    const streams = conn.streams;
+    if (streams && !streams.take()) {
+      this.refusals.refuseQuietly(
+        OutboundCode.StreamLimit,
+        () => ({ ...conn.logFields(), protocol: 'http2', open: streams.open, max: streams.max }),
+        'pod has its maximum of requests in flight at its outbound listener; stream refused',
+      );
+      this.guard.closeStream(stream, NGHTTP2_REFUSED_STREAM);
+      return;
+    }
     const span = this.traceHook?.start(headers);
     const choice = conn.choose({
       method: String(headers[':method'] ?? ''),
@@ -176,6 +206,7 @@ export class Http2Forwarder {
     const started = performance.now();
     const bytes = countBodyBytes(stream);
     stream.once('close', () => {
+      streams?.release();
       const plan = choice?.plan;
       const outcome = streamOutcome(stream);
       const flags = !choice ? 'UH' : plan && plan.flags.length > 0 ? plan.flags.join(',') : outcome.status === 0 ? 'DC' : '';

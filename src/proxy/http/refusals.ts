@@ -14,6 +14,16 @@ export class RefusalLog {
     this.log.warn({ code, ...fields }, message);
   }
 
+  /**
+   * Counted the same, logged at debug only: refusals that come by the thousand when a pod is
+   * at a cap (stream limit), where a warn line each would cost more than the refusal itself.
+   * The count (/stats, skein_outbound_refusals_total) is what operators alert on.
+   */
+  refuseQuietly(code: string, fields: () => Record<string, unknown>, message: string): void {
+    this.counts.set(code, (this.counts.get(code) ?? 0) + 1);
+    if (this.log.isLevelEnabled('debug')) this.log.debug({ code, ...fields() }, message);
+  }
+
   count(code: string): number {
     return this.counts.get(code) ?? 0;
   }

@@ -8,6 +8,7 @@ import type { ClientHttp2Stream, ClientSessionRequestOptions, OutgoingHttpHeader
 import type { Duplex } from 'node:stream';
 import type { RequestSpan } from '../../telemetry/tracing.js';
 import { OutboundCode, TunnelCode } from '../codes.js';
+import type { StreamCap } from '../stream-cap.js';
 import type { TraceFields } from './trace-hook.js';
 
 /** Opens one HTTP/2 request stream (headers as given, `skein-*` included) to an agent. */
@@ -124,6 +125,12 @@ export interface RoutedConnection {
   readonly upstreamProtocol: HttpVersion;
   /** Chooses an endpoint for one request (routing may look at it); undefined when no endpoint is ready. */
   choose(req?: RequestInfo): UpstreamChoice | undefined;
+  /**
+   * The requests/streams in flight at the listener this connection came in on (the source
+   * pod's 15001): each request takes a place before any work and gives it back when it ends;
+   * over the cap it is refused with SKEIN_OUTBOUND_STREAM_LIMIT. Absent: no cap.
+   */
+  readonly streams?: StreamCap | undefined;
   /** Fields identifying the connection in logs. */
   logFields(): Record<string, unknown>;
   /** One request finished (served, refused or failed): access log and telemetry. */

@@ -9,6 +9,7 @@ import type { Workload } from '../../config/model.js';
 import { OutboundCode } from '../codes.js';
 import { capConnections } from '../connection-cap.js';
 import type { PodLoad } from '../load-share.js';
+import { StreamCap } from '../stream-cap.js';
 import type { OutboundConnectionContext, OutboundProxy } from './outbound-proxy.js';
 
 export interface OutboundListenerOptions {
@@ -24,14 +25,23 @@ export interface OutboundListenerOptions {
   onRefusal?: (code: string) => void;
   /** The pod's account in the agent's LoadShare: its connections and requests are charged there, and paused when it is over its share. */
   load?: PodLoad;
+  /**
+   * HTTP requests and HTTP/2 streams in flight at once over all this pod's outbound
+   * connections; beyond it a new one is refused (SKEIN_OUTBOUND_STREAM_LIMIT, counted in the
+   * outbound refusals). Default DEFAULT_MAX_STREAMS_PER_LISTENER.
+   */
+  maxStreams?: number;
 }
 
 export class OutboundListener {
   private workload: Workload;
   private readonly server: Server;
+  /** This pod's requests/streams in flight through 15001 (every connection's shares it). */
+  readonly streams: StreamCap;
 
   constructor(private readonly opts: OutboundListenerOptions) {
     this.workload = opts.workload;
+    this.streams = new StreamCap(opts.maxStreams);
     this.server = createServer({ allowHalfOpen: true, noDelay: true }, (socket) => this.onConnection(socket));
     capConnections(this.server, opts.maxConnections, OutboundCode.ConnectionLimit, opts.onRefusal);
   }
@@ -77,6 +87,6 @@ export class OutboundListener {
       socket.resetAndDestroy();
       return;
     }
-    this.opts.outbound.handleConnection(socket, { source: this.workload, originalDst, ...(this.opts.load ? { load: this.opts.load } : {}) });
+    this.opts.outbound.handleConnection(socket, { source: this.workload, originalDst, streams: this.streams, ...(this.opts.load ? { load: this.opts.load } : {}) });
   }
 }

@@ -34,6 +34,7 @@ import { TrafficRouter } from './traffic-router.js';
 import { OutboundCode } from '../codes.js';
 import { noop } from '../noop.js';
 import type { PodLoad } from '../load-share.js';
+import type { StreamCap } from '../stream-cap.js';
 
 export interface OutboundConnectionContext {
   source: Workload;
@@ -41,6 +42,8 @@ export interface OutboundConnectionContext {
   originalDst: Pick<OriginalDestination, 'address' | 'port'>;
   /** The source pod's share of the agent (load-share.ts): each request is charged to it. */
   load?: PodLoad;
+  /** The source pod listener's cap on requests/streams in flight (stream-cap.ts); absent: none. */
+  streams?: StreamCap;
 }
 
 export interface OutboundProxyOptions extends EndpointConnectorOptions {
@@ -175,6 +178,7 @@ class Routed implements RoutedConnection {
     readonly source: Workload,
     readonly dst: OutboundConnectionContext['originalDst'],
     readonly upstreamProtocol: HttpVersion,
+    readonly streams: StreamCap | undefined,
     private readonly load: PodLoad | undefined,
     private readonly socket: Socket | undefined,
   ) {}
@@ -313,7 +317,7 @@ export class OutboundProxy {
 
   private l7(socket: Socket, ctx: OutboundConnectionContext, protocol: HttpVersion, upstream: HttpVersion): void {
     this.counts[protocol]++;
-    const conn = new Routed(this, ctx.source, ctx.originalDst, upstream, ctx.load, ctx.load ? socket : undefined);
+    const conn = new Routed(this, ctx.source, ctx.originalDst, upstream, ctx.streams, ctx.load, ctx.load ? socket : undefined);
     if (protocol === 'http1') this.h1.accept(socket, conn);
     else this.h2.accept(socket, conn);
   }

@@ -62,6 +62,7 @@ import { gracefulGoaway } from '../http/graceful-goaway.js';
 import { TunnelCode } from '../codes.js';
 import { guardWritev } from './writev-guard.js';
 import { capConnections } from '../connection-cap.js';
+import { DEFAULT_MAX_STREAMS_PER_LISTENER, StreamCap } from '../stream-cap.js';
 
 export interface TunnelServerOptions {
   /** The pod behind this listener (its IPs are the only valid CONNECT authorities). */
@@ -89,7 +90,7 @@ export interface TunnelServerOptions {
   handshakeTimeoutMs?: number;
   /** Close a session with no open stream after this long. Default 5 min. */
   sessionIdleTimeoutMs?: number;
-  /** Streams the client may cancel before they are answered, per `rapidResetWindowMs`. Default 100. */
+  /** Streams the client may cancel before they are answered, per `rapidResetWindowMs`. Default DEFAULT_TUNNEL_RESET_BUDGET (`--tunnel-reset-budget`). */
   rapidResetLimit?: number;
   rapidResetWindowMs?: number;
   /** Poll the identity source for a rotated certificate / bundle this often; 0 disables. Default 30 s. */
@@ -119,8 +120,10 @@ export interface TunnelServerOptions {
   maxStreamsPerPeer?: number;
 }
 
-/** Default open streams per pod tunnel port (`skein agent --max-tunnel-streams`). */
-export const DEFAULT_MAX_TUNNEL_STREAMS = 16_384;
+/** Default open streams per pod tunnel port (`skein agent --max-tunnel-streams`): stream-cap.ts's default. */
+export const DEFAULT_MAX_TUNNEL_STREAMS = DEFAULT_MAX_STREAMS_PER_LISTENER;
+/** Default streams a tunnel session may reset before their answer per second (`--tunnel-reset-budget`). */
+export const DEFAULT_TUNNEL_RESET_BUDGET = 100;
 /** Default open streams per source identity at one pod (`--max-tunnel-streams-per-peer`): three quarters of the pod's, so one client workload can hold 10,000 idle connections (the idle-connections e2e) and still leaves a quarter to the others. */
 export const DEFAULT_MAX_TUNNEL_STREAMS_PER_PEER = 12_288;
 
@@ -182,7 +185,8 @@ export class TunnelServer {
   private readonly maxSessionsPerPeer: number;
   /** Open streams by source identity, for maxStreamsPerPeer. */
   private readonly streamsByPeer = new Map<string, number>();
-  private readonly maxStreams: number;
+  /** Streams open at this pod's tunnel port, all sessions (the same cap as the outbound listener's). */
+  private readonly streamCap: StreamCap;
   private readonly maxStreamsPerPeer: number;
   private readonly sessionIdleTimeoutMs: number;
   private readonly sessionWindowBytes: number;
@@ -210,12 +214,15 @@ export class TunnelServer {
     this.log = (opts.logger ?? silentLogger()).child({ component: 'tunnel-server', workload: `${opts.workload.namespace}/${opts.workload.name}` });
     this.onRefusal = opts.onRefusal;
     this.maxSessionsPerPeer = opts.maxSessionsPerPeer ?? 256;
-    this.maxStreams = opts.maxStreams ?? DEFAULT_MAX_TUNNEL_STREAMS;
+    this.streamCap = new StreamCap(opts.maxStreams ?? DEFAULT_MAX_TUNNEL_STREAMS);
+    // Read from the cap: one counter, never two to keep in step.
+    const cap = this.streamCap;
+    Object.defineProperty(this.stats, 'openStreams', { get: () => cap.open, enumerable: true });
     this.maxStreamsPerPeer = opts.maxStreamsPerPeer ?? DEFAULT_MAX_TUNNEL_STREAMS_PER_PEER;
     this.sessionIdleTimeoutMs = opts.sessionIdleTimeoutMs ?? 300_000;
     this.sessionWindowBytes = opts.sessionWindowBytes ?? 8 * 1024 * 1024;
     this.guard = new H2AbuseGuard({
-      maxResetsPerWindow: opts.rapidResetLimit ?? 100,
+      maxResetsPerWindow: opts.rapidResetLimit ?? DEFAULT_TUNNEL_RESET_BUDGET,
       windowMs: opts.rapidResetWindowMs ?? 1_000,
       onAbusive: (session, j) => {
         const state = sessionStates.get(session);
@@ -472,15 +479,15 @@ export class TunnelServer {
     // share of it (per identity, over all its sessions and nodes: fairness between clients).
     const peer = state.peer.ok ? state.peer.identity : undefined;
     const peerStreams = peer === undefined ? 0 : (this.streamsByPeer.get(peer) ?? 0);
-    const limit = this.stats.openStreams >= this.maxStreams ? TunnelCode.StreamLimit : peerStreams >= this.maxStreamsPerPeer ? TunnelCode.PeerStreamLimit : undefined;
+    const limit = this.streamCap.full ? TunnelCode.StreamLimit : peerStreams >= this.maxStreamsPerPeer ? TunnelCode.PeerStreamLimit : undefined;
     if (limit) {
       this.countRefusal(limit);
-      this.log.debug({ refused: 'stream-limit', code: limit, peerIdentity: peer, open: this.stats.openStreams, peerOpen: peerStreams }, 'tunnel stream refused: over the stream cap');
+      this.log.debug({ refused: 'stream-limit', code: limit, peerIdentity: peer, open: this.streamCap.open, peerOpen: peerStreams }, 'tunnel stream refused: over the stream cap');
       stream.on('error', () => {});
       this.guard.closeStream(stream, h2c.NGHTTP2_REFUSED_STREAM);
       return;
     }
-    this.stats.openStreams++;
+    this.streamCap.take();
     if (peer !== undefined) this.streamsByPeer.set(peer, peerStreams + 1);
     state.open++;
     if (state.idleTimer) {
@@ -489,7 +496,7 @@ export class TunnelServer {
     }
     stream.once('close', () => {
       state.open--;
-      this.stats.openStreams--;
+      this.streamCap.release();
       if (peer !== undefined) {
         const n = (this.streamsByPeer.get(peer) ?? 1) - 1;
         if (n <= 0) this.streamsByPeer.delete(peer);

@@ -14,7 +14,7 @@ t.test('the agent refuses an incomplete command line before touching anything', 
     code: 'SKEIN_AGENT_USAGE',
     message: /exactly one of/,
   });
-  for (const flag of ['--max-connections', '--max-pod-connects', '--max-tunnel-streams', '--max-tunnel-streams-per-peer']) {
+  for (const flag of ['--max-connections', '--max-pod-connects', '--max-tunnel-streams', '--max-tunnel-streams-per-peer', '--max-outbound-streams', '--h2-reset-budget', '--tunnel-reset-budget']) {
     for (const bad of ['0', '-5', '1.5', 'lots', '']) {
       await t.rejects(runAgent(['--node', 'n1', '--config-folder', '/tmp', `${flag}=${bad}`]), {
         code: 'SKEIN_AGENT_USAGE',
