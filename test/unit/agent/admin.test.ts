@@ -24,6 +24,7 @@ function deps(): AdminDeps {
     tunnelRefusals: new Map([['SKEIN_TUNNEL_TLS_UNKNOWN_CA', 2]]),
     listenerRefusals: new Map([['SKEIN_OUTBOUND_CONNECTION_LIMIT', 1]]),
     openStreams: () => ({ 'shop/client-0': { outbound: 3, tunnel: 0 } }),
+    loadShare: { stats: () => ({ utilization: 0.9, lagMs: 1, pods: { 'shop/flooder-0': { pauses: 4, refused: 0, allowance: 20 } } }) },
   };
   return { agent, capture: { counters: () => ({ skAssignFailed: 0 }), connectStats: () => ({ inProgress: 1, queued: 2, refusals: { SKEIN_CAPTURE_CONNECT_TIMEOUT: 3 } }) }, certificates: {}, registry: new Registry(), log: silentLogger() } as unknown as AdminDeps;
 }
@@ -68,6 +69,7 @@ t.test('served on a 0600 unix socket; no TCP admin unless asked', async (t) => {
     rateLimits: { limited: {} },
     tunnel: { refusals: { SKEIN_TUNNEL_TLS_UNKNOWN_CA: 2 } },
     listeners: { refusals: { SKEIN_OUTBOUND_CONNECTION_LIMIT: 1 } },
+    loadShare: { utilization: 0.9, lagMs: 1, pods: { 'shop/flooder-0': { pauses: 4, refused: 0, allowance: 20 } } },
     openStreams: { 'shop/client-0': { outbound: 3, tunnel: 0 } },
     capture: { skAssignFailed: 0 },
     podConnects: { inProgress: 1, queued: 2, refusals: { SKEIN_CAPTURE_CONNECT_TIMEOUT: 3 } },

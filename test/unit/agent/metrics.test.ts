@@ -49,6 +49,19 @@ t.test('listener (15001/15006) refusals by code, read at scrape time', async (t)
   t.match(await registry.metrics(), /skein_listener_refusals_total\{code="SKEIN_OUTBOUND_CONNECTION_LIMIT"\} 5/);
 });
 
+t.test("the load share: the loop's utilization and each slowed pod's pauses, read at scrape time", async (t) => {
+  const registry = new Registry();
+  let stats = { utilization: 0.2, lagMs: 0, pods: {} as Record<string, { pauses: number; refused: number; allowance?: number }> };
+  registerAgentMetrics(registry, { capture: { counters: () => ({ skLookupAssignFailed: 0, skLookupNoSocket: 0 }) }, tunnelRefusals: new Map(), loadShare: () => stats, log: silentLogger() });
+  let text = await registry.metrics();
+  t.match(text, /skein_event_loop_utilization 0.2/);
+  t.notMatch(text, /skein_pod_load_share_pauses_total\{/);
+  stats = { utilization: 0.8, lagMs: 3, pods: { 'shop/flooder-0': { pauses: 12, refused: 1, allowance: 30 } } };
+  text = await registry.metrics();
+  t.match(text, /skein_event_loop_utilization 0.8/);
+  t.match(text, /skein_pod_load_share_pauses_total\{pod="shop\/flooder-0"\} 12/);
+});
+
 t.test('pods by state, read at scrape time (pending: captured, refused until the certificate arrives)', async (t) => {
   const registry = new Registry();
   let pods = [{ state: 'serving' }, { state: 'pending' }, { state: 'serving' }];
