@@ -6,7 +6,7 @@
 import { once } from 'node:events';
 import { createServer, connect, type Server, type Socket } from 'node:net';
 import t from 'tap';
-import { LoadShare } from '../../../src/proxy/load-share.js';
+import { LoadShare, type PodLoad } from '../../../src/proxy/load-share.js';
 
 const BUSY = { utilization: 0.9, lagMs: 0 };
 const CALM = { utilization: 0.1, lagMs: 0 };
@@ -33,6 +33,15 @@ async function socketPairs(t: Tap.Test, n: number): Promise<Array<{ server: Sock
     server.close();
   });
   return pairs;
+}
+
+/** Five contended intervals in which `heavy` does 100 units and `light` one: `heavy` is slowed. */
+function slowHeavy(share: LoadShare, heavy: PodLoad, light: PodLoad): void {
+  for (let i = 0; i < 5; i++) {
+    for (let r = 0; r < 100; r++) heavy.chargeRequest(0, undefined);
+    light.chargeRequest(0, undefined);
+    share.tick(BUSY);
+  }
 }
 
 /** Whether `s` delivers what its peer writes within `ms`. */
@@ -112,11 +121,7 @@ t.test('new connections of a paused pod wait, in order, and are served at its re
   const pairs = await socketPairs(t, 4);
   const heavy = share.pod('a/heavy');
   const light = share.pod('a/light');
-  for (let i = 0; i < 5; i++) {
-    for (let r = 0; r < 100; r++) heavy.chargeRequest(0, undefined);
-    light.chargeRequest(0, undefined);
-    share.tick(BUSY);
-  }
+  slowHeavy(share, heavy, light);
   while (!heavy.paused) heavy.chargeRequest(0, undefined);
   const served: number[] = [];
   t.ok(heavy.admit(pairs[0]!.server, () => served.push(0)));
@@ -137,11 +142,7 @@ t.test('calm: a slowed pod gets more, then is lifted when it no longer uses its 
   t.teardown(() => share.stop());
   const heavy = share.pod('a/heavy');
   const light = share.pod('a/light');
-  for (let i = 0; i < 5; i++) {
-    for (let r = 0; r < 100; r++) heavy.chargeRequest(0, undefined);
-    light.chargeRequest(0, undefined);
-    share.tick(BUSY);
-  }
+  slowHeavy(share, heavy, light);
   for (let i = 0; i < 20 && heavy.paused; i++) share.tick({ utilization: 0.4, lagMs: 0 }); // neither busy nor calm: the debt is paid
   t.notOk(heavy.paused);
   const slowed = heavy.allowance;
@@ -157,11 +158,7 @@ t.test('calm: a slowed pod gets more, then is lifted when it no longer uses its 
   t.teardown(() => share2.stop());
   const a = share2.pod('a/a');
   const b = share2.pod('a/b');
-  for (let i = 0; i < 5; i++) {
-    for (let r = 0; r < 100; r++) a.chargeRequest(0, undefined);
-    b.chargeRequest(0, undefined);
-    share2.tick(BUSY);
-  }
+  slowHeavy(share2, a, b);
   t.ok(a.allowance < 100);
   b.close(); // the other pod left: nobody to be fair to
   for (let r = 0; r < 100; r++) a.chargeRequest(0, undefined);
@@ -181,11 +178,7 @@ t.test('busy 1 turns the share off; close() closes what waits and reads what was
   const pairs = await socketPairs(t, 2);
   const heavy = share.pod('a/heavy');
   const light = share.pod('a/light');
-  for (let i = 0; i < 5; i++) {
-    for (let r = 0; r < 100; r++) heavy.chargeRequest(0, undefined);
-    light.chargeRequest(0, undefined);
-    share.tick(BUSY);
-  }
+  slowHeavy(share, heavy, light);
   while (!heavy.paused) heavy.chargeRequest(0, pairs[0]!.server);
   heavy.chargeRequest(0, pairs[0]!.server); // stopped
   t.ok(heavy.admit(pairs[1]!.server, () => t.fail('never served')));
