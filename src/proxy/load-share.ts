@@ -100,6 +100,8 @@ export class PodLoad {
   paused = false;
   pauses = 0;
   refused = 0;
+  /** Recent units per request (moving average): what reading one stopped socket again costs. */
+  perRequest = 1;
   lastActive = Number.NEGATIVE_INFINITY;
   /** Sockets stopped while the pod is paused, read again at its resume. */
   private readonly stopped = new Set<Socket>();
@@ -132,7 +134,9 @@ export class PodLoad {
 
   /** One request with `headerFields` fields, read from `socket`. */
   chargeRequest(headerFields: number, socket: Socket | undefined): void {
-    this.charge(1 + (headerFields >> 4));
+    const units = 1 + (headerFields >> 4);
+    this.perRequest += 0.1 * (units - this.perRequest);
+    this.charge(units);
     if (this.paused && socket && !this.stopped.has(socket)) {
       this.stopped.add(socket);
       handleOf(socket)?.readStop?.();
@@ -167,26 +171,42 @@ export class PodLoad {
     this.allowance = allowance;
   }
 
-  /** @internal the controller's: the interval's allowance is added; out of debt, the pod is read again. */
+  /** @internal the controller's: the interval's allowance is added; out of debt, the pod is read again, as far as its credit goes. */
   refill(): void {
     if (this.allowance !== Number.POSITIVE_INFINITY) this.credit = Math.min(this.credit + this.allowance, this.allowance);
-    if (this.paused && (this.allowance === Number.POSITIVE_INFINITY || this.credit > 0)) this.resume();
+    if (this.allowance === Number.POSITIVE_INFINITY || this.credit > 0) {
+      this.paused = false;
+      this.release();
+    }
   }
 
-  private resume(): void {
-    this.paused = false;
-    for (const s of this.stopped) if (!s.destroyed) handleOf(s)?.readStart?.();
-    this.stopped.clear();
-    // Waiting connections, oldest first, while the pod has credit (each is charged as it is served).
+  /**
+   * Reads stopped sockets again and serves waiting connections, oldest first, within the
+   * pod's credit: a stopped socket holds about one request (`perRequest` units), a waiting
+   * connection costs one. Restarting them all at once would let every connection of the pod
+   * bring a request in the same turn (the header flood's 32 connections: a burst of ~25 ms of
+   * work, whatever the allowance); what the credit does not cover waits for the next interval.
+   * A socket stopped again goes to the back, so every connection gets its turn.
+   */
+  private release(): void {
+    const unlimited = this.allowance === Number.POSITIVE_INFINITY;
+    let budget = unlimited ? Number.POSITIVE_INFINITY : this.credit;
+    for (const s of this.stopped) {
+      if (budget <= 0) break;
+      this.stopped.delete(s);
+      if (s.destroyed) continue;
+      handleOf(s)?.readStart?.();
+      budget -= this.perRequest;
+    }
     let i = 0;
-    while (i < this.queue.length && !this.paused) {
+    while (i < this.queue.length && !this.paused && (unlimited || this.credit > 0)) {
       const { socket, serve } = this.queue[i++]!;
       if (socket.destroyed) continue;
       handleOf(socket)?.readStart?.();
       this.charge(1);
       serve();
     }
-    this.queue = i === this.queue.length ? [] : this.queue.slice(i);
+    if (i > 0) this.queue = i === this.queue.length ? [] : this.queue.slice(i);
   }
 
   /** Whether anything waits for the pod's resume. */

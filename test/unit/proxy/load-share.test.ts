@@ -188,3 +188,20 @@ t.test('busy 1 turns the share off; close() closes what waits and reads what was
   t.pass('the waiting connection was closed');
   t.ok(await delivers(pairs[0]!.server, pairs[0]!.client), 'the stopped one is read again');
 });
+
+t.test("out of debt, a pod's stopped sockets are read again only as far as its credit goes, oldest first", async (t) => {
+  const share = new LoadShare({ intervalMs: 1e9 });
+  t.teardown(() => share.stop());
+  const pairs = await socketPairs(t, 10);
+  const heavy = share.pod('a/heavy');
+  const light = share.pod('a/light');
+  slowHeavy(share, heavy, light);
+  while (!heavy.paused) heavy.chargeRequest(0, undefined);
+  for (const p of pairs) heavy.chargeRequest(0, p.server); // each brought a request while paused: stopped
+  // Hold the allowance at 3 units (one per request here): each interval reads 3 sockets again.
+  heavy.setAllowance(3);
+  heavy.credit = 0;
+  share.tick({ utilization: 0.4, lagMs: 0 });
+  const reading = await Promise.all(pairs.map((p) => delivers(p.server, p.client, 50)));
+  t.same(reading, [true, true, true, false, false, false, false, false, false, false], 'the three stopped first are read again, the rest wait');
+});
