@@ -34,15 +34,17 @@ const FLOOR_MS = 20;
  * out before one agent's loop does: measured on the header flood, at 0.5 the victim's p99 went
  * 13 -> 22-48 ms (2 of 4 runs over the bound), at 0.35 24-39 ms, at 0.25 it stayed at its
  * baseline (12-15 ms), the flooder still served at ~270 req/s. The test runs the agent as an
- * operator would on a node whose agent shares two cores with its pods: 0.25.
+ * operator would on a node whose agent shares two cores with its pods: 0.25. (Those figures
+ * are from the first, eager version of the pause; the final one: see the README's fault table.)
  */
 const LOAD_SHARE_BUSY = '0.25';
 /**
- * Both floods at once do not keep the bound yet (tap todo, the figures still printed): the
- * flooder's ~9k connects/s, each accepted by Node and reset once its pod's queue is full, still
- * cost this VM's 2 cores enough (victim p99 65-222 ms over 3 runs; 106-164 ms before the share).
- * What would: not accepting a slowed pod's connections at all (the kernel's backlog holds them
- * at no cost), or a per-pod connect budget in connect4/6. Clear this when one exists.
+ * Both floods at once do not keep the bound reliably yet (tap todo when over it, the figures
+ * still printed): the flooder's ~9k connects/s, each accepted by Node and reset once its pod's
+ * queue is full, still cost this VM's 2 cores enough at times (victim p99 17 and 61 ms in two
+ * runs against a 26-28 ms bound; 106-164 ms before the share). What would: not accepting a
+ * slowed pod's connections at all (the kernel's backlog holds them at no cost), or a per-pod
+ * connect budget in connect4/6. Clear this when one exists.
  */
 const TODO_BOTH = 'both floods at once: connects refused at accept still cost the 2-core VM; no accept pause yet';
 
