@@ -132,6 +132,17 @@ export class PodLoad {
     return true;
   }
 
+  /**
+   * Whether a connection arriving now would be refused (paused, queue full); counts it as
+   * refused when so. The listener asks before Node makes a Socket of the accepted handle, so a
+   * refusal costs closing the handle only (a connect flood is ~9k of them a second).
+   */
+  refuseNew(): boolean {
+    if (!this.paused || this.queue.length < this.share.maxQueued) return false;
+    this.refused++;
+    return true;
+  }
+
   /** One request with `headerFields` fields, read from `socket`. */
   chargeRequest(headerFields: number, socket: Socket | undefined): void {
     const units = 1 + (headerFields >> 4);

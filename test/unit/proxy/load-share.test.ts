@@ -127,9 +127,11 @@ t.test('new connections of a paused pod wait, in order, and are served at its re
   t.ok(heavy.admit(pairs[0]!.server, () => served.push(0)));
   t.ok(heavy.admit(pairs[1]!.server, () => served.push(1)));
   t.notOk(heavy.admit(pairs[2]!.server, () => served.push(2)), 'the third is refused: the queue holds 2');
+  t.ok(heavy.refuseNew(), 'and the listener is told to refuse the next before making a Socket of it');
+  t.notOk(light.refuseNew(), 'not another pod');
   t.same(served, [], 'nothing served while paused');
   t.notOk(await delivers(pairs[0]!.server, pairs[0]!.client), 'a waiting connection is not read');
-  t.equal(share.stats().pods['a/heavy']!.refused, 1);
+  t.equal(share.stats().pods['a/heavy']!.refused, 2);
   for (let i = 0; i < 100 && heavy.paused; i++) share.tick({ utilization: 0.4, lagMs: 0 });
   t.same(served, [0, 1], 'served oldest first at the resume');
   // A connection of a pod that is not paused is served at once.
