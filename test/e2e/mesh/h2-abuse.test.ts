@@ -79,11 +79,21 @@ t.test('a rapid-reset flood from one pod is refused early and does not hurt the 
   for (let i = 0; i < ROUNDS; i++) floods.push(await flood());
   const during = await underFlood;
 
+  t.ok(floods.some((f) => f.goaways.length > 0), 'at least one flood read its GOAWAY (the frame checks below are not all skipped)');
   for (const [i, f] of floods.entries()) {
     t.comment(
       `flood ${i + 1}: ${f.sent} pairs written (${f.sentAtGoaway ?? '-'} when the GOAWAY was seen), GOAWAY codes ${f.goaways.join(',')} ` +
         `last-stream-ids ${f.goawayLastStreamIds.join(' -> ')}, first GOAWAY after ${f.firstGoawayMs} ms, closed ${f.closed}`,
     );
+    if (f.goaways.length === 0 && f.closed) {
+      // The known race on a loaded node (h2-abuse-guard.ts, FLUSH_TRIES): the agent closed the
+      // session with the flood's unread bytes in its receive buffer, its kernel answered with a
+      // reset, and the client's kernel dropped the GOAWAY it had not read yet. What can still be
+      // checked here: the connection was cut early; that the agent judged the session abusive
+      // is its refusal count below (one per flood); the frame checks run on the other floods.
+      t.ok(f.sent < PAIRS / 2, `flood ${i + 1}: no GOAWAY read (lost to the reset race), and cut after ${f.sent} of ${PAIRS} pairs`);
+      continue;
+    }
     t.equal(f.goaways[0], ENHANCE_YOUR_CALM, `flood ${i + 1}: GOAWAY(ENHANCE_YOUR_CALM)`);
     // Refused early: the GOAWAY names a stream far below the flood's last (2 x 20,000 - 1);
     // it names the highest stream admitted (401 when the budget trips on live streams) or, when
