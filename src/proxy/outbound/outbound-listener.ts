@@ -112,6 +112,6 @@ export class OutboundListener {
       socket.resetAndDestroy();
       return;
     }
-    this.opts.outbound.handleConnection(socket, { source: this.workload, originalDst, streams: this.streams, ...(this.opts.load ? { load: this.opts.load } : {}) });
+    this.opts.outbound.handleConnection(socket, { source: this.workload, originalDst, streams: this.streams, load: this.opts.load });
   }
 }
